@@ -1,0 +1,172 @@
+//! Chain parameters and genesis.
+
+use std::path::Path;
+
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, constants::EMPTY_WITHDRAWALS};
+use alloy_eips::{eip1559::BaseFeeParams, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_genesis::{Genesis, GenesisAccount};
+use alloy_primitives::{Address, B256, U256, address};
+use alloy_trie::EMPTY_ROOT_HASH;
+use fulmen_storage::{AccountState, HotState};
+use revm::{bytecode::Bytecode, primitives::hardfork::SpecId};
+
+use crate::merkle::StateTrie;
+use crate::tx::TxRules;
+
+/// Chain id of `--dev` (anvil uses 31337; wallets must not confuse the two).
+pub const DEV_CHAIN_ID: u64 = 4242;
+
+/// The ten accounts of the standard test mnemonic
+/// ("test test test test test test test test test test test junk"),
+/// derived at m/44'/60'/0'/0/i. A test derives them again from the mnemonic.
+pub const DEV_ACCOUNTS: [Address; 10] = [
+    address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+    address!("0x70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+    address!("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+    address!("0x90F79bf6EB2c4f870365E785982E1f101E93b906"),
+    address!("0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"),
+    address!("0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc"),
+    address!("0x976EA74026E726554dB657fA54763abd0C3a0aa9"),
+    address!("0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"),
+    address!("0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f"),
+    address!("0xa0Ee7A142d267C1f36714E4a8F75612F20a79720"),
+];
+
+/// Balance of each dev account: 10,000 ETH, as anvil gives.
+pub const DEV_BALANCE_WEI: u128 = 10_000_000_000_000_000_000_000;
+
+/// The execution rules in force. fulmen runs Prague from genesis.
+pub const SPEC: SpecId = SpecId::PRAGUE;
+
+/// Everything that fixes what a block is on this chain.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    /// Chain id (EIP-155).
+    pub chain_id: u64,
+    /// Gas limit of every block.
+    pub block_gas_limit: u64,
+    /// The base fee never falls below this.
+    pub base_fee_floor_wei: u64,
+    /// EIP-1559 adjustment parameters.
+    pub base_fee_params: BaseFeeParams,
+    /// Receives priority fees.
+    pub coinbase: Address,
+    /// The genesis allocation and header fields.
+    pub genesis: Genesis,
+}
+
+/// Errors loading a genesis file.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// The file could not be read.
+    #[error("cannot read genesis file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a geth-style genesis.
+    #[error("genesis file {path} is not a valid geth genesis.json: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The genesis is inconsistent.
+    #[error("genesis: {0}")]
+    Invalid(String),
+}
+
+/// The embedded dev genesis: the ten test-mnemonic accounts, 10,000 ETH each.
+pub fn dev_genesis(gas_limit: u64, base_fee_wei: u64) -> Genesis {
+    let mut genesis = Genesis {
+        gas_limit,
+        base_fee_per_gas: Some(u128::from(base_fee_wei)),
+        timestamp: 0,
+        ..Default::default()
+    };
+    genesis.config.chain_id = DEV_CHAIN_ID;
+    for account in DEV_ACCOUNTS {
+        genesis.alloc.insert(account, GenesisAccount::default().with_balance(U256::from(DEV_BALANCE_WEI)));
+    }
+    genesis
+}
+
+/// Reads a geth-style `genesis.json`.
+pub fn load_genesis(path: &Path) -> Result<Genesis, GenesisError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| GenesisError::Read { path: path.display().to_string(), source })?;
+    let genesis: Genesis = serde_json::from_str(&text)
+        .map_err(|source| GenesisError::Parse { path: path.display().to_string(), source })?;
+    if genesis.config.chain_id == 0 {
+        return Err(GenesisError::Invalid("config.chainId must be set and non-zero".into()));
+    }
+    if genesis.gas_limit == 0 {
+        return Err(GenesisError::Invalid("gasLimit must be non-zero".into()));
+    }
+    Ok(genesis)
+}
+
+impl ChainSpec {
+    /// The stateless transaction rules of this chain.
+    pub fn tx_rules(&self) -> TxRules {
+        TxRules { chain_id: self.chain_id, block_gas_limit: self.block_gas_limit, spec: SPEC }
+    }
+
+    /// Base fee of the block after `parent`, never below the floor.
+    pub fn next_base_fee(&self, parent: &Header) -> u64 {
+        let next = parent.next_block_base_fee(self.base_fee_params).unwrap_or(self.base_fee_floor_wei);
+        next.max(self.base_fee_floor_wei)
+    }
+
+    /// The genesis state.
+    pub fn genesis_state(&self) -> HotState {
+        let mut state = HotState::new();
+        for (address, account) in &self.genesis.alloc {
+            let code_hash = match &account.code {
+                Some(code) if !code.is_empty() => state.insert_code(Bytecode::new_raw(code.clone())),
+                _ => revm::primitives::KECCAK_EMPTY,
+            };
+            let nonce = account.nonce.unwrap_or(0);
+            state.set_account(*address, AccountState { nonce, balance: account.balance, code_hash });
+            for (slot, value) in account.storage.iter().flatten() {
+                state.set_storage(*address, U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+            }
+        }
+        state
+    }
+
+    /// The genesis header over `trie` (built from [`Self::genesis_state`]).
+    pub fn genesis_header(&self, trie: &mut StateTrie) -> Header {
+        let genesis = &self.genesis;
+        let base_fee = genesis.base_fee_per_gas.map_or(self.base_fee_floor_wei, |fee| {
+            u64::try_from(fee).unwrap_or(u64::MAX).max(self.base_fee_floor_wei)
+        });
+        Header {
+            parent_hash: B256::ZERO,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: genesis.coinbase,
+            state_root: trie.root(),
+            transactions_root: EMPTY_ROOT_HASH,
+            receipts_root: EMPTY_ROOT_HASH,
+            logs_bloom: Default::default(),
+            difficulty: U256::ZERO,
+            number: 0,
+            gas_limit: self.block_gas_limit,
+            gas_used: 0,
+            timestamp: genesis.timestamp,
+            extra_data: genesis.extra_data.clone(),
+            mix_hash: genesis.mix_hash,
+            nonce: Default::default(),
+            base_fee_per_gas: Some(base_fee),
+            withdrawals_root: Some(EMPTY_WITHDRAWALS),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: Some(EMPTY_REQUESTS_HASH),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! fulmen exec: the sequencer.
+//!
+//! Transaction validation and sender recovery ([`tx`], run on net cores),
+//! revm execution over the hot state, mini-blocks and blocks, and the
+//! incrementally maintained Merkle Patricia state trie ([`trie`], [`merkle`]).
+
+pub mod chain;
+pub mod merkle;
+pub mod trie;
+pub mod tx;

@@ -1,0 +1,217 @@
+//! The state trie: the account trie plus one storage trie per contract,
+//! updated incrementally from each block's diff.
+
+use std::collections::HashMap;
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_rlp::Decodable as _;
+use alloy_trie::{EMPTY_ROOT_HASH, TrieAccount};
+use fulmen_storage::{AccountState, HotState, StateDiff};
+
+use crate::trie::Trie;
+
+/// Merkle proof of one account and some of its slots, as `eth_getProof` returns it.
+#[derive(Debug, Clone)]
+pub struct AccountProof {
+    /// Nodes from the state root to the account.
+    pub account_proof: Vec<Bytes>,
+    /// The account's storage root.
+    pub storage_root: B256,
+    /// For each requested slot: the slot, its value and the nodes from the storage root.
+    pub storage_proofs: Vec<(B256, U256, Vec<Bytes>)>,
+}
+
+/// Account trie and storage tries of the whole state.
+#[derive(Debug, Default, Clone)]
+pub struct StateTrie {
+    accounts: Trie,
+    storage: HashMap<Address, Trie>,
+}
+
+impl StateTrie {
+    /// Builds the tries of `state` (genesis or a checkpoint).
+    pub fn from_state(state: &HotState) -> Self {
+        let mut trie = Self::default();
+        for ((address, slot), value) in state.slots() {
+            trie.storage.entry(*address).or_default().insert(slot_key(slot), alloy_rlp::encode(value));
+        }
+        for (address, account) in state.accounts() {
+            let storage_root = trie.storage_root(address);
+            trie.accounts.insert(keccak256(address), encode_account(account, storage_root));
+        }
+        trie
+    }
+
+    /// Applies diffs in order. Hashing is deferred to [`Self::root`].
+    pub fn apply<'a>(&mut self, diffs: impl IntoIterator<Item = &'a StateDiff>) {
+        // Account leaves embed the storage root, so they are written after all slots.
+        let mut touched: HashMap<Address, Option<Option<AccountState>>> = HashMap::new();
+        for diff in diffs {
+            for (address, slot, value) in &diff.storage {
+                let trie = self.storage.entry(*address).or_default();
+                if value.is_zero() {
+                    trie.remove(slot_key(slot));
+                } else {
+                    trie.insert(slot_key(slot), alloy_rlp::encode(value));
+                }
+                touched.entry(*address).or_insert(None);
+            }
+            for (address, account) in &diff.accounts {
+                touched.insert(*address, Some(*account));
+            }
+        }
+        for (address, change) in touched {
+            let key = keccak256(address);
+            let account = match change {
+                Some(Some(account)) => Some(account),
+                Some(None) => None,
+                // Only storage changed: keep the header the trie already has.
+                None => self.accounts.get(key).and_then(decode_account),
+            };
+            match account {
+                Some(account) => {
+                    let storage_root = self.storage_root(&address);
+                    self.accounts.insert(key, encode_account(&account, storage_root));
+                }
+                None => {
+                    self.accounts.remove(key);
+                    self.storage.remove(&address);
+                }
+            }
+        }
+    }
+
+    /// The state root.
+    pub fn root(&mut self) -> B256 {
+        self.accounts.root()
+    }
+
+    /// Number of accounts in the trie.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Proof of `address` and `slots` against [`Self::root`].
+    pub fn proof(&mut self, address: &Address, slots: &[B256]) -> AccountProof {
+        let account_proof = self.accounts.proof(keccak256(address));
+        let storage_root = self.storage_root(address);
+        let storage_proofs = slots
+            .iter()
+            .map(|slot| {
+                let key = keccak256(slot);
+                match self.storage.get_mut(address) {
+                    Some(trie) => {
+                        let value = trie
+                            .get(key)
+                            .and_then(|raw| U256::decode(&mut &raw[..]).ok())
+                            .unwrap_or_default();
+                        (*slot, value, trie.proof(key))
+                    }
+                    None => (*slot, U256::ZERO, Vec::new()),
+                }
+            })
+            .collect();
+        AccountProof { account_proof, storage_root, storage_proofs }
+    }
+
+    fn storage_root(&mut self, address: &Address) -> B256 {
+        match self.storage.get_mut(address) {
+            Some(trie) if !trie.is_empty() => trie.root(),
+            _ => EMPTY_ROOT_HASH,
+        }
+    }
+}
+
+fn slot_key(slot: &U256) -> B256 {
+    keccak256(B256::from(*slot))
+}
+
+fn encode_account(account: &AccountState, storage_root: B256) -> Vec<u8> {
+    alloy_rlp::encode(TrieAccount {
+        nonce: account.nonce,
+        balance: account.balance,
+        storage_root,
+        code_hash: account.code_hash,
+        ..Default::default()
+    })
+}
+
+fn decode_account(raw: &[u8]) -> Option<AccountState> {
+    let account = TrieAccount::decode(&mut &raw[..]).ok()?;
+    Some(AccountState { nonce: account.nonce, balance: account.balance, code_hash: account.code_hash })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::address;
+    use alloy_trie::{Nibbles, proof::verify_proof, root::state_root_unhashed};
+
+    fn full_root(state: &HotState) -> B256 {
+        let mut by_account: HashMap<Address, Vec<(B256, U256)>> = HashMap::new();
+        for ((address, slot), value) in state.slots() {
+            by_account.entry(*address).or_default().push((B256::from(*slot), *value));
+        }
+        state_root_unhashed(state.accounts().map(|(address, account)| {
+            let storage = by_account.remove(address).unwrap_or_default();
+            let storage_root = alloy_trie::root::storage_root_unhashed(storage);
+            (
+                *address,
+                TrieAccount {
+                    nonce: account.nonce,
+                    balance: account.balance,
+                    storage_root,
+                    code_hash: account.code_hash,
+                    ..Default::default()
+                },
+            )
+        }))
+    }
+
+    #[test]
+    fn incremental_root_equals_full_rebuild() {
+        let mut state = HotState::new();
+        for i in 0..200u64 {
+            let mut bytes = [0u8; 20];
+            bytes[12..].copy_from_slice(&i.to_be_bytes());
+            state.set_account(Address::from(bytes), AccountState::funded(U256::from(i + 1)));
+        }
+        let contract = address!("0x00000000000000000000000000000000000c0de0");
+        state.set_account(contract, AccountState { nonce: 1, ..AccountState::funded(U256::ZERO) });
+        state.set_storage(contract, U256::from(1), U256::from(11));
+        let mut trie = StateTrie::from_state(&state);
+        assert_eq!(trie.root(), full_root(&state));
+
+        let mut gone = [0u8; 20];
+        gone[12..].copy_from_slice(&5u64.to_be_bytes());
+        let diffs = vec![
+            StateDiff {
+                accounts: vec![(Address::from(gone), None)],
+                storage: vec![(contract, U256::from(2), U256::from(22))],
+                codes: vec![],
+            },
+            StateDiff {
+                accounts: vec![(Address::repeat_byte(0xee), Some(AccountState::funded(U256::from(9))))],
+                storage: vec![(contract, U256::from(1), U256::ZERO)],
+                codes: vec![],
+            },
+        ];
+        for diff in &diffs {
+            state.apply(diff);
+        }
+        trie.apply(&diffs);
+        assert_eq!(trie.root(), full_root(&state));
+
+        let root = trie.root();
+        let proof = trie.proof(&contract, &[B256::from(U256::from(2)), B256::from(U256::from(1))]);
+        let leaf = encode_account(state.account(&contract).unwrap(), proof.storage_root);
+        verify_proof(root, Nibbles::unpack(keccak256(contract)), Some(leaf), &proof.account_proof).unwrap();
+        let (slot, value, nodes) = &proof.storage_proofs[0];
+        assert_eq!(*value, U256::from(22));
+        verify_proof(proof.storage_root, Nibbles::unpack(keccak256(slot)), Some(alloy_rlp::encode(value)), nodes)
+            .unwrap();
+        let (slot, value, nodes) = &proof.storage_proofs[1];
+        assert_eq!(*value, U256::ZERO);
+        verify_proof(proof.storage_root, Nibbles::unpack(keccak256(slot)), None, nodes).unwrap();
+    }
+}

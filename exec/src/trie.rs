@@ -1,0 +1,437 @@
+//! An in-memory Merkle Patricia Trie that is updated in place and rehashes only
+//! the nodes on changed paths.
+//!
+//! Rebuilding the state root from scratch costs O(state) per block; this trie
+//! keeps every node with its cached RLP reference, so a block that changes `k`
+//! keys costs O(k · depth) hashes. Keys are fixed-length (keccak-hashed, 64
+//! nibbles), as in Ethereum's secure tries, so a branch never carries a value.
+
+use alloy_primitives::{B256, Bytes, keccak256};
+use alloy_trie::{
+    EMPTY_ROOT_HASH, Nibbles, TrieMask,
+    nodes::{BranchNodeRef, ExtensionNodeRef, LeafNodeRef, RlpNode},
+};
+
+/// Number of nibbles in a hashed key.
+pub const KEY_NIBBLES: usize = 64;
+
+#[derive(Debug, Default, Clone)]
+enum Node {
+    #[default]
+    Empty,
+    Leaf(Box<Leaf>),
+    Extension(Box<Extension>),
+    Branch(Box<Branch>),
+}
+
+#[derive(Debug, Clone)]
+struct Leaf {
+    key: Nibbles,
+    value: Vec<u8>,
+    cache: Option<RlpNode>,
+}
+
+#[derive(Debug, Clone)]
+struct Extension {
+    key: Nibbles,
+    child: Node,
+    cache: Option<RlpNode>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Branch {
+    children: [Node; 16],
+    cache: Option<RlpNode>,
+}
+
+/// A secure Merkle Patricia Trie keyed by 32-byte hashes.
+#[derive(Debug, Default, Clone)]
+pub struct Trie {
+    root: Node,
+    len: usize,
+}
+
+impl Trie {
+    /// An empty trie.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of leaves.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the trie holds no leaf.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Inserts or replaces the value at `key`. An empty value removes the key.
+    pub fn insert(&mut self, key: B256, value: Vec<u8>) {
+        if value.is_empty() {
+            self.remove(key);
+            return;
+        }
+        let path = Nibbles::unpack(key);
+        if insert(&mut self.root, path, value) {
+            self.len += 1;
+        }
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn remove(&mut self, key: B256) -> bool {
+        let path = Nibbles::unpack(key);
+        let removed = remove(&mut self.root, path);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// The value stored at `key`.
+    pub fn get(&self, key: B256) -> Option<&[u8]> {
+        let path = Nibbles::unpack(key);
+        let mut node = &self.root;
+        let mut at = 0;
+        loop {
+            match node {
+                Node::Empty => return None,
+                Node::Leaf(leaf) => {
+                    return (leaf.key == path.slice(at..)).then_some(leaf.value.as_slice());
+                }
+                Node::Extension(ext) => {
+                    if !path.slice(at..).starts_with(&ext.key) {
+                        return None;
+                    }
+                    at += ext.key.len();
+                    node = &ext.child;
+                }
+                Node::Branch(branch) => {
+                    node = &branch.children[path.get_unchecked(at) as usize];
+                    at += 1;
+                }
+            }
+        }
+    }
+
+    /// The root hash; rehashes only the nodes changed since the last call.
+    pub fn root(&mut self) -> B256 {
+        if matches!(self.root, Node::Empty) {
+            return EMPTY_ROOT_HASH;
+        }
+        let mut buf = Vec::with_capacity(600);
+        let node = rlp_node(&mut self.root, &mut buf);
+        node.as_hash().unwrap_or_else(|| keccak256(node.as_slice()))
+    }
+
+    /// The RLP-encoded nodes from the root down to `key` (or to where the path
+    /// for `key` ends, for an exclusion proof), as `eth_getProof` returns them.
+    pub fn proof(&mut self, key: B256) -> Vec<Bytes> {
+        // Caches must be fresh so that every encoding below refers to current children.
+        self.root();
+        let path = Nibbles::unpack(key);
+        let mut out = Vec::new();
+        let mut node = &self.root;
+        let mut at = 0;
+        let mut buf = Vec::with_capacity(600);
+        loop {
+            buf.clear();
+            match node {
+                Node::Empty => return out,
+                Node::Leaf(leaf) => {
+                    LeafNodeRef::new(&leaf.key, &leaf.value).rlp(&mut buf);
+                    out.push(Bytes::copy_from_slice(&buf));
+                    return out;
+                }
+                Node::Extension(ext) => {
+                    let child = cached(&ext.child);
+                    ExtensionNodeRef::new(&ext.key, &child).rlp(&mut buf);
+                    out.push(Bytes::copy_from_slice(&buf));
+                    if !path.slice(at..).starts_with(&ext.key) {
+                        return out;
+                    }
+                    at += ext.key.len();
+                    node = &ext.child;
+                }
+                Node::Branch(branch) => {
+                    let (stack, mask) = branch_stack(branch);
+                    BranchNodeRef::new(&stack, mask).rlp(&mut buf);
+                    out.push(Bytes::copy_from_slice(&buf));
+                    node = &branch.children[path.get_unchecked(at) as usize];
+                    at += 1;
+                }
+            }
+        }
+    }
+}
+
+fn nibble(n: u8) -> Nibbles {
+    Nibbles::from_nibbles_unchecked([n])
+}
+
+fn new_leaf(key: Nibbles, value: Vec<u8>) -> Node {
+    Node::Leaf(Box::new(Leaf { key, value, cache: None }))
+}
+
+fn new_extension(key: Nibbles, child: Node) -> Node {
+    if key.is_empty() {
+        return child;
+    }
+    Node::Extension(Box::new(Extension { key, child, cache: None }))
+}
+
+/// Returns true when a new key was added (false when a value was replaced).
+fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
+    match node {
+        Node::Empty => {
+            *node = new_leaf(path, value);
+            true
+        }
+        Node::Leaf(leaf) => {
+            if leaf.key == path {
+                leaf.value = value;
+                leaf.cache = None;
+                return false;
+            }
+            let common = leaf.key.common_prefix_length(&path);
+            // Keys have equal length, so neither is a prefix of the other.
+            assert!(common < path.len(), "trie keys must have a fixed length");
+            let old = std::mem::take(node);
+            let Node::Leaf(old) = old else { unreachable!("matched a leaf above") };
+            let mut branch = Box::<Branch>::default();
+            branch.children[old.key.get_unchecked(common) as usize] =
+                new_leaf(old.key.slice(common + 1..), old.value);
+            branch.children[path.get_unchecked(common) as usize] =
+                new_leaf(path.slice(common + 1..), value);
+            *node = new_extension(path.slice(..common), Node::Branch(branch));
+            true
+        }
+        Node::Extension(ext) => {
+            let common = ext.key.common_prefix_length(&path);
+            if common == ext.key.len() {
+                ext.cache = None;
+                return insert(&mut ext.child, path.slice(common..), value);
+            }
+            let old = std::mem::take(node);
+            let Node::Extension(old) = old else { unreachable!("matched an extension above") };
+            let mut branch = Box::<Branch>::default();
+            branch.children[old.key.get_unchecked(common) as usize] =
+                new_extension(old.key.slice(common + 1..), old.child);
+            branch.children[path.get_unchecked(common) as usize] =
+                new_leaf(path.slice(common + 1..), value);
+            *node = new_extension(path.slice(..common), Node::Branch(branch));
+            true
+        }
+        Node::Branch(branch) => {
+            branch.cache = None;
+            let index = path.get_unchecked(0) as usize;
+            insert(&mut branch.children[index], path.slice(1..), value)
+        }
+    }
+}
+
+fn remove(node: &mut Node, path: Nibbles) -> bool {
+    match node {
+        Node::Empty => false,
+        Node::Leaf(leaf) => {
+            if leaf.key != path {
+                return false;
+            }
+            *node = Node::Empty;
+            true
+        }
+        Node::Extension(ext) => {
+            if !path.starts_with(&ext.key) {
+                return false;
+            }
+            let removed = remove(&mut ext.child, path.slice(ext.key.len()..));
+            if removed {
+                ext.cache = None;
+                let old = std::mem::take(node);
+                let Node::Extension(old) = old else { unreachable!("matched an extension above") };
+                *node = join_prefix(old.key, old.child);
+            }
+            removed
+        }
+        Node::Branch(branch) => {
+            let index = path.get_unchecked(0) as usize;
+            let removed = remove(&mut branch.children[index], path.slice(1..));
+            if !removed {
+                return false;
+            }
+            branch.cache = None;
+            let mut live = branch.children.iter().enumerate().filter(|(_, c)| !matches!(c, Node::Empty));
+            let first = live.next().map(|(i, _)| i);
+            let more = live.next().is_some();
+            if let (Some(only), false) = (first, more) {
+                let child = std::mem::take(&mut branch.children[only]);
+                *node = join_prefix(nibble(only as u8), child);
+            }
+            true
+        }
+    }
+}
+
+/// Puts `prefix` in front of `child`, merging it into a leaf or extension so
+/// that the trie stays in canonical form.
+fn join_prefix(prefix: Nibbles, child: Node) -> Node {
+    match child {
+        Node::Empty => Node::Empty,
+        Node::Leaf(mut leaf) => {
+            leaf.key = prefix.join(&leaf.key);
+            leaf.cache = None;
+            Node::Leaf(leaf)
+        }
+        Node::Extension(mut ext) => {
+            ext.key = prefix.join(&ext.key);
+            ext.cache = None;
+            Node::Extension(ext)
+        }
+        branch @ Node::Branch(_) => new_extension(prefix, branch),
+    }
+}
+
+fn cached(node: &Node) -> RlpNode {
+    let cache = match node {
+        Node::Empty => None,
+        Node::Leaf(leaf) => leaf.cache.clone(),
+        Node::Extension(ext) => ext.cache.clone(),
+        Node::Branch(branch) => branch.cache.clone(),
+    };
+    cache.expect("rlp_node() refreshes every cache before proofs are built")
+}
+
+fn branch_stack(branch: &Branch) -> (Vec<RlpNode>, TrieMask) {
+    let mut stack = Vec::with_capacity(16);
+    let mut mask = TrieMask::default();
+    for (i, child) in branch.children.iter().enumerate() {
+        if !matches!(child, Node::Empty) {
+            mask.set_bit(i as u8);
+            stack.push(cached(child));
+        }
+    }
+    (stack, mask)
+}
+
+fn rlp_node(node: &mut Node, buf: &mut Vec<u8>) -> RlpNode {
+    match node {
+        Node::Empty => RlpNode::from_rlp(&[alloy_rlp::EMPTY_STRING_CODE]),
+        Node::Leaf(leaf) => {
+            if let Some(cache) = &leaf.cache {
+                return cache.clone();
+            }
+            buf.clear();
+            let out = LeafNodeRef::new(&leaf.key, &leaf.value).rlp(buf);
+            leaf.cache = Some(out.clone());
+            out
+        }
+        Node::Extension(ext) => {
+            if let Some(cache) = &ext.cache {
+                return cache.clone();
+            }
+            let child = rlp_node(&mut ext.child, buf);
+            buf.clear();
+            let out = ExtensionNodeRef::new(&ext.key, &child).rlp(buf);
+            ext.cache = Some(out.clone());
+            out
+        }
+        Node::Branch(branch) => {
+            if let Some(cache) = &branch.cache {
+                return cache.clone();
+            }
+            for child in branch.children.iter_mut() {
+                if !matches!(child, Node::Empty) {
+                    rlp_node(child, buf);
+                }
+            }
+            let (stack, mask) = branch_stack(branch);
+            buf.clear();
+            let out = BranchNodeRef::new(&stack, mask).rlp(buf);
+            branch.cache = Some(out.clone());
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::U256;
+    use alloy_trie::{HashBuilder, proof::verify_proof};
+    use std::collections::BTreeMap;
+
+    fn reference_root(entries: &BTreeMap<B256, Vec<u8>>) -> B256 {
+        let mut hb = HashBuilder::default();
+        for (k, v) in entries {
+            hb.add_leaf(Nibbles::unpack(k), v);
+        }
+        hb.root()
+    }
+
+    fn key(i: u64) -> B256 {
+        keccak256(i.to_be_bytes())
+    }
+
+    fn value(i: u64, round: u64) -> Vec<u8> {
+        alloy_rlp::encode(U256::from(i * 1_000 + round + 1))
+    }
+
+    #[test]
+    fn empty_trie_has_empty_root() {
+        assert_eq!(Trie::new().root(), EMPTY_ROOT_HASH);
+    }
+
+    #[test]
+    fn incremental_root_matches_rebuild_through_inserts_updates_and_removals() {
+        let mut trie = Trie::new();
+        let mut reference = BTreeMap::new();
+        for round in 0..6u64 {
+            for i in 0..400u64 {
+                // Every round touches a different, overlapping subset.
+                if (i + round) % 3 == 0 {
+                    trie.remove(key(i));
+                    reference.remove(&key(i));
+                } else if (i * 7 + round) % 4 != 0 {
+                    trie.insert(key(i), value(i, round));
+                    reference.insert(key(i), value(i, round));
+                }
+            }
+            assert_eq!(trie.len(), reference.len());
+            assert_eq!(trie.root(), reference_root(&reference), "round {round}");
+        }
+        for k in reference.keys().copied().collect::<Vec<_>>() {
+            trie.remove(k);
+        }
+        assert_eq!(trie.root(), EMPTY_ROOT_HASH);
+        assert!(trie.is_empty());
+    }
+
+    #[test]
+    fn single_leaf_root_is_hashed_even_when_short() {
+        let mut trie = Trie::new();
+        trie.insert(key(1), vec![0x01]);
+        let mut reference = BTreeMap::new();
+        reference.insert(key(1), vec![0x01]);
+        assert_eq!(trie.root(), reference_root(&reference));
+    }
+
+    #[test]
+    fn proofs_verify_for_present_and_absent_keys() {
+        let mut trie = Trie::new();
+        for i in 0..300u64 {
+            trie.insert(key(i), value(i, 0));
+        }
+        let root = trie.root();
+        for i in [0u64, 1, 17, 299] {
+            let proof = trie.proof(key(i));
+            verify_proof(root, Nibbles::unpack(key(i)), Some(value(i, 0)), &proof).unwrap();
+            assert_eq!(trie.get(key(i)), Some(value(i, 0).as_slice()));
+        }
+        for i in [300u64, 1_000, 77_777] {
+            let proof = trie.proof(key(i));
+            verify_proof(root, Nibbles::unpack(key(i)), None, &proof).unwrap();
+            assert_eq!(trie.get(key(i)), None);
+        }
+    }
+}
