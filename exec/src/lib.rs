@@ -4,7 +4,11 @@
 //! revm execution over the hot state, mini-blocks and blocks, and the
 //! incrementally maintained Merkle Patricia state trie ([`trie`], [`merkle`]).
 
+pub mod block;
 pub mod chain;
+pub mod evm;
 pub mod merkle;
+pub mod seq_core;
+pub mod sequencer;
 pub mod trie;
 pub mod tx;

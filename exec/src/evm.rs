@@ -1,0 +1,436 @@
+//! revm over the hot state.
+//!
+//! [`StateDb`] is the only surface the EVM sees (revm's `Database`). The
+//! sequencer keeps one long-lived EVM whose database owns the working state;
+//! each transaction is executed without committing, its state changes are
+//! turned into a [`StateDiff`] and applied to that state. Simulations
+//! (`eth_call`, `eth_estimateGas`, `eth_createAccessList`) build a short-lived
+//! EVM over a snapshot on the calling core.
+
+use std::collections::{HashMap, HashSet};
+
+use alloy_consensus::{Transaction as _, TxEnvelope};
+use alloy_eips::eip2930::AccessList;
+use alloy_primitives::{Address, B256, Bytes, Log, TxKind, U256};
+use either::Either;
+use fulmen_storage::{AccountState, HotState, StateDiff};
+use revm::{
+    Context, MainBuilder, MainContext,
+    bytecode::Bytecode,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    context_interface::block::BlobExcessGasAndPrice,
+    context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
+    database_interface::{DBErrorMarker, Database},
+    handler::{ExecuteEvm, MainnetEvm},
+    primitives::{KECCAK_EMPTY, eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE},
+    state::{AccountInfo, EvmState},
+};
+
+use crate::chain::SPEC;
+use crate::tx::RecoveredTx;
+
+/// Errors the state database can return to revm.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbError {
+    /// BLOCKHASH asked for the parent block while its state root is still
+    /// being computed; the sequencer runs the transaction again once sealed.
+    #[error("hash of block {0} is not sealed yet")]
+    BlockHashPending(u64),
+}
+
+impl DBErrorMarker for DbError {}
+
+/// Per-account changes for simulations (`eth_call` state overrides).
+#[derive(Debug, Clone, Default)]
+pub struct AccountOverride {
+    /// Replacement balance.
+    pub balance: Option<U256>,
+    /// Replacement nonce.
+    pub nonce: Option<u64>,
+    /// Replacement code.
+    pub code: Option<Bytes>,
+    /// Replaces the whole storage when set.
+    pub state: Option<HashMap<B256, B256>>,
+    /// Replaces just these slots.
+    pub state_diff: Option<HashMap<B256, B256>>,
+}
+
+/// The EVM's view of the state: a hot-state snapshot, the sealed block
+/// hashes, and, for simulations, storage wipes from overrides.
+#[derive(Debug, Clone, Default)]
+pub struct StateDb {
+    /// Accounts, storage and code.
+    pub state: HotState,
+    /// Hashes of sealed blocks, indexed by number.
+    pub block_hashes: imbl::Vector<B256>,
+    /// Accounts whose storage an override replaced wholesale.
+    wiped: HashSet<Address>,
+}
+
+impl StateDb {
+    /// A database over `state` and the sealed block hashes.
+    pub fn new(state: HotState, block_hashes: imbl::Vector<B256>) -> Self {
+        Self { state, block_hashes, wiped: HashSet::new() }
+    }
+
+    /// Applies `eth_call` state overrides to this (private) copy of the state.
+    pub fn apply_overrides(&mut self, overrides: &HashMap<Address, AccountOverride>) {
+        for (address, change) in overrides {
+            let mut account =
+                self.state.account(address).copied().unwrap_or_else(|| AccountState::funded(U256::ZERO));
+            if let Some(balance) = change.balance {
+                account.balance = balance;
+            }
+            if let Some(nonce) = change.nonce {
+                account.nonce = nonce;
+            }
+            if let Some(code) = &change.code {
+                account.code_hash =
+                    if code.is_empty() { KECCAK_EMPTY } else { self.state.insert_code(Bytecode::new_raw(code.clone())) };
+            }
+            self.state.set_account(*address, account);
+            if let Some(slots) = &change.state {
+                self.wiped.insert(*address);
+                for (slot, value) in slots {
+                    self.state.set_storage(*address, U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+                }
+            }
+            for (slot, value) in change.state_diff.iter().flatten() {
+                self.state.set_storage(*address, U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+            }
+        }
+        // Slots not named in a full `state` override read as zero.
+        if !self.wiped.is_empty() {
+            let named: HashSet<(Address, U256)> = overrides
+                .iter()
+                .filter_map(|(a, o)| o.state.as_ref().map(|s| (a, s)))
+                .flat_map(|(a, s)| s.keys().map(move |k| (*a, U256::from_be_bytes(k.0))))
+                .collect();
+            let stale: Vec<(Address, U256)> = self
+                .state
+                .slots()
+                .filter(|((a, k), _)| self.wiped.contains(a) && !named.contains(&(*a, *k)))
+                .map(|(key, _)| *key)
+                .collect();
+            for (address, slot) in stale {
+                self.state.set_storage(address, slot, U256::ZERO);
+            }
+        }
+    }
+}
+
+impl Database for StateDb {
+    type Error = DbError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, DbError> {
+        Ok(self.state.account(&address).map(|account| {
+            let code = if account.has_code() { self.state.code(&account.code_hash).cloned() } else { None };
+            AccountInfo {
+                balance: account.balance,
+                nonce: account.nonce,
+                code_hash: account.code_hash,
+                code: Some(code.unwrap_or_default()),
+                ..Default::default()
+            }
+        }))
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, DbError> {
+        Ok(self.state.code(&code_hash).cloned().unwrap_or_default())
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, DbError> {
+        Ok(self.state.storage(&address, &index))
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, DbError> {
+        match usize::try_from(number).ok().and_then(|n| self.block_hashes.get(n)) {
+            Some(hash) => Ok(*hash),
+            None => Err(DbError::BlockHashPending(number)),
+        }
+    }
+}
+
+/// Block-level inputs to execution.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockContext {
+    /// Block number.
+    pub number: u64,
+    /// Timestamp in seconds.
+    pub timestamp: u64,
+    /// Base fee per gas.
+    pub base_fee: u64,
+    /// Block gas limit.
+    pub gas_limit: u64,
+    /// Fee recipient.
+    pub coinbase: Address,
+    /// PREVRANDAO value.
+    pub prevrandao: B256,
+}
+
+/// The revm block environment for `ctx`.
+pub fn block_env(ctx: &BlockContext) -> BlockEnv {
+    BlockEnv {
+        number: U256::from(ctx.number),
+        beneficiary: ctx.coinbase,
+        timestamp: U256::from(ctx.timestamp),
+        gas_limit: ctx.gas_limit,
+        basefee: ctx.base_fee,
+        difficulty: U256::ZERO,
+        prevrandao: Some(ctx.prevrandao),
+        blob_excess_gas_and_price: Some(BlobExcessGasAndPrice::new(0, BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE)),
+        ..Default::default()
+    }
+}
+
+/// The revm configuration for this chain.
+pub fn cfg_env(chain_id: u64) -> CfgEnv {
+    let mut cfg = CfgEnv::new_with_spec(SPEC);
+    cfg.chain_id = chain_id;
+    cfg
+}
+
+/// The revm transaction environment of a signed, recovered transaction.
+pub fn tx_env(tx: &RecoveredTx) -> TxEnv {
+    let envelope = &tx.envelope;
+    let (gas_price, gas_priority_fee) = match envelope {
+        TxEnvelope::Legacy(_) | TxEnvelope::Eip2930(_) => (envelope.max_fee_per_gas(), None),
+        _ => (envelope.max_fee_per_gas(), envelope.max_priority_fee_per_gas()),
+    };
+    TxEnv {
+        tx_type: envelope.tx_type() as u8,
+        caller: tx.sender,
+        gas_limit: envelope.gas_limit(),
+        gas_price,
+        kind: envelope.kind(),
+        value: envelope.value(),
+        data: envelope.input().clone(),
+        nonce: envelope.nonce(),
+        chain_id: envelope.chain_id(),
+        access_list: envelope.access_list().cloned().unwrap_or_default(),
+        gas_priority_fee,
+        blob_hashes: Vec::new(),
+        max_fee_per_blob_gas: 0,
+        authorization_list: tx.authorizations.iter().cloned().map(Either::Right).collect(),
+    }
+}
+
+/// The EVM type fulmen runs.
+pub type Evm = MainnetEvm<revm::handler::MainnetContext<StateDb>>;
+
+/// Builds an EVM over `db` for `block`.
+pub fn build_evm(db: StateDb, chain_id: u64, block: &BlockContext) -> Evm {
+    Context::mainnet().with_db(db).with_cfg(cfg_env(chain_id)).with_block(block_env(block)).build_mainnet()
+}
+
+/// What executing one transaction produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// EIP-658 status.
+    pub success: bool,
+    /// Gas used (after refunds and the EIP-7623 floor).
+    pub gas_used: u64,
+    /// Logs emitted (none when reverted).
+    pub logs: Vec<Log>,
+    /// Return data, or revert data.
+    pub output: Bytes,
+    /// Address of a created contract.
+    pub contract_address: Option<Address>,
+    /// Halt reason, for simulations' error messages.
+    pub halt: Option<HaltReason>,
+}
+
+/// Why revm refused to run a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// The database needs a block hash that is not sealed yet.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The transaction is invalid in this state (geth-style message).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Outcome {
+    fn from_result(result: ExecutionResult<HaltReason>) -> Self {
+        match result {
+            ExecutionResult::Success { gas, logs, output, .. } => Self {
+                success: true,
+                gas_used: gas.tx_gas_used(),
+                logs,
+                contract_address: output.address().copied(),
+                output: output.into_data(),
+                halt: None,
+            },
+            ExecutionResult::Revert { gas, output, .. } => Self {
+                success: false,
+                gas_used: gas.tx_gas_used(),
+                logs: Vec::new(),
+                output,
+                contract_address: None,
+                halt: None,
+            },
+            ExecutionResult::Halt { reason, gas, .. } => Self {
+                success: false,
+                gas_used: gas.tx_gas_used(),
+                logs: Vec::new(),
+                output: Bytes::new(),
+                contract_address: None,
+                halt: Some(reason),
+            },
+        }
+    }
+}
+
+/// Runs `tx` without committing; returns the outcome and the state changes.
+pub fn transact(evm: &mut Evm, tx: TxEnv) -> Result<(Outcome, EvmState), ExecError> {
+    match evm.transact(tx) {
+        Ok(result) => Ok((Outcome::from_result(result.result), result.state)),
+        Err(EVMError::Database(e)) => Err(ExecError::Db(e)),
+        Err(EVMError::Transaction(e)) => Err(ExecError::Invalid(invalid_tx_message(&e))),
+        Err(e) => Err(ExecError::Invalid(e.to_string())),
+    }
+}
+
+/// Geth's wording for the invalid-transaction errors clients match on.
+pub fn invalid_tx_message(e: &InvalidTransaction) -> String {
+    match e {
+        InvalidTransaction::NonceTooLow { tx, state } => format!("nonce too low: next nonce {state}, tx nonce {tx}"),
+        InvalidTransaction::NonceTooHigh { tx, state } => {
+            format!("nonce too high: next nonce {state}, tx nonce {tx}")
+        }
+        InvalidTransaction::LackOfFundForMaxFee { fee, balance } => {
+            format!("insufficient funds for gas * price + value: have {balance} want {fee}")
+        }
+        InvalidTransaction::CallGasCostMoreThanGasLimit { initial_gas, gas_limit } => {
+            format!("intrinsic gas too low: gas {gas_limit}, minimum needed {initial_gas}")
+        }
+        InvalidTransaction::GasFloorMoreThanGasLimit { gas_floor, gas_limit } => {
+            format!("intrinsic gas too low: gas {gas_limit}, minimum needed {gas_floor}")
+        }
+        InvalidTransaction::GasPriceLessThanBasefee => "max fee per gas less than block base fee".into(),
+        InvalidTransaction::CallerGasLimitMoreThanBlock => "exceeds block gas limit".into(),
+        InvalidTransaction::RejectCallerWithCode => "sender not an eoa".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Turns revm's state changes into a diff, following EIP-161 (touched empty
+/// accounts are deleted) and EIP-6780 (self-destructed accounts are deleted).
+pub fn state_diff(state: EvmState) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for (address, account) in state {
+        if !account.is_touched() {
+            continue;
+        }
+        if account.is_selfdestructed() || account.is_empty() {
+            diff.accounts.push((address, None));
+            continue;
+        }
+        if let Some(code) = &account.info.code
+            && account.info.code_hash != KECCAK_EMPTY
+            && account.is_created()
+        {
+            diff.codes.push((account.info.code_hash, code.clone()));
+        }
+        for (slot, value) in &account.storage {
+            if value.is_changed() {
+                diff.storage.push((address, *slot, value.present_value()));
+            }
+        }
+        let info = &account.info;
+        diff.accounts.push((address, Some(AccountState { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash })));
+    }
+    diff
+}
+
+/// Accounts and slots a simulated call touched, minus the implicit ones, in
+/// the shape of an EIP-2930 access list.
+pub fn touched_access_list(state: &EvmState, excluded: &HashSet<Address>) -> AccessList {
+    let mut items: Vec<_> = state
+        .iter()
+        .filter(|(address, _)| !excluded.contains(*address) && !is_precompile(address))
+        .map(|(address, account)| {
+            let mut keys: Vec<B256> = account.storage.keys().map(|k| B256::from(*k)).collect();
+            keys.sort();
+            alloy_eips::eip2930::AccessListItem { address: *address, storage_keys: keys }
+        })
+        .collect();
+    items.sort_by_key(|item| item.address);
+    AccessList(items)
+}
+
+/// Prague precompiles live at 0x01..=0x11.
+pub fn is_precompile(address: &Address) -> bool {
+    let bytes = address.as_slice();
+    bytes[..19].iter().all(|b| *b == 0) && (1..=0x11).contains(&bytes[19])
+}
+
+/// Simulation inputs (`eth_call`, `eth_estimateGas`).
+#[derive(Debug, Clone, Default)]
+pub struct CallRequest {
+    /// Sender; zero address when absent.
+    pub from: Option<Address>,
+    /// Callee, or `None` to create.
+    pub to: Option<Address>,
+    /// Gas limit; the block gas limit when absent.
+    pub gas: Option<u64>,
+    /// Legacy gas price.
+    pub gas_price: Option<u128>,
+    /// EIP-1559 fee cap.
+    pub max_fee_per_gas: Option<u128>,
+    /// EIP-1559 tip.
+    pub max_priority_fee_per_gas: Option<u128>,
+    /// Value sent.
+    pub value: Option<U256>,
+    /// Calldata.
+    pub input: Bytes,
+    /// Nonce; the sender's current nonce when absent.
+    pub nonce: Option<u64>,
+    /// Access list.
+    pub access_list: Option<AccessList>,
+}
+
+/// Runs a simulation over `db` (a private snapshot) without committing.
+/// Fee checks are relaxed when no fee was given, as in geth.
+pub fn simulate(
+    db: StateDb,
+    chain_id: u64,
+    block: &BlockContext,
+    call: &CallRequest,
+) -> Result<(Outcome, EvmState), ExecError> {
+    let from = call.from.unwrap_or_default();
+    let nonce = call.nonce.unwrap_or_else(|| db.state.account(&from).map_or(0, |a| a.nonce));
+    let no_fee = call.gas_price.is_none() && call.max_fee_per_gas.is_none();
+    let mut cfg = cfg_env(chain_id);
+    cfg.disable_base_fee = no_fee;
+    cfg.disable_balance_check = no_fee;
+    cfg.disable_nonce_check = call.nonce.is_none();
+    let mut block_env = block_env(block);
+    if no_fee {
+        block_env.basefee = 0;
+    }
+    let (gas_price, gas_priority_fee, tx_type) = match (call.gas_price, call.max_fee_per_gas) {
+        (Some(price), _) => (price, None, 0),
+        (None, Some(max_fee)) => (max_fee, Some(call.max_priority_fee_per_gas.unwrap_or(0)), 2),
+        (None, None) => (0, None, 0),
+    };
+    let access_list = call.access_list.clone().unwrap_or_default();
+    let tx_type = if tx_type == 0 && !access_list.is_empty() { 1 } else { tx_type };
+    let tx = TxEnv {
+        tx_type,
+        caller: from,
+        gas_limit: call.gas.unwrap_or(block.gas_limit).min(block.gas_limit),
+        gas_price,
+        kind: call.to.map_or(TxKind::Create, TxKind::Call),
+        value: call.value.unwrap_or_default(),
+        data: call.input.clone(),
+        nonce,
+        chain_id: Some(chain_id),
+        access_list,
+        gas_priority_fee,
+        ..Default::default()
+    };
+    let mut evm = Context::mainnet().with_db(db).with_cfg(cfg).with_block(block_env).build_mainnet();
+    transact(&mut evm, tx)
+}

@@ -1,0 +1,517 @@
+//! The sequencer: stateful checks, parking of future nonces, streaming
+//! execution, mini-blocks and block sealing.
+//!
+//! This is plain synchronous logic owned by the seq core; the runtime
+//! ([`crate::seq_core`]) feeds it transactions and timer ticks and publishes
+//! what it produces. Keeping it free of IO makes it testable on its own.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use alloy_eips::eip1559::calc_next_block_base_fee;
+use alloy_primitives::{Address, U256};
+use fulmen_storage::StateDiff;
+
+use crate::block::{
+    ChainView, ExecutedTx, RECENT_STATES_MAX, SealJob, SealRoots, SealedBlock, TxLocation, UnsealedBlock,
+    block_size, build_header, next_prevrandao,
+};
+use crate::chain::ChainSpec;
+use crate::evm::{BlockContext, Evm, ExecError, StateDb, build_evm, state_diff, transact, tx_env};
+use crate::merkle::StateTrie;
+use crate::tx::RecoveredTx;
+
+/// Bounds of the parking lot for future-nonce transactions.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Parked transactions per sender.
+    pub parked_per_sender_max: usize,
+    /// Parked transactions in all.
+    pub parked_total_max: usize,
+    /// Transactions waiting for room in the next block, or for a parent hash.
+    pub deferred_max: usize,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self { parked_per_sender_max: 64, parked_total_max: 16_384, deferred_max: 65_536 }
+    }
+}
+
+/// Why a transaction is parked rather than executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkReason {
+    /// Its nonce is ahead of the sender's next nonce.
+    NonceGap {
+        /// The sender's next nonce.
+        expected: u64,
+    },
+    /// It is next in line but will be executed in a later block (the open
+    /// block is full, or it waits for its parent block's hash).
+    Deferred,
+}
+
+/// What happened to a submitted transaction.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Executed and appended to the open mini-block.
+    Executed(Arc<ExecutedTx>),
+    /// Accepted but not yet executable.
+    Parked(ParkReason),
+}
+
+/// A refused transaction; messages follow geth.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Seen before.
+    #[error("already known")]
+    AlreadyKnown,
+    /// Nonce already used.
+    #[error("nonce too low: next nonce {expected}, tx nonce {got}")]
+    NonceTooLow {
+        /// The sender's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// Cannot pay gas × price + value.
+    #[error("insufficient funds for gas * price + value: address {address} have {have} want {want}")]
+    InsufficientFunds {
+        /// The sender.
+        address: Address,
+        /// Its balance.
+        have: U256,
+        /// The transaction's maximum cost.
+        want: U256,
+    },
+    /// Fee cap below the current base fee.
+    #[error("max fee per gas less than block base fee: address {address}, maxFeePerGas: {max_fee}, baseFee: {base_fee}")]
+    FeeCapTooLow {
+        /// The sender.
+        address: Address,
+        /// The transaction's fee cap.
+        max_fee: u128,
+        /// The open block's base fee.
+        base_fee: u64,
+    },
+    /// Same nonce as a parked transaction without a 10% fee bump.
+    #[error("replacement transaction underpriced")]
+    ReplacementUnderpriced,
+    /// The parking lot is full.
+    #[error("txpool is full")]
+    PoolFull,
+    /// revm refused it.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Minimum fee bump, in percent, to replace a parked transaction.
+pub const REPLACE_BUMP_PERCENT: u128 = 10;
+
+/// A mini-block that closed: what to publish and whose waiters to wake.
+#[derive(Debug, Clone)]
+pub struct ClosedMiniBlock {
+    /// Global mini-block number.
+    pub number: u64,
+    /// Block it belongs to.
+    pub block: u64,
+    /// Transactions it preconfirmed.
+    pub txs: Vec<Arc<ExecutedTx>>,
+}
+
+struct OpenBlock {
+    ctx: BlockContext,
+    txs: imbl::Vector<Arc<ExecutedTx>>,
+    diffs: Vec<StateDiff>,
+    gas_used: u64,
+    log_count: u64,
+}
+
+/// The sequencer. Owns the working state and the chain's history until the
+/// storage engine takes the latter.
+pub struct Sequencer {
+    spec: ChainSpec,
+    limits: PoolLimits,
+    evm: Evm,
+    open: OpenBlock,
+    /// Transactions of the open mini-block.
+    mini_txs: Vec<Arc<ExecutedTx>>,
+    mini_block: u64,
+    view: ChainView,
+    /// Closed blocks waiting for their roots, oldest first.
+    sealing: VecDeque<SealJobMeta>,
+    parked: HashMap<Address, BTreeMap<u64, RecoveredTx>>,
+    parked_count: usize,
+    /// Ready transactions that wait for the next block or a parent hash.
+    deferred: VecDeque<RecoveredTx>,
+    /// Senders with deferred transactions, and how many each has.
+    deferred_senders: HashMap<Address, usize>,
+}
+
+struct SealJobMeta {
+    ctx: BlockContext,
+    txs: Vec<Arc<ExecutedTx>>,
+    gas_used: u64,
+    state: fulmen_storage::HotState,
+}
+
+impl Sequencer {
+    /// A sequencer at genesis. Returns it with the genesis trie, which the
+    /// state-root worker owns from then on.
+    pub fn genesis(spec: ChainSpec, limits: PoolLimits, now_ms: u64) -> (Self, StateTrie) {
+        let state = spec.genesis_state();
+        let mut trie = StateTrie::from_state(&state);
+        let header = spec.genesis_header(&mut trie);
+        let hash = header.hash_slow();
+        let size = block_size(&header, 0);
+        let genesis = Arc::new(SealedBlock { header: header.clone(), hash, txs: Vec::new(), size });
+        let ctx = next_block_ctx(&spec, &header, now_ms);
+        let mut blocks = imbl::Vector::new();
+        blocks.push_back(genesis);
+        let mut block_hashes = imbl::Vector::new();
+        block_hashes.push_back(hash);
+        let mut by_hash = imbl::HashMap::new();
+        by_hash.insert(hash, 0);
+        let mut recent_states = imbl::Vector::new();
+        recent_states.push_back((0, state.clone()));
+        let open = OpenBlock { ctx, txs: imbl::Vector::new(), diffs: Vec::new(), gas_used: 0, log_count: 0 };
+        let view = ChainView {
+            state: state.clone(),
+            blocks,
+            block_hashes: block_hashes.clone(),
+            by_hash,
+            txs: imbl::HashMap::new(),
+            unsealed: imbl::Vector::new(),
+            recent_states,
+            mini_block: 0,
+        };
+        let evm = build_evm(StateDb::new(state, block_hashes), spec.chain_id, &ctx);
+        let mut seq = Self {
+            spec,
+            limits,
+            evm,
+            open,
+            mini_txs: Vec::new(),
+            mini_block: 0,
+            view,
+            sealing: VecDeque::new(),
+            parked: HashMap::new(),
+            parked_count: 0,
+            deferred: VecDeque::new(),
+            deferred_senders: HashMap::new(),
+        };
+        seq.refresh_open_view();
+        (seq, trie)
+    }
+
+    /// The chain spec.
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    /// The view as of the last closed mini-block.
+    pub fn view(&self) -> &ChainView {
+        &self.view
+    }
+
+    /// Number of parked transactions.
+    pub fn parked_count(&self) -> usize {
+        self.parked_count
+    }
+
+    /// Number of the open block.
+    pub fn open_block_number(&self) -> u64 {
+        self.open.ctx.number
+    }
+
+    /// True when the open mini-block holds transactions.
+    pub fn mini_block_has_txs(&self) -> bool {
+        !self.mini_txs.is_empty()
+    }
+
+    /// Stateful checks, then execution or parking.
+    pub fn submit(&mut self, tx: RecoveredTx) -> Result<Admission, SubmitError> {
+        if self.view.txs.contains_key(&tx.hash) || self.is_parked(&tx) {
+            return Err(SubmitError::AlreadyKnown);
+        }
+        let sender = tx.sender;
+        let (nonce, balance) = self.account_nonce_balance(&sender);
+        if tx.nonce() < nonce {
+            return Err(SubmitError::NonceTooLow { expected: nonce, got: tx.nonce() });
+        }
+        if tx.max_fee_per_gas() < u128::from(self.open.ctx.base_fee) {
+            return Err(SubmitError::FeeCapTooLow {
+                address: sender,
+                max_fee: tx.max_fee_per_gas(),
+                base_fee: self.open.ctx.base_fee,
+            });
+        }
+        if tx.nonce() > nonce || self.has_deferred(&sender) {
+            let expected = nonce;
+            self.park(tx)?;
+            return Ok(Admission::Parked(ParkReason::NonceGap { expected }));
+        }
+        let cost = tx.max_cost();
+        if balance < cost {
+            return Err(SubmitError::InsufficientFunds { address: sender, have: balance, want: cost });
+        }
+        match self.execute(tx)? {
+            Some(executed) => {
+                self.promote(sender);
+                Ok(Admission::Executed(executed))
+            }
+            None => Ok(Admission::Parked(ParkReason::Deferred)),
+        }
+    }
+
+    /// Executes a ready transaction. Returns `None` when it was deferred.
+    fn execute(&mut self, tx: RecoveredTx) -> Result<Option<Arc<ExecutedTx>>, SubmitError> {
+        if self.open.gas_used.saturating_add(tx.gas_limit()) > self.open.ctx.gas_limit {
+            self.defer(tx)?;
+            return Ok(None);
+        }
+        let (outcome, changes) = match transact(&mut self.evm, tx_env(&tx)) {
+            Ok(done) => done,
+            Err(ExecError::Db(_)) => {
+                self.defer(tx)?;
+                return Ok(None);
+            }
+            Err(ExecError::Invalid(message)) => return Err(SubmitError::Invalid(message)),
+        };
+        let diff = state_diff(changes);
+        self.evm.ctx.journaled_state.database.state.apply(&diff);
+        self.open.diffs.push(diff);
+        self.open.gas_used += outcome.gas_used;
+        let executed = Arc::new(ExecutedTx {
+            effective_gas_price: tx.effective_gas_price(self.open.ctx.base_fee),
+            tx,
+            success: outcome.success,
+            gas_used: outcome.gas_used,
+            cumulative_gas_used: self.open.gas_used,
+            first_log_index: self.open.log_count,
+            logs: outcome.logs,
+            contract_address: outcome.contract_address,
+            block_number: self.open.ctx.number,
+            block_timestamp: self.open.ctx.timestamp,
+            index: self.open.txs.len() as u64,
+            mini_block: self.mini_block + 1,
+        });
+        self.open.log_count += executed.logs.len() as u64;
+        // The working view is published by cloning at mini-block close, so
+        // indexing the hash now is invisible to readers until then.
+        self.view.txs.insert(executed.tx.hash, TxLocation { block: executed.block_number, index: executed.index });
+        self.open.txs.push_back(executed.clone());
+        self.mini_txs.push(executed.clone());
+        Ok(Some(executed))
+    }
+
+    fn defer(&mut self, tx: RecoveredTx) -> Result<(), SubmitError> {
+        if self.deferred.len() >= self.limits.deferred_max {
+            return Err(SubmitError::PoolFull);
+        }
+        *self.deferred_senders.entry(tx.sender).or_default() += 1;
+        self.deferred.push_back(tx);
+        Ok(())
+    }
+
+    fn has_deferred(&self, sender: &Address) -> bool {
+        self.deferred_senders.contains_key(sender)
+    }
+
+    fn is_parked(&self, tx: &RecoveredTx) -> bool {
+        let parked = self.parked.get(&tx.sender).and_then(|m| m.get(&tx.nonce())).is_some_and(|p| p.hash == tx.hash);
+        // A deferred transaction is its sender's next one; nothing else of
+        // that sender can run before it, so the scan stays short in practice.
+        parked || (self.has_deferred(&tx.sender) && self.deferred.iter().any(|t| t.hash == tx.hash))
+    }
+
+    fn account_nonce_balance(&self, address: &Address) -> (u64, U256) {
+        self.evm.ctx.journaled_state.database.state.account(address).map_or((0, U256::ZERO), |a| (a.nonce, a.balance))
+    }
+
+    fn park(&mut self, tx: RecoveredTx) -> Result<(), SubmitError> {
+        let slot = self.parked.entry(tx.sender).or_default();
+        if let Some(existing) = slot.get(&tx.nonce()) {
+            let bump = |old: u128| old + old * REPLACE_BUMP_PERCENT / 100;
+            if tx.max_fee_per_gas() < bump(existing.max_fee_per_gas())
+                || tx.max_priority_fee_per_gas() < bump(existing.max_priority_fee_per_gas())
+            {
+                return Err(SubmitError::ReplacementUnderpriced);
+            }
+            slot.insert(tx.nonce(), tx);
+            return Ok(());
+        }
+        if slot.len() >= self.limits.parked_per_sender_max || self.parked_count >= self.limits.parked_total_max {
+            if slot.is_empty() {
+                self.parked.remove(&tx.sender);
+            }
+            return Err(SubmitError::PoolFull);
+        }
+        slot.insert(tx.nonce(), tx);
+        self.parked_count += 1;
+        Ok(())
+    }
+
+    /// Executes parked transactions of `sender` that became ready.
+    fn promote(&mut self, sender: Address) {
+        loop {
+            let (nonce, balance) = self.account_nonce_balance(&sender);
+            let Some(slot) = self.parked.get_mut(&sender) else { return };
+            // Stale entries (nonce now used) are dropped.
+            while let Some((&n, _)) = slot.first_key_value() {
+                if n >= nonce {
+                    break;
+                }
+                slot.pop_first();
+                self.parked_count -= 1;
+            }
+            let Some(tx) = slot.remove(&nonce) else {
+                if slot.is_empty() {
+                    self.parked.remove(&sender);
+                }
+                return;
+            };
+            self.parked_count -= 1;
+            if slot.is_empty() {
+                self.parked.remove(&sender);
+            }
+            if balance < tx.max_cost() || tx.max_fee_per_gas() < u128::from(self.open.ctx.base_fee) {
+                tracing::debug!(hash = %tx.hash, "dropping parked transaction that can no longer pay");
+                continue;
+            }
+            match self.execute(tx) {
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(e) => tracing::debug!(error = %e, "parked transaction failed when promoted"),
+            }
+        }
+    }
+
+    /// Retries deferred transactions (called when a block opens or a parent
+    /// hash becomes known).
+    fn run_deferred(&mut self) {
+        let mut pending = std::mem::take(&mut self.deferred);
+        self.deferred_senders.clear();
+        while let Some(tx) = pending.pop_front() {
+            let sender = tx.sender;
+            let (nonce, _) = self.account_nonce_balance(&sender);
+            if tx.nonce() != nonce {
+                continue;
+            }
+            match self.execute(tx) {
+                Ok(Some(_)) => self.promote(sender),
+                Ok(None) => {
+                    // Still blocked (execute() deferred it again): keep the remaining order.
+                    for tx in pending.drain(..) {
+                        *self.deferred_senders.entry(tx.sender).or_default() += 1;
+                        self.deferred.push_back(tx);
+                    }
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "deferred transaction failed"),
+            }
+        }
+    }
+
+    /// Closes the open mini-block and publishes a new view. Returns `None`
+    /// when it held no transaction.
+    pub fn close_mini_block(&mut self) -> Option<ClosedMiniBlock> {
+        if self.mini_txs.is_empty() {
+            return None;
+        }
+        self.mini_block += 1;
+        let txs = std::mem::take(&mut self.mini_txs);
+        self.view.state = self.evm.ctx.journaled_state.database.state.clone();
+        self.view.mini_block = self.mini_block;
+        self.refresh_open_view();
+        Some(ClosedMiniBlock { number: self.mini_block, block: self.open.ctx.number, txs })
+    }
+
+    fn refresh_open_view(&mut self) {
+        let open = Arc::new(UnsealedBlock {
+            ctx: self.open.ctx,
+            txs: self.open.txs.clone(),
+            gas_used: self.open.gas_used,
+        });
+        match self.view.unsealed.back() {
+            Some(last) if last.ctx.number == open.ctx.number => {
+                self.view.unsealed.pop_back();
+            }
+            _ => {}
+        }
+        self.view.unsealed.push_back(open);
+    }
+
+    /// Closes the open block and opens the next one. The returned job goes to
+    /// the state-root worker; its answer comes back through [`Self::finish_seal`].
+    /// Close the open mini-block first: its waiters belong to the caller.
+    pub fn close_block(&mut self, now_ms: u64) -> SealJob {
+        assert!(self.mini_txs.is_empty(), "close the mini-block before the block");
+        let parent = self.open.ctx;
+        let gas_used = self.open.gas_used;
+        let base_fee =
+            calc_next_block_base_fee(gas_used, parent.gas_limit, parent.base_fee, self.spec.base_fee_params)
+                .max(self.spec.base_fee_floor_wei);
+        let ctx = BlockContext {
+            number: parent.number + 1,
+            timestamp: (now_ms / 1000).max(parent.timestamp + 1),
+            base_fee,
+            gas_limit: self.spec.block_gas_limit,
+            coinbase: self.spec.coinbase,
+            prevrandao: next_prevrandao(parent.prevrandao, parent.number + 1),
+        };
+        let closed = std::mem::replace(
+            &mut self.open,
+            OpenBlock { ctx, txs: imbl::Vector::new(), diffs: Vec::new(), gas_used: 0, log_count: 0 },
+        );
+        self.evm.ctx.block = crate::evm::block_env(&ctx);
+        let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
+        self.sealing.push_back(SealJobMeta {
+            ctx: closed.ctx,
+            txs: txs.clone(),
+            gas_used,
+            state: self.evm.ctx.journaled_state.database.state.clone(),
+        });
+        let job = SealJob { ctx: closed.ctx, txs, diffs: closed.diffs, gas_used };
+        self.refresh_open_view();
+        self.run_deferred();
+        job
+    }
+
+    /// Completes the seal of the oldest closed block with its roots.
+    pub fn finish_seal(&mut self, roots: SealRoots) -> Arc<SealedBlock> {
+        let meta = self.sealing.pop_front().expect("roots arrive only for closed blocks");
+        assert_eq!(meta.ctx.number, roots.number, "roots arrive in block order");
+        let parent_hash = self.view.head().hash;
+        let header = build_header(&meta.ctx, parent_hash, meta.gas_used, &roots);
+        let hash = header.hash_slow();
+        let size = block_size(&header, roots.txs_rlp_len);
+        let sealed = Arc::new(SealedBlock { header, hash, txs: meta.txs, size });
+        self.view.blocks.push_back(sealed.clone());
+        self.view.block_hashes.push_back(hash);
+        self.view.by_hash.insert(hash, roots.number);
+        self.view.recent_states.push_back((roots.number, meta.state));
+        while self.view.recent_states.len() > RECENT_STATES_MAX {
+            self.view.recent_states.pop_front();
+        }
+        if let Some(front) = self.view.unsealed.front()
+            && front.ctx.number == roots.number
+        {
+            self.view.unsealed.pop_front();
+        }
+        self.evm.ctx.journaled_state.database.block_hashes.push_back(hash);
+        self.run_deferred();
+        sealed
+    }
+}
+
+fn next_block_ctx(spec: &ChainSpec, parent: &alloy_consensus::Header, now_ms: u64) -> BlockContext {
+    BlockContext {
+        number: parent.number + 1,
+        timestamp: (now_ms / 1000).max(parent.timestamp + 1),
+        base_fee: spec.next_base_fee(parent),
+        gas_limit: spec.block_gas_limit,
+        coinbase: spec.coinbase,
+        prevrandao: next_prevrandao(parent.mix_hash, parent.number + 1),
+    }
+}

@@ -1,0 +1,90 @@
+//! Internal chain types to their `eth_` JSON shapes (alloy's RPC types, so
+//! field names and encodings match geth).
+
+use std::sync::Arc;
+
+use alloy_consensus::{Transaction as _, transaction::Recovered};
+use alloy_primitives::{B256, U256};
+use alloy_rpc_types_eth::{Block, BlockTransactions, Header, Log, Transaction, TransactionReceipt};
+use fulmen_exec::block::{ExecutedTx, SealedBlock};
+
+/// `blockHash` of a preconfirmed transaction, receipt or log before its block
+/// is sealed: the zero hash. Its `blockNumber` is already the block it will be
+/// sealed in; after sealing every lookup returns the sealed block's hash.
+pub const UNSEALED_BLOCK_HASH: B256 = B256::ZERO;
+
+/// RPC transaction object.
+pub fn transaction(tx: &ExecutedTx, block_hash: Option<B256>) -> Transaction {
+    Transaction {
+        inner: Recovered::new_unchecked(tx.tx.envelope.clone(), tx.tx.sender),
+        block_hash: Some(block_hash.unwrap_or(UNSEALED_BLOCK_HASH)),
+        block_number: Some(tx.block_number),
+        transaction_index: Some(tx.index),
+        effective_gas_price: Some(tx.effective_gas_price),
+        block_timestamp: Some(tx.block_timestamp),
+    }
+}
+
+/// RPC logs of a transaction.
+pub fn logs(tx: &ExecutedTx, block_hash: Option<B256>) -> Vec<Log> {
+    tx.logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| Log {
+            inner: log.clone(),
+            block_hash: Some(block_hash.unwrap_or(UNSEALED_BLOCK_HASH)),
+            block_number: Some(tx.block_number),
+            block_timestamp: Some(tx.block_timestamp),
+            transaction_hash: Some(tx.tx.hash),
+            transaction_index: Some(tx.index),
+            log_index: Some(tx.first_log_index + i as u64),
+            removed: false,
+        })
+        .collect()
+}
+
+/// RPC receipt.
+pub fn receipt(tx: &ExecutedTx, block_hash: Option<B256>) -> TransactionReceipt {
+    // The consensus receipt carries the bloom; its logs gain their RPC context.
+    let mut rpc_logs = logs(tx, block_hash).into_iter();
+    let inner = tx.receipt_envelope().map_logs(|_| rpc_logs.next().unwrap_or_default());
+    TransactionReceipt {
+        inner,
+        transaction_hash: tx.tx.hash,
+        transaction_index: Some(tx.index),
+        block_hash: Some(block_hash.unwrap_or(UNSEALED_BLOCK_HASH)),
+        block_number: Some(tx.block_number),
+        gas_used: tx.gas_used,
+        effective_gas_price: tx.effective_gas_price,
+        blob_gas_used: None,
+        blob_gas_price: None,
+        from: tx.tx.sender,
+        to: tx.tx.envelope.to(),
+        contract_address: tx.contract_address,
+    }
+}
+
+/// RPC block; full transaction objects when `full`.
+pub fn block(block: &SealedBlock, full: bool) -> Block<Transaction> {
+    let transactions = if full {
+        BlockTransactions::Full(block.txs.iter().map(|t| transaction(t, Some(block.hash))).collect())
+    } else {
+        BlockTransactions::Hashes(block.txs.iter().map(|t| t.tx.hash).collect())
+    };
+    Block {
+        header: Header {
+            hash: block.hash,
+            inner: block.header.clone(),
+            total_difficulty: Some(U256::ZERO),
+            size: Some(U256::from(block.size)),
+        },
+        uncles: Vec::new(),
+        transactions,
+        withdrawals: Some(Default::default()),
+    }
+}
+
+/// Receipts of a sealed block.
+pub fn block_receipts(block: &Arc<SealedBlock>) -> Vec<TransactionReceipt> {
+    block.txs.iter().map(|t| receipt(t, Some(block.hash))).collect()
+}

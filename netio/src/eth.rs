@@ -1,0 +1,634 @@
+//! The `eth_`, `net_` and `web3_` methods. Reads use the last published
+//! chain view on this core; writes go to the sequencer over a bounded inbox.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_eips::{BlockId, BlockNumberOrTag, eip2930::AccessList};
+use alloy_primitives::{Address, B256, Bytes, U64, U256};
+use alloy_rpc_types_eth::{
+    AccessListResult, EIP1186AccountProofResponse, EIP1186StorageProof, FeeHistory, Filter, FilterBlockOption,
+    Log, TransactionRequest, state::StateOverride,
+};
+use arc_swap::ArcSwap;
+use fulmen_exec::{
+    block::{ChainView, SealedBlock},
+    chain::ChainSpec,
+    evm::{self, AccountOverride, BlockContext, CallRequest, ExecError, Outcome, StateDb},
+    seq_core::{MerkleRequest, SeqReply, SeqRequest},
+    sequencer::ParkReason,
+    tx::{RecoveredTx, decode_and_check},
+};
+use fulmen_storage::HotState;
+use futures::channel::oneshot;
+use glommio::channels::shared_channel::ConnectedSender;
+use serde_json::{Value, json};
+
+use crate::convert;
+use crate::rpc::{Params, RpcError};
+
+/// Limits of the RPC surface; each has a config key and a CLI flag.
+#[derive(Debug, Clone)]
+pub struct RpcLimits {
+    /// Largest request body.
+    pub body_bytes_max: usize,
+    /// Most calls in one batch.
+    pub batch_max: usize,
+    /// Widest `eth_getLogs` block range.
+    pub logs_block_range_max: u64,
+    /// Most logs one `eth_getLogs` returns.
+    pub logs_max: usize,
+    /// `eth_sendRawTransactionSync` timeout when the client gives none.
+    pub sync_timeout_ms_default: u64,
+    /// Upper bound on the client's timeout.
+    pub sync_timeout_ms_max: u64,
+    /// Gas cap of `eth_call` / `eth_estimateGas`.
+    pub call_gas_max: u64,
+    /// Most blocks in one `eth_feeHistory`.
+    pub fee_history_blocks_max: u64,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 5 * 1024 * 1024,
+            batch_max: 1000,
+            logs_block_range_max: 10_000,
+            logs_max: 20_000,
+            sync_timeout_ms_default: 2_000,
+            sync_timeout_ms_max: 10_000,
+            call_gas_max: 50_000_000,
+            fee_history_blocks_max: 1024,
+        }
+    }
+}
+
+/// What one net core needs to serve RPC.
+pub struct NetContext {
+    /// Published chain view.
+    pub view: Arc<ArcSwap<ChainView>>,
+    /// This core's inbox into the sequencer.
+    pub seq: ConnectedSender<SeqRequest>,
+    /// This core's channel to the state-root worker (proofs).
+    pub merkle: ConnectedSender<MerkleRequest>,
+    /// Chain parameters.
+    pub spec: Arc<ChainSpec>,
+    /// RPC limits.
+    pub limits: RpcLimits,
+    /// `web3_clientVersion`.
+    pub client_version: String,
+}
+
+/// EIP-7966 error code: timed out waiting for the receipt.
+pub const SYNC_TIMEOUT_CODE: i64 = 4;
+/// EIP-7966 error code: accepted but not ready (nonce gap).
+pub const SYNC_NOT_READY_CODE: i64 = 5;
+
+/// Dispatches one call.
+pub async fn dispatch(ctx: &Rc<NetContext>, method: &str, params: &Params) -> Result<Value, RpcError> {
+    let view = ctx.view.load_full();
+    let v = &view;
+    match method {
+        "web3_clientVersion" => ok(&ctx.client_version),
+        "web3_sha3" => {
+            let data: Bytes = params.required(0, "data")?;
+            ok(alloy_primitives::keccak256(&data))
+        }
+        "net_version" => ok(ctx.spec.chain_id.to_string()),
+        "net_listening" => ok(true),
+        "net_peerCount" => ok(U64::ZERO),
+        "eth_chainId" => ok(U64::from(ctx.spec.chain_id)),
+        "eth_blockNumber" => ok(U64::from(v.head().header.number)),
+        "eth_syncing" => ok(false),
+        "eth_accounts" => ok(Vec::<Address>::new()),
+        "eth_gasPrice" => ok(U256::from(v.open().ctx.base_fee)),
+        "eth_maxPriorityFeePerGas" => ok(U256::ZERO),
+        "eth_blobBaseFee" => ok(U256::from(1u64)),
+        "eth_feeHistory" => fee_history(ctx, v, params),
+        "eth_getBalance" => {
+            let address: Address = params.required(0, "address")?;
+            let state = state_at(v, params.optional(1, "block")?)?.0;
+            ok(state.account(&address).map_or(U256::ZERO, |a| a.balance))
+        }
+        "eth_getTransactionCount" => {
+            let address: Address = params.required(0, "address")?;
+            let state = state_at(v, params.optional(1, "block")?)?.0;
+            ok(U64::from(state.account(&address).map_or(0, |a| a.nonce)))
+        }
+        "eth_getCode" => {
+            let address: Address = params.required(0, "address")?;
+            let state = state_at(v, params.optional(1, "block")?)?.0;
+            let code = state
+                .account(&address)
+                .and_then(|a| state.code(&a.code_hash))
+                .map(|c| c.original_bytes())
+                .unwrap_or_default();
+            ok(code)
+        }
+        "eth_getStorageAt" => {
+            let address: Address = params.required(0, "address")?;
+            let slot: U256 = params.required(1, "slot")?;
+            let state = state_at(v, params.optional(2, "block")?)?.0;
+            ok(B256::from(state.storage(&address, &slot)))
+        }
+        "eth_getProof" => get_proof(ctx, v, params).await,
+        "eth_call" => call(ctx, v, params),
+        "eth_estimateGas" => estimate_gas(ctx, v, params),
+        "eth_createAccessList" => create_access_list(ctx, v, params),
+        "eth_sendRawTransaction" => {
+            params.at_most(1)?;
+            let raw: Bytes = params.required(0, "data")?;
+            let tx = decode(ctx, &raw)?;
+            let hash = tx.hash;
+            match submit(ctx, tx).await? {
+                SeqReply::Preconfirmed(_) | SeqReply::Parked(_) => ok(hash),
+                SeqReply::Rejected(e) => Err(RpcError::server(e.to_string())),
+            }
+        }
+        "eth_sendRawTransactionSync" => send_sync(ctx, params).await,
+        "eth_getTransactionByHash" => {
+            let hash: B256 = params.required(0, "hash")?;
+            ok(v.tx(&hash).map(|(tx, block_hash)| convert::transaction(&tx, block_hash)))
+        }
+        "eth_getTransactionReceipt" => {
+            let hash: B256 = params.required(0, "hash")?;
+            ok(v.tx(&hash).map(|(tx, block_hash)| convert::receipt(&tx, block_hash)))
+        }
+        "eth_getBlockByNumber" => {
+            let tag: BlockNumberOrTag = params.required(0, "block")?;
+            let full: bool = params.optional(1, "full")?.unwrap_or(false);
+            ok(block_by_tag(v, tag).map(|b| convert::block(b, full)))
+        }
+        "eth_getBlockByHash" => {
+            let hash: B256 = params.required(0, "hash")?;
+            let full: bool = params.optional(1, "full")?.unwrap_or(false);
+            ok(v.block_by_hash(&hash).map(|b| convert::block(b, full)))
+        }
+        "eth_getBlockTransactionCountByNumber" => {
+            let tag: BlockNumberOrTag = params.required(0, "block")?;
+            ok(block_by_tag(v, tag).map(|b| U64::from(b.txs.len())))
+        }
+        "eth_getBlockTransactionCountByHash" => {
+            let hash: B256 = params.required(0, "hash")?;
+            ok(v.block_by_hash(&hash).map(|b| U64::from(b.txs.len())))
+        }
+        "eth_getTransactionByBlockNumberAndIndex" => {
+            let tag: BlockNumberOrTag = params.required(0, "block")?;
+            let index: U64 = params.required(1, "index")?;
+            ok(block_by_tag(v, tag).and_then(|b| tx_in_block(b, index)))
+        }
+        "eth_getTransactionByBlockHashAndIndex" => {
+            let hash: B256 = params.required(0, "hash")?;
+            let index: U64 = params.required(1, "index")?;
+            ok(v.block_by_hash(&hash).and_then(|b| tx_in_block(b, index)))
+        }
+        "eth_getBlockReceipts" => {
+            let id: BlockId = params.required(0, "block")?;
+            ok(block_by_id(v, id)?.map(convert::block_receipts))
+        }
+        "eth_getUncleCountByBlockNumber" => {
+            let tag: BlockNumberOrTag = params.required(0, "block")?;
+            ok(block_by_tag(v, tag).map(|_| U64::ZERO))
+        }
+        "eth_getUncleCountByBlockHash" => {
+            let hash: B256 = params.required(0, "hash")?;
+            ok(v.block_by_hash(&hash).map(|_| U64::ZERO))
+        }
+        "eth_getUncleByBlockNumberAndIndex" | "eth_getUncleByBlockHashAndIndex" => ok(Value::Null),
+        "eth_getLogs" => get_logs(ctx, v, params),
+        "eth_mining" => ok(false),
+        "eth_hashrate" => ok(U64::ZERO),
+        _ => Err(RpcError::method_not_found(method)),
+    }
+}
+
+fn ok<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(|e| RpcError::internal(format!("cannot encode result: {e}")))
+}
+
+fn decode(ctx: &NetContext, raw: &[u8]) -> Result<RecoveredTx, RpcError> {
+    decode_and_check(raw, &ctx.spec.tx_rules()).map_err(|e| RpcError::server(e.to_string()))
+}
+
+async fn submit(ctx: &NetContext, tx: RecoveredTx) -> Result<SeqReply, RpcError> {
+    let (reply, answer) = oneshot::channel();
+    if ctx.seq.try_send(SeqRequest { tx, reply }).is_err() {
+        return Err(RpcError::server("txpool is full: the sequencer inbox is at capacity, retry shortly"));
+    }
+    answer.await.map_err(|_| RpcError::internal("the sequencer stopped"))
+}
+
+async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(2)?;
+    let raw: Bytes = params.required(0, "data")?;
+    let timeout_ms: Option<u64> = params.optional(1, "timeout")?;
+    let timeout_ms = timeout_ms.unwrap_or(ctx.limits.sync_timeout_ms_default).min(ctx.limits.sync_timeout_ms_max);
+    let tx = decode(ctx, &raw)?;
+    let hash = tx.hash;
+    let (reply, answer) = oneshot::channel();
+    if ctx.seq.try_send(SeqRequest { tx, reply }).is_err() {
+        return Err(RpcError::server("txpool is full: the sequencer inbox is at capacity, retry shortly"));
+    }
+    let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
+    futures::pin_mut!(timer);
+    match futures::future::select(answer, timer).await {
+        futures::future::Either::Left((Ok(SeqReply::Preconfirmed(tx)), _)) => ok(convert::receipt(&tx, None)),
+        futures::future::Either::Left((Ok(SeqReply::Parked(ParkReason::NonceGap { expected })), _)) => {
+            Err(RpcError {
+                code: SYNC_NOT_READY_CODE,
+                message: format!(
+                    "transaction accepted but not ready: nonce gap (sender's next nonce is {expected}); it will execute once the gap is filled"
+                ),
+                data: Some(json!(hash)),
+            })
+        }
+        futures::future::Either::Left((Ok(SeqReply::Parked(ParkReason::Deferred)), _)) => Err(RpcError {
+            code: SYNC_NOT_READY_CODE,
+            message: "transaction accepted but not ready: waiting for room in the next block".into(),
+            data: Some(json!(hash)),
+        }),
+        futures::future::Either::Left((Ok(SeqReply::Rejected(e)), _)) => Err(RpcError::server(e.to_string())),
+        futures::future::Either::Left((Err(_), _)) => Err(RpcError::internal("the sequencer stopped")),
+        futures::future::Either::Right(_) => Err(RpcError {
+            code: SYNC_TIMEOUT_CODE,
+            message: format!("the transaction was added to the pool but not preconfirmed within {timeout_ms} ms"),
+            data: Some(json!(hash)),
+        }),
+    }
+}
+
+fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::Transaction> {
+    let tx = block.txs.get(usize::try_from(index.to::<u64>()).ok()?)?;
+    Some(convert::transaction(tx, Some(block.hash)))
+}
+
+/// A sealed block for a number or tag (`latest`, `safe`, `finalized` and
+/// `pending` are the last sealed block; `earliest` is genesis).
+fn block_by_tag(view: &ChainView, tag: BlockNumberOrTag) -> Option<&Arc<SealedBlock>> {
+    match tag {
+        BlockNumberOrTag::Number(n) => view.block(n),
+        BlockNumberOrTag::Earliest => view.block(0),
+        _ => Some(view.head()),
+    }
+}
+
+fn block_by_id(view: &ChainView, id: BlockId) -> Result<Option<&Arc<SealedBlock>>, RpcError> {
+    match id {
+        BlockId::Number(tag) => Ok(block_by_tag(view, tag)),
+        BlockId::Hash(hash) => match view.block_by_hash(&hash.block_hash) {
+            Some(block) => Ok(Some(block)),
+            None if hash.require_canonical == Some(true) => Err(RpcError::server("header not found")),
+            None => Ok(None),
+        },
+    }
+}
+
+/// State and block context for a block id. `latest`/`pending` (or none) are
+/// the preconfirmed state with the open block's context.
+fn state_at(view: &ChainView, id: Option<BlockId>) -> Result<(HotState, BlockContext), RpcError> {
+    let number = match id {
+        None
+        | Some(BlockId::Number(BlockNumberOrTag::Latest))
+        | Some(BlockId::Number(BlockNumberOrTag::Pending)) => {
+            return Ok((view.state.clone(), view.open().ctx));
+        }
+        Some(id) => match block_by_id(view, id)? {
+            Some(block) => block.header.number,
+            None => return Err(RpcError::server("header not found")),
+        },
+    };
+    let block = view.block(number).ok_or_else(|| RpcError::server("header not found"))?;
+    let state = view.state_at(number).ok_or_else(|| {
+        RpcError::server(format!(
+            "historical state not available: block {number} is older than the {} most recent blocks this node keeps",
+            fulmen_exec::block::RECENT_STATES_MAX
+        ))
+    })?;
+    let header = &block.header;
+    let ctx = BlockContext {
+        number: header.number,
+        timestamp: header.timestamp,
+        base_fee: header.base_fee_per_gas.unwrap_or_default(),
+        gas_limit: header.gas_limit,
+        coinbase: header.beneficiary,
+        prevrandao: header.mix_hash,
+    };
+    Ok((state.clone(), ctx))
+}
+
+fn call_request(ctx: &NetContext, request: TransactionRequest) -> Result<CallRequest, RpcError> {
+    if request.blob_versioned_hashes.is_some() || request.sidecar.is_some() {
+        return Err(RpcError::invalid_params("blob transactions are not supported on this L2"));
+    }
+    let input = request.input.input().cloned().unwrap_or_default();
+    Ok(CallRequest {
+        from: request.from,
+        to: request.to.and_then(|kind| kind.to().copied()),
+        gas: Some(request.gas.unwrap_or(ctx.limits.call_gas_max).min(ctx.limits.call_gas_max)),
+        gas_price: request.gas_price,
+        max_fee_per_gas: request.max_fee_per_gas,
+        max_priority_fee_per_gas: request.max_priority_fee_per_gas,
+        value: request.value,
+        input,
+        nonce: request.nonce,
+        access_list: request.access_list,
+    })
+}
+
+fn overrides(overrides: Option<StateOverride>) -> HashMap<Address, AccountOverride> {
+    overrides
+        .into_iter()
+        .flatten()
+        .map(|(address, o)| {
+            let to_map = |m: Option<alloy_primitives::map::B256HashMap<B256>>| m.map(|m| m.into_iter().collect());
+            (
+                address,
+                AccountOverride {
+                    balance: o.balance,
+                    nonce: o.nonce,
+                    code: o.code,
+                    state: to_map(o.state),
+                    state_diff: to_map(o.state_diff),
+                },
+            )
+        })
+        .collect()
+}
+
+fn simulate_at(
+    ctx: &NetContext,
+    view: &ChainView,
+    call: &CallRequest,
+    block: Option<BlockId>,
+    state_overrides: &HashMap<Address, AccountOverride>,
+) -> Result<(Outcome, revm::state::EvmState), RpcError> {
+    let (state, block_ctx) = state_at(view, block)?;
+    let mut db = StateDb::new(state, view.block_hashes.clone());
+    db.apply_overrides(state_overrides);
+    evm::simulate(db, ctx.spec.chain_id, &block_ctx, call).map_err(|e| match e {
+        ExecError::Db(e) => RpcError::server(e.to_string()),
+        ExecError::Invalid(message) => RpcError::server(message),
+    })
+}
+
+/// Geth's shape for a failed call: code 3 with the revert data.
+fn revert_error(outcome: &Outcome) -> RpcError {
+    if let Some(halt) = &outcome.halt {
+        return RpcError::server(format!("execution halted: {halt:?}"));
+    }
+    let reason = alloy_sol_types::decode_revert_reason(&outcome.output);
+    let message = match reason {
+        Some(reason) => format!("execution reverted: {reason}"),
+        None => "execution reverted".to_string(),
+    };
+    RpcError { code: 3, message, data: Some(json!(outcome.output)) }
+}
+
+fn call(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(3)?;
+    let request: TransactionRequest = params.required(0, "transaction")?;
+    let block: Option<BlockId> = params.optional(1, "block")?;
+    let state_overrides = overrides(params.optional(2, "stateOverrides")?);
+    let call = call_request(ctx, request)?;
+    let (outcome, _) = simulate_at(ctx, view, &call, block, &state_overrides)?;
+    if !outcome.success {
+        return Err(revert_error(&outcome));
+    }
+    ok(outcome.output)
+}
+
+fn estimate_gas(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(3)?;
+    let request: TransactionRequest = params.required(0, "transaction")?;
+    let block: Option<BlockId> = params.optional(1, "block")?;
+    let state_overrides = overrides(params.optional(2, "stateOverrides")?);
+    let mut call = call_request(ctx, request)?;
+    let cap = call.gas.unwrap_or(ctx.limits.call_gas_max);
+    call.gas = Some(cap);
+    let (outcome, _) = simulate_at(ctx, view, &call, block, &state_overrides)?;
+    if !outcome.success {
+        return Err(revert_error(&outcome));
+    }
+    // Binary search for the lowest limit that succeeds: refunds and the 63/64
+    // rule mean the used gas is not always enough as a limit.
+    let mut low = outcome.gas_used.saturating_sub(1);
+    let mut high = cap;
+    call.gas = Some(outcome.gas_used);
+    if simulate_at(ctx, view, &call, block, &state_overrides).is_ok_and(|(o, _)| o.success) {
+        return ok(U64::from(outcome.gas_used));
+    }
+    let mut rounds = 0;
+    while low + 1 < high && rounds < 64 {
+        rounds += 1;
+        let mid = low + (high - low) / 2;
+        call.gas = Some(mid);
+        match simulate_at(ctx, view, &call, block, &state_overrides) {
+            Ok((o, _)) if o.success => high = mid,
+            _ => low = mid,
+        }
+    }
+    ok(U64::from(high))
+}
+
+fn create_access_list(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(2)?;
+    let request: TransactionRequest = params.required(0, "transaction")?;
+    let block: Option<BlockId> = params.optional(1, "block")?;
+    let mut call = call_request(ctx, request)?;
+    let mut excluded: HashSet<Address> = HashSet::new();
+    excluded.insert(call.from.unwrap_or_default());
+    if let Some(to) = call.to {
+        excluded.insert(to);
+    }
+    let (_, block_ctx) = state_at(view, block)?;
+    excluded.insert(block_ctx.coinbase);
+    // As geth: rerun with the found list until it stops changing (bounded).
+    let mut list = call.access_list.clone().unwrap_or_default();
+    let none = HashMap::new();
+    for _ in 0..8 {
+        call.access_list = Some(list.clone());
+        let (outcome, state) = simulate_at(ctx, view, &call, block, &none)?;
+        let found: AccessList = evm::touched_access_list(&state, &excluded);
+        if found == list {
+            let error = (!outcome.success).then(|| revert_error(&outcome).message);
+            return ok(AccessListResult { access_list: found, gas_used: U256::from(outcome.gas_used), error });
+        }
+        list = found;
+    }
+    Err(RpcError::server("access list did not converge"))
+}
+
+async fn get_proof(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(3)?;
+    let address: Address = params.required(0, "address")?;
+    let slots: Vec<B256> = params.required(1, "storageKeys")?;
+    if slots.len() > 1024 {
+        return Err(RpcError::invalid_params("invalid argument 1 (storageKeys): more than 1024 keys"));
+    }
+    let id: Option<BlockId> = params.optional(2, "block")?;
+    let block = match id {
+        None => view.head().clone(),
+        Some(id) => block_by_id(view, id)?.cloned().ok_or_else(|| RpcError::server("header not found"))?,
+    };
+    let number = block.header.number;
+    let (reply, answer) = oneshot::channel();
+    let request = MerkleRequest::Proof { block: number, address, slots, reply };
+    if ctx.merkle.try_send(request).is_err() {
+        return Err(RpcError::server("proof queue is full, retry shortly"));
+    }
+    let proof = match answer.await {
+        Ok(Ok(proof)) => proof,
+        Ok(Err(at)) => {
+            return Err(RpcError::server(format!(
+                "proofs are served for the latest sealed block only (the state trie is at block {at}, asked for {number})"
+            )));
+        }
+        Err(_) => return Err(RpcError::internal("the state-root worker stopped")),
+    };
+    let state = view.state_at(number).ok_or_else(|| RpcError::server("header not found"))?;
+    let account = state.account(&address).copied();
+    ok(EIP1186AccountProofResponse {
+        address,
+        balance: account.map_or(U256::ZERO, |a| a.balance),
+        code_hash: account.map_or(revm::primitives::KECCAK_EMPTY, |a| a.code_hash),
+        nonce: account.map_or(0, |a| a.nonce),
+        storage_hash: proof.storage_root,
+        account_proof: proof.account_proof,
+        storage_proof: proof
+            .storage_proofs
+            .into_iter()
+            .map(|(key, value, proof)| EIP1186StorageProof { key: key.into(), value, proof })
+            .collect(),
+    })
+}
+
+fn fee_history(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(3)?;
+    let count: U64 = params.required(0, "blockCount")?;
+    let newest: BlockNumberOrTag = params.required(1, "newestBlock")?;
+    let percentiles: Option<Vec<f64>> = params.optional(2, "rewardPercentiles")?;
+    if let Some(p) = &percentiles
+        && (p.len() > 100 || p.windows(2).any(|w| w[0] > w[1]) || p.iter().any(|x| !(0.0..=100.0).contains(x)))
+    {
+        return Err(RpcError::invalid_params(
+            "invalid argument 2 (rewardPercentiles): at most 100 increasing values within [0, 100]",
+        ));
+    }
+    let newest = block_by_tag(view, newest).ok_or_else(|| RpcError::server("header not found"))?.header.number;
+    let count = count.to::<u64>().min(ctx.limits.fee_history_blocks_max).min(newest + 1);
+    let oldest = newest + 1 - count;
+    let mut history = FeeHistory { oldest_block: oldest, ..Default::default() };
+    let mut rewards = Vec::new();
+    for n in oldest..=newest {
+        let block = view.block(n).ok_or_else(|| RpcError::server("header not found"))?;
+        let header = &block.header;
+        history.base_fee_per_gas.push(u128::from(header.base_fee_per_gas.unwrap_or_default()));
+        history.gas_used_ratio.push(header.gas_used as f64 / header.gas_limit.max(1) as f64);
+        history.base_fee_per_blob_gas.push(1);
+        history.blob_gas_used_ratio.push(0.0);
+        if let Some(p) = &percentiles {
+            rewards.push(block_rewards(block, p));
+        }
+    }
+    if count > 0 {
+        let next = view.block(newest + 1).map_or(view.open().ctx.base_fee, |b| b.header.base_fee_per_gas.unwrap_or(0));
+        history.base_fee_per_gas.push(u128::from(next));
+        history.base_fee_per_blob_gas.push(1);
+    }
+    if percentiles.is_some() {
+        history.reward = Some(rewards);
+    }
+    ok(history)
+}
+
+/// Effective tips at the given gas-weighted percentiles, as geth computes them.
+fn block_rewards(block: &SealedBlock, percentiles: &[f64]) -> Vec<u128> {
+    let base_fee = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
+    let mut tips: Vec<(u128, u64)> =
+        block.txs.iter().map(|t| (t.effective_gas_price.saturating_sub(base_fee), t.gas_used)).collect();
+    if tips.is_empty() {
+        return vec![0; percentiles.len()];
+    }
+    tips.sort_unstable();
+    let total: u64 = tips.iter().map(|(_, g)| g).sum();
+    percentiles
+        .iter()
+        .map(|p| {
+            let threshold = (total as f64 * p / 100.0) as u64;
+            let mut sum = 0;
+            for (tip, gas) in &tips {
+                sum += gas;
+                if sum >= threshold {
+                    return *tip;
+                }
+            }
+            tips.last().map_or(0, |(tip, _)| *tip)
+        })
+        .collect()
+}
+
+fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+    params.at_most(1)?;
+    let filter: Filter = params.required(0, "filter")?;
+    let head = view.head().header.number;
+    let (from, to, include_unsealed) = match filter.block_option {
+        FilterBlockOption::AtBlockHash(hash) => {
+            let block = view.block_by_hash(&hash).ok_or_else(|| RpcError::server("unknown block"))?;
+            (block.header.number, block.header.number, false)
+        }
+        FilterBlockOption::Range { from_block, to_block } => {
+            let resolve = |tag: Option<BlockNumberOrTag>| match tag {
+                None | Some(BlockNumberOrTag::Latest) | Some(BlockNumberOrTag::Pending) => (head, true),
+                Some(BlockNumberOrTag::Number(n)) => (n, false),
+                Some(BlockNumberOrTag::Earliest) => (0, false),
+                Some(_) => (head, false),
+            };
+            let (from, _) = resolve(from_block);
+            let (to, unsealed) = resolve(to_block);
+            if from > to {
+                return Err(RpcError::invalid_params("invalid argument 0 (filter): fromBlock is after toBlock"));
+            }
+            (from, to.min(head), unsealed)
+        }
+    };
+    if to.saturating_sub(from) >= ctx.limits.logs_block_range_max {
+        return Err(RpcError::server(format!(
+            "query exceeds max block range {}: narrow fromBlock..toBlock",
+            ctx.limits.logs_block_range_max
+        )));
+    }
+    let mut out: Vec<Log> = Vec::new();
+    let mut push = |logs: Vec<Log>| -> Result<(), RpcError> {
+        for log in logs {
+            if filter.matches_address(log.address()) && filter.matches_topics(log.topics()) {
+                if out.len() >= ctx.limits.logs_max {
+                    return Err(RpcError::server(format!(
+                        "query returned more than {} results: narrow the filter",
+                        ctx.limits.logs_max
+                    )));
+                }
+                out.push(log);
+            }
+        }
+        Ok(())
+    };
+    for n in from..=to {
+        let Some(block) = view.block(n) else { break };
+        if !filter.matches_bloom(block.header.logs_bloom) {
+            continue;
+        }
+        for tx in &block.txs {
+            push(convert::logs(tx, Some(block.hash)))?;
+        }
+    }
+    if include_unsealed {
+        for block in view.unsealed.iter() {
+            for tx in block.txs.iter() {
+                push(convert::logs(tx, None))?;
+            }
+        }
+    }
+    ok(out)
+}

@@ -1,0 +1,156 @@
+//! HTTP JSON-RPC on hyper 1.x over glommio's TCP, one accept loop per net
+//! core. The listening socket sets SO_REUSEPORT, so several net cores can
+//! bind the same address and the kernel spreads connections among them.
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::io::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
+use serde_json::Value;
+
+use crate::eth::{NetContext, dispatch};
+use crate::rpc::{Body, RpcError, parse_body, response};
+
+/// Most open connections per net core.
+pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
+
+/// Adapts a glommio stream to hyper's IO traits.
+struct HyperIo(TcpStream);
+
+impl hyper::rt::Read for HyperIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        // SAFETY: the bytes are zeroed before being viewed as initialised, and
+        // `advance` is called with exactly the count the read filled.
+        let slice = unsafe {
+            let uninit = buf.as_mut();
+            for byte in uninit.iter_mut() {
+                byte.write(0);
+            }
+            &mut *(uninit as *mut [std::mem::MaybeUninit<u8>] as *mut [u8])
+        };
+        match Pin::new(&mut self.0).poll_read(cx, slice) {
+            Poll::Ready(Ok(n)) => {
+                // SAFETY: `n` bytes were written by the read above.
+                unsafe { buf.advance(n) };
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl hyper::rt::Write for HyperIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// Accepts connections on `listener` and serves them until the task is dropped.
+pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>) {
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open.get() >= CONNECTIONS_PER_CORE_MAX {
+            tracing::warn!(limit = CONNECTIONS_PER_CORE_MAX, "connection limit reached; refusing a connection");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        open.set(open.get() + 1);
+        let ctx = ctx.clone();
+        let open = open.clone();
+        glommio::spawn_local(async move {
+            let service = service_fn(move |request| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(ctx, request).await) }
+            });
+            let result = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .max_buf_size(1 << 20)
+                .serve_connection(HyperIo(stream), service)
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            open.set(open.get() - 1);
+        })
+        .detach();
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() == Method::GET {
+        return json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+    }
+    if request.method() != Method::POST {
+        let error = response(Value::Null, Err(RpcError::invalid_request("use POST for JSON-RPC")));
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &error);
+    }
+    let limit = ctx.limits.body_bytes_max;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let (status, message) = if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: limit {limit} bytes"))
+            } else {
+                (StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))
+            };
+            return json_response(status, &response(Value::Null, Err(RpcError::invalid_request(message))));
+        }
+    };
+    let reply = match parse_body(&body, ctx.limits.batch_max) {
+        Err(e) => response(Value::Null, Err(e)),
+        Ok(Body::Single(call)) => run(&ctx, call).await,
+        Ok(Body::Batch(calls)) => {
+            let mut out = Vec::with_capacity(calls.len());
+            for call in calls {
+                out.push(run(&ctx, call).await);
+            }
+            Value::Array(out)
+        }
+    };
+    json_response(StatusCode::OK, &reply)
+}
+
+async fn run(ctx: &Rc<NetContext>, call: Result<crate::rpc::Call, (Value, RpcError)>) -> Value {
+    match call {
+        Err((id, e)) => response(id, Err(e)),
+        Ok(call) => {
+            let result = dispatch(ctx, &call.method, &call.params).await;
+            response(call.id, result)
+        }
+    }
+}
