@@ -1,1 +1,200 @@
-fn main() {}
+//! `fulmen`: the real-time Ethereum L2 sequencer node.
+
+mod config;
+mod node;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use alloy_eips::eip1559::BaseFeeParams;
+use alloy_primitives::Address;
+use clap::{Args, Parser, Subcommand};
+use fulmen_exec::chain::{ChainSpec, dev_genesis, load_genesis};
+
+use crate::config::Config;
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(name = "fulmen", version, about = "Real-time Ethereum L2 sequencer node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node.
+    Run(RunArgs),
+}
+
+/// Flags override the config file, which overrides the defaults.
+#[derive(Args)]
+struct RunArgs {
+    /// Use the embedded dev genesis (test-mnemonic accounts, chain id 4242).
+    #[arg(long)]
+    dev: bool,
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// geth-style genesis.json.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    datadir: Option<PathBuf>,
+    /// JSON-RPC listen address (HOST:PORT).
+    #[arg(long)]
+    rpc_addr: Option<SocketAddr>,
+    /// Block time in ms (>= 1000).
+    #[arg(long)]
+    block_time_ms: Option<u64>,
+    /// Longest a mini-block stays open, in ms.
+    #[arg(long)]
+    mini_block_max_ms: Option<u64>,
+    /// Block gas limit.
+    #[arg(long)]
+    block_gas_limit: Option<u64>,
+    /// Base fee floor in wei.
+    #[arg(long)]
+    base_fee_floor_wei: Option<u64>,
+    /// Fee recipient.
+    #[arg(long)]
+    coinbase: Option<Address>,
+    /// Largest JSON-RPC request body in bytes.
+    #[arg(long)]
+    rpc_body_bytes_max: Option<usize>,
+    /// Most calls per JSON-RPC batch.
+    #[arg(long)]
+    rpc_batch_max: Option<usize>,
+    /// Widest eth_getLogs block range.
+    #[arg(long)]
+    rpc_logs_block_range_max: Option<u64>,
+    /// eth_sendRawTransactionSync timeout cap in ms.
+    #[arg(long)]
+    rpc_sync_timeout_ms_max: Option<u64>,
+    /// Capacity of each net core's inbox to the sequencer.
+    #[arg(long)]
+    pool_inbox_capacity: Option<usize>,
+    /// Parked future-nonce transactions per sender.
+    #[arg(long)]
+    pool_parked_per_sender_max: Option<usize>,
+}
+
+impl RunArgs {
+    fn apply(&self, config: &mut Config) {
+        macro_rules! set {
+            ($flag:ident => $($field:ident).+) => {
+                if let Some(value) = self.$flag.clone() {
+                    config.$($field).+ = value;
+                }
+            };
+        }
+        set!(datadir => datadir);
+        set!(rpc_addr => rpc_addr);
+        set!(block_time_ms => block_time_ms);
+        set!(mini_block_max_ms => mini_block_max_ms);
+        set!(block_gas_limit => block_gas_limit);
+        set!(base_fee_floor_wei => base_fee_floor_wei);
+        set!(rpc_body_bytes_max => rpc.body_bytes_max);
+        set!(rpc_batch_max => rpc.batch_max);
+        set!(rpc_logs_block_range_max => rpc.logs_block_range_max);
+        set!(rpc_sync_timeout_ms_max => rpc.sync_timeout_ms_max);
+        set!(pool_inbox_capacity => pool.inbox_capacity);
+        set!(pool_parked_per_sender_max => pool.parked_per_sender_max);
+        if self.genesis.is_some() {
+            config.genesis = self.genesis.clone();
+        }
+        if self.coinbase.is_some() {
+            config.coinbase = self.coinbase;
+        }
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    if let Err(e) = result {
+        tracing::error!("{e}");
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    args.apply(&mut config);
+    config.validate().map_err(|e| e.to_string())?;
+    if args.dev && config.genesis.is_some() {
+        return Err("--dev and --genesis are exclusive: --dev uses the embedded dev genesis".into());
+    }
+    if !args.dev && config.genesis.is_none() {
+        return Err("no chain: pass --dev for the embedded dev chain, or --genesis FILE (or `genesis` in the config)".into());
+    }
+    let genesis = match &config.genesis {
+        Some(path) => load_genesis(path).map_err(|e| e.to_string())?,
+        None => dev_genesis(config.block_gas_limit, config.base_fee_floor_wei.max(1_000_000_000)),
+    };
+    let spec = ChainSpec {
+        chain_id: genesis.config.chain_id,
+        block_gas_limit: config.block_gas_limit,
+        base_fee_floor_wei: config.base_fee_floor_wei,
+        base_fee_params: BaseFeeParams::new(
+            u128::from(config.base_fee_max_change_denominator),
+            u128::from(config.base_fee_elasticity),
+        ),
+        coinbase: config.coinbase.unwrap_or(genesis.coinbase),
+        genesis,
+    };
+    std::fs::create_dir_all(&config.datadir)
+        .map_err(|e| format!("cannot create datadir {}: {e}", config.datadir.display()))?;
+    let rpc_addr = resolve_port(config.rpc_addr)?;
+    tracing::info!(
+        chain_id = spec.chain_id,
+        block_time_ms = config.block_time_ms,
+        block_gas_limit = config.block_gas_limit,
+        cores = ?config.cores,
+        "starting fulmen"
+    );
+    tracing::warn!(
+        "durability: memory only. State and history live in RAM and are lost when the process exits; \
+         the storage engine (append-only log, checkpoints) is not built yet. Datadir {} holds nothing yet.",
+        config.datadir.display()
+    );
+    let _threads = node::start(&config, spec, rpc_addr)?;
+    tracing::info!("listening on http://{rpc_addr}");
+    wait_for_signal()?;
+    tracing::info!("signal received, shutting down");
+    // Nothing is buffered outside RAM yet, so stopping is immediate.
+    std::process::exit(0);
+}
+
+/// Port 0 means "any free port": pick one here so that every net core binds
+/// the same one (SO_REUSEPORT) and the log line names it.
+fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    probe.local_addr().map_err(|e| e.to_string())
+}
+
+fn wait_for_signal() -> Result<(), String> {
+    use signal_hook::{consts::{SIGINT, SIGTERM}, iterator::Signals};
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    signals.forever().next();
+    Ok(())
+}

@@ -148,6 +148,27 @@ pub struct Sequencer {
     deferred_senders: HashMap<Address, usize>,
 }
 
+/// The genesis state, its trie and header.
+#[derive(Debug, Clone)]
+pub struct Genesis {
+    /// Genesis state.
+    pub state: fulmen_storage::HotState,
+    /// Its state trie (the state-root worker takes it over).
+    pub trie: StateTrie,
+    /// The genesis header.
+    pub header: alloy_consensus::Header,
+}
+
+impl Genesis {
+    /// Builds the genesis of `spec`.
+    pub fn new(spec: &ChainSpec) -> Self {
+        let state = spec.genesis_state();
+        let mut trie = StateTrie::from_state(&state);
+        let header = spec.genesis_header(&mut trie);
+        Self { state, trie, header }
+    }
+}
+
 struct SealJobMeta {
     ctx: BlockContext,
     txs: Vec<Arc<ExecutedTx>>,
@@ -156,12 +177,11 @@ struct SealJobMeta {
 }
 
 impl Sequencer {
-    /// A sequencer at genesis. Returns it with the genesis trie, which the
-    /// state-root worker owns from then on.
-    pub fn genesis(spec: ChainSpec, limits: PoolLimits, now_ms: u64) -> (Self, StateTrie) {
-        let state = spec.genesis_state();
-        let mut trie = StateTrie::from_state(&state);
-        let header = spec.genesis_header(&mut trie);
+    /// A sequencer at genesis. The EVM inside is not `Send`: build the
+    /// sequencer on the core that runs it, from a [`Genesis`] made anywhere.
+    pub fn new(spec: ChainSpec, limits: PoolLimits, genesis: &Genesis, now_ms: u64) -> Self {
+        let state = genesis.state.clone();
+        let header = genesis.header.clone();
         let hash = header.hash_slow();
         let size = block_size(&header, 0);
         let genesis = Arc::new(SealedBlock { header: header.clone(), hash, txs: Vec::new(), size });
@@ -201,7 +221,7 @@ impl Sequencer {
             deferred_senders: HashMap::new(),
         };
         seq.refresh_open_view();
-        (seq, trie)
+        seq
     }
 
     /// The chain spec.

@@ -1,0 +1,212 @@
+//! Node configuration: TOML file, then CLI flags on top. Every key has a
+//! default documented here and in README.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use alloy_primitives::Address;
+use serde::Deserialize;
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// JSON-RPC listen address. Default 127.0.0.1:8545.
+    pub rpc_addr: SocketAddr,
+    /// Data directory. Default `./fulmen-data`.
+    pub datadir: PathBuf,
+    /// geth-style genesis.json; none means the embedded dev genesis.
+    pub genesis: Option<PathBuf>,
+    /// Block time. Default 1000 ms.
+    pub block_time_ms: u64,
+    /// Longest a mini-block stays open. Default 10 ms.
+    pub mini_block_max_ms: u64,
+    /// Block gas limit. Default 1,000,000,000 (an L2 block is 1 s of traffic).
+    pub block_gas_limit: u64,
+    /// The base fee never drops below this. Default 1,000,000 wei (0.001 gwei).
+    pub base_fee_floor_wei: u64,
+    /// EIP-1559 max change denominator. Default 8 (Ethereum's).
+    pub base_fee_max_change_denominator: u64,
+    /// EIP-1559 elasticity multiplier. Default 2 (Ethereum's).
+    pub base_fee_elasticity: u64,
+    /// Fee recipient. Default: the genesis coinbase.
+    pub coinbase: Option<Address>,
+    /// JSON-RPC limits.
+    pub rpc: RpcConfig,
+    /// Transaction pool limits.
+    pub pool: PoolConfig,
+    /// The core map.
+    pub cores: CoreMap,
+}
+
+/// `[rpc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RpcConfig {
+    /// Largest request body. Default 5 MiB.
+    pub body_bytes_max: usize,
+    /// Most calls per batch. Default 1000.
+    pub batch_max: usize,
+    /// Widest eth_getLogs range. Default 10,000 blocks.
+    pub logs_block_range_max: u64,
+    /// Most logs per eth_getLogs. Default 20,000.
+    pub logs_max: usize,
+    /// eth_sendRawTransactionSync default timeout. Default 2000 ms.
+    pub sync_timeout_ms_default: u64,
+    /// eth_sendRawTransactionSync timeout cap. Default 10,000 ms.
+    pub sync_timeout_ms_max: u64,
+    /// Gas cap for eth_call and eth_estimateGas. Default 50,000,000.
+    pub call_gas_max: u64,
+}
+
+/// `[pool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct PoolConfig {
+    /// Capacity of each net core's inbox to the sequencer. Default 8192.
+    pub inbox_capacity: usize,
+    /// Parked (future-nonce) transactions per sender. Default 64.
+    pub parked_per_sender_max: usize,
+    /// Parked transactions in all. Default 16,384.
+    pub parked_total_max: usize,
+    /// Ready transactions waiting for the next block. Default 65,536.
+    pub deferred_max: usize,
+}
+
+/// `[cores]`: CPU ids for each role (DESIGN.md).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CoreMap {
+    /// Net cores. Default [0].
+    pub net: Vec<usize>,
+    /// The sequencer core. Default 1 (0 on a 1-CPU machine).
+    pub seq: usize,
+    /// Execution / merkleization workers. Default [0]; empty runs the
+    /// state-root worker on the seq core.
+    pub exec: Vec<usize>,
+    /// Storage cores. Default [1]. (The storage engine is not built yet.)
+    pub storage: Vec<usize>,
+    /// DA core. Default none. (The DA batcher is not built yet.)
+    pub da: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8545)),
+            datadir: PathBuf::from("fulmen-data"),
+            genesis: None,
+            block_time_ms: 1000,
+            mini_block_max_ms: 10,
+            block_gas_limit: 1_000_000_000,
+            base_fee_floor_wei: 1_000_000,
+            base_fee_max_change_denominator: 8,
+            base_fee_elasticity: 2,
+            coinbase: None,
+            rpc: RpcConfig::default(),
+            pool: PoolConfig::default(),
+            cores: CoreMap::default(),
+        }
+    }
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        let d = fulmen_netio::eth::RpcLimits::default();
+        Self {
+            body_bytes_max: d.body_bytes_max,
+            batch_max: d.batch_max,
+            logs_block_range_max: d.logs_block_range_max,
+            logs_max: d.logs_max,
+            sync_timeout_ms_default: d.sync_timeout_ms_default,
+            sync_timeout_ms_max: d.sync_timeout_ms_max,
+            call_gas_max: d.call_gas_max,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        let d = fulmen_exec::sequencer::PoolLimits::default();
+        Self {
+            inbox_capacity: 8192,
+            parked_per_sender_max: d.parked_per_sender_max,
+            parked_total_max: d.parked_total_max,
+            deferred_max: d.deferred_max,
+        }
+    }
+}
+
+impl Default for CoreMap {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let other = usize::from(cpus > 1);
+        Self { net: vec![0], seq: other, exec: vec![0], storage: vec![other], da: None }
+    }
+}
+
+/// A configuration error, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl Config {
+    /// Reads a TOML config file.
+    pub(crate) fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
+    }
+
+    /// Checks values that would otherwise fail later or silently misbehave.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_string()));
+        if self.block_time_ms < 1000 {
+            // Block timestamps are in seconds and must increase.
+            return bad("block_time_ms must be at least 1000 (block timestamps are whole seconds)");
+        }
+        if self.mini_block_max_ms == 0 || self.mini_block_max_ms > self.block_time_ms {
+            return bad("mini_block_max_ms must be between 1 and block_time_ms");
+        }
+        if self.block_gas_limit < 21_000 {
+            return bad("block_gas_limit must be at least 21000");
+        }
+        if self.base_fee_max_change_denominator == 0 || self.base_fee_elasticity == 0 {
+            return bad("base_fee_max_change_denominator and base_fee_elasticity must be non-zero");
+        }
+        if self.rpc.batch_max == 0 || self.rpc.body_bytes_max < 1024 {
+            return bad("rpc.batch_max must be >= 1 and rpc.body_bytes_max >= 1024");
+        }
+        if self.rpc.sync_timeout_ms_default > self.rpc.sync_timeout_ms_max {
+            return bad("rpc.sync_timeout_ms_default must not exceed rpc.sync_timeout_ms_max");
+        }
+        if self.pool.inbox_capacity == 0 || self.pool.parked_total_max == 0 {
+            return bad("pool.inbox_capacity and pool.parked_total_max must be >= 1");
+        }
+        self.validate_cores()
+    }
+
+    fn validate_cores(&self) -> Result<(), ConfigError> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let map = &self.cores;
+        if map.net.is_empty() {
+            return Err(ConfigError("cores.net needs at least one CPU".into()));
+        }
+        let all = map.net.iter().chain(&map.exec).chain(&map.storage).chain(map.da.iter()).chain([&map.seq]);
+        for cpu in all {
+            if *cpu >= cpus {
+                return Err(ConfigError(format!(
+                    "cores: CPU {cpu} is not online (this machine has CPUs 0..{}); fix [cores] in the config",
+                    cpus - 1
+                )));
+            }
+        }
+        let mut net = map.net.clone();
+        net.sort_unstable();
+        net.dedup();
+        if net.len() != map.net.len() {
+            return Err(ConfigError("cores.net lists a CPU twice".into()));
+        }
+        Ok(())
+    }
+}
