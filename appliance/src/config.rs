@@ -141,7 +141,13 @@ impl Default for CoreMap {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let other = usize::from(cpus > 1);
-        Self { net: vec![0], seq: other, exec: vec![0], storage: vec![other], da: None }
+        Self {
+            net: vec![0],
+            seq: other,
+            exec: vec![0],
+            storage: vec![other],
+            da: None,
+        }
     }
 }
 
@@ -192,7 +198,13 @@ impl Config {
         if map.net.is_empty() {
             return Err(ConfigError("cores.net needs at least one CPU".into()));
         }
-        let all = map.net.iter().chain(&map.exec).chain(&map.storage).chain(map.da.iter()).chain([&map.seq]);
+        let all = map
+            .net
+            .iter()
+            .chain(&map.exec)
+            .chain(&map.storage)
+            .chain(map.da.iter())
+            .chain([&map.seq]);
         for cpu in all {
             if *cpu >= cpus {
                 return Err(ConfigError(format!(

@@ -17,7 +17,11 @@ use crate::config::Config;
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
-#[command(name = "fulmen", version, about = "Real-time Ethereum L2 sequencer node")]
+#[command(
+    name = "fulmen",
+    version,
+    about = "Real-time Ethereum L2 sequencer node"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -139,14 +143,19 @@ fn run(args: RunArgs) -> Result<(), String> {
     args.apply(&mut config);
     config.validate().map_err(|e| e.to_string())?;
     if args.dev && config.genesis.is_some() {
-        return Err("--dev and --genesis are exclusive: --dev uses the embedded dev genesis".into());
+        return Err(
+            "--dev and --genesis are exclusive: --dev uses the embedded dev genesis".into(),
+        );
     }
     if !args.dev && config.genesis.is_none() {
         return Err("no chain: pass --dev for the embedded dev chain, or --genesis FILE (or `genesis` in the config)".into());
     }
     let genesis = match &config.genesis {
         Some(path) => load_genesis(path).map_err(|e| e.to_string())?,
-        None => dev_genesis(config.block_gas_limit, config.base_fee_floor_wei.max(1_000_000_000)),
+        None => dev_genesis(
+            config.block_gas_limit,
+            config.base_fee_floor_wei.max(1_000_000_000),
+        ),
     };
     let spec = ChainSpec {
         chain_id: genesis.config.chain_id,
@@ -188,13 +197,18 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
     if addr.port() != 0 {
         return Ok(addr);
     }
-    let probe = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let probe =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
     probe.local_addr().map_err(|e| e.to_string())
 }
 
 fn wait_for_signal() -> Result<(), String> {
-    use signal_hook::{consts::{SIGINT, SIGTERM}, iterator::Signals};
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    use signal_hook::{
+        consts::{SIGINT, SIGTERM},
+        iterator::Signals,
+    };
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     signals.forever().next();
     Ok(())
 }

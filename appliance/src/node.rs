@@ -61,7 +61,11 @@ struct MerkleRole {
 }
 
 /// Starts every role; returns once all net cores accept connections.
-pub(crate) fn start(config: &Config, spec: ChainSpec, rpc_addr: SocketAddr) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+pub(crate) fn start(
+    config: &Config,
+    spec: ChainSpec,
+    rpc_addr: SocketAddr,
+) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let limits = PoolLimits {
         parked_per_sender_max: config.pool.parked_per_sender_max,
         parked_total_max: config.pool.parked_total_max,
@@ -70,7 +74,9 @@ pub(crate) fn start(config: &Config, spec: ChainSpec, rpc_addr: SocketAddr) -> R
     let genesis = Genesis::new(&spec);
     // The sequencer holds a revm EVM, which is not Send: this one only gives
     // the first published view; the seq core builds its own from `genesis`.
-    let first_view = Sequencer::new(spec.clone(), limits, &genesis, seq_core::now_ms()).view().clone();
+    let first_view = Sequencer::new(spec.clone(), limits, &genesis, seq_core::now_ms())
+        .view()
+        .clone();
     let published = Arc::new(ArcSwap::from_pointee(first_view));
     let merkle = Merkleizer::new(genesis.trie.clone(), 0);
 
@@ -83,7 +89,10 @@ pub(crate) fn start(config: &Config, spec: ChainSpec, rpc_addr: SocketAddr) -> R
         let (proof_tx, proof_rx) = shared_channel::new_bounded(PROOF_QUEUE_CAPACITY);
         inboxes.push(seq_rx);
         merkle_requests.push(proof_rx);
-        roles.entry(*cpu).or_default().net.push(NetRole { seq: seq_tx, merkle: proof_tx });
+        roles.entry(*cpu).or_default().net.push(NetRole {
+            seq: seq_tx,
+            merkle: proof_tx,
+        });
     }
     let (seal_tx, seal_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
     let (roots_tx, roots_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
@@ -97,8 +106,11 @@ pub(crate) fn start(config: &Config, spec: ChainSpec, rpc_addr: SocketAddr) -> R
         from_merkle: roots_rx,
     });
     let merkle_cpu = cores.exec.first().copied().unwrap_or(cores.seq);
-    roles.entry(merkle_cpu).or_default().merkle =
-        Some(MerkleRole { merkle, requests: merkle_requests, to_seq: roots_tx });
+    roles.entry(merkle_cpu).or_default().merkle = Some(MerkleRole {
+        merkle,
+        requests: merkle_requests,
+        to_seq: roots_tx,
+    });
 
     let limits = RpcLimits {
         body_bytes_max: config.rpc.body_bytes_max,
@@ -110,7 +122,9 @@ pub(crate) fn start(config: &Config, spec: ChainSpec, rpc_addr: SocketAddr) -> R
         call_gas_max: config.rpc.call_gas_max,
         fee_history_blocks_max: RpcLimits::default().fee_history_blocks_max,
     };
-    let timing = SeqTiming { block_time_ms: config.block_time_ms };
+    let timing = SeqTiming {
+        block_time_ms: config.block_time_ms,
+    };
     let spec = Arc::new(spec);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let net_count = cores.net.len();
@@ -156,8 +170,13 @@ async fn run_core(
 ) {
     let executor = glommio::executor();
     // Latency-sensitive work (RPC, sequencing) above background merkleization.
-    let fast = executor.create_task_queue(Shares::Static(1000), Latency::Matters(Duration::from_millis(1)), "fast");
-    let background = executor.create_task_queue(Shares::Static(100), Latency::NotImportant, "background");
+    let fast = executor.create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "fast",
+    );
+    let background =
+        executor.create_task_queue(Shares::Static(100), Latency::NotImportant, "background");
     let mut tasks = Vec::new();
     if let Some(role) = roles.merkle {
         let task = glommio::spawn_local_into(

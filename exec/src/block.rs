@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use alloy_consensus::{
-    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxEnvelope, TxType,
+    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
+    TxEnvelope, TxType,
     constants::EMPTY_WITHDRAWALS,
     proofs::{calculate_receipt_root, calculate_transaction_root},
 };
@@ -136,7 +137,9 @@ pub struct ChainView {
 impl ChainView {
     /// The last sealed block.
     pub fn head(&self) -> &Arc<SealedBlock> {
-        self.blocks.back().expect("the chain always has its genesis block")
+        self.blocks
+            .back()
+            .expect("the chain always has its genesis block")
     }
 
     /// Sealed block by number.
@@ -162,12 +165,18 @@ impl ChainView {
             return Some((tx.clone(), Some(block.hash)));
         }
         let block = self.unsealed.iter().find(|b| b.ctx.number == at.block)?;
-        Some((block.txs.get(usize::try_from(at.index).ok()?)?.clone(), None))
+        Some((
+            block.txs.get(usize::try_from(at.index).ok()?)?.clone(),
+            None,
+        ))
     }
 
     /// State at the end of sealed block `number`, while it is recent.
     pub fn state_at(&self, number: u64) -> Option<&HotState> {
-        self.recent_states.iter().find(|(n, _)| *n == number).map(|(_, s)| s)
+        self.recent_states
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, s)| s)
     }
 }
 
@@ -217,12 +226,19 @@ impl Merkleizer {
 
     /// Applies the block's diff and computes its roots.
     pub fn seal(&mut self, job: &SealJob) -> SealRoots {
-        assert_eq!(job.ctx.number, self.number + 1, "blocks are sealed in order");
+        assert_eq!(
+            job.ctx.number,
+            self.number + 1,
+            "blocks are sealed in order"
+        );
         self.trie.apply(&job.diffs);
         let state_root = self.trie.root();
         let envelopes: Vec<&TxEnvelope> = job.txs.iter().map(|t| &t.tx.envelope).collect();
         let transactions_root = calculate_transaction_root(&envelopes);
-        let txs_rlp_len = envelopes.iter().map(|e| alloy_rlp::Encodable::length(*e)).sum();
+        let txs_rlp_len = envelopes
+            .iter()
+            .map(|e| alloy_rlp::Encodable::length(*e))
+            .sum();
         let receipts: Vec<ReceiptEnvelope> = job.txs.iter().map(|t| t.receipt_envelope()).collect();
         let receipts_root = calculate_receipt_root(&receipts);
         let mut logs_bloom = Bloom::default();
@@ -230,7 +246,14 @@ impl Merkleizer {
             logs_bloom.accrue_bloom(&tx.bloom());
         }
         self.number = job.ctx.number;
-        SealRoots { number: job.ctx.number, state_root, transactions_root, receipts_root, logs_bloom, txs_rlp_len }
+        SealRoots {
+            number: job.ctx.number,
+            state_root,
+            transactions_root,
+            receipts_root,
+            logs_bloom,
+            txs_rlp_len,
+        }
     }
 
     /// Proof against the state root of block [`Self::number`].
@@ -240,7 +263,12 @@ impl Merkleizer {
 }
 
 /// The header of a block with the given roots, on top of `parent_hash`.
-pub fn build_header(ctx: &BlockContext, parent_hash: B256, gas_used: u64, roots: &SealRoots) -> Header {
+pub fn build_header(
+    ctx: &BlockContext,
+    parent_hash: B256,
+    gas_used: u64,
+    roots: &SealRoots,
+) -> Header {
     Header {
         parent_hash,
         ommers_hash: EMPTY_OMMER_ROOT_HASH,

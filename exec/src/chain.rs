@@ -89,19 +89,28 @@ pub fn dev_genesis(gas_limit: u64, base_fee_wei: u64) -> Genesis {
     };
     genesis.config.chain_id = DEV_CHAIN_ID;
     for account in DEV_ACCOUNTS {
-        genesis.alloc.insert(account, GenesisAccount::default().with_balance(U256::from(DEV_BALANCE_WEI)));
+        genesis.alloc.insert(
+            account,
+            GenesisAccount::default().with_balance(U256::from(DEV_BALANCE_WEI)),
+        );
     }
     genesis
 }
 
 /// Reads a geth-style `genesis.json`.
 pub fn load_genesis(path: &Path) -> Result<Genesis, GenesisError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| GenesisError::Read { path: path.display().to_string(), source })?;
-    let genesis: Genesis = serde_json::from_str(&text)
-        .map_err(|source| GenesisError::Parse { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let genesis: Genesis = serde_json::from_str(&text).map_err(|source| GenesisError::Parse {
+        path: path.display().to_string(),
+        source,
+    })?;
     if genesis.config.chain_id == 0 {
-        return Err(GenesisError::Invalid("config.chainId must be set and non-zero".into()));
+        return Err(GenesisError::Invalid(
+            "config.chainId must be set and non-zero".into(),
+        ));
     }
     if genesis.gas_limit == 0 {
         return Err(GenesisError::Invalid("gasLimit must be non-zero".into()));
@@ -112,12 +121,18 @@ pub fn load_genesis(path: &Path) -> Result<Genesis, GenesisError> {
 impl ChainSpec {
     /// The stateless transaction rules of this chain.
     pub fn tx_rules(&self) -> TxRules {
-        TxRules { chain_id: self.chain_id, block_gas_limit: self.block_gas_limit, spec: SPEC }
+        TxRules {
+            chain_id: self.chain_id,
+            block_gas_limit: self.block_gas_limit,
+            spec: SPEC,
+        }
     }
 
     /// Base fee of the block after `parent`, never below the floor.
     pub fn next_base_fee(&self, parent: &Header) -> u64 {
-        let next = parent.next_block_base_fee(self.base_fee_params).unwrap_or(self.base_fee_floor_wei);
+        let next = parent
+            .next_block_base_fee(self.base_fee_params)
+            .unwrap_or(self.base_fee_floor_wei);
         next.max(self.base_fee_floor_wei)
     }
 
@@ -126,13 +141,26 @@ impl ChainSpec {
         let mut state = HotState::new();
         for (address, account) in &self.genesis.alloc {
             let code_hash = match &account.code {
-                Some(code) if !code.is_empty() => state.insert_code(Bytecode::new_raw(code.clone())),
+                Some(code) if !code.is_empty() => {
+                    state.insert_code(Bytecode::new_raw(code.clone()))
+                }
                 _ => revm::primitives::KECCAK_EMPTY,
             };
             let nonce = account.nonce.unwrap_or(0);
-            state.set_account(*address, AccountState { nonce, balance: account.balance, code_hash });
+            state.set_account(
+                *address,
+                AccountState {
+                    nonce,
+                    balance: account.balance,
+                    code_hash,
+                },
+            );
             for (slot, value) in account.storage.iter().flatten() {
-                state.set_storage(*address, U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+                state.set_storage(
+                    *address,
+                    U256::from_be_bytes(slot.0),
+                    U256::from_be_bytes(value.0),
+                );
             }
         }
         state
@@ -141,9 +169,13 @@ impl ChainSpec {
     /// The genesis header over `trie` (built from [`Self::genesis_state`]).
     pub fn genesis_header(&self, trie: &mut StateTrie) -> Header {
         let genesis = &self.genesis;
-        let base_fee = genesis.base_fee_per_gas.map_or(self.base_fee_floor_wei, |fee| {
-            u64::try_from(fee).unwrap_or(u64::MAX).max(self.base_fee_floor_wei)
-        });
+        let base_fee = genesis
+            .base_fee_per_gas
+            .map_or(self.base_fee_floor_wei, |fee| {
+                u64::try_from(fee)
+                    .unwrap_or(u64::MAX)
+                    .max(self.base_fee_floor_wei)
+            });
         Header {
             parent_hash: B256::ZERO,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,

@@ -70,14 +70,21 @@ pub struct StateDb {
 impl StateDb {
     /// A database over `state` and the sealed block hashes.
     pub fn new(state: HotState, block_hashes: imbl::Vector<B256>) -> Self {
-        Self { state, block_hashes, wiped: HashSet::new() }
+        Self {
+            state,
+            block_hashes,
+            wiped: HashSet::new(),
+        }
     }
 
     /// Applies `eth_call` state overrides to this (private) copy of the state.
     pub fn apply_overrides(&mut self, overrides: &HashMap<Address, AccountOverride>) {
         for (address, change) in overrides {
-            let mut account =
-                self.state.account(address).copied().unwrap_or_else(|| AccountState::funded(U256::ZERO));
+            let mut account = self
+                .state
+                .account(address)
+                .copied()
+                .unwrap_or_else(|| AccountState::funded(U256::ZERO));
             if let Some(balance) = change.balance {
                 account.balance = balance;
             }
@@ -85,18 +92,29 @@ impl StateDb {
                 account.nonce = nonce;
             }
             if let Some(code) = &change.code {
-                account.code_hash =
-                    if code.is_empty() { KECCAK_EMPTY } else { self.state.insert_code(Bytecode::new_raw(code.clone())) };
+                account.code_hash = if code.is_empty() {
+                    KECCAK_EMPTY
+                } else {
+                    self.state.insert_code(Bytecode::new_raw(code.clone()))
+                };
             }
             self.state.set_account(*address, account);
             if let Some(slots) = &change.state {
                 self.wiped.insert(*address);
                 for (slot, value) in slots {
-                    self.state.set_storage(*address, U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+                    self.state.set_storage(
+                        *address,
+                        U256::from_be_bytes(slot.0),
+                        U256::from_be_bytes(value.0),
+                    );
                 }
             }
             for (slot, value) in change.state_diff.iter().flatten() {
-                self.state.set_storage(*address, U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+                self.state.set_storage(
+                    *address,
+                    U256::from_be_bytes(slot.0),
+                    U256::from_be_bytes(value.0),
+                );
             }
         }
         // Slots not named in a full `state` override read as zero.
@@ -124,7 +142,11 @@ impl Database for StateDb {
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, DbError> {
         Ok(self.state.account(&address).map(|account| {
-            let code = if account.has_code() { self.state.code(&account.code_hash).cloned() } else { None };
+            let code = if account.has_code() {
+                self.state.code(&account.code_hash).cloned()
+            } else {
+                None
+            };
             AccountInfo {
                 balance: account.balance,
                 nonce: account.nonce,
@@ -144,7 +166,10 @@ impl Database for StateDb {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, DbError> {
-        match usize::try_from(number).ok().and_then(|n| self.block_hashes.get(n)) {
+        match usize::try_from(number)
+            .ok()
+            .and_then(|n| self.block_hashes.get(n))
+        {
             Some(hash) => Ok(*hash),
             None => Err(DbError::BlockHashPending(number)),
         }
@@ -178,7 +203,10 @@ pub fn block_env(ctx: &BlockContext) -> BlockEnv {
         basefee: ctx.base_fee,
         difficulty: U256::ZERO,
         prevrandao: Some(ctx.prevrandao),
-        blob_excess_gas_and_price: Some(BlobExcessGasAndPrice::new(0, BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE)),
+        blob_excess_gas_and_price: Some(BlobExcessGasAndPrice::new(
+            0,
+            BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
+        )),
         ..Default::default()
     }
 }
@@ -195,7 +223,10 @@ pub fn tx_env(tx: &RecoveredTx) -> TxEnv {
     let envelope = &tx.envelope;
     let (gas_price, gas_priority_fee) = match envelope {
         TxEnvelope::Legacy(_) | TxEnvelope::Eip2930(_) => (envelope.max_fee_per_gas(), None),
-        _ => (envelope.max_fee_per_gas(), envelope.max_priority_fee_per_gas()),
+        _ => (
+            envelope.max_fee_per_gas(),
+            envelope.max_priority_fee_per_gas(),
+        ),
     };
     TxEnv {
         tx_type: envelope.tx_type() as u8,
@@ -211,7 +242,12 @@ pub fn tx_env(tx: &RecoveredTx) -> TxEnv {
         gas_priority_fee,
         blob_hashes: Vec::new(),
         max_fee_per_blob_gas: 0,
-        authorization_list: tx.authorizations.iter().cloned().map(Either::Right).collect(),
+        authorization_list: tx
+            .authorizations
+            .iter()
+            .cloned()
+            .map(Either::Right)
+            .collect(),
     }
 }
 
@@ -220,7 +256,11 @@ pub type Evm = MainnetEvm<revm::handler::MainnetContext<StateDb>>;
 
 /// Builds an EVM over `db` for `block`.
 pub fn build_evm(db: StateDb, chain_id: u64, block: &BlockContext) -> Evm {
-    Context::mainnet().with_db(db).with_cfg(cfg_env(chain_id)).with_block(block_env(block)).build_mainnet()
+    Context::mainnet()
+        .with_db(db)
+        .with_cfg(cfg_env(chain_id))
+        .with_block(block_env(block))
+        .build_mainnet()
 }
 
 /// What executing one transaction produced.
@@ -254,7 +294,9 @@ pub enum ExecError {
 impl Outcome {
     fn from_result(result: ExecutionResult<HaltReason>) -> Self {
         match result {
-            ExecutionResult::Success { gas, logs, output, .. } => Self {
+            ExecutionResult::Success {
+                gas, logs, output, ..
+            } => Self {
                 success: true,
                 gas_used: gas.tx_gas_used(),
                 logs,
@@ -295,20 +337,30 @@ pub fn transact(evm: &mut Evm, tx: TxEnv) -> Result<(Outcome, EvmState), ExecErr
 /// Geth's wording for the invalid-transaction errors clients match on.
 pub fn invalid_tx_message(e: &InvalidTransaction) -> String {
     match e {
-        InvalidTransaction::NonceTooLow { tx, state } => format!("nonce too low: next nonce {state}, tx nonce {tx}"),
+        InvalidTransaction::NonceTooLow { tx, state } => {
+            format!("nonce too low: next nonce {state}, tx nonce {tx}")
+        }
         InvalidTransaction::NonceTooHigh { tx, state } => {
             format!("nonce too high: next nonce {state}, tx nonce {tx}")
         }
         InvalidTransaction::LackOfFundForMaxFee { fee, balance } => {
             format!("insufficient funds for gas * price + value: have {balance} want {fee}")
         }
-        InvalidTransaction::CallGasCostMoreThanGasLimit { initial_gas, gas_limit } => {
+        InvalidTransaction::CallGasCostMoreThanGasLimit {
+            initial_gas,
+            gas_limit,
+        } => {
             format!("intrinsic gas too low: gas {gas_limit}, minimum needed {initial_gas}")
         }
-        InvalidTransaction::GasFloorMoreThanGasLimit { gas_floor, gas_limit } => {
+        InvalidTransaction::GasFloorMoreThanGasLimit {
+            gas_floor,
+            gas_limit,
+        } => {
             format!("intrinsic gas too low: gas {gas_limit}, minimum needed {gas_floor}")
         }
-        InvalidTransaction::GasPriceLessThanBasefee => "max fee per gas less than block base fee".into(),
+        InvalidTransaction::GasPriceLessThanBasefee => {
+            "max fee per gas less than block base fee".into()
+        }
         InvalidTransaction::CallerGasLimitMoreThanBlock => "exceeds block gas limit".into(),
         InvalidTransaction::RejectCallerWithCode => "sender not an eoa".into(),
         other => other.to_string(),
@@ -339,7 +391,14 @@ pub fn state_diff(state: EvmState) -> StateDiff {
             }
         }
         let info = &account.info;
-        diff.accounts.push((address, Some(AccountState { nonce: info.nonce, balance: info.balance, code_hash: info.code_hash })));
+        diff.accounts.push((
+            address,
+            Some(AccountState {
+                nonce: info.nonce,
+                balance: info.balance,
+                code_hash: info.code_hash,
+            }),
+        ));
     }
     diff
 }
@@ -353,7 +412,10 @@ pub fn touched_access_list(state: &EvmState, excluded: &HashSet<Address>) -> Acc
         .map(|(address, account)| {
             let mut keys: Vec<B256> = account.storage.keys().map(|k| B256::from(*k)).collect();
             keys.sort();
-            alloy_eips::eip2930::AccessListItem { address: *address, storage_keys: keys }
+            alloy_eips::eip2930::AccessListItem {
+                address: *address,
+                storage_keys: keys,
+            }
         })
         .collect();
     items.sort_by_key(|item| item.address);
@@ -400,7 +462,9 @@ pub fn simulate(
     call: &CallRequest,
 ) -> Result<(Outcome, EvmState), ExecError> {
     let from = call.from.unwrap_or_default();
-    let nonce = call.nonce.unwrap_or_else(|| db.state.account(&from).map_or(0, |a| a.nonce));
+    let nonce = call
+        .nonce
+        .unwrap_or_else(|| db.state.account(&from).map_or(0, |a| a.nonce));
     let no_fee = call.gas_price.is_none() && call.max_fee_per_gas.is_none();
     let mut cfg = cfg_env(chain_id);
     cfg.disable_base_fee = no_fee;
@@ -416,7 +480,11 @@ pub fn simulate(
         (None, None) => (0, None, 0),
     };
     let access_list = call.access_list.clone().unwrap_or_default();
-    let tx_type = if tx_type == 0 && !access_list.is_empty() { 1 } else { tx_type };
+    let tx_type = if tx_type == 0 && !access_list.is_empty() {
+        1
+    } else {
+        tx_type
+    };
     let tx = TxEnv {
         tx_type,
         caller: from,
@@ -431,6 +499,10 @@ pub fn simulate(
         gas_priority_fee,
         ..Default::default()
     };
-    let mut evm = Context::mainnet().with_db(db).with_cfg(cfg).with_block(block_env).build_mainnet();
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_cfg(cfg)
+        .with_block(block_env)
+        .build_mainnet();
     transact(&mut evm, tx)
 }

@@ -33,11 +33,15 @@ impl StateTrie {
     pub fn from_state(state: &HotState) -> Self {
         let mut trie = Self::default();
         for ((address, slot), value) in state.slots() {
-            trie.storage.entry(*address).or_default().insert(slot_key(slot), alloy_rlp::encode(value));
+            trie.storage
+                .entry(*address)
+                .or_default()
+                .insert(slot_key(slot), alloy_rlp::encode(value));
         }
         for (address, account) in state.accounts() {
             let storage_root = trie.storage_root(address);
-            trie.accounts.insert(keccak256(address), encode_account(account, storage_root));
+            trie.accounts
+                .insert(keccak256(address), encode_account(account, storage_root));
         }
         trie
     }
@@ -71,7 +75,8 @@ impl StateTrie {
             match account {
                 Some(account) => {
                     let storage_root = self.storage_root(&address);
-                    self.accounts.insert(key, encode_account(&account, storage_root));
+                    self.accounts
+                        .insert(key, encode_account(&account, storage_root));
                 }
                 None => {
                     self.accounts.remove(key);
@@ -111,7 +116,11 @@ impl StateTrie {
                 }
             })
             .collect();
-        AccountProof { account_proof, storage_root, storage_proofs }
+        AccountProof {
+            account_proof,
+            storage_root,
+            storage_proofs,
+        }
     }
 
     fn storage_root(&mut self, address: &Address) -> B256 {
@@ -126,19 +135,25 @@ fn slot_key(slot: &U256) -> B256 {
     keccak256(B256::from(*slot))
 }
 
+// Field by field: alloy-trie's `account-ext` feature, which another crate in
+// the build may enable, adds a field to TrieAccount.
+#[allow(clippy::field_reassign_with_default)]
 fn encode_account(account: &AccountState, storage_root: B256) -> Vec<u8> {
-    alloy_rlp::encode(TrieAccount {
-        nonce: account.nonce,
-        balance: account.balance,
-        storage_root,
-        code_hash: account.code_hash,
-        ..Default::default()
-    })
+    let mut leaf = TrieAccount::default();
+    leaf.nonce = account.nonce;
+    leaf.balance = account.balance;
+    leaf.storage_root = storage_root;
+    leaf.code_hash = account.code_hash;
+    alloy_rlp::encode(leaf)
 }
 
 fn decode_account(raw: &[u8]) -> Option<AccountState> {
     let account = TrieAccount::decode(&mut &raw[..]).ok()?;
-    Some(AccountState { nonce: account.nonce, balance: account.balance, code_hash: account.code_hash })
+    Some(AccountState {
+        nonce: account.nonce,
+        balance: account.balance,
+        code_hash: account.code_hash,
+    })
 }
 
 #[cfg(test)]
@@ -150,21 +165,16 @@ mod tests {
     fn full_root(state: &HotState) -> B256 {
         let mut by_account: HashMap<Address, Vec<(B256, U256)>> = HashMap::new();
         for ((address, slot), value) in state.slots() {
-            by_account.entry(*address).or_default().push((B256::from(*slot), *value));
+            by_account
+                .entry(*address)
+                .or_default()
+                .push((B256::from(*slot), *value));
         }
         state_root_unhashed(state.accounts().map(|(address, account)| {
             let storage = by_account.remove(address).unwrap_or_default();
             let storage_root = alloy_trie::root::storage_root_unhashed(storage);
-            (
-                *address,
-                TrieAccount {
-                    nonce: account.nonce,
-                    balance: account.balance,
-                    storage_root,
-                    code_hash: account.code_hash,
-                    ..Default::default()
-                },
-            )
+            let leaf = encode_account(account, storage_root);
+            (*address, TrieAccount::decode(&mut &leaf[..]).unwrap())
         }))
     }
 
@@ -174,10 +184,19 @@ mod tests {
         for i in 0..200u64 {
             let mut bytes = [0u8; 20];
             bytes[12..].copy_from_slice(&i.to_be_bytes());
-            state.set_account(Address::from(bytes), AccountState::funded(U256::from(i + 1)));
+            state.set_account(
+                Address::from(bytes),
+                AccountState::funded(U256::from(i + 1)),
+            );
         }
         let contract = address!("0x00000000000000000000000000000000000c0de0");
-        state.set_account(contract, AccountState { nonce: 1, ..AccountState::funded(U256::ZERO) });
+        state.set_account(
+            contract,
+            AccountState {
+                nonce: 1,
+                ..AccountState::funded(U256::ZERO)
+            },
+        );
         state.set_storage(contract, U256::from(1), U256::from(11));
         let mut trie = StateTrie::from_state(&state);
         assert_eq!(trie.root(), full_root(&state));
@@ -191,7 +210,10 @@ mod tests {
                 codes: vec![],
             },
             StateDiff {
-                accounts: vec![(Address::repeat_byte(0xee), Some(AccountState::funded(U256::from(9))))],
+                accounts: vec![(
+                    Address::repeat_byte(0xee),
+                    Some(AccountState::funded(U256::from(9))),
+                )],
                 storage: vec![(contract, U256::from(1), U256::ZERO)],
                 codes: vec![],
             },
@@ -203,15 +225,35 @@ mod tests {
         assert_eq!(trie.root(), full_root(&state));
 
         let root = trie.root();
-        let proof = trie.proof(&contract, &[B256::from(U256::from(2)), B256::from(U256::from(1))]);
+        let proof = trie.proof(
+            &contract,
+            &[B256::from(U256::from(2)), B256::from(U256::from(1))],
+        );
         let leaf = encode_account(state.account(&contract).unwrap(), proof.storage_root);
-        verify_proof(root, Nibbles::unpack(keccak256(contract)), Some(leaf), &proof.account_proof).unwrap();
+        verify_proof(
+            root,
+            Nibbles::unpack(keccak256(contract)),
+            Some(leaf),
+            &proof.account_proof,
+        )
+        .unwrap();
         let (slot, value, nodes) = &proof.storage_proofs[0];
         assert_eq!(*value, U256::from(22));
-        verify_proof(proof.storage_root, Nibbles::unpack(keccak256(slot)), Some(alloy_rlp::encode(value)), nodes)
-            .unwrap();
+        verify_proof(
+            proof.storage_root,
+            Nibbles::unpack(keccak256(slot)),
+            Some(alloy_rlp::encode(value)),
+            nodes,
+        )
+        .unwrap();
         let (slot, value, nodes) = &proof.storage_proofs[1];
         assert_eq!(*value, U256::ZERO);
-        verify_proof(proof.storage_root, Nibbles::unpack(keccak256(slot)), None, nodes).unwrap();
+        verify_proof(
+            proof.storage_root,
+            Nibbles::unpack(keccak256(slot)),
+            None,
+            nodes,
+        )
+        .unwrap();
     }
 }

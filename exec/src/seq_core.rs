@@ -55,6 +55,10 @@ pub enum MerkleRequest {
     },
 }
 
+/// Most transactions one mini-block takes before it closes, so that sealing
+/// and replies never wait behind an unbounded drain.
+pub const MINI_BLOCK_TXS_MAX: usize = 4096;
+
 /// Timing of the sequencer.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqTiming {
@@ -64,7 +68,9 @@ pub struct SeqTiming {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct SeqState {
@@ -91,14 +97,22 @@ impl SeqState {
         }
     }
 
-    fn handle(&mut self, request: SeqRequest, replies: &mut Vec<(oneshot::Sender<SeqReply>, SeqReply)>) {
+    fn handle(
+        &mut self,
+        request: SeqRequest,
+        replies: &mut Vec<(oneshot::Sender<SeqReply>, SeqReply)>,
+    ) {
         let hash = request.tx.hash;
         match self.seq.submit(request.tx) {
-            Ok(Admission::Executed(tx)) => replies.push((request.reply, SeqReply::Preconfirmed(tx))),
+            Ok(Admission::Executed(tx)) => {
+                replies.push((request.reply, SeqReply::Preconfirmed(tx)))
+            }
             Ok(Admission::Parked(ParkReason::Deferred)) => {
                 self.waiters.insert(hash, request.reply);
             }
-            Ok(Admission::Parked(reason)) => replies.push((request.reply, SeqReply::Parked(reason))),
+            Ok(Admission::Parked(reason)) => {
+                replies.push((request.reply, SeqReply::Parked(reason)))
+            }
             Err(e) => replies.push((request.reply, SeqReply::Rejected(e))),
         }
     }
@@ -114,7 +128,11 @@ pub async fn run_seq(
     timing: SeqTiming,
 ) {
     published.store(Arc::new(seq.view().clone()));
-    let state = Rc::new(RefCell::new(SeqState { seq, waiters: HashMap::new(), published }));
+    let state = Rc::new(RefCell::new(SeqState {
+        seq,
+        waiters: HashMap::new(),
+        published,
+    }));
 
     let sealer = {
         let state = state.clone();
@@ -122,7 +140,8 @@ pub async fn run_seq(
             let period = Duration::from_millis(timing.block_time_ms.max(1));
             let mut next = std::time::Instant::now() + period;
             loop {
-                glommio::timer::sleep(next.saturating_duration_since(std::time::Instant::now())).await;
+                glommio::timer::sleep(next.saturating_duration_since(std::time::Instant::now()))
+                    .await;
                 next += period;
                 let job = {
                     let mut state = state.borrow_mut();
@@ -160,18 +179,20 @@ pub async fn run_seq(
     let mut requests = select_all(inboxes);
     let mut replies = Vec::new();
     while let Some(first) = requests.next().await {
-        let mut state = state.borrow_mut();
-        state.handle(first, &mut replies);
-        // Drain what already waits: under load one mini-block carries many
-        // transactions; at low load each transaction closes its own.
-        while let Some(Some(more)) = requests.now_or_never_opt() {
-            state.handle(more, &mut replies);
-            if replies.len() >= 4096 {
-                break;
+        {
+            let mut state = state.borrow_mut();
+            state.handle(first, &mut replies);
+            // Drain what already waits: under load one mini-block carries many
+            // transactions; at low load each transaction closes its own.
+            let mut batch = 1;
+            while batch < MINI_BLOCK_TXS_MAX
+                && let Some(Some(more)) = requests.now_or_never_opt()
+            {
+                state.handle(more, &mut replies);
+                batch += 1;
             }
+            state.close_and_publish(&mut replies);
         }
-        state.close_and_publish(&mut replies);
-        drop(state);
         glommio::yield_if_needed().await;
     }
     sealer.cancel().await;
@@ -202,8 +223,17 @@ pub async fn run_merkle(
                     return;
                 }
             }
-            MerkleRequest::Proof { block, address, slots, reply } => {
-                let answer = if block == merkle.number { Ok(merkle.proof(&address, &slots)) } else { Err(merkle.number) };
+            MerkleRequest::Proof {
+                block,
+                address,
+                slots,
+                reply,
+            } => {
+                let answer = if block == merkle.number {
+                    Ok(merkle.proof(&address, &slots))
+                } else {
+                    Err(merkle.number)
+                };
                 let _ = reply.send(answer);
             }
         }

@@ -13,8 +13,8 @@ use alloy_primitives::{Address, U256};
 use fulmen_storage::StateDiff;
 
 use crate::block::{
-    ChainView, ExecutedTx, RECENT_STATES_MAX, SealJob, SealRoots, SealedBlock, TxLocation, UnsealedBlock,
-    block_size, build_header, next_prevrandao,
+    ChainView, ExecutedTx, RECENT_STATES_MAX, SealJob, SealRoots, SealedBlock, TxLocation,
+    UnsealedBlock, block_size, build_header, next_prevrandao,
 };
 use crate::chain::ChainSpec;
 use crate::evm::{BlockContext, Evm, ExecError, StateDb, build_evm, state_diff, transact, tx_env};
@@ -34,7 +34,11 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        Self { parked_per_sender_max: 64, parked_total_max: 16_384, deferred_max: 65_536 }
+        Self {
+            parked_per_sender_max: 64,
+            parked_total_max: 16_384,
+            deferred_max: 65_536,
+        }
     }
 }
 
@@ -75,7 +79,9 @@ pub enum SubmitError {
         got: u64,
     },
     /// Cannot pay gas × price + value.
-    #[error("insufficient funds for gas * price + value: address {address} have {have} want {want}")]
+    #[error(
+        "insufficient funds for gas * price + value: address {address} have {have} want {want}"
+    )]
     InsufficientFunds {
         /// The sender.
         address: Address,
@@ -85,7 +91,9 @@ pub enum SubmitError {
         want: U256,
     },
     /// Fee cap below the current base fee.
-    #[error("max fee per gas less than block base fee: address {address}, maxFeePerGas: {max_fee}, baseFee: {base_fee}")]
+    #[error(
+        "max fee per gas less than block base fee: address {address}, maxFeePerGas: {max_fee}, baseFee: {base_fee}"
+    )]
     FeeCapTooLow {
         /// The sender.
         address: Address,
@@ -165,7 +173,11 @@ impl Genesis {
         let state = spec.genesis_state();
         let mut trie = StateTrie::from_state(&state);
         let header = spec.genesis_header(&mut trie);
-        Self { state, trie, header }
+        Self {
+            state,
+            trie,
+            header,
+        }
     }
 }
 
@@ -184,7 +196,12 @@ impl Sequencer {
         let header = genesis.header.clone();
         let hash = header.hash_slow();
         let size = block_size(&header, 0);
-        let genesis = Arc::new(SealedBlock { header: header.clone(), hash, txs: Vec::new(), size });
+        let genesis = Arc::new(SealedBlock {
+            header: header.clone(),
+            hash,
+            txs: Vec::new(),
+            size,
+        });
         let ctx = next_block_ctx(&spec, &header, now_ms);
         let mut blocks = imbl::Vector::new();
         blocks.push_back(genesis);
@@ -194,7 +211,13 @@ impl Sequencer {
         by_hash.insert(hash, 0);
         let mut recent_states = imbl::Vector::new();
         recent_states.push_back((0, state.clone()));
-        let open = OpenBlock { ctx, txs: imbl::Vector::new(), diffs: Vec::new(), gas_used: 0, log_count: 0 };
+        let open = OpenBlock {
+            ctx,
+            txs: imbl::Vector::new(),
+            diffs: Vec::new(),
+            gas_used: 0,
+            log_count: 0,
+        };
         let view = ChainView {
             state: state.clone(),
             blocks,
@@ -257,7 +280,10 @@ impl Sequencer {
         let sender = tx.sender;
         let (nonce, balance) = self.account_nonce_balance(&sender);
         if tx.nonce() < nonce {
-            return Err(SubmitError::NonceTooLow { expected: nonce, got: tx.nonce() });
+            return Err(SubmitError::NonceTooLow {
+                expected: nonce,
+                got: tx.nonce(),
+            });
         }
         if tx.max_fee_per_gas() < u128::from(self.open.ctx.base_fee) {
             return Err(SubmitError::FeeCapTooLow {
@@ -273,7 +299,11 @@ impl Sequencer {
         }
         let cost = tx.max_cost();
         if balance < cost {
-            return Err(SubmitError::InsufficientFunds { address: sender, have: balance, want: cost });
+            return Err(SubmitError::InsufficientFunds {
+                address: sender,
+                have: balance,
+                want: cost,
+            });
         }
         match self.execute(tx)? {
             Some(executed) => {
@@ -319,7 +349,13 @@ impl Sequencer {
         self.open.log_count += executed.logs.len() as u64;
         // The working view is published by cloning at mini-block close, so
         // indexing the hash now is invisible to readers until then.
-        self.view.txs.insert(executed.tx.hash, TxLocation { block: executed.block_number, index: executed.index });
+        self.view.txs.insert(
+            executed.tx.hash,
+            TxLocation {
+                block: executed.block_number,
+                index: executed.index,
+            },
+        );
         self.open.txs.push_back(executed.clone());
         self.mini_txs.push(executed.clone());
         Ok(Some(executed))
@@ -339,14 +375,24 @@ impl Sequencer {
     }
 
     fn is_parked(&self, tx: &RecoveredTx) -> bool {
-        let parked = self.parked.get(&tx.sender).and_then(|m| m.get(&tx.nonce())).is_some_and(|p| p.hash == tx.hash);
+        let parked = self
+            .parked
+            .get(&tx.sender)
+            .and_then(|m| m.get(&tx.nonce()))
+            .is_some_and(|p| p.hash == tx.hash);
         // A deferred transaction is its sender's next one; nothing else of
         // that sender can run before it, so the scan stays short in practice.
         parked || (self.has_deferred(&tx.sender) && self.deferred.iter().any(|t| t.hash == tx.hash))
     }
 
     fn account_nonce_balance(&self, address: &Address) -> (u64, U256) {
-        self.evm.ctx.journaled_state.database.state.account(address).map_or((0, U256::ZERO), |a| (a.nonce, a.balance))
+        self.evm
+            .ctx
+            .journaled_state
+            .database
+            .state
+            .account(address)
+            .map_or((0, U256::ZERO), |a| (a.nonce, a.balance))
     }
 
     fn park(&mut self, tx: RecoveredTx) -> Result<(), SubmitError> {
@@ -361,7 +407,9 @@ impl Sequencer {
             slot.insert(tx.nonce(), tx);
             return Ok(());
         }
-        if slot.len() >= self.limits.parked_per_sender_max || self.parked_count >= self.limits.parked_total_max {
+        if slot.len() >= self.limits.parked_per_sender_max
+            || self.parked_count >= self.limits.parked_total_max
+        {
             if slot.is_empty() {
                 self.parked.remove(&tx.sender);
             }
@@ -376,7 +424,9 @@ impl Sequencer {
     fn promote(&mut self, sender: Address) {
         loop {
             let (nonce, balance) = self.account_nonce_balance(&sender);
-            let Some(slot) = self.parked.get_mut(&sender) else { return };
+            let Some(slot) = self.parked.get_mut(&sender) else {
+                return;
+            };
             // Stale entries (nonce now used) are dropped.
             while let Some((&n, _)) = slot.first_key_value() {
                 if n >= nonce {
@@ -395,7 +445,8 @@ impl Sequencer {
             if slot.is_empty() {
                 self.parked.remove(&sender);
             }
-            if balance < tx.max_cost() || tx.max_fee_per_gas() < u128::from(self.open.ctx.base_fee) {
+            if balance < tx.max_cost() || tx.max_fee_per_gas() < u128::from(self.open.ctx.base_fee)
+            {
                 tracing::debug!(hash = %tx.hash, "dropping parked transaction that can no longer pay");
                 continue;
             }
@@ -444,7 +495,11 @@ impl Sequencer {
         self.view.state = self.evm.ctx.journaled_state.database.state.clone();
         self.view.mini_block = self.mini_block;
         self.refresh_open_view();
-        Some(ClosedMiniBlock { number: self.mini_block, block: self.open.ctx.number, txs })
+        Some(ClosedMiniBlock {
+            number: self.mini_block,
+            block: self.open.ctx.number,
+            txs,
+        })
     }
 
     fn refresh_open_view(&mut self) {
@@ -466,12 +521,19 @@ impl Sequencer {
     /// the state-root worker; its answer comes back through [`Self::finish_seal`].
     /// Close the open mini-block first: its waiters belong to the caller.
     pub fn close_block(&mut self, now_ms: u64) -> SealJob {
-        assert!(self.mini_txs.is_empty(), "close the mini-block before the block");
+        assert!(
+            self.mini_txs.is_empty(),
+            "close the mini-block before the block"
+        );
         let parent = self.open.ctx;
         let gas_used = self.open.gas_used;
-        let base_fee =
-            calc_next_block_base_fee(gas_used, parent.gas_limit, parent.base_fee, self.spec.base_fee_params)
-                .max(self.spec.base_fee_floor_wei);
+        let base_fee = calc_next_block_base_fee(
+            gas_used,
+            parent.gas_limit,
+            parent.base_fee,
+            self.spec.base_fee_params,
+        )
+        .max(self.spec.base_fee_floor_wei);
         let ctx = BlockContext {
             number: parent.number + 1,
             timestamp: (now_ms / 1000).max(parent.timestamp + 1),
@@ -482,7 +544,13 @@ impl Sequencer {
         };
         let closed = std::mem::replace(
             &mut self.open,
-            OpenBlock { ctx, txs: imbl::Vector::new(), diffs: Vec::new(), gas_used: 0, log_count: 0 },
+            OpenBlock {
+                ctx,
+                txs: imbl::Vector::new(),
+                diffs: Vec::new(),
+                gas_used: 0,
+                log_count: 0,
+            },
         );
         self.evm.ctx.block = crate::evm::block_env(&ctx);
         let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
@@ -492,7 +560,12 @@ impl Sequencer {
             gas_used,
             state: self.evm.ctx.journaled_state.database.state.clone(),
         });
-        let job = SealJob { ctx: closed.ctx, txs, diffs: closed.diffs, gas_used };
+        let job = SealJob {
+            ctx: closed.ctx,
+            txs,
+            diffs: closed.diffs,
+            gas_used,
+        };
         self.refresh_open_view();
         self.run_deferred();
         job
@@ -500,17 +573,27 @@ impl Sequencer {
 
     /// Completes the seal of the oldest closed block with its roots.
     pub fn finish_seal(&mut self, roots: SealRoots) -> Arc<SealedBlock> {
-        let meta = self.sealing.pop_front().expect("roots arrive only for closed blocks");
+        let meta = self
+            .sealing
+            .pop_front()
+            .expect("roots arrive only for closed blocks");
         assert_eq!(meta.ctx.number, roots.number, "roots arrive in block order");
         let parent_hash = self.view.head().hash;
         let header = build_header(&meta.ctx, parent_hash, meta.gas_used, &roots);
         let hash = header.hash_slow();
         let size = block_size(&header, roots.txs_rlp_len);
-        let sealed = Arc::new(SealedBlock { header, hash, txs: meta.txs, size });
+        let sealed = Arc::new(SealedBlock {
+            header,
+            hash,
+            txs: meta.txs,
+            size,
+        });
         self.view.blocks.push_back(sealed.clone());
         self.view.block_hashes.push_back(hash);
         self.view.by_hash.insert(hash, roots.number);
-        self.view.recent_states.push_back((roots.number, meta.state));
+        self.view
+            .recent_states
+            .push_back((roots.number, meta.state));
         while self.view.recent_states.len() > RECENT_STATES_MAX {
             self.view.recent_states.pop_front();
         }
@@ -519,7 +602,12 @@ impl Sequencer {
         {
             self.view.unsealed.pop_front();
         }
-        self.evm.ctx.journaled_state.database.block_hashes.push_back(hash);
+        self.evm
+            .ctx
+            .journaled_state
+            .database
+            .block_hashes
+            .push_back(hash);
         self.run_deferred();
         sealed
     }

@@ -171,14 +171,22 @@ fn nibble(n: u8) -> Nibbles {
 }
 
 fn new_leaf(key: Nibbles, value: Vec<u8>) -> Node {
-    Node::Leaf(Box::new(Leaf { key, value, cache: None }))
+    Node::Leaf(Box::new(Leaf {
+        key,
+        value,
+        cache: None,
+    }))
 }
 
 fn new_extension(key: Nibbles, child: Node) -> Node {
     if key.is_empty() {
         return child;
     }
-    Node::Extension(Box::new(Extension { key, child, cache: None }))
+    Node::Extension(Box::new(Extension {
+        key,
+        child,
+        cache: None,
+    }))
 }
 
 /// Returns true when a new key was added (false when a value was replaced).
@@ -198,7 +206,9 @@ fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
             // Keys have equal length, so neither is a prefix of the other.
             assert!(common < path.len(), "trie keys must have a fixed length");
             let old = std::mem::take(node);
-            let Node::Leaf(old) = old else { unreachable!("matched a leaf above") };
+            let Node::Leaf(old) = old else {
+                unreachable!("matched a leaf above")
+            };
             let mut branch = Box::<Branch>::default();
             branch.children[old.key.get_unchecked(common) as usize] =
                 new_leaf(old.key.slice(common + 1..), old.value);
@@ -214,7 +224,9 @@ fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
                 return insert(&mut ext.child, path.slice(common..), value);
             }
             let old = std::mem::take(node);
-            let Node::Extension(old) = old else { unreachable!("matched an extension above") };
+            let Node::Extension(old) = old else {
+                unreachable!("matched an extension above")
+            };
             let mut branch = Box::<Branch>::default();
             branch.children[old.key.get_unchecked(common) as usize] =
                 new_extension(old.key.slice(common + 1..), old.child);
@@ -249,7 +261,9 @@ fn remove(node: &mut Node, path: Nibbles) -> bool {
             if removed {
                 ext.cache = None;
                 let old = std::mem::take(node);
-                let Node::Extension(old) = old else { unreachable!("matched an extension above") };
+                let Node::Extension(old) = old else {
+                    unreachable!("matched an extension above")
+                };
                 *node = join_prefix(old.key, old.child);
             }
             removed
@@ -261,7 +275,11 @@ fn remove(node: &mut Node, path: Nibbles) -> bool {
                 return false;
             }
             branch.cache = None;
-            let mut live = branch.children.iter().enumerate().filter(|(_, c)| !matches!(c, Node::Empty));
+            let mut live = branch
+                .children
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !matches!(c, Node::Empty));
             let first = live.next().map(|(i, _)| i);
             let more = live.next().is_some();
             if let (Some(only), false) = (first, more) {

@@ -42,7 +42,9 @@ pub enum TxError {
         want: u64,
     },
     /// Blob transactions have no place on this L2.
-    #[error("transaction type not supported: blob transactions (type 3) are not accepted on this L2")]
+    #[error(
+        "transaction type not supported: blob transactions (type 3) are not accepted on this L2"
+    )]
     BlobTxNotSupported,
     /// Encoded size above [`TX_SIZE_BYTES_MAX`].
     #[error("oversized data: transaction size {size}, limit {limit}")]
@@ -134,7 +136,9 @@ impl RecoveredTx {
 
     /// Maximum priority fee per gas (gas price for legacy and EIP-2930).
     pub fn max_priority_fee_per_gas(&self) -> u128 {
-        self.envelope.max_priority_fee_per_gas().unwrap_or_else(|| self.envelope.max_fee_per_gas())
+        self.envelope
+            .max_priority_fee_per_gas()
+            .unwrap_or_else(|| self.envelope.max_fee_per_gas())
     }
 
     /// Most the transaction can cost the sender: gas limit × fee cap + value.
@@ -156,24 +160,43 @@ impl RecoveredTx {
 /// Decodes raw EIP-2718 bytes, recovers the sender and runs the stateless checks.
 pub fn decode_and_check(raw: &[u8], rules: &TxRules) -> Result<RecoveredTx, TxError> {
     if raw.len() > TX_SIZE_BYTES_MAX {
-        return Err(TxError::Oversized { size: raw.len(), limit: TX_SIZE_BYTES_MAX });
+        return Err(TxError::Oversized {
+            size: raw.len(),
+            limit: TX_SIZE_BYTES_MAX,
+        });
     }
     if raw.is_empty() {
         return Err(TxError::Decode("empty input".into()));
     }
-    let envelope = TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
+    let envelope =
+        TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
     check_stateless(&envelope, rules)?;
     let sender = recover_signer(envelope.signature(), envelope.signature_hash())?;
     let authorizations = match &envelope {
-        TxEnvelope::Eip7702(tx) => tx.tx().authorization_list.iter().map(recover_authorization).collect(),
+        TxEnvelope::Eip7702(tx) => tx
+            .tx()
+            .authorization_list
+            .iter()
+            .map(recover_authorization)
+            .collect(),
         _ => Vec::new(),
     };
     let intrinsic_gas = intrinsic_gas(&envelope, rules.spec);
     if envelope.gas_limit() < intrinsic_gas {
-        return Err(TxError::IntrinsicGasTooLow { gas: envelope.gas_limit(), needed: intrinsic_gas });
+        return Err(TxError::IntrinsicGasTooLow {
+            gas: envelope.gas_limit(),
+            needed: intrinsic_gas,
+        });
     }
     let hash = *envelope.tx_hash();
-    Ok(RecoveredTx { envelope, sender, hash, authorizations, intrinsic_gas, encoded_len: raw.len() })
+    Ok(RecoveredTx {
+        envelope,
+        sender,
+        hash,
+        authorizations,
+        intrinsic_gas,
+        encoded_len: raw.len(),
+    })
 }
 
 fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError> {
@@ -183,12 +206,18 @@ fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError
     match envelope.chain_id() {
         None => return Err(TxError::NotReplayProtected),
         Some(have) if have != rules.chain_id => {
-            return Err(TxError::WrongChainId { have, want: rules.chain_id });
+            return Err(TxError::WrongChainId {
+                have,
+                want: rules.chain_id,
+            });
         }
         Some(_) => {}
     }
     if envelope.gas_limit() > rules.block_gas_limit {
-        return Err(TxError::GasLimitTooHigh { gas: envelope.gas_limit(), limit: rules.block_gas_limit });
+        return Err(TxError::GasLimitTooHigh {
+            gas: envelope.gas_limit(),
+            limit: rules.block_gas_limit,
+        });
     }
     if let Some(tip) = envelope.max_priority_fee_per_gas()
         && tip > envelope.max_fee_per_gas()
@@ -196,7 +225,10 @@ fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError
         return Err(TxError::TipAboveFeeCap);
     }
     if envelope.is_create() && envelope.input().len() > INITCODE_SIZE_BYTES_MAX {
-        return Err(TxError::InitcodeTooLarge { size: envelope.input().len(), limit: INITCODE_SIZE_BYTES_MAX });
+        return Err(TxError::InitcodeTooLarge {
+            size: envelope.input().len(),
+            limit: INITCODE_SIZE_BYTES_MAX,
+        });
     }
     if let TxEnvelope::Eip7702(tx) = envelope
         && tx.tx().authorization_list.is_empty()
@@ -210,11 +242,29 @@ fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError
 pub fn intrinsic_gas(envelope: &TxEnvelope, spec: SpecId) -> u64 {
     let (accounts, slots) = envelope
         .access_list()
-        .map(|list| (list.len() as u64, list.iter().map(|item| item.storage_keys.len() as u64).sum()))
+        .map(|list| {
+            (
+                list.len() as u64,
+                list.iter().map(|item| item.storage_keys.len() as u64).sum(),
+            )
+        })
         .unwrap_or((0, 0));
-    let auths = envelope.authorization_list().map(|list| list.len() as u64).unwrap_or(0);
-    let gas = calculate_initial_tx_gas(spec, envelope.input(), envelope.is_create(), accounts, slots, auths, None);
-    gas.initial_regular_gas.saturating_add(gas.initial_state_gas).max(gas.floor_gas)
+    let auths = envelope
+        .authorization_list()
+        .map(|list| list.len() as u64)
+        .unwrap_or(0);
+    let gas = calculate_initial_tx_gas(
+        spec,
+        envelope.input(),
+        envelope.is_create(),
+        accounts,
+        slots,
+        auths,
+        None,
+    );
+    gas.initial_regular_gas
+        .saturating_add(gas.initial_state_gas)
+        .max(gas.floor_gas)
 }
 
 /// Recovers the signer of `hash` with libsecp256k1, rejecting high-s
@@ -224,9 +274,13 @@ pub fn recover_signer(signature: &Signature, hash: B256) -> Result<Address, TxEr
         return Err(TxError::InvalidSignature);
     }
     let bytes = signature.as_bytes();
-    let recid = RecoveryId::try_from(i32::from(signature.v())).map_err(|_| TxError::InvalidSignature)?;
-    let sig = RecoverableSignature::from_compact(&bytes[..64], recid).map_err(|_| TxError::InvalidSignature)?;
-    let key = SECP256K1.recover_ecdsa(Message::from_digest(hash.0), &sig).map_err(|_| TxError::InvalidSignature)?;
+    let recid =
+        RecoveryId::try_from(i32::from(signature.v())).map_err(|_| TxError::InvalidSignature)?;
+    let sig = RecoverableSignature::from_compact(&bytes[..64], recid)
+        .map_err(|_| TxError::InvalidSignature)?;
+    let key = SECP256K1
+        .recover_ecdsa(Message::from_digest(hash.0), &sig)
+        .map_err(|_| TxError::InvalidSignature)?;
     let public = key.serialize_uncompressed();
     Ok(Address::from_slice(&keccak256(&public[1..])[12..]))
 }

@@ -47,7 +47,9 @@ pub fn logs(tx: &ExecutedTx, block_hash: Option<B256>) -> Vec<Log> {
 pub fn receipt(tx: &ExecutedTx, block_hash: Option<B256>) -> TransactionReceipt {
     // The consensus receipt carries the bloom; its logs gain their RPC context.
     let mut rpc_logs = logs(tx, block_hash).into_iter();
-    let inner = tx.receipt_envelope().map_logs(|_| rpc_logs.next().unwrap_or_default());
+    let inner = tx
+        .receipt_envelope()
+        .map_logs(|_| rpc_logs.next().unwrap_or_default());
     TransactionReceipt {
         inner,
         transaction_hash: tx.tx.hash,
@@ -67,7 +69,13 @@ pub fn receipt(tx: &ExecutedTx, block_hash: Option<B256>) -> TransactionReceipt 
 /// RPC block; full transaction objects when `full`.
 pub fn block(block: &SealedBlock, full: bool) -> Block<Transaction> {
     let transactions = if full {
-        BlockTransactions::Full(block.txs.iter().map(|t| transaction(t, Some(block.hash))).collect())
+        BlockTransactions::Full(
+            block
+                .txs
+                .iter()
+                .map(|t| transaction(t, Some(block.hash)))
+                .collect(),
+        )
     } else {
         BlockTransactions::Hashes(block.txs.iter().map(|t| t.tx.hash).collect())
     };
@@ -86,5 +94,9 @@ pub fn block(block: &SealedBlock, full: bool) -> Block<Transaction> {
 
 /// Receipts of a sealed block.
 pub fn block_receipts(block: &Arc<SealedBlock>) -> Vec<TransactionReceipt> {
-    block.txs.iter().map(|t| receipt(t, Some(block.hash))).collect()
+    block
+        .txs
+        .iter()
+        .map(|t| receipt(t, Some(block.hash)))
+        .collect()
 }

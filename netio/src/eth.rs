@@ -9,8 +9,8 @@ use std::time::Duration;
 use alloy_eips::{BlockId, BlockNumberOrTag, eip2930::AccessList};
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
 use alloy_rpc_types_eth::{
-    AccessListResult, EIP1186AccountProofResponse, EIP1186StorageProof, FeeHistory, Filter, FilterBlockOption,
-    Log, TransactionRequest, state::StateOverride,
+    AccessListResult, EIP1186AccountProofResponse, EIP1186StorageProof, FeeHistory, Filter,
+    FilterBlockOption, Log, TransactionRequest, state::StateOverride,
 };
 use arc_swap::ArcSwap;
 use fulmen_exec::{
@@ -87,7 +87,11 @@ pub const SYNC_TIMEOUT_CODE: i64 = 4;
 pub const SYNC_NOT_READY_CODE: i64 = 5;
 
 /// Dispatches one call.
-pub async fn dispatch(ctx: &Rc<NetContext>, method: &str, params: &Params) -> Result<Value, RpcError> {
+pub async fn dispatch(
+    ctx: &Rc<NetContext>,
+    method: &str,
+    params: &Params,
+) -> Result<Value, RpcError> {
     let view = ctx.view.load_full();
     let v = &view;
     match method {
@@ -150,11 +154,13 @@ pub async fn dispatch(ctx: &Rc<NetContext>, method: &str, params: &Params) -> Re
         "eth_sendRawTransactionSync" => send_sync(ctx, params).await,
         "eth_getTransactionByHash" => {
             let hash: B256 = params.required(0, "hash")?;
-            ok(v.tx(&hash).map(|(tx, block_hash)| convert::transaction(&tx, block_hash)))
+            ok(v.tx(&hash)
+                .map(|(tx, block_hash)| convert::transaction(&tx, block_hash)))
         }
         "eth_getTransactionReceipt" => {
             let hash: B256 = params.required(0, "hash")?;
-            ok(v.tx(&hash).map(|(tx, block_hash)| convert::receipt(&tx, block_hash)))
+            ok(v.tx(&hash)
+                .map(|(tx, block_hash)| convert::receipt(&tx, block_hash)))
         }
         "eth_getBlockByNumber" => {
             let tag: BlockNumberOrTag = params.required(0, "block")?;
@@ -205,7 +211,8 @@ pub async fn dispatch(ctx: &Rc<NetContext>, method: &str, params: &Params) -> Re
 }
 
 fn ok<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
-    serde_json::to_value(value).map_err(|e| RpcError::internal(format!("cannot encode result: {e}")))
+    serde_json::to_value(value)
+        .map_err(|e| RpcError::internal(format!("cannot encode result: {e}")))
 }
 
 fn decode(ctx: &NetContext, raw: &[u8]) -> Result<RecoveredTx, RpcError> {
@@ -215,45 +222,65 @@ fn decode(ctx: &NetContext, raw: &[u8]) -> Result<RecoveredTx, RpcError> {
 async fn submit(ctx: &NetContext, tx: RecoveredTx) -> Result<SeqReply, RpcError> {
     let (reply, answer) = oneshot::channel();
     if ctx.seq.try_send(SeqRequest { tx, reply }).is_err() {
-        return Err(RpcError::server("txpool is full: the sequencer inbox is at capacity, retry shortly"));
+        return Err(RpcError::server(
+            "txpool is full: the sequencer inbox is at capacity, retry shortly",
+        ));
     }
-    answer.await.map_err(|_| RpcError::internal("the sequencer stopped"))
+    answer
+        .await
+        .map_err(|_| RpcError::internal("the sequencer stopped"))
 }
 
 async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError> {
     params.at_most(2)?;
     let raw: Bytes = params.required(0, "data")?;
     let timeout_ms: Option<u64> = params.optional(1, "timeout")?;
-    let timeout_ms = timeout_ms.unwrap_or(ctx.limits.sync_timeout_ms_default).min(ctx.limits.sync_timeout_ms_max);
+    let timeout_ms = timeout_ms
+        .unwrap_or(ctx.limits.sync_timeout_ms_default)
+        .min(ctx.limits.sync_timeout_ms_max);
     let tx = decode(ctx, &raw)?;
     let hash = tx.hash;
     let (reply, answer) = oneshot::channel();
     if ctx.seq.try_send(SeqRequest { tx, reply }).is_err() {
-        return Err(RpcError::server("txpool is full: the sequencer inbox is at capacity, retry shortly"));
+        return Err(RpcError::server(
+            "txpool is full: the sequencer inbox is at capacity, retry shortly",
+        ));
     }
     let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
     futures::pin_mut!(timer);
     match futures::future::select(answer, timer).await {
-        futures::future::Either::Left((Ok(SeqReply::Preconfirmed(tx)), _)) => ok(convert::receipt(&tx, None)),
-        futures::future::Either::Left((Ok(SeqReply::Parked(ParkReason::NonceGap { expected })), _)) => {
+        futures::future::Either::Left((Ok(SeqReply::Preconfirmed(tx)), _)) => {
+            ok(convert::receipt(&tx, None))
+        }
+        futures::future::Either::Left((
+            Ok(SeqReply::Parked(ParkReason::NonceGap { expected })),
+            _,
+        )) => Err(RpcError {
+            code: SYNC_NOT_READY_CODE,
+            message: format!(
+                "transaction accepted but not ready: nonce gap (sender's next nonce is {expected}); it will execute once the gap is filled"
+            ),
+            data: Some(json!(hash)),
+        }),
+        futures::future::Either::Left((Ok(SeqReply::Parked(ParkReason::Deferred)), _)) => {
             Err(RpcError {
                 code: SYNC_NOT_READY_CODE,
-                message: format!(
-                    "transaction accepted but not ready: nonce gap (sender's next nonce is {expected}); it will execute once the gap is filled"
-                ),
+                message: "transaction accepted but not ready: waiting for room in the next block"
+                    .into(),
                 data: Some(json!(hash)),
             })
         }
-        futures::future::Either::Left((Ok(SeqReply::Parked(ParkReason::Deferred)), _)) => Err(RpcError {
-            code: SYNC_NOT_READY_CODE,
-            message: "transaction accepted but not ready: waiting for room in the next block".into(),
-            data: Some(json!(hash)),
-        }),
-        futures::future::Either::Left((Ok(SeqReply::Rejected(e)), _)) => Err(RpcError::server(e.to_string())),
-        futures::future::Either::Left((Err(_), _)) => Err(RpcError::internal("the sequencer stopped")),
+        futures::future::Either::Left((Ok(SeqReply::Rejected(e)), _)) => {
+            Err(RpcError::server(e.to_string()))
+        }
+        futures::future::Either::Left((Err(_), _)) => {
+            Err(RpcError::internal("the sequencer stopped"))
+        }
         futures::future::Either::Right(_) => Err(RpcError {
             code: SYNC_TIMEOUT_CODE,
-            message: format!("the transaction was added to the pool but not preconfirmed within {timeout_ms} ms"),
+            message: format!(
+                "the transaction was added to the pool but not preconfirmed within {timeout_ms} ms"
+            ),
             data: Some(json!(hash)),
         }),
     }
@@ -279,7 +306,9 @@ fn block_by_id(view: &ChainView, id: BlockId) -> Result<Option<&Arc<SealedBlock>
         BlockId::Number(tag) => Ok(block_by_tag(view, tag)),
         BlockId::Hash(hash) => match view.block_by_hash(&hash.block_hash) {
             Some(block) => Ok(Some(block)),
-            None if hash.require_canonical == Some(true) => Err(RpcError::server("header not found")),
+            None if hash.require_canonical == Some(true) => {
+                Err(RpcError::server("header not found"))
+            }
             None => Ok(None),
         },
     }
@@ -299,7 +328,9 @@ fn state_at(view: &ChainView, id: Option<BlockId>) -> Result<(HotState, BlockCon
             None => return Err(RpcError::server("header not found")),
         },
     };
-    let block = view.block(number).ok_or_else(|| RpcError::server("header not found"))?;
+    let block = view
+        .block(number)
+        .ok_or_else(|| RpcError::server("header not found"))?;
     let state = view.state_at(number).ok_or_else(|| {
         RpcError::server(format!(
             "historical state not available: block {number} is older than the {} most recent blocks this node keeps",
@@ -320,13 +351,20 @@ fn state_at(view: &ChainView, id: Option<BlockId>) -> Result<(HotState, BlockCon
 
 fn call_request(ctx: &NetContext, request: TransactionRequest) -> Result<CallRequest, RpcError> {
     if request.blob_versioned_hashes.is_some() || request.sidecar.is_some() {
-        return Err(RpcError::invalid_params("blob transactions are not supported on this L2"));
+        return Err(RpcError::invalid_params(
+            "blob transactions are not supported on this L2",
+        ));
     }
     let input = request.input.input().cloned().unwrap_or_default();
     Ok(CallRequest {
         from: request.from,
         to: request.to.and_then(|kind| kind.to().copied()),
-        gas: Some(request.gas.unwrap_or(ctx.limits.call_gas_max).min(ctx.limits.call_gas_max)),
+        gas: Some(
+            request
+                .gas
+                .unwrap_or(ctx.limits.call_gas_max)
+                .min(ctx.limits.call_gas_max),
+        ),
         gas_price: request.gas_price,
         max_fee_per_gas: request.max_fee_per_gas,
         max_priority_fee_per_gas: request.max_priority_fee_per_gas,
@@ -342,7 +380,9 @@ fn overrides(overrides: Option<StateOverride>) -> HashMap<Address, AccountOverri
         .into_iter()
         .flatten()
         .map(|(address, o)| {
-            let to_map = |m: Option<alloy_primitives::map::B256HashMap<B256>>| m.map(|m| m.into_iter().collect());
+            let to_map = |m: Option<alloy_primitives::map::B256HashMap<B256>>| {
+                m.map(|m| m.into_iter().collect())
+            };
             (
                 address,
                 AccountOverride {
@@ -383,7 +423,11 @@ fn revert_error(outcome: &Outcome) -> RpcError {
         Some(reason) => format!("execution reverted: {reason}"),
         None => "execution reverted".to_string(),
     };
-    RpcError { code: 3, message, data: Some(json!(outcome.output)) }
+    RpcError {
+        code: 3,
+        message,
+        data: Some(json!(outcome.output)),
+    }
 }
 
 fn call(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
@@ -432,7 +476,11 @@ fn estimate_gas(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<V
     ok(U64::from(high))
 }
 
-fn create_access_list(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+fn create_access_list(
+    ctx: &NetContext,
+    view: &ChainView,
+    params: &Params,
+) -> Result<Value, RpcError> {
     params.at_most(2)?;
     let request: TransactionRequest = params.required(0, "transaction")?;
     let block: Option<BlockId> = params.optional(1, "block")?;
@@ -453,7 +501,11 @@ fn create_access_list(ctx: &NetContext, view: &ChainView, params: &Params) -> Re
         let found: AccessList = evm::touched_access_list(&state, &excluded);
         if found == list {
             let error = (!outcome.success).then(|| revert_error(&outcome).message);
-            return ok(AccessListResult { access_list: found, gas_used: U256::from(outcome.gas_used), error });
+            return ok(AccessListResult {
+                access_list: found,
+                gas_used: U256::from(outcome.gas_used),
+                error,
+            });
         }
         list = found;
     }
@@ -465,16 +517,25 @@ async fn get_proof(ctx: &NetContext, view: &ChainView, params: &Params) -> Resul
     let address: Address = params.required(0, "address")?;
     let slots: Vec<B256> = params.required(1, "storageKeys")?;
     if slots.len() > 1024 {
-        return Err(RpcError::invalid_params("invalid argument 1 (storageKeys): more than 1024 keys"));
+        return Err(RpcError::invalid_params(
+            "invalid argument 1 (storageKeys): more than 1024 keys",
+        ));
     }
     let id: Option<BlockId> = params.optional(2, "block")?;
     let block = match id {
         None => view.head().clone(),
-        Some(id) => block_by_id(view, id)?.cloned().ok_or_else(|| RpcError::server("header not found"))?,
+        Some(id) => block_by_id(view, id)?
+            .cloned()
+            .ok_or_else(|| RpcError::server("header not found"))?,
     };
     let number = block.header.number;
     let (reply, answer) = oneshot::channel();
-    let request = MerkleRequest::Proof { block: number, address, slots, reply };
+    let request = MerkleRequest::Proof {
+        block: number,
+        address,
+        slots,
+        reply,
+    };
     if ctx.merkle.try_send(request).is_err() {
         return Err(RpcError::server("proof queue is full, retry shortly"));
     }
@@ -487,7 +548,9 @@ async fn get_proof(ctx: &NetContext, view: &ChainView, params: &Params) -> Resul
         }
         Err(_) => return Err(RpcError::internal("the state-root worker stopped")),
     };
-    let state = view.state_at(number).ok_or_else(|| RpcError::server("header not found"))?;
+    let state = view
+        .state_at(number)
+        .ok_or_else(|| RpcError::server("header not found"))?;
     let account = state.account(&address).copied();
     ok(EIP1186AccountProofResponse {
         address,
@@ -499,7 +562,11 @@ async fn get_proof(ctx: &NetContext, view: &ChainView, params: &Params) -> Resul
         storage_proof: proof
             .storage_proofs
             .into_iter()
-            .map(|(key, value, proof)| EIP1186StorageProof { key: key.into(), value, proof })
+            .map(|(key, value, proof)| EIP1186StorageProof {
+                key: key.into(),
+                value,
+                proof,
+            })
             .collect(),
     })
 }
@@ -510,22 +577,39 @@ fn fee_history(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Va
     let newest: BlockNumberOrTag = params.required(1, "newestBlock")?;
     let percentiles: Option<Vec<f64>> = params.optional(2, "rewardPercentiles")?;
     if let Some(p) = &percentiles
-        && (p.len() > 100 || p.windows(2).any(|w| w[0] > w[1]) || p.iter().any(|x| !(0.0..=100.0).contains(x)))
+        && (p.len() > 100
+            || p.windows(2).any(|w| w[0] > w[1])
+            || p.iter().any(|x| !(0.0..=100.0).contains(x)))
     {
         return Err(RpcError::invalid_params(
             "invalid argument 2 (rewardPercentiles): at most 100 increasing values within [0, 100]",
         ));
     }
-    let newest = block_by_tag(view, newest).ok_or_else(|| RpcError::server("header not found"))?.header.number;
-    let count = count.to::<u64>().min(ctx.limits.fee_history_blocks_max).min(newest + 1);
+    let newest = block_by_tag(view, newest)
+        .ok_or_else(|| RpcError::server("header not found"))?
+        .header
+        .number;
+    let count = count
+        .to::<u64>()
+        .min(ctx.limits.fee_history_blocks_max)
+        .min(newest + 1);
     let oldest = newest + 1 - count;
-    let mut history = FeeHistory { oldest_block: oldest, ..Default::default() };
+    let mut history = FeeHistory {
+        oldest_block: oldest,
+        ..Default::default()
+    };
     let mut rewards = Vec::new();
     for n in oldest..=newest {
-        let block = view.block(n).ok_or_else(|| RpcError::server("header not found"))?;
+        let block = view
+            .block(n)
+            .ok_or_else(|| RpcError::server("header not found"))?;
         let header = &block.header;
-        history.base_fee_per_gas.push(u128::from(header.base_fee_per_gas.unwrap_or_default()));
-        history.gas_used_ratio.push(header.gas_used as f64 / header.gas_limit.max(1) as f64);
+        history
+            .base_fee_per_gas
+            .push(u128::from(header.base_fee_per_gas.unwrap_or_default()));
+        history
+            .gas_used_ratio
+            .push(header.gas_used as f64 / header.gas_limit.max(1) as f64);
         history.base_fee_per_blob_gas.push(1);
         history.blob_gas_used_ratio.push(0.0);
         if let Some(p) = &percentiles {
@@ -533,7 +617,11 @@ fn fee_history(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Va
         }
     }
     if count > 0 {
-        let next = view.block(newest + 1).map_or(view.open().ctx.base_fee, |b| b.header.base_fee_per_gas.unwrap_or(0));
+        let next = view
+            .block(newest + 1)
+            .map_or(view.open().ctx.base_fee, |b| {
+                b.header.base_fee_per_gas.unwrap_or(0)
+            });
         history.base_fee_per_gas.push(u128::from(next));
         history.base_fee_per_blob_gas.push(1);
     }
@@ -546,8 +634,11 @@ fn fee_history(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Va
 /// Effective tips at the given gas-weighted percentiles, as geth computes them.
 fn block_rewards(block: &SealedBlock, percentiles: &[f64]) -> Vec<u128> {
     let base_fee = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
-    let mut tips: Vec<(u128, u64)> =
-        block.txs.iter().map(|t| (t.effective_gas_price.saturating_sub(base_fee), t.gas_used)).collect();
+    let mut tips: Vec<(u128, u64)> = block
+        .txs
+        .iter()
+        .map(|t| (t.effective_gas_price.saturating_sub(base_fee), t.gas_used))
+        .collect();
     if tips.is_empty() {
         return vec![0; percentiles.len()];
     }
@@ -575,12 +666,19 @@ fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value
     let head = view.head().header.number;
     let (from, to, include_unsealed) = match filter.block_option {
         FilterBlockOption::AtBlockHash(hash) => {
-            let block = view.block_by_hash(&hash).ok_or_else(|| RpcError::server("unknown block"))?;
+            let block = view
+                .block_by_hash(&hash)
+                .ok_or_else(|| RpcError::server("unknown block"))?;
             (block.header.number, block.header.number, false)
         }
-        FilterBlockOption::Range { from_block, to_block } => {
+        FilterBlockOption::Range {
+            from_block,
+            to_block,
+        } => {
             let resolve = |tag: Option<BlockNumberOrTag>| match tag {
-                None | Some(BlockNumberOrTag::Latest) | Some(BlockNumberOrTag::Pending) => (head, true),
+                None | Some(BlockNumberOrTag::Latest) | Some(BlockNumberOrTag::Pending) => {
+                    (head, true)
+                }
                 Some(BlockNumberOrTag::Number(n)) => (n, false),
                 Some(BlockNumberOrTag::Earliest) => (0, false),
                 Some(_) => (head, false),
@@ -588,7 +686,15 @@ fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value
             let (from, _) = resolve(from_block);
             let (to, unsealed) = resolve(to_block);
             if from > to {
-                return Err(RpcError::invalid_params("invalid argument 0 (filter): fromBlock is after toBlock"));
+                return Err(RpcError::invalid_params(
+                    "invalid argument 0 (filter): fromBlock is after toBlock",
+                ));
+            }
+            if to.saturating_sub(from) >= ctx.limits.logs_block_range_max {
+                return Err(RpcError::server(format!(
+                    "query exceeds max block range {}: narrow fromBlock..toBlock",
+                    ctx.limits.logs_block_range_max
+                )));
             }
             (from, to.min(head), unsealed)
         }

@@ -18,27 +18,51 @@ pub struct RpcError {
 impl RpcError {
     /// -32700: the body is not JSON.
     pub fn parse(detail: impl std::fmt::Display) -> Self {
-        Self { code: -32700, message: format!("parse error: {detail}"), data: None }
+        Self {
+            code: -32700,
+            message: format!("parse error: {detail}"),
+            data: None,
+        }
     }
     /// -32600: not a valid request object.
     pub fn invalid_request(detail: impl Into<String>) -> Self {
-        Self { code: -32600, message: detail.into(), data: None }
+        Self {
+            code: -32600,
+            message: detail.into(),
+            data: None,
+        }
     }
     /// -32601: unknown method.
     pub fn method_not_found(method: &str) -> Self {
-        Self { code: -32601, message: format!("the method {method} does not exist/is not available"), data: None }
+        Self {
+            code: -32601,
+            message: format!("the method {method} does not exist/is not available"),
+            data: None,
+        }
     }
     /// -32602: bad parameters.
     pub fn invalid_params(detail: impl Into<String>) -> Self {
-        Self { code: -32602, message: detail.into(), data: None }
+        Self {
+            code: -32602,
+            message: detail.into(),
+            data: None,
+        }
     }
     /// -32000: server-side refusal (geth uses this for txpool and state errors).
     pub fn server(message: impl Into<String>) -> Self {
-        Self { code: -32000, message: message.into(), data: None }
+        Self {
+            code: -32000,
+            message: message.into(),
+            data: None,
+        }
     }
     /// -32603: internal error.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { code: -32603, message: message.into(), data: None }
+        Self {
+            code: -32603,
+            message: message.into(),
+            data: None,
+        }
     }
 
     /// The JSON error object.
@@ -69,15 +93,19 @@ impl Params {
     /// Required parameter `index`, called `name` in errors.
     pub fn required<T: DeserializeOwned>(&self, index: usize, name: &str) -> Result<T, RpcError> {
         match self.0.get(index) {
-            None | Some(Value::Null) => {
-                Err(RpcError::invalid_params(format!("missing value for required argument {index} ({name})")))
-            }
+            None | Some(Value::Null) => Err(RpcError::invalid_params(format!(
+                "missing value for required argument {index} ({name})"
+            ))),
             Some(value) => decode(value, index, name),
         }
     }
 
     /// Optional parameter; absent or null gives `None`.
-    pub fn optional<T: DeserializeOwned>(&self, index: usize, name: &str) -> Result<Option<T>, RpcError> {
+    pub fn optional<T: DeserializeOwned>(
+        &self,
+        index: usize,
+        name: &str,
+    ) -> Result<Option<T>, RpcError> {
         match self.0.get(index) {
             None | Some(Value::Null) => Ok(None),
             Some(value) => decode(value, index, name).map(Some),
@@ -87,14 +115,17 @@ impl Params {
     /// Errors when more than `max` parameters were given.
     pub fn at_most(&self, max: usize) -> Result<(), RpcError> {
         if self.0.len() > max {
-            return Err(RpcError::invalid_params(format!("too many arguments, want at most {max}")));
+            return Err(RpcError::invalid_params(format!(
+                "too many arguments, want at most {max}"
+            )));
         }
         Ok(())
     }
 }
 
 fn decode<T: DeserializeOwned>(value: &Value, index: usize, name: &str) -> Result<T, RpcError> {
-    T::deserialize(value).map_err(|e| RpcError::invalid_params(format!("invalid argument {index} ({name}): {e}")))
+    T::deserialize(value)
+        .map_err(|e| RpcError::invalid_params(format!("invalid argument {index} ({name}): {e}")))
 }
 
 /// A request body: one call or a batch. Items that fail to parse carry their error.
@@ -128,20 +159,34 @@ pub fn parse_body(bytes: &[u8], batch_max: usize) -> Result<Body, RpcError> {
 
 fn parse_call(value: Value) -> Result<Call, (Value, RpcError)> {
     let Value::Object(mut object) = value else {
-        return Err((Value::Null, RpcError::invalid_request("invalid request: not a JSON object")));
+        return Err((
+            Value::Null,
+            RpcError::invalid_request("invalid request: not a JSON object"),
+        ));
     };
     let id = object.remove("id").unwrap_or(Value::Null);
     if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
-        return Err((Value::Null, RpcError::invalid_request("invalid request: id must be a number, string or null")));
+        return Err((
+            Value::Null,
+            RpcError::invalid_request("invalid request: id must be a number, string or null"),
+        ));
     }
     if let Some(version) = object.get("jsonrpc")
         && version != "2.0"
     {
-        return Err((id, RpcError::invalid_request("invalid request: jsonrpc must be \"2.0\"")));
+        return Err((
+            id,
+            RpcError::invalid_request("invalid request: jsonrpc must be \"2.0\""),
+        ));
     }
     let method = match object.remove("method") {
         Some(Value::String(method)) => method,
-        _ => return Err((id, RpcError::invalid_request("invalid request: method must be a string"))),
+        _ => {
+            return Err((
+                id,
+                RpcError::invalid_request("invalid request: method must be a string"),
+            ));
+        }
     };
     let params = match object.remove("params") {
         None | Some(Value::Null) => Params::default(),
@@ -168,13 +213,19 @@ mod tests {
         assert_eq!(parse_body(b"{not json", 10).unwrap_err().code, -32700);
         assert_eq!(parse_body(b"[]", 10).unwrap_err().code, -32600);
         assert_eq!(parse_body(b"[1,2,3]", 2).unwrap_err().code, -32600);
-        let Body::Single(Err((_, e))) = parse_body(br#"{"id":1,"method":5}"#, 10).unwrap() else { panic!() };
+        let Body::Single(Err((_, e))) = parse_body(br#"{"id":1,"method":5}"#, 10).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.code, -32600);
-        let Body::Single(Err((_, e))) = parse_body(br#"{"id":1,"method":"x","params":{}}"#, 10).unwrap() else {
+        let Body::Single(Err((_, e))) =
+            parse_body(br#"{"id":1,"method":"x","params":{}}"#, 10).unwrap()
+        else {
             panic!()
         };
         assert_eq!(e.code, -32602);
-        let Body::Batch(items) = parse_body(br#"[{"id":1,"method":"a"},7]"#, 10).unwrap() else { panic!() };
+        let Body::Batch(items) = parse_body(br#"[{"id":1,"method":"a"},7]"#, 10).unwrap() else {
+            panic!()
+        };
         assert!(items[0].is_ok());
         assert!(items[1].is_err());
     }
@@ -182,11 +233,20 @@ mod tests {
     #[test]
     fn parameter_errors_name_the_parameter() {
         let params = Params(vec![json!("0x12")]);
-        let err = params.required::<alloy_primitives::Address>(0, "address").unwrap_err();
+        let err = params
+            .required::<alloy_primitives::Address>(0, "address")
+            .unwrap_err();
         assert_eq!(err.code, -32602);
-        assert!(err.message.contains("argument 0 (address)"), "{}", err.message);
+        assert!(
+            err.message.contains("argument 0 (address)"),
+            "{}",
+            err.message
+        );
         let err = params.required::<u64>(1, "block").unwrap_err();
-        assert!(err.message.contains("missing value for required argument 1 (block)"));
+        assert!(
+            err.message
+                .contains("missing value for required argument 1 (block)")
+        );
         assert_eq!(params.optional::<u64>(3, "x").unwrap(), None);
     }
 

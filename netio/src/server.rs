@@ -51,7 +51,11 @@ impl hyper::rt::Read for HyperIo {
 }
 
 impl hyper::rt::Write for HyperIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -75,7 +79,10 @@ pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>) {
             }
         };
         if open.get() >= CONNECTIONS_PER_CORE_MAX {
-            tracing::warn!(limit = CONNECTIONS_PER_CORE_MAX, "connection limit reached; refusing a connection");
+            tracing::warn!(
+                limit = CONNECTIONS_PER_CORE_MAX,
+                "connection limit reached; refusing a connection"
+            );
             drop(stream);
             continue;
         }
@@ -106,7 +113,10 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -115,20 +125,34 @@ async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Ful
         return json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}));
     }
     if request.method() != Method::POST {
-        let error = response(Value::Null, Err(RpcError::invalid_request("use POST for JSON-RPC")));
+        let error = response(
+            Value::Null,
+            Err(RpcError::invalid_request("use POST for JSON-RPC")),
+        );
         return json_response(StatusCode::METHOD_NOT_ALLOWED, &error);
     }
     let limit = ctx.limits.body_bytes_max;
     let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
             let (status, message) = if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, format!("request body too large: limit {limit} bytes"))
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body too large: limit {limit} bytes"),
+                )
             } else {
-                (StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {e}"),
+                )
             };
-            return json_response(status, &response(Value::Null, Err(RpcError::invalid_request(message))));
+            return json_response(
+                status,
+                &response(Value::Null, Err(RpcError::invalid_request(message))),
+            );
         }
     };
     let reply = match parse_body(&body, ctx.limits.batch_max) {

@@ -35,7 +35,11 @@ pub struct AccountState {
 impl AccountState {
     /// An account with a balance and nothing else.
     pub fn funded(balance: U256) -> Self {
-        Self { nonce: 0, balance, code_hash: KECCAK_EMPTY }
+        Self {
+            nonce: 0,
+            balance,
+            code_hash: KECCAK_EMPTY,
+        }
     }
 
     /// True when the account carries code.
@@ -84,7 +88,10 @@ impl HotState {
 
     /// The value of a storage slot (zero when unset).
     pub fn storage(&self, address: &Address, slot: &U256) -> U256 {
-        self.storage.get(&(*address, *slot)).copied().unwrap_or_default()
+        self.storage
+            .get(&(*address, *slot))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Code by its hash.
@@ -178,8 +185,17 @@ mod tests {
         let snapshot = state.clone();
 
         let diff = StateDiff {
-            accounts: vec![(a, Some(AccountState { nonce: 1, ..AccountState::funded(U256::from(3)) }))],
-            storage: vec![(a, U256::from(1), U256::ZERO), (a, U256::from(2), U256::from(9))],
+            accounts: vec![(
+                a,
+                Some(AccountState {
+                    nonce: 1,
+                    ..AccountState::funded(U256::from(3))
+                }),
+            )],
+            storage: vec![
+                (a, U256::from(1), U256::ZERO),
+                (a, U256::from(2), U256::from(9)),
+            ],
             codes: vec![],
         };
         state.apply(&diff);
@@ -198,10 +214,23 @@ mod tests {
         let mut state = HotState::new();
         let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]));
         let hash = state.insert_code(code.clone());
-        assert_eq!(state.code(&hash).unwrap().original_bytes(), code.original_bytes());
-        state.set_account(a, AccountState { nonce: 1, balance: U256::ZERO, code_hash: hash });
+        assert_eq!(
+            state.code(&hash).unwrap().original_bytes(),
+            code.original_bytes()
+        );
+        state.set_account(
+            a,
+            AccountState {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash: hash,
+            },
+        );
         assert!(state.account(&a).unwrap().has_code());
-        state.apply(&StateDiff { accounts: vec![(a, None)], ..Default::default() });
+        state.apply(&StateDiff {
+            accounts: vec![(a, None)],
+            ..Default::default()
+        });
         assert!(state.account(&a).is_none());
         assert_eq!(state.account_count(), 0);
     }

@@ -1,0 +1,301 @@
+//! Test harness: starts the real `fulmen` binary (and anvil) on loopback and
+//! gives tests real clients (alloy's provider, cast, raw HTTP).
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, Bytes};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner};
+use serde_json::Value;
+
+pub const MNEMONIC: &str = "test test test test test test test test test test test junk";
+pub const DEV_CHAIN_ID: u64 = 4242;
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("appliance/ has a parent")
+        .to_path_buf()
+}
+
+/// A pinned npm-installed tool (`cast`, `anvil`).
+pub fn tool(name: &str) -> PathBuf {
+    let path = repo_root().join("tools/node_modules/.bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/test.sh` (it runs `npm ci` in tools/ to install the pinned cast and anvil)",
+        path.display()
+    );
+    path
+}
+
+/// The i-th account of the test mnemonic.
+pub fn signer(index: u32) -> PrivateKeySigner {
+    MnemonicBuilder::english()
+        .phrase(MNEMONIC)
+        .index(index)
+        .expect("valid index")
+        .build()
+        .expect("valid mnemonic")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running process that is stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+    _dir: tempdir::TempDir,
+}
+
+impl Proc {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("wait")
+    }
+
+    pub fn provider(&self) -> impl Provider + Clone + use<> {
+        ProviderBuilder::new().connect_http(self.url().parse().expect("url"))
+    }
+
+    pub fn wallet_provider(&self, signer: PrivateKeySigner) -> impl Provider + Clone + use<> {
+        ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(self.url().parse().expect("url"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+mod tempdir {
+    use std::path::PathBuf;
+
+    /// A directory removed on drop.
+    pub struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub fn new(prefix: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let path =
+                std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            Self(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Path of a file inside a fresh temp dir that lives as long as the returned guard.
+pub fn temp_file(name: &str, contents: &str) -> (PathBuf, impl Drop) {
+    let dir = tempdir::TempDir::new("fulmen-file");
+    let path = dir.0.join(name);
+    std::fs::write(&path, contents).expect("write temp file");
+    (path, dir)
+}
+
+/// Starts `fulmen run` with `args` (plus a free port and a temp datadir).
+pub fn start_fulmen(args: &[&str]) -> Proc {
+    let dir = tempdir::TempDir::new("fulmen-test");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .arg("run")
+        .args(args)
+        .args(["--rpc-addr", &addr, "--datadir"])
+        .arg(&dir.0)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start fulmen");
+    let log = forward_lines(&mut child);
+    wait_for(&log, "listening", &addr);
+    Proc {
+        child,
+        addr: addr.parse().expect("addr"),
+        log,
+        _dir: dir,
+    }
+}
+
+/// Starts anvil with `args` on a free port.
+pub fn start_anvil(args: &[&str]) -> Proc {
+    let dir = tempdir::TempDir::new("anvil-test");
+    let port = free_port();
+    let mut child = Command::new(tool("anvil"))
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start anvil");
+    let log = forward_lines(&mut child);
+    wait_for(&log, "Listening on", &format!("127.0.0.1:{port}"));
+    Proc {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
+        log,
+        _dir: dir,
+    }
+}
+
+fn forward_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    for stream in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+fn wait_for(log: &mpsc::Receiver<String>, needle: &str, addr: &str) {
+    let mut seen = Vec::new();
+    loop {
+        match log.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if line.contains(needle) && line.contains(addr) {
+                    return;
+                }
+                seen.push(line);
+            }
+            Err(_) => panic!(
+                "process did not log `{needle}` for {addr}; output so far:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// A raw HTTP POST; returns (status, body). For malformed-input tests.
+pub fn raw_post(addr: SocketAddr, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    // A server may answer (and close) before reading an oversized body.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A JSON-RPC call over raw HTTP; returns the parsed response object.
+pub fn rpc(addr: SocketAddr, method: &str, params: Value) -> Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (status, text) = raw_post(addr, body.to_string().as_bytes());
+    assert_eq!(status, 200, "{method}: HTTP {status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method}: bad JSON ({e}): {text}"))
+}
+
+/// The error object of a JSON-RPC call that must fail.
+pub fn rpc_error(addr: SocketAddr, method: &str, params: Value) -> (i64, String, Value) {
+    let response = rpc(addr, method, params);
+    let error = response
+        .get("error")
+        .unwrap_or_else(|| panic!("{method} should fail, got {response}"));
+    (
+        error["code"].as_i64().expect("code"),
+        error["message"].as_str().expect("message").to_string(),
+        error.get("data").cloned().unwrap_or(Value::Null),
+    )
+}
+
+/// Runs cast with `args`; returns trimmed stdout, panicking with stderr on failure.
+pub fn cast(args: &[&str]) -> String {
+    let output = Command::new(tool("cast"))
+        .args(args)
+        .output()
+        .expect("run cast");
+    assert!(
+        output.status.success(),
+        "cast {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Compiled test contracts (contracts/artifacts.json).
+pub fn bytecode(name: &str) -> Bytes {
+    let text =
+        std::fs::read_to_string(repo_root().join("contracts/artifacts.json")).expect("artifacts");
+    let json: Value = serde_json::from_str(&text).expect("artifacts json");
+    json[name]["bytecode"]
+        .as_str()
+        .expect("bytecode")
+        .parse()
+        .expect("hex")
+}
+
+pub fn address_of(signer: &PrivateKeySigner) -> Address {
+    signer.address()
+}

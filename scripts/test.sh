@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests need (pinned) and runs every check CI runs:
+# formatting, clippy with -D warnings, and the whole test suite.
+# Usage: scripts/test.sh            (FULMEN_LONG=1 for the longer soak modes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== installing pinned test tools (cast, anvil, viem, solc) into tools/node_modules"
+(cd tools && npm ci --no-audit --no-fund --loglevel=error)
+tools/node_modules/.bin/cast --version | head -n1
+tools/node_modules/.bin/anvil --version | head -n1
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "== installing cargo-nextest (pinned)"
+  cargo install --locked cargo-nextest@0.9.143
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+echo "== tests"
+cargo nextest run --release --workspace --no-fail-fast
