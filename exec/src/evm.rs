@@ -369,7 +369,9 @@ pub fn invalid_tx_message(e: &InvalidTransaction) -> String {
 
 /// Turns revm's state changes into a diff, following EIP-161 (touched empty
 /// accounts are deleted) and EIP-6780 (self-destructed accounts are deleted).
-pub fn state_diff(state: EvmState) -> StateDiff {
+/// Code goes into the diff only when `known` does not have it yet (a
+/// deployment, or an EIP-7702 delegation designator).
+pub fn state_diff(state: EvmState, known: &HotState) -> StateDiff {
     let mut diff = StateDiff::default();
     for (address, account) in state {
         if !account.is_touched() {
@@ -381,7 +383,11 @@ pub fn state_diff(state: EvmState) -> StateDiff {
         }
         if let Some(code) = &account.info.code
             && account.info.code_hash != KECCAK_EMPTY
-            && account.is_created()
+            && known.code(&account.info.code_hash).is_none()
+            && !diff
+                .codes
+                .iter()
+                .any(|(hash, _)| *hash == account.info.code_hash)
         {
             diff.codes.push((account.info.code_hash, code.clone()));
         }

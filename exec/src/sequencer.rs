@@ -328,7 +328,7 @@ impl Sequencer {
             }
             Err(ExecError::Invalid(message)) => return Err(SubmitError::Invalid(message)),
         };
-        let diff = state_diff(changes);
+        let diff = state_diff(changes, &self.evm.ctx.journaled_state.database.state);
         self.evm.ctx.journaled_state.database.state.apply(&diff);
         self.open.diffs.push(diff);
         self.open.gas_used += outcome.gas_used;

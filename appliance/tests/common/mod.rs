@@ -105,7 +105,7 @@ impl Drop for Proc {
     }
 }
 
-mod tempdir {
+pub mod tempdir {
     use std::path::PathBuf;
 
     /// A directory removed on drop.
@@ -132,7 +132,7 @@ mod tempdir {
 }
 
 /// Path of a file inside a fresh temp dir that lives as long as the returned guard.
-pub fn temp_file(name: &str, contents: &str) -> (PathBuf, impl Drop) {
+pub fn temp_file(name: &str, contents: &str) -> (PathBuf, tempdir::TempDir) {
     let dir = tempdir::TempDir::new("fulmen-file");
     let path = dir.0.join(name);
     std::fs::write(&path, contents).expect("write temp file");
