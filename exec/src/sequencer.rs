@@ -623,3 +623,303 @@ fn next_block_ctx(spec: &ChainSpec, parent: &alloy_consensus::Header, now_ms: u6
         prevrandao: next_prevrandao(parent.mix_hash, parent.number + 1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::Merkleizer;
+    use crate::chain::{DEV_ACCOUNTS, dev_genesis};
+    use crate::tx::decode_and_check;
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
+    use alloy_genesis::GenesisAccount;
+    use alloy_network::TxSignerSync;
+    use alloy_primitives::{Bytes, TxKind, address};
+    use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner};
+
+    const PRICE: u128 = 2_000_000_000;
+    /// NUMBER PUSH1 1 SWAP1 SUB BLOCKHASH PUSH1 0 SSTORE STOP: stores the parent hash.
+    const PARENT_HASH_CODE: [u8; 10] = [0x43, 0x60, 0x01, 0x90, 0x03, 0x40, 0x60, 0x00, 0x55, 0x00];
+    const PARENT_HASH_CONTRACT: Address = address!("0x00000000000000000000000000000000000b1004");
+
+    fn key(i: u32) -> PrivateKeySigner {
+        MnemonicBuilder::english()
+            .phrase("test test test test test test test test test test test junk")
+            .index(i)
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    fn spec(gas_limit: u64) -> ChainSpec {
+        let mut genesis = dev_genesis(gas_limit, 1_000_000_000);
+        genesis.alloc.insert(
+            PARENT_HASH_CONTRACT,
+            GenesisAccount::default().with_code(Some(Bytes::from_static(&PARENT_HASH_CODE))),
+        );
+        ChainSpec {
+            chain_id: genesis.config.chain_id,
+            block_gas_limit: gas_limit,
+            base_fee_floor_wei: 1_000_000,
+            base_fee_params: BaseFeeParams::ethereum(),
+            coinbase: address!("0x00000000000000000000000000000000000c0ffe"),
+            genesis,
+        }
+    }
+
+    fn tx(
+        spec: &ChainSpec,
+        from: u32,
+        nonce: u64,
+        to: Address,
+        value: u64,
+        gas: u64,
+        tip: u128,
+    ) -> RecoveredTx {
+        let mut tx = TxEip1559 {
+            chain_id: spec.chain_id,
+            nonce,
+            gas_limit: gas,
+            max_fee_per_gas: PRICE + tip,
+            max_priority_fee_per_gas: tip,
+            to: TxKind::Call(to),
+            value: U256::from(value),
+            input: Bytes::new(),
+            access_list: Default::default(),
+        };
+        let signature = key(from).sign_transaction_sync(&mut tx).unwrap();
+        let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
+        decode_and_check(&raw, &spec.tx_rules()).unwrap()
+    }
+
+    fn sequencer(gas_limit: u64) -> (Sequencer, Merkleizer) {
+        let spec = spec(gas_limit);
+        let genesis = Genesis::new(&spec);
+        let merkle = Merkleizer::new(genesis.trie.clone(), 0);
+        (
+            Sequencer::new(spec, PoolLimits::default(), &genesis, 1_000),
+            merkle,
+        )
+    }
+
+    fn seal(seq: &mut Sequencer, merkle: &mut Merkleizer, now_ms: u64) -> Arc<SealedBlock> {
+        // Waiters of the open mini-block belong to the runtime; tests just close it.
+        seq.close_mini_block();
+        let job = seq.close_block(now_ms);
+        let roots = merkle.seal(&job);
+        seq.finish_seal(roots)
+    }
+
+    #[test]
+    fn executes_transfers_burns_base_fee_and_pays_the_tip() {
+        let (mut seq, _) = sequencer(30_000_000);
+        let bob = DEV_ACCOUNTS[1];
+        let coinbase = seq.spec().coinbase;
+        let base_fee = seq.view().open().ctx.base_fee;
+        let tip = 5;
+        let Admission::Executed(done) = seq
+            .submit(tx(seq.spec(), 0, 0, bob, 1_000, 21_000, tip))
+            .unwrap()
+        else {
+            panic!("should execute")
+        };
+        assert!(done.success);
+        assert_eq!(done.gas_used, 21_000);
+        assert!(seq.close_mini_block().is_some());
+        let state = &seq.view().state;
+        let alice = state.account(&DEV_ACCOUNTS[0]).unwrap();
+        assert_eq!(alice.nonce, 1);
+        let paid = U256::from(21_000u64) * U256::from(u128::from(base_fee) + tip);
+        assert_eq!(
+            alice.balance,
+            U256::from(crate::chain::DEV_BALANCE_WEI) - paid - U256::from(1_000)
+        );
+        assert_eq!(
+            state.account(&bob).unwrap().balance,
+            U256::from(crate::chain::DEV_BALANCE_WEI + 1_000)
+        );
+        assert_eq!(
+            state.account(&coinbase).unwrap().balance,
+            U256::from(21_000u64 * tip as u64)
+        );
+    }
+
+    #[test]
+    fn parks_future_nonces_and_promotes_them_in_order() {
+        let (mut seq, _) = sequencer(30_000_000);
+        let bob = DEV_ACCOUNTS[1];
+        let spec = seq.spec().clone();
+        assert!(matches!(
+            seq.submit(tx(&spec, 0, 2, bob, 1, 21_000, 1)).unwrap(),
+            Admission::Parked(ParkReason::NonceGap { expected: 0 })
+        ));
+        assert!(matches!(
+            seq.submit(tx(&spec, 0, 1, bob, 1, 21_000, 1)).unwrap(),
+            Admission::Parked(_)
+        ));
+        assert_eq!(seq.parked_count(), 2);
+        // Same nonce without a 10% bump is refused; with it, replaced.
+        assert_eq!(
+            seq.submit(tx(&spec, 0, 1, bob, 2, 21_000, 1)).unwrap_err(),
+            SubmitError::ReplacementUnderpriced
+        );
+        assert!(matches!(
+            seq.submit(tx(&spec, 0, 1, bob, 2, 21_000, 1_000_000_000))
+                .unwrap(),
+            Admission::Parked(_)
+        ));
+        assert_eq!(seq.parked_count(), 2);
+        assert!(matches!(
+            seq.submit(tx(&spec, 0, 0, bob, 1, 21_000, 1)).unwrap(),
+            Admission::Executed(_)
+        ));
+        assert_eq!(seq.parked_count(), 0);
+        let closed = seq.close_mini_block().unwrap();
+        assert_eq!(
+            closed.txs.len(),
+            3,
+            "gap filled: all three ran in nonce order"
+        );
+        assert_eq!(
+            closed.txs.iter().map(|t| t.tx.nonce()).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            seq.view().state.account(&bob).unwrap().balance,
+            U256::from(crate::chain::DEV_BALANCE_WEI + 4)
+        );
+        // Replays and stale nonces.
+        let replay = closed.txs[0].tx.clone();
+        assert_eq!(seq.submit(replay).unwrap_err(), SubmitError::AlreadyKnown);
+        assert!(matches!(
+            seq.submit(tx(&spec, 0, 1, bob, 9, 21_000, 7)).unwrap_err(),
+            SubmitError::NonceTooLow {
+                expected: 3,
+                got: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let spec = spec(30_000_000);
+        let genesis = Genesis::new(&spec);
+        let limits = PoolLimits {
+            parked_per_sender_max: 2,
+            parked_total_max: 3,
+            deferred_max: 8,
+        };
+        let mut seq = Sequencer::new(spec.clone(), limits, &genesis, 1_000);
+        let bob = DEV_ACCOUNTS[1];
+        seq.submit(tx(&spec, 0, 5, bob, 1, 21_000, 1)).unwrap();
+        seq.submit(tx(&spec, 0, 6, bob, 1, 21_000, 1)).unwrap();
+        assert_eq!(
+            seq.submit(tx(&spec, 0, 7, bob, 1, 21_000, 1)).unwrap_err(),
+            SubmitError::PoolFull
+        );
+        seq.submit(tx(&spec, 2, 5, bob, 1, 21_000, 1)).unwrap();
+        assert_eq!(
+            seq.submit(tx(&spec, 3, 5, bob, 1, 21_000, 1)).unwrap_err(),
+            SubmitError::PoolFull
+        );
+        assert_eq!(seq.parked_count(), 3);
+    }
+
+    #[test]
+    fn a_full_block_defers_to_the_next_one() {
+        let (mut seq, mut merkle) = sequencer(50_000);
+        let spec = seq.spec().clone();
+        let bob = DEV_ACCOUNTS[1];
+        assert!(matches!(
+            seq.submit(tx(&spec, 0, 0, bob, 1, 21_000, 1)).unwrap(),
+            Admission::Executed(_)
+        ));
+        assert!(matches!(
+            seq.submit(tx(&spec, 2, 0, bob, 1, 21_000, 1)).unwrap(),
+            Admission::Executed(_)
+        ));
+        let third = tx(&spec, 3, 0, bob, 1, 21_000, 1);
+        let hash = third.hash;
+        assert!(matches!(
+            seq.submit(third).unwrap(),
+            Admission::Parked(ParkReason::Deferred)
+        ));
+        // The same sender's next nonce waits behind it rather than jumping it.
+        assert!(matches!(
+            seq.submit(tx(&spec, 3, 1, bob, 1, 21_000, 1)).unwrap(),
+            Admission::Parked(_)
+        ));
+        let block = seal(&mut seq, &mut merkle, 2_000);
+        assert_eq!(block.txs.len(), 2);
+        let mini = seq
+            .close_mini_block()
+            .expect("deferred txs ran in the new block");
+        assert_eq!(mini.txs[0].tx.hash, hash);
+        assert_eq!(mini.txs.len(), 2);
+        assert_eq!(mini.block, block.header.number + 1);
+    }
+
+    #[test]
+    fn blockhash_of_a_parent_being_sealed_defers_until_the_seal() {
+        let (mut seq, mut merkle) = sequencer(30_000_000);
+        let spec = seq.spec().clone();
+        let block1 = seal(&mut seq, &mut merkle, 2_000);
+        // Block 2 is open: its parent (1) is sealed, so BLOCKHASH works now.
+        let call = tx(&spec, 0, 0, PARENT_HASH_CONTRACT, 0, 100_000, 1);
+        assert!(matches!(seq.submit(call).unwrap(), Admission::Executed(_)));
+        seq.close_mini_block();
+        assert_eq!(
+            seq.view().state.storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
+            U256::from_be_bytes(block1.hash.0)
+        );
+        // Close block 2 but do not deliver its roots yet: block 3's parent hash is unknown.
+        let job = seq.close_block(3_000);
+        let call = tx(&spec, 0, 1, PARENT_HASH_CONTRACT, 0, 100_000, 1);
+        assert!(matches!(
+            seq.submit(call).unwrap(),
+            Admission::Parked(ParkReason::Deferred)
+        ));
+        let block2 = seq.finish_seal(merkle.seal(&job));
+        let mini = seq
+            .close_mini_block()
+            .expect("ran once the parent was sealed");
+        assert_eq!(mini.block, 3);
+        assert_eq!(
+            seq.view().state.storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
+            U256::from_be_bytes(block2.hash.0)
+        );
+    }
+
+    #[test]
+    fn sealed_state_roots_match_a_full_rebuild_and_headers_chain() {
+        let (mut seq, mut merkle) = sequencer(30_000_000);
+        let spec = seq.spec().clone();
+        let mut nonce = [0u64; 10];
+        for round in 0..4u64 {
+            for from in 0..6u32 {
+                let to = Address::with_last_byte((round * 10 + u64::from(from)) as u8 + 1);
+                let t = tx(&spec, from, nonce[from as usize], to, round + 1, 21_000, 1);
+                nonce[from as usize] += 1;
+                assert!(matches!(seq.submit(t).unwrap(), Admission::Executed(_)));
+            }
+            seq.close_mini_block();
+            let block = seal(&mut seq, &mut merkle, 2_000 + round * 1_000);
+            let rebuilt =
+                StateTrie::from_state(seq.view().state_at(block.header.number).unwrap()).root();
+            assert_eq!(
+                block.header.state_root, rebuilt,
+                "block {}",
+                block.header.number
+            );
+            let parent = seq.view().block(block.header.number - 1).unwrap();
+            assert_eq!(block.header.parent_hash, parent.hash);
+            assert_eq!(block.hash, block.header.hash_slow());
+            assert_eq!(block.header.gas_used, 6 * 21_000);
+        }
+        // Empty blocks seal too, and the base fee falls toward the floor.
+        let before = seq.view().head().header.base_fee_per_gas.unwrap();
+        let empty = seal(&mut seq, &mut merkle, 9_000);
+        assert!(empty.txs.is_empty());
+        assert!(seq.view().open().ctx.base_fee < before);
+    }
+}

@@ -293,3 +293,161 @@ fn recover_authorization(auth: &SignedAuthorization) -> RecoveredAuthorization {
         .map_or(RecoveredAuthority::Invalid, RecoveredAuthority::Valid);
     RecoveredAuthorization::new_unchecked(auth.inner().clone(), authority)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::SPEC;
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEip2930, TxLegacy};
+    use alloy_network::TxSignerSync;
+    use alloy_primitives::TxKind;
+    use alloy_signer_local::PrivateKeySigner;
+
+    const RULES: TxRules = TxRules {
+        chain_id: 4242,
+        block_gas_limit: 30_000_000,
+        spec: SPEC,
+    };
+
+    fn legacy(signer: &PrivateKeySigner) -> TxEnvelope {
+        let mut tx = TxLegacy {
+            chain_id: Some(4242),
+            nonce: 3,
+            gas_price: 7,
+            gas_limit: 50_000,
+            to: TxKind::Call(Address::repeat_byte(1)),
+            value: U256::from(5),
+            input: Bytes::from_static(&[0, 1, 2, 0]),
+        };
+        let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+        tx.into_signed(sig).into()
+    }
+
+    fn access_list_tx(signer: &PrivateKeySigner) -> TxEnvelope {
+        let mut tx = TxEip2930 {
+            chain_id: 4242,
+            gas_price: 7,
+            gas_limit: 60_000,
+            to: TxKind::Create,
+            input: Bytes::from_static(&[0x60, 0x00]),
+            ..Default::default()
+        };
+        let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+        tx.into_signed(sig).into()
+    }
+
+    fn dynamic_fee(signer: &PrivateKeySigner) -> TxEnvelope {
+        let mut tx = TxEip1559 {
+            chain_id: 4242,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(2)),
+            ..Default::default()
+        };
+        let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+        tx.into_signed(sig).into()
+    }
+
+    #[test]
+    fn libsecp256k1_recovery_matches_alloy_and_encoding_round_trips() {
+        let signer = PrivateKeySigner::random();
+        for envelope in [
+            legacy(&signer),
+            access_list_tx(&signer),
+            dynamic_fee(&signer),
+        ] {
+            let raw = envelope.encoded_2718();
+            let tx = decode_and_check(&raw, &RULES).unwrap();
+            assert_eq!(tx.sender, signer.address());
+            let reference = envelope
+                .signature()
+                .recover_address_from_prehash(&envelope.signature_hash());
+            assert_eq!(
+                Some(tx.sender),
+                reference.ok(),
+                "k256 and libsecp256k1 agree"
+            );
+            assert_eq!(tx.hash, *envelope.tx_hash());
+            assert_eq!(tx.encoded().as_ref(), raw.as_slice());
+            assert!(tx.intrinsic_gas >= 21_000);
+        }
+        // Create with initcode: 21000 + 32000 + calldata + initcode words.
+        let create = decode_and_check(&access_list_tx(&signer).encoded_2718(), &RULES).unwrap();
+        assert_eq!(create.intrinsic_gas, 21_000 + 32_000 + 16 + 4 + 2);
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_errors_not_panics() {
+        let signer = PrivateKeySigner::random();
+        let valid = dynamic_fee(&signer).encoded_2718();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let mut bytes = valid.clone();
+            // Flip, truncate or extend at random positions.
+            match next() % 3 {
+                0 => {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] ^= (next() as u8) | 1;
+                }
+                1 => bytes.truncate((next() as usize) % bytes.len()),
+                _ => bytes.extend((0..next() % 8).map(|_| next() as u8)),
+            }
+            if round % 7 == 0 {
+                bytes = (0..next() % 200).map(|_| next() as u8).collect();
+            }
+            let _ = decode_and_check(&bytes, &RULES);
+        }
+    }
+
+    #[test]
+    fn stateless_checks_refuse_with_geth_wording() {
+        let signer = PrivateKeySigner::random();
+        let raw = dynamic_fee(&signer).encoded_2718();
+        let other_chain = TxRules {
+            chain_id: 1,
+            ..RULES
+        };
+        let err = decode_and_check(&raw, &other_chain).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid chain id for signer: have 4242 want 1"
+        );
+        let small_blocks = TxRules {
+            block_gas_limit: 20_000,
+            ..RULES
+        };
+        assert!(matches!(
+            decode_and_check(&raw, &small_blocks),
+            Err(TxError::GasLimitTooHigh { .. })
+        ));
+        assert!(matches!(
+            decode_and_check(&[], &RULES),
+            Err(TxError::Decode(_))
+        ));
+        let huge = vec![0u8; TX_SIZE_BYTES_MAX + 1];
+        assert!(matches!(
+            decode_and_check(&huge, &RULES),
+            Err(TxError::Oversized { .. })
+        ));
+        let mut tip_above_cap = TxEip1559 {
+            chain_id: 4242,
+            gas_limit: 21_000,
+            max_fee_per_gas: 1,
+            max_priority_fee_per_gas: 2,
+            ..Default::default()
+        };
+        let sig = signer.sign_transaction_sync(&mut tip_above_cap).unwrap();
+        let raw = TxEnvelope::from(tip_above_cap.into_signed(sig)).encoded_2718();
+        assert_eq!(
+            decode_and_check(&raw, &RULES).unwrap_err(),
+            TxError::TipAboveFeeCap
+        );
+    }
+}
