@@ -88,6 +88,10 @@ pub(crate) struct CoreMap {
     pub storage: Vec<usize>,
     /// DA core. Default none. (The DA batcher is not built yet.)
     pub da: Option<usize>,
+    /// How long an idle executor spins before it sleeps. Default 200 µs:
+    /// waking a sleeping core costs a syscall and, in a VM, timer and IPI
+    /// exits; spinning trades that for CPU time (see BENCHMARKS.md).
+    pub spin_before_park_us: u64,
 }
 
 impl Default for Config {
@@ -147,6 +151,7 @@ impl Default for CoreMap {
             exec: vec![0],
             storage: vec![other],
             da: None,
+            spin_before_park_us: 200,
         }
     }
 }
@@ -212,6 +217,11 @@ impl Config {
                     cpus - 1
                 )));
             }
+        }
+        if map.spin_before_park_us > 10_000 {
+            return Err(ConfigError(
+                "cores.spin_before_park_us must be at most 10000".into(),
+            ));
         }
         let mut net = map.net.clone();
         net.sort_unstable();

@@ -136,7 +136,8 @@ pub(crate) fn start(
         let ready = ready_tx.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fulmen-cpu{cpu}"))
-            .io_memory(IO_MEMORY_BYTES);
+            .io_memory(IO_MEMORY_BYTES)
+            .spin_before_park(Duration::from_micros(config.cores.spin_before_park_us));
         let handle = builder
             .spawn(move || async move {
                 run_core(roles, published, spec, limits, timing, rpc_addr, ready).await;

@@ -26,8 +26,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A pinned npm-installed tool (`cast`, `anvil`).
+/// A pinned npm-installed tool (`cast`, `anvil`). The native binary is used
+/// directly: `.bin/<name>` is a node wrapper, and killing the wrapper would
+/// leave the real process running.
 pub fn tool(name: &str) -> PathBuf {
+    let native = repo_root().join(format!(
+        "tools/node_modules/@foundry-rs/{name}-linux-amd64/bin/{name}"
+    ));
+    if native.exists() {
+        return native;
+    }
     let path = repo_root().join("tools/node_modules/.bin").join(name);
     assert!(
         path.exists(),

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Side by side: fulmen and anvil on loopback, same accounts (the standard test
+# mnemonic), same pre-signed workloads from fulmen-load, in one run.
+#
+#   benches/compare.sh                 # default sizes
+#   TXS=50000 CONCURRENCY=64 benches/compare.sh
+#
+# Latency: eth_sendRawTransactionSync at one request in flight; anvil in its
+# default automine. Throughput: eth_sendRawTransaction, closed loop; anvil in
+# its fastest configuration (--block-time 1 --gas-limit 1000000000).
+# Needs the pinned anvil from `scripts/test.sh` (tools/node_modules).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TXS=${TXS:-20000}
+LAT_TXS=${LAT_TXS:-2000}
+CONCURRENCY=${CONCURRENCY:-32}
+WORKLOAD=${WORKLOAD:-transfers}
+# The native binary: killing the .bin/anvil node wrapper would leave anvil running.
+ANVIL=tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
+[ -x "$ANVIL" ] || (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+
+cargo build --release --quiet -p fulmen -p fulmen-benches
+LOAD=target/release/fulmen-load
+WORK=$(mktemp -d)
+PIDFILE="$WORK/pids"
+touch "$PIDFILE"
+# Servers start inside $(...) subshells, so their PIDs go through a file.
+cleanup() {
+  while read -r p; do kill "$p" 2>/dev/null || true; done <"$PIDFILE"
+  : >"$PIDFILE"
+  sleep 0.5
+}
+trap 'cleanup; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_rpc() {
+  for _ in $(seq 1 200); do
+    if python3 -c "import sys,urllib.request as u; u.urlopen(u.Request(sys.argv[1], b'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\"}', {'content-type': 'application/json'}), timeout=1)" "$1" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "no RPC at $1" >&2; return 1
+}
+start_fulmen() {
+  local port; port=$(free_port)
+  target/release/fulmen run --dev --rpc-addr "127.0.0.1:$port" --datadir "$WORK/data-$port" >"$WORK/fulmen-$port.log" 2>&1 &
+  echo $! >>"$PIDFILE"; wait_rpc "http://127.0.0.1:$port"; echo "http://127.0.0.1:$port"
+}
+start_anvil() {
+  local port; port=$(free_port)
+  "$ANVIL" --host 127.0.0.1 --port "$port" --silent "$@" >"$WORK/anvil-$port.log" 2>&1 &
+  echo $! >>"$PIDFILE"; wait_rpc "http://127.0.0.1:$port"; echo "http://127.0.0.1:$port"
+}
+stop_all() { cleanup; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+show() { python3 -c "
+import json,sys
+r=json.loads(sys.argv[2])
+print(f'{sys.argv[1]:<34} tps {r[\"tps\"]:>9.0f}  preconf {r[\"tps_preconfirmed\"]:>9.0f}  sealed {r[\"tps_sealed\"]:>9.0f}  p50 {r[\"p50_ms\"]:>7.3f} ms  p99 {r[\"p99_ms\"]:>7.3f} ms  errors {sum(r[\"errors\"].values())}')
+" "$1" "$2"; }
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%FT%TZ)"
+echo "workload: $WORKLOAD; latency: $LAT_TXS sync sends at 1 in flight; throughput: $TXS sends at $CONCURRENCY in flight"
+
+url=$(start_fulmen)
+f_lat=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$LAT_TXS" --concurrency 1 --sync --accounts 16 --json)
+f_tps=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$TXS" --concurrency "$CONCURRENCY" --accounts 1024 --seed 2 --json)
+stop_all
+
+url=$(start_anvil)
+a_lat=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$LAT_TXS" --concurrency 1 --sync --accounts 16 --json)
+stop_all
+url=$(start_anvil --block-time 1 --gas-limit 1000000000)
+a_tps=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$TXS" --concurrency "$CONCURRENCY" --accounts 1024 --seed 2 --json)
+stop_all
+
+show "fulmen  sync, 1 in flight" "$f_lat"
+show "anvil   sync, 1 in flight (automine)" "$a_lat"
+show "fulmen  async, $CONCURRENCY in flight" "$f_tps"
+show "anvil   async, $CONCURRENCY in flight (bt=1s)" "$a_tps"
+python3 - "$f_lat" "$a_lat" "$f_tps" "$a_tps" <<'PY'
+import json, sys
+fl, al, ft, at = (json.loads(x) for x in sys.argv[1:5])
+tps = ft["tps_preconfirmed"] / max(at["tps_preconfirmed"], 1e-9)
+p50 = fl["p50_ms"] / max(al["p50_ms"], 1e-9)
+print(f"ratio fulmen/anvil tps={tps:.2f} p50={p50:.3f}")
+PY
