@@ -232,3 +232,67 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_key_parses() {
+        let text = r#"
+            rpc_addr = "127.0.0.1:9545"
+            datadir = "/tmp/x"
+            genesis = "g.json"
+            block_time_ms = 2000
+            mini_block_max_ms = 5
+            block_gas_limit = 30000000
+            base_fee_floor_wei = 7
+            base_fee_max_change_denominator = 250
+            base_fee_elasticity = 6
+            coinbase = "0x00000000000000000000000000000000000000aa"
+            [rpc]
+            body_bytes_max = 4096
+            batch_max = 10
+            logs_block_range_max = 100
+            logs_max = 1000
+            sync_timeout_ms_default = 100
+            sync_timeout_ms_max = 200
+            call_gas_max = 1000000
+            [pool]
+            inbox_capacity = 16
+            parked_per_sender_max = 4
+            parked_total_max = 100
+            deferred_max = 100
+            [cores]
+            net = [0]
+            seq = 0
+            exec = []
+            storage = [0]
+            spin_before_park_us = 0
+        "#;
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.block_time_ms, 2000);
+        assert_eq!(config.rpc.batch_max, 10);
+        assert_eq!(config.pool.parked_per_sender_max, 4);
+        assert_eq!(config.cores.seq, 0);
+        assert!(config.cores.exec.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_reason() {
+        assert!(toml::from_str::<Config>("blok_time_ms = 5").unwrap_err().to_string().contains("blok_time_ms"));
+        let mut config = Config::default();
+        config.block_time_ms = 500;
+        assert!(config.validate().unwrap_err().to_string().contains("block_time_ms"));
+        let mut config = Config::default();
+        config.cores.net = vec![4096];
+        assert!(config.validate().unwrap_err().to_string().contains("CPU 4096 is not online"));
+        let mut config = Config::default();
+        config.cores.net = vec![0, 0];
+        assert!(config.validate().unwrap_err().to_string().contains("twice"));
+        let mut config = Config::default();
+        config.rpc.sync_timeout_ms_default = config.rpc.sync_timeout_ms_max + 1;
+        assert!(config.validate().is_err());
+    }
+}
