@@ -281,13 +281,30 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_reason() {
-        assert!(toml::from_str::<Config>("blok_time_ms = 5").unwrap_err().to_string().contains("blok_time_ms"));
+        assert!(
+            toml::from_str::<Config>("blok_time_ms = 5")
+                .unwrap_err()
+                .to_string()
+                .contains("blok_time_ms")
+        );
         let mut config = Config::default();
         config.block_time_ms = 500;
-        assert!(config.validate().unwrap_err().to_string().contains("block_time_ms"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("block_time_ms")
+        );
         let mut config = Config::default();
         config.cores.net = vec![4096];
-        assert!(config.validate().unwrap_err().to_string().contains("CPU 4096 is not online"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("CPU 4096 is not online")
+        );
         let mut config = Config::default();
         config.cores.net = vec![0, 0];
         assert!(config.validate().unwrap_err().to_string().contains("twice"));

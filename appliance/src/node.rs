@@ -124,6 +124,7 @@ pub(crate) fn start(
     };
     let timing = SeqTiming {
         block_time_ms: config.block_time_ms,
+        mini_block_max_ms: config.mini_block_max_ms,
     };
     let spec = Arc::new(spec);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();

@@ -882,3 +882,137 @@ fn sigterm_stops_the_node_cleanly() {
     let status = node.terminate();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooded_inbox_answers_at_once_and_loses_nothing() {
+    // A one-slot inbox: concurrent sends either get through or are refused at
+    // once with the inbox error; every accepted one is executed.
+    let node = start_fulmen(&["--dev", "--pool-inbox-capacity", "1"]);
+    let addr = node.addr;
+    let mut handles = Vec::new();
+    for sender in 0..8u32 {
+        handles.push(std::thread::spawn(move || {
+            let key = signer(sender);
+            let mut accepted = Vec::new();
+            let mut refused = 0;
+            let mut nonce = 0;
+            for _ in 0..40 {
+                let raw = transfer_raw(&key, nonce, Address::repeat_byte(0x77), 1);
+                let response = rpc(addr, "eth_sendRawTransaction", json!([hex(&raw)]));
+                match (response.get("result"), response.get("error")) {
+                    (Some(hash), None) => {
+                        accepted.push(hash.as_str().unwrap().to_string());
+                        nonce += 1;
+                    }
+                    (None, Some(error)) => {
+                        let message = error["message"].as_str().unwrap();
+                        assert!(
+                            message.contains("inbox is at capacity"),
+                            "unexpected error: {message}"
+                        );
+                        refused += 1;
+                    }
+                    _ => panic!("malformed response {response}"),
+                }
+            }
+            (accepted, refused)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for handle in handles {
+        let (ok, _refused) = handle.join().unwrap();
+        accepted.extend(ok);
+    }
+    for hash in &accepted {
+        let receipt = rpc(addr, "eth_getTransactionReceipt", json!([hash]));
+        assert_eq!(
+            receipt["result"]["status"], "0x1",
+            "accepted tx {hash} was executed"
+        );
+    }
+    let total: u64 = (0..8)
+        .map(|i| {
+            rpc(
+                addr,
+                "eth_getTransactionCount",
+                json!([format!("{}", signer(i).address()), "latest"]),
+            )["result"]
+                .as_str()
+                .map(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).unwrap())
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        total as usize,
+        accepted.len(),
+        "nonces account for exactly the accepted txs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eip1898_block_objects_and_historical_state() {
+    let node = start_fulmen(&["--dev"]);
+    let addr = node.addr;
+    let alice = format!("{}", signer(0).address());
+    let genesis = rpc(addr, "eth_getBlockByNumber", json!(["0x0", false]))["result"].clone();
+    let by_hash = rpc(
+        addr,
+        "eth_getBalance",
+        json!([alice, {"blockHash": genesis["hash"]}]),
+    );
+    assert_eq!(by_hash["result"], "0x21e19e0c9bab2400000");
+    let by_number = rpc(
+        addr,
+        "eth_getBalance",
+        json!([alice, {"blockNumber": "0x0"}]),
+    );
+    assert_eq!(by_number["result"], "0x21e19e0c9bab2400000");
+    let raw = transfer_raw(&signer(0), 0, signer(1).address(), 1);
+    assert_eq!(
+        rpc(addr, "eth_sendRawTransactionSync", json!([hex(&raw)]))["result"]["status"],
+        "0x1"
+    );
+    // Preconfirmed state moved; genesis state did not.
+    assert_ne!(
+        rpc(addr, "eth_getBalance", json!([alice, "latest"]))["result"],
+        "0x21e19e0c9bab2400000"
+    );
+    assert_eq!(
+        rpc(addr, "eth_getBalance", json!([alice, "0x0"]))["result"],
+        "0x21e19e0c9bab2400000"
+    );
+    let (code, message, _) = rpc_error(
+        addr,
+        "eth_getBalance",
+        json!([alice, {"blockHash": format!("{}", B256::repeat_byte(9)), "requireCanonical": true}]),
+    );
+    assert_eq!(code, -32000);
+    assert!(message.contains("header not found"), "{message}");
+    let (code, _, _) = rpc_error(addr, "eth_getBalance", json!([alice, "0xffffff"]));
+    assert_eq!(code, -32000);
+}
+
+#[test]
+fn two_net_cores_share_the_port() {
+    let (config, _guard) = temp_file(
+        "node.toml",
+        "[cores]\nnet = [0, 1]\nseq = 1\nexec = [0]\nstorage = [1]\n",
+    );
+    let node = start_fulmen(&["--dev", "--config", config.to_str().unwrap()]);
+    let addr = node.addr;
+    let alice = signer(8);
+    // Each raw_post opens a new connection; the kernel spreads them over both net cores.
+    for nonce in 0..20 {
+        let raw = transfer_raw(&alice, nonce, signer(9).address(), 1);
+        assert_eq!(
+            rpc(addr, "eth_sendRawTransactionSync", json!([hex(&raw)]))["result"]["status"],
+            "0x1"
+        );
+    }
+    let count = rpc(
+        addr,
+        "eth_getTransactionCount",
+        json!([format!("{}", alice.address()), "latest"]),
+    );
+    assert_eq!(count["result"], "0x14");
+}

@@ -64,6 +64,8 @@ pub const MINI_BLOCK_TXS_MAX: usize = 4096;
 pub struct SeqTiming {
     /// Block time.
     pub block_time_ms: u64,
+    /// Longest a mini-block stays open while transactions keep arriving.
+    pub mini_block_max_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -184,8 +186,13 @@ pub async fn run_seq(
             state.handle(first, &mut replies);
             // Drain what already waits: under load one mini-block carries many
             // transactions; at low load each transaction closes its own.
+            // Memory mode has no flush to wait for, so the mini-block closes
+            // when the waiting batch is done, or at mini_block_max_ms.
+            let opened = std::time::Instant::now();
+            let mini_block_max = Duration::from_millis(timing.mini_block_max_ms);
             let mut batch = 1;
             while batch < MINI_BLOCK_TXS_MAX
+                && opened.elapsed() < mini_block_max
                 && let Some(Some(more)) = requests.now_or_never_opt()
             {
                 state.handle(more, &mut replies);

@@ -1,0 +1,71 @@
+// Drives a fulmen node with viem over HTTP, the way a dApp would, and exits
+// non-zero on any mismatch. Run by appliance/tests/viem.rs:
+//   node tools/viem-check.mjs http://127.0.0.1:PORT
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import {
+  createPublicClient, createWalletClient, defineChain, http, parseEther, parseAbi, zeroHash,
+} from "viem";
+import { mnemonicToAccount } from "viem/accounts";
+
+const url = process.argv[2];
+assert.ok(url, "usage: node viem-check.mjs RPC_URL");
+const chain = defineChain({
+  id: 4242, name: "fulmen-dev", nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
+  rpcUrls: { default: { http: [url] } },
+});
+const mnemonic = "test test test test test test test test test test test junk";
+const alice = mnemonicToAccount(mnemonic, { addressIndex: 0 });
+const bob = mnemonicToAccount(mnemonic, { addressIndex: 1 });
+const pub = createPublicClient({ chain, transport: http(url) });
+const wallet = createWalletClient({ chain, transport: http(url), account: alice });
+
+assert.equal(await pub.getChainId(), 4242);
+const before = await pub.getBalance({ address: bob.address });
+
+// A plain send, then viem's receipt waiter: the preconfirmed receipt has the
+// zero block hash until the seal; viem must parse it.
+const hash = await wallet.sendTransaction({ to: bob.address, value: parseEther("1") });
+const receipt = await pub.getTransactionReceipt({ hash });
+assert.equal(receipt.status, "success");
+assert.equal(receipt.blockHash, zeroHash, "preconfirmed receipt carries the zero hash");
+assert.equal(await pub.getBalance({ address: bob.address }), before + parseEther("1"));
+const waited = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+assert.equal(waited.status, "success");
+
+// EIP-7966 sync send through viem.
+const request = await wallet.prepareTransactionRequest({ to: bob.address, value: 5n });
+const serialized = await wallet.signTransaction(request);
+const syncReceipt = await pub.sendRawTransactionSync({ serializedTransaction: serialized });
+assert.equal(syncReceipt.status, "success");
+
+// Deploy and read a contract.
+const artifacts = JSON.parse(fs.readFileSync(path.join(path.dirname(new URL(import.meta.url).pathname), "../contracts/artifacts.json")));
+const deployHash = await wallet.deployContract({ abi: artifacts.Probe.abi, bytecode: artifacts.Probe.bytecode });
+const deployed = await pub.waitForTransactionReceipt({ hash: deployHash, pollingInterval: 50 });
+const probe = deployed.contractAddress;
+const abi = parseAbi(["function bump()", "function counter() view returns (uint256)", "event Bumped(uint256 indexed value, address indexed by)"]);
+const { request: bumpRequest } = await pub.simulateContract({ address: probe, abi, functionName: "bump", account: alice });
+const bumpHash = await wallet.writeContract(bumpRequest);
+await pub.waitForTransactionReceipt({ hash: bumpHash, pollingInterval: 50 });
+assert.equal(await pub.readContract({ address: probe, abi, functionName: "counter" }), 1n);
+const logs = await pub.getContractEvents({ address: probe, abi, eventName: "Bumped", fromBlock: 0n });
+assert.equal(logs.length, 1);
+assert.equal(logs[0].args.value, 1n);
+
+// After the seal, the receipt carries the sealed block's hash.
+const start = Date.now();
+let sealed;
+for (;;) {
+  sealed = await pub.getTransactionReceipt({ hash });
+  if (sealed.blockHash !== zeroHash) break;
+  assert.ok(Date.now() - start < 5000, "block never sealed");
+  await new Promise((r) => setTimeout(r, 100));
+}
+const block = await pub.getBlock({ blockHash: sealed.blockHash });
+assert.equal(block.number, sealed.blockNumber);
+assert.ok(block.transactions.includes(hash));
+const fees = await pub.estimateFeesPerGas();
+assert.ok(fees.maxFeePerGas > 0n);
+console.log("viem-check: ok");
