@@ -287,8 +287,7 @@ mod tests {
                 .to_string()
                 .contains("blok_time_ms")
         );
-        let mut config = Config::default();
-        config.block_time_ms = 500;
+        let config = Config { block_time_ms: 500, ..Default::default() };
         assert!(
             config
                 .validate()
