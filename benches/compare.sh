@@ -18,7 +18,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 WORKLOAD=${WORKLOAD:-transfers}
 # The native binary: killing the .bin/anvil node wrapper would leave anvil running.
 ANVIL=tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
-[ -x "$ANVIL" ] || (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+[ -x "$ANVIL" ] || (cd tools && npm install --no-audit --no-fund --loglevel=error)
 
 cargo build --release --quiet -p fulmen -p fulmen-benches
 LOAD=target/release/fulmen-load

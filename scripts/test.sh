@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== installing pinned test tools (cast, anvil, viem, solc) into tools/node_modules"
-(cd tools && npm ci --no-audit --no-fund --loglevel=error)
+# Exact versions in tools/package.json plus tools/package-lock.json. `npm ci`
+# refuses this lock because the registry serves only the linux-amd64 builds
+# of foundry's optional per-platform packages; `npm install` honours the lock.
+(cd tools && npm install --no-audit --no-fund --loglevel=error)
 tools/node_modules/.bin/cast --version | head -n1
 tools/node_modules/.bin/anvil --version | head -n1
 

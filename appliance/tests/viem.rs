@@ -12,7 +12,7 @@ fn viem_sends_waits_reads_and_parses_preconfirmed_receipts() {
     let script = repo_root().join("tools/viem-check.mjs");
     assert!(
         repo_root().join("tools/node_modules/viem").exists(),
-        "viem is missing: run scripts/test.sh (npm ci in tools/)"
+        "viem is missing: run scripts/test.sh (npm install in tools/)"
     );
     let output = Command::new("node")
         .arg(&script)

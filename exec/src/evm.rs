@@ -476,6 +476,8 @@ pub fn simulate(
     cfg.disable_base_fee = no_fee;
     cfg.disable_balance_check = no_fee;
     cfg.disable_nonce_check = call.nonce.is_none();
+    // As geth's eth_call: any address may be the caller, contracts included.
+    cfg.disable_eip3607 = true;
     let mut block_env = block_env(block);
     if no_fee {
         block_env.basefee = 0;

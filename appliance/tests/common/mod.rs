@@ -39,7 +39,7 @@ pub fn tool(name: &str) -> PathBuf {
     let path = repo_root().join("tools/node_modules/.bin").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `scripts/test.sh` (it runs `npm ci` in tools/ to install the pinned cast and anvil)",
+        "{} is missing: run `scripts/test.sh` (it runs `npm install` in tools/ to install the pinned cast and anvil)",
         path.display()
     );
     path
