@@ -287,7 +287,10 @@ mod tests {
                 .to_string()
                 .contains("blok_time_ms")
         );
-        let config = Config { block_time_ms: 500, ..Default::default() };
+        let config = Config {
+            block_time_ms: 500,
+            ..Default::default()
+        };
         assert!(
             config
                 .validate()

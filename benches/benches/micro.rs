@@ -1,0 +1,292 @@
+//! Criterion micro-benchmarks of the per-transaction pieces.
+//!
+//! ```text
+//! cargo bench -p fulmen-benches --bench micro                  # all
+//! cargo bench -p fulmen-benches --bench micro -- state_root    # one group
+//! FULMEN_BENCH_10M=1 cargo bench ... -- state_root             # adds the 10M-account state
+//! ```
+
+use std::hint::black_box;
+
+use alloy_consensus::TxEip1559;
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
+use alloy_sol_types::{SolCall, sol};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use fulmen_benches::sign::Key;
+use fulmen_exec::chain::SPEC;
+use fulmen_exec::evm::{BlockContext, StateDb, block_env, build_evm, cfg_env, state_diff, tx_env};
+use fulmen_exec::merkle::StateTrie;
+use fulmen_exec::tx::{TxRules, decode_and_check};
+use fulmen_storage::{AccountState, HotState, StateDiff};
+use revm::{
+    Context, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,
+    bytecode::Bytecode,
+    context::TxEnv,
+    database::{CacheDB, EmptyDB},
+    state::AccountInfo,
+};
+
+sol! {
+    function transfer(address to, uint256 value) external returns (bool);
+}
+
+const CHAIN_ID: u64 = 4242;
+const RULES: TxRules = TxRules {
+    chain_id: CHAIN_ID,
+    block_gas_limit: 1_000_000_000,
+    spec: SPEC,
+};
+
+fn signed_transfer(key: &Key, nonce: u64, to: TxKind, input: Vec<u8>, gas: u64) -> Vec<u8> {
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1,
+        to,
+        value: U256::from(1),
+        input: input.into(),
+        access_list: Default::default(),
+    };
+    key.sign_1559(tx).0
+}
+
+fn block() -> BlockContext {
+    BlockContext {
+        number: 1,
+        timestamp: 1,
+        base_fee: 1_000_000_000,
+        gas_limit: 1_000_000_000,
+        coinbase: Address::repeat_byte(0xc0),
+        prevrandao: B256::ZERO,
+    }
+}
+
+fn token_code() -> Bytes {
+    let artifacts: serde_json::Value =
+        serde_json::from_str(include_str!("../../contracts/artifacts.json")).expect("artifacts");
+    artifacts["Token"]["bytecode"]
+        .as_str()
+        .expect("bytecode")
+        .parse()
+        .expect("hex")
+}
+
+/// Runs the Token constructor to get the runtime code (the artifact is initcode).
+fn token_runtime() -> Bytes {
+    let mut evm = Context::mainnet()
+        .with_db(CacheDB::new(EmptyDB::default()))
+        .build_mainnet();
+    let mut init = token_code().to_vec();
+    init.extend_from_slice(&U256::from(1u64).to_be_bytes::<32>());
+    let tx = TxEnv {
+        kind: TxKind::Create,
+        data: init.into(),
+        gas_limit: 5_000_000,
+        ..Default::default()
+    };
+    let result = evm.transact(tx).expect("deploy");
+    let address = result.result.created_address().expect("created");
+    let code = result.state[&address].info.code.clone().expect("code");
+    code.original_bytes()
+}
+
+/// balanceOf[who] in the Token's layout (mapping at slot 1).
+fn balance_slot(who: Address) -> U256 {
+    let mut preimage = [0u8; 64];
+    preimage[12..32].copy_from_slice(who.as_slice());
+    preimage[63] = 1;
+    U256::from_be_bytes(keccak256(preimage).0)
+}
+
+fn decode_and_recover(c: &mut Criterion) {
+    let key = Key::derived(7, 0);
+    let raw = signed_transfer(
+        &key,
+        0,
+        TxKind::Call(Address::repeat_byte(1)),
+        Vec::new(),
+        21_000,
+    );
+    c.bench_function("tx/decode_and_recover_libsecp256k1", |b| {
+        b.iter(|| decode_and_check(black_box(&raw), &RULES).expect("valid"))
+    });
+}
+
+/// The same transaction executed by revm over fulmen's state layer (transact,
+/// diff, apply to the persistent maps) and over revm's own CacheDB
+/// (transact_commit). The difference is the state layer's overhead.
+fn execution(c: &mut Criterion) {
+    let sender = Key::derived(7, 1);
+    let to = Address::repeat_byte(0x42);
+    let token = Address::repeat_byte(0x70);
+    let runtime = Bytecode::new_raw(token_runtime());
+    let funded = U256::from(10u64).pow(U256::from(30));
+    let mut cases = Vec::new();
+    let transfer_input = transferCall {
+        to,
+        value: U256::from(1),
+    }
+    .abi_encode();
+    cases.push(("transfer", TxKind::Call(to), Vec::new(), 21_000u64));
+    cases.push((
+        "erc20_transfer",
+        TxKind::Call(token),
+        transfer_input,
+        80_000u64,
+    ));
+
+    for (name, kind, input, gas) in cases {
+        let raw = signed_transfer(&sender, 0, kind, input, gas);
+        let tx = decode_and_check(&raw, &RULES).expect("valid");
+        let env = tx_env(&tx);
+
+        // fulmen's state.
+        let mut state = HotState::new();
+        state.set_account(sender.address, AccountState::funded(funded));
+        let code_hash = state.insert_code(runtime.clone());
+        state.set_account(
+            token,
+            AccountState {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash,
+            },
+        );
+        state.set_storage(token, balance_slot(sender.address), funded);
+        for i in 0..10_000u64 {
+            let mut bytes = [0u8; 20];
+            bytes[..8].copy_from_slice(&i.to_be_bytes());
+            state.set_account(Address::from(bytes), AccountState::funded(U256::from(i)));
+        }
+        let mut evm = build_evm(StateDb::new(state, imbl::Vector::new()), CHAIN_ID, &block());
+        evm.ctx.cfg.disable_nonce_check = true;
+        c.bench_function(&format!("exec/{name}/fulmen_state"), |b| {
+            b.iter(|| {
+                let result = evm.transact(env.clone()).expect("executes");
+                assert!(result.result.is_success());
+                let diff: StateDiff =
+                    state_diff(result.state, &evm.ctx.journaled_state.database.state);
+                evm.ctx.journaled_state.database.state.apply(&diff);
+            })
+        });
+
+        // revm's CacheDB.
+        let mut db = CacheDB::new(EmptyDB::default());
+        db.insert_account_info(
+            sender.address,
+            AccountInfo {
+                balance: funded,
+                ..Default::default()
+            },
+        );
+        db.insert_account_info(
+            token,
+            AccountInfo::new(U256::ZERO, 1, runtime.hash_slow(), runtime.clone()),
+        );
+        db.insert_account_storage(token, balance_slot(sender.address), funded)
+            .expect("in-memory");
+        let mut cfg = cfg_env(CHAIN_ID);
+        cfg.disable_nonce_check = true;
+        let mut evm = Context::mainnet()
+            .with_db(db)
+            .with_cfg(cfg)
+            .with_block(block_env(&block()))
+            .build_mainnet();
+        c.bench_function(&format!("exec/{name}/revm_cachedb"), |b| {
+            b.iter(|| {
+                let result = evm.transact_commit(env.clone()).expect("executes");
+                assert!(result.is_success());
+            })
+        });
+    }
+}
+
+fn account(i: u64) -> Address {
+    let mut bytes = [0u8; 20];
+    bytes[12..].copy_from_slice(&i.to_be_bytes());
+    Address::from(bytes)
+}
+
+/// Incremental state root: `changed` accounts (balance updates) over a state
+/// of `size` accounts, on one core.
+fn state_root(c: &mut Criterion) {
+    let mut sizes = vec![1_000_000u64];
+    if std::env::var("FULMEN_BENCH_10M").is_ok() {
+        sizes.push(10_000_000);
+    }
+    let mut group = c.benchmark_group("state_root");
+    group.sample_size(10);
+    for size in sizes {
+        let mut state = HotState::new();
+        for i in 0..size {
+            state.set_account(account(i), AccountState::funded(U256::from(i + 1)));
+        }
+        let mut trie = StateTrie::from_state(&state);
+        drop(state);
+        trie.root();
+        let mut round = 0u64;
+        for changed in [1_000u64, 10_000, 100_000] {
+            group.bench_function(format!("{changed}_changed_of_{size}"), |b| {
+                b.iter_batched(
+                    || {
+                        round += 1;
+                        // Spread the changed accounts over the whole state.
+                        let stride = size / changed;
+                        let accounts = (0..changed)
+                            .map(|k| {
+                                (
+                                    account(k * stride + round % stride),
+                                    Some(AccountState::funded(U256::from(round))),
+                                )
+                            })
+                            .collect();
+                        StateDiff {
+                            accounts,
+                            storage: Vec::new(),
+                            codes: Vec::new(),
+                        }
+                    },
+                    |diff| {
+                        trie.apply([&diff]);
+                        black_box(trie.root())
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
+fn json_rpc(c: &mut Criterion) {
+    let key = Key::derived(7, 2);
+    let raw = signed_transfer(
+        &key,
+        0,
+        TxKind::Call(Address::repeat_byte(1)),
+        Vec::new(),
+        21_000,
+    );
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x{}"]}}"#,
+        fulmen_benches::workload::hex(&raw)
+    );
+    c.bench_function("rpc/parse_request_and_encode_hash_response", |b| {
+        b.iter(|| {
+            let parsed =
+                fulmen_netio::rpc::parse_body(black_box(body.as_bytes()), 100).expect("valid");
+            let fulmen_netio::rpc::Body::Single(Ok(call)) = parsed else {
+                panic!("single call")
+            };
+            let raw: Bytes = call.params.required(0, "data").expect("hex");
+            let response =
+                fulmen_netio::rpc::response(call.id, Ok(serde_json::json!(keccak256(&raw))));
+            black_box(serde_json::to_vec(&response).expect("encodes"))
+        })
+    });
+}
+
+criterion_group!(benches, decode_and_recover, execution, state_root, json_rpc);
+criterion_main!(benches);
