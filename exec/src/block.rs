@@ -224,14 +224,40 @@ impl Merkleizer {
         Self { trie, number }
     }
 
-    /// Applies the block's diff and computes its roots.
+    /// Applies the block's diff and computes its roots in one go.
     pub fn seal(&mut self, job: &SealJob) -> SealRoots {
+        for diff in &job.diffs {
+            self.stage(diff);
+        }
+        while !self.commit_staged(usize::MAX) {}
+        for nibble in 0..16 {
+            self.hash_part(nibble);
+        }
+        self.finish(job)
+    }
+
+    /// Step 1 of a seal: one diff into the trie.
+    pub fn stage(&mut self, diff: &StateDiff) {
+        self.trie.stage(diff);
+    }
+
+    /// Step 2: writes up to `max` touched accounts; true when done.
+    pub fn commit_staged(&mut self, max: usize) -> bool {
+        self.trie.commit_staged(max)
+    }
+
+    /// Step 3: hashes one sixteenth of the account trie.
+    pub fn hash_part(&mut self, nibble: u8) {
+        self.trie.hash_part(nibble);
+    }
+
+    /// Last step: the state root and the block's transaction and receipt roots.
+    pub fn finish(&mut self, job: &SealJob) -> SealRoots {
         assert_eq!(
             job.ctx.number,
             self.number + 1,
             "blocks are sealed in order"
         );
-        self.trie.apply(&job.diffs);
         let state_root = self.trie.root();
         let envelopes: Vec<&TxEnvelope> = job.txs.iter().map(|t| &t.tx.envelope).collect();
         let transactions_root = calculate_transaction_root(&envelopes);

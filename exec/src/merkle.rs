@@ -26,6 +26,11 @@ pub struct AccountProof {
 pub struct StateTrie {
     accounts: Trie,
     storage: HashMap<Address, Trie>,
+    /// Accounts touched by staged diffs whose leaves are not written yet:
+    /// `Some(header)` from the diff, or `None` when only storage changed.
+    staged: HashMap<Address, Option<Option<AccountState>>>,
+    /// The staged accounts being written, drained from `staged` in one go.
+    committing: Vec<(Address, Option<Option<AccountState>>)>,
 }
 
 impl StateTrie {
@@ -48,23 +53,42 @@ impl StateTrie {
 
     /// Applies diffs in order. Hashing is deferred to [`Self::root`].
     pub fn apply<'a>(&mut self, diffs: impl IntoIterator<Item = &'a StateDiff>) {
-        // Account leaves embed the storage root, so they are written after all slots.
-        let mut touched: HashMap<Address, Option<Option<AccountState>>> = HashMap::new();
         for diff in diffs {
-            for (address, slot, value) in &diff.storage {
-                let trie = self.storage.entry(*address).or_default();
-                if value.is_zero() {
-                    trie.remove(slot_key(slot));
-                } else {
-                    trie.insert(slot_key(slot), alloy_rlp::encode(value));
-                }
-                touched.entry(*address).or_insert(None);
-            }
-            for (address, account) in &diff.accounts {
-                touched.insert(*address, Some(*account));
-            }
+            self.stage(diff);
         }
-        for (address, change) in touched {
+        while !self.commit_staged(usize::MAX) {}
+    }
+
+    /// Applies a diff's storage and notes its accounts; their leaves are
+    /// written by [`Self::commit_staged`] (a leaf embeds its storage root, so
+    /// leaves are written once all of a block's slots are in).
+    pub fn stage(&mut self, diff: &StateDiff) {
+        assert!(
+            self.committing.is_empty(),
+            "stage a whole block before committing it"
+        );
+        for (address, slot, value) in &diff.storage {
+            let trie = self.storage.entry(*address).or_default();
+            if value.is_zero() {
+                trie.remove(slot_key(slot));
+            } else {
+                trie.insert(slot_key(slot), alloy_rlp::encode(value));
+            }
+            self.staged.entry(*address).or_insert(None);
+        }
+        for (address, account) in &diff.accounts {
+            self.staged.insert(*address, Some(*account));
+        }
+    }
+
+    /// Writes the leaves of up to `max` staged accounts; true when none is left.
+    pub fn commit_staged(&mut self, max: usize) -> bool {
+        if self.committing.is_empty() {
+            self.committing = self.staged.drain().collect();
+        }
+        let keep = self.committing.len().saturating_sub(max);
+        let batch: Vec<_> = self.committing.drain(keep..).collect();
+        for (address, change) in batch {
             let key = keccak256(address);
             let account = match change {
                 Some(Some(account)) => Some(account),
@@ -84,10 +108,20 @@ impl StateTrie {
                 }
             }
         }
+        self.committing.is_empty() && self.staged.is_empty()
     }
 
-    /// The state root.
+    /// Hashes one sixteenth of the account trie (see [`Trie::hash_root_child`]).
+    pub fn hash_part(&mut self, nibble: u8) {
+        self.accounts.hash_root_child(nibble);
+    }
+
+    /// The state root. Staged diffs must have been committed.
     pub fn root(&mut self) -> B256 {
+        assert!(
+            self.staged.is_empty() && self.committing.is_empty(),
+            "commit staged accounts before hashing"
+        );
         self.accounts.root()
     }
 

@@ -215,6 +215,28 @@ trait NowOrNever: StreamExt + Unpin {
 
 impl<S: StreamExt + Unpin> NowOrNever for S {}
 
+/// Diffs staged, or accounts committed, between two yields.
+const SEAL_STEP_ITEMS: usize = 256;
+
+/// Seals a block in bounded steps, yielding between them, so that a core
+/// shared with net or seq never stalls behind a whole block's rehash.
+async fn seal_cooperatively(merkle: &mut Merkleizer, job: &SealJob) -> SealRoots {
+    for chunk in job.diffs.chunks(SEAL_STEP_ITEMS) {
+        for diff in chunk {
+            merkle.stage(diff);
+        }
+        glommio::yield_if_needed().await;
+    }
+    while !merkle.commit_staged(SEAL_STEP_ITEMS) {
+        glommio::yield_if_needed().await;
+    }
+    for nibble in 0..16 {
+        merkle.hash_part(nibble);
+        glommio::yield_if_needed().await;
+    }
+    merkle.finish(job)
+}
+
 /// Runs the state-root role: seals blocks in order and serves proofs.
 pub async fn run_merkle(
     mut merkle: Merkleizer,
@@ -225,7 +247,7 @@ pub async fn run_merkle(
     while let Some(request) = requests.next().await {
         match request {
             MerkleRequest::Seal(job) => {
-                let roots = merkle.seal(&job);
+                let roots = seal_cooperatively(&mut merkle, &job).await;
                 if to_seq.send(roots).await.is_err() {
                     return;
                 }

@@ -115,6 +115,19 @@ impl Trie {
         }
     }
 
+    /// Hashes the subtrie under the root's child `nibble` when the root is a
+    /// branch. [`Self::root`] then only has the root node left to hash, so a
+    /// caller can spread a large rehash over 16 steps and yield between them.
+    pub fn hash_root_child(&mut self, nibble: u8) {
+        if let Node::Branch(branch) = &mut self.root {
+            let child = &mut branch.children[usize::from(nibble & 0x0f)];
+            if !matches!(child, Node::Empty) {
+                let mut buf = Vec::with_capacity(600);
+                rlp_node(child, &mut buf);
+            }
+        }
+    }
+
     /// The root hash; rehashes only the nodes changed since the last call.
     pub fn root(&mut self) -> B256 {
         if matches!(self.root, Node::Empty) {
