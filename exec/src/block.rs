@@ -4,17 +4,16 @@
 use std::sync::Arc;
 
 use alloy_consensus::{
-    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
-    TxEnvelope, TxType,
+    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType,
     constants::EMPTY_WITHDRAWALS,
-    proofs::{calculate_receipt_root, calculate_transaction_root},
 };
-use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_eips::{eip2718::Encodable2718, eip7685::EMPTY_REQUESTS_HASH};
 use alloy_primitives::{Address, B256, Bloom, Log, U256, keccak256};
 use fulmen_storage::{HotState, StateDiff};
 
 use crate::evm::BlockContext;
 use crate::merkle::{AccountProof, StateTrie};
+use crate::trie::Trie;
 use crate::tx::RecoveredTx;
 
 /// How many sealed blocks keep a full state snapshot for historical reads
@@ -210,6 +209,37 @@ pub struct SealRoots {
     pub txs_rlp_len: usize,
 }
 
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum SealPhase {
+    #[default]
+    Stage,
+    Commit,
+    StateHash,
+    BlockItems,
+    TxHash,
+    ReceiptHash,
+}
+
+/// Where a seal in steps stands (see [`Merkleizer::seal_step`]).
+#[derive(Debug, Default)]
+pub struct SealProgress {
+    phase: SealPhase,
+    next: usize,
+    state_root: B256,
+    transactions_root: B256,
+    txs: Trie,
+    receipts: Trie,
+    logs_bloom: Bloom,
+    txs_rlp_len: usize,
+}
+
+impl SealProgress {
+    fn advance(&mut self, phase: SealPhase) {
+        self.phase = phase;
+        self.next = 0;
+    }
+}
+
 /// The state-root worker: owns the state trie and turns seal jobs into roots.
 #[derive(Debug)]
 pub struct Merkleizer {
@@ -226,60 +256,89 @@ impl Merkleizer {
 
     /// Applies the block's diff and computes its roots in one go.
     pub fn seal(&mut self, job: &SealJob) -> SealRoots {
-        for diff in &job.diffs {
-            self.stage(diff);
+        let mut progress = SealProgress::default();
+        loop {
+            if let Some(roots) = self.seal_step(job, &mut progress, usize::MAX) {
+                return roots;
+            }
         }
-        while !self.commit_staged(usize::MAX) {}
-        for nibble in 0..16 {
-            self.hash_part(nibble);
-        }
-        self.finish(job)
     }
 
-    /// Step 1 of a seal: one diff into the trie.
-    pub fn stage(&mut self, diff: &StateDiff) {
-        self.trie.stage(diff);
-    }
-
-    /// Step 2: writes up to `max` touched accounts; true when done.
-    pub fn commit_staged(&mut self, max: usize) -> bool {
-        self.trie.commit_staged(max)
-    }
-
-    /// Step 3: hashes one sixteenth of the account trie.
-    pub fn hash_part(&mut self, nibble: u8) {
-        self.trie.hash_part(nibble);
-    }
-
-    /// Last step: the state root and the block's transaction and receipt roots.
-    pub fn finish(&mut self, job: &SealJob) -> SealRoots {
+    /// Does at most about `budget` units of work (diffs, accounts, trie nodes,
+    /// transactions) on `job`; returns the roots once the seal is complete.
+    /// Call again with the same `progress` to continue.
+    pub fn seal_step(
+        &mut self,
+        job: &SealJob,
+        progress: &mut SealProgress,
+        budget: usize,
+    ) -> Option<SealRoots> {
         assert_eq!(
             job.ctx.number,
             self.number + 1,
             "blocks are sealed in order"
         );
-        let state_root = self.trie.root();
-        let envelopes: Vec<&TxEnvelope> = job.txs.iter().map(|t| &t.tx.envelope).collect();
-        let transactions_root = calculate_transaction_root(&envelopes);
-        let txs_rlp_len = envelopes
-            .iter()
-            .map(|e| alloy_rlp::Encodable::length(*e))
-            .sum();
-        let receipts: Vec<ReceiptEnvelope> = job.txs.iter().map(|t| t.receipt_envelope()).collect();
-        let receipts_root = calculate_receipt_root(&receipts);
-        let mut logs_bloom = Bloom::default();
-        for tx in &job.txs {
-            logs_bloom.accrue_bloom(&tx.bloom());
+        let budget = budget.max(1);
+        match progress.phase {
+            SealPhase::Stage => {
+                let end = progress.next.saturating_add(budget).min(job.diffs.len());
+                for diff in &job.diffs[progress.next..end] {
+                    self.trie.stage(diff);
+                }
+                progress.next = end;
+                if end == job.diffs.len() {
+                    progress.advance(SealPhase::Commit);
+                }
+            }
+            SealPhase::Commit => {
+                if self.trie.commit_staged(budget) {
+                    progress.advance(SealPhase::StateHash);
+                }
+            }
+            SealPhase::StateHash => {
+                if let Some(root) = self.trie.root_step(budget) {
+                    progress.state_root = root;
+                    progress.advance(SealPhase::BlockItems);
+                }
+            }
+            SealPhase::BlockItems => {
+                let end = progress.next.saturating_add(budget).min(job.txs.len());
+                for (index, tx) in job.txs.iter().enumerate().take(end).skip(progress.next) {
+                    let key = alloy_rlp::encode(index);
+                    progress
+                        .txs
+                        .insert_bytes(&key, tx.tx.envelope.encoded_2718());
+                    progress.txs_rlp_len += alloy_rlp::Encodable::length(&tx.tx.envelope);
+                    let receipt = tx.receipt_envelope();
+                    progress.logs_bloom.accrue_bloom(receipt.logs_bloom());
+                    progress.receipts.insert_bytes(&key, receipt.encoded_2718());
+                }
+                progress.next = end;
+                if end == job.txs.len() {
+                    progress.advance(SealPhase::TxHash);
+                }
+            }
+            SealPhase::TxHash => {
+                if let Some(root) = progress.txs.root_step(budget) {
+                    progress.transactions_root = root;
+                    progress.advance(SealPhase::ReceiptHash);
+                }
+            }
+            SealPhase::ReceiptHash => {
+                if let Some(root) = progress.receipts.root_step(budget) {
+                    self.number = job.ctx.number;
+                    return Some(SealRoots {
+                        number: job.ctx.number,
+                        state_root: progress.state_root,
+                        transactions_root: progress.transactions_root,
+                        receipts_root: root,
+                        logs_bloom: progress.logs_bloom,
+                        txs_rlp_len: progress.txs_rlp_len,
+                    });
+                }
+            }
         }
-        self.number = job.ctx.number;
-        SealRoots {
-            number: job.ctx.number,
-            state_root,
-            transactions_root,
-            receipts_root,
-            logs_bloom,
-            txs_rlp_len,
-        }
+        None
     }
 
     /// Proof against the state root of block [`Self::number`].

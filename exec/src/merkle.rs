@@ -111,9 +111,14 @@ impl StateTrie {
         self.committing.is_empty() && self.staged.is_empty()
     }
 
-    /// Hashes one sixteenth of the account trie (see [`Trie::hash_root_child`]).
-    pub fn hash_part(&mut self, nibble: u8) {
-        self.accounts.hash_root_child(nibble);
+    /// Hashes at most `budget` account-trie nodes; the root once done
+    /// (see [`Trie::root_step`]).
+    pub fn root_step(&mut self, budget: usize) -> Option<B256> {
+        assert!(
+            self.staged.is_empty() && self.committing.is_empty(),
+            "commit staged accounts before hashing"
+        );
+        self.accounts.root_step(budget)
     }
 
     /// The state root. Staged diffs must have been committed.

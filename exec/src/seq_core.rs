@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use futures::{StreamExt, channel::oneshot, stream::select_all};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 
-use crate::block::{ChainView, ExecutedTx, Merkleizer, SealJob, SealRoots};
+use crate::block::{ChainView, ExecutedTx, Merkleizer, SealJob, SealProgress, SealRoots};
 use crate::merkle::AccountProof;
 use crate::sequencer::{Admission, ParkReason, Sequencer, SubmitError};
 use crate::tx::RecoveredTx;
@@ -146,6 +146,7 @@ pub async fn run_seq(
                     .await;
                 next += period;
                 let job = {
+                    let began = std::time::Instant::now();
                     let mut state = state.borrow_mut();
                     let mut replies = Vec::new();
                     state.close_and_publish(&mut replies);
@@ -154,6 +155,12 @@ pub async fn run_seq(
                     state.close_and_publish(&mut replies);
                     state.published.store(Arc::new(state.seq.view().clone()));
                     state.waiters.retain(|_, w| !w.is_canceled());
+                    tracing::debug!(
+                        number = job.ctx.number,
+                        txs = job.txs.len(),
+                        us = began.elapsed().as_micros() as u64,
+                        "closed block"
+                    );
                     job
                 };
                 if to_merkle.send(MerkleRequest::Seal(job)).await.is_err() {
@@ -168,12 +175,18 @@ pub async fn run_seq(
         let state = state.clone();
         glommio::spawn_local(async move {
             while let Some(roots) = from_merkle.recv().await {
+                let began = std::time::Instant::now();
                 let mut state = state.borrow_mut();
                 let sealed = state.seq.finish_seal(roots);
                 tracing::debug!(number = sealed.header.number, hash = %sealed.hash, txs = sealed.txs.len(), "sealed block");
                 let mut replies = Vec::new();
                 state.close_and_publish(&mut replies);
                 state.published.store(Arc::new(state.seq.view().clone()));
+                tracing::debug!(
+                    number = sealed.header.number,
+                    us = began.elapsed().as_micros() as u64,
+                    "published seal"
+                );
             }
         })
     };
@@ -215,26 +228,31 @@ trait NowOrNever: StreamExt + Unpin {
 
 impl<S: StreamExt + Unpin> NowOrNever for S {}
 
-/// Diffs staged, or accounts committed, between two yields.
-const SEAL_STEP_ITEMS: usize = 256;
+/// Work units (diffs, accounts, trie nodes, transactions) between two yields.
+const SEAL_STEP_ITEMS: usize = 512;
 
 /// Seals a block in bounded steps, yielding between them, so that a core
 /// shared with net or seq never stalls behind a whole block's rehash.
 async fn seal_cooperatively(merkle: &mut Merkleizer, job: &SealJob) -> SealRoots {
-    for chunk in job.diffs.chunks(SEAL_STEP_ITEMS) {
-        for diff in chunk {
-            merkle.stage(diff);
+    let began = std::time::Instant::now();
+    let mut progress = SealProgress::default();
+    let mut longest = Duration::ZERO;
+    loop {
+        let step = std::time::Instant::now();
+        let done = merkle.seal_step(job, &mut progress, SEAL_STEP_ITEMS);
+        longest = longest.max(step.elapsed());
+        if let Some(roots) = done {
+            tracing::debug!(
+                number = roots.number,
+                txs = job.txs.len(),
+                total_us = began.elapsed().as_micros() as u64,
+                longest_step_us = longest.as_micros() as u64,
+                "sealed roots"
+            );
+            return roots;
         }
         glommio::yield_if_needed().await;
     }
-    while !merkle.commit_staged(SEAL_STEP_ITEMS) {
-        glommio::yield_if_needed().await;
-    }
-    for nibble in 0..16 {
-        merkle.hash_part(nibble);
-        glommio::yield_if_needed().await;
-    }
-    merkle.finish(job)
 }
 
 /// Runs the state-root role: seals blocks in order and serves proofs.

@@ -69,11 +69,20 @@ impl Trie {
 
     /// Inserts or replaces the value at `key`. An empty value removes the key.
     pub fn insert(&mut self, key: B256, value: Vec<u8>) {
+        self.insert_bytes(key.as_slice(), value);
+    }
+
+    /// Inserts under a key of any length. Keys must be prefix-free (no key
+    /// is a prefix of another): true of 32-byte hashes and of the RLP-encoded
+    /// indexes of the transactions and receipts tries.
+    pub fn insert_bytes(&mut self, key: &[u8], value: Vec<u8>) {
+        let path = Nibbles::unpack(key);
         if value.is_empty() {
-            self.remove(key);
+            if remove(&mut self.root, path) {
+                self.len -= 1;
+            }
             return;
         }
-        let path = Nibbles::unpack(key);
         if insert(&mut self.root, path, value) {
             self.len += 1;
         }
@@ -115,17 +124,18 @@ impl Trie {
         }
     }
 
-    /// Hashes the subtrie under the root's child `nibble` when the root is a
-    /// branch. [`Self::root`] then only has the root node left to hash, so a
-    /// caller can spread a large rehash over 16 steps and yield between them.
-    pub fn hash_root_child(&mut self, nibble: u8) {
-        if let Node::Branch(branch) = &mut self.root {
-            let child = &mut branch.children[usize::from(nibble & 0x0f)];
-            if !matches!(child, Node::Empty) {
-                let mut buf = Vec::with_capacity(600);
-                rlp_node(child, &mut buf);
-            }
+    /// Hashes at most `budget` changed nodes and returns the root once every
+    /// node is hashed. Finished subtries keep their hashes, so calling again
+    /// resumes where the last call stopped: a caller can spread a large rehash
+    /// over many short steps and yield between them.
+    pub fn root_step(&mut self, budget: usize) -> Option<B256> {
+        if matches!(self.root, Node::Empty) {
+            return Some(EMPTY_ROOT_HASH);
         }
+        let mut budget = budget.max(1);
+        let mut buf = Vec::with_capacity(600);
+        rlp_node_limited(&mut self.root, &mut buf, &mut budget)?;
+        Some(self.root())
     }
 
     /// The root hash; rehashes only the nodes changed since the last call.
@@ -216,8 +226,9 @@ fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
                 return false;
             }
             let common = leaf.key.common_prefix_length(&path);
-            // Keys have equal length, so neither is a prefix of the other.
-            assert!(common < path.len(), "trie keys must have a fixed length");
+            // Keys are prefix-free, so they part before either ends.
+            assert!(common < path.len(), "trie keys must be prefix-free");
+            assert!(common < leaf.key.len(), "trie keys must be prefix-free");
             let old = std::mem::take(node);
             let Node::Leaf(old) = old else {
                 unreachable!("matched a leaf above")
@@ -345,6 +356,32 @@ fn branch_stack(branch: &Branch) -> (Vec<RlpNode>, TrieMask) {
     (stack, mask)
 }
 
+/// [`rlp_node`] that stops (returning `None`) once `budget` nodes were hashed.
+fn rlp_node_limited(node: &mut Node, buf: &mut Vec<u8>, budget: &mut usize) -> Option<RlpNode> {
+    match node {
+        Node::Empty => Some(rlp_node(node, buf)),
+        Node::Leaf(leaf) if leaf.cache.is_some() => leaf.cache.clone(),
+        Node::Extension(ext) if ext.cache.is_some() => ext.cache.clone(),
+        Node::Branch(branch) if branch.cache.is_some() => branch.cache.clone(),
+        Node::Leaf(_) => {
+            *budget = budget.checked_sub(1)?;
+            Some(rlp_node(node, buf))
+        }
+        Node::Extension(ext) => {
+            rlp_node_limited(&mut ext.child, buf, budget)?;
+            *budget = budget.checked_sub(1)?;
+            Some(rlp_node(node, buf))
+        }
+        Node::Branch(branch) => {
+            for child in branch.children.iter_mut() {
+                rlp_node_limited(child, buf, budget)?;
+            }
+            *budget = budget.checked_sub(1)?;
+            Some(rlp_node(node, buf))
+        }
+    }
+}
+
 fn rlp_node(node: &mut Node, buf: &mut Vec<u8>) -> RlpNode {
     match node {
         Node::Empty => RlpNode::from_rlp(&[alloy_rlp::EMPTY_STRING_CODE]),
@@ -406,6 +443,37 @@ mod tests {
 
     fn value(i: u64, round: u64) -> Vec<u8> {
         alloy_rlp::encode(U256::from(i * 1_000 + round + 1))
+    }
+
+    #[test]
+    fn stepwise_hashing_gives_the_same_root() {
+        let mut trie = Trie::new();
+        let mut reference = BTreeMap::new();
+        for i in 0..2_000u64 {
+            trie.insert(key(i), value(i, 0));
+            reference.insert(key(i), value(i, 0));
+        }
+        let mut steps = 0;
+        let root = loop {
+            steps += 1;
+            if let Some(root) = trie.root_step(64) {
+                break root;
+            }
+        };
+        assert!(steps > 10, "work was spread over {steps} steps");
+        assert_eq!(root, reference_root(&reference));
+        // Ordered-trie keys (RLP of the index) are prefix-free too.
+        let items: Vec<Vec<u8>> = (0..300u64)
+            .map(|i| alloy_rlp::encode(U256::from(i * 7 + 1)))
+            .collect();
+        let mut ordered = Trie::new();
+        for (i, item) in items.iter().enumerate() {
+            ordered.insert_bytes(&alloy_rlp::encode(i), item.clone());
+        }
+        assert_eq!(
+            ordered.root(),
+            alloy_trie::root::ordered_trie_root_encoded(&items)
+        );
     }
 
     #[test]
