@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use alloy_primitives::Address;
+use fulmen_netio::eth::RpcLimits;
 use serde::Deserialize;
 
 /// The whole node configuration.
@@ -31,32 +32,12 @@ pub(crate) struct Config {
     pub base_fee_elasticity: u64,
     /// Fee recipient. Default: the genesis coinbase.
     pub coinbase: Option<Address>,
-    /// JSON-RPC limits.
-    pub rpc: RpcConfig,
+    /// JSON-RPC limits (`[rpc]`; defaults in `RpcLimits`).
+    pub rpc: RpcLimits,
     /// Transaction pool limits.
     pub pool: PoolConfig,
     /// The core map.
     pub cores: CoreMap,
-}
-
-/// `[rpc]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(crate) struct RpcConfig {
-    /// Largest request body. Default 5 MiB.
-    pub body_bytes_max: usize,
-    /// Most calls per batch. Default 1000.
-    pub batch_max: usize,
-    /// Widest eth_getLogs range. Default 10,000 blocks.
-    pub logs_block_range_max: u64,
-    /// Most logs per eth_getLogs. Default 20,000.
-    pub logs_max: usize,
-    /// eth_sendRawTransactionSync default timeout. Default 2000 ms.
-    pub sync_timeout_ms_default: u64,
-    /// eth_sendRawTransactionSync timeout cap. Default 10,000 ms.
-    pub sync_timeout_ms_max: u64,
-    /// Gas cap for eth_call and eth_estimateGas. Default 50,000,000.
-    pub call_gas_max: u64,
 }
 
 /// `[pool]`.
@@ -107,24 +88,9 @@ impl Default for Config {
             base_fee_max_change_denominator: 8,
             base_fee_elasticity: 2,
             coinbase: None,
-            rpc: RpcConfig::default(),
+            rpc: RpcLimits::default(),
             pool: PoolConfig::default(),
             cores: CoreMap::default(),
-        }
-    }
-}
-
-impl Default for RpcConfig {
-    fn default() -> Self {
-        let d = fulmen_netio::eth::RpcLimits::default();
-        Self {
-            body_bytes_max: d.body_bytes_max,
-            batch_max: d.batch_max,
-            logs_block_range_max: d.logs_block_range_max,
-            logs_max: d.logs_max,
-            sync_timeout_ms_default: d.sync_timeout_ms_default,
-            sync_timeout_ms_max: d.sync_timeout_ms_max,
-            call_gas_max: d.call_gas_max,
         }
     }
 }

@@ -112,16 +112,7 @@ pub(crate) fn start(
         to_seq: roots_tx,
     });
 
-    let limits = RpcLimits {
-        body_bytes_max: config.rpc.body_bytes_max,
-        batch_max: config.rpc.batch_max,
-        logs_block_range_max: config.rpc.logs_block_range_max,
-        logs_max: config.rpc.logs_max,
-        sync_timeout_ms_default: config.rpc.sync_timeout_ms_default,
-        sync_timeout_ms_max: config.rpc.sync_timeout_ms_max,
-        call_gas_max: config.rpc.call_gas_max,
-        fee_history_blocks_max: RpcLimits::default().fee_history_blocks_max,
-    };
+    let limits = config.rpc.clone();
     let timing = SeqTiming {
         block_time_ms: config.block_time_ms,
         mini_block_max_ms: config.mini_block_max_ms,

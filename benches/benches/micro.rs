@@ -45,7 +45,12 @@ fn signed_transfer(key: &Key, nonce: u64, to: TxKind, input: Vec<u8>, gas: u64) 
         max_fee_per_gas: 2_000_000_000,
         max_priority_fee_per_gas: 1,
         to,
-        value: U256::from(1),
+        // Value only for plain transfers: the token is not payable.
+        value: if input.is_empty() {
+            U256::from(1)
+        } else {
+            U256::ZERO
+        },
         input: input.into(),
         access_list: Default::default(),
     };

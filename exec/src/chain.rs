@@ -2,14 +2,16 @@
 
 use std::path::Path;
 
-use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, constants::EMPTY_WITHDRAWALS};
-use alloy_eips::{eip1559::BaseFeeParams, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_consensus::Header;
+use alloy_eips::eip1559::BaseFeeParams;
 use alloy_genesis::{Genesis, GenesisAccount};
 use alloy_primitives::{Address, B256, U256, address};
 use alloy_trie::EMPTY_ROOT_HASH;
 use fulmen_storage::{AccountState, HotState};
 use revm::{bytecode::Bytecode, primitives::hardfork::SpecId};
 
+use crate::block::{SealRoots, build_header};
+use crate::evm::BlockContext;
 use crate::merkle::StateTrie;
 use crate::tx::TxRules;
 
@@ -176,29 +178,24 @@ impl ChainSpec {
                     .unwrap_or(u64::MAX)
                     .max(self.base_fee_floor_wei)
             });
-        Header {
-            parent_hash: B256::ZERO,
-            ommers_hash: EMPTY_OMMER_ROOT_HASH,
-            beneficiary: genesis.coinbase,
+        let ctx = BlockContext {
+            number: 0,
+            timestamp: genesis.timestamp,
+            base_fee,
+            gas_limit: self.block_gas_limit,
+            coinbase: genesis.coinbase,
+            prevrandao: genesis.mix_hash,
+        };
+        let roots = SealRoots {
+            number: 0,
             state_root: trie.root(),
             transactions_root: EMPTY_ROOT_HASH,
             receipts_root: EMPTY_ROOT_HASH,
             logs_bloom: Default::default(),
-            difficulty: U256::ZERO,
-            number: 0,
-            gas_limit: self.block_gas_limit,
-            gas_used: 0,
-            timestamp: genesis.timestamp,
-            extra_data: genesis.extra_data.clone(),
-            mix_hash: genesis.mix_hash,
-            nonce: Default::default(),
-            base_fee_per_gas: Some(base_fee),
-            withdrawals_root: Some(EMPTY_WITHDRAWALS),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(EMPTY_REQUESTS_HASH),
-            ..Default::default()
-        }
+            txs_rlp_len: 0,
+        };
+        let mut header = build_header(&ctx, B256::ZERO, 0, &roots);
+        header.extra_data = genesis.extra_data.clone();
+        header
     }
 }

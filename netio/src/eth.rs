@@ -29,8 +29,9 @@ use serde_json::{Value, json};
 use crate::convert;
 use crate::rpc::{Params, RpcError};
 
-/// Limits of the RPC surface; each has a config key and a CLI flag.
-#[derive(Debug, Clone)]
+/// Limits of the RPC surface: the `[rpc]` table of the node config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RpcLimits {
     /// Largest request body.
     pub body_bytes_max: usize,
