@@ -30,6 +30,8 @@ pub struct Report {
     pub mode: String,
     /// Transactions sent.
     pub txs: u64,
+    /// Requests timed (transactions, plus reads in the mixed workload).
+    pub requests: u64,
     /// Accepted per second (requests answered without error / send duration).
     pub tps: f64,
     /// Preconfirmed per second (until the last receipt was visible).

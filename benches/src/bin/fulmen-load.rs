@@ -6,16 +6,9 @@
 //! fulmen-load --rpc http://127.0.0.1:8545 --workload erc20 --txs 5000 --rate 2000 --sync --json
 //! ```
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::{Duration, Instant};
-
 use clap::Parser;
-use fulmen_benches::client::{Conn, parse_response, quantity};
-use fulmen_benches::stats::{Report, error_kind, histogram, record};
-use fulmen_benches::workload::{Plan, Workload, prepare};
-use hdrhistogram::Histogram;
-use serde_json::json;
+use fulmen_benches::runner::{RunConfig, plot, run};
+use fulmen_benches::workload::Workload;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,295 +54,44 @@ struct Args {
     settle_timeout_s: u64,
 }
 
-struct LaneResult {
-    histogram: Histogram<u64>,
-    errors: BTreeMap<String, u64>,
-    ok_txs: u64,
-    points: Vec<(f64, f64)>,
-}
-
-fn endpoint(url: &str) -> Result<SocketAddr, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// endpoints are supported")?;
-    let host = rest.trim_end_matches('/');
-    host.to_socket_addrs()
-        .map_err(|e| format!("{host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host}: no address"))
-}
-
-async fn run_lane(
-    addr: SocketAddr,
-    requests: Vec<fulmen_benches::workload::Prepared>,
-    schedule: Option<(Instant, Duration, usize, usize)>,
-    start: Instant,
-) -> Result<LaneResult, String> {
-    let mut conn = Conn::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut result = LaneResult {
-        histogram: histogram(),
-        errors: BTreeMap::new(),
-        ok_txs: 0,
-        points: Vec::new(),
-    };
-    for (k, request) in requests.iter().enumerate() {
-        // Open loop: request k of lane l is due at start + (k * lanes + l) * interval.
-        let begin = match schedule {
-            Some((t0, interval, lanes, lane)) => {
-                let due = t0 + interval * u32::try_from(k * lanes + lane).unwrap_or(u32::MAX);
-                tokio::time::sleep_until(due.into()).await;
-                due
-            }
-            None => Instant::now(),
-        };
-        let outcome = match conn.post(&request.body).await {
-            Ok(bytes) => parse_response(bytes).map(|_| ()),
-            Err(e) => {
-                // Reconnect once per failure so one broken connection does not end the lane.
-                let message = format!("io: {e}");
-                conn = Conn::connect(addr)
-                    .await
-                    .map_err(|e| format!("reconnect: {e}"))?;
-                Err(message)
-            }
-        };
-        let latency = begin.elapsed();
-        record(&mut result.histogram, latency);
-        result.points.push((
-            begin.duration_since(start).as_secs_f64(),
-            latency.as_secs_f64() * 1000.0,
-        ));
-        match outcome {
-            Ok(()) => result.ok_txs += u64::from(request.is_tx),
-            Err(e) => *result.errors.entry(error_kind(&e)).or_default() += 1,
-        }
-    }
-    Ok(result)
-}
-
-/// Waits until every sender's last transaction has a receipt.
-async fn wait_preconfirmed(
-    addr: SocketAddr,
-    plan: &Plan,
-    timeout: Duration,
-) -> Result<Instant, String> {
-    let mut conn = Conn::connect(addr).await.map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
-    for hash in &plan.last_per_sender {
-        while conn
-            .call("eth_getTransactionReceipt", json!([hash]))
-            .await?
-            .is_null()
-        {
-            if Instant::now() > deadline {
-                return Err("not every transaction was preconfirmed in time".into());
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-    Ok(Instant::now())
-}
-
-/// Waits until `expected` transactions sit in blocks after `from`; returns when and the gas they used.
-async fn wait_sealed(
-    addr: SocketAddr,
-    from: u64,
-    expected: u64,
-    timeout: Duration,
-) -> Result<(Instant, u64), String> {
-    let mut conn = Conn::connect(addr).await.map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + timeout;
-    let (mut counted, mut gas, mut next) = (0u64, 0u64, from + 1);
-    loop {
-        let head = quantity(&conn.call("eth_blockNumber", json!([])).await?)
-            .ok_or("bad block number")? as u64;
-        while next <= head {
-            let block = conn
-                .call(
-                    "eth_getBlockByNumber",
-                    json!([format!("0x{next:x}"), false]),
-                )
-                .await?;
-            counted += block["transactions"]
-                .as_array()
-                .map_or(0, |t| t.len() as u64);
-            gas += quantity(&block["gasUsed"]).unwrap_or(0) as u64;
-            next += 1;
-        }
-        if counted >= expected {
-            return Ok((Instant::now(), gas));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {counted} of {expected} transactions were sealed in time"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args).await {
-        eprintln!("fulmen-load: {e}");
+    let config = RunConfig {
+        rpc: args.rpc.clone(),
+        workload: args.workload,
+        txs: args.txs,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        connections: args.connections,
+        sync: args.sync,
+        accounts: args.accounts,
+        seed: args.seed,
+        settle_timeout_s: args.settle_timeout_s,
+        quiet: args.json,
+    };
+    let mut output = match run(&config).await {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("fulmen-load: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(path) = &args.plot
+        && let Err(e) = plot(path, &mut output.points, &output.histogram)
+    {
+        eprintln!("fulmen-load: plot: {e}");
         std::process::exit(1);
     }
-}
-
-async fn run(args: Args) -> Result<(), String> {
-    let addr = endpoint(&args.rpc)?;
-    let lanes = match (args.concurrency, args.rate) {
-        (Some(c), _) => c.max(1),
-        (None, Some(_)) => args.connections.max(1),
-        (None, None) => 1,
-    };
-    if !args.json {
-        eprintln!(
-            "preparing: funding {} accounts, pre-signing {} txs ...",
-            args.accounts, args.txs
-        );
-    }
-    let plan = prepare(
-        addr,
-        args.workload,
-        args.txs,
-        args.accounts,
-        lanes,
-        args.sync,
-        args.seed,
-    )
-    .await?;
-    let mut conn = Conn::connect(addr).await.map_err(|e| e.to_string())?;
-    let start_block =
-        quantity(&conn.call("eth_blockNumber", json!([])).await?).ok_or("bad block number")? as u64;
-
-    let start = Instant::now();
-    let schedule = args
-        .rate
-        .map(|rate| Duration::from_secs_f64(1.0 / rate.max(0.001)));
-    let mut tasks = Vec::new();
-    for (lane, requests) in plan.lanes.iter().cloned().enumerate() {
-        let sched = schedule.map(|interval| (start, interval, lanes, lane));
-        tasks.push(tokio::spawn(run_lane(addr, requests, sched, start)));
-    }
-    let mut total = histogram();
-    let mut report = Report::default();
-    let mut ok_txs = 0;
-    let mut points = Vec::new();
-    for task in tasks {
-        let lane = task.await.map_err(|e| e.to_string())??;
-        total.add(&lane.histogram).map_err(|e| e.to_string())?;
-        for (kind, n) in lane.errors {
-            *report.errors.entry(kind).or_default() += n;
-        }
-        ok_txs += lane.ok_txs;
-        points.extend(lane.points);
-    }
-    let sent = start.elapsed();
-    let settle = Duration::from_secs(args.settle_timeout_s);
-    let preconfirmed = if args.sync {
-        Ok(start + sent)
-    } else {
-        wait_preconfirmed(addr, &plan, settle).await
-    };
-    let sealed = wait_sealed(addr, start_block, ok_txs, settle).await;
-
-    report.rpc = args.rpc.clone();
-    report.workload = args.workload.name().into();
-    report.method = if args.sync {
-        "eth_sendRawTransactionSync"
-    } else {
-        "eth_sendRawTransaction"
-    }
-    .into();
-    report.mode = match args.rate {
-        Some(rate) => format!("open({rate}/s)"),
-        None => format!("closed({lanes})"),
-    };
-    report.txs = plan.txs;
-    report.duration_s = sent.as_secs_f64();
-    report.tps = ok_txs as f64 / sent.as_secs_f64();
-    match preconfirmed {
-        Ok(at) => report.tps_preconfirmed = ok_txs as f64 / at.duration_since(start).as_secs_f64(),
-        Err(e) => *report.errors.entry(e).or_default() += 1,
-    }
-    match sealed {
-        Ok((at, gas)) => {
-            let window = at.duration_since(start).as_secs_f64();
-            report.tps_sealed = ok_txs as f64 / window;
-            report.gas_per_s = gas as f64 / window;
-        }
-        Err(e) => *report.errors.entry(e).or_default() += 1,
-    }
-    report.set_latencies(&total);
-    if let Some(path) = &args.plot {
-        plot(path, &mut points, &total).map_err(|e| format!("plot: {e}"))?;
-    }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
+        match serde_json::to_string(&output.report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("fulmen-load: {e}");
+                std::process::exit(1);
+            }
+        }
     } else {
-        print!("{}", report.table());
+        print!("{}", output.report.table());
     }
-    Ok(())
-}
-
-fn plot(
-    path: &std::path::Path,
-    points: &mut [(f64, f64)],
-    h: &Histogram<u64>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    use plotters::prelude::*;
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (top, bottom) = root.split_vertically(400);
-    let t_max = points.last().map_or(1.0, |p| p.0).max(0.001);
-    let l_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(0.001);
-    let mut chart = ChartBuilder::on(&top)
-        .caption("latency over time", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..t_max, 0.0..l_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("s since start")
-        .y_desc("ms")
-        .draw()?;
-    chart.draw_series(
-        points
-            .iter()
-            .map(|(t, l)| Circle::new((*t, *l), 1, BLUE.filled())),
-    )?;
-    let buckets: Vec<(f64, u64)> = h
-        .iter_log(1, 1.25)
-        .map(|v| {
-            (
-                v.value_iterated_to() as f64 / 1000.0,
-                v.count_since_last_iteration(),
-            )
-        })
-        .collect();
-    let c_max = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1);
-    let mut hist = ChartBuilder::on(&bottom)
-        .caption("latency histogram (log buckets)", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d((0.001f64..l_max.max(0.002)).log_scale(), 0u64..c_max)?;
-    hist.configure_mesh()
-        .x_desc("ms")
-        .y_desc("requests")
-        .draw()?;
-    hist.draw_series(buckets.iter().filter(|b| b.0 > 0.0).map(|(ms, count)| {
-        Rectangle::new([(*ms / 1.25, 0), (*ms, *count)], RED.mix(0.6).filled())
-    }))?;
-    root.present()?;
-    Ok(())
 }

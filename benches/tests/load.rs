@@ -1,0 +1,181 @@
+//! fulmen-load against a real dev node (small N): its counts and percentiles
+//! agree with what was sent, and the open loop keeps its schedule.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fulmen_benches::client::{Conn, quantity};
+use fulmen_benches::runner::{RunConfig, run};
+use fulmen_benches::workload::Workload;
+use serde_json::json;
+
+struct Node {
+    child: Child,
+    url: String,
+    _dir: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+/// The workspace's `fulmen` binary, built next to this test.
+fn fulmen_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/deps");
+    let binary = dir.join("fulmen");
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+fn start_node() -> Node {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("fulmen-load-test-{}-{port}", std::process::id()));
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(fulmen_binary())
+        .args(["run", "--dev", "--rpc-addr", &addr, "--datadir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fulmen");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("fulmen exited before listening")
+            .expect("read");
+        if line.contains("listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Node {
+        child,
+        url: format!("http://{addr}"),
+        _dir: dir,
+    }
+}
+
+fn config(url: &str, workload: Workload, txs: u64) -> RunConfig {
+    RunConfig {
+        rpc: url.to_string(),
+        workload,
+        txs,
+        concurrency: Some(4),
+        rate: None,
+        connections: 4,
+        sync: false,
+        accounts: 8,
+        seed: 11,
+        settle_timeout_s: 30,
+        quiet: true,
+    }
+}
+
+async fn nonce_sum(url: &str, seed: u64, accounts: u64) -> u64 {
+    let addr = fulmen_benches::runner::endpoint(url).unwrap();
+    let mut conn = Conn::connect(addr).await.unwrap();
+    let mut total = 0;
+    for i in 0..accounts {
+        let address = fulmen_benches::sign::Key::derived(seed, i).address;
+        let n = conn
+            .call("eth_getTransactionCount", json!([address, "latest"]))
+            .await
+            .unwrap();
+        total += quantity(&n).unwrap() as u64;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_loop_counts_and_percentiles_match_what_was_sent() {
+    let node = start_node();
+    for workload in [
+        Workload::Transfers,
+        Workload::Erc20,
+        Workload::Contention,
+        Workload::Mixed,
+    ] {
+        let mut cfg = config(&node.url, workload, 120);
+        cfg.seed = 100 + workload as u64;
+        let out = run(&cfg).await.unwrap();
+        let r = &out.report;
+        assert_eq!(r.txs, 120, "{workload:?}");
+        assert!(r.errors.is_empty(), "{workload:?}: {:?}", r.errors);
+        let expected_requests = if workload == Workload::Mixed {
+            240
+        } else {
+            120
+        };
+        assert_eq!(
+            r.requests, expected_requests,
+            "{workload:?}: every request was timed once"
+        );
+        assert!(
+            r.p50_ms <= r.p90_ms
+                && r.p90_ms <= r.p99_ms
+                && r.p99_ms <= r.p999_ms
+                && r.p999_ms <= r.max_ms
+        );
+        assert!(r.tps > 0.0 && r.tps_preconfirmed > 0.0 && r.tps_sealed > 0.0);
+        assert!(
+            r.tps_sealed <= r.tps_preconfirmed * 1.001,
+            "sealing cannot outpace preconfirmation"
+        );
+        // The node agrees: exactly the sent transactions were executed.
+        assert_eq!(nonce_sum(&node.url, cfg.seed, 8).await, 120, "{workload:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_loop_keeps_its_schedule_and_sync_mode_counts_receipts() {
+    let node = start_node();
+    let mut cfg = config(&node.url, Workload::Transfers, 100);
+    cfg.concurrency = None;
+    cfg.rate = Some(200.0);
+    cfg.sync = true;
+    let out = run(&cfg).await.unwrap();
+    let r = &out.report;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.requests, 100);
+    // The last request is due at 99/200 s after the start: an open loop never
+    // sends ahead of its schedule, so the run cannot be shorter.
+    assert!(
+        r.duration_s >= 99.0 / 200.0,
+        "ran ahead of schedule: {} s",
+        r.duration_s
+    );
+    let mut sends: Vec<f64> = out.points.iter().map(|p| p.0).collect();
+    sends.sort_by(f64::total_cmp);
+    for (i, at) in sends.iter().enumerate() {
+        assert!(
+            *at + 1e-3 >= i as f64 / 200.0,
+            "request {i} sent at {at} s, before its slot"
+        );
+    }
+    assert_eq!(
+        r.tps, r.tps_preconfirmed,
+        "sync sends are preconfirmed when answered"
+    );
+    assert_eq!(nonce_sum(&node.url, cfg.seed, 8).await, 100);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
