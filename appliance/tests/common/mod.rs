@@ -149,48 +149,63 @@ pub fn temp_file(name: &str, contents: &str) -> (PathBuf, tempdir::TempDir) {
 
 /// Starts `fulmen run` with `args` (plus a free port and a temp datadir).
 pub fn start_fulmen(args: &[&str]) -> Proc {
-    let dir = tempdir::TempDir::new("fulmen-test");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulmen"))
-        .arg("run")
-        .args(args)
-        .args(["--rpc-addr", &addr, "--datadir"])
-        .arg(&dir.0)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fulmen");
-    let log = forward_lines(&mut child);
-    wait_for(&log, "listening", &addr);
-    Proc {
-        child,
-        addr: addr.parse().expect("addr"),
-        log,
-        _dir: dir,
-    }
+    start_with_retries("fulmen", "listening", |port, dir| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fulmen"));
+        command
+            .arg("run")
+            .args(args)
+            .args(["--rpc-addr", &format!("127.0.0.1:{port}"), "--datadir"])
+            .arg(dir)
+            .env("RUST_LOG", "info");
+        command
+    })
 }
 
 /// Starts anvil with `args` on a free port.
 pub fn start_anvil(args: &[&str]) -> Proc {
-    let dir = tempdir::TempDir::new("anvil-test");
-    let port = free_port();
-    let mut child = Command::new(tool("anvil"))
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start anvil");
-    let log = forward_lines(&mut child);
-    wait_for(&log, "Listening on", &format!("127.0.0.1:{port}"));
-    Proc {
-        child,
-        addr: format!("127.0.0.1:{port}").parse().expect("addr"),
-        log,
-        _dir: dir,
+    start_with_retries("anvil", "Listening on", |port, _| {
+        let mut command = Command::new(tool("anvil"));
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args);
+        command
+    })
+}
+
+/// Picks a free port and starts the process; if it exits before it listens
+/// (another test took the port in between), tries again on a new port.
+fn start_with_retries(name: &str, needle: &str, command: impl Fn(u16, &Path) -> Command) -> Proc {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let dir = tempdir::TempDir::new(&format!("{name}-test"));
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = command(port, &dir.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let log = forward_lines(&mut child);
+        match wait_for(&log, needle, &addr) {
+            Ok(()) => {
+                return Proc {
+                    child,
+                    addr: addr.parse().expect("addr"),
+                    log,
+                    _dir: dir,
+                };
+            }
+            Err(output) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                failures.push(output);
+            }
+        }
     }
+    panic!(
+        "{name} did not start in 3 attempts:\n{}",
+        failures.join("\n---\n")
+    );
 }
 
 fn forward_lines(child: &mut Child) -> mpsc::Receiver<String> {
@@ -210,20 +225,24 @@ fn forward_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_for(log: &mpsc::Receiver<String>, needle: &str, addr: &str) {
+/// Waits for a log line with `needle` and `addr`; the output so far if the
+/// process exits (or stays silent for a minute) first.
+fn wait_for(log: &mpsc::Receiver<String>, needle: &str, addr: &str) -> Result<(), String> {
     let mut seen = Vec::new();
     loop {
         match log.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
                 if line.contains(needle) && line.contains(addr) {
-                    return;
+                    return Ok(());
                 }
                 seen.push(line);
             }
-            Err(_) => panic!(
-                "process did not log `{needle}` for {addr}; output so far:\n{}",
-                seen.join("\n")
-            ),
+            Err(_) => {
+                return Err(format!(
+                    "no `{needle}` for {addr}; output:\n{}",
+                    seen.join("\n")
+                ));
+            }
         }
     }
 }
