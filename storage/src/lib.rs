@@ -7,9 +7,13 @@
 //! sequencer publishes one snapshot per mini-block; a reader holding an older
 //! snapshot never blocks the writer and never sees a half-applied mini-block.
 //!
-//! Durability (the append-only log, checkpoints and recovery) arrives with the
-//! storage engine; until then this state lives in RAM only and is lost when
-//! the process exits.
+//! Durability is being built: [`record`] is the log's record framing and
+//! [`scan`] reads a segment back at boot (torn tail versus corruption). The
+//! log writer, checkpoints and recovery are not wired into the node yet, so
+//! the state still lives in RAM only and is lost when the process exits.
+
+pub mod record;
+pub mod scan;
 
 use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::Bytecode;

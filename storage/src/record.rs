@@ -1,0 +1,264 @@
+//! The log's record framing (format version 1).
+//!
+//! Every record is a 16-byte header followed by its payload. All integers are
+//! little-endian.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `0x4E4D4C46` (the bytes `F L M N`) |
+//! | 4 | 1 | kind (see [`RecordKind`]) |
+//! | 5 | 1 | format version, 1 |
+//! | 6 | 2 | reserved, 0 |
+//! | 8 | 4 | payload length in bytes (at most [`PAYLOAD_BYTES_MAX`]) |
+//! | 12 | 4 | CRC-32C over bytes 4..12 of the header, then the payload |
+//! | 16 | len | payload |
+//!
+//! A zero magic where a header should start marks the end of the written
+//! log (segments are preallocated with zeros). The checksum covers the kind,
+//! version and length, so a torn or corrupt length is caught before the
+//! payload is trusted.
+
+/// `F L M N` as a little-endian u32.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"FLMN");
+/// Format version written by this code.
+pub const FORMAT_VERSION: u8 = 1;
+/// Header size in bytes.
+pub const HEADER_BYTES: usize = 16;
+/// Largest payload a record may carry (a mini-block of ~4096 txs with their
+/// receipts and state diff fits with room to spare).
+pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+const _: () = assert!(HEADER_BYTES == 4 + 1 + 1 + 2 + 4 + 4);
+const _: () = assert!(PAYLOAD_BYTES_MAX < u32::MAX as usize);
+
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// Transactions with senders, receipts and the state diff of one mini-block.
+    MiniBlock = 1,
+    /// The header of a sealed block.
+    BlockSeal = 2,
+    /// Data-availability progress (batches posted, L1 inclusion).
+    DaProgress = 3,
+    /// A checkpoint was completed at this position.
+    CheckpointMarker = 4,
+}
+
+impl RecordKind {
+    /// The kind for a header byte.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::MiniBlock),
+            2 => Some(Self::BlockSeal),
+            3 => Some(Self::DaProgress),
+            4 => Some(Self::CheckpointMarker),
+            _ => None,
+        }
+    }
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Fewer bytes than the header or the payload needs.
+    #[error("truncated record: need {need} bytes, have {have}")]
+    Truncated {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+    /// The header does not start with the magic.
+    #[error("bad magic {found:#010x}")]
+    BadMagic {
+        /// What was there.
+        found: u32,
+    },
+    /// Written by a newer (or unknown) format.
+    #[error("unsupported record format version {0}")]
+    Version(u8),
+    /// Unknown kind byte.
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    /// Payload length above the limit.
+    #[error("record payload of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// Checksum mismatch.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// In the header.
+        stored: u32,
+        /// Over the bytes read.
+        computed: u32,
+    },
+}
+
+/// One decoded record, borrowing its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// Kind.
+    pub kind: RecordKind,
+    /// Payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl Record<'_> {
+    /// Bytes the record occupies in the log.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_BYTES + self.payload.len()
+    }
+}
+
+fn checksum(meta: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(meta), payload)
+}
+
+/// Appends the framed record to `out`.
+pub fn encode(kind: RecordKind, payload: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+    if payload.len() > PAYLOAD_BYTES_MAX {
+        return Err(RecordError::TooLarge(payload.len()));
+    }
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.push(kind as u8);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = checksum(&out[start + 4..start + 12], payload);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    // Checked twice: what was framed must decode to what was given.
+    debug_assert_eq!(
+        decode(&out[start..]).map(|r| (r.kind, r.payload.len())),
+        Ok((kind, payload.len()))
+    );
+    Ok(())
+}
+
+/// True when `bytes` starts where nothing was written yet (zero magic).
+pub fn is_end(bytes: &[u8]) -> bool {
+    bytes.len() < 4 || bytes[..4] == [0, 0, 0, 0]
+}
+
+/// Decodes the record at the start of `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(RecordError::Truncated {
+            need: HEADER_BYTES,
+            have: bytes.len(),
+        });
+    }
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    if magic != MAGIC {
+        return Err(RecordError::BadMagic { found: magic });
+    }
+    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if len > PAYLOAD_BYTES_MAX {
+        return Err(RecordError::TooLarge(len));
+    }
+    let need = HEADER_BYTES + len;
+    if bytes.len() < need {
+        return Err(RecordError::Truncated {
+            need,
+            have: bytes.len(),
+        });
+    }
+    let stored = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let payload = &bytes[HEADER_BYTES..need];
+    let computed = checksum(&bytes[4..12], payload);
+    if stored != computed {
+        return Err(RecordError::Checksum { stored, computed });
+    }
+    // Only trusted once the checksum matched.
+    if bytes[5] != FORMAT_VERSION {
+        return Err(RecordError::Version(bytes[5]));
+    }
+    let kind = RecordKind::from_byte(bytes[4]).ok_or(RecordError::UnknownKind(bytes[4]))?;
+    Ok(Record { kind, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [RecordKind; 4] = [
+        RecordKind::MiniBlock,
+        RecordKind::BlockSeal,
+        RecordKind::DaProgress,
+        RecordKind::CheckpointMarker,
+    ];
+
+    #[test]
+    fn every_kind_round_trips() {
+        for (i, kind) in KINDS.into_iter().enumerate() {
+            for len in [0usize, 1, 15, 16, 17, 4096, 70_000] {
+                let payload: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
+                let mut out = Vec::new();
+                encode(kind, &payload, &mut out).unwrap();
+                assert_eq!(out.len(), HEADER_BYTES + len);
+                let record = decode(&out).unwrap();
+                assert_eq!(record.kind, kind);
+                assert_eq!(record.payload, payload.as_slice());
+                assert_eq!(record.encoded_len(), out.len());
+                assert!(!is_end(&out));
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_and_every_truncation_is_an_error() {
+        let mut out = Vec::new();
+        encode(RecordKind::BlockSeal, b"sealed header bytes", &mut out).unwrap();
+        for byte in 0..out.len() {
+            for bit in 0..8 {
+                let mut bad = out.clone();
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    decode(&bad).is_err(),
+                    "flip at byte {byte} bit {bit} went unnoticed"
+                );
+            }
+        }
+        for len in 0..out.len() {
+            assert!(
+                matches!(decode(&out[..len]), Err(RecordError::Truncated { .. })),
+                "cut at {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0xdead_beef_cafe_f00du64;
+        for _ in 0..50_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|i| (seed >> (i % 56)) as u8).collect();
+            if len >= 4 && seed.is_multiple_of(3) {
+                bytes[..4].copy_from_slice(&MAGIC.to_le_bytes());
+            }
+            let _ = decode(&bytes);
+        }
+        assert!(is_end(&[0, 0, 0, 0, 9]));
+        assert!(matches!(
+            decode(&[0u8; 32]),
+            Err(RecordError::BadMagic { found: 0 })
+        ));
+    }
+
+    #[test]
+    fn oversized_payloads_are_refused_both_ways() {
+        let mut header = Vec::new();
+        header.extend_from_slice(&MAGIC.to_le_bytes());
+        header.extend_from_slice(&[1, FORMAT_VERSION, 0, 0]);
+        header.extend_from_slice(&(PAYLOAD_BYTES_MAX as u32 + 1).to_le_bytes());
+        header.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            decode(&header),
+            Err(RecordError::TooLarge(PAYLOAD_BYTES_MAX + 1))
+        );
+    }
+}
