@@ -7,11 +7,13 @@
 //! sequencer publishes one snapshot per mini-block; a reader holding an older
 //! snapshot never blocks the writer and never sees a half-applied mini-block.
 //!
-//! Durability is being built: [`record`] is the log's record framing and
-//! [`scan`] reads a segment back at boot (torn tail versus corruption). The
+//! Durability is being built: [`record`] is the log's record framing,
+//! [`scan`] reads a segment back at boot (torn tail versus corruption), and
+//! [`io`] is the one IO interface with its simulated, fault-injecting disk. The
 //! log writer, checkpoints and recovery are not wired into the node yet, so
 //! the state still lives in RAM only and is lost when the process exits.
 
+pub mod io;
 pub mod record;
 pub mod scan;
 

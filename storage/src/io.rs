@@ -1,0 +1,397 @@
+//! All file IO of the log goes through [`LogFile`]. Two backends implement
+//! it: the real one (io_uring on the storage core; not built yet) and
+//! [`SimDisk`], a seeded simulated disk for deterministic fault tests. The
+//! simulated disk keeps what was written apart from what was flushed, and on
+//! a crash it loses, keeps or tears (at sector granularity) every unflushed
+//! write; it can also fail an operation with EIO or run out of space, once
+//! or from then on.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+
+/// One preallocated log file.
+pub trait LogFile {
+    /// Writes `bytes` at `offset`. Not durable until [`Self::sync`] completes.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Makes every completed write durable (fdatasync).
+    fn sync(&mut self) -> impl Future<Output = io::Result<()>>;
+    /// Reads `len` bytes at `offset`: what was written, flushed or not.
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// File size in bytes.
+    fn size(&self) -> u64;
+}
+
+/// Bytes per simulated sector: a torn write keeps a prefix of whole sectors.
+pub const SECTOR_BYTES: usize = 512;
+
+/// ENOSPC, as the kernel reports it.
+const ENOSPC: i32 = 28;
+/// EIO, as the kernel reports it.
+const EIO: i32 = 5;
+
+/// A fault to inject at a given operation number (writes and syncs count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The operation fails with EIO.
+    Eio {
+        /// First failing operation (0-based).
+        at_op: u64,
+        /// Every later write and sync fails too.
+        forever: bool,
+    },
+    /// The operation fails with ENOSPC.
+    NoSpace {
+        /// First failing operation (0-based).
+        at_op: u64,
+        /// Every later write and sync fails too.
+        forever: bool,
+    },
+}
+
+/// What a crash does to writes that were not flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unflushed write is lost.
+    LoseUnflushed,
+    /// Each unflushed write is, at random, kept, lost, or cut after a random
+    /// number of whole sectors.
+    TearUnflushed,
+    /// Every write reached the platter.
+    KeepAll,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimFileState {
+    durable: Vec<u8>,
+    current: Vec<u8>,
+    /// Unflushed writes in order: offset and bytes.
+    pending: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Debug)]
+struct SimState {
+    files: BTreeMap<String, SimFileState>,
+    rng: u64,
+    ops: u64,
+    fault: Option<Fault>,
+    capacity_bytes: u64,
+}
+
+impl SimState {
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: deterministic for a given seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Counts an operation and fails it if a fault says so.
+    fn operation(&mut self) -> io::Result<()> {
+        let op = self.ops;
+        self.ops += 1;
+        let failing = match self.fault {
+            Some(Fault::Eio { at_op, forever }) if op == at_op || (forever && op > at_op) => {
+                Some(EIO)
+            }
+            Some(Fault::NoSpace { at_op, forever }) if op == at_op || (forever && op > at_op) => {
+                Some(ENOSPC)
+            }
+            _ => None,
+        };
+        match failing {
+            Some(code) => Err(io::Error::from_raw_os_error(code)),
+            None => Ok(()),
+        }
+    }
+
+    fn used_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.current.len() as u64).sum()
+    }
+}
+
+/// A simulated disk holding named files. Cloning gives another handle to
+/// the same disk.
+#[derive(Debug, Clone)]
+pub struct SimDisk {
+    state: Rc<RefCell<SimState>>,
+}
+
+/// A file on a [`SimDisk`].
+#[derive(Debug, Clone)]
+pub struct SimFile {
+    disk: Rc<RefCell<SimState>>,
+    name: String,
+}
+
+impl SimDisk {
+    /// An empty disk of `capacity_bytes`, with faults drawn from `seed`.
+    pub fn new(seed: u64, capacity_bytes: u64) -> Self {
+        let state = SimState {
+            files: BTreeMap::new(),
+            rng: seed | 1,
+            ops: 0,
+            fault: None,
+            capacity_bytes,
+        };
+        Self {
+            state: Rc::new(RefCell::new(state)),
+        }
+    }
+
+    /// Creates (or truncates) a file preallocated with `size_bytes` zeros;
+    /// preallocation is durable at once, as fallocate plus a directory sync.
+    pub fn create(&self, name: &str, size_bytes: u64) -> io::Result<SimFile> {
+        let mut state = self.state.borrow_mut();
+        let others =
+            state.used_bytes() - state.files.get(name).map_or(0, |f| f.current.len() as u64);
+        if others + size_bytes > state.capacity_bytes {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        let zeros = vec![
+            0u8;
+            usize::try_from(size_bytes)
+                .map_err(|_| io::Error::from_raw_os_error(ENOSPC))?
+        ];
+        state.files.insert(
+            name.to_string(),
+            SimFileState {
+                durable: zeros.clone(),
+                current: zeros,
+                pending: Vec::new(),
+            },
+        );
+        Ok(SimFile {
+            disk: self.state.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Opens an existing file.
+    pub fn open(&self, name: &str) -> io::Result<SimFile> {
+        if !self.state.borrow().files.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no file {name}"),
+            ));
+        }
+        Ok(SimFile {
+            disk: self.state.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// File names, sorted.
+    pub fn list(&self) -> Vec<String> {
+        self.state.borrow().files.keys().cloned().collect()
+    }
+
+    /// Fails operations as `fault` says (replacing any earlier fault).
+    pub fn inject(&self, fault: Option<Fault>) {
+        self.state.borrow_mut().fault = fault;
+    }
+
+    /// Writes and syncs done so far.
+    pub fn ops(&self) -> u64 {
+        self.state.borrow().ops
+    }
+
+    /// The disk as a reboot after a crash finds it. The old handles keep
+    /// pointing at the pre-crash disk; faults are cleared.
+    pub fn crash(&self, mode: CrashMode) -> SimDisk {
+        let mut state = self.state.borrow_mut();
+        let mut files = BTreeMap::new();
+        let names: Vec<String> = state.files.keys().cloned().collect();
+        for name in names {
+            let file = state.files.get(&name).expect("name from the map").clone();
+            let mut after = file.durable.clone();
+            for (offset, bytes) in &file.pending {
+                let keep = match mode {
+                    CrashMode::LoseUnflushed => 0,
+                    CrashMode::KeepAll => bytes.len(),
+                    CrashMode::TearUnflushed => match state.next_random() % 3 {
+                        0 => 0,
+                        1 => bytes.len(),
+                        _ => {
+                            let sectors = bytes.len().div_ceil(SECTOR_BYTES);
+                            let kept = (state.next_random() as usize) % (sectors + 1);
+                            (kept * SECTOR_BYTES).min(bytes.len())
+                        }
+                    },
+                };
+                let start = *offset as usize;
+                after[start..start + keep].copy_from_slice(&bytes[..keep]);
+            }
+            files.insert(
+                name,
+                SimFileState {
+                    durable: after.clone(),
+                    current: after,
+                    pending: Vec::new(),
+                },
+            );
+        }
+        let rng = state.next_random();
+        SimDisk {
+            state: Rc::new(RefCell::new(SimState {
+                files,
+                rng,
+                ops: 0,
+                fault: None,
+                capacity_bytes: state.capacity_bytes,
+            })),
+        }
+    }
+}
+
+impl LogFile for SimFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> impl Future<Output = io::Result<()>> {
+        let result = (|| {
+            let mut state = self.disk.borrow_mut();
+            state.operation()?;
+            let file = state
+                .files
+                .get_mut(&self.name)
+                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+            let end = offset as usize + bytes.len();
+            if end > file.current.len() {
+                // Log files are preallocated; writing past the end is a bug
+                // in the caller, reported the way a full disk would be.
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            file.current[offset as usize..end].copy_from_slice(bytes);
+            file.pending.push((offset, bytes.to_vec()));
+            Ok(())
+        })();
+        std::future::ready(result)
+    }
+
+    fn sync(&mut self) -> impl Future<Output = io::Result<()>> {
+        let result = (|| {
+            let mut state = self.disk.borrow_mut();
+            state.operation()?;
+            let file = state
+                .files
+                .get_mut(&self.name)
+                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+            file.durable.clone_from(&file.current);
+            file.pending.clear();
+            Ok(())
+        })();
+        std::future::ready(result)
+    }
+
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let state = self.disk.borrow();
+        let file = state
+            .files
+            .get(&self.name)
+            .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+        let start =
+            usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let end = start
+            .checked_add(len)
+            .filter(|end| *end <= file.current.len());
+        let end = end.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        Ok(file.current[start..end].to_vec())
+    }
+
+    fn size(&self) -> u64 {
+        self.disk
+            .borrow()
+            .files
+            .get(&self.name)
+            .map_or(0, |f| f.current.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The simulated disk's futures are always ready.
+    fn now<T>(future: impl Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("simulated IO never waits"),
+        }
+    }
+
+    #[test]
+    fn synced_writes_survive_a_crash_and_unsynced_ones_do_not() {
+        let disk = SimDisk::new(1, 1 << 20);
+        let mut file = disk.create("log-0", 4096).unwrap();
+        now(file.write_at(0, b"durable")).unwrap();
+        now(file.sync()).unwrap();
+        now(file.write_at(7, b" volatile")).unwrap();
+        assert_eq!(file.read_at(0, 16).unwrap(), b"durable volatile");
+        let lost = disk.crash(CrashMode::LoseUnflushed).open("log-0").unwrap();
+        assert_eq!(lost.read_at(0, 16).unwrap(), b"durable\0\0\0\0\0\0\0\0\0");
+        let kept = disk.crash(CrashMode::KeepAll).open("log-0").unwrap();
+        assert_eq!(kept.read_at(0, 16).unwrap(), b"durable volatile");
+    }
+
+    #[test]
+    fn torn_writes_keep_a_whole_sector_prefix() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let disk = SimDisk::new(seed, 1 << 20);
+            let mut file = disk.create("log-0", 8192).unwrap();
+            now(file.write_at(0, &[0xab; 4 * SECTOR_BYTES])).unwrap();
+            let after = disk.crash(CrashMode::TearUnflushed).open("log-0").unwrap();
+            let bytes = after.read_at(0, 4 * SECTOR_BYTES).unwrap();
+            let kept = bytes.iter().take_while(|b| **b == 0xab).count();
+            assert_eq!(kept % SECTOR_BYTES, 0, "seed {seed}");
+            assert!(
+                bytes[kept..].iter().all(|b| *b == 0),
+                "seed {seed}: nothing after the tear"
+            );
+            outcomes.insert(kept);
+        }
+        assert!(
+            outcomes.len() >= 3,
+            "seeds give different tears: {outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn injected_faults_fail_once_or_forever() {
+        let disk = SimDisk::new(7, 1 << 20);
+        let mut file = disk.create("log-0", 4096).unwrap();
+        disk.inject(Some(Fault::Eio {
+            at_op: 1,
+            forever: false,
+        }));
+        now(file.write_at(0, b"a")).unwrap();
+        assert_eq!(now(file.sync()).unwrap_err().raw_os_error(), Some(EIO));
+        now(file.sync()).unwrap();
+        disk.inject(Some(Fault::NoSpace {
+            at_op: 3,
+            forever: true,
+        }));
+        assert_eq!(
+            now(file.write_at(1, b"b")).unwrap_err().raw_os_error(),
+            Some(ENOSPC)
+        );
+        assert_eq!(now(file.sync()).unwrap_err().raw_os_error(), Some(ENOSPC));
+        assert_eq!(disk.ops(), 5);
+        disk.inject(None);
+        assert_eq!(
+            disk.create("log-1", 2 << 20).unwrap_err().raw_os_error(),
+            Some(ENOSPC)
+        );
+        assert_eq!(
+            now(file.write_at(4090, b"past the end"))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(ENOSPC)
+        );
+        now(file.write_at(1, b"b")).unwrap();
+    }
+}
