@@ -24,6 +24,9 @@ pub struct SeqRequest {
     pub tx: RecoveredTx,
     /// Where the answer goes.
     pub reply: oneshot::Sender<SeqReply>,
+    /// Sync send: a transaction deferred to a later block is answered with
+    /// its receipt once it runs, not with `Parked` at once.
+    pub wait_for_receipt: bool,
 }
 
 /// The sequencer's answer, sent once the outcome is visible to readers.
@@ -109,7 +112,7 @@ impl SeqState {
             Ok(Admission::Executed(tx)) => {
                 replies.push((request.reply, SeqReply::Preconfirmed(tx)))
             }
-            Ok(Admission::Parked(ParkReason::Deferred)) => {
+            Ok(Admission::Parked(ParkReason::Deferred)) if request.wait_for_receipt => {
                 self.waiters.insert(hash, request.reply);
             }
             Ok(Admission::Parked(reason)) => {

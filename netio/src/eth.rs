@@ -220,12 +220,22 @@ fn decode(ctx: &NetContext, raw: &[u8]) -> Result<RecoveredTx, RpcError> {
     decode_and_check(raw, &ctx.spec.tx_rules()).map_err(|e| RpcError::server(e.to_string()))
 }
 
+fn inbox_full() -> RpcError {
+    RpcError::server("txpool is full: the sequencer inbox is at capacity, retry shortly")
+}
+
 async fn submit(ctx: &NetContext, tx: RecoveredTx) -> Result<SeqReply, RpcError> {
     let (reply, answer) = oneshot::channel();
-    if ctx.seq.try_send(SeqRequest { tx, reply }).is_err() {
-        return Err(RpcError::server(
-            "txpool is full: the sequencer inbox is at capacity, retry shortly",
-        ));
+    if ctx
+        .seq
+        .try_send(SeqRequest {
+            tx,
+            reply,
+            wait_for_receipt: false,
+        })
+        .is_err()
+    {
+        return Err(inbox_full());
     }
     answer
         .await
@@ -242,10 +252,16 @@ async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError>
     let tx = decode(ctx, &raw)?;
     let hash = tx.hash;
     let (reply, answer) = oneshot::channel();
-    if ctx.seq.try_send(SeqRequest { tx, reply }).is_err() {
-        return Err(RpcError::server(
-            "txpool is full: the sequencer inbox is at capacity, retry shortly",
-        ));
+    if ctx
+        .seq
+        .try_send(SeqRequest {
+            tx,
+            reply,
+            wait_for_receipt: true,
+        })
+        .is_err()
+    {
+        return Err(inbox_full());
     }
     let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
     futures::pin_mut!(timer);

@@ -8,12 +8,14 @@
 //! snapshot never blocks the writer and never sees a half-applied mini-block.
 //!
 //! Durability is being built: [`record`] is the log's record framing,
-//! [`scan`] reads a segment back at boot (torn tail versus corruption), and
-//! [`io`] is the one IO interface with its simulated, fault-injecting disk. The
+//! [`scan`] reads a segment back at boot (torn tail versus corruption),
+//! [`io`] is the one IO interface with its simulated, fault-injecting disk,
+//! and [`log`] is the segmented log with group commit and torn-tail repair. The
 //! log writer, checkpoints and recovery are not wired into the node yet, so
 //! the state still lives in RAM only and is lost when the process exits.
 
 pub mod io;
+pub mod log;
 pub mod record;
 pub mod scan;
 
