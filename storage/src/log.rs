@@ -309,7 +309,7 @@ mod tests {
 
     fn payload(i: u64) -> Vec<u8> {
         let len = 50 + (i * 131) % 700;
-        (0..len).map(|b| (b as u64 ^ i) as u8).collect()
+        (0..len).map(|b| (b ^ i) as u8).collect()
     }
 
     const SEGMENT_BYTES: u64 = 8 * 1024;
