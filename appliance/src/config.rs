@@ -36,8 +36,38 @@ pub(crate) struct Config {
     pub rpc: RpcLimits,
     /// Transaction pool limits.
     pub pool: PoolConfig,
+    /// `durable` (default): a receipt is released only after its log
+    /// record is flushed. `memory`: released after execution; the log is
+    /// still written, so a crash loses at most the last flush's worth.
+    pub durability: Durability,
+    /// The log (`[storage]`).
+    pub storage: StorageConfig,
     /// The core map.
     pub cores: CoreMap,
+}
+
+/// When receipts are released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Durability {
+    /// After the record is flushed.
+    Durable,
+    /// After execution.
+    Memory,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StorageConfig {
+    /// Size of each preallocated log segment. Default 64 MiB.
+    pub segment_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { segment_mb: 64 }
+    }
 }
 
 /// `[pool]`.
@@ -65,7 +95,8 @@ pub(crate) struct CoreMap {
     /// Execution / merkleization workers. Default [0]; empty runs the
     /// state-root worker on the seq core.
     pub exec: Vec<usize>,
-    /// Storage cores. Default [1]. (The storage engine is not built yet.)
+    /// Storage cores. Default [1] (0 on a 1-CPU machine); the log writer
+    /// runs on the first.
     pub storage: Vec<usize>,
     /// DA core. Default none. (The DA batcher is not built yet.)
     pub da: Option<usize>,
@@ -90,6 +121,8 @@ impl Default for Config {
             coinbase: None,
             rpc: RpcLimits::default(),
             pool: PoolConfig::default(),
+            durability: Durability::Durable,
+            storage: StorageConfig::default(),
             cores: CoreMap::default(),
         }
     }
@@ -157,6 +190,12 @@ impl Config {
         if self.rpc.sync_timeout_ms_default > self.rpc.sync_timeout_ms_max {
             return bad("rpc.sync_timeout_ms_default must not exceed rpc.sync_timeout_ms_max");
         }
+        if !(1..=4096).contains(&self.storage.segment_mb) {
+            return bad("storage.segment_mb must be between 1 and 4096");
+        }
+        if self.cores.storage.is_empty() {
+            return bad("cores.storage needs at least one CPU (the log writer)");
+        }
         if self.pool.inbox_capacity == 0 || self.pool.parked_total_max == 0 {
             return bad("pool.inbox_capacity and pool.parked_total_max must be >= 1");
         }
@@ -216,6 +255,9 @@ mod tests {
             base_fee_max_change_denominator = 250
             base_fee_elasticity = 6
             coinbase = "0x00000000000000000000000000000000000000aa"
+            durability = "memory"
+            [storage]
+            segment_mb = 16
             [rpc]
             body_bytes_max = 4096
             batch_max = 10
@@ -242,6 +284,8 @@ mod tests {
         assert_eq!(config.rpc.batch_max, 10);
         assert_eq!(config.pool.parked_per_sender_max, 4);
         assert_eq!(config.cores.seq, 0);
+        assert_eq!(config.durability, Durability::Memory);
+        assert_eq!(config.storage.segment_mb, 16);
         assert!(config.cores.exec.is_empty());
     }
 

@@ -4,24 +4,31 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fulmen_exec::{
-    block::Merkleizer,
+    block::{Merkleizer, SealJob},
     chain::ChainSpec,
-    seq_core::{self, MerkleRequest, SeqRequest, SeqTiming},
-    sequencer::{Genesis, PoolLimits, Sequencer},
+    seq_core::{self, LogLink, MerkleRequest, STORAGE_QUEUE_CAPACITY, SeqRequest, SeqTiming},
+    sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
+use fulmen_storage::{
+    disk::DiskDir,
+    log::{Log, Tail},
+    writer::{AppendRequest, StorageAck},
+};
 use glommio::{
     Latency, LocalExecutorBuilder, Placement, Shares,
     channels::shared_channel::{self, SharedReceiver, SharedSender},
 };
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
+use crate::datadir::Booted;
 
 /// io_uring buffer memory per executor. Small, so that several executors fit
 /// under the default 8 MiB memlock limit; the storage engine sizes its own.
@@ -38,6 +45,15 @@ struct CoreRoles {
     net: Vec<NetRole>,
     seq: Option<SeqRole>,
     merkle: Option<MerkleRole>,
+    storage: Option<StorageRole>,
+}
+
+struct StorageRole {
+    dir: PathBuf,
+    segment_bytes: u64,
+    tail: Tail,
+    inbox: SharedReceiver<AppendRequest>,
+    acks: SharedSender<StorageAck>,
 }
 
 struct NetRole {
@@ -48,10 +64,14 @@ struct NetRole {
 struct SeqRole {
     spec: ChainSpec,
     limits: PoolLimits,
-    genesis: Genesis,
+    parts: SequencerParts,
+    pending: Vec<SealJob>,
     inboxes: Vec<SharedReceiver<SeqRequest>>,
     to_merkle: SharedSender<MerkleRequest>,
     from_merkle: SharedReceiver<fulmen_exec::block::SealRoots>,
+    to_storage: SharedSender<AppendRequest>,
+    acks: SharedReceiver<StorageAck>,
+    durable: bool,
 }
 
 struct MerkleRole {
@@ -60,25 +80,24 @@ struct MerkleRole {
     to_seq: SharedSender<fulmen_exec::block::SealRoots>,
 }
 
-/// Starts every role; returns once all net cores accept connections.
+/// Starts every role on the chain `booted` rebuilt from the log in
+/// `log_dir`; returns once the log is open and all net cores accept
+/// connections.
 pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
     rpc_addr: SocketAddr,
+    booted: Booted,
+    log_dir: PathBuf,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let limits = PoolLimits {
         parked_per_sender_max: config.pool.parked_per_sender_max,
         parked_total_max: config.pool.parked_total_max,
         deferred_max: config.pool.deferred_max,
     };
-    let genesis = Genesis::new(&spec);
-    // The sequencer holds a revm EVM, which is not Send: this one only gives
-    // the first published view; the seq core builds its own from `genesis`.
-    let first_view = Sequencer::new(spec.clone(), limits, &genesis, seq_core::now_ms())
-        .view()
-        .clone();
-    let published = Arc::new(ArcSwap::from_pointee(first_view));
-    let merkle = Merkleizer::new(genesis.trie.clone(), 0);
+    let Booted { replayed, tail } = booted;
+    let published = Arc::new(ArcSwap::from_pointee(replayed.parts.view().clone()));
+    let merkle = replayed.merkle;
 
     let cores = &config.cores;
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
@@ -97,13 +116,27 @@ pub(crate) fn start(
     let (seal_tx, seal_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
     let (roots_tx, roots_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
     merkle_requests.push(seal_rx);
+    let (append_tx, append_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
+    let (ack_tx, ack_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
     roles.entry(cores.seq).or_default().seq = Some(SeqRole {
         spec: spec.clone(),
         limits,
-        genesis,
+        parts: replayed.parts,
+        pending: replayed.pending,
         inboxes,
         to_merkle: seal_tx,
         from_merkle: roots_rx,
+        to_storage: append_tx,
+        acks: ack_rx,
+        durable: config.durability == Durability::Durable,
+    });
+    let storage_cpu = cores.storage.first().copied().unwrap_or(cores.seq);
+    roles.entry(storage_cpu).or_default().storage = Some(StorageRole {
+        dir: log_dir,
+        segment_bytes: config.storage.segment_mb << 20,
+        tail,
+        inbox: append_rx,
+        acks: ack_tx,
     });
     let merkle_cpu = cores.exec.first().copied().unwrap_or(cores.seq);
     roles.entry(merkle_cpu).or_default().merkle = Some(MerkleRole {
@@ -119,7 +152,8 @@ pub(crate) fn start(
     };
     let spec = Arc::new(spec);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    let net_count = cores.net.len();
+    // Every net core and the storage role report when they are ready.
+    let ready_count = cores.net.len() + 1;
     let mut threads = Vec::new();
     for (cpu, roles) in roles {
         let published = published.clone();
@@ -142,11 +176,13 @@ pub(crate) fn start(
         }));
     }
     drop(ready_tx);
-    for _ in 0..net_count {
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+    for _ in 0..ready_count {
+        match ready_rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a net core did not start listening within 30 s".into()),
+            Err(_) => {
+                return Err("a net core or the log did not become ready within 60 s".into());
+            }
         }
     }
     Ok(threads)
@@ -186,6 +222,39 @@ async fn run_core(
         .expect("task queue was created above");
         tasks.push(task);
     }
+    if let Some(role) = roles.storage {
+        let ready = ready.clone();
+        let task = glommio::spawn_local_into(
+            async move {
+                let inbox = role.inbox.connect().await;
+                let acks = role.acks.connect().await;
+                let opened = async {
+                    let dir = DiskDir::new(&role.dir).await?;
+                    let mode = dir.mode();
+                    let log = Log::open_at(dir, role.segment_bytes, role.tail)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok::<_, std::io::Error>((log, mode))
+                };
+                match opened.await {
+                    Ok((log, mode)) => {
+                        tracing::info!(dir = %role.dir.display(), ?mode, "log open");
+                        let _ = ready.send(Ok(()));
+                        fulmen_storage::writer::run_writer(log, inbox, acks).await;
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(format!(
+                            "cannot open the log in {}: {e}",
+                            role.dir.display()
+                        )));
+                    }
+                }
+            },
+            fast,
+        )
+        .expect("task queue was created above");
+        tasks.push(task);
+    }
     if let Some(role) = roles.seq {
         let published = published.clone();
         let task = glommio::spawn_local_into(
@@ -196,9 +265,23 @@ async fn run_core(
                 }
                 let to_merkle = role.to_merkle.connect().await;
                 let from_merkle = role.from_merkle.connect().await;
-                let seq = Sequencer::new(role.spec, role.limits, &role.genesis, seq_core::now_ms());
-                drop(role.genesis);
-                seq_core::run_seq(seq, inboxes, to_merkle, from_merkle, published, timing).await;
+                let log = LogLink {
+                    to_storage: role.to_storage.connect().await,
+                    acks: role.acks.connect().await,
+                    durable: role.durable,
+                };
+                let seq = Sequencer::from_parts(role.spec, role.limits, role.parts);
+                seq_core::run_seq(
+                    seq,
+                    inboxes,
+                    to_merkle,
+                    from_merkle,
+                    published,
+                    timing,
+                    Some(log),
+                    role.pending,
+                )
+                .await;
             },
             fast,
         )

@@ -254,6 +254,18 @@ impl Merkleizer {
         Self { trie, number }
     }
 
+    /// Applies the block's state changes without hashing (boot replay: the
+    /// header holds the roots; [`Self::state_root`] checks the last one).
+    pub fn apply_unhashed(&mut self, job: &SealJob) {
+        self.trie.apply(&job.diffs);
+        self.number = job.ctx.number;
+    }
+
+    /// The state root of the trie as it stands.
+    pub fn state_root(&mut self) -> B256 {
+        self.trie.root()
+    }
+
     /// Applies the block's diff and computes its roots in one go.
     pub fn seal(&mut self, job: &SealJob) -> SealRoots {
         let mut progress = SealProgress::default();

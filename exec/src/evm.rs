@@ -177,7 +177,7 @@ impl Database for StateDb {
 }
 
 /// Block-level inputs to execution.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockContext {
     /// Block number.
     pub number: u64,

@@ -8,6 +8,8 @@ pub mod block;
 pub mod chain;
 pub mod evm;
 pub mod merkle;
+pub mod persist;
+pub mod recover;
 pub mod seq_core;
 pub mod sequencer;
 pub mod trie;

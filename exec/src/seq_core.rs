@@ -3,14 +3,18 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::{Address, B256};
 use arc_swap::ArcSwap;
 use futures::{StreamExt, channel::oneshot, stream::select_all};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+
+use fulmen_storage::record::RecordKind;
+use fulmen_storage::writer::{AppendRequest, StorageAck};
 
 use crate::block::{ChainView, ExecutedTx, Merkleizer, SealJob, SealProgress, SealRoots};
 use crate::merkle::AccountProof;
@@ -78,38 +82,195 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How the seq role reaches the storage role.
+pub struct LogLink {
+    /// Records to append.
+    pub to_storage: ConnectedSender<AppendRequest>,
+    /// Acknowledgements, in order.
+    pub acks: ConnectedReceiver<StorageAck>,
+    /// `durable`: replies and views are released once their record is
+    /// flushed. `memory`: right after execution (the log is still written).
+    pub durable: bool,
+}
+
+/// Records the seq role may have sent and not yet seen durable. Past this,
+/// the open mini-block keeps growing instead of closing, and then the seq
+/// stops reading its inboxes (the net cores answer "inbox full").
+pub const LOG_RECORDS_IN_FLIGHT_MAX: u64 = 64;
+
+/// Capacity of the seq → storage channel: the in-flight bound plus room for
+/// block seals and the mini-blocks a block close forces.
+pub const STORAGE_QUEUE_CAPACITY: usize = LOG_RECORDS_IN_FLIGHT_MAX as usize + 64;
+
+type Replies = Vec<(oneshot::Sender<SeqReply>, SeqReply)>;
+
+/// A view and replies waiting for their record to be durable.
+struct Held {
+    /// Records that must be durable first.
+    upto: u64,
+    view: Arc<ChainView>,
+    replies: Replies,
+}
+
+struct Storage {
+    to_storage: ConnectedSender<AppendRequest>,
+    durable_mode: bool,
+    sent: u64,
+    durable: u64,
+    held: VecDeque<Held>,
+}
+
 struct SeqState {
     seq: Sequencer,
     /// Waiters for transactions deferred to a later block, by hash.
     waiters: HashMap<B256, oneshot::Sender<SeqReply>>,
     published: Arc<ArcSwap<ChainView>>,
+    storage: Option<Storage>,
+    /// Why the node stopped preconfirming (the log failed).
+    halted: Option<String>,
+    /// When the open mini-block took its first transaction.
+    mini_opened: Option<Instant>,
 }
 
 impl SeqState {
-    /// Closes the mini-block (if any transaction ran), publishes, and wakes waiters.
-    fn close_and_publish(&mut self, replies: &mut Vec<(oneshot::Sender<SeqReply>, SeqReply)>) {
-        if let Some(mini) = self.seq.close_mini_block() {
-            self.published.store(Arc::new(self.seq.view().clone()));
-            for tx in mini.txs {
-                if let Some(waiter) = self.waiters.remove(&tx.tx.hash) {
-                    let _ = waiter.send(SeqReply::Preconfirmed(tx));
-                }
-            }
+    fn in_flight(&self) -> u64 {
+        self.storage.as_ref().map_or(0, |s| s.sent - s.durable)
+    }
+
+    /// True when the open mini-block should close now: the log has no flush
+    /// in flight, or (within the in-flight bound) the mini-block is old
+    /// enough, or the node keeps no log or answers before durability.
+    fn should_close(&self, mini_block_max: Duration) -> bool {
+        let Some(storage) = &self.storage else {
+            return true;
+        };
+        let in_flight = storage.sent - storage.durable;
+        if !storage.durable_mode {
+            return in_flight < LOG_RECORDS_IN_FLIGHT_MAX;
         }
-        for (reply, answer) in replies.drain(..) {
-            // A client that gave up (timeout, disconnect) dropped its receiver.
-            let _ = reply.send(answer);
+        in_flight == 0
+            || (in_flight < LOG_RECORDS_IN_FLIGHT_MAX
+                && (self.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX
+                    || self
+                        .mini_opened
+                        .is_some_and(|t| t.elapsed() >= mini_block_max)))
+    }
+
+    /// Sends a record to the log; the storage queue has room by construction
+    /// ([`STORAGE_QUEUE_CAPACITY`]), so a full queue is a fault.
+    fn log(&mut self, kind: RecordKind, payload: Vec<u8>) {
+        let Some(storage) = &mut self.storage else {
+            return;
+        };
+        match storage.to_storage.try_send(AppendRequest { kind, payload }) {
+            Ok(()) => storage.sent += 1,
+            Err(_) => self.halt("the storage queue is full or closed".into()),
         }
     }
 
-    fn handle(
-        &mut self,
-        request: SeqRequest,
-        replies: &mut Vec<(oneshot::Sender<SeqReply>, SeqReply)>,
-    ) {
+    /// Stops preconfirming: nothing after the last durable record is ever
+    /// published; held replies are refused.
+    fn halt(&mut self, reason: String) {
+        if self.halted.is_some() {
+            return;
+        }
+        tracing::error!(reason = %reason, "the node stops preconfirming");
+        if let Some(storage) = &mut self.storage {
+            for held in storage.held.drain(..) {
+                for (reply, _) in held.replies {
+                    let _ = reply.send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
+                }
+            }
+        }
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
+        }
+        self.halted = Some(reason);
+    }
+
+    /// Makes the current view and `replies` visible: now (memory mode, no
+    /// log) or once every record sent so far is durable.
+    fn release(&mut self, replies: &mut Replies) {
+        let view = Arc::new(self.seq.view().clone());
+        match &mut self.storage {
+            Some(storage) if storage.durable_mode && storage.durable < storage.sent => {
+                storage.held.push_back(Held {
+                    upto: storage.sent,
+                    view,
+                    replies: std::mem::take(replies),
+                });
+            }
+            _ => {
+                self.published.store(view);
+                for (reply, answer) in replies.drain(..) {
+                    // A client that gave up (timeout, disconnect) dropped its receiver.
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// The log says the first `records` records are durable.
+    fn on_durable(&mut self, records: u64) {
+        let Some(storage) = &mut self.storage else {
+            return;
+        };
+        storage.durable = records;
+        let mut latest = None;
+        while storage.held.front().is_some_and(|h| h.upto <= records) {
+            let held = storage.held.pop_front().expect("checked");
+            for (reply, answer) in held.replies {
+                let _ = reply.send(answer);
+            }
+            latest = Some(held.view);
+        }
+        if let Some(view) = latest {
+            self.published.store(view);
+        }
+    }
+
+    /// Closes the mini-block (if any transaction ran), logs it, and releases
+    /// it with `replies` and the waiters it wakes.
+    fn close_and_release(&mut self, replies: &mut Replies) {
+        if let Some(mini) = self.seq.close_mini_block() {
+            self.mini_opened = None;
+            if self.storage.is_some() {
+                let mut payload = Vec::with_capacity(512 * mini.txs.len());
+                self.seq.mini_block_record(&mini, &mut payload);
+                self.log(RecordKind::MiniBlock, payload);
+            }
+            for tx in mini.txs {
+                if let Some(waiter) = self.waiters.remove(&tx.tx.hash) {
+                    replies.push((waiter, SeqReply::Preconfirmed(tx)));
+                }
+            }
+        }
+        if let Some(reason) = &self.halted {
+            for (reply, answer) in replies.drain(..) {
+                let answer = match answer {
+                    SeqReply::Preconfirmed(_) => {
+                        SeqReply::Rejected(SubmitError::Halted(reason.clone()))
+                    }
+                    other => other,
+                };
+                let _ = reply.send(answer);
+            }
+            return;
+        }
+        self.release(replies);
+    }
+
+    fn handle(&mut self, request: SeqRequest, replies: &mut Replies) {
+        if let Some(reason) = &self.halted {
+            let _ = request
+                .reply
+                .send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
+            return;
+        }
         let hash = request.tx.hash;
         match self.seq.submit(request.tx) {
             Ok(Admission::Executed(tx)) => {
+                self.mini_opened.get_or_insert_with(Instant::now);
                 replies.push((request.reply, SeqReply::Preconfirmed(tx)))
             }
             Ok(Admission::Parked(ParkReason::Deferred)) if request.wait_for_receipt => {
@@ -124,6 +285,9 @@ impl SeqState {
 }
 
 /// Runs the seq role on the current executor until every inbox closes.
+/// `pending` are blocks closed before a restart and not yet sealed; they go
+/// to the state-root worker first.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_seq(
     seq: Sequencer,
     inboxes: Vec<ConnectedReceiver<SeqRequest>>,
@@ -131,32 +295,90 @@ pub async fn run_seq(
     from_merkle: ConnectedReceiver<SealRoots>,
     published: Arc<ArcSwap<ChainView>>,
     timing: SeqTiming,
+    log: Option<LogLink>,
+    pending: Vec<SealJob>,
 ) {
     published.store(Arc::new(seq.view().clone()));
+    let (storage, acks) = match log {
+        Some(link) => (
+            Some(Storage {
+                to_storage: link.to_storage,
+                durable_mode: link.durable,
+                sent: 0,
+                durable: 0,
+                held: VecDeque::new(),
+            }),
+            Some(link.acks),
+        ),
+        None => (None, None),
+    };
     let state = Rc::new(RefCell::new(SeqState {
         seq,
         waiters: HashMap::new(),
         published,
+        storage,
+        halted: None,
+        mini_opened: None,
     }));
+    let mini_block_max = Duration::from_millis(timing.mini_block_max_ms);
+    // Woken when the log reports progress, for a seq loop that waits for room.
+    let progress = Rc::new(glommio::sync::Semaphore::new(0));
+
+    for job in pending {
+        if to_merkle.send(MerkleRequest::Seal(job)).await.is_err() {
+            tracing::error!("state-root worker is gone; sealing stops");
+        }
+    }
+
+    let acker = acks.map(|acks| {
+        let state = state.clone();
+        let progress = progress.clone();
+        glommio::spawn_local(async move {
+            while let Some(ack) = acks.recv().await {
+                let mut state = state.borrow_mut();
+                match ack {
+                    StorageAck::Durable { records, flush_us } => {
+                        tracing::trace!(records, flush_us, "durable");
+                        state.on_durable(records);
+                        // A mini-block left open while the flush ran closes now.
+                        if state.halted.is_none()
+                            && state.seq.mini_block_has_txs()
+                            && state.should_close(mini_block_max)
+                        {
+                            let mut replies = Vec::new();
+                            state.close_and_release(&mut replies);
+                        }
+                    }
+                    StorageAck::Failed(reason) => state.halt(reason),
+                }
+                drop(state);
+                progress.signal(1);
+            }
+        })
+    });
 
     let sealer = {
         let state = state.clone();
         glommio::spawn_local(async move {
             let period = Duration::from_millis(timing.block_time_ms.max(1));
-            let mut next = std::time::Instant::now() + period;
+            let mut next = Instant::now() + period;
             loop {
-                glommio::timer::sleep(next.saturating_duration_since(std::time::Instant::now()))
-                    .await;
+                glommio::timer::sleep(next.saturating_duration_since(Instant::now())).await;
                 next += period;
                 let job = {
-                    let began = std::time::Instant::now();
+                    let began = Instant::now();
                     let mut state = state.borrow_mut();
+                    if state.halted.is_some() {
+                        continue;
+                    }
                     let mut replies = Vec::new();
-                    state.close_and_publish(&mut replies);
+                    state.close_and_release(&mut replies);
                     let job = state.seq.close_block(now_ms());
                     // Deferred transactions may have run in the new block.
-                    state.close_and_publish(&mut replies);
-                    state.published.store(Arc::new(state.seq.view().clone()));
+                    state.close_and_release(&mut replies);
+                    if state.halted.is_none() {
+                        state.release(&mut replies);
+                    }
                     state.waiters.retain(|_, w| !w.is_canceled());
                     tracing::debug!(
                         number = job.ctx.number,
@@ -178,13 +400,25 @@ pub async fn run_seq(
         let state = state.clone();
         glommio::spawn_local(async move {
             while let Some(roots) = from_merkle.recv().await {
-                let began = std::time::Instant::now();
+                let began = Instant::now();
                 let mut state = state.borrow_mut();
+                if state.halted.is_some() {
+                    continue;
+                }
                 let sealed = state.seq.finish_seal(roots);
                 tracing::debug!(number = sealed.header.number, hash = %sealed.hash, txs = sealed.txs.len(), "sealed block");
                 let mut replies = Vec::new();
-                state.close_and_publish(&mut replies);
-                state.published.store(Arc::new(state.seq.view().clone()));
+                // Mini-blocks that ran meanwhile go first: the log keeps
+                // mini-blocks before the seal that follows them.
+                state.close_and_release(&mut replies);
+                if state.storage.is_some() {
+                    let mut payload = Vec::with_capacity(700);
+                    crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
+                    state.log(RecordKind::BlockSeal, payload);
+                }
+                if state.halted.is_none() {
+                    state.release(&mut replies);
+                }
                 tracing::debug!(
                     number = sealed.header.number,
                     us = began.elapsed().as_micros() as u64,
@@ -202,10 +436,7 @@ pub async fn run_seq(
             state.handle(first, &mut replies);
             // Drain what already waits: under load one mini-block carries many
             // transactions; at low load each transaction closes its own.
-            // Memory mode has no flush to wait for, so the mini-block closes
-            // when the waiting batch is done, or at mini_block_max_ms.
-            let opened = std::time::Instant::now();
-            let mini_block_max = Duration::from_millis(timing.mini_block_max_ms);
+            let opened = Instant::now();
             let mut batch = 1;
             while batch < MINI_BLOCK_TXS_MAX
                 && opened.elapsed() < mini_block_max
@@ -214,12 +445,44 @@ pub async fn run_seq(
                 state.handle(more, &mut replies);
                 batch += 1;
             }
-            state.close_and_publish(&mut replies);
+            if state.should_close(mini_block_max) || state.halted.is_some() {
+                state.close_and_release(&mut replies);
+            } else {
+                // The mini-block stays open while the log flushes; its
+                // replies wait with it and go out when it closes.
+                for (reply, answer) in replies.drain(..) {
+                    match answer {
+                        SeqReply::Preconfirmed(tx) => {
+                            state.waiters.insert(tx.tx.hash, reply);
+                        }
+                        other => {
+                            let _ = reply.send(other);
+                        }
+                    }
+                }
+            }
+        }
+        // A full mini-block that cannot close waits for the log, and the
+        // inboxes fill meanwhile (the net cores answer "inbox full").
+        loop {
+            let wait = {
+                let state = state.borrow();
+                state.halted.is_none()
+                    && state.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX
+                    && state.in_flight() >= LOG_RECORDS_IN_FLIGHT_MAX
+            };
+            if !wait {
+                break;
+            }
+            let _ = progress.acquire(1).await;
         }
         glommio::yield_if_needed().await;
     }
     sealer.cancel().await;
     finisher.cancel().await;
+    if let Some(acker) = acker {
+        acker.cancel().await;
+    }
 }
 
 trait NowOrNever: StreamExt + Unpin {

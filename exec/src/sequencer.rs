@@ -111,6 +111,11 @@ pub enum SubmitError {
     /// revm refused it.
     #[error("{0}")]
     Invalid(String),
+    /// The log failed; the node preconfirms nothing until restarted.
+    #[error(
+        "the node stopped preconfirming after a storage failure ({0}); the transaction was not preconfirmed; retry once the node is back"
+    )]
+    Halted(String),
 }
 
 /// Minimum fee bump, in percent, to replace a parked transaction.
@@ -188,21 +193,32 @@ struct SealJobMeta {
     state: fulmen_storage::HotState,
 }
 
-impl Sequencer {
-    /// A sequencer at genesis. The EVM inside is not `Send`: build the
-    /// sequencer on the core that runs it, from a [`Genesis`] made anywhere.
-    pub fn new(spec: ChainSpec, limits: PoolLimits, genesis: &Genesis, now_ms: u64) -> Self {
+/// Everything of a sequencer but its EVM. It is `Send`, so boot can replay
+/// the log on one thread and hand the result to the seq core, where
+/// [`Sequencer::from_parts`] builds the (not `Send`) EVM around it.
+pub struct SequencerParts {
+    open: OpenBlock,
+    view: ChainView,
+    sealing: VecDeque<SealJobMeta>,
+    mini_block: u64,
+    state: fulmen_storage::HotState,
+    block_hashes: imbl::Vector<alloy_primitives::B256>,
+}
+
+impl SequencerParts {
+    /// The chain at genesis.
+    pub fn genesis(spec: &ChainSpec, genesis: &Genesis, now_ms: u64) -> Self {
         let state = genesis.state.clone();
         let header = genesis.header.clone();
         let hash = header.hash_slow();
         let size = block_size(&header, 0);
+        let ctx = next_block_ctx(spec, &header, now_ms);
         let genesis = Arc::new(SealedBlock {
-            header: header.clone(),
+            header,
             hash,
             txs: Vec::new(),
             size,
         });
-        let ctx = next_block_ctx(&spec, &header, now_ms);
         let mut blocks = imbl::Vector::new();
         blocks.push_back(genesis);
         let mut block_hashes = imbl::Vector::new();
@@ -211,13 +227,6 @@ impl Sequencer {
         by_hash.insert(hash, 0);
         let mut recent_states = imbl::Vector::new();
         recent_states.push_back((0, state.clone()));
-        let open = OpenBlock {
-            ctx,
-            txs: imbl::Vector::new(),
-            diffs: Vec::new(),
-            gas_used: 0,
-            log_count: 0,
-        };
         let view = ChainView {
             state: state.clone(),
             blocks,
@@ -228,16 +237,72 @@ impl Sequencer {
             recent_states,
             mini_block: 0,
         };
-        let evm = build_evm(StateDb::new(state, block_hashes), spec.chain_id, &ctx);
+        Self {
+            open: OpenBlock::new(ctx),
+            view,
+            sealing: VecDeque::new(),
+            mini_block: 0,
+            state,
+            block_hashes,
+        }
+    }
+
+    /// The view readers see.
+    pub fn view(&self) -> &ChainView {
+        &self.view
+    }
+}
+
+impl OpenBlock {
+    fn new(ctx: BlockContext) -> Self {
+        Self {
+            ctx,
+            txs: imbl::Vector::new(),
+            diffs: Vec::new(),
+            gas_used: 0,
+            log_count: 0,
+        }
+    }
+}
+
+/// Why the log cannot be replayed onto the chain.
+#[derive(Debug, thiserror::Error)]
+#[error("block {block}: {detail}")]
+pub struct ReplayError {
+    /// Block the record belongs to.
+    pub block: u64,
+    /// What does not fit.
+    pub detail: String,
+}
+
+impl Sequencer {
+    /// A sequencer at genesis. The EVM inside is not `Send`: build the
+    /// sequencer on the core that runs it, from a [`Genesis`] made anywhere.
+    pub fn new(spec: ChainSpec, limits: PoolLimits, genesis: &Genesis, now_ms: u64) -> Self {
+        let parts = SequencerParts::genesis(&spec, genesis, now_ms);
+        Self::from_parts(spec, limits, parts)
+    }
+
+    /// A sequencer over a replayed chain.
+    pub fn from_parts(spec: ChainSpec, limits: PoolLimits, parts: SequencerParts) -> Self {
+        let SequencerParts {
+            open,
+            view,
+            sealing,
+            mini_block,
+            state,
+            block_hashes,
+        } = parts;
+        let evm = build_evm(StateDb::new(state, block_hashes), spec.chain_id, &open.ctx);
         let mut seq = Self {
             spec,
             limits,
             evm,
             open,
             mini_txs: Vec::new(),
-            mini_block: 0,
+            mini_block,
             view,
-            sealing: VecDeque::new(),
+            sealing,
             parked: HashMap::new(),
             parked_count: 0,
             deferred: VecDeque::new(),
@@ -245,6 +310,21 @@ impl Sequencer {
         };
         seq.refresh_open_view();
         seq
+    }
+
+    /// Takes the EVM out, leaving what can move between threads. Call with
+    /// no open mini-block.
+    pub fn into_parts(self) -> SequencerParts {
+        debug_assert!(self.mini_txs.is_empty());
+        let db = self.evm.ctx.journaled_state.database;
+        SequencerParts {
+            open: self.open,
+            view: self.view,
+            sealing: self.sealing,
+            mini_block: self.mini_block,
+            state: db.state,
+            block_hashes: db.block_hashes,
+        }
     }
 
     /// The chain spec.
@@ -255,6 +335,11 @@ impl Sequencer {
     /// The view as of the last closed mini-block.
     pub fn view(&self) -> &ChainView {
         &self.view
+    }
+
+    /// Transactions in the open mini-block.
+    pub fn mini_txs_len(&self) -> usize {
+        self.mini_txs.len()
     }
 
     /// Number of parked transactions.
@@ -329,18 +414,40 @@ impl Sequencer {
             Err(ExecError::Invalid(message)) => return Err(SubmitError::Invalid(message)),
         };
         let diff = state_diff(changes, &self.evm.ctx.journaled_state.database.state);
+        let executed = self.record(
+            tx,
+            outcome.success,
+            outcome.gas_used,
+            outcome.logs,
+            outcome.contract_address,
+            diff,
+        );
+        Ok(Some(executed))
+    }
+
+    /// Applies an executed transaction's changes and adds it to the open
+    /// mini-block and block.
+    fn record(
+        &mut self,
+        tx: RecoveredTx,
+        success: bool,
+        gas_used: u64,
+        logs: Vec<alloy_primitives::Log>,
+        contract_address: Option<Address>,
+        diff: StateDiff,
+    ) -> Arc<ExecutedTx> {
         self.evm.ctx.journaled_state.database.state.apply(&diff);
         self.open.diffs.push(diff);
-        self.open.gas_used += outcome.gas_used;
+        self.open.gas_used += gas_used;
         let executed = Arc::new(ExecutedTx {
             effective_gas_price: tx.effective_gas_price(self.open.ctx.base_fee),
             tx,
-            success: outcome.success,
-            gas_used: outcome.gas_used,
+            success,
+            gas_used,
             cumulative_gas_used: self.open.gas_used,
             first_log_index: self.open.log_count,
-            logs: outcome.logs,
-            contract_address: outcome.contract_address,
+            logs,
+            contract_address,
             block_number: self.open.ctx.number,
             block_timestamp: self.open.ctx.timestamp,
             index: self.open.txs.len() as u64,
@@ -358,7 +465,7 @@ impl Sequencer {
         );
         self.open.txs.push_back(executed.clone());
         self.mini_txs.push(executed.clone());
-        Ok(Some(executed))
+        executed
     }
 
     fn defer(&mut self, tx: RecoveredTx) -> Result<(), SubmitError> {
@@ -521,6 +628,12 @@ impl Sequencer {
     /// the state-root worker; its answer comes back through [`Self::finish_seal`].
     /// Close the open mini-block first: its waiters belong to the caller.
     pub fn close_block(&mut self, now_ms: u64) -> SealJob {
+        self.close_block_with(now_ms, None)
+    }
+
+    /// Closes the open block; the next one takes `next` as its context when
+    /// given (replay), else one derived from the closed block and the clock.
+    fn close_block_with(&mut self, now_ms: u64, next: Option<BlockContext>) -> SealJob {
         assert!(
             self.mini_txs.is_empty(),
             "close the mini-block before the block"
@@ -542,16 +655,8 @@ impl Sequencer {
             coinbase: self.spec.coinbase,
             prevrandao: next_prevrandao(parent.prevrandao, parent.number + 1),
         };
-        let closed = std::mem::replace(
-            &mut self.open,
-            OpenBlock {
-                ctx,
-                txs: imbl::Vector::new(),
-                diffs: Vec::new(),
-                gas_used: 0,
-                log_count: 0,
-            },
-        );
+        let ctx = next.unwrap_or(ctx);
+        let closed = std::mem::replace(&mut self.open, OpenBlock::new(ctx));
         self.evm.ctx.block = crate::evm::block_env(&ctx);
         let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
         self.sealing.push_back(SealJobMeta {
@@ -575,13 +680,23 @@ impl Sequencer {
     pub fn finish_seal(&mut self, roots: SealRoots) -> Arc<SealedBlock> {
         let meta = self
             .sealing
-            .pop_front()
+            .front()
             .expect("roots arrive only for closed blocks");
         assert_eq!(meta.ctx.number, roots.number, "roots arrive in block order");
         let parent_hash = self.view.head().hash;
         let header = build_header(&meta.ctx, parent_hash, meta.gas_used, &roots);
-        let hash = header.hash_slow();
         let size = block_size(&header, roots.txs_rlp_len);
+        self.install_seal(header, size)
+    }
+
+    /// Makes the oldest closed block a sealed block with `header`.
+    fn install_seal(&mut self, header: alloy_consensus::Header, size: u64) -> Arc<SealedBlock> {
+        let meta = self
+            .sealing
+            .pop_front()
+            .expect("a seal follows a closed block");
+        let number = header.number;
+        let hash = header.hash_slow();
         let sealed = Arc::new(SealedBlock {
             header,
             hash,
@@ -590,15 +705,13 @@ impl Sequencer {
         });
         self.view.blocks.push_back(sealed.clone());
         self.view.block_hashes.push_back(hash);
-        self.view.by_hash.insert(hash, roots.number);
-        self.view
-            .recent_states
-            .push_back((roots.number, meta.state));
+        self.view.by_hash.insert(hash, number);
+        self.view.recent_states.push_back((number, meta.state));
         while self.view.recent_states.len() > RECENT_STATES_MAX {
             self.view.recent_states.pop_front();
         }
         if let Some(front) = self.view.unsealed.front()
-            && front.ctx.number == roots.number
+            && front.ctx.number == number
         {
             self.view.unsealed.pop_front();
         }
@@ -610,6 +723,140 @@ impl Sequencer {
             .push_back(hash);
         self.run_deferred();
         sealed
+    }
+
+    /// The record of the mini-block `closed`, which must be the last one
+    /// closed (its transactions' state changes are the open block's last).
+    pub fn mini_block_record(&self, closed: &ClosedMiniBlock, out: &mut Vec<u8>) {
+        let diffs = &self.open.diffs[self.open.diffs.len() - closed.txs.len()..];
+        crate::persist::encode_mini_block(&self.open.ctx, closed.number, &closed.txs, diffs, out);
+    }
+
+    /// Replays a logged mini-block. Blocks it implies were closed are
+    /// closed, and their seal jobs returned in order.
+    pub fn replay_mini_block(
+        &mut self,
+        record: crate::persist::MiniBlockRecord,
+    ) -> Result<Vec<SealJob>, ReplayError> {
+        let number = record.ctx.number;
+        let fail = |detail: String| ReplayError {
+            block: number,
+            detail,
+        };
+        if number < self.open.ctx.number {
+            return Err(fail(format!(
+                "mini-block {} belongs to a block already closed (open block is {})",
+                record.number, self.open.ctx.number
+            )));
+        }
+        let mut jobs = Vec::new();
+        while self.open.ctx.number < number {
+            let next = (self.open.ctx.number + 1 == number).then_some(record.ctx);
+            // Replay passes no clock: a block closed without a record of its
+            // successor gets the earliest valid timestamp.
+            jobs.push(self.close_block_with(0, next));
+        }
+        if self.open.txs.is_empty() && self.open.ctx != record.ctx {
+            self.adopt_ctx(record.ctx);
+        }
+        if self.open.ctx != record.ctx {
+            return Err(fail(format!(
+                "mini-block {} has block context {:?}, the open block has {:?}",
+                record.number, record.ctx, self.open.ctx
+            )));
+        }
+        if record.number != self.mini_block + 1 {
+            return Err(fail(format!(
+                "mini-block {} follows mini-block {}",
+                record.number, self.mini_block
+            )));
+        }
+        for tx in record.txs {
+            let recovered = crate::tx::from_logged(
+                tx.envelope,
+                tx.sender,
+                tx.encoded_len,
+                self.spec.tx_rules().spec,
+            );
+            self.record(
+                recovered,
+                tx.success,
+                tx.gas_used,
+                tx.logs,
+                tx.contract_address,
+                tx.diff,
+            );
+        }
+        self.close_mini_block();
+        Ok(jobs)
+    }
+
+    /// Replays a logged block seal; closes the block first when the log
+    /// holds no record of its successor. Returns the seal jobs of the
+    /// blocks it closed.
+    pub fn replay_seal(
+        &mut self,
+        record: crate::persist::SealRecord,
+    ) -> Result<Vec<SealJob>, ReplayError> {
+        let number = record.header.number;
+        let mut jobs = Vec::new();
+        while self.sealing.is_empty() && self.open.ctx.number <= number {
+            jobs.push(self.close_block_with(0, None));
+        }
+        let expected = self.sealing.front().map(|m| m.ctx.number);
+        if expected != Some(number) {
+            return Err(ReplayError {
+                block: number,
+                detail: format!("a seal of block {number} where block {expected:?} was next"),
+            });
+        }
+        if record.header.parent_hash != self.view.head().hash {
+            return Err(ReplayError {
+                block: number,
+                detail: format!(
+                    "parent hash {} is not the hash of block {} ({})",
+                    record.header.parent_hash,
+                    number - 1,
+                    self.view.head().hash
+                ),
+            });
+        }
+        let meta = self.sealing.front().expect("checked above");
+        if meta.gas_used != record.header.gas_used
+            || meta.ctx.base_fee != record.header.base_fee_per_gas.unwrap_or_default()
+        {
+            return Err(ReplayError {
+                block: number,
+                detail: "the sealed header's gas used or base fee differs from its mini-blocks"
+                    .into(),
+            });
+        }
+        self.install_seal(record.header, record.size);
+        Ok(jobs)
+    }
+
+    /// Sets the context of the (still empty) open block.
+    fn adopt_ctx(&mut self, ctx: BlockContext) {
+        debug_assert!(self.open.txs.is_empty());
+        self.open.ctx = ctx;
+        self.evm.ctx.block = crate::evm::block_env(&ctx);
+        self.refresh_open_view();
+    }
+
+    /// After replay: an empty open block takes the clock's time, so the
+    /// first block sealed after a restart is not stamped in the past.
+    pub fn refresh_open_timestamp(&mut self, now_ms: u64) {
+        if self.open.txs.is_empty() {
+            let mut ctx = self.open.ctx;
+            ctx.timestamp = ctx.timestamp.max(now_ms / 1000);
+            self.adopt_ctx(ctx);
+        }
+    }
+
+    /// Seal jobs of blocks closed but not sealed (after replay: the state-root
+    /// worker seals them first).
+    pub fn unsealed_jobs(&self) -> usize {
+        self.sealing.len()
     }
 }
 

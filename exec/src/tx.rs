@@ -199,6 +199,36 @@ pub fn decode_and_check(raw: &[u8], rules: &TxRules) -> Result<RecoveredTx, TxEr
     })
 }
 
+/// Rebuilds a transaction read back from the log: the sender is trusted (it
+/// was recovered before the record was written), so only 7702 authorities
+/// are recovered again.
+pub fn from_logged(
+    envelope: TxEnvelope,
+    sender: Address,
+    encoded_len: usize,
+    spec: SpecId,
+) -> RecoveredTx {
+    let authorizations = match &envelope {
+        TxEnvelope::Eip7702(tx) => tx
+            .tx()
+            .authorization_list
+            .iter()
+            .map(recover_authorization)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let intrinsic_gas = intrinsic_gas(&envelope, spec);
+    let hash = *envelope.tx_hash();
+    RecoveredTx {
+        envelope,
+        sender,
+        hash,
+        authorizations,
+        intrinsic_gas,
+        encoded_len,
+    }
+}
+
 fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError> {
     if envelope.is_eip4844() {
         return Err(TxError::BlobTxNotSupported);

@@ -14,10 +14,12 @@
 //! log writer, checkpoints and recovery are not wired into the node yet, so
 //! the state still lives in RAM only and is lost when the process exits.
 
+pub mod disk;
 pub mod io;
 pub mod log;
 pub mod record;
 pub mod scan;
+pub mod writer;
 
 use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::Bytecode;

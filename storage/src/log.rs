@@ -7,6 +7,7 @@
 //! flush completed. So a crash can only damage the last batch of the last
 //! segment, and anything wrong before that is corruption, never skipped.
 
+use std::future::Future;
 use std::io;
 
 use crate::io::{LogFile, SimDisk, SimFile};
@@ -26,24 +27,40 @@ pub struct Position {
 pub trait LogDir {
     /// File type.
     type File: LogFile;
-    /// Creates a file preallocated with zeros.
-    fn create(&self, name: &str, size_bytes: u64) -> io::Result<Self::File>;
-    /// Opens an existing file.
-    fn open(&self, name: &str) -> io::Result<Self::File>;
+    /// A read-only view of a whole file (an mmap for real files).
+    type Map: std::ops::Deref<Target = [u8]>;
+    /// Creates a file of `size_bytes` zeros, written out (not a sparse hole),
+    /// so that later writes overwrite allocated blocks.
+    fn create(&self, name: &str, size_bytes: u64) -> impl Future<Output = io::Result<Self::File>>;
+    /// Opens an existing file for writing.
+    fn open(&self, name: &str) -> impl Future<Output = io::Result<Self::File>>;
+    /// Maps an existing file for reading.
+    fn map(&self, name: &str) -> io::Result<Self::Map>;
     /// File names.
     fn list(&self) -> io::Result<Vec<String>>;
+    /// Every write starts at a multiple of this and spans a multiple of it
+    /// (the O_DIRECT block size; a power of two).
+    fn alignment(&self) -> u64;
 }
 
 impl LogDir for SimDisk {
     type File = SimFile;
-    fn create(&self, name: &str, size_bytes: u64) -> io::Result<SimFile> {
+    type Map = Vec<u8>;
+    async fn create(&self, name: &str, size_bytes: u64) -> io::Result<SimFile> {
         SimDisk::create(self, name, size_bytes)
     }
-    fn open(&self, name: &str) -> io::Result<SimFile> {
+    async fn open(&self, name: &str) -> io::Result<SimFile> {
         SimDisk::open(self, name)
+    }
+    fn map(&self, name: &str) -> io::Result<Vec<u8>> {
+        let file = SimDisk::open(self, name)?;
+        file.read_at(0, file.size() as usize)
     }
     fn list(&self) -> io::Result<Vec<String>> {
         Ok(SimDisk::list(self))
+    }
+    fn alignment(&self) -> u64 {
+        crate::io::SECTOR_BYTES as u64
     }
 }
 
@@ -81,10 +98,12 @@ pub enum LogError {
 /// What opening the log found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Every record in order: position, kind and payload.
+    /// Every record but padding, in order: position, kind and payload.
     pub records: Vec<(Position, RecordKind, Vec<u8>)>,
     /// A torn tail that was cut off: where, and why.
     pub truncated: Option<(Position, RecordError)>,
+    /// Bytes of log read (records and padding).
+    pub bytes: u64,
 }
 
 /// Segment file name for a segment number.
@@ -96,13 +115,119 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     name.strip_suffix(".seg")?.parse().ok()
 }
 
+/// Where the written log ends, as [`read_log`] found it.
+#[derive(Debug, Clone, Default)]
+pub struct Tail {
+    /// Last segment holding records.
+    pub segment: u64,
+    /// End of its valid records.
+    pub end: u64,
+    /// Why the bytes at `end` are not a record, when a crash tore them.
+    pub torn: Option<RecordError>,
+    /// An empty segment made ahead of need after it.
+    pub next: Option<u64>,
+}
+
+/// Reads every record of the log in `dir` without changing anything: the
+/// records, a torn tail (reported, not repaired) and where writing resumes.
+/// Corruption before the tail is an error naming segment and offset.
+pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
+    let io_at = |segment, offset| {
+        move |source| LogError::Io {
+            segment,
+            offset,
+            source,
+        }
+    };
+    let mut segments: Vec<u64> = dir
+        .list()
+        .map_err(io_at(0, 0))?
+        .iter()
+        .filter_map(|n| parse_segment_name(n))
+        .collect();
+    segments.sort_unstable();
+    for pair in segments.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(LogError::Corrupt {
+                segment: pair[1],
+                offset: 0,
+                detail: format!("segment {} is missing", pair[0] + 1),
+            });
+        }
+    }
+    let mut recovery = Recovery::default();
+    if segments.is_empty() {
+        return Ok((recovery, Tail::default()));
+    }
+    // (segment, end, torn tail) of each segment in order.
+    let mut ends: Vec<(u64, u64, Option<RecordError>)> = Vec::new();
+    for segment in segments.iter().copied() {
+        let bytes = dir.map(&segment_name(segment)).map_err(io_at(segment, 0))?;
+        let found = scan(&bytes, |offset, record| {
+            if record.kind != RecordKind::Padding {
+                recovery.records.push((
+                    Position { segment, offset },
+                    record.kind,
+                    record.payload.to_vec(),
+                ));
+            }
+        })
+        .map_err(|c| LogError::Corrupt {
+            segment,
+            offset: c.offset,
+            detail: c.to_string(),
+        })?;
+        match found {
+            SegmentEnd::Clean { end } => ends.push((segment, end, None)),
+            SegmentEnd::TornTail { at, error } => ends.push((segment, at, Some(error))),
+        }
+    }
+    // Segments after the last written one were made ahead of need.
+    let last = ends
+        .iter()
+        .rposition(|(_, end, torn)| *end > 0 || torn.is_some())
+        .unwrap_or(0);
+    for (segment, end, torn) in &ends[..last] {
+        if let Some(error) = torn {
+            return Err(LogError::Corrupt {
+                segment: *segment,
+                offset: *end,
+                detail: format!("{error} in a segment that is not the last"),
+            });
+        }
+    }
+    recovery.bytes = ends[..=last].iter().map(|(_, end, _)| end).sum();
+    let (segment, end, torn) = ends[last].clone();
+    if let Some(error) = &torn {
+        recovery.truncated = Some((
+            Position {
+                segment,
+                offset: end,
+            },
+            error.clone(),
+        ));
+    }
+    let next = ends.get(last + 1).map(|(n, _, _)| *n);
+    Ok((
+        recovery,
+        Tail {
+            segment,
+            end,
+            torn,
+            next,
+        },
+    ))
+}
+
 /// The log.
 pub struct Log<D: LogDir> {
     dir: D,
     segment_bytes: u64,
     segment: u64,
     file: D::File,
-    /// End of the durable log in the current segment.
+    /// The next segment, created ahead of need by [`Self::prepare_next`].
+    next: Option<D::File>,
+    /// End of the durable log in the current segment (always aligned).
     durable_end: u64,
     /// Records appended since the last flush, framed.
     batch: Vec<u8>,
@@ -111,8 +236,17 @@ pub struct Log<D: LogDir> {
 
 impl<D: LogDir> Log<D> {
     /// Opens the log in `dir` (creating segment 0 if there is none), reads
-    /// every record, and cuts off a torn tail.
+    /// every record, and cuts off a torn tail. `segment_bytes` must be a
+    /// multiple of the directory's alignment.
     pub async fn open(dir: D, segment_bytes: u64) -> Result<(Self, Recovery), LogError> {
+        let (recovery, tail) = read_log(&dir)?;
+        let log = Self::open_at(dir, segment_bytes, tail).await?;
+        Ok((log, recovery))
+    }
+
+    /// Opens the log for writing where [`read_log`] found its end, cutting
+    /// off a torn tail.
+    pub async fn open_at(dir: D, segment_bytes: u64, tail: Tail) -> Result<Self, LogError> {
         let io_at = |segment, offset| {
             move |source| LogError::Io {
                 segment,
@@ -120,97 +254,85 @@ impl<D: LogDir> Log<D> {
                 source,
             }
         };
-        let mut segments: Vec<u64> = dir
-            .list()
-            .map_err(io_at(0, 0))?
-            .iter()
-            .filter_map(|n| parse_segment_name(n))
-            .collect();
-        segments.sort_unstable();
-        if segments.is_empty() {
+        let align = dir.alignment();
+        if !segment_bytes.is_multiple_of(align) || segment_bytes < 4 * align {
+            return Err(LogError::TooLarge(segment_bytes as usize));
+        }
+        let Tail {
+            segment,
+            end,
+            torn,
+            next,
+        } = tail;
+        if segment == 0 && end == 0 && torn.is_none() && dir.list().map_err(io_at(0, 0))?.is_empty()
+        {
             let file = dir
                 .create(&segment_name(0), segment_bytes)
+                .await
                 .map_err(io_at(0, 0))?;
-            let log = Self {
+            return Ok(Self {
                 dir,
                 segment_bytes,
                 segment: 0,
                 file,
+                next: None,
                 durable_end: 0,
                 batch: Vec::new(),
                 failed: None,
-            };
-            return Ok((log, Recovery::default()));
+            });
         }
-        let mut recovery = Recovery::default();
-        let last = *segments.last().expect("not empty");
-        let mut end = 0;
-        for (i, segment) in segments.iter().copied().enumerate() {
-            if i > 0 && segment != segments[i - 1] + 1 {
-                return Err(LogError::Corrupt {
-                    segment,
-                    offset: 0,
-                    detail: format!("segment {} is missing", segments[i - 1] + 1),
-                });
+        let mut file = dir
+            .open(&segment_name(segment))
+            .await
+            .map_err(io_at(segment, 0))?;
+        // Writes start aligned. A clean end is aligned (the writer pads every
+        // batch); a torn end is not: the block holding it is rewritten with
+        // its valid records and a padding record, and what follows is zeroed
+        // so that no later scan can mistake the torn bytes.
+        let block_start = end - end % align;
+        let mut tail = Vec::new();
+        if end % align != 0 {
+            tail = file
+                .read_at(block_start, (end - block_start) as usize)
+                .map_err(io_at(segment, block_start))?;
+            let mut gap = align as usize - tail.len();
+            if gap < record::HEADER_BYTES {
+                gap += align as usize;
             }
-            let file = dir
-                .open(&segment_name(segment))
-                .map_err(io_at(segment, 0))?;
-            let bytes = file
-                .read_at(0, file.size() as usize)
-                .map_err(io_at(segment, 0))?;
-            let found = scan(&bytes, |offset, record| {
-                recovery.records.push((
-                    Position { segment, offset },
-                    record.kind,
-                    record.payload.to_vec(),
-                ));
-            })
-            .map_err(|c| LogError::Corrupt {
-                segment,
-                offset: c.offset,
-                detail: c.to_string(),
-            })?;
-            end = match found {
-                SegmentEnd::Clean { end } => end,
-                SegmentEnd::TornTail { at, error } if segment == last => {
-                    recovery.truncated = Some((
-                        Position {
-                            segment,
-                            offset: at,
-                        },
-                        error,
-                    ));
-                    at
-                }
-                SegmentEnd::TornTail { at, error } => {
-                    return Err(LogError::Corrupt {
-                        segment,
-                        offset: at,
-                        detail: format!("{error} in a segment that is not the last"),
-                    });
-                }
-            };
+            record::encode(
+                RecordKind::Padding,
+                &vec![0u8; gap - record::HEADER_BYTES],
+                &mut tail,
+            )
+            .expect("padding is small");
         }
-        let mut file = dir.open(&segment_name(last)).map_err(io_at(last, 0))?;
-        if let Some((position, _)) = &recovery.truncated {
-            // Zero the torn bytes so that no later scan can mistake them.
-            let zeros = vec![0u8; (file.size() - position.offset) as usize];
-            file.write_at(position.offset, &zeros)
+        let mut durable_end = block_start + tail.len() as u64;
+        if durable_end > file.size() {
+            // No room for padding in the last block: the segment is full.
+            tail.truncate((end - block_start) as usize);
+            durable_end = file.size();
+        }
+        if torn.is_some() || !tail.is_empty() {
+            tail.resize((file.size() - block_start) as usize, 0);
+            file.write_at(block_start, &tail)
                 .await
-                .map_err(io_at(last, position.offset))?;
-            file.sync().await.map_err(io_at(last, position.offset))?;
+                .map_err(io_at(segment, block_start))?;
+            file.sync().await.map_err(io_at(segment, block_start))?;
         }
-        let log = Self {
+        let next = match next {
+            Some(n) => Some(dir.open(&segment_name(n)).await.map_err(io_at(n, 0))?),
+            None => None,
+        };
+        Ok(Self {
             dir,
             segment_bytes,
-            segment: last,
+            segment,
             file,
-            durable_end: end,
+            next,
+            durable_end,
             batch: Vec::new(),
             failed: None,
-        };
-        Ok((log, recovery))
+        })
     }
 
     /// Appends a record to the current batch; it is durable once the next
@@ -219,7 +341,9 @@ impl<D: LogDir> Log<D> {
         if let Some(why) = &self.failed {
             return Err(LogError::Failed(why.clone()));
         }
-        if (record::HEADER_BYTES + payload.len()) as u64 > self.segment_bytes {
+        // Room for the record and the padding that may follow it.
+        let room = self.segment_bytes - 2 * self.dir.alignment();
+        if (record::HEADER_BYTES + payload.len()) as u64 > room {
             return Err(LogError::TooLarge(payload.len()));
         }
         record::encode(kind, payload, &mut self.batch)
@@ -231,6 +355,28 @@ impl<D: LogDir> Log<D> {
         self.batch.len()
     }
 
+    /// Where the durable log ends.
+    pub fn durable_position(&self) -> Position {
+        Position {
+            segment: self.segment,
+            offset: self.durable_end,
+        }
+    }
+
+    /// Pads the batch with one padding record to a multiple of the alignment.
+    fn pad_batch(&mut self) {
+        let align = self.dir.alignment() as usize;
+        let mut gap = (align - self.batch.len() % align) % align;
+        if gap == 0 {
+            return;
+        }
+        if gap < record::HEADER_BYTES {
+            gap += align;
+        }
+        let zeros = vec![0u8; gap - record::HEADER_BYTES];
+        record::encode(RecordKind::Padding, &zeros, &mut self.batch).expect("padding is small");
+    }
+
     /// Group commit: writes the batch with one write, flushes, and returns
     /// the durable end. On an IO error the log stops accepting records.
     pub async fn flush(&mut self) -> Result<Position, LogError> {
@@ -238,11 +384,9 @@ impl<D: LogDir> Log<D> {
             return Err(LogError::Failed(why.clone()));
         }
         if self.batch.is_empty() {
-            return Ok(Position {
-                segment: self.segment,
-                offset: self.durable_end,
-            });
+            return Ok(self.durable_position());
         }
+        self.pad_batch();
         if self.durable_end + self.batch.len() as u64 > self.segment_bytes {
             self.rotate().await?;
         }
@@ -263,10 +407,70 @@ impl<D: LogDir> Log<D> {
         }
         self.durable_end += self.batch.len() as u64;
         self.batch.clear();
-        Ok(Position {
-            segment: self.segment,
-            offset: self.durable_end,
-        })
+        Ok(self.durable_position())
+    }
+
+    /// Creates the next segment ahead of need, so that rotation does not
+    /// write a whole segment of zeros in the flush path. Call when idle.
+    pub async fn prepare_next(&mut self) -> Result<(), LogError> {
+        if self.next.is_some() || self.failed.is_some() {
+            return Ok(());
+        }
+        let next = self.segment + 1;
+        match self
+            .dir
+            .create(&segment_name(next), self.segment_bytes)
+            .await
+        {
+            Ok(file) => {
+                self.next = Some(file);
+                Ok(())
+            }
+            Err(source) => {
+                // Not fatal yet: rotation tries again and fails the log then.
+                tracing::warn!(segment = next, error = %source, "cannot create the next log segment ahead of need");
+                Err(LogError::Io {
+                    segment: next,
+                    offset: 0,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &D {
+        &self.dir
+    }
+
+    /// Segment size in bytes.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// Number of the segment that follows the current one.
+    pub fn next_segment(&self) -> u64 {
+        self.segment + 1
+    }
+
+    /// Hands over the next segment, made elsewhere with
+    /// `dir().create(&segment_name(next_segment()), segment_bytes())`.
+    pub fn set_next(&mut self, segment: u64, file: D::File) {
+        if segment == self.segment + 1 && self.next.is_none() {
+            self.next = Some(file);
+        }
+    }
+
+    /// True when the next flush may move to the next segment.
+    pub fn may_rotate(&self) -> bool {
+        let align = self.dir.alignment();
+        self.durable_end + self.batch.len() as u64 + 2 * align > self.segment_bytes
+    }
+
+    /// True when the current segment is past half full and no next segment
+    /// is ready.
+    pub fn wants_next(&self) -> bool {
+        self.next.is_none() && self.failed.is_none() && self.durable_end * 2 >= self.segment_bytes
     }
 
     async fn rotate(&mut self) -> Result<(), LogError> {
@@ -274,7 +478,15 @@ impl<D: LogDir> Log<D> {
             return Err(LogError::TooLarge(self.batch.len()));
         }
         let next = self.segment + 1;
-        match self.dir.create(&segment_name(next), self.segment_bytes) {
+        let file = match self.next.take() {
+            Some(file) => Ok(file),
+            None => {
+                self.dir
+                    .create(&segment_name(next), self.segment_bytes)
+                    .await
+            }
+        };
+        match file {
             Ok(file) => {
                 self.file = file;
                 self.segment = next;
@@ -329,6 +541,10 @@ mod tests {
             match now(log.flush()) {
                 Ok(_) => acked = i,
                 Err(e) => return (acked, Some(e)),
+            }
+            // Half the runs make segments ahead of need, as the storage core does.
+            if first.is_multiple_of(2) && log.wants_next() {
+                let _ = now(log.prepare_next());
             }
         }
         (acked, None)

@@ -43,6 +43,9 @@ pub enum RecordKind {
     DaProgress = 3,
     /// A checkpoint was completed at this position.
     CheckpointMarker = 4,
+    /// Filler that aligns the next group commit to the device's block size
+    /// (O_DIRECT writes whole blocks); replay skips it.
+    Padding = 5,
 }
 
 impl RecordKind {
@@ -53,6 +56,7 @@ impl RecordKind {
             2 => Some(Self::BlockSeal),
             3 => Some(Self::DaProgress),
             4 => Some(Self::CheckpointMarker),
+            5 => Some(Self::Padding),
             _ => None,
         }
     }
@@ -182,11 +186,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
 mod tests {
     use super::*;
 
-    const KINDS: [RecordKind; 4] = [
+    const KINDS: [RecordKind; 5] = [
         RecordKind::MiniBlock,
         RecordKind::BlockSeal,
         RecordKind::DaProgress,
         RecordKind::CheckpointMarker,
+        RecordKind::Padding,
     ];
 
     #[test]
