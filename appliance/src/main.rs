@@ -148,7 +148,8 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -225,7 +226,8 @@ fn run(args: RunArgs) -> Result<(), String> {
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
     drop(genesis);
     let _threads = node::start(&config, spec, rpc_addr, booted, datadir.log_dir())?;
-    tracing::info!("listening on http://{rpc_addr}");
+    // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
+    println!("listening on http://{rpc_addr}");
     wait_for_signal()?;
     tracing::info!("signal received, shutting down");
     std::process::exit(0);

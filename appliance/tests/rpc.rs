@@ -39,45 +39,6 @@ sol! {
     }
 }
 
-const GWEI: u128 = 1_000_000_000;
-
-/// Signs an EIP-1559 transaction on the dev chain.
-fn sign_1559(
-    signer: &PrivateKeySigner,
-    nonce: u64,
-    to: TxKind,
-    value: U256,
-    input: Bytes,
-    gas: u64,
-) -> Bytes {
-    let mut tx = TxEip1559 {
-        chain_id: DEV_CHAIN_ID,
-        nonce,
-        gas_limit: gas,
-        max_fee_per_gas: 10 * GWEI,
-        max_priority_fee_per_gas: GWEI,
-        to,
-        value,
-        input,
-        access_list: Default::default(),
-    };
-    let signature = signer.sign_transaction_sync(&mut tx).expect("sign");
-    TxEnvelope::from(tx.into_signed(signature))
-        .encoded_2718()
-        .into()
-}
-
-fn transfer_raw(signer: &PrivateKeySigner, nonce: u64, to: Address, wei: u64) -> Bytes {
-    sign_1559(
-        signer,
-        nonce,
-        TxKind::Call(to),
-        U256::from(wei),
-        Bytes::new(),
-        21_000,
-    )
-}
-
 fn hex(bytes: &Bytes) -> String {
     format!("{bytes}")
 }

@@ -12,5 +12,7 @@ pub mod persist;
 pub mod recover;
 pub mod seq_core;
 pub mod sequencer;
+#[cfg(test)]
+mod testkit;
 pub mod trie;
 pub mod tx;

@@ -150,3 +150,369 @@ pub fn replay<'a>(
         stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! SQLite-style crash tests: the sequencer writes its records through the
+    //! log onto the simulated disk, the disk fails or the machine crashes
+    //! after IO operation N, and the chain rebuilt from what survived must
+    //! hold every acknowledged transaction with its receipt, nothing half
+    //! applied, and the state of a clean run at the same point.
+
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use alloy_primitives::{Address, B256, Bytes, TxKind};
+    use fulmen_storage::io::{CrashMode, Fault, SimDisk};
+    use fulmen_storage::log::{Log, read_log};
+
+    use super::*;
+    use crate::block::ExecutedTx;
+    use crate::merkle::StateTrie;
+    use crate::sequencer::Admission;
+    use crate::testkit::{DEPLOY_STOP, STORE_CONTRACT, sign, spec};
+    use crate::tx::RecoveredTx;
+
+    const SEGMENT_BYTES: u64 = 16 * 1024;
+    const GAS_LIMIT: u64 = 30_000_000;
+    /// Senders of the workload; key 9 is kept for after the crash.
+    const SENDERS: u32 = 6;
+    const LATE_SENDER: u32 = 9;
+
+    fn now<T>(future: impl std::future::Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("simulated IO never waits"),
+        }
+    }
+
+    /// What a client was told about a transaction.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Receipt {
+        block: u64,
+        index: u64,
+        success: bool,
+        gas_used: u64,
+        cumulative_gas_used: u64,
+        logs: Vec<alloy_primitives::Log>,
+        contract: Option<Address>,
+    }
+
+    impl From<&ExecutedTx> for Receipt {
+        fn from(tx: &ExecutedTx) -> Self {
+            Self {
+                block: tx.block_number,
+                index: tx.index,
+                success: tx.success,
+                gas_used: tx.gas_used,
+                cumulative_gas_used: tx.cumulative_gas_used,
+                logs: tx.logs.clone(),
+                contract: tx.contract_address,
+            }
+        }
+    }
+
+    /// What the run acknowledged, and the clean run's state after each
+    /// mini-block and hash of each sealed block.
+    #[derive(Default)]
+    struct Run {
+        acked: HashMap<B256, Receipt>,
+        sealed: HashMap<u64, B256>,
+        roots_by_mini_block: HashMap<u64, B256>,
+        error: bool,
+    }
+
+    /// The transactions of each mini-block of the workload, signed once.
+    fn plan(steps: u64) -> &'static [Vec<RecoveredTx>] {
+        static PLAN: std::sync::OnceLock<Vec<Vec<RecoveredTx>>> = std::sync::OnceLock::new();
+        let plan = PLAN.get_or_init(|| {
+            let spec = spec(GAS_LIMIT);
+            let mut nonces = [0u64; SENDERS as usize];
+            (0..steps_max())
+                .map(|step| {
+                    (0..1 + step % 3)
+                        .map(|k| {
+                            let from = ((step * 3 + k) % u64::from(SENDERS)) as u32;
+                            let nonce = nonces[from as usize];
+                            nonces[from as usize] += 1;
+                            let (to, value, input, gas) = match (step + k) % 4 {
+                                0 | 1 => (
+                                    TxKind::Call(Address::with_last_byte((step % 200) as u8 + 1)),
+                                    1_000 + step,
+                                    Bytes::new(),
+                                    21_000,
+                                ),
+                                2 => (TxKind::Call(STORE_CONTRACT), step + 1, Bytes::new(), 80_000),
+                                _ => (TxKind::Create, 0, Bytes::from_static(&DEPLOY_STOP), 100_000),
+                            };
+                            sign(&spec, from, nonce, to, value, input, gas, 1)
+                        })
+                        .collect()
+                })
+                .collect()
+        });
+        &plan[..steps as usize]
+    }
+
+    /// The workload: mini-blocks of 1..=3 transactions (transfers to fresh
+    /// accounts, storage writes with logs, contract deployments), sometimes
+    /// two mini-blocks per flush (group commit), a block closed every third
+    /// mini-block and sealed one mini-block later (a seal in flight across a
+    /// flush, as on the seq core). Stops at the first log error: the node
+    /// halts there.
+    fn workload(log: &mut Log<SimDisk>, steps: u64, clean: bool) -> Run {
+        let spec = spec(GAS_LIMIT);
+        let genesis = Genesis::new(&spec);
+        let mut seq = Sequencer::new(spec.clone(), PoolLimits::default(), &genesis, 1_000);
+        let mut merkle = Merkleizer::new(genesis.trie.clone(), 0);
+        let mut run = Run::default();
+        let mut unflushed: Vec<Vec<Arc<ExecutedTx>>> = Vec::new();
+        let mut closed: Option<SealJob> = None;
+        let mut seals: Vec<Arc<crate::block::SealedBlock>> = Vec::new();
+        for (step, txs) in (0..steps).zip(plan(steps)) {
+            for tx in txs {
+                assert!(matches!(seq.submit(tx.clone()), Ok(Admission::Executed(_))));
+            }
+            let mini = seq.close_mini_block().expect("transactions ran");
+            let mut payload = Vec::new();
+            seq.mini_block_record(&mini, &mut payload);
+            if clean {
+                let root = StateTrie::from_state(&seq.view().state).root();
+                run.roots_by_mini_block.insert(mini.number, root);
+            }
+            unflushed.push(mini.txs.clone());
+            if log.append(RecordKind::MiniBlock, &payload).is_err() {
+                run.error = true;
+                return run;
+            }
+            if let Some(job) = closed.take() {
+                let sealed = seq.finish_seal(merkle.seal(&job));
+                let mut payload = Vec::new();
+                crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
+                seals.push(sealed);
+                if log.append(RecordKind::BlockSeal, &payload).is_err() {
+                    run.error = true;
+                    return run;
+                }
+            }
+            if step % 3 == 2 {
+                closed = Some(seq.close_block(2_000 + step * 400));
+            }
+            if step % 4 == 1 {
+                continue; // group commit: this mini-block joins the next flush
+            }
+            if now(log.flush()).is_err() {
+                run.error = true;
+                return run;
+            }
+            for txs in unflushed.drain(..) {
+                for tx in txs {
+                    run.acked.insert(tx.tx.hash, Receipt::from(tx.as_ref()));
+                }
+            }
+            for sealed in seals.drain(..) {
+                run.sealed.insert(sealed.header.number, sealed.hash);
+            }
+            if log.wants_next() && step % 2 == 0 {
+                let _ = now(log.prepare_next());
+            }
+        }
+        run
+    }
+
+    fn replay_disk(disk: &SimDisk) -> Result<Replayed, String> {
+        let spec = spec(GAS_LIMIT);
+        let genesis = Genesis::new(&spec);
+        let (recovery, _) = read_log(disk).map_err(|e| e.to_string())?;
+        let records = recovery
+            .records
+            .iter()
+            .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()));
+        replay(&spec, &genesis, records, 1_000_000, true).map_err(|e| e.to_string())
+    }
+
+    /// Checks the chain rebuilt from `disk` against what `run` acknowledged
+    /// and against the clean run `reference`, then keeps using it.
+    fn check_recovery(disk: SimDisk, run: &Run, reference: &Run, what: &str) {
+        let replayed = replay_disk(&disk).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let view = replayed.parts.view();
+        for (hash, receipt) in &run.acked {
+            let (tx, _) = view
+                .tx(hash)
+                .unwrap_or_else(|| panic!("{what}: acknowledged tx {hash} lost"));
+            assert_eq!(
+                &Receipt::from(tx.as_ref()),
+                receipt,
+                "{what}: receipt of {hash}"
+            );
+        }
+        for (number, hash) in &run.sealed {
+            let block = view
+                .block(*number)
+                .unwrap_or_else(|| panic!("{what}: sealed block {number} lost"));
+            assert_eq!(&block.hash, hash, "{what}: block {number}");
+        }
+        // Whole mini-blocks or nothing: the state is the clean run's state
+        // after the last recovered mini-block, and every sealed block is the
+        // clean run's.
+        let state_root = StateTrie::from_state(&view.state).root();
+        if view.mini_block > 0 {
+            assert_eq!(
+                Some(&state_root),
+                reference.roots_by_mini_block.get(&view.mini_block),
+                "{what}: state after mini-block {}",
+                view.mini_block
+            );
+        } else {
+            assert_eq!(
+                state_root,
+                view.head().header.state_root,
+                "{what}: genesis state"
+            );
+        }
+        for block in view.blocks.iter().skip(1) {
+            assert_eq!(
+                Some(&block.hash),
+                reference.sealed.get(&block.header.number),
+                "{what}: block {} differs from the clean run's",
+                block.header.number
+            );
+        }
+
+        // The recovered chain keeps going: seal what was closed, run a new
+        // transaction, log it on the reopened log, and find it after another
+        // reopen.
+        let spec = spec(GAS_LIMIT);
+        let mut merkle = replayed.merkle;
+        let mut seq = Sequencer::from_parts(spec.clone(), PoolLimits::default(), replayed.parts);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES))
+            .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+        for job in &replayed.pending {
+            let sealed = seq.finish_seal(merkle.seal(job));
+            let mut payload = Vec::new();
+            crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
+            log.append(RecordKind::BlockSeal, &payload).unwrap();
+        }
+        let late = sign(
+            &spec,
+            LATE_SENDER,
+            0,
+            TxKind::Call(STORE_CONTRACT),
+            7,
+            Bytes::new(),
+            80_000,
+            1,
+        );
+        let hash = late.hash;
+        assert!(
+            matches!(seq.submit(late), Ok(Admission::Executed(_))),
+            "{what}"
+        );
+        let mini = seq.close_mini_block().unwrap();
+        let mut payload = Vec::new();
+        seq.mini_block_record(&mini, &mut payload);
+        log.append(RecordKind::MiniBlock, &payload).unwrap();
+        now(log.flush()).unwrap_or_else(|e| panic!("{what}: flush after recovery: {e}"));
+        let again = replay_disk(&disk).unwrap_or_else(|e| panic!("{what}: second boot: {e}"));
+        assert!(
+            again.parts.view().tx(&hash).is_some(),
+            "{what}: post-recovery tx lost"
+        );
+        assert_eq!(again.parts.view().mini_block, mini.number, "{what}");
+    }
+
+    /// Mini-blocks of the workload: about 1.5 IO operations each, so 110
+    /// give 160 crash points (800 runs); FULMEN_LONG=1 gives about 1,500.
+    fn steps() -> u64 {
+        if std::env::var("FULMEN_LONG").is_ok() {
+            steps_max()
+        } else {
+            110
+        }
+    }
+
+    fn steps_max() -> u64 {
+        1_000
+    }
+
+    #[test]
+    fn a_clean_run_replays_to_the_same_chain() {
+        let disk = SimDisk::new(1, 1 << 24);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        let run = workload(&mut log, steps(), true);
+        assert!(!run.error);
+        assert!(disk.list().len() > 2, "the workload spans segments");
+        assert!(run.sealed.len() as u64 >= steps() / 3 - 1);
+        check_recovery(disk, &run, &run, "clean run");
+    }
+
+    /// Crash after every IO operation of the workload (torn or lost unflushed
+    /// writes), and fail at every operation with EIO or ENOSPC, once or for
+    /// good: recovery always succeeds and keeps every acknowledged
+    /// transaction and sealed block.
+    #[test]
+    fn every_crash_and_io_fault_point_recovers_every_acknowledged_tx() {
+        let disk = SimDisk::new(1, 1 << 24);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        let first_op = disk.ops();
+        let reference = workload(&mut log, steps(), true);
+        assert!(!reference.error);
+        let mut points = 0;
+        for at_op in first_op..disk.ops() {
+            let variants = [
+                (
+                    Fault::Eio {
+                        at_op,
+                        forever: true,
+                    },
+                    CrashMode::TearUnflushed,
+                ),
+                (
+                    Fault::Eio {
+                        at_op,
+                        forever: true,
+                    },
+                    CrashMode::LoseUnflushed,
+                ),
+                (
+                    Fault::Eio {
+                        at_op,
+                        forever: false,
+                    },
+                    CrashMode::KeepAll,
+                ),
+                (
+                    Fault::NoSpace {
+                        at_op,
+                        forever: false,
+                    },
+                    CrashMode::TearUnflushed,
+                ),
+                (
+                    Fault::NoSpace {
+                        at_op,
+                        forever: true,
+                    },
+                    CrashMode::LoseUnflushed,
+                ),
+            ];
+            for (fault, mode) in variants {
+                let disk = SimDisk::new(at_op * 31 + 7, 1 << 24);
+                let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+                disk.inject(Some(fault));
+                let run = workload(&mut log, steps(), false);
+                assert!(run.error, "{fault:?}: the fault was never hit");
+                let what = format!("{fault:?} then {mode:?}");
+                check_recovery(disk.crash(mode), &run, &reference, &what);
+                points += 1;
+            }
+        }
+        eprintln!(
+            "{points} crash and fault runs over {} IO operations",
+            disk.ops() - first_op
+        );
+        assert!(points >= 500, "only {points} crash points");
+    }
+}

@@ -875,69 +875,8 @@ fn next_block_ctx(spec: &ChainSpec, parent: &alloy_consensus::Header, now_ms: u6
 mod tests {
     use super::*;
     use crate::block::Merkleizer;
-    use crate::chain::{DEV_ACCOUNTS, dev_genesis};
-    use crate::tx::decode_and_check;
-    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-    use alloy_eips::{eip1559::BaseFeeParams, eip2718::Encodable2718};
-    use alloy_genesis::GenesisAccount;
-    use alloy_network::TxSignerSync;
-    use alloy_primitives::{Bytes, TxKind, address};
-    use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner};
-
-    const PRICE: u128 = 2_000_000_000;
-    /// NUMBER PUSH1 1 SWAP1 SUB BLOCKHASH PUSH1 0 SSTORE STOP: stores the parent hash.
-    const PARENT_HASH_CODE: [u8; 10] = [0x43, 0x60, 0x01, 0x90, 0x03, 0x40, 0x60, 0x00, 0x55, 0x00];
-    const PARENT_HASH_CONTRACT: Address = address!("0x00000000000000000000000000000000000b1004");
-
-    fn key(i: u32) -> PrivateKeySigner {
-        MnemonicBuilder::english()
-            .phrase("test test test test test test test test test test test junk")
-            .index(i)
-            .unwrap()
-            .build()
-            .unwrap()
-    }
-
-    fn spec(gas_limit: u64) -> ChainSpec {
-        let mut genesis = dev_genesis(gas_limit, 1_000_000_000);
-        genesis.alloc.insert(
-            PARENT_HASH_CONTRACT,
-            GenesisAccount::default().with_code(Some(Bytes::from_static(&PARENT_HASH_CODE))),
-        );
-        ChainSpec {
-            chain_id: genesis.config.chain_id,
-            block_gas_limit: gas_limit,
-            base_fee_floor_wei: 1_000_000,
-            base_fee_params: BaseFeeParams::ethereum(),
-            coinbase: address!("0x00000000000000000000000000000000000c0ffe"),
-            genesis,
-        }
-    }
-
-    fn tx(
-        spec: &ChainSpec,
-        from: u32,
-        nonce: u64,
-        to: Address,
-        value: u64,
-        gas: u64,
-        tip: u128,
-    ) -> RecoveredTx {
-        let mut tx = TxEip1559 {
-            chain_id: spec.chain_id,
-            nonce,
-            gas_limit: gas,
-            max_fee_per_gas: PRICE + tip,
-            max_priority_fee_per_gas: tip,
-            to: TxKind::Call(to),
-            value: U256::from(value),
-            input: Bytes::new(),
-            access_list: Default::default(),
-        };
-        let signature = key(from).sign_transaction_sync(&mut tx).unwrap();
-        let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
-        decode_and_check(&raw, &spec.tx_rules()).unwrap()
-    }
+    use crate::chain::DEV_ACCOUNTS;
+    use crate::testkit::{PARENT_HASH_CONTRACT, spec, tx};
 
     fn sequencer(gas_limit: u64) -> (Sequencer, Merkleizer) {
         let spec = spec(gas_limit);

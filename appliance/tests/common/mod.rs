@@ -9,14 +9,55 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, Bytes};
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::{EthereumWallet, TxSignerSync};
+use alloy::primitives::{Address, Bytes, TxKind, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner};
 use serde_json::Value;
 
 pub const MNEMONIC: &str = "test test test test test test test test test test test junk";
 pub const DEV_CHAIN_ID: u64 = 4242;
+pub const GWEI: u128 = 1_000_000_000;
+
+/// Signs an EIP-1559 transaction on the dev chain.
+pub fn sign_1559(
+    signer: &PrivateKeySigner,
+    nonce: u64,
+    to: TxKind,
+    value: U256,
+    input: Bytes,
+    gas: u64,
+) -> Bytes {
+    let mut tx = TxEip1559 {
+        chain_id: DEV_CHAIN_ID,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: 10 * GWEI,
+        max_priority_fee_per_gas: GWEI,
+        to,
+        value,
+        input,
+        access_list: Default::default(),
+    };
+    let signature = signer.sign_transaction_sync(&mut tx).expect("sign");
+    TxEnvelope::from(tx.into_signed(signature))
+        .encoded_2718()
+        .into()
+}
+
+/// A signed plain transfer.
+pub fn transfer_raw(signer: &PrivateKeySigner, nonce: u64, to: Address, wei: u64) -> Bytes {
+    sign_1559(
+        signer,
+        nonce,
+        TxKind::Call(to),
+        U256::from(wei),
+        Bytes::new(),
+        21_000,
+    )
+}
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {
@@ -69,12 +110,18 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
-    _dir: tempdir::TempDir,
+    _dir: Option<tempdir::TempDir>,
 }
 
 impl Proc {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -149,21 +196,32 @@ pub fn temp_file(name: &str, contents: &str) -> (PathBuf, tempdir::TempDir) {
 
 /// Starts `fulmen run` with `args` (plus a free port and a temp datadir).
 pub fn start_fulmen(args: &[&str]) -> Proc {
-    start_with_retries("fulmen", "listening", |port, dir| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fulmen"));
-        command
-            .arg("run")
-            .args(args)
-            .args(["--rpc-addr", &format!("127.0.0.1:{port}"), "--datadir"])
-            .arg(dir)
-            .env("RUST_LOG", "info");
-        command
+    start_with_retries("fulmen", "listening", None, |port, dir| {
+        fulmen_command(port, dir, args)
     })
+}
+
+/// Starts `fulmen run` with `args` on the datadir `dir`, which outlives it.
+pub fn start_fulmen_in(dir: &Path, args: &[&str]) -> Proc {
+    start_with_retries("fulmen", "listening", Some(dir), |port, dir| {
+        fulmen_command(port, dir, args)
+    })
+}
+
+fn fulmen_command(port: u16, dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fulmen"));
+    command
+        .arg("run")
+        .args(args)
+        .args(["--rpc-addr", &format!("127.0.0.1:{port}"), "--datadir"])
+        .arg(dir)
+        .env("RUST_LOG", "info");
+    command
 }
 
 /// Starts anvil with `args` on a free port.
 pub fn start_anvil(args: &[&str]) -> Proc {
-    start_with_retries("anvil", "Listening on", |port, _| {
+    start_with_retries("anvil", "Listening on", None, |port, _| {
         let mut command = Command::new(tool("anvil"));
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -174,13 +232,22 @@ pub fn start_anvil(args: &[&str]) -> Proc {
 
 /// Picks a free port and starts the process; if it exits before it listens
 /// (another test took the port in between), tries again on a new port.
-fn start_with_retries(name: &str, needle: &str, command: impl Fn(u16, &Path) -> Command) -> Proc {
+fn start_with_retries(
+    name: &str,
+    needle: &str,
+    datadir: Option<&Path>,
+    command: impl Fn(u16, &Path) -> Command,
+) -> Proc {
     let mut failures = Vec::new();
     for _ in 0..3 {
-        let dir = tempdir::TempDir::new(&format!("{name}-test"));
+        let dir = match datadir {
+            Some(_) => None,
+            None => Some(tempdir::TempDir::new(&format!("{name}-test"))),
+        };
+        let path = datadir.unwrap_or_else(|| &dir.as_ref().expect("made above").0);
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let mut child = command(port, &dir.0)
+        let mut child = command(port, path)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -249,10 +316,14 @@ fn wait_for(log: &mpsc::Receiver<String>, needle: &str, addr: &str) -> Result<()
 
 /// A raw HTTP POST; returns (status, body). For malformed-input tests.
 pub fn raw_post(addr: SocketAddr, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
+    try_raw_post(addr, body).expect("connect")
+}
+
+/// A raw HTTP POST that reports a refused connection instead of panicking
+/// (for nodes that are being killed).
+pub fn try_raw_post(addr: SocketAddr, body: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -272,7 +343,23 @@ pub fn raw_post(addr: SocketAddr, body: &[u8]) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
+}
+
+/// A JSON-RPC call that may fail in any way (node killed, error answer):
+/// the `result`, or why not.
+pub fn try_rpc(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (status, text) =
+        try_raw_post(addr, body.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    let response: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    match response.get("result") {
+        Some(result) => Ok(result.clone()),
+        None => Err(response.to_string()),
+    }
 }
 
 /// A JSON-RPC call over raw HTTP; returns the parsed response object.

@@ -1,0 +1,417 @@
+//! Durability end to end: the real binary on a real datadir, restarted
+//! cleanly and killed with SIGKILL under load. Every transaction whose sync
+//! send returned a receipt must be there afterwards with the same receipt,
+//! and sealed block hashes never change.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, Bytes, TxKind, U256};
+use alloy::sol;
+use alloy::sol_types::SolCall;
+use common::*;
+use serde_json::{Value, json};
+
+sol! {
+    contract Probe {
+        function bump() external;
+        function set(uint256 key, uint256 value) external;
+    }
+}
+
+/// Receipt fields that must survive a crash unchanged. `blockHash` is left
+/// out: a receipt acknowledged before its block sealed carries the zero hash
+/// (README), and the sealed hash afterwards.
+fn durable_fields(receipt: &Value) -> Value {
+    let mut logs = receipt["logs"].clone();
+    if let Some(logs) = logs.as_array_mut() {
+        for log in logs {
+            log.as_object_mut().map(|o| o.remove("blockHash"));
+        }
+    }
+    json!({
+        "transactionHash": receipt["transactionHash"],
+        "blockNumber": receipt["blockNumber"],
+        "transactionIndex": receipt["transactionIndex"],
+        "from": receipt["from"],
+        "to": receipt["to"],
+        "status": receipt["status"],
+        "gasUsed": receipt["gasUsed"],
+        "cumulativeGasUsed": receipt["cumulativeGasUsed"],
+        "effectiveGasPrice": receipt["effectiveGasPrice"],
+        "contractAddress": receipt["contractAddress"],
+        "logs": logs,
+    })
+}
+
+fn hex_u64(v: &Value) -> u64 {
+    u64::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("u64")
+}
+
+fn db_check(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args(["db", "check", "--dev", "--datadir"])
+        .arg(dir)
+        .output()
+        .expect("run fulmen db check")
+}
+
+/// Everything history reads return, for a restart to reproduce exactly.
+fn history(addr: SocketAddr, tx_hashes: &[String], through: u64) -> Value {
+    let mut blocks = Vec::new();
+    for n in 0..=through {
+        let block = try_rpc(
+            addr,
+            "eth_getBlockByNumber",
+            json!([format!("{n:#x}"), true]),
+        )
+        .expect("block");
+        let by_hash = try_rpc(addr, "eth_getBlockByHash", json!([block["hash"], false]))
+            .expect("block by hash");
+        assert_eq!(by_hash["hash"], block["hash"]);
+        let receipts = try_rpc(addr, "eth_getBlockReceipts", json!([format!("{n:#x}")]))
+            .expect("block receipts");
+        blocks.push(json!({"block": block, "receipts": receipts}));
+    }
+    let mut txs = Vec::new();
+    for hash in tx_hashes {
+        txs.push(json!({
+            "tx": try_rpc(addr, "eth_getTransactionByHash", json!([hash])).expect("tx"),
+            "receipt": try_rpc(addr, "eth_getTransactionReceipt", json!([hash])).expect("receipt"),
+        }));
+    }
+    let logs = try_rpc(
+        addr,
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": format!("{through:#x}")}]),
+    )
+    .expect("logs");
+    json!({"blocks": blocks, "txs": txs, "logs": logs})
+}
+
+#[test]
+fn history_is_identical_after_a_clean_restart_and_the_datadir_is_locked() {
+    let dir = tempdir::TempDir::new("fulmen-restart");
+    let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+    let addr = node.addr;
+    let deployer = signer(0);
+    let deploy = sign_1559(
+        &deployer,
+        0,
+        TxKind::Create,
+        U256::ZERO,
+        bytecode("Probe"),
+        1_000_000,
+    );
+    let receipt = try_rpc(addr, "eth_sendRawTransactionSync", json!([deploy])).expect("deploy");
+    let probe: Address = receipt["contractAddress"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("address");
+    let mut hashes = vec![
+        receipt["transactionHash"]
+            .as_str()
+            .expect("hash")
+            .to_string(),
+    ];
+    for i in 1..=12u64 {
+        let raw = match i % 3 {
+            0 => transfer_raw(&deployer, i, signer(5).address(), 1000 + i),
+            1 => sign_1559(
+                &deployer,
+                i,
+                TxKind::Call(probe),
+                U256::ZERO,
+                Probe::bumpCall {}.abi_encode().into(),
+                200_000,
+            ),
+            _ => sign_1559(
+                &deployer,
+                i,
+                TxKind::Call(probe),
+                U256::ZERO,
+                Probe::setCall {
+                    key: U256::from(i),
+                    value: U256::from(i * 7),
+                }
+                .abi_encode()
+                .into(),
+                200_000,
+            ),
+        };
+        let receipt = try_rpc(addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+        hashes.push(
+            receipt["transactionHash"]
+                .as_str()
+                .expect("hash")
+                .to_string(),
+        );
+        if i == 6 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+    // Let the last transactions seal.
+    let last = hex_u64(
+        &try_rpc(addr, "eth_getTransactionReceipt", json!([hashes.last()])).expect("r")["blockNumber"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hex_u64(&try_rpc(addr, "eth_blockNumber", json!([])).expect("n")) < last {
+        assert!(Instant::now() < deadline, "block {last} did not seal");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = history(addr, &hashes, last);
+    let balance = try_rpc(
+        addr,
+        "eth_getBalance",
+        json!([signer(5).address(), "latest"]),
+    )
+    .expect("b");
+
+    // A second node on the same datadir is refused while the first runs.
+    let second = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args(["run", "--dev", "--rpc-addr", "127.0.0.1:0", "--datadir"])
+        .arg(&dir.0)
+        .output()
+        .expect("run a second node");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another fulmen process"),
+        "{stderr}"
+    );
+
+    assert!(node.terminate().success());
+    let node = start_fulmen_in(&dir.0, &["--dev"]);
+    let after = history(node.addr, &hashes, last);
+    assert_eq!(before, after, "history changed across a restart");
+    assert_eq!(
+        try_rpc(
+            node.addr,
+            "eth_getBalance",
+            json!([signer(5).address(), "latest"])
+        )
+        .expect("b"),
+        balance
+    );
+    // The chain goes on from where it was.
+    let next = transfer_raw(&deployer, 13, signer(5).address(), 1);
+    let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([next])).expect("send");
+    assert!(hex_u64(&receipt["blockNumber"]) > last);
+    drop(node);
+
+    let check = db_check(&dir.0);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(stdout.starts_with("ok:"), "{stdout}");
+
+    // Another genesis (the dev genesis depends on the gas limit) is refused.
+    let other = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args([
+            "run",
+            "--dev",
+            "--block-gas-limit",
+            "30000000",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--datadir",
+        ])
+        .arg(&dir.0)
+        .output()
+        .expect("run with another genesis");
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("belongs to the chain with genesis"));
+}
+
+/// Signs and sends transfers from `sender` with sync sends until `stop`,
+/// recording every acknowledged receipt.
+fn drive(addr: SocketAddr, sender: u32, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Value>>>) {
+    let key = signer(sender);
+    let Ok(n) = try_rpc(
+        addr,
+        "eth_getTransactionCount",
+        json!([key.address(), "latest"]),
+    ) else {
+        return;
+    };
+    let mut nonce = hex_u64(&n);
+    let to = signer(9).address();
+    while !stop.load(Ordering::Relaxed) {
+        let raw: Bytes = transfer_raw(&key, nonce, to, 1 + nonce);
+        match try_rpc(addr, "eth_sendRawTransactionSync", json!([raw])) {
+            Ok(receipt) => {
+                acked.lock().expect("lock").push(receipt);
+                nonce += 1;
+            }
+            // The node died mid-request, or refused: the outcome is unknown,
+            // so this transaction is not counted as acknowledged.
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_transaction() {
+    let iterations: u64 = std::env::var("FULMEN_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempdir::TempDir::new("fulmen-crash");
+    let mut acked_all: Vec<Value> = Vec::new();
+    let mut sealed: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for iteration in 0..iterations {
+        let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+        let addr = node.addr;
+        // Everything acknowledged so far is still there, unchanged.
+        for chunk in acked_all.chunks(500) {
+            let batch: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getTransactionReceipt", "params": [r["transactionHash"]]}))
+                .collect();
+            let (status, body) = raw_post(
+                addr,
+                serde_json::to_string(&batch).expect("json").as_bytes(),
+            );
+            assert_eq!(status, 200, "{body}");
+            let answers: Vec<Value> = serde_json::from_str(&body).expect("batch answer");
+            for answer in answers {
+                let receipt = &chunk[answer["id"].as_u64().expect("id") as usize];
+                let now = &answer["result"];
+                assert!(
+                    !now.is_null(),
+                    "iteration {iteration}: acknowledged tx {} is gone",
+                    receipt["transactionHash"]
+                );
+                assert_eq!(
+                    durable_fields(now),
+                    durable_fields(receipt),
+                    "iteration {iteration}"
+                );
+            }
+        }
+        for (number, hash) in &sealed {
+            let block = try_rpc(
+                addr,
+                "eth_getBlockByNumber",
+                json!([format!("{number:#x}"), false]),
+            )
+            .expect("block");
+            assert_eq!(
+                &block["hash"], hash,
+                "iteration {iteration}: block {number} changed"
+            );
+        }
+        // Load from three senders, while a reader notes sealed block hashes.
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let mut workers = Vec::new();
+        for sender in 1..=3 {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            workers.push(std::thread::spawn(move || drive(addr, sender, stop, acked)));
+        }
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            workers.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(block) =
+                        try_rpc(addr, "eth_getBlockByNumber", json!(["latest", false]))
+                    {
+                        seen.lock()
+                            .expect("lock")
+                            .insert(hex_u64(&block["number"]), block["hash"].clone());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }));
+        }
+        // Kill at a pseudo-random moment; every third run spans block seals
+        // (blocks seal every second from the start).
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let pause = if iteration % 3 == 2 {
+            1_000 + seed % 1_200
+        } else {
+            50 + seed % 600
+        };
+        std::thread::sleep(Duration::from_millis(pause));
+        node.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for worker in workers {
+            worker.join().expect("worker");
+        }
+        acked_all.extend(acked.lock().expect("lock").drain(..));
+        sealed.extend(
+            seen.lock()
+                .expect("lock")
+                .iter()
+                .map(|(n, h)| (*n, h.clone())),
+        );
+    }
+    assert!(
+        acked_all.len() as u64 >= iterations,
+        "the load acknowledged too little to test anything: {}",
+        acked_all.len()
+    );
+    if iterations >= 3 {
+        assert!(sealed.len() > 2, "no run spanned a block seal");
+    }
+    let check = db_check(&dir.0);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    eprintln!(
+        "{iterations} kills: {} acknowledged transactions and {} sealed blocks all intact; {stdout}",
+        acked_all.len(),
+        sealed.len()
+    );
+}
+
+#[test]
+fn corruption_before_the_tail_stops_boot_and_check_with_its_place() {
+    let dir = tempdir::TempDir::new("fulmen-corrupt");
+    let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+    let key = signer(2);
+    for nonce in 0..5 {
+        let raw = transfer_raw(&key, nonce, signer(3).address(), 1);
+        try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(node.terminate().success());
+    // Flip one byte inside the first record's payload.
+    let segment = dir.0.join("log/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    bytes[40] ^= 0x5a;
+    std::fs::write(&segment, &bytes).expect("write");
+
+    let check = db_check(&dir.0);
+    assert!(!check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("segment 0") && stderr.contains("offset 0"),
+        "the error names the place: {stderr}"
+    );
+    let boot = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args(["run", "--dev", "--rpc-addr", "127.0.0.1:0", "--datadir"])
+        .arg(&dir.0)
+        .output()
+        .expect("run");
+    assert!(!boot.status.success());
+    assert!(String::from_utf8_lossy(&boot.stderr).contains("corrupt at offset 0"));
+}
