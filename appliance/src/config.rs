@@ -62,11 +62,17 @@ pub(crate) enum Durability {
 pub(crate) struct StorageConfig {
     /// Size of each preallocated log segment. Default 64 MiB.
     pub segment_mb: u64,
+    /// A checkpoint (full state image) every this many blocks; 0 for none.
+    /// Default 600 (ten minutes of 1 s blocks).
+    pub checkpoint_blocks: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { segment_mb: 64 }
+        Self {
+            segment_mb: 64,
+            checkpoint_blocks: 600,
+        }
     }
 }
 
@@ -258,6 +264,7 @@ mod tests {
             durability = "memory"
             [storage]
             segment_mb = 16
+            checkpoint_blocks = 50
             [rpc]
             body_bytes_max = 4096
             batch_max = 10
@@ -286,6 +293,7 @@ mod tests {
         assert_eq!(config.cores.seq, 0);
         assert_eq!(config.durability, Durability::Memory);
         assert_eq!(config.storage.segment_mb, 16);
+        assert_eq!(config.storage.checkpoint_blocks, 50);
         assert!(config.cores.exec.is_empty());
     }
 

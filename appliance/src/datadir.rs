@@ -1,17 +1,24 @@
 //! The data directory: its LOCK, the genesis it belongs to, and boot (read
 //! the log, replay it, check it).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alloy_primitives::B256;
+use fulmen_exec::block::ChainView;
 use fulmen_exec::chain::ChainSpec;
+use fulmen_exec::merkle::StateTrie;
+use fulmen_exec::persist::decode_seal;
 use fulmen_exec::recover::{Replayed, replay};
 use fulmen_exec::sequencer::Genesis;
+use fulmen_storage::HotState;
+use fulmen_storage::checkpoint::{self, CheckpointMeta};
 use fulmen_storage::disk::DiskDir;
-use fulmen_storage::log::{Tail, read_log};
+use fulmen_storage::log::{Position, Tail, read_log};
+use fulmen_storage::record::RecordKind;
 
 /// A locked data directory. The lock lasts as long as this value (the
 /// kernel drops it when the process dies, even by SIGKILL).
@@ -56,11 +63,6 @@ impl Datadir {
         })
     }
 
-    /// The log's directory.
-    pub(crate) fn log_dir(&self) -> PathBuf {
-        log_dir(&self.path)
-    }
-
     /// Records the genesis hash on first use; refuses a datadir made for
     /// another chain.
     pub(crate) fn bind_genesis(&self, hash: B256) -> Result<(), String> {
@@ -80,7 +82,7 @@ impl Datadir {
     }
 }
 
-fn log_dir(datadir: &Path) -> PathBuf {
+pub(crate) fn log_dir(datadir: &Path) -> PathBuf {
     datadir.join("log")
 }
 
@@ -133,12 +135,33 @@ pub(crate) fn boot(
             "the log ends with a torn record (a crash during its write; it was never acknowledged): it is cut off"
         );
     }
-    let records = recovery
-        .records
-        .iter()
-        .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()));
-    let replayed = replay(spec, genesis, records, now_ms, check_every_block)
-        .map_err(|e| format!("cannot replay the log of {}: {e}", datadir.display()))?;
+    let records = || {
+        recovery
+            .records
+            .iter()
+            .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+    };
+    // A full check replays from genesis; a boot starts from the newest
+    // checkpoint that matches the log, and falls back to genesis if none does.
+    let checkpoint = if check_every_block {
+        None
+    } else {
+        newest_checkpoint(datadir, &recovery.records)
+    };
+    let replayed = match checkpoint {
+        Some(image) => {
+            let number = image.0.number;
+            match replay(spec, genesis, Some(image), records(), now_ms, false) {
+                Ok(replayed) => Ok(replayed),
+                Err(e) => {
+                    tracing::warn!(number, error = %e, "the checkpoint does not replay; replaying the whole log instead");
+                    replay(spec, genesis, None, records(), now_ms, false)
+                }
+            }
+        }
+        None => replay(spec, genesis, None, records(), now_ms, check_every_block),
+    }
+    .map_err(|e| format!("cannot replay the log of {}: {e}", datadir.display()))?;
     let took = began.elapsed();
     let stats = replayed.stats;
     let mb = recovery.bytes as f64 / 1e6;
@@ -156,7 +179,92 @@ pub(crate) fn boot(
         txs = stats.txs,
         blocks = stats.seals,
         head = replayed.parts.view().head().header.number,
+        from_checkpoint = ?stats.from_checkpoint,
         "replayed the log"
     );
     Ok(Booted { replayed, tail })
+}
+
+/// Where checkpoints live.
+pub(crate) fn checkpoint_dir(datadir: &Path) -> PathBuf {
+    datadir.join("checkpoint")
+}
+
+/// The log's sealed block hashes by number.
+fn sealed_hashes(records: &[(Position, RecordKind, Vec<u8>)]) -> HashMap<u64, B256> {
+    records
+        .iter()
+        .filter(|(_, kind, _)| *kind == RecordKind::BlockSeal)
+        .filter_map(|(_, _, payload)| decode_seal(payload).ok())
+        .map(|seal| (seal.header.number, seal.header.hash_slow()))
+        .collect()
+}
+
+/// The newest checkpoint that reads back whole and whose block the log
+/// sealed with the same hash; others are reported and skipped.
+fn newest_checkpoint(
+    datadir: &Path,
+    records: &[(Position, RecordKind, Vec<u8>)],
+) -> Option<(CheckpointMeta, HotState)> {
+    let dir = checkpoint_dir(datadir);
+    let found = match checkpoint::list(&dir) {
+        Ok(found) if found.is_empty() => return None,
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list checkpoints; replaying the whole log");
+            return None;
+        }
+    };
+    let sealed = sealed_hashes(records);
+    for (number, path) in found {
+        let Some(hash) = sealed.get(&number) else {
+            tracing::warn!(path = %path.display(), "checkpoint of a block the log never sealed; skipped");
+            continue;
+        };
+        let began = Instant::now();
+        match checkpoint::read(&path) {
+            Ok((meta, state)) if meta.number == number && meta.hash == *hash => {
+                tracing::info!(
+                    number,
+                    accounts = state.account_count(),
+                    slots = state.slot_count(),
+                    load_ms = began.elapsed().as_millis() as u64,
+                    "loaded checkpoint"
+                );
+                return Some((meta, state));
+            }
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "checkpoint does not match the log's block; skipped")
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint skipped"),
+        }
+    }
+    None
+}
+
+/// Checks every checkpoint against the replayed chain: checksum, block hash,
+/// and the root of its state against the block's sealed state root. Returns
+/// how many were checked.
+pub(crate) fn check_checkpoints(datadir: &Path, view: &ChainView) -> Result<usize, String> {
+    let dir = checkpoint_dir(datadir);
+    let found =
+        checkpoint::list(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for (number, path) in &found {
+        let (meta, state) = checkpoint::read(path).map_err(|e| e.to_string())?;
+        let block = view.block(*number).ok_or_else(|| {
+            format!(
+                "checkpoint {} is of block {number}, which the log never sealed",
+                path.display()
+            )
+        })?;
+        let root = StateTrie::from_state(&state).root();
+        if meta.number != *number || meta.hash != block.hash || root != block.header.state_root {
+            return Err(format!(
+                "checkpoint {} does not match block {number} of the log (hash {}, state root {root})",
+                path.display(),
+                meta.hash
+            ));
+        }
+    }
+    Ok(found.len())
 }

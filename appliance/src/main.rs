@@ -108,6 +108,9 @@ struct RunArgs {
     /// Size of each log segment in MiB.
     #[arg(long)]
     storage_segment_mb: Option<u64>,
+    /// A checkpoint every this many blocks (0: none).
+    #[arg(long)]
+    storage_checkpoint_blocks: Option<u64>,
 }
 
 impl RunArgs {
@@ -133,6 +136,7 @@ impl RunArgs {
         set!(pool_parked_per_sender_max => pool.parked_per_sender_max);
         set!(durability => durability);
         set!(storage_segment_mb => storage.segment_mb);
+        set!(storage_checkpoint_blocks => storage.checkpoint_blocks);
         if self.genesis.is_some() {
             config.genesis = self.genesis.clone();
         }
@@ -225,7 +229,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     datadir.bind_genesis(genesis.header.hash_slow())?;
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
     drop(genesis);
-    let _threads = node::start(&config, spec, rpc_addr, booted, datadir.log_dir())?;
+    let _threads = node::start(&config, spec, rpc_addr, booted, &config.datadir)?;
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
     wait_for_signal()?;
@@ -242,10 +246,11 @@ fn db_check(args: RunArgs) -> Result<(), String> {
     let booted = datadir::boot(&config.datadir, &spec, &genesis, 0, true)?;
     let stats = booted.replayed.stats;
     let head = booted.replayed.parts.view().head();
+    let checkpoints = datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;
     println!(
         "ok: {} mini-blocks ({} txs) and {} sealed blocks replayed; every record's checksum and every block's \
-         state, transactions and receipts roots verified; head block {} {}; {} closed block(s) awaiting a seal; \
-         {:.2} s",
+         state, transactions and receipts roots verified; {checkpoints} checkpoint(s) verified; head block {} {}; \
+         {} closed block(s) awaiting a seal; {:.2} s",
         stats.mini_blocks,
         stats.txs,
         stats.seals,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use fulmen_exec::{
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
 use fulmen_storage::{
+    checkpoint::CheckpointJob,
     disk::DiskDir,
     log::{Log, Tail},
     writer::{AppendRequest, StorageAck},
@@ -50,6 +51,8 @@ struct CoreRoles {
 
 struct StorageRole {
     dir: PathBuf,
+    checkpoint_dir: PathBuf,
+    checkpoints: SharedReceiver<CheckpointJob>,
     segment_bytes: u64,
     tail: Tail,
     inbox: SharedReceiver<AppendRequest>,
@@ -72,6 +75,8 @@ struct SeqRole {
     to_storage: SharedSender<AppendRequest>,
     acks: SharedReceiver<StorageAck>,
     durable: bool,
+    checkpoints: SharedSender<CheckpointJob>,
+    checkpoint_blocks: u64,
 }
 
 struct MerkleRole {
@@ -80,15 +85,14 @@ struct MerkleRole {
     to_seq: SharedSender<fulmen_exec::block::SealRoots>,
 }
 
-/// Starts every role on the chain `booted` rebuilt from the log in
-/// `log_dir`; returns once the log is open and all net cores accept
-/// connections.
+/// Starts every role on the chain `booted` rebuilt from `datadir`;
+/// returns once the log is open and all net cores accept connections.
 pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
     rpc_addr: SocketAddr,
     booted: Booted,
-    log_dir: PathBuf,
+    datadir: &Path,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let limits = PoolLimits {
         parked_per_sender_max: config.pool.parked_per_sender_max,
@@ -118,6 +122,8 @@ pub(crate) fn start(
     merkle_requests.push(seal_rx);
     let (append_tx, append_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
     let (ack_tx, ack_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
+    // One checkpoint waits while another is written; more are skipped.
+    let (checkpoint_tx, checkpoint_rx) = shared_channel::new_bounded(1);
     roles.entry(cores.seq).or_default().seq = Some(SeqRole {
         spec: spec.clone(),
         limits,
@@ -129,10 +135,14 @@ pub(crate) fn start(
         to_storage: append_tx,
         acks: ack_rx,
         durable: config.durability == Durability::Durable,
+        checkpoints: checkpoint_tx,
+        checkpoint_blocks: config.storage.checkpoint_blocks,
     });
     let storage_cpu = cores.storage.first().copied().unwrap_or(cores.seq);
     roles.entry(storage_cpu).or_default().storage = Some(StorageRole {
-        dir: log_dir,
+        dir: crate::datadir::log_dir(datadir),
+        checkpoint_dir: crate::datadir::checkpoint_dir(datadir),
+        checkpoints: checkpoint_rx,
         segment_bytes: config.storage.segment_mb << 20,
         tail,
         inbox: append_rx,
@@ -223,29 +233,46 @@ async fn run_core(
         tasks.push(task);
     }
     if let Some(role) = roles.storage {
-        let ready = ready.clone();
+        let checkpoints = role.checkpoints;
+        let dir = role.checkpoint_dir;
         let task = glommio::spawn_local_into(
             async move {
-                let inbox = role.inbox.connect().await;
-                let acks = role.acks.connect().await;
+                fulmen_storage::checkpoint::run_checkpoints(dir, checkpoints.connect().await).await;
+            },
+            background,
+        )
+        .expect("task queue was created above");
+        tasks.push(task);
+        let ready = ready.clone();
+        let (inbox, acks, dir, segment_bytes, tail) = (
+            role.inbox,
+            role.acks,
+            role.dir,
+            role.segment_bytes,
+            role.tail,
+        );
+        let task = glommio::spawn_local_into(
+            async move {
+                let inbox = inbox.connect().await;
+                let acks = acks.connect().await;
                 let opened = async {
-                    let dir = DiskDir::new(&role.dir).await?;
+                    let dir = DiskDir::new(&dir).await?;
                     let mode = dir.mode();
-                    let log = Log::open_at(dir, role.segment_bytes, role.tail)
+                    let log = Log::open_at(dir, segment_bytes, tail)
                         .await
                         .map_err(std::io::Error::other)?;
                     Ok::<_, std::io::Error>((log, mode))
                 };
                 match opened.await {
                     Ok((log, mode)) => {
-                        tracing::info!(dir = %role.dir.display(), ?mode, "log open");
+                        tracing::info!(dir = %dir.display(), ?mode, "log open");
                         let _ = ready.send(Ok(()));
                         fulmen_storage::writer::run_writer(log, inbox, acks).await;
                     }
                     Err(e) => {
                         let _ = ready.send(Err(format!(
                             "cannot open the log in {}: {e}",
-                            role.dir.display()
+                            dir.display()
                         )));
                     }
                 }
@@ -269,6 +296,7 @@ async fn run_core(
                     to_storage: role.to_storage.connect().await,
                     acks: role.acks.connect().await,
                     durable: role.durable,
+                    checkpoints: Some((role.checkpoints.connect().await, role.checkpoint_blocks)),
                 };
                 let seq = Sequencer::from_parts(role.spec, role.limits, role.parts);
                 seq_core::run_seq(

@@ -95,10 +95,13 @@ fn history(addr: SocketAddr, tx_hashes: &[String], through: u64) -> Value {
     json!({"blocks": blocks, "txs": txs, "logs": logs})
 }
 
+/// Runs a node with a checkpoint every two blocks.
+const CHECKPOINT_EVERY_2: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "2"];
+
 #[test]
-fn history_is_identical_after_a_clean_restart_and_the_datadir_is_locked() {
+fn history_is_identical_after_a_restart_from_a_checkpoint_and_the_datadir_is_locked() {
     let dir = tempdir::TempDir::new("fulmen-restart");
-    let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+    let mut node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
     let addr = node.addr;
     let deployer = signer(0);
     let deploy = sign_1559(
@@ -187,10 +190,30 @@ fn history_is_identical_after_a_clean_restart_and_the_datadir_is_locked() {
         "{stderr}"
     );
 
+    // A checkpoint at or after block 2 is on disk before the restart.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_dir(dir.0.join("checkpoint"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "ckpt"))
+        })
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "no checkpoint was written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(node.terminate().success());
-    let node = start_fulmen_in(&dir.0, &["--dev"]);
+    let node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    assert!(
+        node.startup.iter().any(|l| l.contains("loaded checkpoint")),
+        "the restart did not start from a checkpoint:\n{}",
+        node.startup.join("\n")
+    );
     let after = history(node.addr, &hashes, last);
-    assert_eq!(before, after, "history changed across a restart");
+    assert_eq!(
+        before, after,
+        "history changed across a restart from a checkpoint"
+    );
     assert_eq!(
         try_rpc(
             node.addr,
@@ -214,6 +237,8 @@ fn history_is_identical_after_a_clean_restart_and_the_datadir_is_locked() {
         String::from_utf8_lossy(&check.stderr)
     );
     assert!(stdout.starts_with("ok:"), "{stdout}");
+    assert!(!stdout.contains(" 0 checkpoint(s) verified"), "{stdout}");
+    assert!(stdout.contains("checkpoint(s) verified"), "{stdout}");
 
     // Another genesis (the dev genesis depends on the gas limit) is refused.
     let other = Command::new(env!("CARGO_BIN_EXE_fulmen"))

@@ -23,32 +23,17 @@ use std::sync::Arc;
 
 use alloy_consensus::{Header, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
-use alloy_primitives::{Address, B256, Bytes, Log, LogData, U256};
+use alloy_primitives::{Address, Bytes, Log, LogData};
 use alloy_rlp::{Decodable, Encodable};
-use fulmen_storage::{AccountState, StateDiff};
-use revm::bytecode::Bytecode;
+use fulmen_storage::StateDiff;
+use fulmen_storage::codec::{Reader, Writer};
 
 use crate::block::ExecutedTx;
 use crate::evm::BlockContext;
 
 const VERSION: u8 = 1;
 
-/// Why a payload does not decode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PayloadError {
-    /// The bytes end early.
-    #[error("payload truncated at byte {0}")]
-    Truncated(usize),
-    /// Unknown payload version.
-    #[error("unsupported payload version {0}")]
-    Version(u8),
-    /// Bytes left over after the payload.
-    #[error("{0} trailing bytes after the payload")]
-    Trailing(usize),
-    /// A field holds a value it cannot have.
-    #[error("invalid {0}")]
-    Invalid(&'static str),
-}
+pub use fulmen_storage::codec::PayloadError;
 
 /// One logged transaction with its outcome.
 #[derive(Debug, Clone)]
@@ -91,87 +76,6 @@ pub struct SealRecord {
     pub size: u64,
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
-
-impl Writer<'_> {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u32(&mut self, v: usize) {
-        self.0.extend_from_slice(&(v as u32).to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn raw(&mut self, v: &[u8]) {
-        self.0.extend_from_slice(v);
-    }
-    fn bytes(&mut self, v: &[u8]) {
-        self.u32(v.len());
-        self.raw(v);
-    }
-    fn u256(&mut self, v: &U256) {
-        self.raw(&v.to_be_bytes::<32>());
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or(PayloadError::Truncated(self.at))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8, PayloadError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<usize, PayloadError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-    fn u64(&mut self) -> Result<u64, PayloadError> {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(b))
-    }
-    fn address(&mut self) -> Result<Address, PayloadError> {
-        Ok(Address::from_slice(self.take(20)?))
-    }
-    fn b256(&mut self) -> Result<B256, PayloadError> {
-        Ok(B256::from_slice(self.take(32)?))
-    }
-    fn u256(&mut self) -> Result<U256, PayloadError> {
-        Ok(U256::from_be_slice(self.take(32)?))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], PayloadError> {
-        let len = self.u32()?;
-        self.take(len)
-    }
-    /// A count of items at least `min_item` bytes each, checked against what remains.
-    fn count(&mut self, min_item: usize) -> Result<usize, PayloadError> {
-        let n = self.u32()?;
-        if n.saturating_mul(min_item) > self.bytes.len() - self.at {
-            return Err(PayloadError::Truncated(self.at));
-        }
-        Ok(n)
-    }
-    fn finish(&self) -> Result<(), PayloadError> {
-        match self.bytes.len() - self.at {
-            0 => Ok(()),
-            n => Err(PayloadError::Trailing(n)),
-        }
-    }
-}
-
 fn put_ctx(w: &mut Writer<'_>, ctx: &BlockContext) {
     w.u64(ctx.number);
     w.u64(ctx.timestamp);
@@ -199,23 +103,18 @@ fn put_diff(w: &mut Writer<'_>, diff: &StateDiff) {
         match account {
             Some(a) => {
                 w.u8(1);
-                w.u64(a.nonce);
-                w.u256(&a.balance);
-                w.raw(a.code_hash.as_slice());
+                w.account(a);
             }
             None => w.u8(0),
         }
     }
     w.u32(diff.storage.len());
     for (address, slot, value) in &diff.storage {
-        w.raw(address.as_slice());
-        w.u256(slot);
-        w.u256(value);
+        w.slot(address, slot, value);
     }
     w.u32(diff.codes.len());
     for (hash, code) in &diff.codes {
-        w.raw(hash.as_slice());
-        w.bytes(code.original_byte_slice());
+        w.code(hash, code);
     }
 }
 
@@ -225,23 +124,16 @@ fn get_diff(r: &mut Reader<'_>) -> Result<StateDiff, PayloadError> {
         let address = r.address()?;
         let account = match r.u8()? {
             0 => None,
-            1 => Some(AccountState {
-                nonce: r.u64()?,
-                balance: r.u256()?,
-                code_hash: r.b256()?,
-            }),
+            1 => Some(r.account()?),
             _ => return Err(PayloadError::Invalid("account presence flag")),
         };
         diff.accounts.push((address, account));
     }
     for _ in 0..r.count(84)? {
-        diff.storage.push((r.address()?, r.u256()?, r.u256()?));
+        diff.storage.push(r.slot()?);
     }
     for _ in 0..r.count(36)? {
-        let hash = r.b256()?;
-        let code = Bytecode::new_raw_checked(Bytes::copy_from_slice(r.bytes()?))
-            .map_err(|_| PayloadError::Invalid("code"))?;
-        diff.codes.push((hash, code));
+        diff.codes.push(r.code()?);
     }
     Ok(diff)
 }
@@ -292,7 +184,7 @@ pub fn encode_mini_block(
 
 /// Decodes a mini-block payload.
 pub fn decode_mini_block(bytes: &[u8]) -> Result<MiniBlockRecord, PayloadError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let version = r.u8()?;
     if version != VERSION {
         return Err(PayloadError::Version(version));
@@ -361,13 +253,13 @@ pub fn encode_seal(header: &Header, size: u64, out: &mut Vec<u8>) {
 
 /// Decodes a block-seal payload.
 pub fn decode_seal(bytes: &[u8]) -> Result<SealRecord, PayloadError> {
-    let mut r = Reader { bytes, at: 0 };
+    let mut r = Reader::new(bytes);
     let version = r.u8()?;
     if version != VERSION {
         return Err(PayloadError::Version(version));
     }
     let size = r.u64()?;
-    let mut rest = &bytes[r.at..];
+    let mut rest = &bytes[r.position()..];
     let header = Header::decode(&mut rest).map_err(|_| PayloadError::Invalid("header RLP"))?;
     if !rest.is_empty() {
         return Err(PayloadError::Trailing(rest.len()));

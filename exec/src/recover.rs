@@ -7,14 +7,22 @@
 //! block; its root is checked against the last sealed header, and with
 //! `check_every_block` (`fulmen db check`) every block's state, transactions
 //! and receipts roots and logs bloom are recomputed and compared.
+//!
+//! From a checkpoint (the state image after block N), the trie is rebuilt
+//! from the image and checked against its root, records of blocks up to N
+//! rebuild history only (blocks, receipts, the transaction index), and later
+//! records apply as above. The log's seal of block N must match the image.
 
 use std::collections::VecDeque;
 
+use fulmen_storage::HotState;
+use fulmen_storage::checkpoint::CheckpointMeta;
 use fulmen_storage::log::Position;
 use fulmen_storage::record::RecordKind;
 
 use crate::block::{Merkleizer, SealJob};
 use crate::chain::ChainSpec;
+use crate::merkle::StateTrie;
 use crate::persist::{decode_mini_block, decode_seal};
 use crate::sequencer::{Genesis, PoolLimits, Sequencer, SequencerParts};
 
@@ -43,6 +51,8 @@ pub struct ReplayStats {
     pub other: u64,
     /// Blocks whose roots were recomputed and matched.
     pub blocks_checked: u64,
+    /// The checkpoint the replay started from.
+    pub from_checkpoint: Option<u64>,
 }
 
 /// Why the log does not replay.
@@ -55,23 +65,50 @@ pub struct BootError {
     pub detail: String,
 }
 
-/// Replays `records` (in log order) onto the chain at `genesis`.
+/// Replays `records` (in log order) onto the chain at `genesis`, or from
+/// `checkpoint` (its image and the block it follows) when given.
 pub fn replay<'a>(
     spec: &ChainSpec,
     genesis: &Genesis,
+    checkpoint: Option<(CheckpointMeta, HotState)>,
     records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
     now_ms: u64,
     check_every_block: bool,
 ) -> Result<Replayed, BootError> {
     let limits = PoolLimits::default();
     let mut seq = Sequencer::new(spec.clone(), limits, genesis, 0);
-    let mut merkle = Merkleizer::new(genesis.trie.clone(), 0);
-    let mut jobs: VecDeque<SealJob> = VecDeque::new();
     let mut stats = ReplayStats::default();
     let mut last = Position {
         segment: 0,
         offset: 0,
     };
+    let (mut merkle, image) = match checkpoint {
+        None => (Merkleizer::new(genesis.trie.clone(), 0), None),
+        Some(_) if check_every_block => {
+            return Err(BootError {
+                at: last,
+                detail: "a full check replays from genesis, not from a checkpoint".into(),
+            });
+        }
+        Some((meta, state)) => {
+            let mut trie = StateTrie::from_state(&state);
+            let root = trie.root();
+            if root != meta.state_root {
+                return Err(BootError {
+                    at: last,
+                    detail: format!(
+                        "checkpoint of block {}: its state has root {root}, the image says {}",
+                        meta.number, meta.state_root
+                    ),
+                });
+            }
+            seq.start_from_checkpoint(meta.number, state);
+            stats.from_checkpoint = Some(meta.number);
+            (Merkleizer::new(trie, meta.number), Some(meta))
+        }
+    };
+    let history_until = image.map_or(0, |m| m.number);
+    let mut jobs: VecDeque<SealJob> = VecDeque::new();
     for (at, kind, payload) in records {
         last = at;
         let fail = |detail: String| BootError { at, detail };
@@ -93,7 +130,17 @@ pub fn replay<'a>(
                     .pop_front()
                     .filter(|job| job.ctx.number == header.number)
                     .ok_or_else(|| fail(format!("no closed block {} to seal", header.number)))?;
-                if check_every_block {
+                if header.number <= history_until {
+                    // History only: the checkpoint holds this block's state.
+                    if let Some(meta) = image.filter(|m| m.number == header.number)
+                        && (header.hash_slow() != meta.hash || header.state_root != meta.state_root)
+                    {
+                        return Err(fail(format!(
+                            "the checkpoint of block {} does not match the block's seal in the log",
+                            header.number
+                        )));
+                    }
+                } else if check_every_block {
                     let roots = merkle.seal(&job);
                     let checks = [
                         ("state root", roots.state_root, header.state_root),
@@ -130,6 +177,15 @@ pub fn replay<'a>(
         }
     }
     let head = seq.view().head().clone();
+    if head.header.number < history_until {
+        return Err(BootError {
+            at: last,
+            detail: format!(
+                "the log ends at block {}, before the checkpoint of block {history_until}",
+                head.header.number
+            ),
+        });
+    }
     if !check_every_block && head.header.number > 0 {
         let root = merkle.state_root();
         if root != head.header.state_root {
@@ -162,7 +218,7 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    use alloy_primitives::{Address, B256, Bytes, TxKind};
+    use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
     use fulmen_storage::io::{CrashMode, Fault, SimDisk};
     use fulmen_storage::log::{Log, read_log};
 
@@ -330,7 +386,7 @@ mod tests {
             .records
             .iter()
             .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()));
-        replay(&spec, &genesis, records, 1_000_000, true).map_err(|e| e.to_string())
+        replay(&spec, &genesis, None, records, 1_000_000, true).map_err(|e| e.to_string())
     }
 
     /// Checks the chain rebuilt from `disk` against what `run` acknowledged
@@ -446,6 +502,97 @@ mod tests {
         assert!(disk.list().len() > 2, "the workload spans segments");
         assert!(run.sealed.len() as u64 >= steps() / 3 - 1);
         check_recovery(disk, &run, &run, "clean run");
+    }
+
+    /// A replay from a checkpoint rebuilds the same history and state as one
+    /// from genesis; a checkpoint that does not match the log is refused.
+    #[test]
+    fn a_replay_from_a_checkpoint_equals_one_from_genesis() {
+        let disk = SimDisk::new(1, 1 << 24);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        let run = workload(&mut log, steps(), true);
+        let full = replay_disk(&disk).unwrap();
+        let spec = spec(GAS_LIMIT);
+        let genesis = Genesis::new(&spec);
+        let (recovery, _) = read_log(&disk).unwrap();
+        let records = || {
+            recovery
+                .records
+                .iter()
+                .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+        };
+        let view = full.parts.view();
+        let head = view.head().header.number;
+        let number = head / 2;
+        let block = view.block(number).unwrap();
+        let meta = CheckpointMeta {
+            number,
+            hash: block.hash,
+            state_root: block.header.state_root,
+        };
+        let image = view.state_at(number).unwrap().clone();
+        let from = replay(
+            &spec,
+            &genesis,
+            Some((meta, image.clone())),
+            records(),
+            1_000_000,
+            false,
+        )
+        .unwrap();
+        assert_eq!(from.stats.from_checkpoint, Some(number));
+        let view2 = from.parts.view();
+        assert_eq!(view2.mini_block, view.mini_block);
+        assert_eq!(view2.blocks.len(), view.blocks.len());
+        for (a, b) in view.blocks.iter().zip(view2.blocks.iter()) {
+            assert_eq!(a.hash, b.hash);
+            assert_eq!(a.txs.len(), b.txs.len());
+        }
+        for (hash, receipt) in &run.acked {
+            assert_eq!(&Receipt::from(view2.tx(hash).unwrap().0.as_ref()), receipt);
+        }
+        assert_eq!(
+            StateTrie::from_state(&view2.state).root(),
+            StateTrie::from_state(&view.state).root()
+        );
+        assert!(
+            view2.state_at(number - 1).is_none(),
+            "no state before the image"
+        );
+        assert!(view2.state_at(head).is_some());
+        let mut merkle = from.merkle;
+        assert_eq!(merkle.state_root(), view.head().header.state_root);
+
+        // Refused: another block's hash, a damaged image, an image past the log.
+        let wrong_hash = CheckpointMeta {
+            hash: B256::repeat_byte(1),
+            ..meta
+        };
+        assert!(
+            replay(
+                &spec,
+                &genesis,
+                Some((wrong_hash, image.clone())),
+                records(),
+                0,
+                false
+            )
+            .is_err()
+        );
+        let mut damaged = image.clone();
+        damaged.set_account(
+            Address::repeat_byte(0x77),
+            fulmen_storage::AccountState::funded(U256::from(1)),
+        );
+        let err = replay(&spec, &genesis, Some((meta, damaged)), records(), 0, false)
+            .err()
+            .unwrap();
+        assert!(err.detail.contains("root"), "{err}");
+        let past = CheckpointMeta {
+            number: head + 5,
+            ..meta
+        };
+        assert!(replay(&spec, &genesis, Some((past, image)), records(), 0, false).is_err());
     }
 
     /// Crash after every IO operation of the workload (torn or lost unflushed

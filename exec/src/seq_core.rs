@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use futures::{StreamExt, channel::oneshot, stream::select_all};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 
+use fulmen_storage::checkpoint::{CheckpointJob, CheckpointMeta};
 use fulmen_storage::record::RecordKind;
 use fulmen_storage::writer::{AppendRequest, StorageAck};
 
@@ -91,6 +92,8 @@ pub struct LogLink {
     /// `durable`: replies and views are released once their record is
     /// flushed. `memory`: right after execution (the log is still written).
     pub durable: bool,
+    /// Where checkpoint jobs go, and every how many blocks (0: never).
+    pub checkpoints: Option<(ConnectedSender<CheckpointJob>, u64)>,
 }
 
 /// Records the seq role may have sent and not yet seen durable. Past this,
@@ -118,6 +121,9 @@ struct Storage {
     sent: u64,
     durable: u64,
     held: VecDeque<Held>,
+    checkpoints: Option<(ConnectedSender<CheckpointJob>, u64)>,
+    /// A checkpoint waiting for its block's seal record to be durable.
+    checkpoint_due: Option<(u64, CheckpointJob)>,
 }
 
 struct SeqState {
@@ -227,6 +233,46 @@ impl SeqState {
         if let Some(view) = latest {
             self.published.store(view);
         }
+        if let Some((upto, _)) = &storage.checkpoint_due
+            && *upto <= records
+            && let Some((_, job)) = storage.checkpoint_due.take()
+            && let Some((to, _)) = &storage.checkpoints
+        {
+            let number = job.meta.number;
+            if to.try_send(job).is_err() {
+                tracing::warn!(
+                    number,
+                    "the previous checkpoint is still being written; no checkpoint at this block"
+                );
+            }
+        }
+    }
+
+    /// After block `sealed` was logged: schedules its checkpoint when one is
+    /// due, to start once the seal record is durable.
+    fn schedule_checkpoint(&mut self, sealed: &crate::block::SealedBlock) {
+        let number = sealed.header.number;
+        let Some(storage) = &mut self.storage else {
+            return;
+        };
+        let Some((_, every)) = &storage.checkpoints else {
+            return;
+        };
+        if *every == 0 || !number.is_multiple_of(*every) {
+            return;
+        }
+        let Some(state) = self.seq.view().state_at(number) else {
+            return;
+        };
+        let job = CheckpointJob {
+            meta: CheckpointMeta {
+                number,
+                hash: sealed.hash,
+                state_root: sealed.header.state_root,
+            },
+            state: state.clone(),
+        };
+        storage.checkpoint_due = Some((storage.sent, job));
     }
 
     /// Closes the mini-block (if any transaction ran), logs it, and releases
@@ -307,6 +353,8 @@ pub async fn run_seq(
                 sent: 0,
                 durable: 0,
                 held: VecDeque::new(),
+                checkpoints: link.checkpoints,
+                checkpoint_due: None,
             }),
             Some(link.acks),
         ),
@@ -415,6 +463,7 @@ pub async fn run_seq(
                     let mut payload = Vec::with_capacity(700);
                     crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
                     state.log(RecordKind::BlockSeal, payload);
+                    state.schedule_checkpoint(&sealed);
                 }
                 if state.halted.is_none() {
                     state.release(&mut replies);

@@ -159,6 +159,9 @@ pub struct Sequencer {
     deferred: VecDeque<RecoveredTx>,
     /// Senders with deferred transactions, and how many each has.
     deferred_senders: HashMap<Address, usize>,
+    /// Replay from a checkpoint: blocks up to this one rebuild history only,
+    /// their state is already in the checkpoint's image (0: none).
+    history_until: u64,
 }
 
 /// The genesis state, its trie and header.
@@ -307,6 +310,7 @@ impl Sequencer {
             parked_count: 0,
             deferred: VecDeque::new(),
             deferred_senders: HashMap::new(),
+            history_until: 0,
         };
         seq.refresh_open_view();
         seq
@@ -436,8 +440,10 @@ impl Sequencer {
         contract_address: Option<Address>,
         diff: StateDiff,
     ) -> Arc<ExecutedTx> {
-        self.evm.ctx.journaled_state.database.state.apply(&diff);
-        self.open.diffs.push(diff);
+        if self.open.ctx.number > self.history_until {
+            self.evm.ctx.journaled_state.database.state.apply(&diff);
+            self.open.diffs.push(diff);
+        }
         self.open.gas_used += gas_used;
         let executed = Arc::new(ExecutedTx {
             effective_gas_price: tx.effective_gas_price(self.open.ctx.base_fee),
@@ -706,7 +712,9 @@ impl Sequencer {
         self.view.blocks.push_back(sealed.clone());
         self.view.block_hashes.push_back(hash);
         self.view.by_hash.insert(hash, number);
-        self.view.recent_states.push_back((number, meta.state));
+        if number >= self.history_until {
+            self.view.recent_states.push_back((number, meta.state));
+        }
         while self.view.recent_states.len() > RECENT_STATES_MAX {
             self.view.recent_states.pop_front();
         }
@@ -833,6 +841,18 @@ impl Sequencer {
         }
         self.install_seal(record.header, record.size);
         Ok(jobs)
+    }
+
+    /// Starts a replay from a checkpoint: `state` is the state after block
+    /// `number`; the records of blocks up to it rebuild blocks, receipts and
+    /// the transaction index without touching the state (their seal jobs
+    /// carry no state changes), and later records apply as usual. States
+    /// of blocks before `number` are not kept.
+    pub fn start_from_checkpoint(&mut self, number: u64, state: fulmen_storage::HotState) {
+        self.evm.ctx.journaled_state.database.state = state.clone();
+        self.view.state = state;
+        self.view.recent_states.clear();
+        self.history_until = number;
     }
 
     /// Sets the context of the (still empty) open block.

@@ -14,6 +14,8 @@
 //! log writer, checkpoints and recovery are not wired into the node yet, so
 //! the state still lives in RAM only and is lost when the process exits.
 
+pub mod checkpoint;
+pub mod codec;
 pub mod disk;
 pub mod io;
 pub mod log;
@@ -127,6 +129,11 @@ impl HotState {
     /// Iterates every account (for genesis checks and full rebuilds).
     pub fn accounts(&self) -> impl Iterator<Item = (&Address, &AccountState)> {
         self.accounts.iter()
+    }
+
+    /// Iterates every code blob by hash.
+    pub fn codes(&self) -> impl Iterator<Item = (&B256, &Bytecode)> {
+        self.codes.iter()
     }
 
     /// Iterates every non-zero storage slot.

@@ -110,6 +110,8 @@ pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    /// Output lines before the readiness line (boot reports).
+    pub startup: Vec<String>,
     _dir: Option<tempdir::TempDir>,
 }
 
@@ -254,11 +256,12 @@ fn start_with_retries(
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let log = forward_lines(&mut child);
         match wait_for(&log, needle, &addr) {
-            Ok(()) => {
+            Ok(startup) => {
                 return Proc {
                     child,
                     addr: addr.parse().expect("addr"),
                     log,
+                    startup,
                     _dir: dir,
                 };
             }
@@ -294,13 +297,13 @@ fn forward_lines(child: &mut Child) -> mpsc::Receiver<String> {
 
 /// Waits for a log line with `needle` and `addr`; the output so far if the
 /// process exits (or stays silent for a minute) first.
-fn wait_for(log: &mpsc::Receiver<String>, needle: &str, addr: &str) -> Result<(), String> {
+fn wait_for(log: &mpsc::Receiver<String>, needle: &str, addr: &str) -> Result<Vec<String>, String> {
     let mut seen = Vec::new();
     loop {
         match log.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
                 if line.contains(needle) && line.contains(addr) {
-                    return Ok(());
+                    return Ok(seen);
                 }
                 seen.push(line);
             }
