@@ -4,6 +4,7 @@
 #
 #   benches/compare.sh                 # default sizes
 #   TXS=50000 CONCURRENCY=64 benches/compare.sh
+#   FULMEN_ARGS="--durability memory" benches/compare.sh   # flags for fulmen run
 #
 # Latency: eth_sendRawTransactionSync at one request in flight; anvil in its
 # default automine. Throughput: eth_sendRawTransaction, closed loop; anvil in
@@ -43,7 +44,8 @@ wait_rpc() {
 }
 start_fulmen() {
   local port; port=$(free_port)
-  target/release/fulmen run --dev --rpc-addr "127.0.0.1:$port" --datadir "$WORK/data-$port" >"$WORK/fulmen-$port.log" 2>&1 &
+  # shellcheck disable=SC2086 # FULMEN_ARGS is a list of flags
+  target/release/fulmen run --dev --rpc-addr "127.0.0.1:$port" --datadir "$WORK/data-$port" ${FULMEN_ARGS:-} >"$WORK/fulmen-$port.log" 2>&1 &
   echo $! >>"$PIDFILE"; wait_rpc "http://127.0.0.1:$port"; echo "http://127.0.0.1:$port"
 }
 start_anvil() {

@@ -7,12 +7,13 @@
 //! sequencer publishes one snapshot per mini-block; a reader holding an older
 //! snapshot never blocks the writer and never sees a half-applied mini-block.
 //!
-//! Durability is being built: [`record`] is the log's record framing,
-//! [`scan`] reads a segment back at boot (torn tail versus corruption),
-//! [`io`] is the one IO interface with its simulated, fault-injecting disk,
-//! and [`log`] is the segmented log with group commit and torn-tail repair. The
-//! log writer, checkpoints and recovery are not wired into the node yet, so
-//! the state still lives in RAM only and is lost when the process exits.
+//! Durability: [`record`] is the log's record framing and [`scan`] reads a
+//! segment back (torn tail versus corruption); [`io`] is the one IO
+//! interface, with [`disk`] (io_uring through glommio, O_DIRECT where the
+//! filesystem allows) and a seeded, fault-injecting simulated disk; [`log`]
+//! is the segmented log with torn-tail repair; [`writer`] runs it on the
+//! storage core with group commit; [`checkpoint`] writes and reads full
+//! state images; [`codec`] is the binary codec of log payloads and images.
 
 pub mod checkpoint;
 pub mod codec;
