@@ -602,3 +602,150 @@ pub async fn run_merkle(
         glommio::yield_if_needed().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The seq role over the real log writer on the simulated disk: an IO
+    //! error or a full disk halts preconfirmation with a clear error, nothing
+    //! after the last durable record is ever published, and what was
+    //! acknowledged is on the disk.
+
+    use fulmen_storage::io::{CrashMode, Fault, SimDisk};
+    use fulmen_storage::log::{Log, read_log};
+    use glommio::channels::shared_channel;
+
+    use super::*;
+    use crate::chain::DEV_ACCOUNTS;
+    use crate::sequencer::{Genesis, PoolLimits};
+    use crate::testkit::{spec, tx};
+
+    async fn send(inbox: &ConnectedSender<SeqRequest>, tx: RecoveredTx) -> SeqReply {
+        let (reply, answer) = oneshot::channel();
+        inbox
+            .send(SeqRequest {
+                tx,
+                reply,
+                wait_for_receipt: true,
+            })
+            .await
+            .expect("seq is running");
+        answer.await.expect("seq answers")
+    }
+
+    #[test]
+    fn a_failing_log_halts_preconfirmation_and_loses_nothing_acknowledged() {
+        for fault in [
+            |at_op| Fault::Eio {
+                at_op,
+                forever: true,
+            },
+            |at_op| Fault::NoSpace {
+                at_op,
+                forever: false,
+            },
+        ] {
+            let durable_txs = glommio::LocalExecutorBuilder::default()
+                .spawn(move || async move {
+                    let disk = SimDisk::new(11, 1 << 24);
+                    let spec = spec(30_000_000);
+                    let genesis = Genesis::new(&spec);
+                    let seq = Sequencer::new(spec.clone(), PoolLimits::default(), &genesis, 1_000);
+                    let merkle = Merkleizer::new(genesis.trie.clone(), 0);
+                    let published = Arc::new(ArcSwap::from_pointee(seq.view().clone()));
+                    let (log, _) = Log::open(disk.clone(), 64 * 1024).await.unwrap();
+                    let (inbox_tx, inbox_rx) = shared_channel::new_bounded(64);
+                    let (append_tx, append_rx) =
+                        shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
+                    let (ack_tx, ack_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
+                    let (seal_tx, seal_rx) = shared_channel::new_bounded(8);
+                    let (roots_tx, roots_rx) = shared_channel::new_bounded(8);
+                    // Each end of a channel waits for its peer to connect.
+                    let (append_tx, append_rx) =
+                        futures::join!(append_tx.connect(), append_rx.connect());
+                    let (ack_tx, ack_rx) = futures::join!(ack_tx.connect(), ack_rx.connect());
+                    let (seal_tx, seal_rx) = futures::join!(seal_tx.connect(), seal_rx.connect());
+                    let (roots_tx, roots_rx) =
+                        futures::join!(roots_tx.connect(), roots_rx.connect());
+                    let (inbox, inbox_rx) = futures::join!(inbox_tx.connect(), inbox_rx.connect());
+                    glommio::spawn_local(fulmen_storage::writer::run_writer(
+                        log, append_rx, ack_tx,
+                    ))
+                    .detach();
+                    glommio::spawn_local(run_merkle(merkle, vec![seal_rx], roots_tx)).detach();
+                    let link = LogLink {
+                        to_storage: append_tx,
+                        acks: ack_rx,
+                        durable: true,
+                        checkpoints: None,
+                    };
+                    let seq_task = glommio::spawn_local(run_seq(
+                        seq,
+                        vec![inbox_rx],
+                        seal_tx,
+                        roots_rx,
+                        published.clone(),
+                        SeqTiming {
+                            block_time_ms: 600_000,
+                            mini_block_max_ms: 1,
+                        },
+                        Some(link),
+                        Vec::new(),
+                    ));
+                    let bob = DEV_ACCOUNTS[1];
+
+                    let first = tx(&spec, 0, 0, bob, 1, 21_000, 1);
+                    let first_hash = first.hash;
+                    assert!(matches!(
+                        send(&inbox, first).await,
+                        SeqReply::Preconfirmed(_)
+                    ));
+                    assert!(published.load().tx(&first_hash).is_some());
+
+                    disk.inject(Some(fault(disk.ops())));
+                    let second = tx(&spec, 0, 1, bob, 1, 21_000, 1);
+                    let second_hash = second.hash;
+                    match send(&inbox, second).await {
+                        SeqReply::Rejected(SubmitError::Halted(reason)) => {
+                            assert!(!reason.is_empty())
+                        }
+                        other => panic!("not halted: {other:?}"),
+                    }
+                    // Everyone after gets the same clear error; nothing newer is published.
+                    let third = tx(&spec, 2, 0, bob, 1, 21_000, 1);
+                    let error = match send(&inbox, third).await {
+                        SeqReply::Rejected(e @ SubmitError::Halted(_)) => e.to_string(),
+                        other => panic!("not halted: {other:?}"),
+                    };
+                    assert!(error.contains("stopped preconfirming"), "{error}");
+                    let view = published.load();
+                    assert!(view.tx(&first_hash).is_some());
+                    assert!(
+                        view.tx(&second_hash).is_none(),
+                        "a tx that was not durable was published"
+                    );
+                    drop(inbox);
+                    seq_task.await;
+                    // What was acknowledged is on the disk after a crash.
+                    let (recovery, _) = read_log(&disk.crash(CrashMode::TearUnflushed)).unwrap();
+                    recovery
+                        .records
+                        .iter()
+                        .filter(|(_, kind, _)| *kind == RecordKind::MiniBlock)
+                        .map(|(_, _, payload)| {
+                            crate::persist::decode_mini_block(payload)
+                                .unwrap()
+                                .txs
+                                .len()
+                        })
+                        .sum::<usize>()
+                })
+                .unwrap()
+                .join()
+                .unwrap();
+            assert_eq!(
+                durable_txs, 1,
+                "exactly the acknowledged transaction is durable"
+            );
+        }
+    }
+}
