@@ -97,11 +97,13 @@ fn history(addr: SocketAddr, tx_hashes: &[String], through: u64) -> Value {
 
 /// Runs a node with a checkpoint every two blocks.
 const CHECKPOINT_EVERY_2: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "2"];
+/// Runs a node that writes no checkpoint.
+const NO_CHECKPOINTS: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "0"];
 
 #[test]
-fn history_is_identical_after_a_restart_from_a_checkpoint_and_the_datadir_is_locked() {
+fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
     let dir = tempdir::TempDir::new("fulmen-restart");
-    let mut node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    let mut node = start_fulmen_in(&dir.0, &NO_CHECKPOINTS);
     let addr = node.addr;
     let deployer = signer(0);
     let deploy = sign_1559(
@@ -190,7 +192,24 @@ fn history_is_identical_after_a_restart_from_a_checkpoint_and_the_datadir_is_loc
         "{stderr}"
     );
 
-    // A checkpoint at or after block 2 is on disk before the restart.
+    // A clean restart replays the whole log (no checkpoint was written).
+    assert!(node.terminate().success());
+    assert!(!dir.0.join("checkpoint").exists());
+    let mut node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    assert!(
+        node.startup
+            .iter()
+            .any(|l| l.contains("replayed the log") && l.contains("from_checkpoint=None")),
+        "{}",
+        node.startup.join("\n")
+    );
+    assert_eq!(
+        history(node.addr, &hashes, last),
+        before,
+        "history changed across a clean restart"
+    );
+
+    // Then a checkpoint is written, and a restart starts from it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_dir(dir.0.join("checkpoint"))
         .map(|d| {
