@@ -62,6 +62,27 @@ fn db_check(dir: &std::path::Path) -> std::process::Output {
         .expect("run fulmen db check")
 }
 
+/// `fulmen db check` on `dir`, which must pass: its stdout.
+fn db_check_ok(dir: &std::path::Path) -> String {
+    let check = db_check(dir);
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    stdout
+}
+
+/// `fulmen run --dev` on `dir`, for a start that must fail: its output.
+fn run_expecting_failure(dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args(["run", "--dev", "--rpc-addr", "127.0.0.1:0", "--datadir"])
+        .arg(dir)
+        .output()
+        .expect("run fulmen")
+}
+
 /// Everything history reads return, for a restart to reproduce exactly.
 fn history(addr: SocketAddr, tx_hashes: &[String], through: u64) -> Value {
     let mut blocks = Vec::new();
@@ -180,11 +201,7 @@ fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
     .expect("b");
 
     // A second node on the same datadir is refused while the first runs.
-    let second = Command::new(env!("CARGO_BIN_EXE_fulmen"))
-        .args(["run", "--dev", "--rpc-addr", "127.0.0.1:0", "--datadir"])
-        .arg(&dir.0)
-        .output()
-        .expect("run a second node");
+    let second = run_expecting_failure(&dir.0);
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -248,13 +265,7 @@ fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
     assert!(hex_u64(&receipt["blockNumber"]) > last);
     drop(node);
 
-    let check = db_check(&dir.0);
-    let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let stdout = db_check_ok(&dir.0);
     assert!(stdout.starts_with("ok:"), "{stdout}");
     assert!(!stdout.contains(" 0 checkpoint(s) verified"), "{stdout}");
     assert!(stdout.contains("checkpoint(s) verified"), "{stdout}");
@@ -413,13 +424,7 @@ fn kill_9_under_load_loses_no_acknowledged_transaction() {
     if iterations >= 3 {
         assert!(sealed.len() > 2, "no run spanned a block seal");
     }
-    let check = db_check(&dir.0);
-    let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let stdout = db_check_ok(&dir.0);
     eprintln!(
         "{iterations} kills: {} acknowledged transactions and {} sealed blocks all intact; {stdout}",
         acked_all.len(),
@@ -451,11 +456,7 @@ fn corruption_before_the_tail_stops_boot_and_check_with_its_place() {
         stderr.contains("segment 0") && stderr.contains("offset 0"),
         "the error names the place: {stderr}"
     );
-    let boot = Command::new(env!("CARGO_BIN_EXE_fulmen"))
-        .args(["run", "--dev", "--rpc-addr", "127.0.0.1:0", "--datadir"])
-        .arg(&dir.0)
-        .output()
-        .expect("run");
+    let boot = run_expecting_failure(&dir.0);
     assert!(!boot.status.success());
     assert!(String::from_utf8_lossy(&boot.stderr).contains("corrupt at offset 0"));
 }

@@ -228,21 +228,13 @@ mod tests {
     use crate::sequencer::Admission;
     use crate::testkit::{DEPLOY_STOP, STORE_CONTRACT, sign, spec};
     use crate::tx::RecoveredTx;
+    use fulmen_storage::io::ready as now;
 
     const SEGMENT_BYTES: u64 = 16 * 1024;
     const GAS_LIMIT: u64 = 30_000_000;
     /// Senders of the workload; key 9 is kept for after the crash.
     const SENDERS: u32 = 6;
     const LATE_SENDER: u32 = 9;
-
-    fn now<T>(future: impl std::future::Future<Output = T>) -> T {
-        let mut future = std::pin::pin!(future);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("simulated IO never waits"),
-        }
-    }
 
     /// What a client was told about a transaction.
     #[derive(Debug, Clone, PartialEq)]

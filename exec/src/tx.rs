@@ -172,15 +172,7 @@ pub fn decode_and_check(raw: &[u8], rules: &TxRules) -> Result<RecoveredTx, TxEr
         TxEnvelope::decode_2718_exact(raw).map_err(|e| TxError::Decode(e.to_string()))?;
     check_stateless(&envelope, rules)?;
     let sender = recover_signer(envelope.signature(), envelope.signature_hash())?;
-    let authorizations = match &envelope {
-        TxEnvelope::Eip7702(tx) => tx
-            .tx()
-            .authorization_list
-            .iter()
-            .map(recover_authorization)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let authorizations = recover_authorizations(&envelope);
     let intrinsic_gas = intrinsic_gas(&envelope, rules.spec);
     if envelope.gas_limit() < intrinsic_gas {
         return Err(TxError::IntrinsicGasTooLow {
@@ -199,6 +191,20 @@ pub fn decode_and_check(raw: &[u8], rules: &TxRules) -> Result<RecoveredTx, TxEr
     })
 }
 
+/// The authorities of an EIP-7702 transaction's authorizations (none for
+/// other types).
+fn recover_authorizations(envelope: &TxEnvelope) -> Vec<RecoveredAuthorization> {
+    match envelope {
+        TxEnvelope::Eip7702(tx) => tx
+            .tx()
+            .authorization_list
+            .iter()
+            .map(recover_authorization)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Rebuilds a transaction read back from the log: the sender is trusted (it
 /// was recovered before the record was written), so only 7702 authorities
 /// are recovered again.
@@ -208,15 +214,7 @@ pub fn from_logged(
     encoded_len: usize,
     spec: SpecId,
 ) -> RecoveredTx {
-    let authorizations = match &envelope {
-        TxEnvelope::Eip7702(tx) => tx
-            .tx()
-            .authorization_list
-            .iter()
-            .map(recover_authorization)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let authorizations = recover_authorizations(&envelope);
     let intrinsic_gas = intrinsic_gas(&envelope, spec);
     let hash = *envelope.tx_hash();
     RecoveredTx {

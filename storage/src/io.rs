@@ -24,6 +24,17 @@ pub trait LogFile {
     fn size(&self) -> u64;
 }
 
+/// Runs a future over the simulated disk to completion. Simulated IO never
+/// waits, so neither does the future; one that would is a bug (panics).
+pub fn ready<T>(future: impl Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => panic!("simulated IO never waits"),
+    }
+}
+
 /// Bytes per simulated sector: a torn write keeps a prefix of whole sectors.
 pub const SECTOR_BYTES: usize = 512;
 
@@ -310,18 +321,8 @@ impl LogFile for SimFile {
 
 #[cfg(test)]
 mod tests {
+    use super::ready as now;
     use super::*;
-
-    /// The simulated disk's futures are always ready.
-    fn now<T>(future: impl Future<Output = T>) -> T {
-        let mut future = std::pin::pin!(future);
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("simulated IO never waits"),
-        }
-    }
 
     #[test]
     fn synced_writes_survive_a_crash_and_unsynced_ones_do_not() {

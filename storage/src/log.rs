@@ -508,16 +508,8 @@ impl<D: LogDir> Log<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::ready as now;
     use crate::io::{CrashMode, Fault};
-
-    fn now<T>(future: impl std::future::Future<Output = T>) -> T {
-        let mut future = std::pin::pin!(future);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("simulated IO never waits"),
-        }
-    }
 
     fn payload(i: u64) -> Vec<u8> {
         let len = 50 + (i * 131) % 700;

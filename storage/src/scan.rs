@@ -178,17 +178,8 @@ mod tests {
 #[cfg(test)]
 mod crash_tests {
     use super::*;
-    use crate::io::{CrashMode, LogFile, SimDisk};
+    use crate::io::{CrashMode, LogFile, SimDisk, ready as now};
     use crate::record::{RecordKind, encode};
-
-    fn now<T>(future: impl std::future::Future<Output = T>) -> T {
-        let mut future = std::pin::pin!(future);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(value) => value,
-            std::task::Poll::Pending => panic!("simulated IO never waits"),
-        }
-    }
 
     /// Appends records in group commits (one write and one sync per batch,
     /// as the log writer does), crashes after every operation count in turn
