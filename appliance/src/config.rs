@@ -110,6 +110,23 @@ pub(crate) struct CoreMap {
     /// waking a sleeping core costs a syscall and, in a VM, timer and IPI
     /// exits; spinning trades that for CPU time (see BENCHMARKS.md).
     pub spin_before_park_us: u64,
+    /// Refuse to start when seq shares its CPU or its physical core (SMT
+    /// siblings) with another role, or DA shares seq's core. Default false:
+    /// small machines must share.
+    pub strict: bool,
+}
+
+impl CoreMap {
+    /// The map as `fulmen-tuning` sees it.
+    pub(crate) fn to_tuning(&self) -> fulmen_tuning::CoreMap {
+        fulmen_tuning::CoreMap {
+            net: self.net.clone(),
+            seq: self.seq,
+            exec: self.exec.clone(),
+            storage: self.storage.clone(),
+            da: self.da,
+        }
+    }
 }
 
 impl Default for Config {
@@ -157,6 +174,7 @@ impl Default for CoreMap {
             storage: vec![other],
             da: None,
             spin_before_park_us: 200,
+            strict: false,
         }
     }
 }
@@ -209,25 +227,12 @@ impl Config {
     }
 
     fn validate_cores(&self) -> Result<(), ConfigError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Whether the CPUs exist is checked against the machine at start-up
+        // (`fulmen_tuning::check`), so that `fulmen tune --check` can judge a
+        // map for another machine.
         let map = &self.cores;
         if map.net.is_empty() {
             return Err(ConfigError("cores.net needs at least one CPU".into()));
-        }
-        let all = map
-            .net
-            .iter()
-            .chain(&map.exec)
-            .chain(&map.storage)
-            .chain(map.da.iter())
-            .chain([&map.seq]);
-        for cpu in all {
-            if *cpu >= cpus {
-                return Err(ConfigError(format!(
-                    "cores: CPU {cpu} is not online (this machine has CPUs 0..{}); fix [cores] in the config",
-                    cpus - 1
-                )));
-            }
         }
         if map.spin_before_park_us > 10_000 {
             return Err(ConfigError(
@@ -317,13 +322,13 @@ mod tests {
                 .contains("block_time_ms")
         );
         let mut config = Config::default();
-        config.cores.net = vec![4096];
+        config.cores.net = vec![];
         assert!(
             config
                 .validate()
                 .unwrap_err()
                 .to_string()
-                .contains("CPU 4096 is not online")
+                .contains("cores.net")
         );
         let mut config = Config::default();
         config.cores.net = vec![0, 0];

@@ -38,6 +38,25 @@ enum Command {
     /// Inspect a data directory.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Read the machine (CPUs, SMT siblings, caches, NUMA, isolcpus,
+    /// nohz_full, IRQs, NICs, huge pages, governor, memlock), print a
+    /// report and a proposed `[cores]` map; or check a config's map.
+    Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// Check the `[cores]` map of this config file against the machine:
+    /// exit 0 when it is valid, 1 with the reasons otherwise.
+    #[arg(long)]
+    check: Option<PathBuf>,
+    /// Read a captured tree (with `sys/` and `proc/` inside) instead of the
+    /// live machine (`tuning/tests/fixtures/capture.sh` makes one).
+    #[arg(long, default_value = "/")]
+    sysfs_root: PathBuf,
+    /// Check as `cores.strict = true` would, whatever the file says.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +178,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Db(DbCommand::Check(args)) => db_check(args),
+        Command::Tune(args) => tune(args),
     };
     if let Err(e) = result {
         tracing::error!("{e}");
@@ -204,8 +224,63 @@ fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
     Ok((config, spec))
 }
 
+/// `fulmen tune`.
+fn tune(args: TuneArgs) -> Result<(), String> {
+    let machine = fulmen_tuning::Machine::read(&args.sysfs_root);
+    let Some(path) = args.check else {
+        print!("{}", machine.report());
+        let (map, why) = fulmen_tuning::propose(&machine);
+        println!();
+        println!("proposed core map:");
+        for reason in why {
+            println!("  - {reason}");
+        }
+        println!();
+        print!("{}", map.to_toml());
+        return Ok(());
+    };
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| e.to_string())?;
+    let strict = args.strict || config.cores.strict;
+    let checked = fulmen_tuning::check(&machine, &config.cores.to_tuning(), strict);
+    for warning in &checked.warnings {
+        println!("warning: {warning}");
+    }
+    if checked.errors.is_empty() {
+        println!(
+            "ok: the core map of {} is valid on this machine",
+            path.display()
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "the core map of {} is not valid on this machine:\n  {}",
+        path.display(),
+        checked.errors.join("\n  ")
+    ))
+}
+
+/// The core map against the live machine: errors stop the start, warnings
+/// are logged.
+fn check_cores(config: &Config) -> Result<(), String> {
+    let machine = fulmen_tuning::Machine::live();
+    let checked = fulmen_tuning::check(&machine, &config.cores.to_tuning(), config.cores.strict);
+    for warning in &checked.warnings {
+        tracing::warn!("cores: {warning}");
+    }
+    if checked.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the [cores] map does not fit this machine (see `fulmen tune`): {}",
+            checked.errors.join("; ")
+        ))
+    }
+}
+
 fn run(args: RunArgs) -> Result<(), String> {
     let (config, spec) = configure(&args)?;
+    check_cores(&config)?;
     let datadir = Datadir::lock(&config.datadir)?;
     let rpc_addr = resolve_port(config.rpc_addr)?;
     tracing::info!(

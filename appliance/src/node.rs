@@ -32,8 +32,8 @@ use crate::config::{Config, Durability};
 use crate::datadir::Booted;
 
 /// io_uring buffer memory per executor. Small, so that several executors fit
-/// under the default 8 MiB memlock limit; the storage engine sizes its own.
-const IO_MEMORY_BYTES: usize = 256 * 1024;
+/// under the default 8 MiB memlock limit (`fulmen tune` checks the limit).
+const IO_MEMORY_BYTES: usize = fulmen_tuning::IO_MEMORY_PER_EXECUTOR as usize;
 
 /// Capacity of each net core's proof channel to the state-root worker.
 const PROOF_QUEUE_CAPACITY: usize = 256;

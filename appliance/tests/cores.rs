@@ -1,0 +1,177 @@
+//! Core maps: the node serves the same on all roles on one CPU and on the
+//! 2-CPU default, and `fulmen tune` reports, proposes and checks maps.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn tune(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .arg("tune")
+        .args(args)
+        .output()
+        .expect("run fulmen tune")
+}
+
+fn fixture() -> String {
+    repo_root()
+        .join("tuning/tests/fixtures/ci-2core")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Sync sends, reads, a sealed block and its logs: the node's basic service.
+fn serves(addr: std::net::SocketAddr, sender: u32) {
+    let from = signer(sender);
+    let mut last_block = 0;
+    for nonce in 0..10 {
+        let raw = transfer_raw(&from, nonce, signer(9).address(), 1 + nonce);
+        let receipt = rpc(addr, "eth_sendRawTransactionSync", json!([raw]));
+        assert_eq!(receipt["result"]["status"], "0x1", "{receipt}");
+        last_block = u64::from_str_radix(
+            receipt["result"]["blockNumber"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        rpc(
+            addr,
+            "eth_getTransactionCount",
+            json!([format!("{}", from.address()), "latest"])
+        )["result"],
+        "0xa"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let head = rpc(addr, "eth_blockNumber", json!([]))["result"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if u64::from_str_radix(head.trim_start_matches("0x"), 16).unwrap() >= last_block {
+            break;
+        }
+        assert!(Instant::now() < deadline, "block {last_block} did not seal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let block = rpc(
+        addr,
+        "eth_getBlockByNumber",
+        json!([format!("{last_block:#x}"), false]),
+    );
+    assert!(block["result"]["stateRoot"].is_string(), "{block}");
+}
+
+#[test]
+fn the_node_serves_with_every_role_on_one_cpu_and_with_the_2_cpu_map() {
+    for (name, map) in [
+        (
+            "one-cpu",
+            "[cores]\nnet = [0]\nseq = 0\nexec = []\nstorage = [0]\n",
+        ),
+        (
+            "two-cpu",
+            "[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\n",
+        ),
+    ] {
+        let (config, _guard) = temp_file(&format!("{name}.toml"), map);
+        let node = start_fulmen(&["--dev", "--config", config.to_str().unwrap()]);
+        serves(node.addr, 3);
+    }
+}
+
+#[test]
+fn a_map_that_does_not_fit_the_machine_stops_the_start_with_the_reason() {
+    let (config, _guard) = temp_file(
+        "bad.toml",
+        "[cores]\nnet = [0, 64]\nseq = 1\nexec = [0]\nstorage = [1]\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args([
+            "run",
+            "--dev",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CPU 64 is not online"), "{stderr}");
+    let (strict, _guard) = temp_file(
+        "strict.toml",
+        "[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\nstrict = true\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args([
+            "run",
+            "--dev",
+            "--rpc-addr",
+            "127.0.0.1:0",
+            "--config",
+            strict.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
+}
+
+#[test]
+fn tune_reports_proposes_and_checks_against_a_captured_machine() {
+    let out = tune(&["--sysfs-root", &fixture()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "CPUs: 2 online, 2 physical cores",
+        "memlock limit: 8192 KiB",
+        "transparent huge pages: madvise",
+        "[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\n",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // The proposal, written to a file, passes --check.
+    let proposal = &stdout[stdout.find("[cores]").unwrap()..];
+    let (good, _g) = temp_file("proposal.toml", proposal);
+    let out = tune(&[
+        "--sysfs-root",
+        &fixture(),
+        "--check",
+        good.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: the core map"));
+    // A CPU the machine lacks, and strict sharing, fail with the reasons.
+    let (bad, _b) = temp_file(
+        "bad.toml",
+        "[cores]\nnet = [0]\nseq = 3\nexec = [0]\nstorage = [1]\n",
+    );
+    let out = tune(&["--sysfs-root", &fixture(), "--check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CPU 3 is not online (online: 0-1)"));
+    let out = tune(&[
+        "--sysfs-root",
+        &fixture(),
+        "--check",
+        good.to_str().unwrap(),
+        "--strict",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
+}
