@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub(crate) struct Config {
     /// JSON-RPC listen address. Default 127.0.0.1:8545.
     pub rpc_addr: SocketAddr,
+    /// Prometheus `/metrics` listen address; none (the default) serves no
+    /// metrics. Keep it on loopback or a management network.
+    pub metrics_addr: Option<SocketAddr>,
     /// Data directory. Default `./fulmen-data`.
     pub datadir: PathBuf,
     /// geth-style genesis.json; none means the embedded dev genesis.
@@ -134,6 +137,7 @@ impl Default for Config {
         Self {
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8545)),
             datadir: PathBuf::from("fulmen-data"),
+            metrics_addr: None,
             genesis: None,
             block_time_ms: 1000,
             mini_block_max_ms: 10,

@@ -2,7 +2,9 @@
 
 mod config;
 mod datadir;
+mod metrics_http;
 mod node;
+mod top;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,10 +40,26 @@ enum Command {
     /// Inspect a data directory.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Show a running node's per-core and node figures live, from its
+    /// `/metrics` endpoint.
+    Top(TopArgs),
     /// Read the machine (CPUs, SMT siblings, caches, NUMA, isolcpus,
     /// nohz_full, IRQs, NICs, huge pages, governor, memlock), print a
     /// report and a proposed `[cores]` map; or check a config's map.
     Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// The node's metrics URL (`--metrics-addr` of `fulmen run`).
+    #[arg(long, default_value = "http://127.0.0.1:9001/metrics")]
+    metrics: String,
+    /// Refresh period in ms.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Stop after this many refreshes (0: run until interrupted).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
 }
 
 #[derive(Args)]
@@ -87,6 +105,9 @@ struct RunArgs {
     /// JSON-RPC listen address (HOST:PORT).
     #[arg(long)]
     rpc_addr: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     /// Block time in ms (>= 1000).
     #[arg(long)]
     block_time_ms: Option<u64>,
@@ -143,6 +164,9 @@ impl RunArgs {
         }
         set!(datadir => datadir);
         set!(rpc_addr => rpc_addr);
+        if self.metrics_addr.is_some() {
+            config.metrics_addr = self.metrics_addr;
+        }
         set!(block_time_ms => block_time_ms);
         set!(mini_block_max_ms => mini_block_max_ms);
         set!(block_gas_limit => block_gas_limit);
@@ -179,6 +203,7 @@ fn main() {
         Command::Run(args) => run(args),
         Command::Db(DbCommand::Check(args)) => db_check(args),
         Command::Tune(args) => tune(args),
+        Command::Top(args) => top::run(&args.metrics, args.interval_ms, args.count),
     };
     if let Err(e) = result {
         tracing::error!("{e}");
@@ -305,6 +330,10 @@ fn run(args: RunArgs) -> Result<(), String> {
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
     drop(genesis);
     let _threads = node::start(&config, spec, rpc_addr, booted, &config.datadir)?;
+    if let Some(addr) = config.metrics_addr {
+        let bound = metrics_http::serve(addr)?;
+        println!("metrics on http://{bound}/metrics");
+    }
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
     wait_for_signal()?;

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use fulmen_exec::{
     block::{Merkleizer, SealJob},
     chain::ChainSpec,
+    metrics::{CoreFigures, METRICS, sample_executor},
     seq_core::{self, LogLink, MerkleRequest, STORAGE_QUEUE_CAPACITY, SeqRequest, SeqTiming},
     sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
@@ -47,6 +48,8 @@ struct CoreRoles {
     seq: Option<SeqRole>,
     merkle: Option<MerkleRole>,
     storage: Option<StorageRole>,
+    /// Where this executor's sampler writes its figures.
+    figures: Option<Arc<CoreFigures>>,
 }
 
 struct StorageRole {
@@ -165,7 +168,21 @@ pub(crate) fn start(
     // Every net core and the storage role report when they are ready.
     let ready_count = cores.net.len() + 1;
     let mut threads = Vec::new();
-    for (cpu, roles) in roles {
+    for (cpu, mut roles) in roles {
+        let mut names = Vec::new();
+        if !roles.net.is_empty() {
+            names.push("net");
+        }
+        if roles.seq.is_some() {
+            names.push("seq");
+        }
+        if roles.merkle.is_some() {
+            names.push("exec");
+        }
+        if roles.storage.is_some() {
+            names.push("storage");
+        }
+        roles.figures = Some(METRICS.register_core(cpu, names.join("+")));
         let published = published.clone();
         let spec = spec.clone();
         let limits = limits.clone();
@@ -217,6 +234,11 @@ async fn run_core(
     let background =
         executor.create_task_queue(Shares::Static(100), Latency::NotImportant, "background");
     let mut tasks = Vec::new();
+    if let Some(figures) = roles.figures {
+        glommio::spawn_local_into(sample_executor(figures, Duration::from_secs(1)), background)
+            .expect("task queue was created above")
+            .detach();
+    }
     if let Some(role) = roles.merkle {
         let task = glommio::spawn_local_into(
             async move {

@@ -175,3 +175,103 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
 }
+
+fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to metrics");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    let mut out = std::collections::BTreeMap::new();
+    for s in parsed.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", s.metric, labels.join(","));
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_under_load_and_top_shows_them() {
+    let node = start_fulmen(&["--dev", "--metrics-addr", "127.0.0.1:0"]);
+    let url = node
+        .startup
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .expect("the node prints its metrics URL")
+        .to_string();
+    let before = scrape(&url);
+    for key in [
+        "fulmen_core_busy_ratio{cpu=0,roles=net+exec}",
+        "fulmen_core_busy_ratio{cpu=1,roles=seq+storage}",
+        "fulmen_queue_depth{queue=seq_inbox}",
+        "fulmen_log_flush_seconds{}",
+    ] {
+        assert!(before.contains_key(key), "no {key} in {before:?}");
+    }
+    let from = signer(4);
+    for nonce in 0..5 {
+        let raw = transfer_raw(&from, nonce, signer(9).address(), 1);
+        assert_eq!(
+            rpc(node.addr, "eth_sendRawTransactionSync", json!([raw]))["result"]["status"],
+            "0x1"
+        );
+    }
+    let (code, _, _) = rpc_error(node.addr, "eth_sendRawTransaction", json!(["0x02f8"]));
+    assert_ne!(code, 0);
+    let after = scrape(&url);
+    let moved =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    assert_eq!(moved("fulmen_txs_received_total{}"), 6.0);
+    assert_eq!(moved("fulmen_preconfirmations_total{}"), 5.0);
+    assert_eq!(moved("fulmen_txs_rejected_total{reason=invalid}"), 1.0);
+    assert_eq!(
+        moved("fulmen_sync_send_seconds{}"),
+        5.0,
+        "sync-send histogram count"
+    );
+    assert!(moved("fulmen_mini_blocks_total{}") >= 1.0);
+    assert!(
+        moved("fulmen_log_flush_seconds{}") >= 5.0,
+        "durable mode flushes each mini-block"
+    );
+
+    let top = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args([
+            "top",
+            "--metrics",
+            &url,
+            "--count",
+            "1",
+            "--interval-ms",
+            "200",
+        ])
+        .output()
+        .expect("run fulmen top");
+    let stdout = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("seq+storage") && stdout.contains("txs/s received"),
+        "{stdout}"
+    );
+}

@@ -8,6 +8,7 @@ pub mod block;
 pub mod chain;
 pub mod evm;
 pub mod merkle;
+pub mod metrics;
 pub mod persist;
 pub mod recover;
 pub mod seq_core;

@@ -19,8 +19,10 @@ use fulmen_storage::writer::{AppendRequest, StorageAck};
 
 use crate::block::{ChainView, ExecutedTx, Merkleizer, SealJob, SealProgress, SealRoots};
 use crate::merkle::AccountProof;
+use crate::metrics::METRICS;
 use crate::sequencer::{Admission, ParkReason, Sequencer, SubmitError};
 use crate::tx::RecoveredTx;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What a net core asks of the sequencer.
 #[derive(Debug)]
@@ -107,6 +109,15 @@ pub const STORAGE_QUEUE_CAPACITY: usize = LOG_RECORDS_IN_FLIGHT_MAX as usize + 6
 
 type Replies = Vec<(oneshot::Sender<SeqReply>, SeqReply)>;
 
+/// Sends a released answer to its client and counts preconfirmations.
+fn deliver(reply: oneshot::Sender<SeqReply>, answer: SeqReply) {
+    if matches!(answer, SeqReply::Preconfirmed(_)) {
+        METRICS.preconfirmed.fetch_add(1, Relaxed);
+    }
+    // A client that gave up (timeout, disconnect) dropped its receiver.
+    let _ = reply.send(answer);
+}
+
 /// A view and replies waiting for their record to be durable.
 struct Held {
     /// Records that must be durable first.
@@ -169,7 +180,12 @@ impl SeqState {
             return;
         };
         match storage.to_storage.try_send(AppendRequest { kind, payload }) {
-            Ok(()) => storage.sent += 1,
+            Ok(()) => {
+                storage.sent += 1;
+                METRICS
+                    .storage_in_flight
+                    .store(storage.sent - storage.durable, Relaxed);
+            }
             Err(_) => self.halt("the storage queue is full or closed".into()),
         }
     }
@@ -209,8 +225,7 @@ impl SeqState {
             _ => {
                 self.published.store(view);
                 for (reply, answer) in replies.drain(..) {
-                    // A client that gave up (timeout, disconnect) dropped its receiver.
-                    let _ = reply.send(answer);
+                    deliver(reply, answer);
                 }
             }
         }
@@ -222,11 +237,14 @@ impl SeqState {
             return;
         };
         storage.durable = records;
+        METRICS
+            .storage_in_flight
+            .store(storage.sent - storage.durable, Relaxed);
         let mut latest = None;
         while storage.held.front().is_some_and(|h| h.upto <= records) {
             let held = storage.held.pop_front().expect("checked");
             for (reply, answer) in held.replies {
-                let _ = reply.send(answer);
+                deliver(reply, answer);
             }
             latest = Some(held.view);
         }
@@ -279,6 +297,7 @@ impl SeqState {
     /// it with `replies` and the waiters it wakes.
     fn close_and_release(&mut self, replies: &mut Replies) {
         if let Some(mini) = self.seq.close_mini_block() {
+            METRICS.mini_blocks.fetch_add(1, Relaxed);
             self.mini_opened = None;
             if self.storage.is_some() {
                 let mut payload = Vec::with_capacity(512 * mini.txs.len());
@@ -313,6 +332,7 @@ impl SeqState {
                 .send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
             return;
         }
+        METRICS.inbox_taken.fetch_add(1, Relaxed);
         let hash = request.tx.hash;
         match self.seq.submit(request.tx) {
             Ok(Admission::Executed(tx)) => {
@@ -320,9 +340,11 @@ impl SeqState {
                 replies.push((request.reply, SeqReply::Preconfirmed(tx)))
             }
             Ok(Admission::Parked(ParkReason::Deferred)) if request.wait_for_receipt => {
+                METRICS.parked.fetch_add(1, Relaxed);
                 self.waiters.insert(hash, request.reply);
             }
             Ok(Admission::Parked(reason)) => {
+                METRICS.parked.fetch_add(1, Relaxed);
                 replies.push((request.reply, SeqReply::Parked(reason)))
             }
             Err(e) => replies.push((request.reply, SeqReply::Rejected(e))),
@@ -386,6 +408,9 @@ pub async fn run_seq(
                 let mut state = state.borrow_mut();
                 match ack {
                     StorageAck::Durable { records, flush_us } => {
+                        METRICS
+                            .flush_latency
+                            .observe(Duration::from_micros(flush_us));
                         tracing::trace!(records, flush_us, "durable");
                         state.on_durable(records);
                         // A mini-block left open while the flush ran closes now.
@@ -454,6 +479,12 @@ pub async fn run_seq(
                     continue;
                 }
                 let sealed = state.seq.finish_seal(roots);
+                METRICS.blocks.fetch_add(1, Relaxed);
+                let view_state = &state.seq.view().state;
+                METRICS
+                    .accounts
+                    .store(view_state.account_count() as u64, Relaxed);
+                METRICS.slots.store(view_state.slot_count() as u64, Relaxed);
                 tracing::debug!(number = sealed.header.number, hash = %sealed.hash, txs = sealed.txs.len(), "sealed block");
                 let mut replies = Vec::new();
                 // Mini-blocks that ran meanwhile go first: the log keeps

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use alloy_eips::{BlockId, BlockNumberOrTag, eip2930::AccessList};
@@ -13,12 +14,13 @@ use alloy_rpc_types_eth::{
     FilterBlockOption, Log, TransactionRequest, state::StateOverride,
 };
 use arc_swap::ArcSwap;
+use fulmen_exec::metrics::{METRICS, reject_reason};
 use fulmen_exec::{
     block::{ChainView, SealedBlock},
     chain::ChainSpec,
     evm::{self, AccountOverride, BlockContext, CallRequest, ExecError, Outcome, StateDb},
     seq_core::{MerkleRequest, SeqReply, SeqRequest},
-    sequencer::ParkReason,
+    sequencer::{ParkReason, SubmitError},
     tx::{RecoveredTx, decode_and_check},
 };
 use fulmen_storage::HotState;
@@ -145,11 +147,12 @@ pub async fn dispatch(
         "eth_sendRawTransaction" => {
             params.at_most(1)?;
             let raw: Bytes = params.required(0, "data")?;
+            METRICS.txs_received.fetch_add(1, Relaxed);
             let tx = decode(ctx, &raw)?;
             let hash = tx.hash;
             match submit(ctx, tx).await? {
                 SeqReply::Preconfirmed(_) | SeqReply::Parked(_) => ok(hash),
-                SeqReply::Rejected(e) => Err(RpcError::server(e.to_string())),
+                SeqReply::Rejected(e) => Err(rejected(&e)),
             }
         }
         "eth_sendRawTransactionSync" => send_sync(ctx, params).await,
@@ -217,29 +220,50 @@ fn ok<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
 }
 
 fn decode(ctx: &NetContext, raw: &[u8]) -> Result<RecoveredTx, RpcError> {
-    decode_and_check(raw, &ctx.spec.tx_rules()).map_err(|e| RpcError::server(e.to_string()))
+    decode_and_check(raw, &ctx.spec.tx_rules()).map_err(|e| {
+        METRICS.reject("invalid");
+        RpcError::server(e.to_string())
+    })
 }
 
-fn inbox_full() -> RpcError {
-    RpcError::server("txpool is full: the sequencer inbox is at capacity, retry shortly")
+/// A sequencer refusal, counted.
+fn rejected(e: &SubmitError) -> RpcError {
+    METRICS.reject(reject_reason(e));
+    RpcError::server(e.to_string())
 }
 
-async fn submit(ctx: &NetContext, tx: RecoveredTx) -> Result<SeqReply, RpcError> {
+fn sequencer_gone() -> RpcError {
+    METRICS.reject("sequencer_gone");
+    RpcError::internal("the sequencer stopped")
+}
+
+/// Hands `tx` to the seq core; a full inbox is an immediate, counted error.
+fn enqueue(
+    ctx: &NetContext,
+    tx: RecoveredTx,
+    wait_for_receipt: bool,
+) -> Result<oneshot::Receiver<SeqReply>, RpcError> {
     let (reply, answer) = oneshot::channel();
     if ctx
         .seq
         .try_send(SeqRequest {
             tx,
             reply,
-            wait_for_receipt: false,
+            wait_for_receipt,
         })
         .is_err()
     {
-        return Err(inbox_full());
+        METRICS.reject("inbox_full");
+        return Err(RpcError::server(
+            "txpool is full: the sequencer inbox is at capacity, retry shortly",
+        ));
     }
-    answer
-        .await
-        .map_err(|_| RpcError::internal("the sequencer stopped"))
+    METRICS.inbox_sent.fetch_add(1, Relaxed);
+    Ok(answer)
+}
+
+async fn submit(ctx: &NetContext, tx: RecoveredTx) -> Result<SeqReply, RpcError> {
+    enqueue(ctx, tx, false)?.await.map_err(|_| sequencer_gone())
 }
 
 async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError> {
@@ -249,24 +273,16 @@ async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError>
     let timeout_ms = timeout_ms
         .unwrap_or(ctx.limits.sync_timeout_ms_default)
         .min(ctx.limits.sync_timeout_ms_max);
+    let began = std::time::Instant::now();
+    METRICS.txs_received.fetch_add(1, Relaxed);
     let tx = decode(ctx, &raw)?;
     let hash = tx.hash;
-    let (reply, answer) = oneshot::channel();
-    if ctx
-        .seq
-        .try_send(SeqRequest {
-            tx,
-            reply,
-            wait_for_receipt: true,
-        })
-        .is_err()
-    {
-        return Err(inbox_full());
-    }
+    let answer = enqueue(ctx, tx, true)?;
     let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
     futures::pin_mut!(timer);
     match futures::future::select(answer, timer).await {
         futures::future::Either::Left((Ok(SeqReply::Preconfirmed(tx)), _)) => {
+            METRICS.sync_send_latency.observe(began.elapsed());
             ok(convert::receipt(&tx, None))
         }
         futures::future::Either::Left((
@@ -287,12 +303,8 @@ async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError>
                 data: Some(json!(hash)),
             })
         }
-        futures::future::Either::Left((Ok(SeqReply::Rejected(e)), _)) => {
-            Err(RpcError::server(e.to_string()))
-        }
-        futures::future::Either::Left((Err(_), _)) => {
-            Err(RpcError::internal("the sequencer stopped"))
-        }
+        futures::future::Either::Left((Ok(SeqReply::Rejected(e)), _)) => Err(rejected(&e)),
+        futures::future::Either::Left((Err(_), _)) => Err(sequencer_gone()),
         futures::future::Either::Right(_) => Err(RpcError {
             code: SYNC_TIMEOUT_CODE,
             message: format!(

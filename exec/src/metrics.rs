@@ -1,0 +1,314 @@
+//! Node metrics: plain atomics written where things happen (net cores, the
+//! seq core, every executor's sampler) and rendered as Prometheus text on
+//! request. Writing one is a relaxed atomic add; nothing on the hot path
+//! locks.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::sequencer::SubmitError;
+
+/// Why a transaction was refused, as a metric label.
+pub const REJECT_REASONS: [&str; 10] = [
+    "invalid",
+    "already_known",
+    "nonce_too_low",
+    "insufficient_funds",
+    "fee_cap_too_low",
+    "replacement_underpriced",
+    "pool_full",
+    "inbox_full",
+    "halted",
+    "sequencer_gone",
+];
+
+/// The label of a sequencer refusal.
+pub fn reject_reason(e: &SubmitError) -> &'static str {
+    match e {
+        SubmitError::AlreadyKnown => "already_known",
+        SubmitError::NonceTooLow { .. } => "nonce_too_low",
+        SubmitError::InsufficientFunds { .. } => "insufficient_funds",
+        SubmitError::FeeCapTooLow { .. } => "fee_cap_too_low",
+        SubmitError::ReplacementUnderpriced => "replacement_underpriced",
+        SubmitError::PoolFull => "pool_full",
+        SubmitError::Invalid(_) => "invalid",
+        SubmitError::Halted(_) => "halted",
+    }
+}
+
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const BUCKETS_S: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram with Prometheus's cumulative buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS_S.len()],
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, latency: Duration) {
+        let s = latency.as_secs_f64();
+        if let Some(i) = BUCKETS_S.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(latency.as_nanos() as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS_S.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// One executor's figures, written by its sampler.
+#[derive(Debug)]
+pub struct CoreFigures {
+    /// CPU id.
+    pub cpu: usize,
+    /// Roles on it, e.g. `net+exec`.
+    pub roles: String,
+    /// Busy time (tasks and IO polling, not spinning or sleeping) per
+    /// million of wall time over the last sample period.
+    pub busy_ppm: AtomicU64,
+    /// Tasks run since start.
+    pub tasks: AtomicU64,
+}
+
+/// Every metric of the node.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Raw transactions received by net cores (sendRawTransaction[Sync]).
+    pub txs_received: AtomicU64,
+    rejected: [AtomicU64; REJECT_REASONS.len()],
+    /// Preconfirmed transactions (released to their clients).
+    pub preconfirmed: AtomicU64,
+    /// Transactions parked for a nonce gap or deferred.
+    pub parked: AtomicU64,
+    /// Mini-blocks closed.
+    pub mini_blocks: AtomicU64,
+    /// Blocks sealed.
+    pub blocks: AtomicU64,
+    /// Requests net cores put in the seq inboxes.
+    pub inbox_sent: AtomicU64,
+    /// Requests the seq core took from them.
+    pub inbox_taken: AtomicU64,
+    /// Log records sent to the storage core and not yet durable.
+    pub storage_in_flight: AtomicU64,
+    /// Log flush latency (as the storage core measured it).
+    pub flush_latency: Histogram,
+    /// eth_sendRawTransactionSync latency, receipt replies only.
+    pub sync_send_latency: Histogram,
+    /// Accounts in the state.
+    pub accounts: AtomicU64,
+    /// Storage slots in the state.
+    pub slots: AtomicU64,
+    cores: Mutex<Vec<Arc<CoreFigures>>>,
+}
+
+/// The node's metrics.
+pub static METRICS: Metrics = Metrics {
+    txs_received: AtomicU64::new(0),
+    rejected: [const { AtomicU64::new(0) }; REJECT_REASONS.len()],
+    preconfirmed: AtomicU64::new(0),
+    parked: AtomicU64::new(0),
+    mini_blocks: AtomicU64::new(0),
+    blocks: AtomicU64::new(0),
+    inbox_sent: AtomicU64::new(0),
+    inbox_taken: AtomicU64::new(0),
+    storage_in_flight: AtomicU64::new(0),
+    flush_latency: Histogram::new(),
+    sync_send_latency: Histogram::new(),
+    accounts: AtomicU64::new(0),
+    slots: AtomicU64::new(0),
+    cores: Mutex::new(Vec::new()),
+};
+
+impl Metrics {
+    /// Counts a refusal.
+    pub fn reject(&self, reason: &'static str) {
+        let i = REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.rejected[i].fetch_add(1, Relaxed);
+    }
+
+    /// Registers an executor; its sampler writes the returned figures.
+    pub fn register_core(&self, cpu: usize, roles: String) -> Arc<CoreFigures> {
+        let figures = Arc::new(CoreFigures {
+            cpu,
+            roles,
+            busy_ppm: AtomicU64::new(0),
+            tasks: AtomicU64::new(0),
+        });
+        let mut cores = self.cores.lock().unwrap_or_else(|e| e.into_inner());
+        cores.retain(|c| c.cpu != cpu);
+        cores.push(figures.clone());
+        cores.sort_by_key(|c| c.cpu);
+        figures
+    }
+
+    /// Everything in the Prometheus text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let cores = self.cores.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = writeln!(
+            out,
+            "# HELP fulmen_core_busy_ratio Busy fraction of each executor (tasks and IO, not spinning) over the last second\n# TYPE fulmen_core_busy_ratio gauge"
+        );
+        for c in &cores {
+            let _ = writeln!(
+                out,
+                "fulmen_core_busy_ratio{{cpu=\"{}\",roles=\"{}\"}} {}",
+                c.cpu,
+                c.roles,
+                c.busy_ppm.load(Relaxed) as f64 / 1e6
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fulmen_core_tasks_total Tasks run by each executor\n# TYPE fulmen_core_tasks_total counter"
+        );
+        for c in &cores {
+            let _ = writeln!(
+                out,
+                "fulmen_core_tasks_total{{cpu=\"{}\",roles=\"{}\"}} {}",
+                c.cpu,
+                c.roles,
+                c.tasks.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fulmen_queue_depth Messages waiting in each inbox\n# TYPE fulmen_queue_depth gauge"
+        );
+        let sent = self.inbox_sent.load(Relaxed);
+        let taken = self.inbox_taken.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "fulmen_queue_depth{{queue=\"seq_inbox\"}} {}",
+            sent.saturating_sub(taken)
+        );
+        let _ = writeln!(
+            out,
+            "fulmen_queue_depth{{queue=\"storage\"}} {}",
+            self.storage_in_flight.load(Relaxed)
+        );
+        counter(
+            &mut out,
+            "fulmen_txs_received_total",
+            "Raw transactions received",
+            self.txs_received.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fulmen_txs_rejected_total Transactions refused, by reason\n# TYPE fulmen_txs_rejected_total counter"
+        );
+        for (reason, n) in REJECT_REASONS.iter().zip(&self.rejected) {
+            let _ = writeln!(
+                out,
+                "fulmen_txs_rejected_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        counter(
+            &mut out,
+            "fulmen_txs_parked_total",
+            "Transactions parked (nonce gap) or deferred",
+            self.parked.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "fulmen_preconfirmations_total",
+            "Transactions preconfirmed",
+            self.preconfirmed.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "fulmen_mini_blocks_total",
+            "Mini-blocks closed",
+            self.mini_blocks.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "fulmen_blocks_total",
+            "Blocks sealed",
+            self.blocks.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "fulmen_state_accounts",
+            "Accounts in the state",
+            self.accounts.load(Relaxed) as f64,
+        );
+        gauge(
+            &mut out,
+            "fulmen_state_slots",
+            "Storage slots in the state",
+            self.slots.load(Relaxed) as f64,
+        );
+        self.flush_latency.render(
+            &mut out,
+            "fulmen_log_flush_seconds",
+            "Log flush latency (write and fdatasync of a group)",
+        );
+        self.sync_send_latency.render(
+            &mut out,
+            "fulmen_sync_send_seconds",
+            "eth_sendRawTransactionSync latency from request decoded to receipt",
+        );
+        out
+    }
+}
+
+/// Samples the current executor's figures into `figures` every `period`,
+/// forever. Run it in a background task queue on each executor. (glommio
+/// hands out its executor statistics as deltas: each read resets them.)
+pub async fn sample_executor(figures: Arc<CoreFigures>, period: Duration) {
+    let executor = glommio::executor();
+    let _ = executor.executor_stats();
+    let mut last = std::time::Instant::now();
+    loop {
+        glommio::timer::sleep(period).await;
+        let stats = executor.executor_stats();
+        let now = std::time::Instant::now();
+        let wall = (now - last).as_secs_f64().max(1e-9);
+        let ppm = (stats.total_runtime().as_secs_f64() / wall * 1e6).min(1e6);
+        figures.busy_ppm.store(ppm as u64, Relaxed);
+        figures.tasks.fetch_add(stats.tasks_executed(), Relaxed);
+        last = now;
+    }
+}
