@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub durability: Durability,
     /// The log (`[storage]`).
     pub storage: StorageConfig,
+    /// `[memory]`.
+    pub memory: MemoryConfig,
     /// The core map.
     pub cores: CoreMap,
 }
@@ -57,6 +59,21 @@ pub(crate) enum Durability {
     Durable,
     /// After execution.
     Memory,
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct MemoryConfig {
+    /// Lock all memory (mlockall, current and future) so that no page of the
+    /// hot state is ever swapped or faulted back in. Needs a memlock limit
+    /// above the node's size. Default false.
+    pub mlockall: bool,
+    /// Back the heap (and so the hot state) with transparent huge pages: the
+    /// node restarts itself with jemalloc's `thp:always`. Needs THP `always`
+    /// or `madvise` in /sys/kernel/mm/transparent_hugepage/enabled.
+    /// Default false.
+    pub huge_pages: bool,
 }
 
 /// `[storage]`.
@@ -150,6 +167,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             durability: Durability::Durable,
             storage: StorageConfig::default(),
+            memory: MemoryConfig::default(),
             cores: CoreMap::default(),
         }
     }

@@ -212,14 +212,20 @@ fn main() {
     }
 }
 
-/// The configuration and chain that `args` describe.
-fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
+/// The configuration `args` describe (file, then flags), validated.
+fn load_config(args: &RunArgs) -> Result<Config, String> {
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
     args.apply(&mut config);
     config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// The configuration and chain that `args` describe.
+fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
+    let config = load_config(args)?;
     if args.dev && config.genesis.is_some() {
         return Err(
             "--dev and --genesis are exclusive: --dev uses the embedded dev genesis".into(),
@@ -303,7 +309,66 @@ fn check_cores(config: &Config) -> Result<(), String> {
     }
 }
 
+/// The environment variable jemalloc (tikv-jemallocator's prefixed build)
+/// reads its options from at start.
+const JEMALLOC_CONF: &str = "_RJEM_MALLOC_CONF";
+const HUGE_PAGES_CONF: &str = "thp:always,metadata_thp:always";
+
+/// `[memory]`: huge pages (by restarting this process with jemalloc told to
+/// use them, so it must come first) and mlockall.
+fn apply_memory(config: &config::MemoryConfig) -> Result<(), String> {
+    let machine = fulmen_tuning::Machine::live();
+    if config.huge_pages {
+        match machine.thp.as_deref() {
+            Some("always") | Some("madvise") => {}
+            other => {
+                return Err(format!(
+                    "memory.huge_pages: transparent huge pages are {} on this machine \
+                     (/sys/kernel/mm/transparent_hugepage/enabled); enable them with \
+                     `echo madvise > /sys/kernel/mm/transparent_hugepage/enabled` or set memory.huge_pages = false",
+                    other.unwrap_or("unavailable")
+                ));
+            }
+        }
+        if std::env::var(JEMALLOC_CONF).ok().as_deref() != Some(HUGE_PAGES_CONF) {
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe().map_err(|e| format!("memory.huge_pages: {e}"))?;
+            let error = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env(JEMALLOC_CONF, HUGE_PAGES_CONF)
+                .exec();
+            return Err(format!(
+                "memory.huge_pages: cannot restart with huge pages: {error}"
+            ));
+        }
+        tracing::info!(
+            "memory: the heap asks for transparent huge pages (jemalloc {HUGE_PAGES_CONF})"
+        );
+    }
+    if config.mlockall {
+        // SAFETY: mlockall takes flags only and changes no Rust-visible state.
+        let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            let limit = match machine.memlock {
+                Some(fulmen_tuning::MemLock::Bytes(b)) => format!("{} KiB", b / 1024),
+                Some(fulmen_tuning::MemLock::Unlimited) => "unlimited".into(),
+                None => "unknown".into(),
+            };
+            return Err(format!(
+                "memory.mlockall: mlockall failed ({error}); the locked-memory limit is {limit}, \
+                 below what the node needs: raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity \
+                 in the systemd unit, or memlock in /etc/security/limits.conf) or set memory.mlockall = false"
+            ));
+        }
+        tracing::info!("memory: all pages locked (mlockall)");
+    }
+    Ok(())
+}
+
 fn run(args: RunArgs) -> Result<(), String> {
+    // Before the genesis is built: huge pages restart the process.
+    apply_memory(&load_config(&args)?.memory)?;
     let (config, spec) = configure(&args)?;
     check_cores(&config)?;
     let datadir = Datadir::lock(&config.datadir)?;

@@ -275,3 +275,51 @@ fn metrics_parse_as_prometheus_text_and_move_under_load_and_top_shows_them() {
         "{stdout}"
     );
 }
+
+#[test]
+fn huge_pages_and_mlockall_start_and_serve_where_the_system_allows_them() {
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let huge = if thp.contains("[never]") || thp.is_empty() {
+        "false"
+    } else {
+        "true"
+    };
+    // mlockall needs CAP_IPC_LOCK or a memlock limit above the node's size.
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let lock = if root
+        || limits
+            .lines()
+            .any(|l| l.starts_with("Max locked memory") && l.contains("unlimited"))
+    {
+        "true"
+    } else {
+        "false"
+    };
+    let (config, _guard) = temp_file(
+        "memory.toml",
+        &format!("[memory]\nhuge_pages = {huge}\nmlockall = {lock}\n"),
+    );
+    let node = start_fulmen(&["--dev", "--config", config.to_str().unwrap()]);
+    if huge == "true" {
+        assert!(
+            node.startup
+                .iter()
+                .any(|l| l.contains("transparent huge pages")),
+            "{:?}",
+            node.startup
+        );
+    }
+    if lock == "true" {
+        assert!(
+            node.startup.iter().any(|l| l.contains("all pages locked")),
+            "{:?}",
+            node.startup
+        );
+    }
+    serves(node.addr, 5);
+}
