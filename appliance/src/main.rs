@@ -402,8 +402,36 @@ fn run(args: RunArgs) -> Result<(), String> {
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
     wait_for_signal()?;
-    tracing::info!("signal received, shutting down");
+    drain_before_exit();
     std::process::exit(0);
+}
+
+/// On SIGTERM/SIGINT: refuse new transactions, then wait (up to 5 s) until
+/// every log record sent is durable, so that nothing acknowledged is lost,
+/// in memory mode too.
+fn drain_before_exit() {
+    use fulmen_exec::metrics::METRICS;
+    use std::sync::atomic::Ordering::Relaxed;
+    tracing::info!("signal received: refusing new transactions, flushing the log");
+    fulmen_exec::seq_core::STOPPING.store(true, Relaxed);
+    let began = std::time::Instant::now();
+    let mut quiet = 0;
+    while quiet < 3 && began.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        quiet = if METRICS.storage_in_flight.load(Relaxed) == 0 {
+            quiet + 1
+        } else {
+            0
+        };
+    }
+    if quiet < 3 {
+        tracing::warn!("the log did not drain within 5 s; exiting anyway");
+    } else {
+        tracing::info!(
+            ms = began.elapsed().as_millis() as u64,
+            "log drained; exiting"
+        );
+    }
 }
 
 fn db_check(args: RunArgs) -> Result<(), String> {

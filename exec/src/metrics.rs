@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::sequencer::SubmitError;
 
 /// Why a transaction was refused, as a metric label.
-pub const REJECT_REASONS: [&str; 10] = [
+pub const REJECT_REASONS: [&str; 11] = [
     "invalid",
     "already_known",
     "nonce_too_low",
@@ -21,6 +21,7 @@ pub const REJECT_REASONS: [&str; 10] = [
     "pool_full",
     "inbox_full",
     "halted",
+    "shutting_down",
     "sequencer_gone",
 ];
 
@@ -35,6 +36,7 @@ pub fn reject_reason(e: &SubmitError) -> &'static str {
         SubmitError::PoolFull => "pool_full",
         SubmitError::Invalid(_) => "invalid",
         SubmitError::Halted(_) => "halted",
+        SubmitError::ShuttingDown => "shutting_down",
     }
 }
 

@@ -109,6 +109,10 @@ pub const STORAGE_QUEUE_CAPACITY: usize = LOG_RECORDS_IN_FLIGHT_MAX as usize + 6
 
 type Replies = Vec<(oneshot::Sender<SeqReply>, SeqReply)>;
 
+/// Set on SIGTERM: the seq role refuses new transactions, so that what it
+/// acknowledged can be flushed before the process exits.
+pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Sends a released answer to its client and counts preconfirmations.
 fn deliver(reply: oneshot::Sender<SeqReply>, answer: SeqReply) {
     if matches!(answer, SeqReply::Preconfirmed(_)) {
@@ -326,13 +330,19 @@ impl SeqState {
     }
 
     fn handle(&mut self, request: SeqRequest, replies: &mut Replies) {
+        METRICS.inbox_taken.fetch_add(1, Relaxed);
+        if STOPPING.load(Relaxed) {
+            let _ = request
+                .reply
+                .send(SeqReply::Rejected(SubmitError::ShuttingDown));
+            return;
+        }
         if let Some(reason) = &self.halted {
             let _ = request
                 .reply
                 .send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
             return;
         }
-        METRICS.inbox_taken.fetch_add(1, Relaxed);
         let hash = request.tx.hash;
         match self.seq.submit(request.tx) {
             Ok(Admission::Executed(tx)) => {

@@ -116,6 +116,9 @@ pub enum SubmitError {
         "the node stopped preconfirming after a storage failure ({0}); the transaction was not preconfirmed; retry once the node is back"
     )]
     Halted(String),
+    /// The node is stopping (SIGTERM); what it acknowledged is being flushed.
+    #[error("the node is shutting down; the transaction was not accepted; retry once it is back")]
+    ShuttingDown,
 }
 
 /// Minimum fee bump, in percent, to replace a parked transaction.
