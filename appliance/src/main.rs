@@ -399,9 +399,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         let bound = metrics_http::serve(addr)?;
         println!("metrics on http://{bound}/metrics");
     }
+    let mut signals = signals()?;
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
-    wait_for_signal()?;
+    signals.forever().next();
     drain_before_exit();
     std::process::exit(0);
 }
@@ -480,13 +481,10 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
     probe.local_addr().map_err(|e| e.to_string())
 }
 
-fn wait_for_signal() -> Result<(), String> {
-    use signal_hook::{
-        consts::{SIGINT, SIGTERM},
-        iterator::Signals,
-    };
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    signals.forever().next();
-    Ok(())
+/// Installs the SIGTERM/SIGINT handlers (before the readiness line, so that
+/// a supervisor's signal can never find the default action still in place).
+fn signals() -> Result<signal_hook::iterator::Signals, String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))
 }
