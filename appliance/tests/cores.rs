@@ -87,43 +87,29 @@ fn the_node_serves_with_every_role_on_one_cpu_and_with_the_2_cpu_map() {
     }
 }
 
+/// Starts the node with `config` as its whole config file; it must fail:
+/// its stderr.
+fn refused_start(config: &str) -> String {
+    let (path, _guard) = temp_file("refused.toml", config);
+    let out = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args(["run", "--dev", "--rpc-addr", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_map_that_does_not_fit_the_machine_stops_the_start_with_the_reason() {
-    let (config, _guard) = temp_file(
-        "bad.toml",
-        "[cores]\nnet = [0, 64]\nseq = 1\nexec = [0]\nstorage = [1]\n",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_fulmen"))
-        .args([
-            "run",
-            "--dev",
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_start("[cores]\nnet = [0, 64]\nseq = 1\nexec = [0]\nstorage = [1]\n");
     assert!(stderr.contains("CPU 64 is not online"), "{stderr}");
-    let (strict, _guard) = temp_file(
-        "strict.toml",
-        "[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\nstrict = true\n",
+    let stderr =
+        refused_start("[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\nstrict = true\n");
+    assert!(
+        stderr.contains("strict: seq shares CPU 1 with storage"),
+        "{stderr}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_fulmen"))
-        .args([
-            "run",
-            "--dev",
-            "--rpc-addr",
-            "127.0.0.1:0",
-            "--config",
-            strict.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
 }
 
 #[test]

@@ -246,42 +246,40 @@ impl Metrics {
                 n.load(Relaxed)
             );
         }
-        counter(
-            &mut out,
-            "fulmen_txs_parked_total",
-            "Transactions parked (nonce gap) or deferred",
-            self.parked.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "fulmen_preconfirmations_total",
-            "Transactions preconfirmed",
-            self.preconfirmed.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "fulmen_mini_blocks_total",
-            "Mini-blocks closed",
-            self.mini_blocks.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "fulmen_blocks_total",
-            "Blocks sealed",
-            self.blocks.load(Relaxed),
-        );
-        gauge(
-            &mut out,
-            "fulmen_state_accounts",
-            "Accounts in the state",
-            self.accounts.load(Relaxed) as f64,
-        );
-        gauge(
-            &mut out,
-            "fulmen_state_slots",
-            "Storage slots in the state",
-            self.slots.load(Relaxed) as f64,
-        );
+        for (name, help, v) in [
+            (
+                "fulmen_txs_parked_total",
+                "Transactions parked (nonce gap) or deferred",
+                &self.parked,
+            ),
+            (
+                "fulmen_preconfirmations_total",
+                "Transactions preconfirmed",
+                &self.preconfirmed,
+            ),
+            (
+                "fulmen_mini_blocks_total",
+                "Mini-blocks closed",
+                &self.mini_blocks,
+            ),
+            ("fulmen_blocks_total", "Blocks sealed", &self.blocks),
+        ] {
+            counter(&mut out, name, help, v.load(Relaxed));
+        }
+        for (name, help, v) in [
+            (
+                "fulmen_state_accounts",
+                "Accounts in the state",
+                &self.accounts,
+            ),
+            (
+                "fulmen_state_slots",
+                "Storage slots in the state",
+                &self.slots,
+            ),
+        ] {
+            gauge(&mut out, name, help, v.load(Relaxed) as f64);
+        }
         self.flush_latency.render(
             &mut out,
             "fulmen_log_flush_seconds",
