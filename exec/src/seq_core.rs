@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::{Address, B256};
@@ -22,7 +23,6 @@ use crate::merkle::AccountProof;
 use crate::metrics::METRICS;
 use crate::sequencer::{Admission, ParkReason, Sequencer, SubmitError};
 use crate::tx::RecoveredTx;
-use std::sync::atomic::Ordering::Relaxed;
 
 /// What a net core asks of the sequencer.
 #[derive(Debug)]
@@ -111,7 +111,7 @@ type Replies = Vec<(oneshot::Sender<SeqReply>, SeqReply)>;
 
 /// Set on SIGTERM: the seq role refuses new transactions, so that what it
 /// acknowledged can be flushed before the process exits.
-pub static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Sends a released answer to its client and counts preconfirmations.
 fn deliver(reply: oneshot::Sender<SeqReply>, answer: SeqReply) {
