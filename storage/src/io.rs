@@ -67,8 +67,8 @@ pub enum Fault {
 pub enum CrashMode {
     /// Every unflushed write is lost.
     LoseUnflushed,
-    /// Each unflushed write is, at random, kept, lost, or cut after a random
-    /// number of whole sectors.
+    /// Each unflushed write is, at random, kept, lost, cut after a random
+    /// number of whole sectors, or kept sector by sector in any order.
     TearUnflushed,
     /// Every write reached the platter.
     KeepAll,
@@ -223,13 +223,25 @@ impl SimDisk {
                 let keep = match mode {
                     CrashMode::LoseUnflushed => 0,
                     CrashMode::KeepAll => bytes.len(),
-                    CrashMode::TearUnflushed => match state.next_random() % 3 {
+                    CrashMode::TearUnflushed => match state.next_random() % 4 {
                         0 => 0,
                         1 => bytes.len(),
-                        _ => {
+                        2 => {
                             let sectors = bytes.len().div_ceil(SECTOR_BYTES);
                             let kept = (state.next_random() as usize) % (sectors + 1);
                             (kept * SECTOR_BYTES).min(bytes.len())
+                        }
+                        _ => {
+                            // Sectors reach the platter in any order: each
+                            // one of this write is kept or lost on its own.
+                            let start = *offset as usize;
+                            for (i, sector) in bytes.chunks(SECTOR_BYTES).enumerate() {
+                                if state.next_random().is_multiple_of(2) {
+                                    let at = start + i * SECTOR_BYTES;
+                                    after[at..at + sector.len()].copy_from_slice(sector);
+                                }
+                            }
+                            0
                         }
                     },
                 };
@@ -339,25 +351,37 @@ mod tests {
     }
 
     #[test]
-    fn torn_writes_keep_a_whole_sector_prefix() {
-        let mut outcomes = std::collections::BTreeSet::new();
+    fn torn_writes_keep_whole_sectors_as_a_prefix_or_in_any_order() {
+        let mut prefixes = std::collections::BTreeSet::new();
+        let mut out_of_order = 0;
         for seed in 0..64 {
             let disk = SimDisk::new(seed, 1 << 20);
             let mut file = disk.create("log-0", 8192).unwrap();
             now(file.write_at(0, &[0xab; 4 * SECTOR_BYTES])).unwrap();
             let after = disk.crash(CrashMode::TearUnflushed).open("log-0").unwrap();
             let bytes = after.read_at(0, 4 * SECTOR_BYTES).unwrap();
-            let kept = bytes.iter().take_while(|b| **b == 0xab).count();
-            assert_eq!(kept % SECTOR_BYTES, 0, "seed {seed}");
-            assert!(
-                bytes[kept..].iter().all(|b| *b == 0),
-                "seed {seed}: nothing after the tear"
-            );
-            outcomes.insert(kept);
+            // Whole sectors only: each is all written or all old.
+            let sectors: Vec<bool> = bytes
+                .chunks(SECTOR_BYTES)
+                .map(|s| {
+                    assert!(s.iter().all(|b| *b == s[0]), "seed {seed}: a torn sector");
+                    s[0] == 0xab
+                })
+                .collect();
+            let kept = sectors.iter().take_while(|k| **k).count();
+            if sectors[kept..].iter().any(|k| *k) {
+                out_of_order += 1;
+            } else {
+                prefixes.insert(kept);
+            }
         }
         assert!(
-            outcomes.len() >= 3,
-            "seeds give different tears: {outcomes:?}"
+            prefixes.len() >= 3,
+            "seeds give different prefixes: {prefixes:?}"
+        );
+        assert!(
+            out_of_order > 0,
+            "no tear kept a later sector without an earlier one"
         );
     }
 

@@ -363,13 +363,13 @@ impl<D: LogDir> Log<D> {
         }
     }
 
-    /// Pads the batch with one padding record to a multiple of the alignment.
+    /// Ends the batch with one padding record, up to a multiple of the
+    /// alignment. Every batch ends with one, even an aligned batch (which
+    /// gets a whole block of it): boot tells a torn last batch from damage
+    /// in a synced one by whether a batch end is followed by a later batch.
     fn pad_batch(&mut self) {
         let align = self.dir.alignment() as usize;
-        let mut gap = (align - self.batch.len() % align) % align;
-        if gap == 0 {
-            return;
-        }
+        let mut gap = align - self.batch.len() % align;
         if gap < record::HEADER_BYTES {
             gap += align;
         }

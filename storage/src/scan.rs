@@ -2,7 +2,7 @@
 //! written log, and the difference between a torn tail (repairable) and
 //! corruption before the tail (fatal, never skipped).
 
-use crate::record::{self, HEADER_BYTES, MAGIC, Record, RecordError};
+use crate::record::{self, HEADER_BYTES, MAGIC, Record, RecordError, RecordKind};
 
 /// How a segment ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +39,14 @@ pub struct Corruption {
 /// Walks the records of one segment's bytes, calling `visit` with each
 /// record's offset, and reports how the segment ends.
 ///
-/// This relies on the writer's discipline: one write per group commit, and
-/// no new write before the previous flush completed, so at most one write is
-/// unflushed at a crash and damage can only sit at the tail. (A real disk may
-/// persist the sectors of that one torn write out of order; batch-level
-/// framing for that case is part of the log writer's design, still to come.)
+/// This relies on the writer's discipline: one write per group commit, no
+/// new write before the previous flush completed, and every batch ending
+/// with a padding record. So only the last batch can be torn, and a disk
+/// may have persisted its sectors in any order: a bad record followed by
+/// valid ones of the same batch is still a torn tail. A bad record is
+/// corruption when a batch end after it is followed by another batch, since
+/// that later batch was only written once the bad record's batch was
+/// durable.
 pub fn scan<'a>(
     bytes: &'a [u8],
     mut visit: impl FnMut(u64, Record<'a>),
@@ -59,7 +62,7 @@ pub fn scan<'a>(
                 at += record.encoded_len();
             }
             Err(error) => {
-                return match next_valid_record(bytes, at + 1) {
+                return match later_batch(bytes, at + 1) {
                     Some(next_valid) => Err(Corruption {
                         offset: at as u64,
                         error,
@@ -73,6 +76,25 @@ pub fn scan<'a>(
             }
         }
     }
+}
+
+/// Where a valid record starts after a batch end (a valid padding record)
+/// found at or after `from`: proof that the batch holding `from` was
+/// durable before more was written.
+fn later_batch(bytes: &[u8], from: usize) -> Option<u64> {
+    let mut at = from;
+    while let Some(start) = next_valid_record(bytes, at) {
+        let start = start as usize;
+        let record = record::decode(&bytes[start..]).expect("just validated");
+        let end = start + record.encoded_len();
+        if record.kind == RecordKind::Padding
+            && let Some(next) = next_valid_record(bytes, end)
+        {
+            return Some(next);
+        }
+        at = end;
+    }
+    None
 }
 
 /// The first offset at or after `from` where a whole, valid record starts.
@@ -157,20 +179,59 @@ mod tests {
         ));
     }
 
+    /// Two batches, each ending with a padding record, as the writer lays
+    /// them out: offsets of every record.
+    fn two_batches() -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::new();
+        for batch in [
+            &[&b"first record"[..], b"second record"],
+            &[b"third record", b"fourth record"],
+        ] {
+            for payload in batch {
+                offsets.push(bytes.len() as u64);
+                encode(RecordKind::MiniBlock, payload, &mut bytes).unwrap();
+            }
+            offsets.push(bytes.len() as u64);
+            encode(RecordKind::Padding, &[0u8; 20], &mut bytes).unwrap();
+        }
+        bytes.extend(std::iter::repeat_n(0u8, 256));
+        (bytes, offsets)
+    }
+
     #[test]
     fn corruption_before_the_tail_stops_with_its_offset() {
-        let (mut bytes, offsets) = log(&[b"first record", b"second record", b"third record"], 256);
+        // Damage in the first batch, which a later batch follows: corruption.
+        let (mut bytes, offsets) = two_batches();
         bytes[offsets[1] as usize + HEADER_BYTES + 2] ^= 0x40;
         let mut count = 0;
         let error = scan(&bytes, |_, _| count += 1).unwrap_err();
         assert_eq!(count, 1, "records before the corruption were read");
         assert_eq!(error.offset, offsets[1]);
-        assert_eq!(error.next_valid, offsets[2]);
+        assert_eq!(
+            error.next_valid, offsets[3],
+            "the later batch's first record"
+        );
         assert!(matches!(error.error, RecordError::Checksum { .. }));
         assert!(
             error
                 .to_string()
                 .contains(&format!("offset {}", offsets[1]))
+        );
+    }
+
+    #[test]
+    fn a_last_batch_torn_out_of_order_is_a_torn_tail() {
+        // The last batch lost its first sector but kept the rest: valid
+        // records follow the bad one, but no later batch does.
+        let (mut bytes, offsets) = two_batches();
+        bytes[offsets[3] as usize + 1] ^= 0x40;
+        let mut count = 0;
+        let end = scan(&bytes, |_, _| count += 1).unwrap();
+        assert_eq!(count, 3, "the first batch and its padding");
+        assert!(
+            matches!(end, SegmentEnd::TornTail { at, .. } if at == offsets[3]),
+            "{end:?}"
         );
     }
 }
