@@ -34,7 +34,13 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
+    // One slow client must not hold the (single) metrics thread: the whole
+    // request head has 2 s, not each read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;

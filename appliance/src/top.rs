@@ -32,7 +32,9 @@ fn fetch(url: &str) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let mut text = String::new();
+    // A metrics page is kilobytes; anything past 16 MiB is not one.
     stream
+        .take(16 << 20)
         .read_to_string(&mut text)
         .map_err(|e| format!("reading {url}: {e}"))?;
     let (head, body) = text

@@ -86,6 +86,14 @@ impl Histogram {
     }
 }
 
+/// A per-core metric family: name, type, help, and how to read it.
+type PerCore = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&CoreFigures) -> f64,
+);
+
 /// One executor's figures, written by its sampler.
 #[derive(Debug)]
 pub struct CoreFigures {
@@ -187,31 +195,31 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         let cores = self.cores.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let _ = writeln!(
-            out,
-            "# HELP fulmen_core_busy_ratio Busy fraction of each executor (tasks and IO, not spinning) over the last second\n# TYPE fulmen_core_busy_ratio gauge"
-        );
-        for c in &cores {
-            let _ = writeln!(
-                out,
-                "fulmen_core_busy_ratio{{cpu=\"{}\",roles=\"{}\"}} {}",
-                c.cpu,
-                c.roles,
-                c.busy_ppm.load(Relaxed) as f64 / 1e6
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP fulmen_core_tasks_total Tasks run by each executor\n# TYPE fulmen_core_tasks_total counter"
-        );
-        for c in &cores {
-            let _ = writeln!(
-                out,
-                "fulmen_core_tasks_total{{cpu=\"{}\",roles=\"{}\"}} {}",
-                c.cpu,
-                c.roles,
-                c.tasks.load(Relaxed)
-            );
+        let per_core: [PerCore; 2] = [
+            (
+                "fulmen_core_busy_ratio",
+                "gauge",
+                "Busy fraction of each executor (tasks and IO, not spinning) over the last second",
+                |c| c.busy_ppm.load(Relaxed) as f64 / 1e6,
+            ),
+            (
+                "fulmen_core_tasks_total",
+                "counter",
+                "Tasks run by each executor",
+                |c| c.tasks.load(Relaxed) as f64,
+            ),
+        ];
+        for (name, kind, help, value) in per_core {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for c in &cores {
+                let _ = writeln!(
+                    out,
+                    "{name}{{cpu=\"{}\",roles=\"{}\"}} {}",
+                    c.cpu,
+                    c.roles,
+                    value(c)
+                );
+            }
         }
         let _ = writeln!(
             out,

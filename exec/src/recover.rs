@@ -587,6 +587,36 @@ mod tests {
         assert!(replay(&spec, &genesis, Some((past, image)), records(), 0, false).is_err());
     }
 
+    /// A record far ahead of the chain (a damaged or forged log) is an
+    /// error at once, not a boot that closes blocks without end.
+    #[test]
+    fn a_record_far_ahead_of_the_chain_is_refused() {
+        let disk = SimDisk::new(1, 1 << 24);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        workload(&mut log, 10, false);
+        let (recovery, _) = read_log(&disk).unwrap();
+        let seal = recovery
+            .records
+            .iter()
+            .find(|(_, kind, _)| *kind == RecordKind::BlockSeal)
+            .unwrap();
+        let mut record = decode_seal(&seal.2).unwrap();
+        record.header.number = 1 << 40;
+        let mut forged = Vec::new();
+        crate::persist::encode_seal(&record.header, record.size, &mut forged);
+        let spec = spec(GAS_LIMIT);
+        let genesis = Genesis::new(&spec);
+        let records = recovery
+            .records
+            .iter()
+            .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+            .chain([(seal.0, RecordKind::BlockSeal, forged.as_slice())]);
+        let err = replay(&spec, &genesis, None, records, 0, false)
+            .err()
+            .unwrap();
+        assert!(err.detail.contains("while block"), "{err}");
+    }
+
     /// Crash after every IO operation of the workload (torn or lost unflushed
     /// writes), and fail at every operation with EIO or ENOSPC, once or for
     /// good: recovery always succeeds and keeps every acknowledged

@@ -121,6 +121,12 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
+/// Most blocks one log record may close at replay. Every block gets a seal
+/// record, and blocks wait for their seal only behind the bounded seal queue,
+/// so a valid log never jumps further; a damaged or forged one could
+/// otherwise make boot close blocks without end.
+const REPLAY_BLOCK_GAP_MAX: u64 = 1024;
+
 /// Minimum fee bump, in percent, to replace a parked transaction.
 pub const REPLACE_BUMP_PERCENT: u128 = 10;
 
@@ -760,6 +766,12 @@ impl Sequencer {
                 record.number, self.open.ctx.number
             )));
         }
+        if number - self.open.ctx.number > REPLAY_BLOCK_GAP_MAX {
+            return Err(fail(format!(
+                "mini-block {} jumps from block {} to block {number}",
+                record.number, self.open.ctx.number
+            )));
+        }
         let mut jobs = Vec::new();
         while self.open.ctx.number < number {
             let next = (self.open.ctx.number + 1 == number).then_some(record.ctx);
@@ -810,6 +822,15 @@ impl Sequencer {
         record: crate::persist::SealRecord,
     ) -> Result<Vec<SealJob>, ReplayError> {
         let number = record.header.number;
+        if number.saturating_sub(self.open.ctx.number) > REPLAY_BLOCK_GAP_MAX {
+            return Err(ReplayError {
+                block: number,
+                detail: format!(
+                    "a seal of block {number} while block {} is open",
+                    self.open.ctx.number
+                ),
+            });
+        }
         let mut jobs = Vec::new();
         while self.sealing.is_empty() && self.open.ctx.number <= number {
             jobs.push(self.close_block_with(0, None));

@@ -87,10 +87,10 @@ fn later_batch(bytes: &[u8], from: usize) -> Option<u64> {
         let start = start as usize;
         let record = record::decode(&bytes[start..]).expect("just validated");
         let end = start + record.encoded_len();
-        if record.kind == RecordKind::Padding
-            && let Some(next) = next_valid_record(bytes, end)
-        {
-            return Some(next);
+        if record.kind == RecordKind::Padding {
+            // Nothing valid after this batch end means nothing valid after
+            // any later one either: one search settles it.
+            return next_valid_record(bytes, end);
         }
         at = end;
     }

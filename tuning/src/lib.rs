@@ -10,4 +10,4 @@ mod machine;
 mod plan;
 
 pub use machine::{Cache, Cpu, Machine, MemLock, Nic, Node, parse_cpu_list};
-pub use plan::{Check, CoreMap, IO_MEMORY_PER_EXECUTOR, STORAGE_LOCKED_BYTES, check, propose};
+pub use plan::{Check, CoreMap, IO_MEMORY_PER_EXECUTOR, check, propose};

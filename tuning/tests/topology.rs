@@ -166,12 +166,12 @@ fn the_2_core_vm_gets_the_default_map_and_its_memlock_limit_is_read() {
     // Too little locked memory for eight executors... this VM has two CPUs,
     // so shrink the limit instead.
     let mut tight = machine.clone();
-    tight.memlock = Some(MemLock::Bytes(512 * 1024));
+    tight.memlock = Some(MemLock::Bytes(256 * 1024));
     let errors = check(&tight, &map, false).errors;
     assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("locked-memory limit is 512 KiB") && e.contains("ulimit -l")),
+        errors.iter().any(|e| e
+            .contains("locked-memory limit is 256 KiB, the 2 executors need 512 KiB")
+            && e.contains("ulimit -l")),
         "{errors:?}"
     );
 }
