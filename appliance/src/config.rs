@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use alloy_primitives::Address;
 use fulmen_netio::eth::RpcLimits;
+use fulmen_netio::ws::WsLimits;
 use serde::Deserialize;
 
 /// The whole node configuration.
@@ -14,6 +15,9 @@ use serde::Deserialize;
 pub(crate) struct Config {
     /// JSON-RPC listen address. Default 127.0.0.1:8545.
     pub rpc_addr: SocketAddr,
+    /// A second listen address for WebSocket (and HTTP) JSON-RPC; none (the
+    /// default): WebSocket is served on `rpc_addr` only, by upgrade.
+    pub ws_addr: Option<SocketAddr>,
     /// Prometheus `/metrics` listen address; none (the default) serves no
     /// metrics. Keep it on loopback or a management network.
     pub metrics_addr: Option<SocketAddr>,
@@ -37,6 +41,8 @@ pub(crate) struct Config {
     pub coinbase: Option<Address>,
     /// JSON-RPC limits (`[rpc]`; defaults in `RpcLimits`).
     pub rpc: RpcLimits,
+    /// WebSocket limits (`[ws]`; defaults in `WsLimits`).
+    pub ws: WsLimits,
     /// Transaction pool limits.
     pub pool: PoolConfig,
     /// `durable` (default): a receipt is released only after its log
@@ -154,6 +160,7 @@ impl Default for Config {
         Self {
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8545)),
             datadir: PathBuf::from("fulmen-data"),
+            ws_addr: None,
             metrics_addr: None,
             genesis: None,
             block_time_ms: 1000,
@@ -164,6 +171,7 @@ impl Default for Config {
             base_fee_elasticity: 2,
             coinbase: None,
             rpc: RpcLimits::default(),
+            ws: WsLimits::default(),
             pool: PoolConfig::default(),
             durability: Durability::Durable,
             storage: StorageConfig::default(),
@@ -232,6 +240,21 @@ impl Config {
         }
         if self.rpc.batch_max == 0 || self.rpc.body_bytes_max < 1024 {
             return bad("rpc.batch_max must be >= 1 and rpc.body_bytes_max >= 1024");
+        }
+        if self.ws.connections_max == 0
+            || self.ws.subscriptions_per_connection_max == 0
+            || self.ws.requests_in_flight_max == 0
+        {
+            return bad(
+                "ws.connections_max, ws.subscriptions_per_connection_max and \
+                 ws.requests_in_flight_max must be >= 1",
+            );
+        }
+        if self.ws.message_bytes_max < 1024 || self.ws.send_buffer_bytes_max < 1024 {
+            return bad("ws.message_bytes_max and ws.send_buffer_bytes_max must be >= 1024");
+        }
+        if self.ws.ping_interval_ms == 0 || self.ws.idle_timeout_ms <= self.ws.ping_interval_ms {
+            return bad("ws.ping_interval_ms must be >= 1 and below ws.idle_timeout_ms");
         }
         if self.rpc.sync_timeout_ms_default > self.rpc.sync_timeout_ms_max {
             return bad("rpc.sync_timeout_ms_default must not exceed rpc.sync_timeout_ms_max");

@@ -105,6 +105,10 @@ struct RunArgs {
     /// JSON-RPC listen address (HOST:PORT).
     #[arg(long)]
     rpc_addr: Option<SocketAddr>,
+    /// Also serve JSON-RPC (WebSocket and HTTP) on HOST:PORT (port 0: any).
+    /// WebSocket always works on --rpc-addr too.
+    #[arg(long)]
+    ws_addr: Option<SocketAddr>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -166,6 +170,9 @@ impl RunArgs {
         set!(rpc_addr => rpc_addr);
         if self.metrics_addr.is_some() {
             config.metrics_addr = self.metrics_addr;
+        }
+        if self.ws_addr.is_some() {
+            config.ws_addr = self.ws_addr;
         }
         set!(block_time_ms => block_time_ms);
         set!(mini_block_max_ms => mini_block_max_ms);
@@ -373,6 +380,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     check_cores(&config)?;
     let datadir = Datadir::lock(&config.datadir)?;
     let rpc_addr = resolve_port(config.rpc_addr)?;
+    let ws_addr = config.ws_addr.map(resolve_port).transpose()?;
     tracing::info!(
         chain_id = spec.chain_id,
         block_time_ms = config.block_time_ms,
@@ -394,12 +402,16 @@ fn run(args: RunArgs) -> Result<(), String> {
     datadir.bind_genesis(genesis.header.hash_slow())?;
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
     drop(genesis);
-    let _threads = node::start(&config, spec, rpc_addr, booted, &config.datadir)?;
+    let _threads = node::start(&config, spec, rpc_addr, ws_addr, booted, &config.datadir)?;
     if let Some(addr) = config.metrics_addr {
         let bound = metrics_http::serve(addr)?;
         println!("metrics on http://{bound}/metrics");
     }
     let mut signals = signals()?;
+    println!("websocket on ws://{rpc_addr}");
+    if let Some(addr) = ws_addr {
+        println!("websocket on ws://{addr}");
+    }
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
     signals.forever().next();

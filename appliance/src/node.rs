@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fulmen_exec::events::{EVENT_QUEUE_CAPACITY, EventBus, Published};
 use fulmen_exec::{
     block::{Merkleizer, SealJob},
     chain::ChainSpec,
@@ -18,6 +19,7 @@ use fulmen_exec::{
     sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
+use fulmen_netio::ws::{WsLimits, WsShared};
 use fulmen_storage::{
     checkpoint::CheckpointJob,
     disk::DiskDir,
@@ -65,6 +67,11 @@ struct StorageRole {
 struct NetRole {
     seq: SharedSender<SeqRequest>,
     merkle: SharedSender<MerkleRequest>,
+    events: SharedReceiver<Published>,
+    ws: WsLimits,
+    ws_shared: Arc<WsShared>,
+    /// The extra WebSocket/HTTP listen address, if any.
+    ws_addr: Option<SocketAddr>,
 }
 
 struct SeqRole {
@@ -73,6 +80,7 @@ struct SeqRole {
     parts: SequencerParts,
     pending: Vec<SealJob>,
     inboxes: Vec<SharedReceiver<SeqRequest>>,
+    events: Vec<SharedSender<Published>>,
     to_merkle: SharedSender<MerkleRequest>,
     from_merkle: SharedReceiver<fulmen_exec::block::SealRoots>,
     to_storage: SharedSender<AppendRequest>,
@@ -94,6 +102,7 @@ pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
     rpc_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     booted: Booted,
     datadir: &Path,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
@@ -110,14 +119,22 @@ pub(crate) fn start(
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
     let mut inboxes = Vec::new();
     let mut merkle_requests = Vec::new();
+    let mut event_senders = Vec::new();
+    let ws_shared = Arc::new(WsShared::default());
     for cpu in &cores.net {
         let (seq_tx, seq_rx) = shared_channel::new_bounded(config.pool.inbox_capacity);
         let (proof_tx, proof_rx) = shared_channel::new_bounded(PROOF_QUEUE_CAPACITY);
+        let (event_tx, event_rx) = shared_channel::new_bounded(EVENT_QUEUE_CAPACITY);
         inboxes.push(seq_rx);
         merkle_requests.push(proof_rx);
+        event_senders.push(event_tx);
         roles.entry(*cpu).or_default().net.push(NetRole {
             seq: seq_tx,
             merkle: proof_tx,
+            events: event_rx,
+            ws: config.ws.clone(),
+            ws_shared: ws_shared.clone(),
+            ws_addr,
         });
     }
     let (seal_tx, seal_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
@@ -133,6 +150,7 @@ pub(crate) fn start(
         parts: replayed.parts,
         pending: replayed.pending,
         inboxes,
+        events: event_senders,
         to_merkle: seal_tx,
         from_merkle: roots_rx,
         to_storage: append_tx,
@@ -312,6 +330,10 @@ async fn run_core(
                 for r in role.inboxes {
                     inboxes.push(r.connect().await);
                 }
+                let mut events = Vec::new();
+                for e in role.events {
+                    events.push(e.connect().await);
+                }
                 let to_merkle = role.to_merkle.connect().await;
                 let from_merkle = role.from_merkle.connect().await;
                 let log = LogLink {
@@ -327,6 +349,7 @@ async fn run_core(
                     to_merkle,
                     from_merkle,
                     published,
+                    EventBus::new(events),
                     timing,
                     Some(log),
                     role.pending,
@@ -347,13 +370,18 @@ async fn run_core(
             async move {
                 let seq = role.seq.connect().await;
                 let merkle = role.merkle.connect().await;
-                let listener = match glommio::net::TcpListener::bind(rpc_addr) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        let _ = ready.send(Err(format!("cannot listen on {rpc_addr}: {e}")));
-                        return;
+                let events = role.events.connect().await;
+                let mut listeners = Vec::new();
+                for addr in std::iter::once(rpc_addr).chain(role.ws_addr) {
+                    match glommio::net::TcpListener::bind(addr) {
+                        Ok(listener) => listeners.push(listener),
+                        Err(e) => {
+                            let _ = ready.send(Err(format!("cannot listen on {addr}: {e}")));
+                            return;
+                        }
                     }
-                };
+                }
+                let hub = Rc::new(fulmen_netio::pubsub::Hub::new());
                 let ctx = Rc::new(NetContext {
                     view: published,
                     seq,
@@ -361,9 +389,17 @@ async fn run_core(
                     spec,
                     limits,
                     client_version: format!("fulmen/v{}/linux-x86_64", env!("CARGO_PKG_VERSION")),
+                    ws: role.ws,
+                    ws_shared: role.ws_shared,
+                    hub: hub.clone(),
                 });
+                glommio::spawn_local(fulmen_netio::ws::run_events(hub, events)).detach();
                 let _ = ready.send(Ok(()));
-                fulmen_netio::server::serve(listener, ctx).await;
+                let serving: Vec<_> = listeners
+                    .into_iter()
+                    .map(|l| fulmen_netio::server::serve(l, ctx.clone()))
+                    .collect();
+                futures::future::join_all(serving).await;
             },
             fast,
         )

@@ -6,6 +6,7 @@
 
 pub mod block;
 pub mod chain;
+pub mod events;
 pub mod evm;
 pub mod merkle;
 pub mod metrics;

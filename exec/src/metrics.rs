@@ -136,6 +136,16 @@ pub struct Metrics {
     pub accounts: AtomicU64,
     /// Storage slots in the state.
     pub slots: AtomicU64,
+    /// Chain events a net core missed because its event channel was full.
+    pub events_dropped: AtomicU64,
+    /// Open WebSocket connections.
+    pub ws_connections: AtomicU64,
+    /// Active subscriptions.
+    pub ws_subscriptions: AtomicU64,
+    /// Subscription notifications queued to clients.
+    pub ws_notifications: AtomicU64,
+    /// WebSocket connections closed because their send buffer was full.
+    pub ws_slow_consumers: AtomicU64,
     cores: Mutex<Vec<Arc<CoreFigures>>>,
 }
 
@@ -154,6 +164,11 @@ pub static METRICS: Metrics = Metrics {
     sync_send_latency: Histogram::new(),
     accounts: AtomicU64::new(0),
     slots: AtomicU64::new(0),
+    events_dropped: AtomicU64::new(0),
+    ws_connections: AtomicU64::new(0),
+    ws_subscriptions: AtomicU64::new(0),
+    ws_notifications: AtomicU64::new(0),
+    ws_slow_consumers: AtomicU64::new(0),
     cores: Mutex::new(Vec::new()),
 };
 
@@ -271,6 +286,21 @@ impl Metrics {
                 &self.mini_blocks,
             ),
             ("fulmen_blocks_total", "Blocks sealed", &self.blocks),
+            (
+                "fulmen_events_dropped_total",
+                "Chain events a net core missed (its subscribers were disconnected)",
+                &self.events_dropped,
+            ),
+            (
+                "fulmen_ws_notifications_total",
+                "Subscription notifications queued to WebSocket clients",
+                &self.ws_notifications,
+            ),
+            (
+                "fulmen_ws_slow_consumers_total",
+                "WebSocket connections closed because their send buffer was full",
+                &self.ws_slow_consumers,
+            ),
         ] {
             counter(&mut out, name, help, v.load(Relaxed));
         }
@@ -284,6 +314,16 @@ impl Metrics {
                 "fulmen_state_slots",
                 "Storage slots in the state",
                 &self.slots,
+            ),
+            (
+                "fulmen_ws_connections",
+                "Open WebSocket connections",
+                &self.ws_connections,
+            ),
+            (
+                "fulmen_ws_subscriptions",
+                "Active eth_subscribe subscriptions",
+                &self.ws_subscriptions,
             ),
         ] {
             gauge(&mut out, name, help, v.load(Relaxed) as f64);

@@ -19,6 +19,7 @@ use fulmen_storage::record::RecordKind;
 use fulmen_storage::writer::{AppendRequest, StorageAck};
 
 use crate::block::{ChainView, ExecutedTx, Merkleizer, SealJob, SealProgress, SealRoots};
+use crate::events::{ChainEvent, EventBus, MiniBlockEvent};
 use crate::merkle::AccountProof;
 use crate::metrics::METRICS;
 use crate::sequencer::{Admission, ParkReason, Sequencer, SubmitError};
@@ -85,6 +86,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// How the seq role reaches the storage role.
 pub struct LogLink {
     /// Records to append.
@@ -128,6 +136,8 @@ struct Held {
     upto: u64,
     view: Arc<ChainView>,
     replies: Replies,
+    /// Subscription events, published with the view.
+    events: Vec<ChainEvent>,
 }
 
 struct Storage {
@@ -146,6 +156,9 @@ struct SeqState {
     /// Waiters for transactions deferred to a later block, by hash.
     waiters: HashMap<B256, oneshot::Sender<SeqReply>>,
     published: Arc<ArcSwap<ChainView>>,
+    /// Where durable events go, and those not yet released.
+    events: EventBus,
+    pending_events: Vec<ChainEvent>,
     storage: Option<Storage>,
     /// Why the node stopped preconfirming (the log failed).
     halted: Option<String>,
@@ -201,6 +214,7 @@ impl SeqState {
             return;
         }
         tracing::error!(reason = %reason, "the node stops preconfirming");
+        self.pending_events.clear();
         if let Some(storage) = &mut self.storage {
             for held in storage.held.drain(..) {
                 for (reply, _) in held.replies {
@@ -224,12 +238,16 @@ impl SeqState {
                     upto: storage.sent,
                     view,
                     replies: std::mem::take(replies),
+                    events: std::mem::take(&mut self.pending_events),
                 });
             }
             _ => {
                 self.published.store(view);
                 for (reply, answer) in replies.drain(..) {
                     deliver(reply, answer);
+                }
+                for event in self.pending_events.drain(..) {
+                    self.events.publish(event);
                 }
             }
         }
@@ -249,6 +267,9 @@ impl SeqState {
             let held = storage.held.pop_front().expect("checked");
             for (reply, answer) in held.replies {
                 deliver(reply, answer);
+            }
+            for event in held.events {
+                self.events.publish(event);
             }
             latest = Some(held.view);
         }
@@ -300,6 +321,7 @@ impl SeqState {
     /// Closes the mini-block (if any transaction ran), logs it, and releases
     /// it with `replies` and the waiters it wakes.
     fn close_and_release(&mut self, replies: &mut Replies) {
+        let before = self.seq.view().state.clone();
         if let Some(mini) = self.seq.close_mini_block() {
             METRICS.mini_blocks.fetch_add(1, Relaxed);
             self.mini_opened = None;
@@ -308,6 +330,9 @@ impl SeqState {
                 self.seq.mini_block_record(&mini, &mut payload);
                 self.log(RecordKind::MiniBlock, payload);
             }
+            self.pending_events.push(ChainEvent::MiniBlock(Arc::new(
+                self.mini_block_event(&mini, before),
+            )));
             for tx in mini.txs {
                 if let Some(waiter) = self.waiters.remove(&tx.tx.hash) {
                     replies.push((waiter, SeqReply::Preconfirmed(tx)));
@@ -315,6 +340,7 @@ impl SeqState {
             }
         }
         if let Some(reason) = &self.halted {
+            self.pending_events.clear();
             for (reply, answer) in replies.drain(..) {
                 let answer = match answer {
                     SeqReply::Preconfirmed(_) => {
@@ -327,6 +353,26 @@ impl SeqState {
             return;
         }
         self.release(replies);
+    }
+
+    /// The subscription event of `mini`, the mini-block just closed.
+    fn mini_block_event(
+        &self,
+        mini: &crate::sequencer::ClosedMiniBlock,
+        before: fulmen_storage::HotState,
+    ) -> MiniBlockEvent {
+        MiniBlockEvent {
+            number: mini.number,
+            block: mini.block,
+            block_timestamp: mini.txs.first().map_or(0, |t| t.block_timestamp),
+            index: mini.index,
+            timestamp_us: now_us(),
+            gas_used: mini.txs.iter().map(|t| t.gas_used).sum(),
+            txs: mini.txs.clone(),
+            diffs: self.seq.mini_block_diffs(mini).to_vec(),
+            before,
+            after: self.seq.view().state.clone(),
+        }
     }
 
     fn handle(&mut self, request: SeqRequest, replies: &mut Replies) {
@@ -372,6 +418,7 @@ pub async fn run_seq(
     to_merkle: ConnectedSender<MerkleRequest>,
     from_merkle: ConnectedReceiver<SealRoots>,
     published: Arc<ArcSwap<ChainView>>,
+    events: EventBus,
     timing: SeqTiming,
     log: Option<LogLink>,
     pending: Vec<SealJob>,
@@ -396,6 +443,8 @@ pub async fn run_seq(
         seq,
         waiters: HashMap::new(),
         published,
+        events,
+        pending_events: Vec::new(),
         storage,
         halted: None,
         mini_opened: None,
@@ -507,6 +556,9 @@ pub async fn run_seq(
                     state.schedule_checkpoint(&sealed);
                 }
                 if state.halted.is_none() {
+                    state
+                        .pending_events
+                        .push(ChainEvent::Sealed(sealed.clone()));
                     state.release(&mut replies);
                 }
                 tracing::debug!(
@@ -725,6 +777,7 @@ mod tests {
                         seal_tx,
                         roots_rx,
                         published.clone(),
+                        crate::events::EventBus::none(),
                         SeqTiming {
                             block_time_ms: 600_000,
                             mini_block_max_ms: 1,

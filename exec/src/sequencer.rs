@@ -137,6 +137,8 @@ pub struct ClosedMiniBlock {
     pub number: u64,
     /// Block it belongs to.
     pub block: u64,
+    /// Its position in that block, from 0.
+    pub index: u64,
     /// Transactions it preconfirmed.
     pub txs: Vec<Arc<ExecutedTx>>,
 }
@@ -147,6 +149,8 @@ struct OpenBlock {
     diffs: Vec<StateDiff>,
     gas_used: u64,
     log_count: u64,
+    /// Mini-blocks closed in this block so far.
+    mini_blocks: u64,
 }
 
 /// The sequencer. Owns the working state and the chain's history until the
@@ -273,6 +277,7 @@ impl OpenBlock {
             diffs: Vec::new(),
             gas_used: 0,
             log_count: 0,
+            mini_blocks: 0,
         }
     }
 }
@@ -617,9 +622,12 @@ impl Sequencer {
         self.view.state = self.evm.ctx.journaled_state.database.state.clone();
         self.view.mini_block = self.mini_block;
         self.refresh_open_view();
+        let index = self.open.mini_blocks;
+        self.open.mini_blocks += 1;
         Some(ClosedMiniBlock {
             number: self.mini_block,
             block: self.open.ctx.number,
+            index,
             txs,
         })
     }
@@ -745,8 +753,19 @@ impl Sequencer {
     /// The record of the mini-block `closed`, which must be the last one
     /// closed (its transactions' state changes are the open block's last).
     pub fn mini_block_record(&self, closed: &ClosedMiniBlock, out: &mut Vec<u8>) {
-        let diffs = &self.open.diffs[self.open.diffs.len() - closed.txs.len()..];
+        let diffs = self.mini_block_diffs(closed);
         crate::persist::encode_mini_block(&self.open.ctx, closed.number, &closed.txs, diffs, out);
+    }
+
+    /// The state changes of each transaction of `closed`, which must be the
+    /// last mini-block closed.
+    pub fn mini_block_diffs(&self, closed: &ClosedMiniBlock) -> &[StateDiff] {
+        assert_eq!(
+            closed.block, self.open.ctx.number,
+            "the open block's mini-block"
+        );
+        assert!(closed.txs.len() <= self.open.diffs.len());
+        &self.open.diffs[self.open.diffs.len() - closed.txs.len()..]
     }
 
     /// Replays a logged mini-block. Blocks it implies were closed are

@@ -80,15 +80,20 @@ pub fn block(block: &SealedBlock, full: bool) -> Block<Transaction> {
         BlockTransactions::Hashes(block.txs.iter().map(|t| t.tx.hash).collect())
     };
     Block {
-        header: Header {
-            hash: block.hash,
-            inner: block.header.clone(),
-            total_difficulty: Some(U256::ZERO),
-            size: Some(U256::from(block.size)),
-        },
+        header: header(block),
         uncles: Vec::new(),
         transactions,
         withdrawals: Some(Default::default()),
+    }
+}
+
+/// RPC header of a sealed block (also what `newHeads` sends).
+pub fn header(block: &SealedBlock) -> Header {
+    Header {
+        hash: block.hash,
+        inner: block.header.clone(),
+        total_difficulty: Some(U256::ZERO),
+        size: Some(U256::from(block.size)),
     }
 }
 

@@ -82,6 +82,12 @@ pub struct NetContext {
     pub limits: RpcLimits,
     /// `web3_clientVersion`.
     pub client_version: String,
+    /// WebSocket limits.
+    pub ws: crate::ws::WsLimits,
+    /// What all net cores share about WebSocket connections.
+    pub ws_shared: Arc<crate::ws::WsShared>,
+    /// This core's subscriptions.
+    pub hub: Rc<crate::pubsub::Hub>,
 }
 
 /// EIP-7966 error code: timed out waiting for the receipt.
@@ -156,6 +162,13 @@ pub async fn dispatch(
             }
         }
         "eth_sendRawTransactionSync" => send_sync(ctx, params).await,
+        "eth_subscribe" | "eth_unsubscribe" => Err(RpcError {
+            code: -32601,
+            message: "notifications not supported: eth_subscribe needs a WebSocket connection \
+                      (ws://, same port)"
+                .into(),
+            data: None,
+        }),
         "eth_getTransactionByHash" => {
             let hash: B256 = params.required(0, "hash")?;
             ok(v.tx(&hash)

@@ -1,7 +1,11 @@
-//! fulmen netio: JSON-RPC over HTTP on glommio (hyper 1.x), the `eth_`
-//! methods, and (later) WebSocket subscriptions.
+//! fulmen netio: JSON-RPC over HTTP and WebSocket on glommio (hyper 1.x,
+//! tungstenite), the `eth_` methods, and `eth_subscribe` subscriptions fed
+//! by the seq core's durable events.
 
 pub mod convert;
 pub mod eth;
+mod outbox;
+pub mod pubsub;
 pub mod rpc;
 pub mod server;
+pub mod ws;

@@ -83,6 +83,9 @@ pub struct Call {
     pub method: String,
     /// Positional parameters.
     pub params: Params,
+    /// No id was given: a JSON-RPC notification, which gets no response
+    /// (over WebSocket; HTTP always answers).
+    pub notification: bool,
 }
 
 /// Positional parameters with named extraction.
@@ -164,6 +167,7 @@ fn parse_call(value: Value) -> Result<Call, (Value, RpcError)> {
             RpcError::invalid_request("invalid request: not a JSON object"),
         ));
     };
+    let notification = !object.contains_key("id");
     let id = object.remove("id").unwrap_or(Value::Null);
     if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
         return Err((
@@ -193,7 +197,12 @@ fn parse_call(value: Value) -> Result<Call, (Value, RpcError)> {
         Some(Value::Array(items)) => Params(items),
         Some(_) => return Err((id, RpcError::invalid_params("params must be an array"))),
     };
-    Ok(Call { id, method, params })
+    Ok(Call {
+        id,
+        method,
+        params,
+        notification,
+    })
 }
 
 /// A response object.

@@ -1,7 +1,11 @@
 //! HTTP JSON-RPC on hyper 1.x over glommio's TCP, one accept loop per net
-//! core. The listening socket sets SO_REUSEPORT, so several net cores can
-//! bind the same address and the kernel spreads connections among them.
+//! core; WebSocket upgrades on the same port go to [`crate::ws`]. The
+//! listening socket sets SO_REUSEPORT, so several net cores can bind the
+//! same address and the kernel spreads connections among them.
 
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -89,21 +93,50 @@ pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>) {
         let ctx = ctx.clone();
         let open = open.clone();
         glommio::spawn_local(async move {
-            let service = service_fn(move |request| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(ctx, request).await) }
-            });
-            let result = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .max_buf_size(1 << 20)
-                .serve_connection(HyperIo(stream), service)
-                .await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve_connection(ctx, stream).await;
             open.set(open.get() - 1);
         })
         .detach();
+    }
+}
+
+type Reply = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>>>>;
+
+/// Serves HTTP on one connection; after a WebSocket upgrade, the socket
+/// goes to the WebSocket server.
+async fn serve_connection(ctx: Rc<NetContext>, stream: TcpStream) {
+    let upgraded = Rc::new(Cell::new(false));
+    let service = {
+        let ctx = ctx.clone();
+        let upgraded = upgraded.clone();
+        service_fn(move |request| -> Reply {
+            let ctx = ctx.clone();
+            let upgraded = upgraded.clone();
+            Box::pin(async move {
+                if crate::ws::wants_upgrade(&request) && !upgraded.get() {
+                    return Ok(crate::ws::accept(&ctx, &request, &upgraded));
+                }
+                Ok(handle(ctx, request).await)
+            })
+        })
+    };
+    let connection = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(1 << 20)
+        .serve_connection(HyperIo(stream), service);
+    // Not `with_upgrades`: that needs a `Send` socket, and glommio's is not.
+    // `without_shutdown` hands the socket back once the 101 is written.
+    match connection.without_shutdown().await {
+        Ok(parts) if upgraded.get() => {
+            crate::ws::serve(ctx, parts.io.0, parts.read_buf).await;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            if upgraded.get() {
+                crate::ws::release(ctx);
+            }
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
 }
 

@@ -1,0 +1,470 @@
+//! `eth_subscribe` on a net core: the subscription kinds, their JSON, and the
+//! fan-out of the seq core's durable events to this core's WebSocket
+//! connections. Each event is rendered at most once per core and kind; a
+//! subscriber costs one small string (its id around the shared result).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering::Relaxed;
+
+use alloy_eips::BlockNumberOrTag;
+use alloy_primitives::{Address, B256, U256};
+use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log};
+use fulmen_exec::events::{ChainEvent, MiniBlockEvent, Published};
+use fulmen_exec::metrics::METRICS;
+use fulmen_storage::AccountState;
+use serde_json::{Value, json};
+
+use crate::convert;
+use crate::outbox::{CLOSE_TRY_LATER, Outbox};
+use crate::rpc::{Params, RpcError};
+
+/// Most addresses one `stateChanges` subscription may name.
+pub const STATE_CHANGES_ADDRESSES_MAX: usize = 1024;
+
+/// What a subscription receives.
+#[derive(Debug)]
+pub enum Kind {
+    /// Each sealed block's header.
+    NewHeads,
+    /// Each matching log, once, when its mini-block is durable.
+    Logs(Box<Filter>),
+    /// Each preconfirmed transaction: its hash, or the object when `full`.
+    PendingTransactions {
+        /// Full transaction objects instead of hashes.
+        full: bool,
+    },
+    /// Each durable mini-block.
+    MiniBlocks,
+    /// Each changed account per mini-block, optionally only these.
+    StateChanges(Option<HashSet<Address>>),
+}
+
+impl Kind {
+    /// Parses `eth_subscribe`'s parameters.
+    pub fn parse(params: &Params) -> Result<Self, RpcError> {
+        params.at_most(2)?;
+        let name: String = params.required(0, "subscription name")?;
+        match name.as_str() {
+            "newHeads" => {
+                params.at_most(1)?;
+                Ok(Self::NewHeads)
+            }
+            "logs" => {
+                let filter: Filter = params.optional(1, "filter")?.unwrap_or_default();
+                match filter.block_option {
+                    FilterBlockOption::Range {
+                        from_block:
+                            None | Some(BlockNumberOrTag::Latest | BlockNumberOrTag::Pending),
+                        to_block: None | Some(BlockNumberOrTag::Latest | BlockNumberOrTag::Pending),
+                    } => Ok(Self::Logs(Box::new(filter))),
+                    _ => Err(RpcError::invalid_params(
+                        "invalid argument 1 (filter): a logs subscription takes address and \
+                         topics only (use eth_getLogs for past blocks)",
+                    )),
+                }
+            }
+            "newPendingTransactions" => {
+                let full: bool = params.optional(1, "full")?.unwrap_or(false);
+                Ok(Self::PendingTransactions { full })
+            }
+            "miniBlocks" => {
+                params.at_most(1)?;
+                Ok(Self::MiniBlocks)
+            }
+            "stateChanges" => {
+                let addresses: Option<Vec<Address>> = params.optional(1, "addresses")?;
+                if let Some(list) = &addresses
+                    && list.len() > STATE_CHANGES_ADDRESSES_MAX
+                {
+                    return Err(RpcError::invalid_params(format!(
+                        "invalid argument 1 (addresses): {} addresses, limit {STATE_CHANGES_ADDRESSES_MAX}",
+                        list.len()
+                    )));
+                }
+                Ok(Self::StateChanges(
+                    addresses.map(|list| list.into_iter().collect()),
+                ))
+            }
+            other => Err(RpcError::invalid_params(format!(
+                "invalid argument 0 (subscription name): unsupported subscription {other:?}; \
+                 supported: newHeads, logs, newPendingTransactions, miniBlocks, stateChanges"
+            ))),
+        }
+    }
+}
+
+/// One subscription of a connection.
+#[derive(Debug)]
+struct Subscription {
+    id: String,
+    kind: Kind,
+    /// False until the `eth_subscribe` response is queued, so that no
+    /// notification overtakes it.
+    active: bool,
+}
+
+/// One WebSocket connection as the fan-out sees it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) outbox: Outbox,
+    subscriptions: RefCell<Vec<Subscription>>,
+}
+
+impl Conn {
+    pub(crate) fn new(outbox: Outbox) -> Self {
+        Self {
+            outbox,
+            subscriptions: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds an inactive subscription; `None` past `max`.
+    fn add(&self, kind: Kind, id: String, max: usize) -> Result<(), RpcError> {
+        let mut subscriptions = self.subscriptions.borrow_mut();
+        if subscriptions.len() >= max {
+            return Err(RpcError::server(format!(
+                "too many subscriptions on this connection: limit {max}; \
+                 eth_unsubscribe one or open another connection"
+            )));
+        }
+        subscriptions.push(Subscription {
+            id,
+            kind,
+            active: false,
+        });
+        METRICS.ws_subscriptions.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Starts delivering to subscription `id`.
+    pub(crate) fn activate(&self, id: &str) {
+        for sub in self.subscriptions.borrow_mut().iter_mut() {
+            if sub.id == id {
+                sub.active = true;
+            }
+        }
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        let mut subscriptions = self.subscriptions.borrow_mut();
+        let before = subscriptions.len();
+        subscriptions.retain(|s| s.id != id);
+        let removed = before - subscriptions.len();
+        METRICS.ws_subscriptions.fetch_sub(removed as u64, Relaxed);
+        removed > 0
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let n = self.subscriptions.borrow().len() as u64;
+        METRICS.ws_subscriptions.fetch_sub(n, Relaxed);
+    }
+}
+
+/// This net core's subscriptions.
+#[derive(Debug)]
+pub struct Hub {
+    conns: RefCell<Vec<Weak<Conn>>>,
+    /// Seeds subscription ids: unique per node and not guessable from another
+    /// connection's ids.
+    id_seed: B256,
+    id_counter: Cell<u64>,
+    /// Position of the next event this core expects.
+    next_position: Cell<Option<u64>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let thread = format!("{:?}", std::thread::current().id());
+        let seed = alloy_primitives::keccak256(
+            [
+                &now.to_le_bytes()[..],
+                &std::process::id().to_le_bytes(),
+                thread.as_bytes(),
+            ]
+            .concat(),
+        );
+        Self {
+            conns: RefCell::new(Vec::new()),
+            id_seed: seed,
+            id_counter: Cell::new(0),
+            next_position: Cell::new(None),
+        }
+    }
+
+    pub(crate) fn register(&self, conn: &Rc<Conn>) {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain(|c| c.strong_count() > 0);
+        conns.push(Rc::downgrade(conn));
+    }
+
+    fn next_id(&self) -> String {
+        let n = self.id_counter.get();
+        self.id_counter.set(n + 1);
+        let digest = alloy_primitives::keccak256([&self.id_seed[..], &n.to_le_bytes()].concat());
+        format!("0x{}", alloy_primitives::hex::encode(&digest[..16]))
+    }
+
+    /// `eth_subscribe` on `conn`: the new id (inactive until activated).
+    pub(crate) fn subscribe(
+        &self,
+        conn: &Conn,
+        params: &Params,
+        max: usize,
+    ) -> Result<String, RpcError> {
+        let kind = Kind::parse(params)?;
+        let id = self.next_id();
+        conn.add(kind, id.clone(), max)?;
+        Ok(id)
+    }
+
+    /// `eth_unsubscribe` on `conn`.
+    pub(crate) fn unsubscribe(conn: &Conn, params: &Params) -> Result<bool, RpcError> {
+        params.at_most(1)?;
+        let id: String = params.required(0, "subscription id")?;
+        Ok(conn.remove(&id))
+    }
+
+    /// Delivers one event to every matching subscription on this core. A gap
+    /// in positions (this core's channel overflowed) closes every
+    /// subscribed connection: a subscriber never silently misses an event.
+    pub fn deliver(&self, published: &Published) {
+        if let Some(expected) = self.next_position.get()
+            && published.position != expected
+        {
+            let reason = format!(
+                "this net core fell behind and missed {} chain events; resubscribe",
+                published.position.saturating_sub(expected)
+            );
+            tracing::warn!(reason = %reason, "closing subscribed connections");
+            for conn in self.conns.borrow().iter().filter_map(Weak::upgrade) {
+                if !conn.subscriptions.borrow().is_empty() {
+                    conn.outbox.close(CLOSE_TRY_LATER, reason.clone());
+                }
+            }
+        }
+        self.next_position.set(Some(published.position + 1));
+        let conns: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        if conns.iter().all(|c| c.subscriptions.borrow().is_empty()) {
+            return;
+        }
+        let mut rendered = Rendered::new(&published.event);
+        for conn in conns {
+            let mut out = Vec::new();
+            for sub in conn.subscriptions.borrow().iter().filter(|s| s.active) {
+                rendered.notifications(sub, &mut out);
+            }
+            for text in out {
+                METRICS.ws_notifications.fetch_add(1, Relaxed);
+                if conn.outbox.push(text).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The `eth_subscription` message of subscription `id` with `result` (JSON).
+fn notification(id: &str, result: &str) -> String {
+    let mut out = String::with_capacity(result.len() + 96);
+    out.push_str(r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":""#);
+    out.push_str(id);
+    out.push_str(r#"","result":"#);
+    out.push_str(result);
+    out.push_str("}}");
+    out
+}
+
+/// An event's results, rendered on first use.
+struct Rendered<'a> {
+    event: &'a ChainEvent,
+    head: Option<String>,
+    mini_block: Option<String>,
+    logs: Option<Vec<(Log, String)>>,
+    hashes: Option<Vec<String>>,
+    full_txs: Option<Vec<String>>,
+    state_changes: Option<Vec<(Address, String)>>,
+}
+
+impl<'a> Rendered<'a> {
+    fn new(event: &'a ChainEvent) -> Self {
+        Self {
+            event,
+            head: None,
+            mini_block: None,
+            logs: None,
+            hashes: None,
+            full_txs: None,
+            state_changes: None,
+        }
+    }
+
+    /// Appends the notifications `sub` gets for this event.
+    fn notifications(&mut self, sub: &Subscription, out: &mut Vec<String>) {
+        let id = sub.id.as_str();
+        match (self.event, &sub.kind) {
+            (ChainEvent::Sealed(block), Kind::NewHeads) => {
+                let head = self
+                    .head
+                    .get_or_insert_with(|| to_json(&convert::header(block)));
+                out.push(notification(id, head));
+            }
+            (ChainEvent::Sealed(_), _) | (ChainEvent::MiniBlock(_), Kind::NewHeads) => {}
+            (ChainEvent::MiniBlock(mini), Kind::Logs(filter)) => {
+                let logs = self.logs.get_or_insert_with(|| render_logs(mini));
+                for (log, json) in logs.iter() {
+                    if filter.matches_address(log.address()) && filter.matches_topics(log.topics())
+                    {
+                        out.push(notification(id, json));
+                    }
+                }
+            }
+            (ChainEvent::MiniBlock(mini), Kind::PendingTransactions { full }) => {
+                let items = if *full {
+                    self.full_txs.get_or_insert_with(|| {
+                        mini.txs
+                            .iter()
+                            .map(|tx| to_json(&convert::transaction(tx, None)))
+                            .collect()
+                    })
+                } else {
+                    self.hashes.get_or_insert_with(|| {
+                        mini.txs.iter().map(|tx| to_json(&tx.tx.hash)).collect()
+                    })
+                };
+                out.extend(items.iter().map(|item| notification(id, item)));
+            }
+            (ChainEvent::MiniBlock(mini), Kind::MiniBlocks) => {
+                let json = self
+                    .mini_block
+                    .get_or_insert_with(|| render_mini_block(mini));
+                out.push(notification(id, json));
+            }
+            (ChainEvent::MiniBlock(mini), Kind::StateChanges(filter)) => {
+                let changes = self
+                    .state_changes
+                    .get_or_insert_with(|| render_state_changes(mini));
+                for (address, json) in changes.iter() {
+                    if filter.as_ref().is_none_or(|f| f.contains(address)) {
+                        out.push(notification(id, json));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+fn render_logs(mini: &MiniBlockEvent) -> Vec<(Log, String)> {
+    mini.txs
+        .iter()
+        .flat_map(|tx| convert::logs(tx, None))
+        .map(|log| {
+            let json = to_json(&log);
+            (log, json)
+        })
+        .collect()
+}
+
+/// The `miniBlocks` result: MegaETH's realtime-API shape (snake_case).
+pub fn mini_block_json(mini: &MiniBlockEvent) -> Value {
+    json!({
+        "block_number": mini.block,
+        "block_timestamp": mini.block_timestamp,
+        "index": mini.index,
+        "mini_block_number": mini.number,
+        "mini_block_timestamp": mini.timestamp_us,
+        "gas_used": mini.gas_used,
+        "transactions": mini.txs.iter().map(|tx| convert::transaction(tx, None)).collect::<Vec<_>>(),
+        "receipts": mini.txs.iter().map(|tx| convert::receipt(tx, None)).collect::<Vec<_>>(),
+    })
+}
+
+fn render_mini_block(mini: &MiniBlockEvent) -> String {
+    to_json(&mini_block_json(mini))
+}
+
+/// The `stateChanges` results of a mini-block: each account whose nonce,
+/// balance, code or storage differs after it, in the order the mini-block
+/// first touched them; `storage` holds only the slots whose value changed.
+pub fn state_changes_json(mini: &MiniBlockEvent) -> Vec<(Address, Value)> {
+    let mut order: Vec<Address> = Vec::new();
+    let mut slots: HashMap<Address, BTreeSet<U256>> = HashMap::new();
+    for diff in &mini.diffs {
+        for (address, _) in &diff.accounts {
+            if !slots.contains_key(address) {
+                order.push(*address);
+                slots.insert(*address, BTreeSet::new());
+            }
+        }
+        for (address, slot, _) in &diff.storage {
+            if !slots.contains_key(address) {
+                order.push(*address);
+            }
+            slots.entry(*address).or_default().insert(*slot);
+        }
+    }
+    let mut out = Vec::new();
+    for address in order {
+        let before = mini.before.account(&address).copied();
+        let after = mini.after.account(&address).copied();
+        let mut storage = serde_json::Map::new();
+        for slot in slots.get(&address).into_iter().flatten() {
+            let value = mini.after.storage(&address, slot);
+            if value != mini.before.storage(&address, slot) {
+                storage.insert(
+                    B256::from(*slot).to_string(),
+                    Value::String(B256::from(value).to_string()),
+                );
+            }
+        }
+        if before == after && storage.is_empty() {
+            continue;
+        }
+        // A missing account reads as an empty one (deleted, or not created).
+        let empty = AccountState::funded(U256::ZERO);
+        let code_before = before.unwrap_or(empty).code_hash;
+        let after = after.unwrap_or(empty);
+        let mut change = json!({
+            "address": address,
+            "nonce": after.nonce,
+            "balance": after.balance,
+            "storage": storage,
+            "block_number": mini.block,
+            "mini_block_number": mini.number,
+        });
+        if code_before != after.code_hash {
+            change["code_hash"] = json!(after.code_hash);
+        }
+        out.push((address, change));
+    }
+    out
+}
+
+fn render_state_changes(mini: &MiniBlockEvent) -> Vec<(Address, String)> {
+    state_changes_json(mini)
+        .into_iter()
+        .map(|(address, value)| (address, to_json(&value)))
+        .collect()
+}

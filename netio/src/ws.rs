@@ -1,0 +1,439 @@
+//! JSON-RPC over WebSocket: the upgrade on the HTTP port (or the WS port),
+//! and one connection's reader, writer and watchdog. Every HTTP method works
+//! here too; `eth_subscribe` / `eth_unsubscribe` only here.
+
+use std::cell::Cell;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::{
+    self, Message,
+    handshake::derive_accept_key,
+    protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
+};
+use bytes::Bytes;
+use fulmen_exec::metrics::METRICS;
+use futures::future::select;
+use futures::{SinkExt, StreamExt};
+use glommio::net::TcpStream;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde_json::Value;
+
+use crate::eth::{NetContext, dispatch};
+use crate::outbox::{CLOSE_AWAY, CLOSE_TOO_BIG, Frame, Outbox};
+use crate::pubsub::{Conn, Hub};
+use crate::rpc::{Body, Call, RpcError, parse_body, response};
+
+/// Limits of the WebSocket surface: the `[ws]` table of the node config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsLimits {
+    /// Most open WebSocket connections on the node (all net cores).
+    pub connections_max: usize,
+    /// Most subscriptions one connection holds.
+    pub subscriptions_per_connection_max: usize,
+    /// Largest message (and frame) a client may send.
+    pub message_bytes_max: usize,
+    /// Bytes queued for one client before it is closed as a slow consumer.
+    pub send_buffer_bytes_max: usize,
+    /// Requests of one connection running at once; reading pauses beyond.
+    pub requests_in_flight_max: usize,
+    /// A connection silent this long gets a ping.
+    pub ping_interval_ms: u64,
+    /// A connection silent this long (no frame, not even a pong) is closed.
+    pub idle_timeout_ms: u64,
+    /// After a close frame is queued, how long the peer has to finish the
+    /// close before the socket is dropped.
+    pub close_grace_ms: u64,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self {
+            connections_max: 10_000,
+            subscriptions_per_connection_max: 128,
+            message_bytes_max: 5 * 1024 * 1024,
+            send_buffer_bytes_max: 16 * 1024 * 1024,
+            requests_in_flight_max: 256,
+            ping_interval_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            close_grace_ms: 5_000,
+        }
+    }
+}
+
+/// What the net cores share about WebSocket connections.
+#[derive(Debug, Default)]
+pub struct WsShared {
+    /// Open connections on the node.
+    pub open: AtomicUsize,
+}
+
+/// True when `request` asks for a WebSocket.
+pub(crate) fn wants_upgrade<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn plain(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let body = response(Value::Null, Err(RpcError::invalid_request(message)));
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    reply
+}
+
+/// Answers a WebSocket upgrade request: 101 and `upgraded` set (a connection
+/// slot is then taken and [`serve`] must follow), or an HTTP error.
+pub(crate) fn accept<B>(
+    ctx: &NetContext,
+    request: &Request<B>,
+    upgraded: &Cell<bool>,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must use GET".into(),
+        );
+    }
+    let headers = request.headers();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs `Connection: upgrade`".into(),
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut reply = plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: use 13".into(),
+        );
+        reply.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            header::HeaderValue::from_static("13"),
+        );
+        return reply;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs Sec-WebSocket-Key".into(),
+        );
+    };
+    let max = ctx.ws.connections_max;
+    if ctx.ws_shared.open.fetch_add(1, Relaxed) >= max {
+        ctx.ws_shared.open.fetch_sub(1, Relaxed);
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many WebSocket connections: limit {max}; retry later"),
+        );
+    }
+    METRICS.ws_connections.fetch_add(1, Relaxed);
+    upgraded.set(true);
+    let accept = derive_accept_key(key.as_bytes());
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = reply.headers_mut();
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    reply
+}
+
+/// Gives back the connection slot [`accept`] took.
+struct Slot(Rc<NetContext>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.ws_shared.open.fetch_sub(1, Relaxed);
+        METRICS.ws_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Releases a slot taken by [`accept`] when the upgrade did not complete.
+pub(crate) fn release(ctx: Rc<NetContext>) {
+    drop(Slot(ctx));
+}
+
+/// Serves one upgraded connection until it ends. `read_buf` holds bytes the
+/// client sent after its upgrade request.
+pub(crate) async fn serve(ctx: Rc<NetContext>, stream: TcpStream, read_buf: Bytes) {
+    let _slot = Slot(ctx.clone());
+    let limits = &ctx.ws;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limits.message_bytes_max))
+        .max_frame_size(Some(limits.message_bytes_max));
+    let ws =
+        WebSocketStream::from_partially_read(stream, read_buf.to_vec(), Role::Server, Some(config))
+            .await;
+    let conn = Rc::new(Conn::new(Outbox::new(limits.send_buffer_bytes_max)));
+    ctx.hub.register(&conn);
+    let (sink, stream) = ws.split();
+    let last_seen = Rc::new(Cell::new(Instant::now()));
+    let reader = pin!(read_loop(
+        ctx.clone(),
+        conn.clone(),
+        stream,
+        last_seen.clone()
+    ));
+    let writer = pin!(write_loop(sink, conn.clone()));
+    let watchdog = pin!(watchdog(ctx.clone(), conn.clone(), last_seen));
+    // Whichever ends first ends the connection: the client left (reader),
+    // the socket failed (writer), or a close timed out (watchdog).
+    let _ = select(select(reader, writer), watchdog).await;
+}
+
+type Sink = async_tungstenite::WebSocketSender<TcpStream>;
+type Source = async_tungstenite::WebSocketReceiver<TcpStream>;
+
+async fn write_loop(mut sink: Sink, conn: Rc<Conn>) {
+    loop {
+        let frame = conn.outbox.next().await;
+        let message = match frame {
+            Frame::Text(text) => Message::Text(text.into()),
+            Frame::Ping => Message::Ping(Bytes::new()),
+            Frame::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                if sink.send(Message::Close(Some(frame))).await.is_ok() {
+                    // The peer answers the close; the reader then ends.
+                    std::future::pending::<()>().await;
+                }
+                return;
+            }
+        };
+        // Queue, and write to the socket once nothing else waits.
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        if conn.outbox.is_empty() && sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    ctx: Rc<NetContext>,
+    conn: Rc<Conn>,
+    mut stream: Source,
+    seen: Rc<Cell<Instant>>,
+) {
+    let in_flight = Rc::new(glommio::sync::Semaphore::new(
+        ctx.ws.requests_in_flight_max as u64,
+    ));
+    while let Some(item) = stream.next().await {
+        seen.set(Instant::now());
+        let message = match item {
+            Ok(message) => message,
+            Err(tungstenite::Error::Capacity(e)) => {
+                conn.outbox.close(
+                    CLOSE_TOO_BIG,
+                    format!(
+                        "message too big: limit {} bytes ({e})",
+                        ctx.ws.message_bytes_max
+                    ),
+                );
+                // The rest of that message cannot be parsed: stop reading
+                // and let the close run its course.
+                std::future::pending::<()>().await;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket read failed");
+                return;
+            }
+        };
+        let text = match message {
+            Message::Text(text) => Bytes::from(text),
+            Message::Binary(bytes) => bytes,
+            // Pings are answered by the protocol layer; a close is answered
+            // on the next read, which then ends the stream.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => continue,
+        };
+        if conn.outbox.is_closing() {
+            continue;
+        }
+        on_message(&ctx, &conn, &in_flight, text).await;
+    }
+}
+
+/// Handles one request message. Subscriptions are handled in place (their
+/// order matters); everything else runs as its own task, so that a waiting
+/// `eth_sendRawTransactionSync` never holds up the connection.
+async fn on_message(
+    ctx: &Rc<NetContext>,
+    conn: &Rc<Conn>,
+    in_flight: &Rc<glommio::sync::Semaphore>,
+    text: Bytes,
+) {
+    let body = match parse_body(&text, ctx.limits.batch_max) {
+        Ok(body) => body,
+        Err(e) => {
+            let _ = conn.outbox.push(response(Value::Null, Err(e)).to_string());
+            return;
+        }
+    };
+    if let Body::Single(Ok(call)) = &body
+        && is_subscription_method(&call.method)
+    {
+        let (reply, new) = run_subscription_call(ctx, conn, call);
+        answer(conn, reply, new.into_iter().collect());
+        return;
+    }
+    let Ok(permit) = in_flight.acquire_static_permit(1).await else {
+        return;
+    };
+    let ctx = ctx.clone();
+    let conn = conn.clone();
+    glommio::spawn_local(async move {
+        let _permit = permit;
+        let mut new = Vec::new();
+        let reply = match body {
+            Body::Single(call) => run(&ctx, &conn, call, &mut new).await,
+            Body::Batch(calls) => {
+                let mut out = Vec::with_capacity(calls.len());
+                for call in calls {
+                    if let Some(reply) = run(&ctx, &conn, call, &mut new).await {
+                        out.push(reply);
+                    }
+                }
+                (!out.is_empty()).then_some(Value::Array(out))
+            }
+        };
+        answer(&conn, reply, new);
+    })
+    .detach();
+}
+
+fn is_subscription_method(method: &str) -> bool {
+    matches!(method, "eth_subscribe" | "eth_unsubscribe")
+}
+
+/// Queues `reply` (if any), then starts the subscriptions it created.
+fn answer(conn: &Conn, reply: Option<Value>, new: Vec<String>) {
+    if let Some(reply) = reply
+        && conn.outbox.push(reply.to_string()).is_err()
+    {
+        return;
+    }
+    for id in new {
+        conn.activate(&id);
+    }
+}
+
+/// One call; `None` for a notification (a request without an id).
+async fn run(
+    ctx: &Rc<NetContext>,
+    conn: &Conn,
+    call: Result<Call, (Value, RpcError)>,
+    new: &mut Vec<String>,
+) -> Option<Value> {
+    match call {
+        Err((id, e)) => Some(response(id, Err(e))),
+        Ok(call) if is_subscription_method(&call.method) => {
+            let (reply, created) = run_subscription_call(ctx, conn, &call);
+            new.extend(created);
+            reply
+        }
+        Ok(call) => {
+            let result = dispatch(ctx, &call.method, &call.params).await;
+            (!call.notification).then(|| response(call.id, result))
+        }
+    }
+}
+
+fn run_subscription_call(
+    ctx: &NetContext,
+    conn: &Conn,
+    call: &Call,
+) -> (Option<Value>, Option<String>) {
+    let (result, created) = if call.method == "eth_subscribe" {
+        match ctx
+            .hub
+            .subscribe(conn, &call.params, ctx.ws.subscriptions_per_connection_max)
+        {
+            Ok(id) => (Ok(Value::String(id.clone())), Some(id)),
+            Err(e) => (Err(e), None),
+        }
+    } else {
+        (Hub::unsubscribe(conn, &call.params).map(Value::Bool), None)
+    };
+    let reply = (!call.notification).then(|| response(call.id.clone(), result));
+    (reply, created)
+}
+
+/// Pings a silent client, closes one silent past the idle timeout, and
+/// returns (ending the connection) when a close is not finished in time.
+async fn watchdog(ctx: Rc<NetContext>, conn: Rc<Conn>, seen: Rc<Cell<Instant>>) {
+    let limits = &ctx.ws;
+    let ping_every = Duration::from_millis(limits.ping_interval_ms.max(1));
+    let idle_max = Duration::from_millis(limits.idle_timeout_ms.max(1));
+    let grace = Duration::from_millis(limits.close_grace_ms);
+    let tick = (ping_every / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut last_ping = Instant::now();
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        glommio::timer::sleep(tick).await;
+        if conn.outbox.is_closing() {
+            let since = *closing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= grace {
+                return;
+            }
+            continue;
+        }
+        let idle = seen.get().elapsed();
+        if idle >= idle_max {
+            conn.outbox.close(
+                CLOSE_AWAY,
+                format!(
+                    "idle timeout: nothing received for {} ms (pings unanswered)",
+                    idle.as_millis()
+                ),
+            );
+        } else if idle >= ping_every && last_ping.elapsed() >= ping_every {
+            conn.outbox.ping();
+            last_ping = Instant::now();
+        }
+    }
+}
+
+/// Runs this core's fan-out: every durable chain event from the seq core to
+/// this core's subscribers, in order.
+pub async fn run_events(
+    hub: Rc<Hub>,
+    events: glommio::channels::shared_channel::ConnectedReceiver<fulmen_exec::events::Published>,
+) {
+    while let Some(published) = events.recv().await {
+        hub.deliver(&published);
+        glommio::yield_if_needed().await;
+    }
+}
