@@ -66,6 +66,10 @@ impl Default for WsLimits {
     }
 }
 
+/// tungstenite's read buffer per connection (requests are small; larger
+/// ones take several reads).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// What the net cores share about WebSocket connections.
 #[derive(Debug, Default)]
 pub struct WsShared {
@@ -187,7 +191,11 @@ pub(crate) fn release(ctx: Rc<NetContext>) {
 pub(crate) async fn serve(ctx: Rc<NetContext>, stream: TcpStream, read_buf: Bytes) {
     let _slot = Slot(ctx.clone());
     let limits = &ctx.ws;
+    // A small read buffer: tungstenite zeroes the whole buffer before each
+    // read attempt, and at its 128 KiB default that memset was a third of
+    // the net core's time when fanning out to 1000 subscribers.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(limits.message_bytes_max))
         .max_frame_size(Some(limits.message_bytes_max));
     let ws =

@@ -1,0 +1,356 @@
+//! Preconfirmation-to-subscriber latency: send a transaction that emits a
+//! log, and time until each WebSocket `logs` subscriber receives that log.
+//! One transaction in flight; optionally with a background load of
+//! transfers. Works against any node with `eth_subscribe` on the RPC port
+//! (fulmen, anvil).
+//!
+//!   fulmen-ws-bench --rpc http://127.0.0.1:8545 --subscribers 1,100,1000 --txs 300
+//!   fulmen-ws-bench --rpc ... --load-tps 2000      # under load
+//!
+//! Figures per subscriber count: p50/p99 over every (transaction,
+//! subscriber) delivery, and p50/p99 of the last subscriber per transaction.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::TxEip1559;
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use async_tungstenite::tungstenite::Message;
+use clap::Parser;
+use fulmen_benches::client::{Conn, quantity};
+use fulmen_benches::runner::endpoint;
+use fulmen_benches::sign::{Key, dev_keys};
+use fulmen_benches::stats::{histogram, record};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Init code of a contract whose every call emits one empty LOG0: runtime
+/// `PUSH1 0 PUSH1 0 LOG0 STOP`, returned by `PUSH6 runtime, PUSH1 0,
+/// MSTORE, PUSH1 6, PUSH1 26, RETURN`.
+const EMITTER_INIT: [u8; 15] = [
+    0x65, 0x60, 0x00, 0x60, 0x00, 0xa0, 0x00, 0x60, 0x00, 0x52, 0x60, 0x06, 0x60, 0x1a, 0xf3,
+];
+
+#[derive(Parser)]
+#[command(about = "preconfirmation-to-subscriber latency over WebSocket")]
+struct Args {
+    /// HTTP JSON-RPC URL; the WebSocket is the same host and port.
+    #[arg(long)]
+    rpc: String,
+    /// Subscriber counts to measure, comma-separated.
+    #[arg(long, default_value = "1,100,1000", value_delimiter = ',')]
+    subscribers: Vec<usize>,
+    /// Measured transactions per subscriber count (one in flight).
+    #[arg(long, default_value_t = 300)]
+    txs: usize,
+    /// Background transfers per second while measuring (0: none).
+    #[arg(long, default_value_t = 0)]
+    load_tps: u64,
+    /// Print one JSON object per subscriber count instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The transaction in flight and who has seen its log.
+struct Round {
+    hash: B256,
+    sent: Instant,
+    seen: usize,
+    latencies_us: Vec<u64>,
+}
+
+struct Shared {
+    round: Mutex<Option<Round>>,
+    expected: usize,
+    done: Notify,
+}
+
+fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(run(args))
+}
+
+fn fee() -> (u128, u128) {
+    (100_000_000_000, 1_000_000_000)
+}
+
+fn tx(key: &Key, chain_id: u64, nonce: u64, to: TxKind, input: Bytes, gas: u64) -> (Vec<u8>, B256) {
+    let (max_fee, tip) = fee();
+    key.sign_1559(TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: tip,
+        to,
+        value: if matches!(to, TxKind::Create) || !input.is_empty() {
+            U256::ZERO
+        } else {
+            U256::from(1)
+        },
+        input,
+        access_list: Default::default(),
+    })
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let addr = endpoint(&args.rpc)?;
+    let mut http = Conn::connect(addr).await.map_err(|e| e.to_string())?;
+    let chain_id = quantity(&http.call("eth_chainId", json!([])).await?).ok_or("chain id")? as u64;
+    let keys = dev_keys();
+    let sender = keys[0].clone();
+    let mut nonce = nonce_of(&mut http, sender.address).await?;
+    let (raw, deploy_hash) = tx(
+        &sender,
+        chain_id,
+        nonce,
+        TxKind::Create,
+        Bytes::from_static(&EMITTER_INIT),
+        100_000,
+    );
+    nonce += 1;
+    http.call("eth_sendRawTransaction", json!([Bytes::from(raw)]))
+        .await?;
+    let emitter = wait_receipt(&mut http, deploy_hash).await?;
+    if let Some(load_tps) = (args.load_tps > 0).then_some(args.load_tps) {
+        tokio::spawn(background_load(
+            addr,
+            chain_id,
+            keys[1..].to_vec(),
+            load_tps,
+        ));
+    }
+    if !args.json {
+        println!(
+            "subscribers  deliveries   p50 ms   p99 ms   last p50 ms  last p99 ms  (one tx in flight{})",
+            if args.load_tps > 0 {
+                format!(", {} transfers/s of load", args.load_tps)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for &count in &args.subscribers {
+        let shared = Arc::new(Shared {
+            round: Mutex::new(None),
+            expected: count,
+            done: Notify::new(),
+        });
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            tasks.push(subscriber(addr, emitter, shared.clone()).await?);
+        }
+        let mut all = histogram();
+        let mut last = histogram();
+        let mut failed = None;
+        for i in 0..args.txs + 10 {
+            let (raw, hash) = tx(
+                &sender,
+                chain_id,
+                nonce,
+                TxKind::Call(emitter),
+                Bytes::from_static(&[1]),
+                50_000,
+            );
+            nonce += 1;
+            let body = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":[Bytes::from(raw)]}))
+                .map_err(|e| e.to_string())?;
+            let notified = shared.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            *shared.round.lock().expect("lock") = Some(Round {
+                hash,
+                sent: Instant::now(),
+                seen: 0,
+                latencies_us: Vec::with_capacity(count),
+            });
+            http.post(&body).await.map_err(|e| e.to_string())?;
+            if tokio::time::timeout(Duration::from_secs(30), notified)
+                .await
+                .is_err()
+            {
+                let seen = shared
+                    .round
+                    .lock()
+                    .expect("lock")
+                    .as_ref()
+                    .map_or(0, |r| r.seen);
+                failed = Some(format!(
+                    "tx {i}: {seen} of {count} subscribers got its log within 30 s"
+                ));
+                break;
+            }
+            let round = shared.round.lock().expect("lock").take().ok_or("round")?;
+            // The first ten warm up connections and caches.
+            if i >= 10 {
+                for us in &round.latencies_us {
+                    record(&mut all, Duration::from_micros(*us));
+                }
+                let max = round.latencies_us.iter().copied().max().unwrap_or(0);
+                record(&mut last, Duration::from_micros(max));
+            }
+        }
+        for task in tasks {
+            task.abort();
+        }
+        let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        if let Some(error) = failed {
+            // The node could not keep up; report it and go on with the next count.
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"subscribers": count, "load_tps": args.load_tps, "error": error})
+                );
+            } else {
+                println!("{count:>11}  failed: {error}");
+            }
+            // Whatever is still in flight must land before the next round.
+            nonce = nonce_of(&mut http, sender.address).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            continue;
+        }
+        if args.json {
+            println!(
+                "{}",
+                json!({"subscribers": count, "txs": args.txs, "load_tps": args.load_tps,
+                       "p50_ms": ms(&all, 0.5), "p99_ms": ms(&all, 0.99),
+                       "last_p50_ms": ms(&last, 0.5), "last_p99_ms": ms(&last, 0.99)})
+            );
+        } else {
+            println!(
+                "{count:>11}  {:>10}  {:>7.3}  {:>7.3}   {:>11.3}  {:>11.3}",
+                all.len(),
+                ms(&all, 0.5),
+                ms(&all, 0.99),
+                ms(&last, 0.5),
+                ms(&last, 0.99)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn nonce_of(http: &mut Conn, address: Address) -> Result<u64, String> {
+    let value = http
+        .call("eth_getTransactionCount", json!([address, "pending"]))
+        .await?;
+    Ok(quantity(&value).ok_or("nonce")? as u64)
+}
+
+async fn wait_receipt(http: &mut Conn, hash: B256) -> Result<Address, String> {
+    for _ in 0..300 {
+        let receipt = http
+            .call("eth_getTransactionReceipt", json!([hash]))
+            .await?;
+        if let Some(address) = receipt.get("contractAddress").and_then(Value::as_str) {
+            return address.parse().map_err(|e| format!("{e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("the emitter was not deployed".into())
+}
+
+/// Opens a connection, subscribes to the emitter's logs, and records each
+/// arrival of the log of the transaction in flight.
+async fn subscriber(
+    addr: SocketAddr,
+    emitter: Address,
+    shared: Arc<Shared>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    // tungstenite zeroes its read buffer before every read: keep it small
+    // so that the client's cost does not swamp what is measured.
+    let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024);
+    let (mut ws, _) =
+        async_tungstenite::tokio::connect_async_with_config(format!("ws://{addr}"), Some(config))
+            .await
+            .map_err(|e| format!("WebSocket connect: {e}"))?;
+    let request = json!({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["logs",{"address": emitter}]});
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let reply: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                if reply.get("result").is_some() {
+                    break;
+                }
+                return Err(format!("eth_subscribe failed: {reply}"));
+            }
+            Some(Ok(_)) => continue,
+            other => return Err(format!("eth_subscribe: {other:?}")),
+        }
+    }
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(message)) = ws.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let arrived = Instant::now();
+            let Some(hash) = log_tx_hash(&text) else {
+                continue;
+            };
+            let mut round = shared.round.lock().expect("lock");
+            if let Some(round) = round.as_mut()
+                && round.hash == hash
+            {
+                round
+                    .latencies_us
+                    .push(arrived.duration_since(round.sent).as_micros() as u64);
+                round.seen += 1;
+                if round.seen == shared.expected {
+                    shared.done.notify_one();
+                }
+            }
+        }
+    }))
+}
+
+/// The `transactionHash` of a log notification, without parsing the rest.
+fn log_tx_hash(text: &str) -> Option<B256> {
+    let at = text.find("\"transactionHash\":\"")? + 19;
+    text.get(at..at + 66)?.parse().ok()
+}
+
+/// Paced transfers from `keys`, round robin, until the process ends.
+async fn background_load(addr: SocketAddr, chain_id: u64, keys: Vec<Key>, tps: u64) {
+    let Ok(mut http) = Conn::connect(addr).await else {
+        return;
+    };
+    let mut nonces = Vec::new();
+    for key in &keys {
+        nonces.push(nonce_of(&mut http, key.address).await.unwrap_or(0));
+    }
+    let period = Duration::from_secs_f64(1.0 / tps as f64);
+    let mut next = tokio::time::Instant::now();
+    let to = Address::repeat_byte(0x42);
+    for i in 0.. {
+        let k = i % keys.len();
+        let (raw, _) = tx(
+            &keys[k],
+            chain_id,
+            nonces[k],
+            TxKind::Call(to),
+            Bytes::new(),
+            21_000,
+        );
+        nonces[k] += 1;
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":[Bytes::from(raw)]});
+        if http.post(body.to_string().as_bytes()).await.is_err() {
+            return;
+        }
+        next += period;
+        tokio::time::sleep_until(next).await;
+    }
+}
