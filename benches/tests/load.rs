@@ -179,3 +179,45 @@ async fn open_loop_keeps_its_schedule_and_sync_mode_counts_receipts() {
     assert_eq!(nonce_sum(&node.url, cfg.seed, 8).await, 100);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// The WebSocket latency bench end to end at a small size: every subscriber
+/// gets every measured log, and the figures are ordered.
+#[test]
+fn ws_bench_measures_every_delivery() {
+    let node = start_node();
+    let bench = env!("CARGO_BIN_EXE_fulmen-ws-bench");
+    let output = Command::new(bench)
+        .args([
+            "--rpc",
+            &node.url,
+            "--subscribers",
+            "1,5",
+            "--txs",
+            "20",
+            "--load-tps",
+            "200",
+            "--json",
+        ])
+        .output()
+        .expect("run fulmen-ws-bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, subscribers) in lines.iter().zip([1, 5]) {
+        assert_eq!(line["subscribers"], json!(subscribers));
+        assert!(line.get("error").is_none(), "{line}");
+        let (p50, p99) = (
+            line["p50_ms"].as_f64().unwrap(),
+            line["p99_ms"].as_f64().unwrap(),
+        );
+        assert!(p50 > 0.0 && p50 <= p99, "{line}");
+        assert!(line["last_p50_ms"].as_f64().unwrap() >= p50, "{line}");
+    }
+}

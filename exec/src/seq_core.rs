@@ -700,8 +700,8 @@ pub async fn run_merkle(
 mod tests {
     //! The seq role over the real log writer on the simulated disk: an IO
     //! error or a full disk halts preconfirmation with a clear error, nothing
-    //! after the last durable record is ever published, and what was
-    //! acknowledged is on the disk.
+    //! after the last durable record is ever published (no view, no
+    //! subscription event), and what was acknowledged is on the disk.
 
     use fulmen_storage::io::{CrashMode, Fault, SimDisk};
     use fulmen_storage::log::{Log, read_log};
@@ -760,6 +760,9 @@ mod tests {
                     let (roots_tx, roots_rx) =
                         futures::join!(roots_tx.connect(), roots_rx.connect());
                     let (inbox, inbox_rx) = futures::join!(inbox_tx.connect(), inbox_rx.connect());
+                    let (event_tx, event_rx) = shared_channel::new_bounded(16);
+                    let (event_tx, events) = futures::join!(event_tx.connect(), event_rx.connect());
+                    let next_event = || futures::FutureExt::now_or_never(events.recv()).flatten();
                     glommio::spawn_local(fulmen_storage::writer::run_writer(
                         log, append_rx, ack_tx,
                     ))
@@ -777,7 +780,7 @@ mod tests {
                         seal_tx,
                         roots_rx,
                         published.clone(),
-                        crate::events::EventBus::none(),
+                        crate::events::EventBus::new(vec![event_tx]),
                         SeqTiming {
                             block_time_ms: 600_000,
                             mini_block_max_ms: 1,
@@ -794,6 +797,17 @@ mod tests {
                         SeqReply::Preconfirmed(_)
                     ));
                     assert!(published.load().tx(&first_hash).is_some());
+                    // Its mini-block event went out with the reply, once.
+                    let event = next_event().expect("the durable mini-block's event");
+                    assert_eq!(event.position, 0);
+                    let ChainEvent::MiniBlock(mini) = event.event else {
+                        panic!("a mini-block event")
+                    };
+                    assert_eq!((mini.number, mini.index), (1, 0));
+                    assert_eq!(mini.txs.len(), 1);
+                    assert_eq!(mini.txs[0].tx.hash, first_hash);
+                    assert_eq!(mini.diffs.len(), 1);
+                    assert!(next_event().is_none());
 
                     disk.inject(Some(fault(disk.ops())));
                     let second = tx(&spec, 0, 1, bob, 1, 21_000, 1);
@@ -816,6 +830,10 @@ mod tests {
                     assert!(
                         view.tx(&second_hash).is_none(),
                         "a tx that was not durable was published"
+                    );
+                    assert!(
+                        next_event().is_none(),
+                        "an event for a record that was not durable was published"
                     );
                     drop(inbox);
                     seq_task.await;

@@ -468,3 +468,167 @@ fn render_state_changes(mini: &MiniBlockEvent) -> Vec<(Address, String)> {
         .map(|(address, value)| (address, to_json(&value)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulmen_storage::{HotState, StateDiff};
+
+    fn params(values: Value) -> Params {
+        Params(values.as_array().expect("an array").clone())
+    }
+
+    #[test]
+    fn subscription_kinds_parse_with_clear_errors() {
+        assert!(matches!(
+            Kind::parse(&params(json!(["newHeads"]))),
+            Ok(Kind::NewHeads)
+        ));
+        assert!(matches!(
+            Kind::parse(&params(json!(["miniBlocks"]))),
+            Ok(Kind::MiniBlocks)
+        ));
+        assert!(matches!(
+            Kind::parse(&params(json!(["newPendingTransactions", true]))),
+            Ok(Kind::PendingTransactions { full: true })
+        ));
+        let Ok(Kind::Logs(filter)) = Kind::parse(&params(json!(["logs", {
+            "address": "0x0000000000000000000000000000000000000001",
+            "topics": [null, ["0x0000000000000000000000000000000000000000000000000000000000000002"]]
+        }]))) else {
+            panic!("a logs filter")
+        };
+        assert!(filter.matches_address(Address::with_last_byte(1)));
+        assert!(!filter.matches_address(Address::with_last_byte(2)));
+        let Ok(Kind::StateChanges(Some(only))) = Kind::parse(&params(json!([
+            "stateChanges",
+            ["0x0000000000000000000000000000000000000003"]
+        ]))) else {
+            panic!("a state-changes filter")
+        };
+        assert!(only.contains(&Address::with_last_byte(3)));
+
+        let error = |p: Value| Kind::parse(&params(p)).unwrap_err();
+        let e = error(json!(["everything"]));
+        assert_eq!(e.code, -32602);
+        assert!(
+            e.message.contains("supported: newHeads, logs"),
+            "{}",
+            e.message
+        );
+        assert!(
+            error(json!(["logs", {"fromBlock": "0x5"}]))
+                .message
+                .contains("address and topics only")
+        );
+        assert!(
+            error(json!(["logs", {"blockHash": B256::ZERO}]))
+                .message
+                .contains("address and topics only")
+        );
+        assert!(
+            error(json!(["newHeads", {}]))
+                .message
+                .contains("too many arguments")
+        );
+        assert!(
+            error(json!(["newPendingTransactions", "yes"]))
+                .message
+                .contains("argument 1 (full)")
+        );
+        let many: Vec<Address> = (0..=STATE_CHANGES_ADDRESSES_MAX as u64)
+            .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+            .collect();
+        assert!(
+            error(json!(["stateChanges", many]))
+                .message
+                .contains("limit 1024")
+        );
+        assert!(error(json!([])).message.contains("subscription name"));
+    }
+
+    #[test]
+    fn state_changes_report_only_what_really_changed() {
+        let (a, b, c, d) = (
+            Address::with_last_byte(0xa),
+            Address::with_last_byte(0xb),
+            Address::with_last_byte(0xc),
+            Address::with_last_byte(0xd),
+        );
+        let funded = |balance: u64| AccountState::funded(U256::from(balance));
+        let mut before = HotState::new();
+        before.set_account(a, funded(100));
+        before.set_account(b, funded(0));
+        before.set_storage(b, U256::from(1), U256::from(5));
+        before.set_account(d, funded(7));
+        let code_hash = B256::repeat_byte(0xcc);
+        let a_after = AccountState {
+            nonce: 1,
+            balance: U256::from(90),
+            ..funded(0)
+        };
+        let c_after = AccountState {
+            code_hash,
+            ..funded(0)
+        };
+        let diffs = vec![
+            StateDiff {
+                accounts: vec![(a, Some(a_after)), (d, Some(funded(7)))],
+                storage: vec![
+                    (b, U256::from(1), U256::from(6)),
+                    (b, U256::from(2), U256::from(7)),
+                ],
+                codes: vec![],
+            },
+            StateDiff {
+                accounts: vec![(c, Some(c_after))],
+                // Slot 2 goes back to what it was before the mini-block.
+                storage: vec![(b, U256::from(2), U256::ZERO)],
+                codes: vec![],
+            },
+        ];
+        let mut after = before.clone();
+        for diff in &diffs {
+            after.apply(diff);
+        }
+        let mini = MiniBlockEvent {
+            number: 9,
+            block: 3,
+            block_timestamp: 1,
+            index: 2,
+            timestamp_us: 1_000_000,
+            gas_used: 0,
+            txs: vec![],
+            diffs,
+            before,
+            after,
+        };
+        let changes = state_changes_json(&mini);
+        let addresses: Vec<Address> = changes.iter().map(|(address, _)| *address).collect();
+        assert_eq!(addresses, vec![a, b, c], "d was touched but did not change");
+        let (_, a_json) = &changes[0];
+        assert_eq!(a_json["nonce"], json!(1));
+        assert_eq!(a_json["balance"], json!("0x5a"));
+        assert_eq!(a_json["storage"], json!({}));
+        assert!(a_json.get("code_hash").is_none());
+        assert_eq!(a_json["mini_block_number"], json!(9));
+        let (_, b_json) = &changes[1];
+        let slot = |n: u64| B256::from(U256::from(n)).to_string();
+        assert_eq!(
+            b_json["storage"],
+            json!({ slot(1): B256::from(U256::from(6)) })
+        );
+        let (_, c_json) = &changes[2];
+        assert_eq!(c_json["code_hash"], json!(code_hash));
+    }
+
+    #[test]
+    fn a_notification_wraps_the_shared_result() {
+        let text = notification("0xab", r#"{"x":1}"#);
+        let value: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(
+            value,
+            json!({"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":"0xab","result":{"x":1}}})
+        );
+    }
+}
