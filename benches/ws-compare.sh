@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TXS=${TXS:-300}
-LOAD_TPS=${LOAD_TPS:-1000}
+LOAD_TPS=${LOAD_TPS:-100}
 SUBSCRIBERS=${SUBSCRIBERS:-1,100,1000}
 ANVIL=tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 [ -x "$ANVIL" ] || (cd tools && npm install --no-audit --no-fund --loglevel=error)
@@ -56,7 +56,8 @@ for load in 0 "$LOAD_TPS"; do
 import json, sys
 f = [json.loads(l) for l in open(sys.argv[1])]
 a = [json.loads(l) for l in open(sys.argv[2])]
-print(f"\nload {sys.argv[3]} tx/s   subscribers | fulmen p50 / p99 / last-p99 ms | anvil p50 / p99 / last-p99 ms | ratio p50 anvil/fulmen")
+achieved = [r.get("load_tps_achieved", 0) for r in f + a if "error" not in r]
+print(f"\nload {sys.argv[3]} tx/s (achieved {min(achieved, default=0):.0f}..{max(achieved, default=0):.0f})   subscribers | fulmen p50 / p99 / last-p99 ms | anvil p50 / p99 / last-p99 ms | ratio p50 anvil/fulmen")
 def cells(r):
     if "error" in r:
         return f"{'failed':>25}   "
