@@ -18,7 +18,8 @@ LOAD=target/release/fulmen-load
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 run_map() { # name, toml
   local port; port=$(free_port)
   printf '%b' "$2" >"$WORK/$1.toml"

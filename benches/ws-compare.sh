@@ -26,14 +26,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); sleep 0.5; }
 trap 'cleanup; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_rpc() {
-  for _ in $(seq 1 200); do
-    if python3 -c "import sys,urllib.request as u; u.urlopen(u.Request(sys.argv[1], b'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_chainId\"}', {'content-type': 'application/json'}), timeout=1)" "$1" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "no RPC at $1" >&2; return 1
-}
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%FT%TZ)"
 echo "one tx in flight, $TXS measured per point; load = $LOAD_TPS transfers/s"
