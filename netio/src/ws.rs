@@ -3,6 +3,7 @@
 //! here too; `eth_subscribe` / `eth_unsubscribe` only here.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -16,7 +17,7 @@ use async_tungstenite::tungstenite::{
 };
 use bytes::Bytes;
 use fulmen_exec::metrics::METRICS;
-use futures::future::select;
+use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use glommio::net::TcpStream;
 use http_body_util::Full;
@@ -41,6 +42,7 @@ pub struct WsLimits {
     /// Bytes queued for one client before it is closed as a slow consumer.
     pub send_buffer_bytes_max: usize,
     /// Requests of one connection running at once; reading pauses beyond.
+    /// They end with the connection.
     pub requests_in_flight_max: usize,
     /// A connection silent this long gets a ping.
     pub ping_interval_ms: u64,
@@ -249,16 +251,36 @@ async fn write_loop(mut sink: Sink, conn: Rc<Conn>) {
     }
 }
 
+/// A request running on its connection.
+type Running = futures::stream::FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = ()>>>>;
+
 async fn read_loop(
     ctx: Rc<NetContext>,
     conn: Rc<Conn>,
     mut stream: Source,
     seen: Rc<Cell<Instant>>,
 ) {
-    let in_flight = Rc::new(glommio::sync::Semaphore::new(
-        ctx.ws.requests_in_flight_max as u64,
-    ));
-    while let Some(item) = stream.next().await {
+    // Requests run inside this future, not as detached tasks: when the
+    // connection ends they end with it, so a client that sends slow calls
+    // and leaves cannot pile up work.
+    let mut running: Running = futures::stream::FuturesUnordered::new();
+    loop {
+        if running.len() >= ctx.ws.requests_in_flight_max {
+            // Stop reading until one finishes.
+            running.next().await;
+            continue;
+        }
+        let item = if running.is_empty() {
+            stream.next().await
+        } else {
+            match select(stream.next(), running.next()).await {
+                Either::Left((item, _)) => item,
+                Either::Right(_) => continue,
+            }
+        };
+        let Some(item) = item else {
+            return;
+        };
         seen.set(Instant::now());
         let message = match item {
             Ok(message) => message,
@@ -290,19 +312,15 @@ async fn read_loop(
         if conn.outbox.is_closing() {
             continue;
         }
-        on_message(&ctx, &conn, &in_flight, text).await;
+        on_message(&ctx, &conn, &mut running, text);
     }
 }
 
 /// Handles one request message. Subscriptions are handled in place (their
-/// order matters); everything else runs as its own task, so that a waiting
-/// `eth_sendRawTransactionSync` never holds up the connection.
-async fn on_message(
-    ctx: &Rc<NetContext>,
-    conn: &Rc<Conn>,
-    in_flight: &Rc<glommio::sync::Semaphore>,
-    text: Bytes,
-) {
+/// order matters); everything else runs concurrently with the connection's
+/// other requests, so that a waiting `eth_sendRawTransactionSync` never
+/// holds up the connection.
+fn on_message(ctx: &Rc<NetContext>, conn: &Rc<Conn>, running: &mut Running, text: Bytes) {
     let body = match parse_body(&text, ctx.limits.batch_max) {
         Ok(body) => body,
         Err(e) => {
@@ -317,13 +335,9 @@ async fn on_message(
         answer(conn, reply, new.into_iter().collect());
         return;
     }
-    let Ok(permit) = in_flight.acquire_static_permit(1).await else {
-        return;
-    };
     let ctx = ctx.clone();
     let conn = conn.clone();
-    glommio::spawn_local(async move {
-        let _permit = permit;
+    running.push(Box::pin(async move {
         let mut new = Vec::new();
         let reply = match body {
             Body::Single(call) => run(&ctx, &conn, call, &mut new).await,
@@ -338,8 +352,7 @@ async fn on_message(
             }
         };
         answer(&conn, reply, new);
-    })
-    .detach();
+    }));
 }
 
 fn is_subscription_method(method: &str) -> bool {
