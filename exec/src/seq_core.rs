@@ -330,9 +330,13 @@ impl SeqState {
                 self.seq.mini_block_record(&mini, &mut payload);
                 self.log(RecordKind::MiniBlock, payload);
             }
-            self.pending_events.push(ChainEvent::MiniBlock(Arc::new(
-                self.mini_block_event(&mini, before),
-            )));
+            // Nobody subscribed anywhere: skip copying the diffs. (A client
+            // subscribing now gets mini-blocks that close after it.)
+            if METRICS.ws_subscriptions.load(Relaxed) > 0 {
+                self.pending_events.push(ChainEvent::MiniBlock(Arc::new(
+                    self.mini_block_event(&mini, before),
+                )));
+            }
             for tx in mini.txs {
                 if let Some(waiter) = self.waiters.remove(&tx.tx.hash) {
                     replies.push((waiter, SeqReply::Preconfirmed(tx)));
@@ -763,6 +767,8 @@ mod tests {
                     let (event_tx, event_rx) = shared_channel::new_bounded(16);
                     let (event_tx, events) = futures::join!(event_tx.connect(), event_rx.connect());
                     let next_event = || futures::FutureExt::now_or_never(events.recv()).flatten();
+                    // Mini-block events are built only while someone subscribes.
+                    METRICS.ws_subscriptions.store(1, Relaxed);
                     glommio::spawn_local(fulmen_storage::writer::run_writer(
                         log, append_rx, ack_tx,
                     ))
