@@ -31,6 +31,16 @@ pub(crate) struct Config {
     pub mini_block_max_ms: u64,
     /// Block gas limit. Default 1,000,000,000 (an L2 block is 1 s of traffic).
     pub block_gas_limit: u64,
+    /// Most gas one transaction may ask for. Default 16,777,216 (2^24,
+    /// EIP-7825): bounds how long one transaction holds the sequencer.
+    pub tx_gas_limit_max: u64,
+    /// Most bytes one transaction's entry (bytes, logs, state changes) may
+    /// take in the log; a transaction over it is refused after execution
+    /// with nothing applied. Default 2 MiB.
+    pub tx_record_bytes_max: usize,
+    /// Most bytes of one mini-block's log record; a mini-block closes before
+    /// it would grow past it. Default 8 MiB (lowered to fit a segment).
+    pub mini_block_bytes_max: usize,
     /// The base fee never drops below this. Default 1,000,000 wei (0.001 gwei).
     pub base_fee_floor_wei: u64,
     /// EIP-1559 max change denominator. Default 8 (Ethereum's).
@@ -112,6 +122,10 @@ pub(crate) struct PoolConfig {
     pub parked_per_sender_max: usize,
     /// Parked transactions in all. Default 16,384.
     pub parked_total_max: usize,
+    /// Bytes of parked transactions in all. Default 32 MiB.
+    pub parked_bytes_max: usize,
+    /// A parked transaction is dropped after this long. Default 600 s.
+    pub parked_lifetime_s: u64,
     /// Ready transactions waiting for the next block. Default 65,536.
     pub deferred_max: usize,
 }
@@ -166,6 +180,10 @@ impl Default for Config {
             block_time_ms: 1000,
             mini_block_max_ms: 10,
             block_gas_limit: 1_000_000_000,
+            tx_gas_limit_max: fulmen_exec::chain::TX_GAS_LIMIT_MAX_DEFAULT,
+            tx_record_bytes_max: fulmen_exec::sequencer::PoolLimits::default().tx_record_bytes_max,
+            mini_block_bytes_max: fulmen_exec::sequencer::PoolLimits::default()
+                .mini_block_bytes_max,
             base_fee_floor_wei: 1_000_000,
             base_fee_max_change_denominator: 8,
             base_fee_elasticity: 2,
@@ -188,6 +206,8 @@ impl Default for PoolConfig {
             inbox_capacity: 8192,
             parked_per_sender_max: d.parked_per_sender_max,
             parked_total_max: d.parked_total_max,
+            parked_bytes_max: d.parked_bytes_max,
+            parked_lifetime_s: d.parked_lifetime_s,
             deferred_max: d.deferred_max,
         }
     }
@@ -235,6 +255,16 @@ impl Config {
         if self.block_gas_limit < 21_000 {
             return bad("block_gas_limit must be at least 21000");
         }
+        if self.tx_gas_limit_max < 21_000 || self.tx_gas_limit_max > self.block_gas_limit {
+            return bad("tx_gas_limit_max must be between 21000 and block_gas_limit");
+        }
+        if self.tx_record_bytes_max < 64 * 1024
+            || self.mini_block_bytes_max < self.tx_record_bytes_max + 4096
+        {
+            return bad(
+                "tx_record_bytes_max must be >= 65536 and mini_block_bytes_max at least 4096 above it",
+            );
+        }
         if self.base_fee_max_change_denominator == 0 || self.base_fee_elasticity == 0 {
             return bad("base_fee_max_change_denominator and base_fee_elasticity must be non-zero");
         }
@@ -267,6 +297,9 @@ impl Config {
         }
         if self.pool.inbox_capacity == 0 || self.pool.parked_total_max == 0 {
             return bad("pool.inbox_capacity and pool.parked_total_max must be >= 1");
+        }
+        if self.pool.parked_bytes_max < 256 * 1024 || self.pool.parked_lifetime_s == 0 {
+            return bad("pool.parked_bytes_max must be >= 262144 and pool.parked_lifetime_s >= 1");
         }
         self.validate_cores()
     }

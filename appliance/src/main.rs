@@ -121,6 +121,9 @@ struct RunArgs {
     /// Block gas limit.
     #[arg(long)]
     block_gas_limit: Option<u64>,
+    /// Most gas one transaction may ask for (default 2^24, EIP-7825).
+    #[arg(long)]
+    tx_gas_limit_max: Option<u64>,
     /// Base fee floor in wei.
     #[arg(long)]
     base_fee_floor_wei: Option<u64>,
@@ -177,6 +180,7 @@ impl RunArgs {
         set!(block_time_ms => block_time_ms);
         set!(mini_block_max_ms => mini_block_max_ms);
         set!(block_gas_limit => block_gas_limit);
+        set!(tx_gas_limit_max => tx_gas_limit_max);
         set!(base_fee_floor_wei => base_fee_floor_wei);
         set!(rpc_body_bytes_max => rpc.body_bytes_max);
         set!(rpc_batch_max => rpc.batch_max);
@@ -251,6 +255,7 @@ fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
     let spec = ChainSpec {
         chain_id: genesis.config.chain_id,
         block_gas_limit: config.block_gas_limit,
+        tx_gas_limit_max: config.tx_gas_limit_max,
         base_fee_floor_wei: config.base_fee_floor_wei,
         base_fee_params: BaseFeeParams::new(
             u128::from(config.base_fee_max_change_denominator),

@@ -109,8 +109,25 @@ pub(crate) fn start(
     let limits = PoolLimits {
         parked_per_sender_max: config.pool.parked_per_sender_max,
         parked_total_max: config.pool.parked_total_max,
+        parked_bytes_max: config.pool.parked_bytes_max,
+        parked_lifetime_s: config.pool.parked_lifetime_s,
         deferred_max: config.pool.deferred_max,
+        tx_record_bytes_max: config.tx_record_bytes_max,
+        mini_block_bytes_max: config.mini_block_bytes_max,
     };
+    // Room for a record in one segment, with the padding around it.
+    let record_bytes_max = usize::try_from(config.storage.segment_mb << 20)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(4 * 4096);
+    let (limits, lowered) = limits.fitted_to_log(record_bytes_max);
+    if lowered {
+        tracing::warn!(
+            mini_block_bytes_max = limits.mini_block_bytes_max,
+            tx_record_bytes_max = limits.tx_record_bytes_max,
+            segment_mb = config.storage.segment_mb,
+            "mini_block_bytes_max / tx_record_bytes_max lowered to fit one log segment"
+        );
+    }
     let Booted { replayed, tail } = booted;
     let published = Arc::new(ArcSwap::from_pointee(replayed.parts.view().clone()));
     let merkle = replayed.merkle;

@@ -34,6 +34,7 @@ const CHAIN_ID: u64 = 4242;
 const RULES: TxRules = TxRules {
     chain_id: CHAIN_ID,
     block_gas_limit: 1_000_000_000,
+    tx_gas_limit_max: 1 << 24,
     spec: SPEC,
 };
 

@@ -40,6 +40,11 @@ pub const DEV_BALANCE_WEI: u128 = 10_000_000_000_000_000_000_000;
 /// The execution rules in force. fulmen runs Prague from genesis.
 pub const SPEC: SpecId = SpecId::PRAGUE;
 
+/// Default per-transaction gas cap: EIP-7825's 2^24. At this cap the most
+/// expensive work one transaction can buy (precompile loops) holds the seq
+/// core for a bounded, measured time (BENCHMARKS.md).
+pub const TX_GAS_LIMIT_MAX_DEFAULT: u64 = 1 << 24;
+
 /// Everything that fixes what a block is on this chain.
 #[derive(Debug, Clone)]
 pub struct ChainSpec {
@@ -47,6 +52,9 @@ pub struct ChainSpec {
     pub chain_id: u64,
     /// Gas limit of every block.
     pub block_gas_limit: u64,
+    /// Most gas one transaction may ask for (EIP-7825's cap, 2^24, by
+    /// default): it bounds how long one transaction can hold the sequencer.
+    pub tx_gas_limit_max: u64,
     /// The base fee never falls below this.
     pub base_fee_floor_wei: u64,
     /// EIP-1559 adjustment parameters.
@@ -126,6 +134,7 @@ impl ChainSpec {
         TxRules {
             chain_id: self.chain_id,
             block_gas_limit: self.block_gas_limit,
+            tx_gas_limit_max: self.tx_gas_limit_max,
             spec: SPEC,
         }
     }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use crate::sequencer::SubmitError;
 
 /// Why a transaction was refused, as a metric label.
-pub const REJECT_REASONS: [&str; 11] = [
+pub const REJECT_REASONS: [&str; 12] = [
     "invalid",
+    "record_too_large",
     "already_known",
     "nonce_too_low",
     "insufficient_funds",
@@ -35,6 +36,7 @@ pub fn reject_reason(e: &SubmitError) -> &'static str {
         SubmitError::ReplacementUnderpriced => "replacement_underpriced",
         SubmitError::PoolFull => "pool_full",
         SubmitError::Invalid(_) => "invalid",
+        SubmitError::RecordTooLarge { .. } => "record_too_large",
         SubmitError::Halted(_) => "halted",
         SubmitError::ShuttingDown => "shutting_down",
     }

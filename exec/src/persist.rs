@@ -76,6 +76,9 @@ pub struct SealRecord {
     pub size: u64,
 }
 
+/// Bytes of an encoded [`BlockContext`].
+const CTX_BYTES: usize = 8 * 4 + 20 + 32;
+
 fn put_ctx(w: &mut Writer<'_>, ctx: &BlockContext) {
     w.u64(ctx.number);
     w.u64(ctx.timestamp);
@@ -137,6 +140,51 @@ fn get_diff(r: &mut Reader<'_>) -> Result<StateDiff, PayloadError> {
     }
     Ok(diff)
 }
+
+/// Bytes [`encode_mini_block`] writes for one transaction entry: its sender,
+/// 2718 bytes, outcome, logs and state changes. The sequencer bounds what one
+/// transaction and one mini-block put in the log with it, before the record
+/// exists (a unit test checks it against the encoder).
+pub fn tx_entry_bytes(
+    tx_2718_bytes: usize,
+    logs: &[alloy_primitives::Log],
+    contract_created: bool,
+    diff: &StateDiff,
+) -> usize {
+    const ACCOUNT_BYTES: usize = 8 + 32 + 32;
+    const SLOT_BYTES: usize = 20 + 32 + 32;
+    let logs_bytes: usize = logs
+        .iter()
+        .map(|log| 20 + 1 + 32 * log.topics().len() + 4 + log.data.data.len())
+        .sum();
+    let accounts_bytes: usize = diff
+        .accounts
+        .iter()
+        .map(|(_, account)| 20 + 1 + if account.is_some() { ACCOUNT_BYTES } else { 0 })
+        .sum();
+    let codes_bytes: usize = diff
+        .codes
+        .iter()
+        .map(|(_, code)| 32 + 4 + code.original_byte_slice().len())
+        .sum();
+    20 + 4
+        + tx_2718_bytes
+        + 1
+        + 8
+        + 1
+        + if contract_created { 20 } else { 0 }
+        + 4
+        + logs_bytes
+        + 4
+        + accounts_bytes
+        + 4
+        + SLOT_BYTES * diff.storage.len()
+        + 4
+        + codes_bytes
+}
+
+/// Bytes [`encode_mini_block`] writes before the first transaction entry.
+pub const MINI_BLOCK_HEADER_BYTES: usize = 1 + CTX_BYTES + 8 + 4;
 
 /// Encodes a mini-block: its block's context, its number, and each
 /// transaction with its outcome and state changes (`diffs[i]` belongs to

@@ -184,10 +184,17 @@ impl SeqState {
         }
         in_flight == 0
             || (in_flight < LOG_RECORDS_IN_FLIGHT_MAX
-                && (self.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX
+                && (self.mini_block_full()
                     || self
                         .mini_opened
                         .is_some_and(|t| t.elapsed() >= mini_block_max)))
+    }
+
+    /// True when the open mini-block takes no more transactions until it
+    /// closes: it holds [`MINI_BLOCK_TXS_MAX`], or its record might not fit
+    /// one more transaction of the largest size.
+    fn mini_block_full(&self) -> bool {
+        self.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX || self.seq.mini_block_full()
     }
 
     /// Sends a record to the log; the storage queue has room by construction
@@ -340,6 +347,13 @@ impl SeqState {
             for tx in mini.txs {
                 if let Some(waiter) = self.waiters.remove(&tx.tx.hash) {
                     replies.push((waiter, SeqReply::Preconfirmed(tx)));
+                }
+            }
+            if self.halted.is_none() {
+                // Transactions that found no room in it run in the next one.
+                self.seq.run_deferred_for_room();
+                if self.seq.mini_block_has_txs() {
+                    self.mini_opened.get_or_insert_with(Instant::now);
                 }
             }
         }
@@ -585,6 +599,7 @@ pub async fn run_seq(
             let opened = Instant::now();
             let mut batch = 1;
             while batch < MINI_BLOCK_TXS_MAX
+                && !state.mini_block_full()
                 && opened.elapsed() < mini_block_max
                 && let Some(Some(more)) = requests.now_or_never_opt()
             {
@@ -614,7 +629,7 @@ pub async fn run_seq(
             let wait = {
                 let state = state.borrow();
                 state.halted.is_none()
-                    && state.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX
+                    && state.mini_block_full()
                     && state.in_flight() >= LOG_RECORDS_IN_FLIGHT_MAX
             };
             if !wait {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use alloy_eips::eip1559::calc_next_block_base_fee;
+use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, U256};
 use fulmen_storage::StateDiff;
 
@@ -21,15 +22,28 @@ use crate::evm::{BlockContext, Evm, ExecError, StateDb, build_evm, state_diff, t
 use crate::merkle::StateTrie;
 use crate::tx::RecoveredTx;
 
-/// Bounds of the parking lot for future-nonce transactions.
+/// Bounds the sequencer enforces: the parking lot for future-nonce
+/// transactions, and what one transaction and one mini-block may put in
+/// the log.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
     /// Parked transactions per sender.
     pub parked_per_sender_max: usize,
     /// Parked transactions in all.
     pub parked_total_max: usize,
+    /// Bytes of parked transactions in all (their EIP-2718 encoding).
+    pub parked_bytes_max: usize,
+    /// A parked transaction is dropped after this long (block time, s).
+    pub parked_lifetime_s: u64,
     /// Transactions waiting for room in the next block, or for a parent hash.
     pub deferred_max: usize,
+    /// Most bytes one transaction's entry (its bytes, logs and state
+    /// changes) may take in a mini-block record; a transaction over it is
+    /// refused after execution, with nothing applied.
+    pub tx_record_bytes_max: usize,
+    /// Most bytes of one mini-block record; the mini-block closes before a
+    /// transaction that would not fit.
+    pub mini_block_bytes_max: usize,
 }
 
 impl Default for PoolLimits {
@@ -37,8 +51,28 @@ impl Default for PoolLimits {
         Self {
             parked_per_sender_max: 64,
             parked_total_max: 16_384,
+            parked_bytes_max: 32 << 20,
+            parked_lifetime_s: 600,
             deferred_max: 65_536,
+            tx_record_bytes_max: 2 << 20,
+            mini_block_bytes_max: 8 << 20,
         }
+    }
+}
+
+impl PoolLimits {
+    /// These limits with the log bounds fitted to the largest record the
+    /// log takes (`record_bytes_max`), and true when that lowered them.
+    pub fn fitted_to_log(mut self, record_bytes_max: usize) -> (Self, bool) {
+        let before = (self.mini_block_bytes_max, self.tx_record_bytes_max);
+        self.mini_block_bytes_max = self.mini_block_bytes_max.min(record_bytes_max);
+        // At most half a mini-block, so that a mini-block closed for room
+        // still carries more than one large transaction.
+        self.tx_record_bytes_max = self
+            .tx_record_bytes_max
+            .min((self.mini_block_bytes_max - crate::persist::MINI_BLOCK_HEADER_BYTES) / 2);
+        let lowered = before != (self.mini_block_bytes_max, self.tx_record_bytes_max);
+        (self, lowered)
     }
 }
 
@@ -89,6 +123,17 @@ pub enum SubmitError {
         have: U256,
         /// The transaction's maximum cost.
         want: U256,
+    },
+    /// Its logs and state changes would take more of the log than one
+    /// transaction may; nothing of it was applied.
+    #[error(
+        "transaction too large for the log: its logs and state changes take {bytes} bytes, limit {limit} bytes per transaction; nothing was applied"
+    )]
+    RecordTooLarge {
+        /// Bytes its entry would take.
+        bytes: usize,
+        /// The per-transaction limit.
+        limit: usize,
     },
     /// Fee cap below the current base fee.
     #[error(
@@ -166,8 +211,13 @@ pub struct Sequencer {
     view: ChainView,
     /// Closed blocks waiting for their roots, oldest first.
     sealing: VecDeque<SealJobMeta>,
-    parked: HashMap<Address, BTreeMap<u64, RecoveredTx>>,
+    parked: HashMap<Address, BTreeMap<u64, Parked>>,
     parked_count: usize,
+    parked_bytes: usize,
+    /// Bytes the open mini-block's record will take.
+    mini_bytes: usize,
+    /// A transaction was deferred because the open mini-block had no room.
+    deferred_for_room: bool,
     /// Ready transactions that wait for the next block or a parent hash.
     deferred: VecDeque<RecoveredTx>,
     /// Senders with deferred transactions, and how many each has.
@@ -175,6 +225,22 @@ pub struct Sequencer {
     /// Replay from a checkpoint: blocks up to this one rebuild history only,
     /// their state is already in the checkpoint's image (0: none).
     history_until: u64,
+}
+
+/// A parked transaction and when it was parked.
+#[derive(Debug, Clone)]
+struct Parked {
+    tx: RecoveredTx,
+    /// Its EIP-2718 size.
+    bytes: usize,
+    /// Timestamp (s) of the open block when it was parked.
+    at_s: u64,
+}
+
+/// The bumped fee a replacement must pay, without overflow.
+fn bumped(old: u128) -> u128 {
+    let bump = old / 100 * REPLACE_BUMP_PERCENT + old % 100 * REPLACE_BUMP_PERCENT / 100;
+    old.saturating_add(bump)
 }
 
 /// The genesis state, its trie and header.
@@ -310,6 +376,8 @@ impl Sequencer {
             state,
             block_hashes,
         } = parts;
+        // A transaction of the largest size always fits an empty mini-block.
+        let (limits, _) = limits.fitted_to_log(limits.mini_block_bytes_max);
         let evm = build_evm(StateDb::new(state, block_hashes), spec.chain_id, &open.ctx);
         let mut seq = Self {
             spec,
@@ -322,6 +390,9 @@ impl Sequencer {
             sealing,
             parked: HashMap::new(),
             parked_count: 0,
+            parked_bytes: 0,
+            mini_bytes: 0,
+            deferred_for_room: false,
             deferred: VecDeque::new(),
             deferred_senders: HashMap::new(),
             history_until: 0,
@@ -370,6 +441,30 @@ impl Sequencer {
         self.open.ctx.number
     }
 
+    /// True when the open mini-block should close before it takes more: one
+    /// more transaction of the largest size might not fit its record, or a
+    /// transaction already waits for room.
+    pub fn mini_block_full(&self) -> bool {
+        self.deferred_for_room
+            || crate::persist::MINI_BLOCK_HEADER_BYTES
+                + self.mini_bytes
+                + self.limits.tx_record_bytes_max
+                > self.limits.mini_block_bytes_max
+    }
+
+    /// Runs the transactions deferred for room in the last mini-block, once
+    /// it closed. Call after [`Self::close_mini_block`].
+    pub fn run_deferred_for_room(&mut self) {
+        if std::mem::take(&mut self.deferred_for_room) {
+            self.run_deferred();
+        }
+    }
+
+    /// Bytes of parked transactions.
+    pub fn parked_bytes(&self) -> usize {
+        self.parked_bytes
+    }
+
     /// True when the open mini-block holds transactions.
     pub fn mini_block_has_txs(&self) -> bool {
         !self.mini_txs.is_empty()
@@ -397,7 +492,7 @@ impl Sequencer {
         }
         if tx.nonce() > nonce || self.has_deferred(&sender) {
             let expected = nonce;
-            self.park(tx)?;
+            self.park(tx, balance)?;
             return Ok(Admission::Parked(ParkReason::NonceGap { expected }));
         }
         let cost = tx.max_cost();
@@ -432,6 +527,28 @@ impl Sequencer {
             Err(ExecError::Invalid(message)) => return Err(SubmitError::Invalid(message)),
         };
         let diff = state_diff(changes, &self.evm.ctx.journaled_state.database.state);
+        let entry_bytes = crate::persist::tx_entry_bytes(
+            tx.envelope.encode_2718_len(),
+            &outcome.logs,
+            outcome.contract_address.is_some(),
+            &diff,
+        );
+        if entry_bytes > self.limits.tx_record_bytes_max {
+            return Err(SubmitError::RecordTooLarge {
+                bytes: entry_bytes,
+                limit: self.limits.tx_record_bytes_max,
+            });
+        }
+        let mini_bytes = crate::persist::MINI_BLOCK_HEADER_BYTES + self.mini_bytes + entry_bytes;
+        if !self.mini_txs.is_empty() && mini_bytes > self.limits.mini_block_bytes_max {
+            // Only a burst of promoted or deferred transactions gets here:
+            // the seq core closes a mini-block while one more transaction of
+            // the largest size still fits. It runs again once this one closes.
+            self.deferred_for_room = true;
+            self.defer(tx)?;
+            return Ok(None);
+        }
+        self.mini_bytes += entry_bytes;
         let executed = self.record(
             tx,
             outcome.success,
@@ -506,7 +623,7 @@ impl Sequencer {
             .parked
             .get(&tx.sender)
             .and_then(|m| m.get(&tx.nonce()))
-            .is_some_and(|p| p.hash == tx.hash);
+            .is_some_and(|p| p.tx.hash == tx.hash);
         // A deferred transaction is its sender's next one; nothing else of
         // that sender can run before it, so the scan stays short in practice.
         parked || (self.has_deferred(&tx.sender) && self.deferred.iter().any(|t| t.hash == tx.hash))
@@ -522,56 +639,130 @@ impl Sequencer {
             .map_or((0, U256::ZERO), |a| (a.nonce, a.balance))
     }
 
-    fn park(&mut self, tx: RecoveredTx) -> Result<(), SubmitError> {
-        let slot = self.parked.entry(tx.sender).or_default();
-        if let Some(existing) = slot.get(&tx.nonce()) {
-            let bump = |old: u128| old + old * REPLACE_BUMP_PERCENT / 100;
-            if tx.max_fee_per_gas() < bump(existing.max_fee_per_gas())
-                || tx.max_priority_fee_per_gas() < bump(existing.max_priority_fee_per_gas())
-            {
-                return Err(SubmitError::ReplacementUnderpriced);
-            }
-            slot.insert(tx.nonce(), tx);
-            return Ok(());
-        }
-        if slot.len() >= self.limits.parked_per_sender_max
-            || self.parked_count >= self.limits.parked_total_max
+    /// Parks a future-nonce transaction. Its sender must be able to pay for
+    /// it and every other transaction it has parked, so that unfunded
+    /// senders cannot fill the lot; when the lot is full, a transaction
+    /// paying more evicts the cheapest other sender's last one.
+    fn park(&mut self, tx: RecoveredTx, balance: U256) -> Result<(), SubmitError> {
+        let slot = self.parked.get(&tx.sender);
+        let replaced = slot.and_then(|s| s.get(&tx.nonce()));
+        if let Some(existing) = replaced
+            && (tx.max_fee_per_gas() < bumped(existing.tx.max_fee_per_gas())
+                || tx.max_priority_fee_per_gas() < bumped(existing.tx.max_priority_fee_per_gas()))
         {
-            if slot.is_empty() {
-                self.parked.remove(&tx.sender);
-            }
+            return Err(SubmitError::ReplacementUnderpriced);
+        }
+        let others = slot.map_or(U256::ZERO, |s| {
+            s.values()
+                .filter(|p| p.tx.nonce() != tx.nonce())
+                .fold(U256::ZERO, |sum, p| sum.saturating_add(p.tx.max_cost()))
+        });
+        let want = others.saturating_add(tx.max_cost());
+        if balance < want {
+            return Err(SubmitError::InsufficientFunds {
+                address: tx.sender,
+                have: balance,
+                want,
+            });
+        }
+        let is_replacement = replaced.is_some();
+        let sender_count = slot.map_or(0, BTreeMap::len);
+        let bytes = tx.envelope.encode_2718_len();
+        if is_replacement {
+            self.unpark(tx.sender, tx.nonce());
+        } else if sender_count >= self.limits.parked_per_sender_max {
             return Err(SubmitError::PoolFull);
         }
-        slot.insert(tx.nonce(), tx);
+        while self.parked_count >= self.limits.parked_total_max
+            || self.parked_bytes + bytes > self.limits.parked_bytes_max
+        {
+            if !self.evict_cheaper_than(&tx) {
+                return Err(SubmitError::PoolFull);
+            }
+        }
+        let parked = Parked {
+            bytes,
+            at_s: self.open.ctx.timestamp,
+            tx,
+        };
         self.parked_count += 1;
+        self.parked_bytes += parked.bytes;
+        self.parked
+            .entry(parked.tx.sender)
+            .or_default()
+            .insert(parked.tx.nonce(), parked);
+        debug_assert!(self.parked_count <= self.limits.parked_total_max);
+        debug_assert!(self.parked_bytes <= self.limits.parked_bytes_max);
         Ok(())
+    }
+
+    /// Removes one parked transaction, keeping the counts.
+    fn unpark(&mut self, sender: Address, nonce: u64) -> Option<Parked> {
+        let slot = self.parked.get_mut(&sender)?;
+        let parked = slot.remove(&nonce)?;
+        if slot.is_empty() {
+            self.parked.remove(&sender);
+        }
+        self.parked_count -= 1;
+        self.parked_bytes -= parked.bytes;
+        Some(parked)
+    }
+
+    /// Evicts the last parked transaction (highest nonce, so no gap is
+    /// made) of the sender whose last one pays least, oldest first on a
+    /// tie, if it pays less than `tx`. False when nothing is cheaper.
+    fn evict_cheaper_than(&mut self, tx: &RecoveredTx) -> bool {
+        let cheapest = self
+            .parked
+            .iter()
+            .filter(|(sender, _)| **sender != tx.sender)
+            .filter_map(|(sender, slot)| slot.last_key_value().map(|(_, p)| (*sender, p)))
+            .min_by_key(|(_, p)| (p.tx.max_fee_per_gas(), p.at_s))
+            .map(|(sender, p)| (sender, p.tx.nonce(), p.tx.max_fee_per_gas()));
+        match cheapest {
+            Some((sender, nonce, fee)) if fee < tx.max_fee_per_gas() => {
+                tracing::debug!(%sender, nonce, "evicting a cheaper parked transaction");
+                self.unpark(sender, nonce);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops parked transactions older than the lifetime, as of the block
+    /// timestamp `now_s`.
+    fn expire_parked(&mut self, now_s: u64) {
+        let lifetime = self.limits.parked_lifetime_s;
+        let expired: Vec<(Address, u64)> = self
+            .parked
+            .iter()
+            .flat_map(|(sender, slot)| {
+                slot.values()
+                    .filter(move |p| p.at_s.saturating_add(lifetime) <= now_s)
+                    .map(move |p| (*sender, p.tx.nonce()))
+            })
+            .collect();
+        for (sender, nonce) in expired {
+            tracing::debug!(%sender, nonce, "dropping an expired parked transaction");
+            self.unpark(sender, nonce);
+        }
     }
 
     /// Executes parked transactions of `sender` that became ready.
     fn promote(&mut self, sender: Address) {
         loop {
             let (nonce, balance) = self.account_nonce_balance(&sender);
-            let Some(slot) = self.parked.get_mut(&sender) else {
+            let Some(slot) = self.parked.get(&sender) else {
                 return;
             };
             // Stale entries (nonce now used) are dropped.
-            while let Some((&n, _)) = slot.first_key_value() {
-                if n >= nonce {
-                    break;
-                }
-                slot.pop_first();
-                self.parked_count -= 1;
+            let stale: Vec<u64> = slot.range(..nonce).map(|(n, _)| *n).collect();
+            for n in stale {
+                self.unpark(sender, n);
             }
-            let Some(tx) = slot.remove(&nonce) else {
-                if slot.is_empty() {
-                    self.parked.remove(&sender);
-                }
+            let Some(Parked { tx, .. }) = self.unpark(sender, nonce) else {
                 return;
             };
-            self.parked_count -= 1;
-            if slot.is_empty() {
-                self.parked.remove(&sender);
-            }
             if balance < tx.max_cost() || tx.max_fee_per_gas() < u128::from(self.open.ctx.base_fee)
             {
                 tracing::debug!(hash = %tx.hash, "dropping parked transaction that can no longer pay");
@@ -619,6 +810,7 @@ impl Sequencer {
         }
         self.mini_block += 1;
         let txs = std::mem::take(&mut self.mini_txs);
+        self.mini_bytes = 0;
         self.view.state = self.evm.ctx.journaled_state.database.state.clone();
         self.view.mini_block = self.mini_block;
         self.refresh_open_view();
@@ -679,6 +871,7 @@ impl Sequencer {
             prevrandao: next_prevrandao(parent.prevrandao, parent.number + 1),
         };
         let ctx = next.unwrap_or(ctx);
+        self.expire_parked(ctx.timestamp);
         let closed = std::mem::replace(&mut self.open, OpenBlock::new(ctx));
         self.evm.ctx.block = crate::evm::block_env(&ctx);
         let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
@@ -939,7 +1132,179 @@ mod tests {
     use super::*;
     use crate::block::Merkleizer;
     use crate::chain::DEV_ACCOUNTS;
-    use crate::testkit::{PARENT_HASH_CONTRACT, spec, tx};
+    use crate::testkit::{
+        LOG_CALLDATA_CONTRACT, PARENT_HASH_CONTRACT, key, sign, sign_by, spec, tx,
+    };
+    use alloy_primitives::{Bytes, TxKind};
+    use alloy_signer_local::PrivateKeySigner;
+
+    fn sequencer_with(limits: PoolLimits) -> Sequencer {
+        let spec = spec(30_000_000);
+        let genesis = Genesis::new(&spec);
+        Sequencer::new(spec, limits, &genesis, 1_000)
+    }
+
+    /// A transaction from dev key `from` that logs `log_bytes` bytes.
+    fn logging(spec: &ChainSpec, from: u32, nonce: u64, log_bytes: usize) -> RecoveredTx {
+        let input = Bytes::from(vec![0xab; log_bytes]);
+        sign(
+            spec,
+            from,
+            nonce,
+            TxKind::Call(LOG_CALLDATA_CONTRACT),
+            0,
+            input,
+            1_000_000,
+            1,
+        )
+    }
+
+    #[test]
+    fn unfunded_senders_cannot_park_and_cumulative_cost_is_checked() {
+        let mut seq = sequencer_with(PoolLimits::default());
+        let spec = seq.spec().clone();
+        let bob = DEV_ACCOUNTS[1];
+        let nobody = PrivateKeySigner::random();
+        let gap = sign_by(&spec, &nobody, 1, TxKind::Call(bob), U256::ZERO, Bytes::new(), 21_000, 1);
+        assert!(matches!(
+            seq.submit(gap),
+            Err(SubmitError::InsufficientFunds { .. })
+        ));
+        assert_eq!(seq.parked_count(), 0);
+        // 10,000 ETH covers one 6,000 ETH transfer parked, not two.
+        let eth = U256::from(10u64).pow(U256::from(18u64));
+        let big = |nonce| {
+            sign_by(&spec, key(0), nonce, TxKind::Call(bob), eth * U256::from(6_000u64), Bytes::new(), 21_000, 1)
+        };
+        seq.submit(big(1)).unwrap();
+        assert!(matches!(
+            seq.submit(big(2)),
+            Err(SubmitError::InsufficientFunds { .. })
+        ));
+        assert_eq!(seq.parked_count(), 1);
+    }
+
+    #[test]
+    fn parked_transactions_expire() {
+        let limits = PoolLimits {
+            parked_lifetime_s: 10,
+            ..PoolLimits::default()
+        };
+        let mut seq = sequencer_with(limits);
+        let spec = seq.spec().clone();
+        seq.submit(tx(&spec, 0, 3, DEV_ACCOUNTS[1], 1, 21_000, 1)).unwrap();
+        let parked_at = seq.view().open().ctx.timestamp;
+        seq.close_block((parked_at + 5) * 1000);
+        assert_eq!(seq.parked_count(), 1);
+        seq.close_block((parked_at + 10) * 1000);
+        assert_eq!(seq.parked_count(), 0);
+        assert_eq!(seq.parked_bytes(), 0);
+    }
+
+    #[test]
+    fn a_full_lot_evicts_a_cheaper_sender_and_is_bounded_in_bytes() {
+        let limits = PoolLimits {
+            parked_total_max: 2,
+            ..PoolLimits::default()
+        };
+        let mut seq = sequencer_with(limits);
+        let spec = seq.spec().clone();
+        let bob = DEV_ACCOUNTS[1];
+        seq.submit(tx(&spec, 0, 5, bob, 1, 21_000, 1)).unwrap();
+        seq.submit(tx(&spec, 2, 5, bob, 1, 21_000, 1)).unwrap();
+        // Same price: no room.
+        assert_eq!(
+            seq.submit(tx(&spec, 3, 5, bob, 1, 21_000, 1)).unwrap_err(),
+            SubmitError::PoolFull
+        );
+        // A better price evicts one of the cheapest.
+        seq.submit(tx(&spec, 3, 5, bob, 1, 21_000, 1_000)).unwrap();
+        assert_eq!(seq.parked_count(), 2);
+        let one = tx(&spec, 4, 5, bob, 1, 21_000, 1).envelope.encode_2718_len();
+        let by_bytes = PoolLimits {
+            parked_bytes_max: 2 * one + one / 2,
+            ..PoolLimits::default()
+        };
+        let mut seq = sequencer_with(by_bytes);
+        seq.submit(tx(&spec, 0, 5, bob, 1, 21_000, 1)).unwrap();
+        seq.submit(tx(&spec, 2, 5, bob, 1, 21_000, 1)).unwrap();
+        assert_eq!(
+            seq.submit(tx(&spec, 3, 5, bob, 1, 21_000, 1)).unwrap_err(),
+            SubmitError::PoolFull
+        );
+        assert!(seq.parked_bytes() <= by_bytes.parked_bytes_max);
+    }
+
+    #[test]
+    fn the_replacement_bump_saturates() {
+        assert_eq!(bumped(100), 110);
+        assert_eq!(bumped(1_005), 1_105);
+        assert_eq!(bumped(u128::MAX), u128::MAX);
+        assert_eq!(bumped(u128::MAX / 100 * 95), u128::MAX);
+    }
+
+    #[test]
+    fn a_transaction_over_the_record_bound_is_refused_with_nothing_applied() {
+        let limits = PoolLimits {
+            tx_record_bytes_max: 6_000,
+            ..PoolLimits::default()
+        };
+        let mut seq = sequencer_with(limits);
+        let spec = seq.spec().clone();
+        let err = seq.submit(logging(&spec, 0, 0, 4_000)).unwrap_err();
+        assert!(matches!(err, SubmitError::RecordTooLarge { limit: 6_000, .. }), "{err}");
+        assert!(err.to_string().contains("limit 6000 bytes per transaction"));
+        assert_eq!(seq.account_nonce_balance(&DEV_ACCOUNTS[0]).0, 0);
+        assert!(!seq.mini_block_has_txs());
+        // Half the log fits, and the nonce moves on.
+        assert!(matches!(
+            seq.submit(logging(&spec, 0, 0, 2_000)).unwrap(),
+            Admission::Executed(_)
+        ));
+    }
+
+    #[test]
+    fn mini_block_records_stay_within_their_bound() {
+        let limits = PoolLimits {
+            tx_record_bytes_max: 8_000,
+            mini_block_bytes_max: 20_000,
+            ..PoolLimits::default()
+        };
+        let mut seq = sequencer_with(limits);
+        let spec = seq.spec().clone();
+        // Parked successors run in one burst when their gap fills: more than
+        // one mini-block's worth, so some wait for the next mini-block.
+        for nonce in 1..8 {
+            seq.submit(logging(&spec, 0, nonce, 3_000)).unwrap();
+        }
+        seq.submit(logging(&spec, 0, 0, 3_000)).unwrap();
+        assert!(seq.mini_block_full());
+        let mut ran = 0;
+        while seq.mini_block_has_txs() {
+            let closed = seq.close_mini_block().unwrap();
+            let mut record = Vec::new();
+            seq.mini_block_record(&closed, &mut record);
+            assert!(record.len() <= limits.mini_block_bytes_max, "{}", record.len());
+            let entries: usize = closed
+                .txs
+                .iter()
+                .zip(seq.mini_block_diffs(&closed))
+                .map(|(t, d)| {
+                    crate::persist::tx_entry_bytes(
+                        t.tx.envelope.encode_2718_len(),
+                        &t.logs,
+                        t.contract_address.is_some(),
+                        d,
+                    )
+                })
+                .sum();
+            assert_eq!(record.len(), crate::persist::MINI_BLOCK_HEADER_BYTES + entries);
+            ran += closed.txs.len();
+            seq.run_deferred_for_room();
+        }
+        assert_eq!(ran, 8);
+        assert_eq!(seq.account_nonce_balance(&DEV_ACCOUNTS[0]).0, 8);
+    }
 
     fn sequencer(gas_limit: u64) -> (Sequencer, Merkleizer) {
         let spec = spec(gas_limit);
@@ -1057,6 +1422,7 @@ mod tests {
             parked_per_sender_max: 2,
             parked_total_max: 3,
             deferred_max: 8,
+            ..PoolLimits::default()
         };
         let mut seq = Sequencer::new(spec.clone(), limits, &genesis, 1_000);
         let bob = DEV_ACCOUNTS[1];

@@ -28,6 +28,12 @@ pub(crate) const STORE_CODE: [u8; 10] =
     [0x34, 0x33, 0x55, 0x33, 0x60, 0x00, 0x60, 0x00, 0xa1, 0x00];
 /// Where [`STORE_CODE`] lives in [`spec`]'s genesis.
 pub(crate) const STORE_CONTRACT: Address = address!("0x00000000000000000000000000000000000b1005");
+/// Emits its calldata as one LOG0: CALLDATASIZE PUSH0 PUSH0 CALLDATACOPY
+/// CALLDATASIZE PUSH0 LOG0 STOP.
+pub(crate) const LOG_CALLDATA_CODE: [u8; 8] = [0x36, 0x5f, 0x5f, 0x37, 0x36, 0x5f, 0xa0, 0x00];
+/// Where [`LOG_CALLDATA_CODE`] lives in [`spec`]'s genesis.
+pub(crate) const LOG_CALLDATA_CONTRACT: Address =
+    address!("0x00000000000000000000000000000000000b1006");
 /// Init code that deploys the one-byte contract `STOP`:
 /// PUSH1 0 PUSH1 0 MSTORE8 PUSH1 1 PUSH1 0 RETURN.
 pub(crate) const DEPLOY_STOP: [u8; 10] =
@@ -54,8 +60,9 @@ pub(crate) fn key(i: u32) -> &'static PrivateKeySigner {
 pub(crate) fn spec(gas_limit: u64) -> ChainSpec {
     let mut genesis = dev_genesis(gas_limit, 1_000_000_000);
     for (at, code) in [
-        (PARENT_HASH_CONTRACT, &PARENT_HASH_CODE),
-        (STORE_CONTRACT, &STORE_CODE),
+        (PARENT_HASH_CONTRACT, &PARENT_HASH_CODE[..]),
+        (STORE_CONTRACT, &STORE_CODE[..]),
+        (LOG_CALLDATA_CONTRACT, &LOG_CALLDATA_CODE[..]),
     ] {
         genesis.alloc.insert(
             at,
@@ -65,6 +72,7 @@ pub(crate) fn spec(gas_limit: u64) -> ChainSpec {
     ChainSpec {
         chain_id: genesis.config.chain_id,
         block_gas_limit: gas_limit,
+        tx_gas_limit_max: gas_limit.min(crate::chain::TX_GAS_LIMIT_MAX_DEFAULT),
         base_fee_floor_wei: 1_000_000,
         base_fee_params: BaseFeeParams::ethereum(),
         coinbase: address!("0x00000000000000000000000000000000000c0ffe"),
@@ -106,6 +114,21 @@ pub(crate) fn sign(
     gas: u64,
     tip: u128,
 ) -> RecoveredTx {
+    sign_by(spec, key(from), nonce, to, U256::from(value), input, gas, tip)
+}
+
+/// A signed, checked EIP-1559 transaction from any key, with any value.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sign_by(
+    spec: &ChainSpec,
+    signer: &PrivateKeySigner,
+    nonce: u64,
+    to: TxKind,
+    value: U256,
+    input: Bytes,
+    gas: u64,
+    tip: u128,
+) -> RecoveredTx {
     let mut tx = TxEip1559 {
         chain_id: spec.chain_id,
         nonce,
@@ -113,11 +136,11 @@ pub(crate) fn sign(
         max_fee_per_gas: PRICE + tip,
         max_priority_fee_per_gas: tip,
         to,
-        value: U256::from(value),
+        value,
         input,
         access_list: Default::default(),
     };
-    let signature = key(from).sign_transaction_sync(&mut tx).unwrap();
+    let signature = signer.sign_transaction_sync(&mut tx).unwrap();
     let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
     decode_and_check(&raw, &spec.tx_rules()).unwrap()
 }

@@ -78,6 +78,14 @@ pub enum TxError {
         /// The block gas limit.
         limit: u64,
     },
+    /// Gas limit above the per-transaction cap (EIP-7825; geth's wording).
+    #[error("transaction gas limit too high (cap: {cap}, tx: {gas})")]
+    GasLimitAboveCap {
+        /// The transaction's gas limit.
+        gas: u64,
+        /// The per-transaction cap.
+        cap: u64,
+    },
     /// Tip above fee cap.
     #[error("max priority fee per gas higher than max fee per gas")]
     TipAboveFeeCap,
@@ -96,6 +104,8 @@ pub struct TxRules {
     pub chain_id: u64,
     /// Block gas limit; no transaction may ask for more.
     pub block_gas_limit: u64,
+    /// Per-transaction gas cap (EIP-7825); no transaction may ask for more.
+    pub tx_gas_limit_max: u64,
     /// Execution rules in force.
     pub spec: SpecId,
 }
@@ -247,6 +257,12 @@ fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError
             limit: rules.block_gas_limit,
         });
     }
+    if envelope.gas_limit() > rules.tx_gas_limit_max {
+        return Err(TxError::GasLimitAboveCap {
+            gas: envelope.gas_limit(),
+            cap: rules.tx_gas_limit_max,
+        });
+    }
     if let Some(tip) = envelope.max_priority_fee_per_gas()
         && tip > envelope.max_fee_per_gas()
     {
@@ -334,6 +350,7 @@ mod tests {
     const RULES: TxRules = TxRules {
         chain_id: 4242,
         block_gas_limit: 30_000_000,
+        tx_gas_limit_max: 1 << 24,
         spec: SPEC,
     };
 
@@ -455,6 +472,15 @@ mod tests {
             decode_and_check(&raw, &small_blocks),
             Err(TxError::GasLimitTooHigh { .. })
         ));
+        let capped = TxRules {
+            tx_gas_limit_max: 20_000,
+            ..RULES
+        };
+        let err = decode_and_check(&raw, &capped).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "transaction gas limit too high (cap: 20000, tx: 21000)"
+        );
         assert!(matches!(
             decode_and_check(&[], &RULES),
             Err(TxError::Decode(_))
