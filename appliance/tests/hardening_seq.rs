@@ -41,7 +41,7 @@ fn a_transaction_too_large_for_the_log_is_refused_and_the_node_goes_on() {
     for durability in ["durable", "memory"] {
         let dir = tempdir::TempDir::new("fulmen-bigrecord");
         let args = ["--dev", "--storage-segment-mb", "1", "--durability", durability];
-        let node = start_fulmen_in(&dir.0, &args);
+        let mut node = start_fulmen_in(&dir.0, &args);
         let alice = signer(0);
         let bob = address_of(&signer(1));
         let mut acked = Vec::new();
@@ -70,7 +70,9 @@ fn a_transaction_too_large_for_the_log_is_refused_and_the_node_goes_on() {
             let raw = transfer_raw(&alice, nonce, bob, 1);
             acked.push(send_sync(node.addr, &raw)["transactionHash"].clone());
         }
-        drop(node);
+        // A clean stop: memory mode then loses nothing either (a kill -9
+        // may lose its last flush, as documented).
+        assert!(node.terminate().success());
         let node = start_fulmen_in(&dir.0, &args);
         for hash in &acked {
             let receipt = rpc(node.addr, "eth_getTransactionReceipt", json!([hash]));
