@@ -255,7 +255,7 @@ fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
     let spec = ChainSpec {
         chain_id: genesis.config.chain_id,
         block_gas_limit: config.block_gas_limit,
-        tx_gas_limit_max: config.tx_gas_limit_max,
+        tx_gas_limit_max: config.tx_gas_limit_max.min(config.block_gas_limit),
         base_fee_floor_wei: config.base_fee_floor_wei,
         base_fee_params: BaseFeeParams::new(
             u128::from(config.base_fee_max_change_denominator),
