@@ -294,5 +294,51 @@ fn json_rpc(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode_and_recover, execution, state_root, json_rpc);
+/// The longest one transaction at the per-transaction gas cap (2^24) can
+/// hold the seq core: the precompiles with the most time per gas, called
+/// directly by a transaction that spends the whole cap on them.
+fn worst_case_tx(c: &mut Criterion) {
+    let sender = Key::derived(7, 2);
+    let cap = 1u64 << 24;
+    // blake2f (0x09): 1 gas per round. Rounds = what the cap leaves after
+    // the intrinsic cost of 213 bytes of calldata (mostly non-zero: 16 each).
+    let mut blake = vec![0u8; 213];
+    blake[4..].iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8) | 1);
+    blake[212] = 1;
+    let rounds = (cap - 21_000 - 213 * 16) as u32;
+    blake[..4].copy_from_slice(&rounds.to_be_bytes());
+    // modexp (0x05): a 32-byte base and modulus with a 32-byte exponent of
+    // all ones, repeated: 200 gas minimum per call is the cheapest per op.
+    let mut modexp = Vec::new();
+    for len in [32u8, 32, 32] {
+        let mut word = [0u8; 32];
+        word[31] = len;
+        modexp.extend_from_slice(&word);
+    }
+    modexp.extend_from_slice(&[0xff; 96]);
+    let cases = [
+        ("blake2f_rounds", Address::with_last_byte(9), blake),
+        ("modexp_one_call", Address::with_last_byte(5), modexp),
+    ];
+    let mut group = c.benchmark_group("worst_case_tx_at_2^24_gas");
+    group.sample_size(10);
+    for (name, to, input) in cases {
+        let raw = signed_transfer(&sender, 0, TxKind::Call(to), input, cap);
+        let tx = decode_and_check(&raw, &RULES).expect("valid");
+        let env = tx_env(&tx);
+        let mut state = HotState::new();
+        state.set_account(sender.address, AccountState::funded(U256::from(10u64).pow(U256::from(30))));
+        let mut evm = build_evm(StateDb::new(state, imbl::Vector::new()), CHAIN_ID, &block());
+        evm.ctx.cfg.disable_nonce_check = true;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let result = evm.transact(env.clone()).expect("executes");
+                black_box(result.result.gas_used())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode_and_recover, execution, state_root, json_rpc, worst_case_tx);
 criterion_main!(benches);
