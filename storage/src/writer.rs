@@ -1,6 +1,15 @@
 //! The storage role: takes framed-record requests from the sequencer, writes
 //! them with group commit (whatever arrived while a flush was in flight goes
-//! into the next one) and reports how many records are durable.
+//! into the next one, up to [`GROUP_RECORDS_MAX`] records and
+//! [`GROUP_BYTES_MAX`] bytes) and reports how many records are durable.
+//!
+//! A group whose records do not fit the rest of the current segment is
+//! written as several batches, each with its own flush, moving to the next
+//! segment between them ([`Log::flush`]); the group is acknowledged once all
+//! are durable. Acknowledgements are cumulative and in order. Every record
+//! up to [`Log::record_payload_bytes_max`] is written: the sequencer bounds
+//! what it sends with the same function, so an append error here is a bug
+//! or a failing disk, never a user's oversized transaction.
 
 use std::time::Instant;
 
@@ -36,7 +45,11 @@ pub enum StorageAck {
 
 /// Most records one group commit takes, so that acknowledgements keep flowing
 /// under a flood.
-const GROUP_RECORDS_MAX: usize = 8192;
+pub const GROUP_RECORDS_MAX: usize = 8192;
+/// A group commit takes no more record once its payloads reach this many
+/// bytes (it always takes at least one record, however large), so that a
+/// flood of big records keeps the batch buffer and each flush bounded.
+pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Runs the storage role until the inbox closes.
 pub async fn run_writer<D: LogDir + Clone + 'static>(
@@ -50,12 +63,16 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
     // never writes a segment of zeros in the flush path.
     let mut preparing: Option<(u64, glommio::task::JoinHandle<std::io::Result<D::File>>)> = None;
     while let Some(first) = inbox.recv().await {
+        let mut group_bytes = first.payload.len();
         let mut group = vec![first];
         while group.len() < GROUP_RECORDS_MAX
+            && group_bytes < GROUP_BYTES_MAX
             && let Some(Some(more)) = inbox.recv().now_or_never()
         {
+            group_bytes += more.payload.len();
             group.push(more);
         }
+        assert!(group.len() <= GROUP_RECORDS_MAX);
         if failed {
             continue;
         }
