@@ -143,3 +143,75 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use glommio::channels::shared_channel;
+
+    use super::*;
+    use crate::io::SimDisk;
+    use crate::log::read_log;
+
+    /// Records of the largest size, sent faster than they are flushed, make
+    /// groups larger than a segment: every one is written, and the
+    /// acknowledgements are cumulative, in order, and reach the total.
+    #[test]
+    fn groups_larger_than_a_segment_are_written_and_acknowledged_in_order() {
+        const SEGMENT_BYTES: u64 = 8 * 1024;
+        const RECORDS: u64 = 40;
+        let (acks, disk_records) = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let disk = SimDisk::new(21, 1 << 24);
+                let (log, _) = Log::open(disk.clone(), SEGMENT_BYTES).await.unwrap();
+                let max = log.record_payload_bytes_max();
+                let (append_tx, append_rx) = shared_channel::new_bounded(128);
+                let (ack_tx, ack_rx) = shared_channel::new_bounded(128);
+                let (append_tx, append_rx) =
+                    futures::join!(append_tx.connect(), append_rx.connect());
+                let (ack_tx, ack_rx) = futures::join!(ack_tx.connect(), ack_rx.connect());
+                // Queued before the writer runs: its first group takes many.
+                for i in 0..RECORDS {
+                    let len = if i % 3 == 0 {
+                        max
+                    } else {
+                        1 + (i as usize * 997) % max
+                    };
+                    append_tx
+                        .try_send(AppendRequest {
+                            kind: RecordKind::MiniBlock,
+                            payload: vec![i as u8; len],
+                        })
+                        .unwrap();
+                }
+                drop(append_tx);
+                glommio::spawn_local(run_writer(log, append_rx, ack_tx)).detach();
+                let mut acks = Vec::new();
+                while let Some(ack) = ack_rx.recv().await {
+                    match ack {
+                        StorageAck::Durable { records, .. } => acks.push(records),
+                        StorageAck::Failed(why) => panic!("{why}"),
+                    }
+                }
+                let (recovery, _) = read_log(&disk).unwrap();
+                let records: Vec<(u8, usize)> = recovery
+                    .records
+                    .iter()
+                    .map(|r| (r.2[0], r.2.len()))
+                    .collect();
+                (acks, records)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(acks.windows(2).all(|w| w[0] < w[1]), "{acks:?}");
+        assert_eq!(acks.last(), Some(&RECORDS));
+        assert!(
+            acks.len() < RECORDS as usize,
+            "groups of several records: {acks:?}"
+        );
+        assert_eq!(disk_records.len() as u64, RECORDS);
+        for (i, (byte, _)) in disk_records.iter().enumerate() {
+            assert_eq!(*byte, i as u8);
+        }
+    }
+}
