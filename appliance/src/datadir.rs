@@ -17,7 +17,7 @@ use fulmen_exec::sequencer::Genesis;
 use fulmen_storage::HotState;
 use fulmen_storage::checkpoint::{self, CheckpointMeta};
 use fulmen_storage::disk::DiskDir;
-use fulmen_storage::log::{Position, Tail, read_log};
+use fulmen_storage::log::{Position, Tail, read_log, repair_plan};
 use fulmen_storage::record::RecordKind;
 
 /// A locked data directory. The lock lasts as long as this value (the
@@ -218,7 +218,7 @@ fn newest_checkpoint(
     let sealed = sealed_hashes(records);
     for (number, path) in found {
         let Some(hash) = sealed.get(&number) else {
-            tracing::warn!(path = %path.display(), "checkpoint of a block the log never sealed; skipped");
+            tracing::warn!(path = %path.display(), "not a checkpoint of this log (a block the log never sealed: junk, or another chain's); skipped");
             continue;
         };
         let began = Instant::now();
@@ -236,7 +236,9 @@ fn newest_checkpoint(
             Ok(_) => {
                 tracing::warn!(path = %path.display(), "checkpoint does not match the log's block; skipped")
             }
-            Err(e) => tracing::warn!(error = %e, "checkpoint skipped"),
+            Err(e) => {
+                tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used")
+            }
         }
     }
     None
@@ -244,19 +246,33 @@ fn newest_checkpoint(
 
 /// Checks every checkpoint against the replayed chain: checksum, block hash,
 /// and the root of its state against the block's sealed state root. Returns
-/// how many were checked.
-pub(crate) fn check_checkpoints(datadir: &Path, view: &ChainView) -> Result<usize, String> {
+/// how many were verified, and notes on files that boot skips (junk, damaged
+/// or partial images, blocks the log never sealed), as boot warns of them.
+/// A whole image that contradicts the chain is an error.
+pub(crate) fn check_checkpoints(
+    datadir: &Path,
+    view: &ChainView,
+) -> Result<(usize, Vec<String>), String> {
     let dir = checkpoint_dir(datadir);
     let found =
         checkpoint::list(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut verified = 0;
+    let mut skipped = Vec::new();
     for (number, path) in &found {
-        let (meta, state) = checkpoint::read(path).map_err(|e| e.to_string())?;
-        let block = view.block(*number).ok_or_else(|| {
-            format!(
-                "checkpoint {} is of block {number}, which the log never sealed",
+        let (meta, state) = match checkpoint::read(path) {
+            Ok(image) => image,
+            Err(e) => {
+                skipped.push(format!("{e}; boot skips it"));
+                continue;
+            }
+        };
+        let Some(block) = view.block(*number) else {
+            skipped.push(format!(
+                "checkpoint {} is of block {number}, which the log never sealed; boot skips it",
                 path.display()
-            )
-        })?;
+            ));
+            continue;
+        };
         let root = StateTrie::from_state(&state).root();
         if meta.number != *number || meta.hash != block.hash || root != block.header.state_root {
             return Err(format!(
@@ -265,6 +281,28 @@ pub(crate) fn check_checkpoints(datadir: &Path, view: &ChainView) -> Result<usiz
                 meta.hash
             ));
         }
+        verified += 1;
     }
-    Ok(found.len())
+    Ok((verified, skipped))
+}
+
+/// What the node will write at the end of the log at its next start (the
+/// same plan the storage core applies), for `fulmen db check`; `None` when
+/// nothing. An error is what the start would fail with.
+pub(crate) fn planned_repair(
+    datadir: &Path,
+    tail: &Tail,
+    segment_bytes: u64,
+) -> Result<Option<String>, String> {
+    let has_segments = std::fs::read_dir(log_dir(datadir)).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+    });
+    if !has_segments {
+        return Ok(None);
+    }
+    let plan = repair_plan(tail, segment_bytes, fulmen_storage::disk::ALIGNMENT)
+        .map_err(|e| format!("the node cannot open this log: {e}"))?;
+    Ok(plan.writes().then(|| plan.to_string()))
 }

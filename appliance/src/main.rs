@@ -461,7 +461,10 @@ fn db_check(args: RunArgs) -> Result<(), String> {
     let booted = datadir::boot(&config.datadir, &spec, &genesis, 0, true)?;
     let stats = booted.replayed.stats;
     let head = booted.replayed.parts.view().head();
-    let checkpoints = datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;
+    let (checkpoints, skipped) =
+        datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;
+    let segment_bytes = config.storage.segment_mb << 20;
+    let repair = datadir::planned_repair(&config.datadir, &booted.tail, segment_bytes)?;
     println!(
         "ok: {} mini-blocks ({} txs) and {} sealed blocks replayed; every record's checksum and every block's \
          state, transactions and receipts roots verified; {checkpoints} checkpoint(s) verified; head block {} {}; \
@@ -474,15 +477,11 @@ fn db_check(args: RunArgs) -> Result<(), String> {
         booted.replayed.pending.len(),
         began.elapsed().as_secs_f64()
     );
-    if let Some((segment, end, torn)) = booted
-        .tail
-        .torn
-        .as_ref()
-        .map(|t| (booted.tail.segment, booted.tail.end, t))
-    {
-        println!(
-            "note: the log ends with a torn record at segment {segment}, offset {end} ({torn}); the node cuts it off at its next start"
-        );
+    for note in skipped {
+        println!("note: {note}");
+    }
+    if let Some(repair) = repair {
+        println!("note: the node repairs the end of the log at its next start: {repair}");
     }
     Ok(())
 }

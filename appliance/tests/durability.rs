@@ -500,3 +500,176 @@ fn a_clean_stop_in_memory_mode_flushes_every_acknowledged_transaction() {
         );
     }
 }
+
+/// Receipts of `count` transfers from `sender`, each acknowledged.
+fn send_transfers(addr: SocketAddr, sender: u32, count: u64) -> Vec<Value> {
+    let key = signer(sender);
+    (0..count)
+        .map(|nonce| {
+            let raw = transfer_raw(&key, nonce, signer(9).address(), 1 + nonce);
+            durable_fields(
+                &try_rpc(addr, "eth_sendRawTransactionSync", json!([raw])).expect("send"),
+            )
+        })
+        .collect()
+}
+
+fn assert_receipts(addr: SocketAddr, receipts: &[Value], what: &str) {
+    for receipt in receipts {
+        let now = try_rpc(
+            addr,
+            "eth_getTransactionReceipt",
+            json!([receipt["transactionHash"]]),
+        )
+        .expect("receipt");
+        assert!(
+            !now.is_null(),
+            "{what}: acknowledged tx {} lost",
+            receipt["transactionHash"]
+        );
+        assert_eq!(&durable_fields(&now), receipt, "{what}");
+    }
+}
+
+/// A last segment cut to an odd length (a filesystem after a crash, or
+/// `truncate -s`) is repaired at boot with aligned (O_DIRECT) writes, every
+/// acknowledged transaction is there, and `db check` says beforehand what
+/// boot will write.
+#[test]
+fn a_last_segment_truncated_to_an_odd_length_is_repaired_at_boot() {
+    use fulmen_storage::disk::DiskDir;
+    use fulmen_storage::log::{read_log, segment_name};
+    let dir = tempdir::TempDir::new("fulmen-truncated");
+    let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+    let receipts = send_transfers(node.addr, 4, 20);
+    node.kill9();
+    // Cut the last byte of the last batch end: an odd length, inside the
+    // padding record, past every record.
+    let log_dir = dir.0.join("log");
+    let (recovery, tail) = read_log(&DiskDir::for_reading(&log_dir)).expect("read the log");
+    assert!(recovery.records.len() >= 20);
+    let segment = log_dir.join(segment_name(tail.segment));
+    // Past every acknowledged record: the end follows a batch end (padding)
+    // or an unacknowledged record of a torn batch.
+    let cut = if tail.end % 2 == 0 {
+        tail.end - 1
+    } else {
+        tail.end
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open segment")
+        .set_len(cut)
+        .expect("truncate");
+
+    let stdout = db_check_ok(&dir.0);
+    assert!(
+        stdout.contains("the node repairs the end of the log at its next start")
+            && stdout.contains(&format!("the file ({cut} bytes")),
+        "db check does not say what boot will do: {stdout}"
+    );
+    let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+    assert_receipts(node.addr, &receipts, "after the repair");
+    let more = send_transfers(node.addr, 5, 3);
+    assert!(node.terminate().success());
+    assert!(std::fs::metadata(&segment).expect("segment").len() > cut);
+    let stdout = db_check_ok(&dir.0);
+    assert!(!stdout.contains("repairs the end of the log"), "{stdout}");
+    let node = start_fulmen_in(&dir.0, &["--dev"]);
+    assert_receipts(node.addr, &receipts, "second boot");
+    assert_receipts(node.addr, &more, "second boot");
+}
+
+/// Checkpoint files in `dir` named after blocks up to `real_max`.
+fn real_checkpoints(dir: &std::path::Path, real_max: u64) -> Vec<u64> {
+    let mut found: Vec<u64> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_suffix(".ckpt")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .filter(|n| *n <= real_max)
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort_unstable();
+    found
+}
+
+/// Junk with a checkpoint's name and a large number (garbage, a partial
+/// copy) never counts as one of the kept checkpoints and never makes a
+/// valid one go; boot warns and loads the newest valid one.
+#[test]
+fn junk_checkpoint_files_never_displace_valid_ones() {
+    const REAL_MAX: u64 = 1_000_000;
+    let dir = tempdir::TempDir::new("fulmen-ckpt-junk");
+    let ckpt = dir.0.join("checkpoint");
+    let wait_for_checkpoints = |above: u64, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = real_checkpoints(&ckpt, REAL_MAX);
+            if found.iter().filter(|n| **n > above).count() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "checkpoints above {above}: {found:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    send_transfers(node.addr, 7, 3);
+    let before = wait_for_checkpoints(0, 2);
+    assert!(node.terminate().success());
+    let newest = *before.last().expect("a checkpoint");
+    // Garbage, and a partial copy of a real image, both numbered past the chain.
+    std::fs::write(
+        ckpt.join(format!("{:020}.ckpt", 99_999_999_999u64)),
+        b"garbage",
+    )
+    .expect("junk");
+    let real = std::fs::read(ckpt.join(format!("{newest:020}.ckpt"))).expect("image");
+    std::fs::write(
+        ckpt.join(format!("{:020}.ckpt", 99_999_999_998u64)),
+        &real[..real.len() / 2],
+    )
+    .expect("partial");
+
+    let node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    assert!(
+        node.startup
+            .iter()
+            .any(|l| l.contains("loaded checkpoint") && l.contains(&format!("number={newest}"))),
+        "boot did not load the newest valid checkpoint {newest}:\n{}",
+        node.startup.join("\n")
+    );
+    // Two more checkpoints, so that old ones are pruned twice: the junk must
+    // not count as kept.
+    let after = wait_for_checkpoints(newest, 2);
+    let mut node = node;
+    assert!(node.terminate().success());
+    let after_stop = real_checkpoints(&ckpt, REAL_MAX);
+    assert!(
+        after_stop.len() >= 2,
+        "valid checkpoints were removed: {after_stop:?} (saw {after:?})"
+    );
+    let node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    let newest = *after_stop.last().expect("checkpoint");
+    assert!(
+        node.startup
+            .iter()
+            .any(|l| l.contains("loaded checkpoint") && l.contains(&format!("number={newest}"))),
+        "{}",
+        node.startup.join("\n")
+    );
+    drop(node);
+    // db check reports the junk as skipped by boot, and passes.
+    let stdout = db_check_ok(&dir.0);
+    assert!(stdout.contains("99999999999.ckpt"), "{stdout}");
+}

@@ -18,6 +18,13 @@
 //! renamed into place and the directory synced, so a crash leaves either a
 //! whole image or none. Reading checks the checksum before anything else;
 //! the caller checks the state root against the sealed header in the log.
+//!
+//! Pruning keeps the newest [`KEEP`] checkpoints that are whole (checksum
+//! and header checked) and not newer than the one just written. A file with
+//! a checkpoint's name that is not one (junk, a partial copy, a number past
+//! the chain) never counts as kept and never makes a valid one go: it is
+//! reported and left in place while newer than the kept ones, and removed
+//! with the old ones once older.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -66,6 +73,9 @@ pub async fn run_checkpoints(
     dir: PathBuf,
     inbox: glommio::channels::shared_channel::ConnectedReceiver<CheckpointJob>,
 ) {
+    // Checked once per process: numbers of whole checkpoints, and of junk.
+    let mut valid = std::collections::HashSet::new();
+    let mut junk = std::collections::HashSet::new();
     while let Some(job) = inbox.recv().await {
         let began = std::time::Instant::now();
         match write(&dir, &job.meta, &job.state).await {
@@ -79,7 +89,9 @@ pub async fn run_checkpoints(
                     ms = began.elapsed().as_millis() as u64,
                     "checkpoint written"
                 );
-                if let Err(e) = prune(&dir, KEEP) {
+                valid.insert(job.meta.number);
+                check_older(&dir, job.meta.number, &mut valid, &mut junk).await;
+                if let Err(e) = prune(&dir, KEEP, job.meta.number, |n| valid.contains(&n)) {
                     tracing::warn!(error = %e, "cannot remove old checkpoints");
                 }
             }
@@ -88,6 +100,40 @@ pub async fn run_checkpoints(
                 error = %e,
                 "checkpoint failed; boot replays more of the log instead"
             ),
+        }
+    }
+}
+
+/// Checks (off the core, once per file) the checkpoints older than
+/// `written` that this process did not write, sorting them into `valid` and
+/// `junk`.
+async fn check_older(
+    dir: &Path,
+    written: u64,
+    valid: &mut std::collections::HashSet<u64>,
+    junk: &mut std::collections::HashSet<u64>,
+) {
+    let Ok(found) = list(dir) else { return };
+    for (number, path) in found {
+        if number >= written || valid.contains(&number) || junk.contains(&number) {
+            continue;
+        }
+        let checked = path.clone();
+        let verdict = glommio::executor()
+            .spawn_blocking(move || verify(&checked))
+            .await;
+        match verdict {
+            Ok(meta) if meta.number == number => {
+                valid.insert(number);
+            }
+            Ok(meta) => {
+                tracing::warn!(path = %path.display(), inner = meta.number, "checkpoint file named after another block: not counted as a checkpoint");
+                junk.insert(number);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "not a valid checkpoint: not counted as one (removed once older than the kept ones)");
+                junk.insert(number);
+            }
         }
     }
 }
@@ -225,18 +271,94 @@ pub async fn write(dir: &Path, meta: &CheckpointMeta, state: &HotState) -> io::R
     Ok(path)
 }
 
-/// Removes all but the newest `keep` checkpoints and any unfinished one.
-pub fn prune(dir: &Path, keep: usize) -> io::Result<()> {
-    for (_, path) in list(dir)?.into_iter().skip(keep) {
-        std::fs::remove_file(path)?;
+/// Once the checkpoint of block `written` is durable: keeps it and the
+/// newest ones below it for which `is_valid` holds, `keep` in all, removes
+/// every checkpoint file older than the kept ones, and any unfinished
+/// (`.tmp`) one. Files newer than `written`, and invalid ones newer than
+/// the oldest kept, are left in place and never counted. Returns the kept
+/// numbers, newest first.
+pub fn prune(
+    dir: &Path,
+    keep: usize,
+    written: u64,
+    is_valid: impl Fn(u64) -> bool,
+) -> io::Result<Vec<u64>> {
+    assert!(keep >= 1);
+    let mut kept = Vec::new();
+    for (number, path) in list(dir)? {
+        if number > written {
+            tracing::warn!(path = %path.display(), written, "checkpoint file past the newest checkpoint written: not counted; left in place");
+            continue;
+        }
+        if kept.len() == keep {
+            std::fs::remove_file(path)?;
+        } else if number == written || is_valid(number) {
+            kept.push(number);
+        } else {
+            tracing::warn!(path = %path.display(), "not a valid checkpoint: not counted; left in place");
+        }
     }
+    assert!(kept.len() <= keep);
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "tmp") {
             std::fs::remove_file(path)?;
         }
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// Checks the checkpoint at `path` without decoding its state: the
+/// checksum over the whole file, the magic and the version; returns its
+/// header.
+pub fn verify(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
+    let io_err = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let corrupt = |detail: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    if file.metadata().map_err(io_err)?.len() == 0 {
+        return Err(corrupt("empty".into()));
+    }
+    // SAFETY: as in `read`: checkpoint files are never written in place.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+    let body = checked_body(&map).map_err(corrupt)?;
+    let mut r = Reader::new(body);
+    let header = (|| {
+        if r.take(8)? != MAGIC {
+            return Err(PayloadError::Invalid("magic"));
+        }
+        let version = r.take(4)?;
+        if version != VERSION.to_le_bytes() {
+            return Err(PayloadError::Version(version[0]));
+        }
+        Ok(CheckpointMeta {
+            number: r.u64()?,
+            hash: r.b256()?,
+            state_root: r.b256()?,
+        })
+    })();
+    header.map_err(|e| corrupt(e.to_string()))
+}
+
+/// The image without its checksum, once the checksum matched.
+fn checked_body(bytes: &[u8]) -> Result<&[u8], String> {
+    let Some(body_len) = bytes.len().checked_sub(4) else {
+        return Err("shorter than a checksum".into());
+    };
+    let (body, trailer) = bytes.split_at(body_len);
+    let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(format!(
+            "checksum {computed:#010x} differs from the stored {stored:#010x}"
+        ));
+    }
+    Ok(body)
 }
 
 /// Reads and checks the checkpoint at `path` (through mmap).
@@ -257,17 +379,7 @@ pub fn read(path: &Path) -> Result<(CheckpointMeta, HotState), CheckpointError> 
 
 /// Decodes and checks a whole image.
 pub fn decode(bytes: &[u8]) -> Result<(CheckpointMeta, HotState), String> {
-    let Some(body_len) = bytes.len().checked_sub(4) else {
-        return Err("shorter than a checksum".into());
-    };
-    let (body, trailer) = bytes.split_at(body_len);
-    let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(format!(
-            "checksum {computed:#010x} differs from the stored {stored:#010x}"
-        ));
-    }
+    let body = checked_body(bytes)?;
     decode_body(body).map_err(|e| e.to_string())
 }
 
@@ -399,6 +511,42 @@ mod tests {
         }
     }
 
+    /// Junk with a checkpoint's name (garbage, a partial copy, a number past
+    /// the chain) never counts as kept and never makes a valid one go.
+    #[test]
+    fn junk_checkpoint_files_never_displace_valid_ones() {
+        let dir = std::env::temp_dir().join(format!("fulmen-ckpt-junk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = |number| encode(&CheckpointMeta { number, ..meta() }, &state(50));
+        for number in [10, 20, 30] {
+            std::fs::write(dir.join(file_name(number)), image(number)).unwrap();
+        }
+        std::fs::write(dir.join("99999999999.ckpt"), b"garbage").unwrap();
+        std::fs::write(dir.join(file_name(99_999_999_998)), image(99_999_999_998)).unwrap();
+        let partial = image(25);
+        std::fs::write(dir.join(file_name(25)), &partial[..partial.len() / 2]).unwrap();
+        std::fs::write(dir.join(file_name(28)), b"").unwrap();
+        assert!(verify(&dir.join(file_name(25))).is_err());
+        assert!(verify(&dir.join(file_name(28))).is_err());
+        assert!(verify(&dir.join("99999999999.ckpt")).is_err());
+        // 30 was just written; 20 is the newest valid one below it.
+        let is_valid = |n| verify(&dir.join(file_name(n))).is_ok();
+        let kept = prune(&dir, KEEP, 30, is_valid).unwrap();
+        assert_eq!(kept, vec![30, 20]);
+        let left: Vec<u64> = list(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
+        // 10 is older than the kept ones: removed. The junk newer than the
+        // kept ones is left for the operator, never counted.
+        assert_eq!(left, vec![99_999_999_999, 99_999_999_998, 30, 28, 25, 20]);
+        // A later checkpoint: the junk between the kept ones goes once older.
+        std::fs::write(dir.join(file_name(40)), image(40)).unwrap();
+        let kept = prune(&dir, KEEP, 40, is_valid).unwrap();
+        assert_eq!(kept, vec![40, 30]);
+        let left: Vec<u64> = list(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, vec![99_999_999_999, 99_999_999_998, 40, 30]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn streamed_write_equals_the_encoding_and_prune_keeps_the_newest() {
         let dir = std::env::temp_dir().join(format!("fulmen-ckpt-test-{}", std::process::id()));
@@ -423,7 +571,9 @@ mod tests {
             .unwrap();
         assert_eq!(std::fs::read(&written[2]).unwrap(), expected);
         std::fs::write(dir.join("x.ckpt.tmp"), b"unfinished").unwrap();
-        prune(&dir, 2).unwrap();
+        assert_eq!(verify(&written[1]).unwrap().number, 41);
+        let kept = prune(&dir, 2, 42, |n| verify(&dir.join(file_name(n))).is_ok()).unwrap();
+        assert_eq!(kept, vec![42, 41]);
         let left: Vec<u64> = list(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(left, vec![42, 41]);
         let (m, decoded) = read(&written[2]).unwrap();

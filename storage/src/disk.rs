@@ -260,6 +260,20 @@ impl LogFile for DiskFile {
     fn size(&self) -> u64 {
         self.size
     }
+
+    async fn extend(&mut self, size_bytes: u64) -> io::Result<()> {
+        if size_bytes <= self.size {
+            return Ok(());
+        }
+        // ftruncate through a plain descriptor; the repair then writes the
+        // zeros out (aligned) so the blocks are allocated.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)?
+            .set_len(size_bytes)?;
+        self.size = size_bytes;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub trait LogFile {
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// File size in bytes.
     fn size(&self) -> u64;
+    /// Grows the file to `size_bytes` (a multiple of the alignment); the new
+    /// bytes read as zeros. Durable once the next [`Self::sync`] completes.
+    fn extend(&mut self, size_bytes: u64) -> impl Future<Output = io::Result<()>>;
 }
 
 /// Runs a future over the simulated disk to completion. Simulated IO never
@@ -89,6 +92,9 @@ struct SimState {
     ops: u64,
     fault: Option<Fault>,
     capacity_bytes: u64,
+    /// Writes need not be whole sectors (tests that poke bytes); by default
+    /// they must be, as under O_DIRECT.
+    unaligned_ok: bool,
 }
 
 impl SimState {
@@ -147,6 +153,7 @@ impl SimDisk {
             ops: 0,
             fault: None,
             capacity_bytes,
+            unaligned_ok: false,
         };
         Self {
             state: Rc::new(RefCell::new(state)),
@@ -198,6 +205,33 @@ impl SimDisk {
     /// File names, sorted.
     pub fn list(&self) -> Vec<String> {
         self.state.borrow().files.keys().cloned().collect()
+    }
+
+    /// Cuts (or grows with zeros) a file to `len_bytes`, durably: what a
+    /// filesystem or an operator (`truncate -s`) may do behind the log.
+    pub fn set_len(&self, name: &str, len_bytes: usize) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        let file = state
+            .files
+            .get_mut(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {name}")))?;
+        file.current.resize(len_bytes, 0);
+        file.durable.resize(len_bytes, 0);
+        file.pending
+            .retain(|(offset, bytes)| *offset as usize + bytes.len() <= len_bytes);
+        Ok(())
+    }
+
+    /// Lets writes start and end anywhere (by default they must be whole
+    /// sectors, as O_DIRECT requires, and any other write fails with
+    /// `InvalidInput`): for tests that write single bytes.
+    pub fn allow_unaligned_writes(&self) {
+        self.state.borrow_mut().unaligned_ok = true;
+    }
+
+    /// A number from the disk's seeded generator (deterministic per seed).
+    pub fn random_u64(&self) -> u64 {
+        self.state.borrow_mut().next_random()
     }
 
     /// Fails operations as `fault` says (replacing any earlier fault).
@@ -265,6 +299,7 @@ impl SimDisk {
                 ops: 0,
                 fault: None,
                 capacity_bytes: state.capacity_bytes,
+                unaligned_ok: state.unaligned_ok,
             })),
         }
     }
@@ -274,6 +309,15 @@ impl LogFile for SimFile {
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> impl Future<Output = io::Result<()>> {
         let result = (|| {
             let mut state = self.disk.borrow_mut();
+            let sector = SECTOR_BYTES as u64;
+            if !state.unaligned_ok
+                && (!offset.is_multiple_of(sector) || !(bytes.len() as u64).is_multiple_of(sector))
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unaligned write of {} bytes at {offset}", bytes.len()),
+                ));
+            }
             state.operation()?;
             let file = state
                 .files
@@ -329,6 +373,35 @@ impl LogFile for SimFile {
             .get(&self.name)
             .map_or(0, |f| f.current.len() as u64)
     }
+
+    fn extend(&mut self, size_bytes: u64) -> impl Future<Output = io::Result<()>> {
+        let result = (|| {
+            let mut state = self.disk.borrow_mut();
+            state.operation()?;
+            let used = state.used_bytes();
+            let file = state
+                .files
+                .get(&self.name)
+                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+            let grow = size_bytes.saturating_sub(file.current.len() as u64);
+            if used + grow > state.capacity_bytes {
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            let len =
+                usize::try_from(size_bytes).map_err(|_| io::Error::from_raw_os_error(ENOSPC))?;
+            let file = state.files.get_mut(&self.name).expect("looked up above");
+            // Like preallocation, the new size is durable at once (a
+            // simplification: the bytes are zeros either way).
+            if file.current.len() < len {
+                file.current.resize(len, 0);
+            }
+            if file.durable.len() < len {
+                file.durable.resize(len, 0);
+            }
+            Ok(())
+        })();
+        std::future::ready(result)
+    }
 }
 
 #[cfg(test)]
@@ -339,6 +412,7 @@ mod tests {
     #[test]
     fn synced_writes_survive_a_crash_and_unsynced_ones_do_not() {
         let disk = SimDisk::new(1, 1 << 20);
+        disk.allow_unaligned_writes();
         let mut file = disk.create("log-0", 4096).unwrap();
         now(file.write_at(0, b"durable")).unwrap();
         now(file.sync()).unwrap();
@@ -388,6 +462,7 @@ mod tests {
     #[test]
     fn injected_faults_fail_once_or_forever() {
         let disk = SimDisk::new(7, 1 << 20);
+        disk.allow_unaligned_writes();
         let mut file = disk.create("log-0", 4096).unwrap();
         disk.inject(Some(Fault::Eio {
             at_op: 1,

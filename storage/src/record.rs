@@ -1,4 +1,4 @@
-//! The log's record framing (format version 1).
+//! The log's record framing (format version 2).
 //!
 //! Every record is a 16-byte header followed by its payload. All integers are
 //! little-endian.
@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `0x4E4D4C46` (the bytes `F L M N`) |
 //! | 4 | 1 | kind (see [`RecordKind`]) |
-//! | 5 | 1 | format version, 1 |
+//! | 5 | 1 | format version, 2 |
 //! | 6 | 2 | reserved, 0 |
 //! | 8 | 4 | payload length in bytes (at most [`PAYLOAD_BYTES_MAX`]) |
 //! | 12 | 4 | CRC-32C over bytes 4..12 of the header, then the payload |
@@ -17,18 +17,44 @@
 //! log (segments are preallocated with zeros). The checksum covers the kind,
 //! version and length, so a torn or corrupt length is caught before the
 //! payload is trusted.
+//!
+//! Batch ends (format version 2). Every batch (one write and one flush) ends
+//! with a padding record whose payload starts with the log's salt: 16 random
+//! bytes chosen when the log is created and kept in the log directory's
+//! `SALT` file (see [`crate::log`]), then zeros up to the alignment. Boot
+//! tells a torn last batch from damage to a durable one by looking for a
+//! batch end after a bad record; record payloads hold user bytes (calldata),
+//! which can carry whole CRC-valid frames, but not the salt, so a user cannot
+//! forge a batch end. A batch end also ends at a multiple of
+//! [`BATCH_ALIGN_BYTES_MIN`].
+//!
+//! Version 1 (before the salt) padded with zeros only. This build does not
+//! read a version 1 log: boot stops with an error naming the format, and the
+//! datadir has to be started afresh (or read with the build that wrote it).
 
 /// `F L M N` as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FLMN");
-/// Format version written by this code.
-pub const FORMAT_VERSION: u8 = 1;
+/// Format version written (and the only one read) by this code.
+pub const FORMAT_VERSION: u8 = 2;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 16;
 /// Largest payload a record may carry (a mini-block of ~4096 txs with their
 /// receipts and state diff fits with room to spare).
 pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Bytes of the log's salt, the start of every padding record's payload.
+pub const SALT_BYTES: usize = 16;
+/// The smallest padding record: a header and the salt.
+pub const PADDING_BYTES_MIN: usize = HEADER_BYTES + SALT_BYTES;
+/// Every batch ends at a multiple of this (the log's alignment is a multiple
+/// of it: 512 on the simulated disk, 4096 under O_DIRECT).
+pub const BATCH_ALIGN_BYTES_MIN: u64 = 512;
+
+/// The log's salt.
+pub type Salt = [u8; SALT_BYTES];
+
 const _: () = assert!(HEADER_BYTES == 4 + 1 + 1 + 2 + 4 + 4);
+const _: () = assert!(PADDING_BYTES_MIN as u64 <= BATCH_ALIGN_BYTES_MIN);
 const _: () = assert!(PAYLOAD_BYTES_MAX < u32::MAX as usize);
 
 /// What a record holds.
@@ -138,6 +164,31 @@ pub fn encode(kind: RecordKind, payload: &[u8], out: &mut Vec<u8>) -> Result<(),
         Ok((kind, payload.len()))
     );
     Ok(())
+}
+
+/// Ends the batch in `out` (which starts at an aligned offset) with one
+/// padding record carrying `salt`, so that `out.len()` becomes a multiple of
+/// `alignment`. Every batch ends with one, even an aligned batch (which gets
+/// a whole block of it).
+pub fn encode_padding(salt: &Salt, alignment: usize, out: &mut Vec<u8>) {
+    assert!(alignment.is_power_of_two());
+    assert!(alignment as u64 >= BATCH_ALIGN_BYTES_MIN);
+    let mut gap = alignment - out.len() % alignment;
+    if gap < PADDING_BYTES_MIN {
+        gap += alignment;
+    }
+    let mut payload = vec![0u8; gap - HEADER_BYTES];
+    payload[..SALT_BYTES].copy_from_slice(salt);
+    encode(RecordKind::Padding, &payload, out).expect("padding is small");
+    assert!(out.len().is_multiple_of(alignment));
+}
+
+/// True when `record`, ending at offset `end` of its segment, is a batch end
+/// of the log salted with `salt`.
+pub fn is_batch_end(record: &Record<'_>, end: u64, salt: &Salt) -> bool {
+    record.kind == RecordKind::Padding
+        && record.payload.starts_with(salt)
+        && end.is_multiple_of(BATCH_ALIGN_BYTES_MIN)
 }
 
 /// True when `bytes` starts where nothing was written yet (zero magic).

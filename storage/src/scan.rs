@@ -2,7 +2,7 @@
 //! written log, and the difference between a torn tail (repairable) and
 //! corruption before the tail (fatal, never skipped).
 
-use crate::record::{self, HEADER_BYTES, MAGIC, Record, RecordError, RecordKind};
+use crate::record::{self, HEADER_BYTES, MAGIC, Record, RecordError, RecordKind, SALT_BYTES, Salt};
 
 /// How a segment ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,33 +22,58 @@ pub enum SegmentEnd {
     },
 }
 
-/// A bad record followed by valid ones: the log is corrupt before its tail.
+/// Damage a crash cannot explain: the segment is not to be repaired.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "corrupt record at offset {offset}: {error}; a valid record follows at offset {next_valid}, so this is not a torn tail"
-)]
-pub struct Corruption {
+pub enum Corruption {
+    /// A bad record in a batch that was durable before a later one was
+    /// written.
+    #[error(
+        "corrupt record at offset {offset}: {error}; a batch end follows and a later batch was written after it (non-zero bytes at offset {later_write}), so this is not a torn tail"
+    )]
+    BeforeTail {
+        /// Offset of the bad record.
+        offset: u64,
+        /// What was wrong with it.
+        error: RecordError,
+        /// Where the later write was found.
+        later_write: u64,
+    },
+    /// A record with a valid checksum that this build does not take: another
+    /// format version, an unknown kind, or padding with another log's salt.
+    #[error("record at offset {offset} was not written by this log's format: {detail}")]
+    Foreign {
+        /// Offset of the record.
+        offset: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+impl Corruption {
     /// Offset of the bad record.
-    pub offset: u64,
-    /// What was wrong with it.
-    pub error: RecordError,
-    /// Where a valid record was found after it.
-    pub next_valid: u64,
+    pub fn offset(&self) -> u64 {
+        match self {
+            Self::BeforeTail { offset, .. } | Self::Foreign { offset, .. } => *offset,
+        }
+    }
 }
 
 /// Walks the records of one segment's bytes, calling `visit` with each
-/// record's offset, and reports how the segment ends.
+/// record's offset, and reports how the segment ends. `salt` is the log's
+/// salt (see [`crate::record`]).
 ///
-/// This relies on the writer's discipline: one write per group commit, no
-/// new write before the previous flush completed, and every batch ending
-/// with a padding record. So only the last batch can be torn, and a disk
-/// may have persisted its sectors in any order: a bad record followed by
-/// valid ones of the same batch is still a torn tail. A bad record is
-/// corruption when a batch end after it is followed by another batch, since
-/// that later batch was only written once the bad record's batch was
-/// durable.
+/// This relies on the writer's discipline: one write per batch, no new
+/// write before the previous flush completed, every batch ending with a
+/// salted padding record, and a repair that zeroes what follows the new end
+/// before it writes the new end. So only the last batch can be torn, and a
+/// disk may have persisted its sectors in any order: a bad record followed
+/// by valid ones of the same batch is still a torn tail. A bad record is
+/// corruption when a batch end after it is followed by anything written.
+/// Only a padding record carrying the salt counts as a batch end: record
+/// payloads hold user bytes, which can carry whole CRC-valid frames.
 pub fn scan<'a>(
     bytes: &'a [u8],
+    salt: &Salt,
     mut visit: impl FnMut(u64, Record<'a>),
 ) -> Result<SegmentEnd, Corruption> {
     let mut at = 0usize;
@@ -58,15 +83,33 @@ pub fn scan<'a>(
         }
         match record::decode(&bytes[at..]) {
             Ok(record) => {
+                let end = (at + record.encoded_len()) as u64;
+                if record.kind == RecordKind::Padding && !record::is_batch_end(&record, end, salt) {
+                    return Err(Corruption::Foreign {
+                        offset: at as u64,
+                        detail: "a padding record without this log's salt (a segment of another log, or a damaged SALT file)".into(),
+                    });
+                }
                 visit(at as u64, record);
-                at += record.encoded_len();
+                at = end as usize;
+            }
+            // A valid checksum means these bytes were written whole: no tear
+            // explains them.
+            Err(error @ (RecordError::Version(_) | RecordError::UnknownKind(_))) => {
+                return Err(Corruption::Foreign {
+                    offset: at as u64,
+                    detail: format!(
+                        "{error} (this build reads log format version {})",
+                        record::FORMAT_VERSION
+                    ),
+                });
             }
             Err(error) => {
-                return match later_batch(bytes, at + 1) {
-                    Some(next_valid) => Err(Corruption {
+                return match later_write(bytes, at + 1, salt) {
+                    Some(later_write) => Err(Corruption::BeforeTail {
                         offset: at as u64,
                         error,
-                        next_valid,
+                        later_write,
                     }),
                     None => Ok(SegmentEnd::TornTail {
                         at: at as u64,
@@ -78,35 +121,37 @@ pub fn scan<'a>(
     }
 }
 
-/// Where a valid record starts after a batch end (a valid padding record)
-/// found at or after `from`: proof that the batch holding `from` was
-/// durable before more was written.
-fn later_batch(bytes: &[u8], from: usize) -> Option<u64> {
-    let mut at = from;
-    while let Some(start) = next_valid_record(bytes, at) {
-        let start = start as usize;
-        let record = record::decode(&bytes[start..]).expect("just validated");
-        let end = start + record.encoded_len();
-        if record.kind == RecordKind::Padding {
-            // Nothing valid after this batch end means nothing valid after
-            // any later one either: one search settles it.
-            return next_valid_record(bytes, end);
-        }
-        at = end;
-    }
-    None
+/// Where a non-zero byte follows the first batch end found at or after
+/// `from`: proof that the batch holding `from` was durable before more was
+/// written. Only zeros follow the end of the last batch (segments are
+/// zero-filled, and a repair zeroes torn bytes before it writes a new end).
+fn later_write(bytes: &[u8], from: usize, salt: &Salt) -> Option<u64> {
+    let end = next_batch_end(bytes, from, salt)?;
+    bytes[end..]
+        .iter()
+        .position(|b| *b != 0)
+        .map(|p| (end + p) as u64)
 }
 
-/// The first offset at or after `from` where a whole, valid record starts.
-fn next_valid_record(bytes: &[u8], from: usize) -> Option<u64> {
+/// The end of the first salted padding record at or after `from`. The
+/// checksum is computed only where the kind and the salt already match, so
+/// user bytes full of record headers cannot make this slow.
+fn next_batch_end(bytes: &[u8], from: usize, salt: &Salt) -> Option<usize> {
     let magic = MAGIC.to_le_bytes();
     let mut at = from;
-    while at + HEADER_BYTES <= bytes.len() {
-        let window = &bytes[at..];
-        let found = window.windows(4).position(|w| w == magic)?;
+    while at + HEADER_BYTES + SALT_BYTES <= bytes.len() {
+        let found = bytes[at..].windows(4).position(|w| w == magic)?;
         at += found;
-        if record::decode(&bytes[at..]).is_ok() {
-            return Some(at as u64);
+        let candidate = &bytes[at..];
+        if candidate.len() >= HEADER_BYTES + SALT_BYTES
+            && candidate[4] == RecordKind::Padding as u8
+            && candidate[HEADER_BYTES..HEADER_BYTES + SALT_BYTES] == salt[..]
+            && let Ok(record) = record::decode(candidate)
+        {
+            let end = at + record.encoded_len();
+            if record::is_batch_end(&record, end as u64, salt) {
+                return Some(end);
+            }
         }
         at += 1;
     }
@@ -116,7 +161,9 @@ fn next_valid_record(bytes: &[u8], from: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{RecordKind, encode};
+    use crate::record::{RecordKind, encode, encode_padding};
+
+    const SALT: Salt = *b"0123456789abcdef";
 
     fn log(payloads: &[&[u8]], zeros: usize) -> (Vec<u8>, Vec<u64>) {
         let mut bytes = Vec::new();
@@ -133,7 +180,7 @@ mod tests {
     fn a_clean_segment_yields_every_record_and_its_end() {
         let (bytes, offsets) = log(&[b"one", b"two", b"three"], 4096);
         let mut seen = Vec::new();
-        let end = scan(&bytes, |offset, record| {
+        let end = scan(&bytes, &SALT, |offset, record| {
             seen.push((offset, record.payload.to_vec()))
         })
         .unwrap();
@@ -146,7 +193,7 @@ mod tests {
             }
         );
         assert_eq!(
-            scan(&[0u8; 64], |_, _| panic!("no records")).unwrap(),
+            scan(&[0u8; 64], &SALT, |_, _| panic!("no records")).unwrap(),
             SegmentEnd::Clean { end: 0 }
         );
     }
@@ -163,7 +210,7 @@ mod tests {
             let mut bytes = full[..cut].to_vec();
             bytes.extend(std::iter::repeat_n(0u8, 512));
             let mut count = 0;
-            let end = scan(&bytes, |_, _| count += 1).unwrap();
+            let end = scan(&bytes, &SALT, |_, _| count += 1).unwrap();
             assert_eq!(count, 2, "cut at {cut}");
             assert!(
                 matches!(end, SegmentEnd::TornTail { at, .. } if at == last as u64),
@@ -174,13 +221,13 @@ mod tests {
         let mut bytes = full[..last + 5].to_vec();
         bytes.extend((0..300u32).map(|i| (i * 7 + 3) as u8));
         assert!(matches!(
-            scan(&bytes, |_, _| {}),
+            scan(&bytes, &SALT, |_, _| {}),
             Ok(SegmentEnd::TornTail { .. })
         ));
     }
 
-    /// Two batches, each ending with a padding record, as the writer lays
-    /// them out: offsets of every record.
+    /// Two batches, each ending with a salted padding record, as the writer
+    /// lays them out: offsets of every record.
     fn two_batches() -> (Vec<u8>, Vec<u64>) {
         let mut bytes = Vec::new();
         let mut offsets = Vec::new();
@@ -193,7 +240,7 @@ mod tests {
                 encode(RecordKind::MiniBlock, payload, &mut bytes).unwrap();
             }
             offsets.push(bytes.len() as u64);
-            encode(RecordKind::Padding, &[0u8; 20], &mut bytes).unwrap();
+            encode_padding(&SALT, 512, &mut bytes);
         }
         bytes.extend(std::iter::repeat_n(0u8, 256));
         (bytes, offsets)
@@ -205,19 +252,18 @@ mod tests {
         let (mut bytes, offsets) = two_batches();
         bytes[offsets[1] as usize + HEADER_BYTES + 2] ^= 0x40;
         let mut count = 0;
-        let error = scan(&bytes, |_, _| count += 1).unwrap_err();
+        let error = scan(&bytes, &SALT, |_, _| count += 1).unwrap_err();
         assert_eq!(count, 1, "records before the corruption were read");
-        assert_eq!(error.offset, offsets[1]);
-        assert_eq!(
-            error.next_valid, offsets[3],
-            "the later batch's first record"
-        );
-        assert!(matches!(error.error, RecordError::Checksum { .. }));
-        assert!(
-            error
-                .to_string()
-                .contains(&format!("offset {}", offsets[1]))
-        );
+        assert_eq!(error.offset(), offsets[1]);
+        let Corruption::BeforeTail {
+            later_write, error, ..
+        } = &error
+        else {
+            panic!("{error}")
+        };
+        assert_eq!(*later_write, offsets[3], "the later batch's first record");
+        assert!(matches!(error, RecordError::Checksum { .. }));
+        assert!(error.to_string().contains("checksum"));
     }
 
     #[test]
@@ -227,7 +273,7 @@ mod tests {
         let (mut bytes, offsets) = two_batches();
         bytes[offsets[3] as usize + 1] ^= 0x40;
         let mut count = 0;
-        let end = scan(&bytes, |_, _| count += 1).unwrap();
+        let end = scan(&bytes, &SALT, |_, _| count += 1).unwrap();
         assert_eq!(count, 3, "the first batch and its padding");
         assert!(
             matches!(end, SegmentEnd::TornTail { at, .. } if at == offsets[3]),
@@ -236,9 +282,112 @@ mod tests {
     }
 }
 
+/// Record payloads carry user bytes (calldata). Frames forged in them, valid
+/// magic and checksum, a batch end (padding) included, must not turn a torn
+/// last batch into "corruption".
+#[cfg(test)]
+mod forged_frames {
+    use super::*;
+    use crate::record::{RecordKind, encode, encode_padding};
+
+    const SALT: Salt = *b"a secret salt!!!";
+
+    /// Calldata an attacker controls: forged batch ends (zero salt, as log
+    /// format 1 wrote them, and every 512-byte phase) each followed by a
+    /// forged valid record.
+    fn forged_calldata() -> Vec<u8> {
+        let mut forged = Vec::new();
+        for i in 0..16 {
+            encode(RecordKind::Padding, &vec![0u8; 32 + i], &mut forged).unwrap();
+            encode(
+                RecordKind::MiniBlock,
+                b"after the forged batch end",
+                &mut forged,
+            )
+            .unwrap();
+            forged.extend(std::iter::repeat_n(0xab, 37));
+        }
+        forged
+    }
+
+    #[test]
+    fn frames_forged_in_a_payload_do_not_make_a_torn_tail_corruption() {
+        let calldata = forged_calldata();
+        // The forged frames are valid records on their own.
+        let mut forged_records = 0;
+        let mut at = 0;
+        while at + 4 <= calldata.len() {
+            if let Ok(r) = record::decode(&calldata[at..]) {
+                forged_records += 1;
+                at += r.encoded_len();
+            } else {
+                at += 1;
+            }
+        }
+        assert!(forged_records >= 32, "{forged_records}");
+
+        // A durable first batch, then a last batch holding the calldata,
+        // torn: its first record lost its first sector, the rest was kept.
+        let mut bytes = Vec::new();
+        encode(RecordKind::MiniBlock, b"durable", &mut bytes).unwrap();
+        encode_padding(&SALT, 512, &mut bytes);
+        let last_batch = bytes.len();
+        encode(RecordKind::MiniBlock, b"a mini-block", &mut bytes).unwrap();
+        encode(RecordKind::MiniBlock, &calldata, &mut bytes).unwrap();
+        encode_padding(&SALT, 512, &mut bytes);
+        bytes.extend(std::iter::repeat_n(0u8, 4096));
+        bytes[last_batch..last_batch + 512].fill(0);
+        let mut count = 0;
+        let end = scan(&bytes, &SALT, |_, _| count += 1)
+            .unwrap_or_else(|e| panic!("a torn tail was taken for corruption: {e}"));
+        assert_eq!(count, 2, "the durable batch and its batch end");
+        assert!(
+            matches!(end, SegmentEnd::TornTail { at, .. } if at == last_batch as u64),
+            "{end:?}"
+        );
+
+        // Damage in a durable batch, followed by a later batch, is still
+        // corruption.
+        let mut damaged = Vec::new();
+        let (first, _) = two_records(&mut damaged);
+        damaged[first + 20] ^= 1;
+        assert!(matches!(
+            scan(&damaged, &SALT, |_, _| {}),
+            Err(Corruption::BeforeTail { .. })
+        ));
+    }
+
+    /// Rewrites `bytes` as a durable batch with a record, then a whole later
+    /// batch: offsets of the two batches.
+    fn two_records(bytes: &mut Vec<u8>) -> (usize, usize) {
+        bytes.clear();
+        encode(RecordKind::MiniBlock, &forged_calldata(), bytes).unwrap();
+        encode_padding(&SALT, 512, bytes);
+        let second = bytes.len();
+        encode(RecordKind::MiniBlock, b"later", bytes).unwrap();
+        encode_padding(&SALT, 512, bytes);
+        bytes.extend(std::iter::repeat_n(0u8, 1024));
+        (0, second)
+    }
+
+    #[test]
+    fn a_padding_record_with_another_salt_is_refused() {
+        let mut bytes = Vec::new();
+        encode(RecordKind::MiniBlock, b"record", &mut bytes).unwrap();
+        encode_padding(b"another log salt", 512, &mut bytes);
+        bytes.extend(std::iter::repeat_n(0u8, 512));
+        assert!(matches!(
+            scan(&bytes, &SALT, |_, _| {}),
+            Err(Corruption::Foreign { offset, .. }) if offset > 0
+        ));
+    }
+}
+
 #[cfg(test)]
 mod crash_tests {
     use super::*;
+
+    const SALT: Salt = [7; 16];
     use crate::io::{CrashMode, LogFile, SimDisk, ready as now};
     use crate::record::{RecordKind, encode};
 
@@ -256,6 +405,7 @@ mod crash_tests {
             for mode in [CrashMode::TearUnflushed, CrashMode::LoseUnflushed] {
                 for seed in 0..8 {
                     let disk = SimDisk::new(seed * 1000 + crash_after, 1 << 20);
+                    disk.allow_unaligned_writes();
                     let mut file = disk.create("segment-0", 64 * 1024).unwrap();
                     let mut offset = 0u64;
                     let mut synced = 0usize;
@@ -281,8 +431,10 @@ mod crash_tests {
                     let after = disk.crash(mode).open("segment-0").unwrap();
                     let bytes = after.read_at(0, after.size() as usize).unwrap();
                     let mut found = Vec::new();
-                    let end = scan(&bytes, |_, record| found.push(record.payload.to_vec()))
-                        .unwrap_or_else(|e| panic!("crash after op {crash_after}, {mode:?}: {e}"));
+                    let end = scan(&bytes, &SALT, |_, record| {
+                        found.push(record.payload.to_vec())
+                    })
+                    .unwrap_or_else(|e| panic!("crash after op {crash_after}, {mode:?}: {e}"));
                     assert!(
                         found.len() >= synced,
                         "lost a synced record (crash after op {crash_after}, {mode:?})"

@@ -1,6 +1,15 @@
 //! The storage role: takes framed-record requests from the sequencer, writes
 //! them with group commit (whatever arrived while a flush was in flight goes
-//! into the next one) and reports how many records are durable.
+//! into the next one, up to [`GROUP_RECORDS_MAX`] records and
+//! [`GROUP_BYTES_MAX`] bytes) and reports how many records are durable.
+//!
+//! A group whose records do not fit the rest of the current segment is
+//! written as several batches, each with its own flush, moving to the next
+//! segment between them ([`Log::flush`]); the group is acknowledged once all
+//! are durable. Acknowledgements are cumulative and in order. Every record
+//! up to [`Log::record_payload_bytes_max`] is written: the sequencer bounds
+//! what it sends with the same function, so an append error here is a bug
+//! or a failing disk, never a user's oversized transaction.
 
 use std::time::Instant;
 
@@ -36,7 +45,11 @@ pub enum StorageAck {
 
 /// Most records one group commit takes, so that acknowledgements keep flowing
 /// under a flood.
-const GROUP_RECORDS_MAX: usize = 8192;
+pub const GROUP_RECORDS_MAX: usize = 8192;
+/// A group commit takes no more record once its payloads reach this many
+/// bytes (it always takes at least one record, however large), so that a
+/// flood of big records keeps the batch buffer and each flush bounded.
+pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Runs the storage role until the inbox closes.
 pub async fn run_writer<D: LogDir + Clone + 'static>(
@@ -50,12 +63,16 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
     // never writes a segment of zeros in the flush path.
     let mut preparing: Option<(u64, glommio::task::JoinHandle<std::io::Result<D::File>>)> = None;
     while let Some(first) = inbox.recv().await {
+        let mut group_bytes = first.payload.len();
         let mut group = vec![first];
         while group.len() < GROUP_RECORDS_MAX
+            && group_bytes < GROUP_BYTES_MAX
             && let Some(Some(more)) = inbox.recv().now_or_never()
         {
+            group_bytes += more.payload.len();
             group.push(more);
         }
+        assert!(group.len() <= GROUP_RECORDS_MAX);
         if failed {
             continue;
         }
@@ -123,6 +140,78 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
             })
             .detach();
             preparing = Some((segment, task));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use glommio::channels::shared_channel;
+
+    use super::*;
+    use crate::io::SimDisk;
+    use crate::log::read_log;
+
+    /// Records of the largest size, sent faster than they are flushed, make
+    /// groups larger than a segment: every one is written, and the
+    /// acknowledgements are cumulative, in order, and reach the total.
+    #[test]
+    fn groups_larger_than_a_segment_are_written_and_acknowledged_in_order() {
+        const SEGMENT_BYTES: u64 = 8 * 1024;
+        const RECORDS: u64 = 40;
+        let (acks, disk_records) = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async move {
+                let disk = SimDisk::new(21, 1 << 24);
+                let (log, _) = Log::open(disk.clone(), SEGMENT_BYTES).await.unwrap();
+                let max = log.record_payload_bytes_max();
+                let (append_tx, append_rx) = shared_channel::new_bounded(128);
+                let (ack_tx, ack_rx) = shared_channel::new_bounded(128);
+                let (append_tx, append_rx) =
+                    futures::join!(append_tx.connect(), append_rx.connect());
+                let (ack_tx, ack_rx) = futures::join!(ack_tx.connect(), ack_rx.connect());
+                // Queued before the writer runs: its first group takes many.
+                for i in 0..RECORDS {
+                    let len = if i % 3 == 0 {
+                        max
+                    } else {
+                        1 + (i as usize * 997) % max
+                    };
+                    append_tx
+                        .try_send(AppendRequest {
+                            kind: RecordKind::MiniBlock,
+                            payload: vec![i as u8; len],
+                        })
+                        .unwrap();
+                }
+                drop(append_tx);
+                glommio::spawn_local(run_writer(log, append_rx, ack_tx)).detach();
+                let mut acks = Vec::new();
+                while let Some(ack) = ack_rx.recv().await {
+                    match ack {
+                        StorageAck::Durable { records, .. } => acks.push(records),
+                        StorageAck::Failed(why) => panic!("{why}"),
+                    }
+                }
+                let (recovery, _) = read_log(&disk).unwrap();
+                let records: Vec<(u8, usize)> = recovery
+                    .records
+                    .iter()
+                    .map(|r| (r.2[0], r.2.len()))
+                    .collect();
+                (acks, records)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(acks.windows(2).all(|w| w[0] < w[1]), "{acks:?}");
+        assert_eq!(acks.last(), Some(&RECORDS));
+        assert!(
+            acks.len() < RECORDS as usize,
+            "groups of several records: {acks:?}"
+        );
+        assert_eq!(disk_records.len() as u64, RECORDS);
+        for (i, (byte, _)) in disk_records.iter().enumerate() {
+            assert_eq!(*byte, i as u8);
         }
     }
 }
