@@ -115,10 +115,12 @@ pub(crate) fn start(
         tx_record_bytes_max: config.tx_record_bytes_max,
         mini_block_bytes_max: config.mini_block_bytes_max,
     };
-    // Room for a record in one segment, with the padding around it.
-    let record_bytes_max = usize::try_from(config.storage.segment_mb << 20)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(4 * 4096);
+    // The largest record the log always accepts, at the O_DIRECT alignment
+    // (the strictest the directory can have).
+    let record_bytes_max = fulmen_storage::log::record_payload_bytes_max(
+        config.storage.segment_mb << 20,
+        fulmen_storage::disk::ALIGNMENT,
+    );
     let (limits, lowered) = limits.fitted_to_log(record_bytes_max);
     if lowered {
         tracing::warn!(
