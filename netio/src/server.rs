@@ -470,12 +470,12 @@ async fn route(
     state: &Rc<ConnState>,
 ) -> Response<Full<Bytes>> {
     let limits = &ctx.limits;
-    if let Err(refused) = check_host(&request, limits) {
-        return refused;
+    if let Err(message) = check_host(&request, limits) {
+        return error_response(StatusCode::FORBIDDEN, message);
     }
     let origin = match check_origin(&request, limits) {
         Ok(origin) => origin,
-        Err(refused) => return refused,
+        Err(message) => return error_response(StatusCode::FORBIDDEN, message),
     };
     if let Some(origin) = &origin
         && request.method() == Method::OPTIONS
@@ -537,7 +537,7 @@ fn error_response(status: StatusCode, message: String) -> Response<Full<Bytes>> 
 /// Refuses a Host name that is not in `rpc.vhosts` (DNS rebinding: a page
 /// on evil.example resolving to this node). IP literals and a missing Host
 /// cannot be rebound and pass, as in geth.
-fn check_host<B>(request: &Request<B>, limits: &RpcLimits) -> Result<(), Response<Full<Bytes>>> {
+fn check_host<B>(request: &Request<B>, limits: &RpcLimits) -> Result<(), String> {
     let Some(value) = request.headers().get(header::HOST) else {
         return Ok(());
     };
@@ -545,12 +545,9 @@ fn check_host<B>(request: &Request<B>, limits: &RpcLimits) -> Result<(), Respons
     if host_allowed(host, &limits.vhosts) {
         return Ok(());
     }
-    Err(error_response(
-        StatusCode::FORBIDDEN,
-        format!(
-            "host '{}' is not allowed: add it to rpc.vhosts (or --http-vhosts)",
-            host.escape_default()
-        ),
+    Err(format!(
+        "host '{}' is not allowed: add it to rpc.vhosts (or --http-vhosts)",
+        host.escape_default()
     ))
 }
 
@@ -573,11 +570,11 @@ fn host_allowed(host: &str, vhosts: &[String]) -> bool {
 }
 
 /// A request's Origin, if it has one and `rpc.cors_origins` allows it;
-/// 403 if it has one that is not allowed.
+/// the reason to refuse it (403) if it is not allowed.
 fn check_origin<B>(
     request: &Request<B>,
     limits: &RpcLimits,
-) -> Result<Option<header::HeaderValue>, Response<Full<Bytes>>> {
+) -> Result<Option<header::HeaderValue>, String> {
     let Some(value) = request.headers().get(header::ORIGIN) else {
         return Ok(None);
     };
@@ -589,12 +586,9 @@ fn check_origin<B>(
     if allowed {
         return Ok(Some(value.clone()));
     }
-    Err(error_response(
-        StatusCode::FORBIDDEN,
-        format!(
-            "origin '{}' is not allowed: add it to rpc.cors_origins (or --http-corsdomain)",
-            origin.escape_default()
-        ),
+    Err(format!(
+        "origin '{}' is not allowed: add it to rpc.cors_origins (or --http-corsdomain)",
+        origin.escape_default()
     ))
 }
 
@@ -785,5 +779,37 @@ async fn run(ctx: &Rc<NetContext>, call: Result<crate::rpc::Call, (Value, RpcErr
             let result = dispatch(ctx, &call.method, &call.params).await;
             response(call.id, result)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_checked_and_ip_literals_pass() {
+        let vhosts = vec!["localhost".to_string(), "rpc.example".to_string()];
+        for host in [
+            "localhost",
+            "LocalHost:8545",
+            "localhost.",
+            "rpc.example:443",
+            "127.0.0.1:8545",
+            "10.1.2.3",
+            "[::1]:8545",
+        ] {
+            assert!(host_allowed(host, &vhosts), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8545",
+            "localhost.evil",
+            "",
+            "rpc.example:x",
+        ] {
+            assert!(!host_allowed(host, &vhosts), "{host}");
+        }
+        assert!(host_allowed("anything.example", &["*".to_string()]));
+        assert!(!host_allowed("localhost", &[]));
     }
 }
