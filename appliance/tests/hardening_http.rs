@@ -468,9 +468,23 @@ fn a_second_process_cannot_bind_the_rpc_port() {
 
 #[test]
 fn browser_requests_are_checked_against_host_and_origin_allow_lists() {
+    let me = Ipv4Addr::LOCALHOST;
+    // Defaults: Host names other than localhost and every browser Origin
+    // are refused.
+    {
+        let node = start_fulmen(&["--dev"]);
+        let addr = node.addr;
+        let request =
+            post(addr, "", CHAIN_ID_BODY).replace(&format!("Host: {addr}"), "Host: evil.example");
+        let answer = exchange_from(me, addr, &request).expect("an answer");
+        assert_eq!(answer.status, 403, "{}", answer.body);
+        let request = post(addr, "Origin: https://app.example\r\n", CHAIN_ID_BODY);
+        let answer = exchange_from(me, addr, &request).expect("an answer");
+        assert_eq!(answer.status, 403, "{}", answer.body);
+        assert!(answer.body.contains("rpc.cors_origins"), "{}", answer.body);
+    }
     let (node, _config) = start_with_config("[rpc]\ncors_origins = [\"https://app.example\"]\n");
     let addr = node.addr;
-    let me = Ipv4Addr::LOCALHOST;
     let with_host = |host: &str, extra: &str| {
         let request = post(addr, extra, CHAIN_ID_BODY).replace(&format!("Host: {addr}"), host);
         exchange_from(me, addr, &request).expect("an answer")

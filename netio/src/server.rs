@@ -72,12 +72,6 @@ impl HttpShared {
             ip,
         })
     }
-
-    /// Open connections from `ip` (for tests and metrics).
-    pub fn open_from(&self, ip: IpAddr) -> usize {
-        let per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        per_ip.get(&ip).copied().unwrap_or(0)
-    }
 }
 
 /// One counted connection from an IP; uncounted on drop.
