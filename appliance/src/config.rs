@@ -287,6 +287,18 @@ impl Config {
         if self.ws.ping_interval_ms == 0 || self.ws.idle_timeout_ms <= self.ws.ping_interval_ms {
             return bad("ws.ping_interval_ms must be >= 1 and below ws.idle_timeout_ms");
         }
+        if self.rpc.header_read_timeout_ms == 0
+            || self.rpc.body_read_timeout_ms == 0
+            || self.rpc.idle_timeout_ms == 0
+        {
+            return bad(
+                "rpc.header_read_timeout_ms, rpc.body_read_timeout_ms and rpc.idle_timeout_ms \
+                 must be >= 1",
+            );
+        }
+        if self.rpc.connections_per_core_max == 0 || self.rpc.connections_per_ip_max == 0 {
+            return bad("rpc.connections_per_core_max and rpc.connections_per_ip_max must be >= 1");
+        }
         if self.rpc.sync_timeout_ms_default > self.rpc.sync_timeout_ms_max {
             return bad("rpc.sync_timeout_ms_default must not exceed rpc.sync_timeout_ms_max");
         }
@@ -357,6 +369,13 @@ mod tests {
             sync_timeout_ms_default = 100
             sync_timeout_ms_max = 200
             call_gas_max = 1000000
+            header_read_timeout_ms = 1000
+            body_read_timeout_ms = 2000
+            idle_timeout_ms = 3000
+            connections_per_core_max = 100
+            connections_per_ip_max = 10
+            vhosts = ["localhost", "rpc.example"]
+            cors_origins = ["https://app.example"]
             [pool]
             inbox_capacity = 16
             parked_per_sender_max = 4

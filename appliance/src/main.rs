@@ -142,6 +142,12 @@ struct RunArgs {
     /// eth_sendRawTransactionSync timeout cap in ms.
     #[arg(long)]
     rpc_sync_timeout_ms_max: Option<u64>,
+    /// Allowed Host names, comma-separated (`*`: any); rpc.vhosts.
+    #[arg(long, value_delimiter = ',')]
+    http_vhosts: Option<Vec<String>>,
+    /// Allowed browser Origins, comma-separated (`*`: any); rpc.cors_origins.
+    #[arg(long, value_delimiter = ',')]
+    http_corsdomain: Option<Vec<String>>,
     /// Capacity of each net core's inbox to the sequencer.
     #[arg(long)]
     pool_inbox_capacity: Option<usize>,
@@ -186,6 +192,8 @@ impl RunArgs {
         set!(rpc_batch_max => rpc.batch_max);
         set!(rpc_logs_block_range_max => rpc.logs_block_range_max);
         set!(rpc_sync_timeout_ms_max => rpc.sync_timeout_ms_max);
+        set!(http_vhosts => rpc.vhosts);
+        set!(http_corsdomain => rpc.cors_origins);
         set!(pool_inbox_capacity => pool.inbox_capacity);
         set!(pool_parked_per_sender_max => pool.parked_per_sender_max);
         set!(durability => durability);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use fulmen_exec::{
     sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
+use fulmen_netio::server::HttpShared;
 use fulmen_netio::ws::{WsLimits, WsShared};
 use fulmen_storage::{
     checkpoint::CheckpointJob,
@@ -37,6 +39,12 @@ use crate::datadir::Booted;
 /// io_uring buffer memory per executor. Small, so that several executors fit
 /// under the default 8 MiB memlock limit (`fulmen tune` checks the limit).
 const IO_MEMORY_BYTES: usize = fulmen_tuning::IO_MEMORY_PER_EXECUTOR as usize;
+
+/// Accept queue length of the listening sockets.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Descriptors besides connections: log segments, checkpoints, io_uring.
+const OTHER_FILES_MAX: usize = 256;
 
 /// Capacity of each net core's proof channel to the state-root worker.
 const PROOF_QUEUE_CAPACITY: usize = 256;
@@ -70,8 +78,10 @@ struct NetRole {
     events: SharedReceiver<Published>,
     ws: WsLimits,
     ws_shared: Arc<WsShared>,
-    /// The extra WebSocket/HTTP listen address, if any.
-    ws_addr: Option<SocketAddr>,
+    /// This core's duplicates of the node's listening sockets (`rpc_addr`,
+    /// then `ws_addr` if any).
+    listeners: Vec<std::net::TcpListener>,
+    http_shared: Arc<HttpShared>,
 }
 
 struct SeqRole {
@@ -140,7 +150,18 @@ pub(crate) fn start(
     let mut merkle_requests = Vec::new();
     let mut event_senders = Vec::new();
     let ws_shared = Arc::new(WsShared::default());
+    let http_shared = Arc::new(HttpShared::default());
+    raise_open_files_limit(config);
+    let mut bound = vec![bind_exclusive(rpc_addr, "rpc_addr")?];
+    if let Some(addr) = ws_addr {
+        bound.push(bind_exclusive(addr, "ws_addr")?);
+    }
     for cpu in &cores.net {
+        let listeners = bound
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot duplicate the listening socket: {e}"))?;
         let (seq_tx, seq_rx) = shared_channel::new_bounded(config.pool.inbox_capacity);
         let (proof_tx, proof_rx) = shared_channel::new_bounded(PROOF_QUEUE_CAPACITY);
         let (event_tx, event_rx) = shared_channel::new_bounded(EVENT_QUEUE_CAPACITY);
@@ -153,7 +174,8 @@ pub(crate) fn start(
             events: event_rx,
             ws: config.ws.clone(),
             ws_shared: ws_shared.clone(),
-            ws_addr,
+            listeners,
+            http_shared: http_shared.clone(),
         });
     }
     let (seal_tx, seal_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
@@ -230,7 +252,7 @@ pub(crate) fn start(
             .spin_before_park(Duration::from_micros(config.cores.spin_before_park_us));
         let handle = builder
             .spawn(move || async move {
-                run_core(roles, published, spec, limits, timing, rpc_addr, ready).await;
+                run_core(roles, published, spec, limits, timing, ready).await;
             })
             .map_err(|e| format!("cannot start the executor on CPU {cpu}: {e}"))?;
         threads.push(std::thread::spawn(move || {
@@ -252,13 +274,83 @@ pub(crate) fn start(
     Ok(threads)
 }
 
+/// Binds `addr` for this process alone: no SO_REUSEPORT, so a second
+/// process cannot bind it too and silently take part of the traffic. The
+/// net cores share it through duplicates of this one socket.
+fn bind_exclusive(addr: SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "{key} {addr} is in use by another process: stop it or choose another port ({e})"
+            )
+        } else {
+            format!("cannot listen on {key} {addr}: {e}")
+        }
+    })?;
+    // A deeper accept queue than std's 128, as glommio's own bind uses, so
+    // bursts of new connections are not dropped.
+    // SAFETY: listen(2) on a socket this function owns.
+    let listened = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    if listened != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot listen on {key} {addr}: {e}"));
+    }
+    // Non-blocking for good: glommio toggles O_NONBLOCK around its first
+    // accept attempt, and the flag is shared by every duplicate, so a
+    // blocking socket could block one core's accept while another core
+    // accepts.
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot set up the {key} listener {addr}: {e}"))?;
+    Ok(listener)
+}
+
+/// Raises the soft open-files limit to the hard limit: every connection is
+/// a descriptor, and the usual soft limit (1024) is below the connection caps.
+fn raise_open_files_limit(config: &Config) {
+    let wanted = config.cores.net.len() * config.rpc.connections_per_core_max
+        + config.ws.connections_max
+        + OTHER_FILES_MAX;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            limit.rlim_cur = before;
+        }
+    }
+    if limit.rlim_cur != before {
+        tracing::info!(
+            from = before,
+            to = limit.rlim_cur,
+            "raised the open-files limit"
+        );
+    }
+    if limit.rlim_cur < wanted as u64 {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            wanted,
+            "the open-files limit is below the connection caps (net cores x \
+             rpc.connections_per_core_max + ws.connections_max): connections beyond it \
+             are refused; raise LimitNOFILE / `ulimit -n`"
+        );
+    }
+}
+
 async fn run_core(
     roles: CoreRoles,
     published: Arc<ArcSwap<fulmen_exec::block::ChainView>>,
     spec: Arc<ChainSpec>,
     limits: RpcLimits,
     timing: SeqTiming,
-    rpc_addr: SocketAddr,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let executor = glommio::executor();
@@ -390,16 +482,15 @@ async fn run_core(
                 let seq = role.seq.connect().await;
                 let merkle = role.merkle.connect().await;
                 let events = role.events.connect().await;
-                let mut listeners = Vec::new();
-                for addr in std::iter::once(rpc_addr).chain(role.ws_addr) {
-                    match glommio::net::TcpListener::bind(addr) {
-                        Ok(listener) => listeners.push(listener),
-                        Err(e) => {
-                            let _ = ready.send(Err(format!("cannot listen on {addr}: {e}")));
-                            return;
-                        }
-                    }
-                }
+                let listeners: Vec<_> = role
+                    .listeners
+                    .into_iter()
+                    .map(|l| {
+                        // SAFETY: `into_raw_fd` hands over sole ownership of
+                        // an open, bound, listening socket.
+                        unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) }
+                    })
+                    .collect();
                 let hub = Rc::new(fulmen_netio::pubsub::Hub::new());
                 let ctx = Rc::new(NetContext {
                     view: published,
@@ -416,7 +507,7 @@ async fn run_core(
                 let _ = ready.send(Ok(()));
                 let serving: Vec<_> = listeners
                     .into_iter()
-                    .map(|l| fulmen_netio::server::serve(l, ctx.clone()))
+                    .map(|l| fulmen_netio::server::serve(l, ctx.clone(), role.http_shared.clone()))
                     .collect();
                 futures::future::join_all(serving).await;
             },

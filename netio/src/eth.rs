@@ -37,6 +37,24 @@ use crate::rpc::{Params, RpcError};
 pub struct RpcLimits {
     /// Largest request body.
     pub body_bytes_max: usize,
+    /// HTTP connection handling (`crate::server`): a request head must
+    /// arrive within this after its first byte (or after the connection opens).
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive within this after its head.
+    pub body_read_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout_ms: u64,
+    /// Most open HTTP connections per net core; when full, the connection
+    /// longest without a finished request (and not running one) is closed.
+    pub connections_per_core_max: usize,
+    /// Most open connections (HTTP and WebSocket) from one IP address, node-wide.
+    pub connections_per_ip_max: usize,
+    /// Allowed `Host` names (geth's `--http.vhosts`); `*` allows any. IP
+    /// literals and a missing Host are always allowed.
+    pub vhosts: Vec<String>,
+    /// Allowed browser `Origin`s (geth's `--http.corsdomain`); `*` allows
+    /// any. Requests with another Origin get 403.
+    pub cors_origins: Vec<String>,
     /// Most calls in one batch.
     pub batch_max: usize,
     /// Widest `eth_getLogs` block range.
@@ -57,6 +75,13 @@ impl Default for RpcLimits {
     fn default() -> Self {
         Self {
             body_bytes_max: 5 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            connections_per_core_max: 4096,
+            connections_per_ip_max: 2048,
+            vhosts: vec!["localhost".to_string()],
+            cors_origins: Vec::new(),
             batch_max: 1000,
             logs_block_range_max: 10_000,
             logs_max: 20_000,
