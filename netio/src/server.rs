@@ -9,17 +9,19 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use serde_json::Value;
 
 use crate::eth::{NetContext, dispatch};
-use crate::rpc::{Body, RpcError, parse_body, response};
+use crate::rpc::{Body, Renderer, RpcError, parse_body, response};
 
 /// Most open connections per net core.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
@@ -100,7 +102,7 @@ pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>) {
     }
 }
 
-type Reply = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>>>>;
+type Reply = Pin<Box<dyn Future<Output = Result<Response<Answer>, Infallible>>>>;
 
 /// Serves HTTP on one connection; after a WebSocket upgrade, the socket
 /// goes to the WebSocket server.
@@ -140,9 +142,9 @@ async fn serve_connection(ctx: Rc<NetContext>, stream: TcpStream) {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, body: &Value) -> Response<Answer> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Answer::new(Bytes::from(bytes)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -151,7 +153,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Answer> {
     if request.method() == Method::GET {
         return json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}));
     }
@@ -186,26 +188,132 @@ async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Ful
             );
         }
     };
-    let reply = match parse_body(&body, ctx.limits.batch_max) {
-        Err(e) => response(Value::Null, Err(e)),
-        Ok(Body::Single(call)) => run(&ctx, call).await,
+    let mut renderer = Renderer::new(
+        ctx.limits.response_bytes_max,
+        ctx.limits.batch_response_bytes_max,
+    );
+    let text = match parse_body(&body, ctx.limits.batch_max) {
+        Err(e) => renderer.render(Value::Null, Err(e)),
+        Ok(Body::Single(call)) => run(&ctx, call, &mut renderer).await,
         Ok(Body::Batch(calls)) => {
-            let mut out = Vec::with_capacity(calls.len());
-            for call in calls {
-                out.push(run(&ctx, call).await);
+            let mut out = String::from("[");
+            for (i, call) in calls.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&run(&ctx, call, &mut renderer).await);
             }
-            Value::Array(out)
+            out.push(']');
+            out
         }
     };
-    json_response(StatusCode::OK, &reply)
+    held_response(&ctx, text)
 }
 
-async fn run(ctx: &Rc<NetContext>, call: Result<crate::rpc::Call, (Value, RpcError)>) -> Value {
+async fn run(
+    ctx: &Rc<NetContext>,
+    call: Result<crate::rpc::Call, (Value, RpcError)>,
+    renderer: &mut Renderer,
+) -> String {
     match call {
-        Err((id, e)) => response(id, Err(e)),
+        Err((id, e)) => renderer.render(id, Err(e)),
         Ok(call) => {
             let result = dispatch(ctx, &call.method, &call.params).await;
-            response(call.id, result)
+            renderer.render(call.id, result)
         }
     }
+}
+
+/// An HTTP answer body, handed to hyper in chunks: hyper copies each chunk
+/// into its own write buffer (bounded by `max_buf_size`) only when that has
+/// room, so an answer a client does not read stays here, counted, instead
+/// of being copied whole into hyper's buffer.
+pub(crate) struct Answer {
+    rest: Bytes,
+}
+
+/// Bytes per chunk of an answer.
+const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
+
+impl Answer {
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Self { rest: bytes }
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(ANSWER_CHUNK_BYTES);
+        let chunk = self.rest.split_to(n);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+/// An answer's bytes, counted on the node-wide budget of answers waiting
+/// for their clients until hyper has written them (and drops them).
+struct InFlight {
+    text: Vec<u8>,
+    held: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for InFlight {
+    fn as_ref(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let before = self.held.fetch_sub(self.text.len(), Relaxed);
+        assert!(before >= self.text.len(), "answers in flight went negative");
+    }
+}
+
+/// The HTTP answer for `text`, or 503 when the answers already waiting for
+/// slow clients hold the node-wide budget (a client that does not read
+/// holds at most one answer per connection: hyper answers a connection's
+/// requests one at a time).
+fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
+    let held = &ctx.ws_shared.responses_in_flight_bytes;
+    let max = ctx.limits.responses_in_flight_bytes_max;
+    let n = text.len();
+    let before = held.fetch_add(n, Relaxed);
+    if before.saturating_add(n) > max {
+        held.fetch_sub(n, Relaxed);
+        let error = RpcError::busy(format!(
+            "server busy: answers of {before} bytes are waiting for clients to read them, \
+             node limit {max} bytes; retry shortly"
+        ));
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &response(Value::Null, Err(error)),
+        );
+    }
+    let body = Bytes::from_owner(InFlight {
+        text: text.into_bytes(),
+        held: held.clone(),
+    });
+    let mut reply = Response::new(Answer::new(body));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    reply
 }
