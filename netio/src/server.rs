@@ -317,3 +317,45 @@ fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
     );
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    #[test]
+    fn an_answer_stays_counted_until_hyper_has_taken_all_of_it() {
+        let held = Arc::new(AtomicUsize::new(0));
+        let text = vec![b'x'; 3 * ANSWER_CHUNK_BYTES + 10];
+        held.fetch_add(text.len(), Relaxed);
+        let mut answer = Answer::new(Bytes::from_owner(InFlight {
+            text,
+            held: held.clone(),
+        }));
+        assert_eq!(
+            hyper::body::Body::size_hint(&answer).exact(),
+            Some(3 * ANSWER_CHUNK_BYTES as u64 + 10)
+        );
+        let mut chunks = Vec::new();
+        while let Some(frame) = answer.frame().now_or_never().expect("ready") {
+            let chunk = frame.expect("infallible").into_data().expect("data");
+            assert!(chunk.len() <= ANSWER_CHUNK_BYTES);
+            // Hyper copies each chunk into its buffer and drops it; the rest
+            // is still held here.
+            chunks.push(chunk.len());
+            if !hyper::body::Body::is_end_stream(&answer) {
+                assert!(held.load(Relaxed) > 0);
+            }
+        }
+        assert_eq!(
+            chunks,
+            vec![
+                ANSWER_CHUNK_BYTES,
+                ANSWER_CHUNK_BYTES,
+                ANSWER_CHUNK_BYTES,
+                10
+            ]
+        );
+        assert_eq!(held.load(Relaxed), 0, "given back once all was taken");
+    }
+}
