@@ -286,8 +286,8 @@ impl Drop for InFlight {
     }
 }
 
-/// The HTTP answer for `text`, or 503 when the answers already waiting for
-/// slow clients hold the node-wide budget (a client that does not read
+/// The HTTP answer for `text`, or (for an answer over one chunk) 503 when
+/// the answers already waiting for slow clients hold the node-wide budget (a client that does not read
 /// holds at most one answer per connection: hyper answers a connection's
 /// requests one at a time).
 fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
@@ -295,7 +295,10 @@ fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
     let max = ctx.limits.responses_in_flight_bytes_max;
     let n = text.len();
     let before = held.fetch_add(n, Relaxed);
-    if before.saturating_add(n) > max {
+    // Small answers always go (counted): a connection may hold that much in
+    // hyper's own write buffer anyway, and `eth_chainId` or a transaction
+    // submission must not fail because others do not read big answers.
+    if n > ANSWER_CHUNK_BYTES && before.saturating_add(n) > max {
         held.fetch_sub(n, Relaxed);
         let error = RpcError::busy(format!(
             "server busy: answers of {before} bytes are waiting for clients to read them, \

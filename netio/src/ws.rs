@@ -45,8 +45,8 @@ pub struct WsLimits {
     /// Bytes queued or being written for all clients together (all net
     /// cores). A push past it closes its connection as a slow consumer if
     /// that connection has a backlog; on a connection with nothing
-    /// outstanding a notification still goes, and a response is answered
-    /// with -32005 instead.
+    /// outstanding a notification (or an answer up to 64 KiB) still goes,
+    /// and a larger answer is replaced by -32005.
     pub send_buffer_bytes_total_max: usize,
     /// Requests of one connection running at once; reading pauses beyond.
     /// They end with the connection.
@@ -411,12 +411,23 @@ fn is_subscription_method(method: &str) -> bool {
     matches!(method, "eth_subscribe" | "eth_unsubscribe")
 }
 
+/// Answers up to this size are never refused for the node-wide budget.
+const SMALL_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Queues `reply` (if any), then starts the subscriptions it created. When
-/// the node-wide send budget is spent, the client gets -32005 (with `id`,
-/// null for a batch) instead, and the subscriptions stay inactive.
+/// the node-wide send budget is spent, a large answer is replaced by -32005
+/// (with `id`, null for a batch), and the subscriptions stay inactive.
 fn answer(conn: &Conn, id: Value, reply: Option<String>, new: Vec<String>) {
     if let Some(reply) = reply {
-        match conn.outbox.push_response(reply) {
+        // Small answers go as notifications do (a connection with nothing
+        // outstanding always gets them): `eth_chainId` must not fail because
+        // others hold the budget.
+        let pushed = if reply.len() <= SMALL_ANSWER_BYTES {
+            conn.outbox.push(reply).map_err(|_| Refused::Closing)
+        } else {
+            conn.outbox.push_response(reply)
+        };
+        match pushed {
             Ok(()) => {}
             Err(Refused::Closing) => return,
             Err(Refused::NodeBudget { held, max }) => {
