@@ -72,8 +72,10 @@ impl Default for RpcLimits {
             sync_timeout_ms_max: 10_000,
             call_gas_max: 50_000_000,
             fee_history_blocks_max: 1024,
-            // 32 MiB: 20,000 typical logs (~14 MB) or the receipts of ~30,000
-            // transfers fit; one block of large logs does not.
+            // 32 MiB: 20,000 typical logs (~14 MB), the receipts of ~33,000
+            // transfers (~1 KB each, measured) or a full block of 47,600
+            // transfers with full transactions (~690 B each) fit; one block
+            // of large logs does not.
             response_bytes_max: 32 * 1024 * 1024,
             // A batch answer is one response: splitting a big answer into a
             // batch does not get around the budget.
