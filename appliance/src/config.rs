@@ -299,6 +299,25 @@ impl Config {
         if self.rpc.connections_per_core_max == 0 || self.rpc.connections_per_ip_max == 0 {
             return bad("rpc.connections_per_core_max and rpc.connections_per_ip_max must be >= 1");
         }
+        // Response and send budgets (issue 12): each at least 1 KiB, and a
+        // node-wide budget holds at least one answer of the largest size.
+        if self.rpc.response_bytes_max < 1024 || self.rpc.batch_response_bytes_max < 1024 {
+            return bad("rpc.response_bytes_max and rpc.batch_response_bytes_max must be >= 1024");
+        }
+        if self.rpc.responses_in_flight_bytes_max
+            < self
+                .rpc
+                .response_bytes_max
+                .max(self.rpc.batch_response_bytes_max)
+        {
+            return bad(
+                "rpc.responses_in_flight_bytes_max must be at least rpc.response_bytes_max \
+                 and rpc.batch_response_bytes_max",
+            );
+        }
+        if self.ws.send_buffer_bytes_total_max < 1024 {
+            return bad("ws.send_buffer_bytes_total_max must be >= 1024");
+        }
         if self.rpc.sync_timeout_ms_default > self.rpc.sync_timeout_ms_max {
             return bad("rpc.sync_timeout_ms_default must not exceed rpc.sync_timeout_ms_max");
         }
@@ -376,6 +395,12 @@ mod tests {
             connections_per_ip_max = 10
             vhosts = ["localhost", "rpc.example"]
             cors_origins = ["https://app.example"]
+            response_bytes_max = 65536
+            batch_response_bytes_max = 131072
+            responses_in_flight_bytes_max = 1048576
+            [ws]
+            send_buffer_bytes_max = 65536
+            send_buffer_bytes_total_max = 1048576
             [pool]
             inbox_capacity = 16
             parked_per_sender_max = 4
@@ -392,6 +417,8 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.block_time_ms, 2000);
         assert_eq!(config.rpc.batch_max, 10);
+        assert_eq!(config.rpc.response_bytes_max, 65536);
+        assert_eq!(config.ws.send_buffer_bytes_total_max, 1048576);
         assert_eq!(config.pool.parked_per_sender_max, 4);
         assert_eq!(config.cores.seq, 0);
         assert_eq!(config.durability, Durability::Memory);
@@ -434,5 +461,23 @@ mod tests {
         let mut config = Config::default();
         config.rpc.sync_timeout_ms_default = config.rpc.sync_timeout_ms_max + 1;
         assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.rpc.responses_in_flight_bytes_max = config.rpc.response_bytes_max - 1;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rpc.responses_in_flight_bytes_max")
+        );
+        let mut config = Config::default();
+        config.ws.send_buffer_bytes_total_max = 1023;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ws.send_buffer_bytes_total_max")
+        );
     }
 }

@@ -29,7 +29,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use serde_json::{Value, json};
 
 use crate::convert;
-use crate::rpc::{Params, RpcError};
+use crate::rpc::{ByteBudget, Params, RpcError};
 
 /// Limits of the RPC surface: the `[rpc]` table of the node config.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -69,6 +69,14 @@ pub struct RpcLimits {
     pub call_gas_max: u64,
     /// Most blocks in one `eth_feeHistory`.
     pub fee_history_blocks_max: u64,
+    /// Largest answer to one call (JSON bytes); a larger one gets -32020.
+    pub response_bytes_max: usize,
+    /// Largest answer to one batch, all its responses together.
+    pub batch_response_bytes_max: usize,
+    /// HTTP answers held for clients that have not read them yet, all
+    /// connections of all net cores together; past it, a new answer is
+    /// refused with -32005 (HTTP 503) until clients read.
+    pub responses_in_flight_bytes_max: usize,
 }
 
 impl Default for RpcLimits {
@@ -89,6 +97,16 @@ impl Default for RpcLimits {
             sync_timeout_ms_max: 10_000,
             call_gas_max: 50_000_000,
             fee_history_blocks_max: 1024,
+            // 32 MiB: 20,000 typical logs (~14 MB), the receipts of ~33,000
+            // transfers (~1 KB each, measured) or a full block of 47,600
+            // transfers with full transactions (~690 B each) fit; one block
+            // of large logs does not.
+            response_bytes_max: 32 * 1024 * 1024,
+            // A batch answer is one response: splitting a big answer into a
+            // batch does not get around the budget.
+            batch_response_bytes_max: 32 * 1024 * 1024,
+            // Eight answers of the largest size.
+            responses_in_flight_bytes_max: 256 * 1024 * 1024,
         }
     }
 }
@@ -207,12 +225,12 @@ pub async fn dispatch(
         "eth_getBlockByNumber" => {
             let tag: BlockNumberOrTag = params.required(0, "block")?;
             let full: bool = params.optional(1, "full")?.unwrap_or(false);
-            ok(block_by_tag(v, tag).map(|b| convert::block(b, full)))
+            block_json(ctx, block_by_tag(v, tag), full)
         }
         "eth_getBlockByHash" => {
             let hash: B256 = params.required(0, "hash")?;
             let full: bool = params.optional(1, "full")?.unwrap_or(false);
-            ok(v.block_by_hash(&hash).map(|b| convert::block(b, full)))
+            block_json(ctx, v.block_by_hash(&hash), full)
         }
         "eth_getBlockTransactionCountByNumber" => {
             let tag: BlockNumberOrTag = params.required(0, "block")?;
@@ -234,7 +252,10 @@ pub async fn dispatch(
         }
         "eth_getBlockReceipts" => {
             let id: BlockId = params.required(0, "block")?;
-            ok(block_by_id(v, id)?.map(convert::block_receipts))
+            match block_by_id(v, id)? {
+                Some(block) => block_receipts(ctx, block),
+                None => ok(Value::Null),
+            }
         }
         "eth_getUncleCountByBlockNumber" => {
             let tag: BlockNumberOrTag = params.required(0, "block")?;
@@ -351,6 +372,37 @@ async fn send_sync(ctx: &NetContext, params: &Params) -> Result<Value, RpcError>
             data: Some(json!(hash)),
         }),
     }
+}
+
+/// A block's receipts, stopping as soon as they pass the response budget.
+fn block_receipts(ctx: &NetContext, block: &SealedBlock) -> Result<Value, RpcError> {
+    let mut budget = ByteBudget::new(ctx.limits.response_bytes_max);
+    let mut out = Vec::with_capacity(block.txs.len());
+    for tx in &block.txs {
+        let receipt = convert::receipt(tx, Some(block.hash));
+        budget.add(&receipt)?;
+        out.push(receipt);
+    }
+    ok(out)
+}
+
+/// A block, with full transactions when `full`; a block whose transactions
+/// pass the response budget is refused before its JSON is built.
+fn block_json(
+    ctx: &NetContext,
+    block: Option<&Arc<SealedBlock>>,
+    full: bool,
+) -> Result<Value, RpcError> {
+    let Some(block) = block else {
+        return ok(Value::Null);
+    };
+    if full {
+        let mut budget = ByteBudget::new(ctx.limits.response_bytes_max);
+        for tx in &block.txs {
+            budget.add(&convert::transaction(tx, Some(block.hash)))?;
+        }
+    }
+    ok(convert::block(block, full))
 }
 
 fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::Transaction> {
@@ -730,6 +782,7 @@ fn block_rewards(block: &SealedBlock, percentiles: &[f64]) -> Vec<u128> {
 fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
     params.at_most(1)?;
     let filter: Filter = params.required(0, "filter")?;
+    crate::pubsub::check_filter_size(&filter, 0)?;
     let head = view.head().header.number;
     let (from, to, include_unsealed) = match filter.block_option {
         FilterBlockOption::AtBlockHash(hash) => {
@@ -773,6 +826,7 @@ fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value
         )));
     }
     let mut out: Vec<Log> = Vec::new();
+    let mut budget = ByteBudget::new(ctx.limits.response_bytes_max);
     let mut push = |logs: Vec<Log>| -> Result<(), RpcError> {
         for log in logs {
             if filter.matches_address(log.address()) && filter.matches_topics(log.topics()) {
@@ -782,6 +836,7 @@ fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value
                         ctx.limits.logs_max
                     )));
                 }
+                budget.add(&log)?;
                 out.push(log);
             }
         }

@@ -23,6 +23,35 @@ use crate::rpc::{Params, RpcError};
 /// Most addresses one `stateChanges` subscription may name.
 pub const STATE_CHANGES_ADDRESSES_MAX: usize = 1024;
 
+/// Most addresses one logs filter may name (`eth_getLogs` and `logs`
+/// subscriptions), as geth.
+pub const LOGS_FILTER_ADDRESSES_MAX: usize = 1000;
+/// Most values one topic position of a logs filter may list, as geth (a
+/// filter has at most 4 positions).
+pub const LOGS_FILTER_TOPIC_VALUES_MAX: usize = 1000;
+
+/// Refuses a logs filter that names too many addresses or topic values:
+/// each one costs memory for as long as the subscription lives, and time
+/// for every log it is matched against. `index` is the parameter's position.
+pub fn check_filter_size(filter: &Filter, index: usize) -> Result<(), RpcError> {
+    let addresses = filter.address.len();
+    if addresses > LOGS_FILTER_ADDRESSES_MAX {
+        return Err(RpcError::invalid_params(format!(
+            "invalid argument {index} (filter): {addresses} addresses, limit {LOGS_FILTER_ADDRESSES_MAX}"
+        )));
+    }
+    for (position, topic) in filter.topics.iter().enumerate() {
+        let values = topic.len();
+        if values > LOGS_FILTER_TOPIC_VALUES_MAX {
+            return Err(RpcError::invalid_params(format!(
+                "invalid argument {index} (filter): {values} values for topic {position}, \
+                 limit {LOGS_FILTER_TOPIC_VALUES_MAX}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What a subscription receives.
 #[derive(Debug)]
 pub enum Kind {
@@ -53,6 +82,7 @@ impl Kind {
             }
             "logs" => {
                 let filter: Filter = params.optional(1, "filter")?.unwrap_or_default();
+                check_filter_size(&filter, 1)?;
                 match filter.block_option {
                     FilterBlockOption::Range {
                         from_block:
@@ -147,7 +177,7 @@ impl Conn {
         }
     }
 
-    fn remove(&self, id: &str) -> bool {
+    pub(crate) fn remove(&self, id: &str) -> bool {
         let mut subscriptions = self.subscriptions.borrow_mut();
         let before = subscriptions.len();
         subscriptions.retain(|s| s.id != id);
@@ -257,7 +287,7 @@ impl Hub {
             }
         }
         self.next_position.set(Some(published.position + 1));
-        let conns: Vec<Rc<Conn>> = self
+        let mut conns: Vec<Rc<Conn>> = self
             .conns
             .borrow()
             .iter()
@@ -265,6 +295,13 @@ impl Hub {
             .collect();
         if conns.iter().all(|c| c.subscriptions.borrow().is_empty()) {
             return;
+        }
+        // The furthest behind go first: when the node-wide send budget runs
+        // out, they are the ones closed, and the budget they free lets the
+        // connections that keep up receive this event.
+        let behind = conns.iter().filter(|c| c.outbox.outstanding() > 0).count();
+        if behind > 0 {
+            conns.sort_by_key(|c| std::cmp::Reverse(c.outbox.outstanding()));
         }
         let mut rendered = Rendered::new(&published.event);
         for conn in conns {
@@ -545,6 +582,29 @@ mod tests {
                 .contains("limit 1024")
         );
         assert!(error(json!([])).message.contains("subscription name"));
+        let addresses: Vec<Address> = (0..=LOGS_FILTER_ADDRESSES_MAX as u64)
+            .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+            .collect();
+        let e = error(json!(["logs", {"address": addresses}]));
+        assert_eq!(e.code, -32602);
+        assert!(
+            e.message.contains("1001 addresses, limit 1000"),
+            "{}",
+            e.message
+        );
+        let topics: Vec<B256> = (0..=LOGS_FILTER_TOPIC_VALUES_MAX as u64)
+            .map(|i| B256::from(U256::from(i)))
+            .collect();
+        let e = error(json!(["logs", {"topics": [null, topics]}]));
+        assert!(
+            e.message.contains("1001 values for topic 1, limit 1000"),
+            "{}",
+            e.message
+        );
+        let many = (0..LOGS_FILTER_ADDRESSES_MAX as u64)
+            .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+            .collect::<Vec<_>>();
+        assert!(Kind::parse(&params(json!(["logs", {"address": many}]))).is_ok());
     }
 
     #[test]

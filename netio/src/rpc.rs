@@ -65,6 +65,30 @@ impl RpcError {
         }
     }
 
+    /// -32020 (MegaETH's code): the answer is larger than the response
+    /// budget. `bytes` is its full size, or with `stopped_early` the size
+    /// reached when building stopped (the full answer is larger still).
+    pub fn response_too_large(bytes: usize, limit: usize, stopped_early: bool) -> Self {
+        let more = if stopped_early { "more than " } else { "" };
+        Self {
+            code: RESPONSE_TOO_LARGE_CODE,
+            message: format!(
+                "response too large: {more}{bytes} bytes, limit {limit} bytes; \
+                 narrow the request (fewer blocks, a tighter filter, smaller batches)"
+            ),
+            data: None,
+        }
+    }
+    /// -32005 (EIP-1474 "limit exceeded"): a node-wide budget is spent for
+    /// now; the request may succeed later.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self {
+            code: LIMIT_EXCEEDED_CODE,
+            message: message.into(),
+            data: None,
+        }
+    }
+
     /// The JSON error object.
     pub fn to_json(&self) -> Value {
         match &self.data {
@@ -73,6 +97,11 @@ impl RpcError {
         }
     }
 }
+
+/// MegaETH's code for an answer over the response byte budget.
+pub const RESPONSE_TOO_LARGE_CODE: i64 = -32020;
+/// EIP-1474's "limit exceeded".
+pub const LIMIT_EXCEEDED_CODE: i64 = -32005;
 
 /// One parsed call.
 #[derive(Debug)]
@@ -213,6 +242,147 @@ pub fn response(id: Value, result: Result<Value, RpcError>) -> Value {
     }
 }
 
+/// Counts the bytes written to it, and keeps them only up to `keep_max`, so
+/// that an answer over its budget is measured without being held.
+struct Capped {
+    out: Vec<u8>,
+    keep_max: usize,
+    bytes: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes <= self.keep_max {
+            self.out.extend_from_slice(buf);
+        } else if !self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The JSON size of `value`, without rendering it.
+pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = Capped {
+        out: Vec::new(),
+        keep_max: 0,
+        bytes: 0,
+    };
+    // Writing to memory cannot fail, and our types always serialize.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.bytes
+}
+
+/// Counts an answer's JSON bytes while it is built, so that building stops
+/// as soon as it cannot fit the response budget (instead of rendering a
+/// huge answer and then refusing it).
+#[derive(Debug)]
+pub struct ByteBudget {
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl ByteBudget {
+    /// An empty answer with room for `bytes_max` bytes.
+    pub fn new(bytes_max: usize) -> Self {
+        Self {
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    /// Counts `item` (and the comma after it); -32020 once over the budget.
+    pub fn add<T: serde::Serialize + ?Sized>(&mut self, item: &T) -> Result<(), RpcError> {
+        self.bytes += json_bytes(item) + 1;
+        if self.bytes > self.bytes_max {
+            return Err(RpcError::response_too_large(
+                self.bytes,
+                self.bytes_max,
+                true,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Renders the responses of one request within the byte budgets: each
+/// response at most `response_bytes_max`, and all responses of a batch
+/// together at most `batch_bytes_max`. A response over its budget is
+/// replaced by the -32020 error (same id); in a batch, each call whose
+/// response would take the batch answer past its budget gets the error, and
+/// later calls that still fit keep their results. (The error objects
+/// themselves always go in: at most ~200 bytes per call.)
+#[derive(Debug)]
+pub struct Renderer {
+    response_bytes_max: usize,
+    batch_bytes_max: usize,
+    batch_bytes: usize,
+}
+
+impl Renderer {
+    /// A renderer for one request body.
+    pub fn new(response_bytes_max: usize, batch_bytes_max: usize) -> Self {
+        Self {
+            response_bytes_max,
+            batch_bytes_max,
+            batch_bytes: 0,
+        }
+    }
+
+    /// The response text for `id`: the result, or the error in its place.
+    pub fn render(&mut self, id: Value, result: Result<Value, RpcError>) -> String {
+        let room = self.batch_bytes_max.saturating_sub(self.batch_bytes);
+        let keep_max = self.response_bytes_max.min(room);
+        let mut out = Capped {
+            out: Vec::new(),
+            keep_max,
+            bytes: 0,
+        };
+        let rendered = serde_json::to_writer(&mut out, &response(id.clone(), result));
+        let text = match rendered {
+            Ok(()) if out.bytes <= keep_max => String::from_utf8(out.out).ok(),
+            _ => None,
+        };
+        if let Some(text) = text {
+            self.batch_bytes += text.len() + 1;
+            return text;
+        }
+        let error = if out.bytes > self.response_bytes_max {
+            RpcError::response_too_large(out.bytes, self.response_bytes_max, false)
+        } else if rendered.is_err() {
+            RpcError::internal("cannot encode the response")
+        } else {
+            let mut error = RpcError::response_too_large(out.bytes, room, false);
+            error.message.push_str(&format!(
+                " (room left in this batch's answer, whose limit is {} bytes)",
+                self.batch_bytes_max
+            ));
+            error
+        };
+        let text = response(id, Err(error)).to_string();
+        self.batch_bytes += text.len() + 1;
+        text
+    }
+}
+
+/// A batch answer from its rendered responses.
+pub fn join_batch(items: &[String]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +443,62 @@ mod tests {
                 .collect();
             let _ = parse_body(&bytes, 100);
         }
+    }
+
+    #[test]
+    fn answers_over_the_byte_budgets_become_errors() {
+        let big = json!("x".repeat(1000));
+        let mut single = Renderer::new(500, 10_000);
+        let text = single.render(json!(7), Ok(big.clone()));
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["id"], json!(7));
+        assert_eq!(value["error"]["code"], json!(RESPONSE_TOO_LARGE_CODE));
+        let message = value["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("response too large: 1036 bytes, limit 500 bytes"),
+            "{message}"
+        );
+        assert_eq!(json_bytes(&response(json!(7), Ok(big.clone()))), 1036);
+        // A small answer passes untouched.
+        let ok = single.render(json!(8), Ok(json!("0x1")));
+        assert_eq!(ok, r#"{"id":8,"jsonrpc":"2.0","result":"0x1"}"#);
+
+        // A batch: the call that would pass the batch budget gets the error,
+        // a later one that fits keeps its result.
+        let mut batch = Renderer::new(5_000, 2_500);
+        let first = batch.render(json!(1), Ok(big.clone()));
+        let second = batch.render(json!(2), Ok(big.clone()));
+        let third = batch.render(json!(3), Ok(json!("0x1")));
+        let value: Value = serde_json::from_str(&join_batch(&[first, second, third])).unwrap();
+        assert!(value[0].get("result").is_some());
+        assert!(value[1].get("result").is_some());
+        // Two results of ~1 KB are in; the third big one would not fit.
+        let mut batch = Renderer::new(5_000, 2_500);
+        let mut items: Vec<String> = (0..3)
+            .map(|i| batch.render(json!(i), Ok(big.clone())))
+            .collect();
+        items.push(batch.render(json!(9), Ok(json!("0x1"))));
+        let value: Value = serde_json::from_str(&join_batch(&items)).unwrap();
+        assert!(value[1].get("result").is_some());
+        assert_eq!(value[2]["error"]["code"], json!(RESPONSE_TOO_LARGE_CODE));
+        assert!(
+            value[2]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("whose limit is 2500 bytes"),
+            "{value}"
+        );
+        assert_eq!(value[3]["result"], json!("0x1"));
+
+        // Building stops once over the budget.
+        let mut budget = ByteBudget::new(100);
+        budget.add("a").unwrap();
+        let e = budget.add(&"b".repeat(200)).unwrap_err();
+        assert_eq!(e.code, RESPONSE_TOO_LARGE_CODE);
+        assert!(
+            e.message.contains("more than 207 bytes, limit 100 bytes"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -22,6 +22,7 @@ use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -30,12 +31,12 @@ use bytes::Bytes;
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use serde_json::Value;
 
 use crate::eth::{NetContext, RpcLimits, dispatch};
-use crate::rpc::{Body, RpcError, parse_body, response};
+use crate::rpc::{Body, Renderer, RpcError, parse_body, response};
 
 /// Default of `rpc.connections_per_core_max`.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
@@ -387,7 +388,7 @@ impl Future for Evicted<'_> {
     }
 }
 
-type Reply = Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>>>>;
+type Reply = Pin<Box<dyn Future<Output = Result<Response<Answer>, Infallible>>>>;
 
 /// Serves HTTP on one connection; after a WebSocket upgrade, the socket
 /// goes to the WebSocket server.
@@ -462,7 +463,7 @@ async fn route(
     request: Request<Incoming>,
     upgraded: &Cell<bool>,
     state: &Rc<ConnState>,
-) -> Response<Full<Bytes>> {
+) -> Response<Answer> {
     let limits = &ctx.limits;
     if let Err(message) = check_host(&request, limits) {
         return error_response(StatusCode::FORBIDDEN, message);
@@ -521,7 +522,7 @@ fn declared_length<B>(request: &Request<B>) -> Option<u64> {
         .ok()
 }
 
-fn error_response(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+fn error_response(status: StatusCode, message: String) -> Response<Answer> {
     json_response(
         status,
         &response(Value::Null, Err(RpcError::invalid_request(message))),
@@ -587,8 +588,8 @@ fn check_origin<B>(
 }
 
 /// Answers a CORS preflight from an allowed origin.
-fn preflight<B>(request: &Request<B>, origin: &header::HeaderValue) -> Response<Full<Bytes>> {
-    let mut reply = Response::new(Full::new(Bytes::new()));
+fn preflight<B>(request: &Request<B>, origin: &header::HeaderValue) -> Response<Answer> {
+    let mut reply = Response::new(Answer::new(Bytes::new()));
     *reply.status_mut() = StatusCode::NO_CONTENT;
     let headers = reply.headers_mut();
     headers.insert(
@@ -609,7 +610,7 @@ fn preflight<B>(request: &Request<B>, origin: &header::HeaderValue) -> Response<
     reply
 }
 
-fn cors_headers(reply: &mut Response<Full<Bytes>>, origin: header::HeaderValue) {
+fn cors_headers(reply: &mut Response<Answer>, origin: header::HeaderValue) {
     let headers = reply.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(header::VARY, header::HeaderValue::from_static("Origin"));
@@ -702,9 +703,9 @@ impl hyper::body::Body for TimedBody {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, body: &Value) -> Response<Answer> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Answer::new(Bytes::from(bytes)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -713,7 +714,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle<B>(ctx: Rc<NetContext>, request: Request<B>) -> Response<Full<Bytes>>
+async fn handle<B>(ctx: Rc<NetContext>, request: Request<B>) -> Response<Answer>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -752,33 +753,143 @@ where
             );
         }
     };
-    let reply = match parse_body(&body, ctx.limits.batch_max) {
-        Err(e) => response(Value::Null, Err(e)),
-        Ok(Body::Single(call)) => run(&ctx, call).await,
+    let mut renderer = Renderer::new(
+        ctx.limits.response_bytes_max,
+        ctx.limits.batch_response_bytes_max,
+    );
+    let text = match parse_body(&body, ctx.limits.batch_max) {
+        Err(e) => renderer.render(Value::Null, Err(e)),
+        Ok(Body::Single(call)) => run(&ctx, call, &mut renderer).await,
         Ok(Body::Batch(calls)) => {
-            let mut out = Vec::with_capacity(calls.len());
-            for call in calls {
-                out.push(run(&ctx, call).await);
+            let mut out = String::from("[");
+            for (i, call) in calls.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&run(&ctx, call, &mut renderer).await);
             }
-            Value::Array(out)
+            out.push(']');
+            out
         }
     };
-    json_response(StatusCode::OK, &reply)
+    held_response(&ctx, text)
 }
 
-async fn run(ctx: &Rc<NetContext>, call: Result<crate::rpc::Call, (Value, RpcError)>) -> Value {
+async fn run(
+    ctx: &Rc<NetContext>,
+    call: Result<crate::rpc::Call, (Value, RpcError)>,
+    renderer: &mut Renderer,
+) -> String {
     match call {
-        Err((id, e)) => response(id, Err(e)),
+        Err((id, e)) => renderer.render(id, Err(e)),
         Ok(call) => {
             let result = dispatch(ctx, &call.method, &call.params).await;
-            response(call.id, result)
+            renderer.render(call.id, result)
         }
     }
+}
+
+/// An HTTP answer body, handed to hyper in chunks: hyper copies each chunk
+/// into its own write buffer (bounded by `max_buf_size`) only when that has
+/// room, so an answer a client does not read stays here, counted, instead
+/// of being copied whole into hyper's buffer.
+pub(crate) struct Answer {
+    rest: Bytes,
+}
+
+/// Bytes per chunk of an answer.
+const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
+
+impl Answer {
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Self { rest: bytes }
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(ANSWER_CHUNK_BYTES);
+        let chunk = self.rest.split_to(n);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+/// An answer's bytes, counted on the node-wide budget of answers waiting
+/// for their clients until hyper has written them (and drops them).
+struct InFlight {
+    text: Vec<u8>,
+    held: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for InFlight {
+    fn as_ref(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let before = self.held.fetch_sub(self.text.len(), Relaxed);
+        assert!(before >= self.text.len(), "answers in flight went negative");
+    }
+}
+
+/// The HTTP answer for `text`, or (for an answer over one chunk) 503 when
+/// the answers already waiting for slow clients hold the node-wide budget (a client that does not read
+/// holds at most one answer per connection: hyper answers a connection's
+/// requests one at a time).
+fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
+    let held = &ctx.ws_shared.responses_in_flight_bytes;
+    let max = ctx.limits.responses_in_flight_bytes_max;
+    let n = text.len();
+    let before = held.fetch_add(n, Relaxed);
+    // Small answers always go (counted): a connection may hold that much in
+    // hyper's own write buffer anyway, and `eth_chainId` or a transaction
+    // submission must not fail because others do not read big answers.
+    if n > ANSWER_CHUNK_BYTES && before.saturating_add(n) > max {
+        held.fetch_sub(n, Relaxed);
+        let error = RpcError::busy(format!(
+            "server busy: answers of {before} bytes are waiting for clients to read them, \
+             node limit {max} bytes; retry shortly"
+        ));
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &response(Value::Null, Err(error)),
+        );
+    }
+    let body = Bytes::from_owner(InFlight {
+        text: text.into_bytes(),
+        held: held.clone(),
+    });
+    let mut reply = Response::new(Answer::new(body));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    reply
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     #[test]
     fn host_names_are_checked_and_ip_literals_pass() {
@@ -805,5 +916,41 @@ mod tests {
         }
         assert!(host_allowed("anything.example", &["*".to_string()]));
         assert!(!host_allowed("localhost", &[]));
+    }
+
+    #[test]
+    fn an_answer_stays_counted_until_hyper_has_taken_all_of_it() {
+        let held = Arc::new(AtomicUsize::new(0));
+        let text = vec![b'x'; 3 * ANSWER_CHUNK_BYTES + 10];
+        held.fetch_add(text.len(), Relaxed);
+        let mut answer = Answer::new(Bytes::from_owner(InFlight {
+            text,
+            held: held.clone(),
+        }));
+        assert_eq!(
+            hyper::body::Body::size_hint(&answer).exact(),
+            Some(3 * ANSWER_CHUNK_BYTES as u64 + 10)
+        );
+        let mut chunks = Vec::new();
+        while let Some(frame) = answer.frame().now_or_never().expect("ready") {
+            let chunk = frame.expect("infallible").into_data().expect("data");
+            assert!(chunk.len() <= ANSWER_CHUNK_BYTES);
+            // Hyper copies each chunk into its buffer and drops it; the rest
+            // is still held here.
+            chunks.push(chunk.len());
+            if !hyper::body::Body::is_end_stream(&answer) {
+                assert!(held.load(Relaxed) > 0);
+            }
+        }
+        assert_eq!(
+            chunks,
+            vec![
+                ANSWER_CHUNK_BYTES,
+                ANSWER_CHUNK_BYTES,
+                ANSWER_CHUNK_BYTES,
+                10
+            ]
+        );
+        assert_eq!(held.load(Relaxed), 0, "given back once all was taken");
     }
 }

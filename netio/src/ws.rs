@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -20,14 +21,14 @@ use fulmen_exec::metrics::METRICS;
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use glommio::net::TcpStream;
-use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::Value;
 
 use crate::eth::{NetContext, dispatch};
-use crate::outbox::{CLOSE_AWAY, CLOSE_TOO_BIG, Frame, Outbox};
+use crate::outbox::{CLOSE_AWAY, CLOSE_TOO_BIG, Frame, Outbox, Refused, SendBudget};
 use crate::pubsub::{Conn, Hub};
-use crate::rpc::{Body, Call, RpcError, parse_body, response};
+use crate::rpc::{Body, Call, Renderer, RpcError, parse_body, response};
+use crate::server::Answer;
 
 /// Limits of the WebSocket surface: the `[ws]` table of the node config.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -41,6 +42,12 @@ pub struct WsLimits {
     pub message_bytes_max: usize,
     /// Bytes queued for one client before it is closed as a slow consumer.
     pub send_buffer_bytes_max: usize,
+    /// Bytes queued or being written for all clients together (all net
+    /// cores). A push past it closes its connection as a slow consumer if
+    /// that connection has a backlog; on a connection with nothing
+    /// outstanding a notification (or an answer up to 64 KiB) still goes,
+    /// and a larger answer is replaced by -32005.
+    pub send_buffer_bytes_total_max: usize,
     /// Requests of one connection running at once; reading pauses beyond.
     /// They end with the connection.
     pub requests_in_flight_max: usize,
@@ -56,10 +63,17 @@ pub struct WsLimits {
 impl Default for WsLimits {
     fn default() -> Self {
         Self {
-            connections_max: 10_000,
+            // Worst case held for clients: the node-wide budget (256 MiB),
+            // plus at most one notification per connection past it; without
+            // it, 4096 x 4 MiB = 16 GiB could queue.
+            connections_max: 4096,
             subscriptions_per_connection_max: 128,
-            message_bytes_max: 5 * 1024 * 1024,
-            send_buffer_bytes_max: 16 * 1024 * 1024,
+            // Requests are small: 1 MiB holds a batch of 1000 transfers.
+            message_bytes_max: 1024 * 1024,
+            // A subscriber may fall behind by ~0.25 s of a busy miniBlocks
+            // stream (~15 MB/s) before it is cut off.
+            send_buffer_bytes_max: 4 * 1024 * 1024,
+            send_buffer_bytes_total_max: 256 * 1024 * 1024,
             requests_in_flight_max: 256,
             ping_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
@@ -72,11 +86,17 @@ impl Default for WsLimits {
 /// ones take several reads).
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
-/// What the net cores share about WebSocket connections.
+/// What the net cores share about their clients.
 #[derive(Debug, Default)]
 pub struct WsShared {
-    /// Open connections on the node.
+    /// Open WebSocket connections on the node.
     pub open: AtomicUsize,
+    /// Bytes queued or being written for WebSocket clients, all
+    /// connections (bounded by `send_buffer_bytes_total_max`).
+    pub send_buffers_bytes: Arc<AtomicUsize>,
+    /// Bytes of HTTP answers not yet written to their clients (bounded by
+    /// `rpc.responses_in_flight_bytes_max`).
+    pub responses_in_flight_bytes: Arc<AtomicUsize>,
 }
 
 /// True when `request` asks for a WebSocket.
@@ -88,9 +108,9 @@ pub(crate) fn wants_upgrade<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-fn plain(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+fn plain(status: StatusCode, message: String) -> Response<Answer> {
     let body = response(Value::Null, Err(RpcError::invalid_request(message)));
-    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut reply = Response::new(Answer::new(Bytes::from(body.to_string())));
     *reply.status_mut() = status;
     reply.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -105,7 +125,7 @@ pub(crate) fn accept<B>(
     ctx: &NetContext,
     request: &Request<B>,
     upgraded: &Cell<bool>,
-) -> Response<Full<Bytes>> {
+) -> Response<Answer> {
     if request.method() != Method::GET {
         return plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -156,7 +176,7 @@ pub(crate) fn accept<B>(
     METRICS.ws_connections.fetch_add(1, Relaxed);
     upgraded.set(true);
     let accept = derive_accept_key(key.as_bytes());
-    let mut reply = Response::new(Full::new(Bytes::new()));
+    let mut reply = Response::new(Answer::new(Bytes::new()));
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = reply.headers_mut();
     headers.insert(
@@ -203,7 +223,11 @@ pub(crate) async fn serve(ctx: Rc<NetContext>, stream: TcpStream, read_buf: Byte
     let ws =
         WebSocketStream::from_partially_read(stream, read_buf.to_vec(), Role::Server, Some(config))
             .await;
-    let conn = Rc::new(Conn::new(Outbox::new(limits.send_buffer_bytes_max)));
+    let budget = SendBudget::new(
+        ctx.ws_shared.send_buffers_bytes.clone(),
+        limits.send_buffer_bytes_total_max,
+    );
+    let conn = Rc::new(Conn::new(Outbox::new(limits.send_buffer_bytes_max, budget)));
     ctx.hub.register(&conn);
     let (sink, stream) = ws.split();
     let last_seen = Rc::new(Cell::new(Instant::now()));
@@ -224,10 +248,18 @@ type Sink = async_tungstenite::WebSocketSender<TcpStream>;
 type Source = async_tungstenite::WebSocketReceiver<TcpStream>;
 
 async fn write_loop(mut sink: Sink, conn: Rc<Conn>) {
+    // Text handed to tungstenite stays on the node-wide budget until it is
+    // known to be in the kernel: the next feed first flushes what the
+    // previous one left buffered, and a flush writes everything.
+    let mut unflushed = 0;
     loop {
         let frame = conn.outbox.next().await;
+        let mut text_bytes = 0;
         let message = match frame {
-            Frame::Text(text) => Message::Text(text.into()),
+            Frame::Text(text) => {
+                text_bytes = text.len();
+                Message::Text(text.into())
+            }
             Frame::Ping => Message::Ping(Bytes::new()),
             Frame::Close(code, reason) => {
                 let frame = CloseFrame {
@@ -245,8 +277,14 @@ async fn write_loop(mut sink: Sink, conn: Rc<Conn>) {
         if sink.feed(message).await.is_err() {
             return;
         }
-        if conn.outbox.is_empty() && sink.flush().await.is_err() {
-            return;
+        conn.outbox.written(unflushed);
+        unflushed = text_bytes;
+        if conn.outbox.is_empty() {
+            if sink.flush().await.is_err() {
+                return;
+            }
+            conn.outbox.written(unflushed);
+            unflushed = 0;
         }
     }
 }
@@ -328,30 +366,44 @@ fn on_message(ctx: &Rc<NetContext>, conn: &Rc<Conn>, running: &mut Running, text
             return;
         }
     };
+    let mut renderer = Renderer::new(
+        ctx.limits.response_bytes_max,
+        ctx.limits.batch_response_bytes_max,
+    );
     if let Body::Single(Ok(call)) = &body
         && is_subscription_method(&call.method)
     {
-        let (reply, new) = run_subscription_call(ctx, conn, call);
-        answer(conn, reply, new.into_iter().collect());
+        let (reply, new) = run_subscription_call(ctx, conn, call, &mut renderer);
+        answer(conn, call.id.clone(), reply, new.into_iter().collect());
         return;
     }
     let ctx = ctx.clone();
     let conn = conn.clone();
     running.push(Box::pin(async move {
         let mut new = Vec::new();
-        let reply = match body {
-            Body::Single(call) => run(&ctx, &conn, call, &mut new).await,
+        let (id, reply) = match body {
+            Body::Single(call) => {
+                let id = match &call {
+                    Ok(call) => call.id.clone(),
+                    Err((id, _)) => id.clone(),
+                };
+                (id, run(&ctx, &conn, call, &mut new, &mut renderer).await)
+            }
             Body::Batch(calls) => {
-                let mut out = Vec::with_capacity(calls.len());
+                let mut out = String::new();
                 for call in calls {
-                    if let Some(reply) = run(&ctx, &conn, call, &mut new).await {
-                        out.push(reply);
+                    if let Some(reply) = run(&ctx, &conn, call, &mut new, &mut renderer).await {
+                        out.push(if out.is_empty() { '[' } else { ',' });
+                        out.push_str(&reply);
                     }
                 }
-                (!out.is_empty()).then_some(Value::Array(out))
+                if !out.is_empty() {
+                    out.push(']');
+                }
+                (Value::Null, (!out.is_empty()).then_some(out))
             }
         };
-        answer(&conn, reply, new);
+        answer(&conn, id, reply, new);
     }));
 }
 
@@ -359,12 +411,37 @@ fn is_subscription_method(method: &str) -> bool {
     matches!(method, "eth_subscribe" | "eth_unsubscribe")
 }
 
-/// Queues `reply` (if any), then starts the subscriptions it created.
-fn answer(conn: &Conn, reply: Option<Value>, new: Vec<String>) {
-    if let Some(reply) = reply
-        && conn.outbox.push(reply.to_string()).is_err()
-    {
-        return;
+/// Answers up to this size are never refused for the node-wide budget.
+const SMALL_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Queues `reply` (if any), then starts the subscriptions it created. When
+/// the node-wide send budget is spent, a large answer is replaced by -32005
+/// (with `id`, null for a batch), and the subscriptions stay inactive.
+fn answer(conn: &Conn, id: Value, reply: Option<String>, new: Vec<String>) {
+    if let Some(reply) = reply {
+        // Small answers go as notifications do (a connection with nothing
+        // outstanding always gets them): `eth_chainId` must not fail because
+        // others hold the budget.
+        let pushed = if reply.len() <= SMALL_ANSWER_BYTES {
+            conn.outbox.push(reply).map_err(|_| Refused::Closing)
+        } else {
+            conn.outbox.push_response(reply)
+        };
+        match pushed {
+            Ok(()) => {}
+            Err(Refused::Closing) => return,
+            Err(Refused::NodeBudget { held, max }) => {
+                let error = RpcError::busy(format!(
+                    "server busy: {held} bytes wait in the node's WebSocket send buffers, \
+                     node limit {max} bytes; retry shortly"
+                ));
+                let _ = conn.outbox.push(response(id, Err(error)).to_string());
+                for id in new {
+                    conn.remove(&id);
+                }
+                return;
+            }
+        }
     }
     for id in new {
         conn.activate(&id);
@@ -377,17 +454,18 @@ async fn run(
     conn: &Conn,
     call: Result<Call, (Value, RpcError)>,
     new: &mut Vec<String>,
-) -> Option<Value> {
+    renderer: &mut Renderer,
+) -> Option<String> {
     match call {
-        Err((id, e)) => Some(response(id, Err(e))),
+        Err((id, e)) => Some(renderer.render(id, Err(e))),
         Ok(call) if is_subscription_method(&call.method) => {
-            let (reply, created) = run_subscription_call(ctx, conn, &call);
+            let (reply, created) = run_subscription_call(ctx, conn, &call, renderer);
             new.extend(created);
             reply
         }
         Ok(call) => {
             let result = dispatch(ctx, &call.method, &call.params).await;
-            (!call.notification).then(|| response(call.id, result))
+            (!call.notification).then(|| renderer.render(call.id, result))
         }
     }
 }
@@ -396,7 +474,8 @@ fn run_subscription_call(
     ctx: &NetContext,
     conn: &Conn,
     call: &Call,
-) -> (Option<Value>, Option<String>) {
+    renderer: &mut Renderer,
+) -> (Option<String>, Option<String>) {
     let (result, created) = if call.method == "eth_subscribe" {
         match ctx
             .hub
@@ -408,7 +487,7 @@ fn run_subscription_call(
     } else {
         (Hub::unsubscribe(conn, &call.params).map(Value::Bool), None)
     };
-    let reply = (!call.notification).then(|| response(call.id.clone(), result));
+    let reply = (!call.notification).then(|| renderer.render(call.id.clone(), result));
     (reply, created)
 }
 
