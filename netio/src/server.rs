@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use serde_json::Value;
 
-use crate::eth::{NetContext, dispatch};
+use crate::eth::{NetContext, dispatch_in_batch};
 use crate::rpc::{Body, RpcError, parse_body, response};
 
 /// Most open connections per net core.
@@ -188,11 +188,13 @@ async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Ful
     };
     let reply = match parse_body(&body, ctx.limits.batch_max) {
         Err(e) => response(Value::Null, Err(e)),
-        Ok(Body::Single(call)) => run(&ctx, call).await,
+        Ok(Body::Single(call)) => run(&ctx, call, None).await,
         Ok(Body::Batch(calls)) => {
             let mut out = Vec::with_capacity(calls.len());
+            // The batch's simulations share one time and gas budget.
+            let budget = crate::sim::BatchBudget::new(&ctx.limits);
             for call in calls {
-                out.push(run(&ctx, call).await);
+                out.push(run(&ctx, call, Some(&budget)).await);
             }
             Value::Array(out)
         }
@@ -200,11 +202,15 @@ async fn handle(ctx: Rc<NetContext>, request: Request<Incoming>) -> Response<Ful
     json_response(StatusCode::OK, &reply)
 }
 
-async fn run(ctx: &Rc<NetContext>, call: Result<crate::rpc::Call, (Value, RpcError)>) -> Value {
+async fn run(
+    ctx: &Rc<NetContext>,
+    call: Result<crate::rpc::Call, (Value, RpcError)>,
+    batch: Option<&crate::sim::BatchBudget>,
+) -> Value {
     match call {
         Err((id, e)) => response(id, Err(e)),
         Ok(call) => {
-            let result = dispatch(ctx, &call.method, &call.params).await;
+            let result = dispatch_in_batch(ctx, &call.method, &call.params, batch).await;
             response(call.id, result)
         }
     }
