@@ -285,6 +285,7 @@ fn lower_this_thread(cpus: &[usize], nice: i32) {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one executor's roles and what they share
 async fn run_core(
     roles: CoreRoles,
     published: Arc<ArcSwap<fulmen_exec::block::ChainView>>,

@@ -633,9 +633,14 @@ mod tests {
     fn the_loops_succeed_with_a_small_limit_and_no_deadline_in_sight() {
         let far = Instant::now() + Duration::from_secs(3600);
         for code in [HASH_LOOP, PRECOMPILE_LOOP] {
-            let (outcome, _) =
-                simulate(StateDb::default(), 1, &block(), &create(code, 2_000_000), far)
-                    .expect("runs");
+            let (outcome, _) = simulate(
+                StateDb::default(),
+                1,
+                &block(),
+                &create(code, 2_000_000),
+                far,
+            )
+            .expect("runs");
             assert!(outcome.success, "{code}: {outcome:?}");
             assert!(outcome.gas_used > 1_900_000, "{code}: {outcome:?}");
         }

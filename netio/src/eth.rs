@@ -499,8 +499,13 @@ async fn off_core(
     view: Arc<ChainView>,
     job: SimJob,
 ) -> Result<Value, RpcError> {
-    let meter = Meter::new(&ctx.limits, batch, Instant::now());
+    let now = Instant::now();
+    let meter = Meter::new(&ctx.limits, batch, now);
     meter.check_gas()?;
+    if now >= meter.deadline() {
+        // The batch's time is spent: answer without queueing.
+        return Err(meter.timeout_error());
+    }
     let mut sim = Sim {
         view,
         chain_id: ctx.spec.chain_id,
@@ -561,10 +566,9 @@ impl Sim {
                 self.meter.charge(outcome.gas_used);
                 Ok((outcome, state))
             }
-            Err(SimError::DeadlinePassed) => {
-                self.meter.charge(call.gas.unwrap_or(block_ctx.gas_limit));
-                Err(RunError::Budget(self.meter.timeout_error()))
-            }
+            // The gas a halted run used is unknown, and its request ends
+            // here anyway; the time spent counts against the batch.
+            Err(SimError::DeadlinePassed) => Err(RunError::Budget(self.meter.timeout_error())),
             Err(SimError::Exec(ExecError::Db(e))) => {
                 Err(RunError::Call(RpcError::server(e.to_string())))
             }

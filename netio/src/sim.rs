@@ -68,7 +68,7 @@ impl SimPool {
         match self.queue.try_send(job) {
             Ok(()) => Ok(answer),
             Err(TrySendError::Full(_)) => Err(RpcError::server(format!(
-                "too many simulations in progress: {} are waiting (rpc.simulation_queue_max), retry shortly",
+                "too many simulations in progress: the queue is full (rpc.simulation_queue_max = {}), retry shortly",
                 self.queue_max
             ))),
             Err(TrySendError::Disconnected(_)) => {
