@@ -472,6 +472,7 @@ pub enum SimError {
 /// few dozen cheap instructions, and a slow instruction (a big KECCAK256)
 /// is bounded by its gas.
 pub const DEADLINE_CHECK_STEPS: u32 = 32;
+const _: () = assert!(DEADLINE_CHECK_STEPS.is_power_of_two());
 
 /// An inspector that halts the EVM once a wall-clock deadline has passed.
 /// It reads the clock every [`DEADLINE_CHECK_STEPS`] instructions and
@@ -513,7 +514,7 @@ impl<CTX> Inspector<CTX, EthInterpreter> for Deadline {
     #[inline]
     fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
         self.steps = self.steps.wrapping_add(1);
-        let due = self.steps % DEADLINE_CHECK_STEPS == 0;
+        let due = self.steps & (DEADLINE_CHECK_STEPS - 1) == 0;
         if self.passed || (due && self.check()) {
             interp.halt(InstructionResult::OutOfGas);
         }
