@@ -21,6 +21,7 @@ use fulmen_exec::{
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
 use fulmen_netio::server::HttpShared;
+use fulmen_netio::sim::SimPool;
 use fulmen_netio::ws::{WsLimits, WsShared};
 use fulmen_storage::{
     checkpoint::CheckpointJob,
@@ -218,6 +219,7 @@ pub(crate) fn start(
     });
 
     let limits = config.rpc.clone();
+    let sim = start_simulation_workers(config)?;
     let timing = SeqTiming {
         block_time_ms: config.block_time_ms,
         mini_block_max_ms: config.mini_block_max_ms,
@@ -245,6 +247,7 @@ pub(crate) fn start(
         let published = published.clone();
         let spec = spec.clone();
         let limits = limits.clone();
+        let sim = sim.clone();
         let ready = ready_tx.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fulmen-cpu{cpu}"))
@@ -252,7 +255,7 @@ pub(crate) fn start(
             .spin_before_park(Duration::from_micros(config.cores.spin_before_park_us));
         let handle = builder
             .spawn(move || async move {
-                run_core(roles, published, spec, limits, timing, ready).await;
+                run_core(roles, published, spec, limits, sim, timing, ready).await;
             })
             .map_err(|e| format!("cannot start the executor on CPU {cpu}: {e}"))?;
         threads.push(std::thread::spawn(move || {
@@ -345,11 +348,62 @@ fn raise_open_files_limit(config: &Config) {
     }
 }
 
+/// Starts the simulation workers: pinned to the exec CPUs (the net CPUs
+/// when there are none), never to seq's unless nothing else exists, and
+/// niced, so the kernel preempts them for the pinned net and seq threads.
+fn start_simulation_workers(config: &Config) -> Result<Arc<SimPool>, String> {
+    let cores = &config.cores;
+    let mut cpus: Vec<usize> = if cores.exec.is_empty() {
+        cores.net.clone()
+    } else {
+        cores.exec.clone()
+    };
+    cpus.sort_unstable();
+    cpus.dedup();
+    let nice = config.rpc.simulation_worker_nice.clamp(0, 19);
+    let on_start = Arc::new(move |_index: usize| lower_this_thread(&cpus, nice));
+    SimPool::start(
+        config.rpc.simulation_workers,
+        config.rpc.simulation_queue_max,
+        on_start,
+    )
+    .map_err(|e| format!("cannot start the simulation workers: {e}"))
+}
+
+/// Pins the calling thread to `cpus` (all of them: the kernel balances the
+/// workers among them) and sets its nice value. Failures are logged, not
+/// fatal: an unpinned or un-niced worker still keeps simulations off the
+/// net executors.
+fn lower_this_thread(cpus: &[usize], nice: i32) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET stays within it for ids
+    // below CPU_SETSIZE, which is checked.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let mut any = false;
+        for &cpu in cpus {
+            if cpu < libc::CPU_SETSIZE as usize {
+                libc::CPU_SET(cpu, &mut set);
+                any = true;
+            }
+        }
+        if any && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), ?cpus, "cannot pin a simulation worker");
+        }
+        // With PRIO_PROCESS and 0, Linux applies the nice value to the
+        // calling thread only.
+        if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower a simulation worker's priority");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one executor's roles and what they share
 async fn run_core(
     roles: CoreRoles,
     published: Arc<ArcSwap<fulmen_exec::block::ChainView>>,
     spec: Arc<ChainSpec>,
     limits: RpcLimits,
+    sim: Arc<SimPool>,
     timing: SeqTiming,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
@@ -476,6 +530,7 @@ async fn run_core(
         let published = published.clone();
         let spec = spec.clone();
         let limits = limits.clone();
+        let sim = sim.clone();
         let ready = ready.clone();
         let task = glommio::spawn_local_into(
             async move {
@@ -502,6 +557,7 @@ async fn run_core(
                     ws: role.ws,
                     ws_shared: role.ws_shared,
                     hub: hub.clone(),
+                    sim,
                 });
                 glommio::spawn_local(fulmen_netio::ws::run_events(hub, events)).detach();
                 let _ = ready.send(Ok(()));

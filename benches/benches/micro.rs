@@ -333,7 +333,7 @@ fn worst_case_tx(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 let result = evm.transact(env.clone()).expect("executes");
-                black_box(result.result.gas_used())
+                black_box(result.result.tx_gas_used())
             })
         });
     }

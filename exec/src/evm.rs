@@ -8,6 +8,7 @@
 //! EVM over a snapshot on the calling core.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2930::AccessList;
@@ -22,6 +23,10 @@ use revm::{
     context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
     database_interface::{DBErrorMarker, Database},
     handler::{ExecuteEvm, MainnetEvm},
+    inspector::{InspectEvm, Inspector},
+    interpreter::{
+        CallInputs, CallOutcome, InstructionResult, Interpreter, interpreter::EthInterpreter,
+    },
     primitives::{KECCAK_EMPTY, eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE},
     state::{AccountInfo, EvmState},
 };
@@ -56,15 +61,18 @@ pub struct AccountOverride {
 }
 
 /// The EVM's view of the state: a hot-state snapshot, the sealed block
-/// hashes, and, for simulations, storage wipes from overrides.
+/// hashes, and, for simulations, the storage of accounts whose storage an
+/// override replaced wholesale.
 #[derive(Debug, Clone, Default)]
 pub struct StateDb {
     /// Accounts, storage and code.
     pub state: HotState,
     /// Hashes of sealed blocks, indexed by number.
     pub block_hashes: imbl::Vector<B256>,
-    /// Accounts whose storage an override replaced wholesale.
-    wiped: HashSet<Address>,
+    /// Accounts whose storage a full `state` override replaced, with their
+    /// whole new storage: reads of these accounts never reach `state`, so a
+    /// replacement costs O(override size), not a scan of the state.
+    replaced: HashMap<Address, HashMap<U256, U256>>,
 }
 
 impl StateDb {
@@ -73,11 +81,13 @@ impl StateDb {
         Self {
             state,
             block_hashes,
-            wiped: HashSet::new(),
+            replaced: HashMap::new(),
         }
     }
 
-    /// Applies `eth_call` state overrides to this (private) copy of the state.
+    /// Applies `eth_call` state overrides to this (private) copy of the
+    /// state. Costs O(size of the overrides): a full `state` override is
+    /// kept beside the snapshot instead of zeroing the account's old slots.
     pub fn apply_overrides(&mut self, overrides: &HashMap<Address, AccountOverride>) {
         for (address, change) in overrides {
             let mut account = self
@@ -100,38 +110,22 @@ impl StateDb {
             }
             self.state.set_account(*address, account);
             if let Some(slots) = &change.state {
-                self.wiped.insert(*address);
-                for (slot, value) in slots {
-                    self.state.set_storage(
-                        *address,
-                        U256::from_be_bytes(slot.0),
-                        U256::from_be_bytes(value.0),
-                    );
-                }
+                let storage = slots
+                    .iter()
+                    .map(|(slot, value)| {
+                        (U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0))
+                    })
+                    .collect();
+                self.replaced.insert(*address, storage);
             }
             for (slot, value) in change.state_diff.iter().flatten() {
-                self.state.set_storage(
-                    *address,
-                    U256::from_be_bytes(slot.0),
-                    U256::from_be_bytes(value.0),
-                );
-            }
-        }
-        // Slots not named in a full `state` override read as zero.
-        if !self.wiped.is_empty() {
-            let named: HashSet<(Address, U256)> = overrides
-                .iter()
-                .filter_map(|(a, o)| o.state.as_ref().map(|s| (a, s)))
-                .flat_map(|(a, s)| s.keys().map(move |k| (*a, U256::from_be_bytes(k.0))))
-                .collect();
-            let stale: Vec<(Address, U256)> = self
-                .state
-                .slots()
-                .filter(|((a, k), _)| self.wiped.contains(a) && !named.contains(&(*a, *k)))
-                .map(|(key, _)| *key)
-                .collect();
-            for (address, slot) in stale {
-                self.state.set_storage(address, slot, U256::ZERO);
+                let (slot, value) = (U256::from_be_bytes(slot.0), U256::from_be_bytes(value.0));
+                match self.replaced.get_mut(address) {
+                    Some(storage) => {
+                        storage.insert(slot, value);
+                    }
+                    None => self.state.set_storage(*address, slot, value),
+                }
             }
         }
     }
@@ -162,6 +156,10 @@ impl Database for StateDb {
     }
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, DbError> {
+        if let Some(storage) = self.replaced.get(&address) {
+            // Slots not named in a full `state` override read as zero.
+            return Ok(storage.get(&index).copied().unwrap_or_default());
+        }
         Ok(self.state.storage(&address, &index))
     }
 
@@ -459,14 +457,90 @@ pub struct CallRequest {
     pub access_list: Option<AccessList>,
 }
 
-/// Runs a simulation over `db` (a private snapshot) without committing.
-/// Fee checks are relaxed when no fee was given, as in geth.
+/// Why a simulation gave no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// revm refused the call, or the state could not answer.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// The wall-clock deadline passed and the EVM was halted.
+    #[error("the simulation ran past its deadline")]
+    DeadlinePassed,
+}
+
+/// Instructions between two clock reads: a read costs about as much as a
+/// few dozen cheap instructions, and a slow instruction (a big KECCAK256)
+/// is bounded by its gas.
+pub const DEADLINE_CHECK_STEPS: u32 = 32;
+const _: () = assert!(DEADLINE_CHECK_STEPS.is_power_of_two());
+
+/// An inspector that halts the EVM once a wall-clock deadline has passed.
+/// It reads the clock every [`DEADLINE_CHECK_STEPS`] instructions and
+/// before every call (a loop of precompile calls runs few instructions per
+/// call). Once passed, every frame halts at its next instruction, so the
+/// whole call stack unwinds; the halt looks like out-of-gas to revm, and
+/// [`Deadline::passed`] tells the two apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    steps: u32,
+    passed: bool,
+}
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub fn new(at: Instant) -> Self {
+        Self {
+            at,
+            steps: 0,
+            passed: false,
+        }
+    }
+
+    /// Whether the deadline was seen to pass during the run.
+    pub fn passed(&self) -> bool {
+        self.passed
+    }
+
+    fn check(&mut self) -> bool {
+        if !self.passed && Instant::now() >= self.at {
+            self.passed = true;
+        }
+        self.passed
+    }
+}
+
+impl<CTX> Inspector<CTX, EthInterpreter> for Deadline {
+    #[inline]
+    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
+        self.steps = self.steps.wrapping_add(1);
+        let due = self.steps & (DEADLINE_CHECK_STEPS - 1) == 0;
+        if self.passed || (due && self.check()) {
+            interp.halt(InstructionResult::OutOfGas);
+        }
+    }
+
+    fn call(&mut self, _context: &mut CTX, _inputs: &mut CallInputs) -> Option<CallOutcome> {
+        // The caller's next instruction halts; one precompile run is
+        // bounded by its gas.
+        self.check();
+        None
+    }
+}
+
+/// Runs a simulation over `db` (a private snapshot) without committing,
+/// halting it once `deadline` has passed. Fee checks are relaxed when no fee
+/// was given, as in geth.
 pub fn simulate(
     db: StateDb,
     chain_id: u64,
     block: &BlockContext,
     call: &CallRequest,
-) -> Result<(Outcome, EvmState), ExecError> {
+    deadline: Instant,
+) -> Result<(Outcome, EvmState), SimError> {
+    if Instant::now() >= deadline {
+        return Err(SimError::DeadlinePassed);
+    }
     let from = call.from.unwrap_or_default();
     let nonce = call
         .nonce
@@ -511,6 +585,139 @@ pub fn simulate(
         .with_db(db)
         .with_cfg(cfg)
         .with_block(block_env)
-        .build_mainnet();
-    transact(&mut evm, tx)
+        .build_mainnet_with_inspector(Deadline::new(deadline));
+    let result = evm.inspect_tx(tx);
+    if evm.inspector.passed() {
+        return Err(SimError::DeadlinePassed);
+    }
+    match result {
+        Ok(result) => Ok((Outcome::from_result(result.result), result.state)),
+        Err(EVMError::Database(e)) => Err(ExecError::Db(e).into()),
+        Err(EVMError::Transaction(e)) => Err(ExecError::Invalid(invalid_tx_message(&e)).into()),
+        Err(e) => Err(ExecError::Invalid(e.to_string()).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Hashes 32 KiB of memory in a loop until less than 64 Ki gas is left,
+    /// then stops (succeeds): slow per unit of gas, and any limit works.
+    const HASH_LOOP: &str = "5b620100005a10601457618000600020506000565b00";
+
+    /// Calls the SHA-256 precompile on 32 KiB in a loop until less than
+    /// 64 Ki gas is left: few instructions per unit of work.
+    const PRECOMPILE_LOOP: &str = "5b620100005a10601b5760206000618000600060025afa506000565b00";
+
+    fn block() -> BlockContext {
+        BlockContext {
+            number: 1,
+            timestamp: 1,
+            base_fee: 0,
+            gas_limit: 1_000_000_000,
+            coinbase: Address::ZERO,
+            prevrandao: B256::ZERO,
+        }
+    }
+
+    fn create(code: &str, gas: u64) -> CallRequest {
+        CallRequest {
+            input: code.parse().expect("hex"),
+            gas: Some(gas),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_loops_succeed_with_a_small_limit_and_no_deadline_in_sight() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        for code in [HASH_LOOP, PRECOMPILE_LOOP] {
+            let (outcome, _) = simulate(
+                StateDb::default(),
+                1,
+                &block(),
+                &create(code, 2_000_000),
+                far,
+            )
+            .expect("runs");
+            assert!(outcome.success, "{code}: {outcome:?}");
+            assert!(outcome.gas_used > 1_900_000, "{code}: {outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_passed_deadline_halts_the_evm_with_its_own_error() {
+        // A billion gas of hashing is seconds of work on any machine; the
+        // deadline is 20 ms away.
+        for code in [HASH_LOOP, PRECOMPILE_LOOP] {
+            let soon = Instant::now() + Duration::from_millis(20);
+            let result = simulate(
+                StateDb::default(),
+                1,
+                &block(),
+                &create(code, 1_000_000_000),
+                soon,
+            );
+            assert_eq!(result.unwrap_err(), SimError::DeadlinePassed, "{code}");
+        }
+        let past = Instant::now();
+        let result = simulate(
+            StateDb::default(),
+            1,
+            &block(),
+            &create(HASH_LOOP, 100_000),
+            past,
+        );
+        assert_eq!(result.unwrap_err(), SimError::DeadlinePassed);
+    }
+
+    #[test]
+    fn a_full_state_override_replaces_storage_without_touching_the_snapshot() {
+        let a = Address::repeat_byte(0xaa);
+        let b = Address::repeat_byte(0xbb);
+        let mut state = HotState::new();
+        state.set_account(a, AccountState::funded(U256::from(1)));
+        state.set_account(b, AccountState::funded(U256::from(1)));
+        for slot in 0..1000u64 {
+            state.set_storage(a, U256::from(slot), U256::from(slot + 1));
+            state.set_storage(b, U256::from(slot), U256::from(slot + 1));
+        }
+        let snapshot = state.clone();
+        let key = |n: u64| B256::from(U256::from(n));
+        let overrides = HashMap::from([
+            (
+                a,
+                AccountOverride {
+                    state: Some(HashMap::from([(key(7), key(70))])),
+                    state_diff: Some(HashMap::from([(key(8), key(80))])),
+                    ..Default::default()
+                },
+            ),
+            (
+                b,
+                AccountOverride {
+                    state_diff: Some(HashMap::from([(key(9), key(90))])),
+                    ..Default::default()
+                },
+            ),
+        ]);
+        let mut db = StateDb::new(state, imbl::Vector::new());
+        db.apply_overrides(&overrides);
+        let mut read = |address, slot: u64| db.storage(address, U256::from(slot)).expect("read");
+        assert_eq!(read(a, 7), U256::from(70));
+        assert_eq!(read(a, 8), U256::from(80));
+        assert_eq!(read(a, 1), U256::ZERO);
+        assert_eq!(read(a, 5000), U256::ZERO);
+        assert_eq!(read(b, 9), U256::from(90));
+        assert_eq!(read(b, 1), U256::from(2));
+        // The replaced account's old slots were not rewritten one by one.
+        for slot in 0..1000u64 {
+            assert_eq!(
+                db.state.storage(&a, &U256::from(slot)),
+                snapshot.storage(&a, &U256::from(slot))
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy_eips::{BlockId, BlockNumberOrTag, eip2930::AccessList};
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
@@ -18,7 +18,9 @@ use fulmen_exec::metrics::{METRICS, reject_reason};
 use fulmen_exec::{
     block::{ChainView, SealedBlock},
     chain::ChainSpec,
-    evm::{self, AccountOverride, BlockContext, CallRequest, ExecError, Outcome, StateDb},
+    evm::{
+        self, AccountOverride, BlockContext, CallRequest, ExecError, Outcome, SimError, StateDb,
+    },
     seq_core::{MerkleRequest, SeqReply, SeqRequest},
     sequencer::{ParkReason, SubmitError},
     tx::{RecoveredTx, decode_and_check},
@@ -30,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::convert;
 use crate::rpc::{ByteBudget, Params, RpcError};
+use crate::sim::{BatchBudget, Meter, SimPool};
 
 /// Limits of the RPC surface: the `[rpc]` table of the node config.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -77,6 +80,24 @@ pub struct RpcLimits {
     /// connections of all net cores together; past it, a new answer is
     /// refused with -32005 (HTTP 503) until clients read.
     pub responses_in_flight_bytes_max: usize,
+    /// Wall-clock limit of one request's simulations (`eth_call`,
+    /// `eth_estimateGas`, `eth_createAccessList`), counted from its arrival,
+    /// queueing included.
+    pub call_timeout_ms: u64,
+    /// Gas all EVM runs of one simulation request may use together
+    /// (`eth_estimateGas` runs the EVM up to ~30 times).
+    pub simulation_gas_budget: u64,
+    /// Wall-clock limit of all simulations in one batch.
+    pub batch_call_timeout_ms: u64,
+    /// Gas all simulations in one batch may use together.
+    pub batch_simulation_gas_budget: u64,
+    /// Simulation worker threads (shared by all net cores).
+    pub simulation_workers: usize,
+    /// Simulations waiting for a worker; more are refused at once.
+    pub simulation_queue_max: usize,
+    /// Nice value of the simulation workers (0..=19): the kernel preempts
+    /// them in favour of the net and seq threads.
+    pub simulation_worker_nice: i32,
 }
 
 impl Default for RpcLimits {
@@ -107,6 +128,13 @@ impl Default for RpcLimits {
             batch_response_bytes_max: 32 * 1024 * 1024,
             // Eight answers of the largest size.
             responses_in_flight_bytes_max: 256 * 1024 * 1024,
+            call_timeout_ms: 5_000,
+            simulation_gas_budget: 1_000_000_000,
+            batch_call_timeout_ms: 10_000,
+            batch_simulation_gas_budget: 2_000_000_000,
+            simulation_workers: 2,
+            simulation_queue_max: 64,
+            simulation_worker_nice: 19,
         }
     }
 }
@@ -131,6 +159,8 @@ pub struct NetContext {
     pub ws_shared: Arc<crate::ws::WsShared>,
     /// This core's subscriptions.
     pub hub: Rc<crate::pubsub::Hub>,
+    /// The simulation workers (shared by all net cores).
+    pub sim: Arc<SimPool>,
 }
 
 /// EIP-7966 error code: timed out waiting for the receipt.
@@ -143,6 +173,16 @@ pub async fn dispatch(
     ctx: &Rc<NetContext>,
     method: &str,
     params: &Params,
+) -> Result<Value, RpcError> {
+    dispatch_in_batch(ctx, method, params, None).await
+}
+
+/// Dispatches one call of a batch: its simulations also draw on `batch`.
+pub async fn dispatch_in_batch(
+    ctx: &Rc<NetContext>,
+    method: &str,
+    params: &Params,
+    batch: Option<&BatchBudget>,
 ) -> Result<Value, RpcError> {
     let view = ctx.view.load_full();
     let v = &view;
@@ -190,9 +230,18 @@ pub async fn dispatch(
             ok(B256::from(state.storage(&address, &slot)))
         }
         "eth_getProof" => get_proof(ctx, v, params).await,
-        "eth_call" => call(ctx, v, params),
-        "eth_estimateGas" => estimate_gas(ctx, v, params),
-        "eth_createAccessList" => create_access_list(ctx, v, params),
+        "eth_call" => {
+            let job = call(ctx, params)?;
+            off_core(ctx, batch, view, job).await
+        }
+        "eth_estimateGas" => {
+            let job = estimate_gas(ctx, params)?;
+            off_core(ctx, batch, view, job).await
+        }
+        "eth_createAccessList" => {
+            let job = create_access_list(ctx, params)?;
+            off_core(ctx, batch, view, job).await
+        }
         "eth_sendRawTransaction" => {
             params.at_most(1)?;
             let raw: Bytes = params.required(0, "data")?;
@@ -516,20 +565,95 @@ fn overrides(overrides: Option<StateOverride>) -> HashMap<Address, AccountOverri
         .collect()
 }
 
-fn simulate_at(
+/// A simulation request, parsed on the net core, run on a worker.
+type SimJob = Box<dyn FnOnce(&mut Sim) -> Result<Value, RpcError> + Send>;
+
+/// Runs `job` on a simulation worker and awaits its answer without
+/// blocking this core; charges the gas it used to `batch`.
+async fn off_core(
     ctx: &NetContext,
-    view: &ChainView,
-    call: &CallRequest,
-    block: Option<BlockId>,
-    state_overrides: &HashMap<Address, AccountOverride>,
-) -> Result<(Outcome, revm::state::EvmState), RpcError> {
-    let (state, block_ctx) = state_at(view, block)?;
-    let mut db = StateDb::new(state, view.block_hashes.clone());
-    db.apply_overrides(state_overrides);
-    evm::simulate(db, ctx.spec.chain_id, &block_ctx, call).map_err(|e| match e {
-        ExecError::Db(e) => RpcError::server(e.to_string()),
-        ExecError::Invalid(message) => RpcError::server(message),
-    })
+    batch: Option<&BatchBudget>,
+    view: Arc<ChainView>,
+    job: SimJob,
+) -> Result<Value, RpcError> {
+    let now = Instant::now();
+    let meter = Meter::new(&ctx.limits, batch, now);
+    meter.check_gas()?;
+    if now >= meter.deadline() {
+        // The batch's time is spent: answer without queueing.
+        return Err(meter.timeout_error());
+    }
+    let mut sim = Sim {
+        view,
+        chain_id: ctx.spec.chain_id,
+        meter,
+    };
+    let answer = ctx.sim.submit(move || {
+        let result = job(&mut sim);
+        (result, sim.meter.gas_used)
+    })?;
+    let (result, gas_used) = answer
+        .await
+        .map_err(|_| RpcError::internal("the simulation failed inside the node"))?;
+    if let Some(batch) = batch {
+        batch.charge(gas_used);
+    }
+    result
+}
+
+/// One simulation request on a worker: the chain view it reads and what it
+/// may still spend.
+struct Sim {
+    view: Arc<ChainView>,
+    chain_id: u64,
+    meter: Meter,
+}
+
+/// Why one EVM run of a request gave no outcome.
+enum RunError {
+    /// The request's (or batch's) time or gas is spent: the request ends.
+    Budget(RpcError),
+    /// This run was refused (e.g. intrinsic gas too low for the limit).
+    Call(RpcError),
+}
+
+impl From<RunError> for RpcError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Budget(e) | RunError::Call(e) => e,
+        }
+    }
+}
+
+impl Sim {
+    /// One EVM run at `block` with `state_overrides`, within the budget.
+    fn run(
+        &mut self,
+        call: &CallRequest,
+        block: Option<BlockId>,
+        state_overrides: &HashMap<Address, AccountOverride>,
+    ) -> Result<(Outcome, revm::state::EvmState), RunError> {
+        self.meter.check_gas().map_err(RunError::Budget)?;
+        let (state, block_ctx) = state_at(&self.view, block).map_err(RunError::Call)?;
+        let mut db = StateDb::new(state, self.view.block_hashes.clone());
+        db.apply_overrides(state_overrides);
+        let result = evm::simulate(db, self.chain_id, &block_ctx, call, self.meter.deadline());
+        match result {
+            Ok((outcome, state)) => {
+                self.meter.charge(outcome.gas_used);
+                Ok((outcome, state))
+            }
+            // The gas a halted run used is unknown, and its request ends
+            // here anyway; the time spent counts against the batch.
+            Err(SimError::DeadlinePassed) => Err(RunError::Budget(self.meter.timeout_error())),
+            Err(SimError::Exec(ExecError::Db(e))) => {
+                Err(RunError::Call(RpcError::server(e.to_string())))
+            }
+            Err(SimError::Exec(ExecError::Invalid(message))) => {
+                Err(RunError::Call(RpcError::server(message)))
+            }
+        }
+    }
 }
 
 /// Geth's shape for a failed call: code 3 with the revert data.
@@ -549,20 +673,22 @@ fn revert_error(outcome: &Outcome) -> RpcError {
     }
 }
 
-fn call(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+fn call(ctx: &NetContext, params: &Params) -> Result<SimJob, RpcError> {
     params.at_most(3)?;
     let request: TransactionRequest = params.required(0, "transaction")?;
     let block: Option<BlockId> = params.optional(1, "block")?;
     let state_overrides = overrides(params.optional(2, "stateOverrides")?);
     let call = call_request(ctx, request)?;
-    let (outcome, _) = simulate_at(ctx, view, &call, block, &state_overrides)?;
-    if !outcome.success {
-        return Err(revert_error(&outcome));
-    }
-    ok(outcome.output)
+    Ok(Box::new(move |sim| {
+        let (outcome, _) = sim.run(&call, block, &state_overrides)?;
+        if !outcome.success {
+            return Err(revert_error(&outcome));
+        }
+        ok(outcome.output)
+    }))
 }
 
-fn estimate_gas(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+fn estimate_gas(ctx: &NetContext, params: &Params) -> Result<SimJob, RpcError> {
     params.at_most(3)?;
     let request: TransactionRequest = params.required(0, "transaction")?;
     let block: Option<BlockId> = params.optional(1, "block")?;
@@ -570,65 +696,68 @@ fn estimate_gas(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<V
     let mut call = call_request(ctx, request)?;
     let cap = call.gas.unwrap_or(ctx.limits.call_gas_max);
     call.gas = Some(cap);
-    let (outcome, _) = simulate_at(ctx, view, &call, block, &state_overrides)?;
-    if !outcome.success {
-        return Err(revert_error(&outcome));
-    }
-    // Binary search for the lowest limit that succeeds: refunds and the 63/64
-    // rule mean the used gas is not always enough as a limit.
-    let mut low = outcome.gas_used.saturating_sub(1);
-    let mut high = cap;
-    call.gas = Some(outcome.gas_used);
-    if simulate_at(ctx, view, &call, block, &state_overrides).is_ok_and(|(o, _)| o.success) {
-        return ok(U64::from(outcome.gas_used));
-    }
-    let mut rounds = 0;
-    while low + 1 < high && rounds < 64 {
-        rounds += 1;
-        let mid = low + (high - low) / 2;
-        call.gas = Some(mid);
-        match simulate_at(ctx, view, &call, block, &state_overrides) {
-            Ok((o, _)) if o.success => high = mid,
-            _ => low = mid,
+    Ok(Box::new(move |sim| {
+        let (outcome, _) = sim.run(&call, block, &state_overrides)?;
+        if !outcome.success {
+            return Err(revert_error(&outcome));
         }
-    }
-    ok(U64::from(high))
+        // Binary search for the lowest limit that succeeds: refunds and the
+        // 63/64 rule mean the used gas is not always enough as a limit.
+        let mut low = outcome.gas_used.saturating_sub(1);
+        let mut high = cap;
+        call.gas = Some(outcome.gas_used);
+        match sim.run(&call, block, &state_overrides) {
+            Ok((o, _)) if o.success => return ok(U64::from(outcome.gas_used)),
+            Err(RunError::Budget(e)) => return Err(e),
+            Ok(_) | Err(RunError::Call(_)) => {}
+        }
+        let mut rounds = 0;
+        while low + 1 < high && rounds < 64 {
+            rounds += 1;
+            let mid = low + (high - low) / 2;
+            call.gas = Some(mid);
+            match sim.run(&call, block, &state_overrides) {
+                Ok((o, _)) if o.success => high = mid,
+                Err(RunError::Budget(e)) => return Err(e),
+                Ok(_) | Err(RunError::Call(_)) => low = mid,
+            }
+        }
+        ok(U64::from(high))
+    }))
 }
 
-fn create_access_list(
-    ctx: &NetContext,
-    view: &ChainView,
-    params: &Params,
-) -> Result<Value, RpcError> {
+fn create_access_list(ctx: &NetContext, params: &Params) -> Result<SimJob, RpcError> {
     params.at_most(2)?;
     let request: TransactionRequest = params.required(0, "transaction")?;
     let block: Option<BlockId> = params.optional(1, "block")?;
     let mut call = call_request(ctx, request)?;
-    let mut excluded: HashSet<Address> = HashSet::new();
-    excluded.insert(call.from.unwrap_or_default());
-    if let Some(to) = call.to {
-        excluded.insert(to);
-    }
-    let (_, block_ctx) = state_at(view, block)?;
-    excluded.insert(block_ctx.coinbase);
-    // As geth: rerun with the found list until it stops changing (bounded).
-    let mut list = call.access_list.clone().unwrap_or_default();
-    let none = HashMap::new();
-    for _ in 0..8 {
-        call.access_list = Some(list.clone());
-        let (outcome, state) = simulate_at(ctx, view, &call, block, &none)?;
-        let found: AccessList = evm::touched_access_list(&state, &excluded);
-        if found == list {
-            let error = (!outcome.success).then(|| revert_error(&outcome).message);
-            return ok(AccessListResult {
-                access_list: found,
-                gas_used: U256::from(outcome.gas_used),
-                error,
-            });
+    Ok(Box::new(move |sim| {
+        let mut excluded: HashSet<Address> = HashSet::new();
+        excluded.insert(call.from.unwrap_or_default());
+        if let Some(to) = call.to {
+            excluded.insert(to);
         }
-        list = found;
-    }
-    Err(RpcError::server("access list did not converge"))
+        let (_, block_ctx) = state_at(&sim.view, block)?;
+        excluded.insert(block_ctx.coinbase);
+        // As geth: rerun with the found list until it stops changing (bounded).
+        let mut list = call.access_list.clone().unwrap_or_default();
+        let none = HashMap::new();
+        for _ in 0..8 {
+            call.access_list = Some(list.clone());
+            let (outcome, state) = sim.run(&call, block, &none)?;
+            let found: AccessList = evm::touched_access_list(&state, &excluded);
+            if found == list {
+                let error = (!outcome.success).then(|| revert_error(&outcome).message);
+                return ok(AccessListResult {
+                    access_list: found,
+                    gas_used: U256::from(outcome.gas_used),
+                    error,
+                });
+            }
+            list = found;
+        }
+        Err(RpcError::server("access list did not converge"))
+    }))
 }
 
 async fn get_proof(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value, RpcError> {

@@ -8,4 +8,5 @@ mod outbox;
 pub mod pubsub;
 pub mod rpc;
 pub mod server;
+pub mod sim;
 pub mod ws;

@@ -35,7 +35,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use serde_json::Value;
 
-use crate::eth::{NetContext, RpcLimits, dispatch};
+use crate::eth::{NetContext, RpcLimits, dispatch_in_batch};
 use crate::rpc::{Body, Renderer, RpcError, parse_body, response};
 
 /// Default of `rpc.connections_per_core_max`.
@@ -759,14 +759,16 @@ where
     );
     let text = match parse_body(&body, ctx.limits.batch_max) {
         Err(e) => renderer.render(Value::Null, Err(e)),
-        Ok(Body::Single(call)) => run(&ctx, call, &mut renderer).await,
+        Ok(Body::Single(call)) => run(&ctx, call, &mut renderer, None).await,
         Ok(Body::Batch(calls)) => {
             let mut out = String::from("[");
+            // The batch's simulations share one time and gas budget.
+            let budget = crate::sim::BatchBudget::new(&ctx.limits);
             for (i, call) in calls.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&run(&ctx, call, &mut renderer).await);
+                out.push_str(&run(&ctx, call, &mut renderer, Some(&budget)).await);
             }
             out.push(']');
             out
@@ -779,11 +781,12 @@ async fn run(
     ctx: &Rc<NetContext>,
     call: Result<crate::rpc::Call, (Value, RpcError)>,
     renderer: &mut Renderer,
+    batch: Option<&crate::sim::BatchBudget>,
 ) -> String {
     match call {
         Err((id, e)) => renderer.render(id, Err(e)),
         Ok(call) => {
-            let result = dispatch(ctx, &call.method, &call.params).await;
+            let result = dispatch_in_batch(ctx, &call.method, &call.params, batch).await;
             renderer.render(call.id, result)
         }
     }
