@@ -40,7 +40,13 @@ fn nonce_of(addr: SocketAddr, who: Address) -> u64 {
 fn a_transaction_too_large_for_the_log_is_refused_and_the_node_goes_on() {
     for durability in ["durable", "memory"] {
         let dir = tempdir::TempDir::new("fulmen-bigrecord");
-        let args = ["--dev", "--storage-segment-mb", "1", "--durability", durability];
+        let args = [
+            "--dev",
+            "--storage-segment-mb",
+            "1",
+            "--durability",
+            durability,
+        ];
         let mut node = start_fulmen_in(&dir.0, &args);
         let alice = signer(0);
         let bob = address_of(&signer(1));
@@ -179,6 +185,10 @@ fn unfunded_senders_cannot_park() {
         message.starts_with("insufficient funds for gas * price + value"),
         "{message}"
     );
-    let parked = rpc(node.addr, "eth_getTransactionCount", json!([address_of(&nobody), "pending"]));
+    let parked = rpc(
+        node.addr,
+        "eth_getTransactionCount",
+        json!([address_of(&nobody), "pending"]),
+    );
     assert_eq!(parked["result"], "0x0");
 }

@@ -303,7 +303,10 @@ fn worst_case_tx(c: &mut Criterion) {
     // blake2f (0x09): 1 gas per round. Rounds = what the cap leaves after
     // the intrinsic cost of 213 bytes of calldata (mostly non-zero: 16 each).
     let mut blake = vec![0u8; 213];
-    blake[4..].iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8) | 1);
+    blake[4..]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i as u8) | 1);
     blake[212] = 1;
     let rounds = (cap - 21_000 - 213 * 16) as u32;
     blake[..4].copy_from_slice(&rounds.to_be_bytes());
@@ -327,7 +330,10 @@ fn worst_case_tx(c: &mut Criterion) {
         let tx = decode_and_check(&raw, &RULES).expect("valid");
         let env = tx_env(&tx);
         let mut state = HotState::new();
-        state.set_account(sender.address, AccountState::funded(U256::from(10u64).pow(U256::from(30))));
+        state.set_account(
+            sender.address,
+            AccountState::funded(U256::from(10u64).pow(U256::from(30))),
+        );
         let mut evm = build_evm(StateDb::new(state, imbl::Vector::new()), CHAIN_ID, &block());
         evm.ctx.cfg.disable_nonce_check = true;
         group.bench_function(name, |b| {
@@ -340,5 +346,12 @@ fn worst_case_tx(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode_and_recover, execution, state_root, json_rpc, worst_case_tx);
+criterion_group!(
+    benches,
+    decode_and_recover,
+    execution,
+    state_root,
+    json_rpc,
+    worst_case_tx
+);
 criterion_main!(benches);

@@ -1165,7 +1165,16 @@ mod tests {
         let spec = seq.spec().clone();
         let bob = DEV_ACCOUNTS[1];
         let nobody = PrivateKeySigner::random();
-        let gap = sign_by(&spec, &nobody, 1, TxKind::Call(bob), U256::ZERO, Bytes::new(), 21_000, 1);
+        let gap = sign_by(
+            &spec,
+            &nobody,
+            1,
+            TxKind::Call(bob),
+            U256::ZERO,
+            Bytes::new(),
+            21_000,
+            1,
+        );
         assert!(matches!(
             seq.submit(gap),
             Err(SubmitError::InsufficientFunds { .. })
@@ -1174,7 +1183,16 @@ mod tests {
         // 10,000 ETH covers one 6,000 ETH transfer parked, not two.
         let eth = U256::from(10u64).pow(U256::from(18u64));
         let big = |nonce| {
-            sign_by(&spec, key(0), nonce, TxKind::Call(bob), eth * U256::from(6_000u64), Bytes::new(), 21_000, 1)
+            sign_by(
+                &spec,
+                key(0),
+                nonce,
+                TxKind::Call(bob),
+                eth * U256::from(6_000u64),
+                Bytes::new(),
+                21_000,
+                1,
+            )
         };
         seq.submit(big(1)).unwrap();
         assert!(matches!(
@@ -1192,7 +1210,8 @@ mod tests {
         };
         let mut seq = sequencer_with(limits);
         let spec = seq.spec().clone();
-        seq.submit(tx(&spec, 0, 3, DEV_ACCOUNTS[1], 1, 21_000, 1)).unwrap();
+        seq.submit(tx(&spec, 0, 3, DEV_ACCOUNTS[1], 1, 21_000, 1))
+            .unwrap();
         let parked_at = seq.view().open().ctx.timestamp;
         seq.close_block((parked_at + 5) * 1000);
         assert_eq!(seq.parked_count(), 1);
@@ -1220,7 +1239,9 @@ mod tests {
         // A better price evicts one of the cheapest.
         seq.submit(tx(&spec, 3, 5, bob, 1, 21_000, 1_000)).unwrap();
         assert_eq!(seq.parked_count(), 2);
-        let one = tx(&spec, 4, 5, bob, 1, 21_000, 1).envelope.encode_2718_len();
+        let one = tx(&spec, 4, 5, bob, 1, 21_000, 1)
+            .envelope
+            .encode_2718_len();
         let by_bytes = PoolLimits {
             parked_bytes_max: 2 * one + one / 2,
             ..PoolLimits::default()
@@ -1252,7 +1273,10 @@ mod tests {
         let mut seq = sequencer_with(limits);
         let spec = seq.spec().clone();
         let err = seq.submit(logging(&spec, 0, 0, 4_000)).unwrap_err();
-        assert!(matches!(err, SubmitError::RecordTooLarge { limit: 6_000, .. }), "{err}");
+        assert!(
+            matches!(err, SubmitError::RecordTooLarge { limit: 6_000, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("limit 6000 bytes per transaction"));
         assert_eq!(seq.account_nonce_balance(&DEV_ACCOUNTS[0]).0, 0);
         assert!(!seq.mini_block_has_txs());
@@ -1284,7 +1308,11 @@ mod tests {
             let closed = seq.close_mini_block().unwrap();
             let mut record = Vec::new();
             seq.mini_block_record(&closed, &mut record);
-            assert!(record.len() <= limits.mini_block_bytes_max, "{}", record.len());
+            assert!(
+                record.len() <= limits.mini_block_bytes_max,
+                "{}",
+                record.len()
+            );
             let entries: usize = closed
                 .txs
                 .iter()
@@ -1298,7 +1326,10 @@ mod tests {
                     )
                 })
                 .sum();
-            assert_eq!(record.len(), crate::persist::MINI_BLOCK_HEADER_BYTES + entries);
+            assert_eq!(
+                record.len(),
+                crate::persist::MINI_BLOCK_HEADER_BYTES + entries
+            );
             ran += closed.txs.len();
             seq.run_deferred_for_room();
         }

@@ -114,7 +114,16 @@ pub(crate) fn sign(
     gas: u64,
     tip: u128,
 ) -> RecoveredTx {
-    sign_by(spec, key(from), nonce, to, U256::from(value), input, gas, tip)
+    sign_by(
+        spec,
+        key(from),
+        nonce,
+        to,
+        U256::from(value),
+        input,
+        gas,
+        tip,
+    )
 }
 
 /// A signed, checked EIP-1559 transaction from any key, with any value.

@@ -694,7 +694,10 @@ fn estimate_gas(ctx: &NetContext, params: &Params) -> Result<SimJob, RpcError> {
     let block: Option<BlockId> = params.optional(1, "block")?;
     let state_overrides = overrides(params.optional(2, "stateOverrides")?);
     let mut call = call_request(ctx, request)?;
-    let cap = call.gas.unwrap_or(ctx.limits.call_gas_max);
+    // An estimate above the per-transaction gas cap could never be sent.
+    let cap = call
+        .gas
+        .unwrap_or(ctx.limits.call_gas_max.min(ctx.spec.tx_gas_limit_max));
     call.gas = Some(cap);
     Ok(Box::new(move |sim| {
         let (outcome, _) = sim.run(&call, block, &state_overrides)?;
