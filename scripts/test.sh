@@ -26,3 +26,10 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 
 echo "== tests"
 cargo nextest run --release --workspace --no-fail-fast
+
+# Fuzzing smoke (issue 12): every fuzz target for a few seconds over its
+# committed corpus and crash regressions. Needs rustup's nightly toolchain
+# and fails loudly without it; installs the pinned cargo-fuzz. The long mode
+# is `FUZZ_RUNS=10000000 fuzz/run.sh` (see fuzz/README.md).
+echo "== fuzz smoke"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" fuzz/run.sh
