@@ -6,6 +6,7 @@
 #   FUZZ_RUNS=10000000 fuzz/run.sh   long mode: each target for that many executions
 #   fuzz/run.sh tx_decode log_scan   only these targets (either mode)
 #   fuzz/run.sh --seeds              regenerate fuzz/seeds/ from the project's encoders
+#   fuzz/run.sh --cmin [targets]     fold seeds/ and work/ into corpus/, minimized
 #
 # New inputs found go to fuzz/work/<target>/ (not committed); a crash stops
 # the run with its input in fuzz/artifacts/<target>/. Needs the nightly
@@ -45,6 +46,23 @@ cargo +nightly fuzz build "${BUILD_FLAGS[@]}"
 if [ "${1:-}" = "--seeds" ]; then
   rm -rf seeds
   target/x86_64-unknown-linux-gnu/release/make_seeds seeds
+  exit 0
+fi
+
+if [ "${1:-}" = "--cmin" ]; then
+  # Folds the seeds and what the runs found into corpus/<target>/, then
+  # minimizes it (keeps the smallest inputs that give the same coverage).
+  shift
+  targets=("$@")
+  [ ${#targets[@]} -gt 0 ] || targets=("${TARGETS_ALL[@]}")
+  for t in "${targets[@]}"; do
+    mkdir -p "corpus/$t"
+    for d in "seeds/$t" "work/$t"; do
+      [ -d "$d" ] && find "$d" -maxdepth 1 -type f -exec cp -n {} "corpus/$t/" \;
+    done
+    cargo +nightly fuzz cmin "${BUILD_FLAGS[@]}" "$t" "corpus/$t" -- -rss_limit_mb=2048 -timeout=10
+    echo "== $t: $(ls "corpus/$t" | wc -l) inputs, $(du -sh "corpus/$t" | cut -f1)"
+  done
   exit 0
 fi
 

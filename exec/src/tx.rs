@@ -438,9 +438,10 @@ mod tests {
         }
     }
 
-    /// Found by the `tx_decode` fuzz target (fuzz/regressions/tx_decode/):
-    /// a value near 2^256 wrapped `max_cost` to a few wei, below the value
-    /// itself, so the sequencer's balance check let the sender through.
+    /// A value near 2^256 wrapped `max_cost` to a few wei, below the value
+    /// itself, so the sequencer's balance check let the sender through. The
+    /// `tx_decode` fuzz target checks this property; the same transaction is
+    /// in fuzz/regressions/tx_decode/.
     #[test]
     fn max_cost_saturates_instead_of_wrapping() {
         let signer = PrivateKeySigner::random();
