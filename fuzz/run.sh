@@ -83,7 +83,7 @@ for t in "${targets[@]}"; do
   set +e
   cargo +nightly fuzz run "${BUILD_FLAGS[@]}" "$t" "${dirs[@]}" -- \
     "${LIBFUZZER_FLAGS[@]}" "${mode[@]}" ${FUZZ_EXTRA:-} 2>&1 |
-    tee "work/$t.log" | grep -E '^#[0-9]+ +(INITED|DONE)|stat::|ERROR|panicked|SUMMARY|Done '
+    tee "work/$t.log" | grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|stat::|ERROR|panicked|SUMMARY|Done '
   statuses=("${PIPESTATUS[@]}")
   set -e
   status=${statuses[0]}
@@ -94,3 +94,4 @@ for t in "${targets[@]}"; do
   fi
   echo "== $t ok in $(( $(date +%s) - start )) s"
 done
+echo "== fuzz: ${#targets[@]} targets ran without a failure"
