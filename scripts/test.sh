@@ -24,5 +24,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
+# Fuzzing smoke (issue 12): every fuzz target for a few seconds over its
+# committed corpus and crash regressions. Needs rustup's nightly toolchain
+# and fails loudly without it; installs the pinned cargo-fuzz. The long mode
+# is `FUZZ_RUNS=10000000 fuzz/run.sh` (see fuzz/README.md). Runs before the
+# tests so that nextest's summary stays the closing line.
+echo "== fuzz smoke"
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" fuzz/run.sh
+
 echo "== tests"
 cargo nextest run --release --workspace --no-fail-fast

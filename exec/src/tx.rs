@@ -152,8 +152,12 @@ impl RecoveredTx {
     }
 
     /// Most the transaction can cost the sender: gas limit × fee cap + value.
+    /// Saturating: U256's operators wrap, and a value near 2^256 must not
+    /// wrap the cost below the balance check (no balance reaches U256::MAX).
     pub fn max_cost(&self) -> U256 {
-        U256::from(self.gas_limit()) * U256::from(self.max_fee_per_gas()) + self.envelope.value()
+        U256::from(self.gas_limit())
+            .saturating_mul(U256::from(self.max_fee_per_gas()))
+            .saturating_add(self.envelope.value())
     }
 
     /// Price actually paid per gas at `base_fee`.
@@ -449,6 +453,30 @@ mod tests {
             }
             let _ = decode_and_check(&bytes, &RULES);
         }
+    }
+
+    /// A value near 2^256 wrapped `max_cost` to a few wei, below the value
+    /// itself, so the sequencer's balance check let the sender through. The
+    /// `tx_decode` fuzz target checks this property; the same transaction is
+    /// in fuzz/regressions/tx_decode/.
+    #[test]
+    fn max_cost_saturates_instead_of_wrapping() {
+        let signer = PrivateKeySigner::random();
+        let mut tx = TxEip1559 {
+            chain_id: 4242,
+            gas_limit: 21_000,
+            max_fee_per_gas: 10,
+            max_priority_fee_per_gas: 1,
+            to: TxKind::Call(Address::repeat_byte(2)),
+            value: U256::MAX - U256::from(5),
+            ..Default::default()
+        };
+        let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+        let raw = TxEnvelope::from(tx.into_signed(sig)).encoded_2718();
+        let tx = decode_and_check(&raw, &RULES).unwrap();
+        assert_eq!(tx.max_cost(), U256::MAX);
+        let small = decode_and_check(&dynamic_fee(&signer).encoded_2718(), &RULES).unwrap();
+        assert_eq!(small.max_cost(), U256::from(21_000 * 10));
     }
 
     #[test]
