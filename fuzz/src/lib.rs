@@ -25,6 +25,7 @@ use fulmen_storage::scan::{SegmentEnd, scan};
 pub const RULES: TxRules = TxRules {
     chain_id: DEV_CHAIN_ID,
     block_gas_limit: 1_000_000_000,
+    tx_gas_limit_max: fulmen_exec::chain::TX_GAS_LIMIT_MAX_DEFAULT,
     spec: SPEC,
 };
 
