@@ -32,5 +32,32 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== fuzz smoke"
 FUZZ_SECONDS="${FUZZ_SECONDS:-10}" fuzz/run.sh
 
+# The README's first command, exactly as written, on a fresh datadir: it
+# must build and start the dev node, which must answer eth_chainId.
+echo "== README run command: cargo run --release -- run --dev"
+if [ -e fulmen-data ]; then
+  echo "   skipped: ./fulmen-data exists (a dev node's data); CI starts from a clean clone"
+else
+  cargo run --release -- run --dev > /tmp/fulmen-readme-run.log 2>&1 &
+  node_pid=$!
+  answer=""
+  for _ in $(seq 1 1200); do
+    answer="$(curl -s -m 1 -H 'Content-Type: application/json' \
+      -d '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' \
+      http://127.0.0.1:8545 || true)"
+    case "$answer" in *'"result":"0x1092"'*) break ;; esac
+    kill -0 "$node_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  pkill -TERM -P "$node_pid" 2>/dev/null || true
+  kill -TERM "$node_pid" 2>/dev/null || true
+  wait "$node_pid" 2>/dev/null || true
+  rm -rf fulmen-data
+  case "$answer" in
+    *'"result":"0x1092"'*) echo "   eth_chainId answered $answer" ;;
+    *) echo "   the README's run command did not serve eth_chainId; its output:"; cat /tmp/fulmen-readme-run.log; exit 1 ;;
+  esac
+fi
+
 echo "== tests"
 cargo nextest run --release --workspace --no-fail-fast
