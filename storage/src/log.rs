@@ -209,7 +209,8 @@ pub const SALT_FILE: &str = "SALT";
 const SALT_MAGIC: &[u8; 8] = b"FLMNSALT";
 const SALT_HEADER_BYTES: usize = 8 + 1 + SALT_BYTES;
 
-fn encode_salt(salt: &Salt, alignment: u64) -> Vec<u8> {
+/// The `SALT` file's contents for `salt`: one block of `alignment` bytes.
+pub fn encode_salt(salt: &Salt, alignment: u64) -> Vec<u8> {
     let mut block = Vec::with_capacity(alignment as usize);
     block.extend_from_slice(SALT_MAGIC);
     block.push(record::FORMAT_VERSION);
