@@ -24,11 +24,12 @@ use glommio::net::TcpStream;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::Value;
 
-use crate::eth::{NetContext, dispatch};
+use crate::eth::{NetContext, dispatch_in_batch};
 use crate::outbox::{CLOSE_AWAY, CLOSE_TOO_BIG, Frame, Outbox, Refused, SendBudget};
 use crate::pubsub::{Conn, Hub};
 use crate::rpc::{Body, Call, Renderer, RpcError, parse_body, response};
 use crate::server::Answer;
+use crate::sim::BatchBudget;
 
 /// Limits of the WebSocket surface: the `[ws]` table of the node config.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -387,12 +388,21 @@ fn on_message(ctx: &Rc<NetContext>, conn: &Rc<Conn>, running: &mut Running, text
                     Ok(call) => call.id.clone(),
                     Err((id, _)) => id.clone(),
                 };
-                (id, run(&ctx, &conn, call, &mut new, &mut renderer).await)
+                (
+                    id,
+                    run(&ctx, &conn, call, &mut new, &mut renderer, None).await,
+                )
             }
             Body::Batch(calls) => {
                 let mut out = String::new();
+                // The batch's simulations share one time and gas budget, as
+                // over HTTP.
+                let budget = BatchBudget::new(&ctx.limits);
                 for call in calls {
-                    if let Some(reply) = run(&ctx, &conn, call, &mut new, &mut renderer).await {
+                    let batch = Some(&budget);
+                    if let Some(reply) =
+                        run(&ctx, &conn, call, &mut new, &mut renderer, batch).await
+                    {
                         out.push(if out.is_empty() { '[' } else { ',' });
                         out.push_str(&reply);
                     }
@@ -455,6 +465,7 @@ async fn run(
     call: Result<Call, (Value, RpcError)>,
     new: &mut Vec<String>,
     renderer: &mut Renderer,
+    batch: Option<&BatchBudget>,
 ) -> Option<String> {
     match call {
         Err((id, e)) => Some(renderer.render(id, Err(e))),
@@ -464,7 +475,7 @@ async fn run(
             reply
         }
         Ok(call) => {
-            let result = dispatch(ctx, &call.method, &call.params).await;
+            let result = dispatch_in_batch(ctx, &call.method, &call.params, batch).await;
             (!call.notification).then(|| renderer.render(call.id, result))
         }
     }
