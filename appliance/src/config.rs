@@ -37,10 +37,11 @@ pub(crate) struct Config {
     pub tx_gas_limit_max: u64,
     /// Most bytes one transaction's entry (bytes, logs, state changes) may
     /// take in the log; a transaction over it is refused after execution
-    /// with nothing applied. Default 2 MiB.
+    /// with nothing applied. Default 4 MiB, above what a transaction within
+    /// the default gas cap can produce.
     pub tx_record_bytes_max: usize,
     /// Most bytes of one mini-block's log record; a mini-block closes before
-    /// it would grow past it. Default 8 MiB (lowered to fit a segment).
+    /// it would grow past it. Default 16 MiB (lowered to fit a segment).
     pub mini_block_bytes_max: usize,
     /// The base fee never drops below this. Default 1,000,000 wei (0.001 gwei).
     pub base_fee_floor_wei: u64,
@@ -318,6 +319,7 @@ impl Config {
         if self.ws.send_buffer_bytes_total_max < 1024 {
             return bad("ws.send_buffer_bytes_total_max must be >= 1024");
         }
+        self.validate_simulations()?;
         if self.rpc.sync_timeout_ms_default > self.rpc.sync_timeout_ms_max {
             return bad("rpc.sync_timeout_ms_default must not exceed rpc.sync_timeout_ms_max");
         }
@@ -334,6 +336,43 @@ impl Config {
             return bad("pool.parked_bytes_max must be >= 262144 and pool.parked_lifetime_s >= 1");
         }
         self.validate_cores()
+    }
+
+    /// Deadlines become `Instant + Duration`: bounded so that no value can
+    /// overflow a clock, and every pool has at least one worker.
+    fn validate_simulations(&self) -> Result<(), ConfigError> {
+        const DAY_MS: u64 = 86_400_000;
+        let rpc = &self.rpc;
+        let timeouts = [
+            ("rpc.header_read_timeout_ms", rpc.header_read_timeout_ms),
+            ("rpc.body_read_timeout_ms", rpc.body_read_timeout_ms),
+            ("rpc.idle_timeout_ms", rpc.idle_timeout_ms),
+            ("rpc.call_timeout_ms", rpc.call_timeout_ms),
+            ("rpc.batch_call_timeout_ms", rpc.batch_call_timeout_ms),
+            ("rpc.sync_timeout_ms_max", rpc.sync_timeout_ms_max),
+            ("ws.ping_interval_ms", self.ws.ping_interval_ms),
+            ("ws.idle_timeout_ms", self.ws.idle_timeout_ms),
+            ("ws.close_grace_ms", self.ws.close_grace_ms),
+        ];
+        for (key, value) in timeouts {
+            if value == 0 || value > DAY_MS {
+                return Err(ConfigError(format!(
+                    "{key} must be between 1 and {DAY_MS} (a day), not {value}"
+                )));
+            }
+        }
+        if !(1..=256).contains(&rpc.simulation_workers)
+            || rpc.simulation_queue_max > 65_536
+            || rpc.simulation_gas_budget == 0
+            || rpc.batch_simulation_gas_budget == 0
+        {
+            return Err(ConfigError(
+                "rpc.simulation_workers must be 1..=256, rpc.simulation_queue_max at most 65536, \
+                 and the simulation gas budgets >= 1"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_cores(&self) -> Result<(), ConfigError> {

@@ -192,3 +192,24 @@ fn unfunded_senders_cannot_park() {
     );
     assert_eq!(parked["result"], "0x0");
 }
+
+/// eth_estimateGas searches up to the per-transaction gas cap: an estimate
+/// above it would name a transaction that the node then refuses.
+#[test]
+fn estimates_stay_within_the_per_transaction_gas_cap() {
+    let node = start_fulmen(&["--dev"]);
+    let from = address_of(&signer(0));
+    // blake2f with 20M rounds needs 20M gas (1 gas a round): over the cap.
+    let mut input = vec![0u8; 213];
+    input[..4].copy_from_slice(&20_000_000u32.to_be_bytes());
+    input[212] = 1;
+    let call = json!({"from": from, "to": "0x0000000000000000000000000000000000000009",
+        "data": Bytes::from(input)});
+    let answer = rpc(node.addr, "eth_estimateGas", json!([call]));
+    assert!(answer.get("error").is_some(), "{answer}");
+    let transfer = json!({"from": from, "to": address_of(&signer(1)), "value": "0x1"});
+    assert_eq!(
+        rpc(node.addr, "eth_estimateGas", json!([transfer]))["result"],
+        "0x5208"
+    );
+}

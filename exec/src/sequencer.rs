@@ -54,8 +54,12 @@ impl Default for PoolLimits {
             parked_bytes_max: 32 << 20,
             parked_lifetime_s: 600,
             deferred_max: 65_536,
-            tx_record_bytes_max: 2 << 20,
-            mini_block_bytes_max: 8 << 20,
+            // Above what any transaction within the default gas cap can
+            // produce (2^24 gas buys at most ~2.1 MB of log data at 8 gas a
+            // byte, plus at most 128 KiB of its own bytes), so at the
+            // defaults no transaction is ever executed and then refused.
+            tx_record_bytes_max: 4 << 20,
+            mini_block_bytes_max: 16 << 20,
         }
     }
 }
@@ -665,10 +669,16 @@ impl Sequencer {
                 want,
             });
         }
-        let is_replacement = replaced.is_some();
+        let replaced_bytes = replaced.map(|p| p.bytes);
         let sender_count = slot.map_or(0, BTreeMap::len);
         let bytes = tx.envelope.encode_2718_len();
-        if is_replacement {
+        if let Some(old_bytes) = replaced_bytes {
+            // A replacement takes its predecessor's place; it is refused,
+            // keeping the predecessor, when it would not fit, and never
+            // evicts others.
+            if self.parked_bytes - old_bytes + bytes > self.limits.parked_bytes_max {
+                return Err(SubmitError::PoolFull);
+            }
             self.unpark(tx.sender, tx.nonce());
         } else if sender_count >= self.limits.parked_per_sender_max {
             return Err(SubmitError::PoolFull);
@@ -1254,6 +1264,35 @@ mod tests {
             SubmitError::PoolFull
         );
         assert!(seq.parked_bytes() <= by_bytes.parked_bytes_max);
+    }
+
+    #[test]
+    fn a_replacement_that_does_not_fit_keeps_its_predecessor() {
+        let mut seq = sequencer_with(PoolLimits::default());
+        let spec = seq.spec().clone();
+        let bob = DEV_ACCOUNTS[1];
+        let first = tx(&spec, 0, 5, bob, 1, 21_000, 1);
+        let room = first.envelope.encode_2718_len() + 100;
+        let limits = PoolLimits {
+            parked_bytes_max: room,
+            ..PoolLimits::default()
+        };
+        let mut seq = sequencer_with(limits);
+        seq.submit(first.clone()).unwrap();
+        // Same nonce, a better price, but 1 KB of calldata: no room.
+        let bigger = sign(
+            &spec,
+            0,
+            5,
+            TxKind::Call(bob),
+            1,
+            Bytes::from(vec![1u8; 1_000]),
+            100_000,
+            300_000_000,
+        );
+        assert_eq!(seq.submit(bigger).unwrap_err(), SubmitError::PoolFull);
+        assert_eq!(seq.parked_count(), 1);
+        assert!(seq.is_parked(&first));
     }
 
     #[test]

@@ -697,7 +697,8 @@ fn estimate_gas(ctx: &NetContext, params: &Params) -> Result<SimJob, RpcError> {
     // An estimate above the per-transaction gas cap could never be sent.
     let cap = call
         .gas
-        .unwrap_or(ctx.limits.call_gas_max.min(ctx.spec.tx_gas_limit_max));
+        .unwrap_or(ctx.limits.call_gas_max)
+        .min(ctx.spec.tx_gas_limit_max);
     call.gas = Some(cap);
     Ok(Box::new(move |sim| {
         let (outcome, _) = sim.run(&call, block, &state_overrides)?;

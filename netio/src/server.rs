@@ -59,6 +59,21 @@ pub struct HttpShared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
+/// What the per-IP cap counts: an IPv4 address (IPv4-mapped IPv6 included),
+/// or an IPv6 /64, the smallest block one client usually holds.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 impl HttpShared {
     /// Counts a connection from `ip` unless it already has `max`.
     fn try_open(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
@@ -280,7 +295,8 @@ pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>, shared: Arc<HttpS
         let limits = &ctx.limits;
         // The per-IP cap comes first: one address never makes room for
         // itself by closing others' connections.
-        let Some(ip_slot) = shared.try_open(peer.ip(), limits.connections_per_ip_max) else {
+        let Some(ip_slot) = shared.try_open(client_key(peer.ip()), limits.connections_per_ip_max)
+        else {
             let message = format!(
                 "too many connections from {}: limit {} (rpc.connections_per_ip_max)",
                 peer.ip(),
@@ -434,7 +450,11 @@ async fn serve_connection(
     let ended = match futures::future::select(served, guard).await {
         futures::future::Either::Left((ended, _)) => ended,
         futures::future::Either::Right((why, _)) => {
-            // Dropping the hyper connection closes the socket.
+            // Dropping the hyper connection closes the socket. An upgrade
+            // accepted but never handed over gives its WebSocket slot back.
+            if upgraded.get() {
+                crate::ws::release(ctx);
+            }
             tracing::debug!(?why, "closing an HTTP connection");
             return;
         }
@@ -468,9 +488,16 @@ async fn route(
     if let Err(message) = check_host(&request, limits) {
         return error_response(StatusCode::FORBIDDEN, message);
     }
+    // As geth: a browser's Origin only decides whether CORS headers are
+    // sent (the browser then enforces them); a WebSocket upgrade, which
+    // browsers do not guard with CORS, is refused for an origin outside a
+    // configured allow-list. Host names are checked above (DNS rebinding).
     let origin = match check_origin(&request, limits) {
         Ok(origin) => origin,
-        Err(message) => return error_response(StatusCode::FORBIDDEN, message),
+        Err(message) if crate::ws::wants_upgrade(&request) && !limits.cors_origins.is_empty() => {
+            return error_response(StatusCode::FORBIDDEN, message);
+        }
+        Err(_) => None,
     };
     if let Some(origin) = &origin
         && request.method() == Method::OPTIONS
@@ -870,7 +897,8 @@ fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
         held.fetch_sub(n, Relaxed);
         let error = RpcError::busy(format!(
             "server busy: answers of {before} bytes are waiting for clients to read them, \
-             node limit {max} bytes; retry shortly"
+             node limit {max} bytes; the calls ran, only their {n}-byte answer was dropped: \
+             re-read what they returned (a retry of a transaction gets `already known`)"
         ));
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -443,7 +443,8 @@ fn answer(conn: &Conn, id: Value, reply: Option<String>, new: Vec<String>) {
             Err(Refused::NodeBudget { held, max }) => {
                 let error = RpcError::busy(format!(
                     "server busy: {held} bytes wait in the node's WebSocket send buffers, \
-                     node limit {max} bytes; retry shortly"
+                     node limit {max} bytes; the calls ran, only their answer was dropped: \
+                     re-read what they returned"
                 ));
                 let _ = conn.outbox.push(response(id, Err(error)).to_string());
                 for id in new {
