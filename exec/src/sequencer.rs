@@ -1268,7 +1268,7 @@ mod tests {
 
     #[test]
     fn a_replacement_that_does_not_fit_keeps_its_predecessor() {
-        let mut seq = sequencer_with(PoolLimits::default());
+        let seq = sequencer_with(PoolLimits::default());
         let spec = seq.spec().clone();
         let bob = DEV_ACCOUNTS[1];
         let first = tx(&spec, 0, 5, bob, 1, 21_000, 1);
