@@ -20,9 +20,10 @@ use serde_json::{Value, json};
 /// on any machine.
 const HASH_LOOP: &str = "0x5b620100005a10601457618000600020506000565b00";
 
-/// The test nodes allow 4e9 gas per call (and per block), so that one run
-/// of [`HASH_LOOP`] takes far longer than any deadline set here.
-const BIG_GAS: &str = "block_gas_limit = 4000000000\n[rpc]\ncall_gas_max = 4000000000\n";
+/// The test nodes allow 4e9 gas per call, per transaction (estimates stop
+/// at the per-transaction cap) and per block, so that one run of
+/// [`HASH_LOOP`] takes far longer than any deadline set here.
+const BIG_GAS: &str = "block_gas_limit = 4000000000\ntx_gas_limit_max = 4000000000\n[rpc]\ncall_gas_max = 4000000000\n";
 
 fn start(rpc: &str) -> Proc {
     let (config, guard) = temp_file("node.toml", &format!("{BIG_GAS}{rpc}"));
