@@ -213,3 +213,38 @@ fn estimates_stay_within_the_per_transaction_gas_cap() {
         "0x5208"
     );
 }
+
+/// Parked successors that run in one burst when their gap fills carry more
+/// log bytes than one mini-block holds: the ones that do not fit wait for
+/// the next mini-block (and for the next block when it closes first), and
+/// every one of them is preconfirmed and survives a restart.
+#[test]
+fn a_burst_of_promoted_transactions_spreads_over_mini_blocks() {
+    let dir = tempdir::TempDir::new("fulmen-burst");
+    // 1 MiB segments: a mini-block record holds about 1 MB, a tx ~0.5 MB.
+    let args = ["--dev", "--storage-segment-mb", "1"];
+    let mut node = start_fulmen_in(&dir.0, &args);
+    let alice = signer(3);
+    let big = |nonce| {
+        sign_1559(
+            &alice,
+            nonce,
+            TxKind::Create,
+            U256::ZERO,
+            log_initcode(300_000),
+            5_000_000,
+        )
+    };
+    for nonce in 1..10 {
+        send(node.addr, &big(nonce)).expect("parked");
+    }
+    send(node.addr, &big(0)).expect("accepted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while nonce_of(node.addr, address_of(&alice)) < 10 {
+        assert!(std::time::Instant::now() < deadline, "not all 10 ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(node.terminate().success());
+    let node = start_fulmen_in(&dir.0, &args);
+    assert_eq!(nonce_of(node.addr, address_of(&alice)), 10);
+}

@@ -197,6 +197,19 @@ impl SeqState {
         self.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX || self.seq.mini_block_full()
     }
 
+    /// Runs the transactions that found no room in the mini-block that just
+    /// closed; they open the next one. Not between a mini-block's close and
+    /// its block's close: `close_block` runs every deferred tx itself.
+    fn resume_deferred(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
+        self.seq.run_deferred_for_room();
+        if self.seq.mini_block_has_txs() {
+            self.mini_opened.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// Sends a record to the log; the storage queue has room by construction
     /// ([`STORAGE_QUEUE_CAPACITY`]), so a full queue is a fault.
     fn log(&mut self, kind: RecordKind, payload: Vec<u8>) {
@@ -349,13 +362,6 @@ impl SeqState {
                     replies.push((waiter, SeqReply::Preconfirmed(tx)));
                 }
             }
-            if self.halted.is_none() {
-                // Transactions that found no room in it run in the next one.
-                self.seq.run_deferred_for_room();
-                if self.seq.mini_block_has_txs() {
-                    self.mini_opened.get_or_insert_with(Instant::now);
-                }
-            }
         }
         if let Some(reason) = &self.halted {
             self.pending_events.clear();
@@ -497,6 +503,7 @@ pub async fn run_seq(
                         {
                             let mut replies = Vec::new();
                             state.close_and_release(&mut replies);
+                            state.resume_deferred();
                         }
                     }
                     StorageAck::Failed(reason) => state.halt(reason),
@@ -608,6 +615,7 @@ pub async fn run_seq(
             }
             if state.should_close(mini_block_max) || state.halted.is_some() {
                 state.close_and_release(&mut replies);
+                state.resume_deferred();
             } else {
                 // The mini-block stays open while the log flushes; its
                 // replies wait with it and go out when it closes.

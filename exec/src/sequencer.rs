@@ -789,6 +789,8 @@ impl Sequencer {
     /// Retries deferred transactions (called when a block opens or a parent
     /// hash becomes known).
     fn run_deferred(&mut self) {
+        // Set again if one of them finds no room in the mini-block.
+        self.deferred_for_room = false;
         let mut pending = std::mem::take(&mut self.deferred);
         self.deferred_senders.clear();
         while let Some(tx) = pending.pop_front() {
@@ -1374,6 +1376,27 @@ mod tests {
         }
         assert_eq!(ran, 8);
         assert_eq!(seq.account_nonce_balance(&DEV_ACCOUNTS[0]).0, 8);
+
+        // A block closing right after a mini-block closed for room runs the
+        // waiting transactions in the new block (the seq core's timer does
+        // exactly this, and must not find a mini-block open in between).
+        let mut seq = sequencer_with(limits);
+        for nonce in 1..8 {
+            seq.submit(logging(&spec, 0, nonce, 3_000)).unwrap();
+        }
+        seq.submit(logging(&spec, 0, 0, 3_000)).unwrap();
+        assert!(seq.mini_block_full());
+        seq.close_mini_block().unwrap();
+        let opened = seq.view().open().ctx.timestamp;
+        seq.close_block((opened + 1) * 1000);
+        assert!(seq.mini_block_has_txs());
+        let mut ran = 0;
+        while seq.mini_block_has_txs() {
+            ran += seq.close_mini_block().unwrap().txs.len();
+            seq.run_deferred_for_room();
+        }
+        assert_eq!(seq.account_nonce_balance(&DEV_ACCOUNTS[0]).0, 8);
+        assert!(ran >= 5, "{ran}");
     }
 
     fn sequencer(gas_limit: u64) -> (Sequencer, Merkleizer) {
