@@ -152,14 +152,13 @@ impl ConnState {
 
     /// Bytes moved on the socket.
     fn on_io(&self, read: bool) {
-        if self.phase.get() == Phase::Idle {
-            if read {
-                // The first byte of the next request.
-                self.enter(Phase::Head);
-            } else {
-                // A response is still draining to a (slow) reader.
-                self.since.set(Instant::now());
-            }
+        // Writes do not extend the idle time: an answer must be read within
+        // `idle_timeout_ms` of its request's end, so a client that drips its
+        // reads cannot hold an answer (counted on the node-wide budget of
+        // answers in flight) for hours.
+        if self.phase.get() == Phase::Idle && read {
+            // The first byte of the next request.
+            self.enter(Phase::Head);
         }
     }
 
