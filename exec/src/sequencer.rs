@@ -683,10 +683,21 @@ impl Sequencer {
         } else if sender_count >= self.limits.parked_per_sender_max {
             return Err(SubmitError::PoolFull);
         }
+        let count_short = (self.parked_count + 1).saturating_sub(self.limits.parked_total_max);
+        let bytes_short = (self.parked_bytes + bytes).saturating_sub(self.limits.parked_bytes_max);
+        if count_short > 0 || bytes_short > 0 {
+            // Evict only when evicting makes enough room: never for nothing.
+            let (count_free, bytes_free) = self.evictable_for(&tx);
+            if count_free < count_short || bytes_free < bytes_short {
+                return Err(SubmitError::PoolFull);
+            }
+        }
         while self.parked_count >= self.limits.parked_total_max
             || self.parked_bytes + bytes > self.limits.parked_bytes_max
         {
-            if !self.evict_cheaper_than(&tx) {
+            let evicted = self.evict_cheaper_than(&tx);
+            debug_assert!(evicted, "the room was counted before evicting");
+            if !evicted {
                 return Err(SubmitError::PoolFull);
             }
         }
@@ -716,6 +727,22 @@ impl Sequencer {
         self.parked_count -= 1;
         self.parked_bytes -= parked.bytes;
         Some(parked)
+    }
+
+    /// Count and bytes that evicting for `tx` could free: of every other
+    /// sender, the run of its highest nonces that pay less than `tx`
+    /// (exactly what repeated [`Self::evict_cheaper_than`] takes).
+    fn evictable_for(&self, tx: &RecoveredTx) -> (usize, usize) {
+        let fee = tx.max_fee_per_gas();
+        self.parked
+            .iter()
+            .filter(|(sender, _)| **sender != tx.sender)
+            .flat_map(|(_, slot)| {
+                slot.values()
+                    .rev()
+                    .take_while(move |p| p.tx.max_fee_per_gas() < fee)
+            })
+            .fold((0, 0), |(count, bytes), p| (count + 1, bytes + p.bytes))
     }
 
     /// Evicts the last parked transaction (highest nonce, so no gap is
@@ -1295,6 +1322,34 @@ mod tests {
         assert_eq!(seq.submit(bigger).unwrap_err(), SubmitError::PoolFull);
         assert_eq!(seq.parked_count(), 1);
         assert!(seq.is_parked(&first));
+    }
+
+    #[test]
+    fn eviction_never_happens_for_nothing() {
+        let mut seq = sequencer_with(PoolLimits::default());
+        let spec = seq.spec().clone();
+        let bob = DEV_ACCOUNTS[1];
+        let small = tx(&spec, 0, 5, bob, 1, 21_000, 1);
+        let limits = PoolLimits {
+            parked_bytes_max: small.envelope.encode_2718_len() * 2,
+            ..PoolLimits::default()
+        };
+        seq = sequencer_with(limits);
+        seq.submit(small).unwrap();
+        // Better paid but larger than the whole lot: evicting the cheap one
+        // would not make room, so it stays.
+        let huge = sign(
+            &spec,
+            2,
+            5,
+            TxKind::Call(bob),
+            1,
+            Bytes::from(vec![1u8; 2_000]),
+            200_000,
+            1_000_000_000,
+        );
+        assert_eq!(seq.submit(huge).unwrap_err(), SubmitError::PoolFull);
+        assert_eq!(seq.parked_count(), 1);
     }
 
     #[test]
