@@ -130,6 +130,15 @@ fn read_answer(stream: &mut TcpStream) -> std::io::Result<Answer> {
 }
 
 /// A POST of `body` with extra header lines, keep-alive.
+/// A connection from `from` that sends a request head declaring a 64-byte
+/// body, and no body.
+fn head_without_body(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let mut stream = connect_from(from, addr).expect("connect");
+    let head = post(addr, "", "").replace("Content-Length: 0", "Content-Length: 64");
+    stream.write_all(head.as_bytes()).expect("head");
+    stream
+}
+
 fn post(addr: SocketAddr, extra_headers: &str, body: &str) -> String {
     format!(
         "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra_headers}\
@@ -191,14 +200,7 @@ fn fresh_clients_are_served_while_thousands_of_idle_and_slow_connections_are_hel
     // Slow clients first, so they are the oldest: a slowloris that sends its
     // head one byte a second, and one that declares a body it never sends.
     let slow_ip = Ipv4Addr::new(127, 0, 0, 5);
-    let mut no_body = connect_from(slow_ip, addr).expect("connect");
-    no_body
-        .write_all(
-            post(addr, "", "")
-                .replace("Content-Length: 0", "Content-Length: 64")
-                .as_bytes(),
-        )
-        .expect("head");
+    let _no_body = head_without_body(slow_ip, addr); // held open to the end
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slowloris = {
         let stop = stop.clone();
@@ -300,14 +302,7 @@ fn slow_and_idle_connections_are_closed_after_their_timeouts() {
     }
     assert!(closed, "a slowloris head was not cut off");
     // A body that never arrives gets an answer naming the limit.
-    let mut no_body = connect_from(me, addr).expect("connect");
-    no_body
-        .write_all(
-            post(addr, "", "")
-                .replace("Content-Length: 0", "Content-Length: 64")
-                .as_bytes(),
-        )
-        .expect("head");
+    let mut no_body = head_without_body(me, addr);
     no_body
         .write_all(b"{\"jsonrpc\"")
         .expect("part of the body");
