@@ -374,16 +374,3 @@ fn read_json(ws: &mut Ws) -> Value {
         }
     }
 }
-
-/// Reads (and drops) messages until the close frame: its code and reason.
-fn read_until_closed(ws: &mut Ws) -> Option<(CloseCode, String)> {
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => {
-                return frame.map(|f| (f.code, f.reason.to_string()));
-            }
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-}

@@ -511,19 +511,6 @@ fn viem_watches_blocks_and_contract_events_over_websocket() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("viem-ws-check: ok"));
 }
 
-/// Reads frames until the connection ends; returns the close frame, if any.
-fn read_until_closed(ws: &mut WebSocket<MaybeTlsStream<TcpStream>>) -> Option<(CloseCode, String)> {
-    loop {
-        match ws.read() {
-            Ok(Message::Close(frame)) => {
-                return frame.map(|f| (f.code, f.reason.to_string()));
-            }
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
 fn metric(metrics: &str, name: &str) -> f64 {
     let body = http_get(metrics);
     body.lines()

@@ -416,3 +416,19 @@ pub fn bytecode(name: &str) -> Bytes {
 pub fn address_of(signer: &PrivateKeySigner) -> Address {
     signer.address()
 }
+
+/// Reads (and drops) WebSocket messages until the connection ends: the close
+/// frame's code and reason, if one came.
+pub fn read_until_closed<S: Read + Write>(
+    ws: &mut tungstenite::WebSocket<S>,
+) -> Option<(tungstenite::protocol::frame::coding::CloseCode, String)> {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => {
+                return frame.map(|f| (f.code, f.reason.to_string()));
+            }
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
