@@ -182,7 +182,7 @@ impl Default for Config {
             block_time_ms: 1000,
             mini_block_max_ms: 10,
             block_gas_limit: 1_000_000_000,
-            tx_gas_limit_max: fulmen_exec::chain::TX_GAS_LIMIT_MAX_DEFAULT,
+            tx_gas_limit_max: fulmen_chain::spec::TX_GAS_LIMIT_MAX_DEFAULT,
             tx_record_bytes_max: fulmen_exec::sequencer::PoolLimits::default().tx_record_bytes_max,
             mini_block_bytes_max: fulmen_exec::sequencer::PoolLimits::default()
                 .mini_block_bytes_max,

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alloy_primitives::B256;
-use fulmen_exec::block::ChainView;
-use fulmen_exec::chain::ChainSpec;
+use fulmen_chain::persist::decode_seal;
+use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::view::ChainView;
 use fulmen_exec::merkle::StateTrie;
-use fulmen_exec::persist::decode_seal;
 use fulmen_exec::recover::{Replayed, replay};
 use fulmen_exec::sequencer::Genesis;
 use fulmen_storage::HotState;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use alloy_eips::eip1559::BaseFeeParams;
 use alloy_primitives::Address;
 use clap::{Args, Parser, Subcommand};
-use fulmen_exec::chain::{ChainSpec, dev_genesis, load_genesis};
+use fulmen_chain::spec::{ChainSpec, dev_genesis, load_genesis};
 
 use fulmen_exec::{seq_core, sequencer::Genesis};
 
@@ -436,7 +436,7 @@ fn run(args: RunArgs) -> Result<(), String> {
 /// every log record sent is durable, so that nothing acknowledged is lost,
 /// in memory mode too.
 fn drain_before_exit() {
-    use fulmen_exec::metrics::METRICS;
+    use fulmen_chain::metrics::METRICS;
     use std::sync::atomic::Ordering::Relaxed;
     tracing::info!("signal received: refusing new transactions, flushing the log");
     fulmen_exec::seq_core::STOPPING.store(true, Relaxed);

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use fulmen_exec::metrics::METRICS;
+use fulmen_chain::metrics::METRICS;
 
 /// Binds `addr` and serves in the background; returns the bound address.
 pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fulmen_exec::events::{EVENT_QUEUE_CAPACITY, EventBus, Published};
+use fulmen_chain::block::SealJob;
+use fulmen_chain::events::{EVENT_QUEUE_CAPACITY, EventBus, Published};
+use fulmen_chain::metrics::{CoreFigures, METRICS, sample_executor};
+use fulmen_chain::msg::{MerkleRequest, SeqRequest};
+use fulmen_chain::spec::ChainSpec;
 use fulmen_exec::{
-    block::{Merkleizer, SealJob},
-    chain::ChainSpec,
-    metrics::{CoreFigures, METRICS, sample_executor},
-    seq_core::{self, LogLink, MerkleRequest, STORAGE_QUEUE_CAPACITY, SeqRequest, SeqTiming},
+    seal::Merkleizer,
+    seq_core::{self, LogLink, STORAGE_QUEUE_CAPACITY, SeqTiming},
     sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
@@ -93,7 +95,7 @@ struct SeqRole {
     inboxes: Vec<SharedReceiver<SeqRequest>>,
     events: Vec<SharedSender<Published>>,
     to_merkle: SharedSender<MerkleRequest>,
-    from_merkle: SharedReceiver<fulmen_exec::block::SealRoots>,
+    from_merkle: SharedReceiver<fulmen_chain::block::SealRoots>,
     to_storage: SharedSender<AppendRequest>,
     acks: SharedReceiver<StorageAck>,
     durable: bool,
@@ -104,7 +106,7 @@ struct SeqRole {
 struct MerkleRole {
     merkle: Merkleizer,
     requests: Vec<SharedReceiver<MerkleRequest>>,
-    to_seq: SharedSender<fulmen_exec::block::SealRoots>,
+    to_seq: SharedSender<fulmen_chain::block::SealRoots>,
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -400,7 +402,7 @@ fn lower_this_thread(cpus: &[usize], nice: i32) {
 #[allow(clippy::too_many_arguments)] // one executor's roles and what they share
 async fn run_core(
     roles: CoreRoles,
-    published: Arc<ArcSwap<fulmen_exec::block::ChainView>>,
+    published: Arc<ArcSwap<fulmen_chain::view::ChainView>>,
     spec: Arc<ChainSpec>,
     limits: RpcLimits,
     sim: Arc<SimPool>,

@@ -50,7 +50,7 @@ async fn dev_accounts_are_the_test_mnemonic_and_funded() {
     assert_eq!(provider.get_chain_id().await.unwrap(), DEV_CHAIN_ID);
     for i in 0..10 {
         let address = signer(i).address();
-        assert_eq!(fulmen_exec::chain::DEV_ACCOUNTS[i as usize], address);
+        assert_eq!(fulmen_chain::spec::DEV_ACCOUNTS[i as usize], address);
         let balance = provider.get_balance(address).await.unwrap();
         assert_eq!(
             balance,

@@ -13,10 +13,11 @@ use alloy_primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
 use alloy_sol_types::{SolCall, sol};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use fulmen_benches::sign::Key;
-use fulmen_exec::chain::SPEC;
-use fulmen_exec::evm::{BlockContext, StateDb, block_env, build_evm, cfg_env, state_diff, tx_env};
+use fulmen_chain::block::BlockContext;
+use fulmen_chain::spec::SPEC;
+use fulmen_chain::tx::{TxRules, decode_and_check};
+use fulmen_exec::evm::{StateDb, block_env, build_evm, cfg_env, state_diff, tx_env};
 use fulmen_exec::merkle::StateTrie;
-use fulmen_exec::tx::{TxRules, decode_and_check};
 use fulmen_storage::{AccountState, HotState, StateDiff};
 use revm::{
     Context, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext,

@@ -95,7 +95,7 @@ mod tests {
         let hash = keccak256(b"fulmen");
         let signature = keys[3].sign_hash(hash);
         assert_eq!(
-            fulmen_exec::tx::recover_signer(&signature, hash).unwrap(),
+            fulmen_chain::tx::recover_signer(&signature, hash).unwrap(),
             keys[3].address
         );
         assert_ne!(Key::derived(1, 2).address, Key::derived(1, 3).address);

@@ -31,8 +31,9 @@ use revm::{
     state::{AccountInfo, EvmState},
 };
 
-use crate::chain::SPEC;
-use crate::tx::RecoveredTx;
+use fulmen_chain::block::BlockContext;
+use fulmen_chain::spec::SPEC;
+use fulmen_chain::tx::RecoveredTx;
 
 /// Errors the state database can return to revm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,23 +173,6 @@ impl Database for StateDb {
             None => Err(DbError::BlockHashPending(number)),
         }
     }
-}
-
-/// Block-level inputs to execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockContext {
-    /// Block number.
-    pub number: u64,
-    /// Timestamp in seconds.
-    pub timestamp: u64,
-    /// Base fee per gas.
-    pub base_fee: u64,
-    /// Block gas limit.
-    pub gas_limit: u64,
-    /// Fee recipient.
-    pub coinbase: Address,
-    /// PREVRANDAO value.
-    pub prevrandao: B256,
 }
 
 /// The revm block environment for `ctx`.

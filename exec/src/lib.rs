@@ -1,20 +1,17 @@
-//! fulmen exec: the sequencer.
+//! fulmen exec: the engine.
 //!
-//! Transaction validation and sender recovery ([`tx`], run on net cores),
-//! revm execution over the hot state, mini-blocks and blocks, and the
-//! incrementally maintained Merkle Patricia state trie ([`trie`], [`merkle`]).
+//! revm execution over the hot state ([`evm`]), the sequencer's pool and
+//! mini-blocks ([`sequencer`]), the seq core and state-root roles
+//! ([`seq_core`]), the incrementally maintained Merkle Patricia state trie
+//! ([`trie`], [`merkle`], [`seal`]) and boot replay ([`recover`]). The data
+//! model it works on is `fulmen-chain`.
 
-pub mod block;
-pub mod chain;
-pub mod events;
 pub mod evm;
 pub mod merkle;
-pub mod metrics;
-pub mod persist;
 pub mod recover;
+pub mod seal;
 pub mod seq_core;
 pub mod sequencer;
 #[cfg(test)]
 mod testkit;
 pub mod trie;
-pub mod tx;

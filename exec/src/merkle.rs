@@ -3,23 +3,14 @@
 
 use std::collections::HashMap;
 
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_rlp::Decodable as _;
 use alloy_trie::{EMPTY_ROOT_HASH, TrieAccount};
 use fulmen_storage::{AccountState, HotState, StateDiff};
 
-use crate::trie::Trie;
+use fulmen_chain::msg::AccountProof;
 
-/// Merkle proof of one account and some of its slots, as `eth_getProof` returns it.
-#[derive(Debug, Clone)]
-pub struct AccountProof {
-    /// Nodes from the state root to the account.
-    pub account_proof: Vec<Bytes>,
-    /// The account's storage root.
-    pub storage_root: B256,
-    /// For each requested slot: the slot, its value and the nodes from the storage root.
-    pub storage_proofs: Vec<(B256, U256, Vec<Bytes>)>,
-}
+use crate::trie::Trie;
 
 /// Account trie and storage tries of the whole state.
 #[derive(Debug, Default, Clone)]

@@ -20,11 +20,13 @@ use fulmen_storage::checkpoint::CheckpointMeta;
 use fulmen_storage::log::Position;
 use fulmen_storage::record::RecordKind;
 
-use crate::block::{Merkleizer, SealJob};
-use crate::chain::ChainSpec;
+use fulmen_chain::block::SealJob;
+
 use crate::merkle::StateTrie;
-use crate::persist::{decode_mini_block, decode_seal};
+use crate::seal::Merkleizer;
 use crate::sequencer::{Genesis, PoolLimits, Sequencer, SequencerParts};
+use fulmen_chain::persist::{decode_mini_block, decode_seal};
+use fulmen_chain::spec::ChainSpec;
 
 /// The chain rebuilt from the log.
 pub struct Replayed {
@@ -223,11 +225,11 @@ mod tests {
     use fulmen_storage::log::{Log, read_log};
 
     use super::*;
-    use crate::block::ExecutedTx;
     use crate::merkle::StateTrie;
-    use crate::sequencer::Admission;
     use crate::testkit::{DEPLOY_STOP, STORE_CONTRACT, sign, spec};
-    use crate::tx::RecoveredTx;
+    use fulmen_chain::block::ExecutedTx;
+    use fulmen_chain::msg::Admission;
+    use fulmen_chain::tx::RecoveredTx;
     use fulmen_storage::io::ready as now;
 
     const SEGMENT_BYTES: u64 = 16 * 1024;
@@ -318,7 +320,7 @@ mod tests {
         let mut run = Run::default();
         let mut unflushed: Vec<Vec<Arc<ExecutedTx>>> = Vec::new();
         let mut closed: Option<SealJob> = None;
-        let mut seals: Vec<Arc<crate::block::SealedBlock>> = Vec::new();
+        let mut seals: Vec<Arc<fulmen_chain::block::SealedBlock>> = Vec::new();
         for (step, txs) in (0..steps).zip(plan(steps)) {
             for tx in txs {
                 assert!(matches!(seq.submit(tx.clone()), Ok(Admission::Executed(_))));
@@ -327,7 +329,7 @@ mod tests {
             let mut payload = Vec::new();
             seq.mini_block_record(&mini, &mut payload);
             if clean {
-                let root = StateTrie::from_state(&seq.view().state).root();
+                let root = StateTrie::from_state(seq.view().state()).root();
                 run.roots_by_mini_block.insert(mini.number, root);
             }
             unflushed.push(mini.txs.clone());
@@ -338,7 +340,7 @@ mod tests {
             if let Some(job) = closed.take() {
                 let sealed = seq.finish_seal(merkle.seal(&job));
                 let mut payload = Vec::new();
-                crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
+                fulmen_chain::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
                 seals.push(sealed);
                 if log.append(RecordKind::BlockSeal, &payload).is_err() {
                     run.error = true;
@@ -405,13 +407,13 @@ mod tests {
         // Whole mini-blocks or nothing: the state is the clean run's state
         // after the last recovered mini-block, and every sealed block is the
         // clean run's.
-        let state_root = StateTrie::from_state(&view.state).root();
-        if view.mini_block > 0 {
+        let state_root = StateTrie::from_state(view.state()).root();
+        if view.mini_block() > 0 {
             assert_eq!(
                 Some(&state_root),
-                reference.roots_by_mini_block.get(&view.mini_block),
+                reference.roots_by_mini_block.get(&view.mini_block()),
                 "{what}: state after mini-block {}",
-                view.mini_block
+                view.mini_block()
             );
         } else {
             assert_eq!(
@@ -420,7 +422,7 @@ mod tests {
                 "{what}: genesis state"
             );
         }
-        for block in view.blocks.iter().skip(1) {
+        for block in view.blocks().skip(1) {
             assert_eq!(
                 Some(&block.hash),
                 reference.sealed.get(&block.header.number),
@@ -440,7 +442,7 @@ mod tests {
         for job in &replayed.pending {
             let sealed = seq.finish_seal(merkle.seal(job));
             let mut payload = Vec::new();
-            crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
+            fulmen_chain::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
             log.append(RecordKind::BlockSeal, &payload).unwrap();
         }
         let late = sign(
@@ -468,7 +470,7 @@ mod tests {
             again.parts.view().tx(&hash).is_some(),
             "{what}: post-recovery tx lost"
         );
-        assert_eq!(again.parts.view().mini_block, mini.number, "{what}");
+        assert_eq!(again.parts.view().mini_block(), mini.number, "{what}");
     }
 
     /// Mini-blocks of the workload: about 1.5 IO operations each, so 110
@@ -534,9 +536,9 @@ mod tests {
         .unwrap();
         assert_eq!(from.stats.from_checkpoint, Some(number));
         let view2 = from.parts.view();
-        assert_eq!(view2.mini_block, view.mini_block);
-        assert_eq!(view2.blocks.len(), view.blocks.len());
-        for (a, b) in view.blocks.iter().zip(view2.blocks.iter()) {
+        assert_eq!(view2.mini_block(), view.mini_block());
+        assert_eq!(view2.blocks().len(), view.blocks().len());
+        for (a, b) in view.blocks().zip(view2.blocks()) {
             assert_eq!(a.hash, b.hash);
             assert_eq!(a.txs.len(), b.txs.len());
         }
@@ -544,8 +546,8 @@ mod tests {
             assert_eq!(&Receipt::from(view2.tx(hash).unwrap().0.as_ref()), receipt);
         }
         assert_eq!(
-            StateTrie::from_state(&view2.state).root(),
-            StateTrie::from_state(&view.state).root()
+            StateTrie::from_state(view2.state()).root(),
+            StateTrie::from_state(view.state()).root()
         );
         assert!(
             view2.state_at(number - 1).is_none(),
@@ -603,7 +605,7 @@ mod tests {
         let mut record = decode_seal(&seal.2).unwrap();
         record.header.number = 1 << 40;
         let mut forged = Vec::new();
-        crate::persist::encode_seal(&record.header, record.size, &mut forged);
+        fulmen_chain::persist::encode_seal(&record.header, record.size, &mut forged);
         let spec = spec(GAS_LIMIT);
         let genesis = Genesis::new(&spec);
         let records = recovery

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::B256;
 use arc_swap::ArcSwap;
 use futures::{StreamExt, channel::oneshot, stream::select_all};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
@@ -18,53 +18,13 @@ use fulmen_storage::checkpoint::{CheckpointJob, CheckpointMeta};
 use fulmen_storage::record::RecordKind;
 use fulmen_storage::writer::{AppendRequest, StorageAck};
 
-use crate::block::{ChainView, ExecutedTx, Merkleizer, SealJob, SealProgress, SealRoots};
-use crate::events::{ChainEvent, EventBus, MiniBlockEvent};
-use crate::merkle::AccountProof;
-use crate::metrics::METRICS;
-use crate::sequencer::{Admission, ParkReason, Sequencer, SubmitError};
-use crate::tx::RecoveredTx;
-
-/// What a net core asks of the sequencer.
-#[derive(Debug)]
-pub struct SeqRequest {
-    /// The decoded, recovered transaction.
-    pub tx: RecoveredTx,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<SeqReply>,
-    /// Sync send: a transaction deferred to a later block is answered with
-    /// its receipt once it runs, not with `Parked` at once.
-    pub wait_for_receipt: bool,
-}
-
-/// The sequencer's answer, sent once the outcome is visible to readers.
-#[derive(Debug)]
-pub enum SeqReply {
-    /// Preconfirmed: executed, in a closed mini-block, visible at `latest`.
-    Preconfirmed(Arc<ExecutedTx>),
-    /// Parked for a nonce gap.
-    Parked(ParkReason),
-    /// Refused.
-    Rejected(SubmitError),
-}
-
-/// What the state-root worker is asked.
-#[derive(Debug)]
-pub enum MerkleRequest {
-    /// Seal a closed block.
-    Seal(SealJob),
-    /// A proof at block `block`.
-    Proof {
-        /// Block whose state root the proof must match.
-        block: u64,
-        /// Account.
-        address: Address,
-        /// Storage slots.
-        slots: Vec<B256>,
-        /// Answer, or the block the trie is at when it cannot serve `block`.
-        reply: oneshot::Sender<Result<AccountProof, u64>>,
-    },
-}
+use crate::seal::{Merkleizer, SealProgress};
+use crate::sequencer::Sequencer;
+use fulmen_chain::block::{SealJob, SealRoots};
+use fulmen_chain::events::{ChainEvent, EventBus, MiniBlockEvent};
+use fulmen_chain::metrics::METRICS;
+use fulmen_chain::msg::{Admission, MerkleRequest, ParkReason, SeqReply, SeqRequest, SubmitError};
+use fulmen_chain::view::ChainView;
 
 /// Most transactions one mini-block takes before it closes, so that sealing
 /// and replies never wait behind an unbounded drain.
@@ -313,7 +273,7 @@ impl SeqState {
 
     /// After block `sealed` was logged: schedules its checkpoint when one is
     /// due, to start once the seal record is durable.
-    fn schedule_checkpoint(&mut self, sealed: &crate::block::SealedBlock) {
+    fn schedule_checkpoint(&mut self, sealed: &fulmen_chain::block::SealedBlock) {
         let number = sealed.header.number;
         let Some(storage) = &mut self.storage else {
             return;
@@ -341,7 +301,7 @@ impl SeqState {
     /// Closes the mini-block (if any transaction ran), logs it, and releases
     /// it with `replies` and the waiters it wakes.
     fn close_and_release(&mut self, replies: &mut Replies) {
-        let before = self.seq.view().state.clone();
+        let before = self.seq.view().state().clone();
         if let Some(mini) = self.seq.close_mini_block() {
             METRICS.mini_blocks.fetch_add(1, Relaxed);
             self.mini_opened = None;
@@ -395,7 +355,7 @@ impl SeqState {
             txs: mini.txs.clone(),
             diffs: self.seq.mini_block_diffs(mini).to_vec(),
             before,
-            after: self.seq.view().state.clone(),
+            after: self.seq.view().state().clone(),
         }
     }
 
@@ -564,7 +524,7 @@ pub async fn run_seq(
                 }
                 let sealed = state.seq.finish_seal(roots);
                 METRICS.blocks.fetch_add(1, Relaxed);
-                let view_state = &state.seq.view().state;
+                let view_state = &state.seq.view().state();
                 METRICS
                     .accounts
                     .store(view_state.account_count() as u64, Relaxed);
@@ -576,7 +536,7 @@ pub async fn run_seq(
                 state.close_and_release(&mut replies);
                 if state.storage.is_some() {
                     let mut payload = Vec::with_capacity(700);
-                    crate::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
+                    fulmen_chain::persist::encode_seal(&sealed.header, sealed.size, &mut payload);
                     state.log(RecordKind::BlockSeal, payload);
                     state.schedule_checkpoint(&sealed);
                 }
@@ -735,9 +695,10 @@ mod tests {
     use glommio::channels::shared_channel;
 
     use super::*;
-    use crate::chain::DEV_ACCOUNTS;
     use crate::sequencer::{Genesis, PoolLimits};
     use crate::testkit::{spec, tx};
+    use fulmen_chain::spec::DEV_ACCOUNTS;
+    use fulmen_chain::tx::RecoveredTx;
 
     async fn send(inbox: &ConnectedSender<SeqRequest>, tx: RecoveredTx) -> SeqReply {
         let (reply, answer) = oneshot::channel();
@@ -809,7 +770,7 @@ mod tests {
                         seal_tx,
                         roots_rx,
                         published.clone(),
-                        crate::events::EventBus::new(vec![event_tx]),
+                        fulmen_chain::events::EventBus::new(vec![event_tx]),
                         SeqTiming {
                             block_time_ms: 600_000,
                             mini_block_max_ms: 1,
@@ -873,7 +834,7 @@ mod tests {
                         .iter()
                         .filter(|(_, kind, _)| *kind == RecordKind::MiniBlock)
                         .map(|(_, _, payload)| {
-                            crate::persist::decode_mini_block(payload)
+                            fulmen_chain::persist::decode_mini_block(payload)
                                 .unwrap()
                                 .txs
                                 .len()

@@ -13,14 +13,17 @@ use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, U256};
 use fulmen_storage::StateDiff;
 
-use crate::block::{
-    ChainView, ExecutedTx, RECENT_STATES_MAX, SealJob, SealRoots, SealedBlock, TxLocation,
-    UnsealedBlock, block_size, build_header, next_prevrandao,
-};
-use crate::chain::ChainSpec;
-use crate::evm::{BlockContext, Evm, ExecError, StateDb, build_evm, state_diff, transact, tx_env};
+use crate::evm::{Evm, ExecError, StateDb, build_evm, state_diff, transact, tx_env};
 use crate::merkle::StateTrie;
-use crate::tx::RecoveredTx;
+use fulmen_chain::block::BlockContext;
+use fulmen_chain::block::{
+    ExecutedTx, SealJob, SealRoots, SealedBlock, TxLocation, UnsealedBlock, block_size,
+    build_header, next_prevrandao,
+};
+use fulmen_chain::msg::{Admission, ParkReason, SubmitError};
+use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::tx::RecoveredTx;
+use fulmen_chain::view::ChainView;
 
 /// Bounds the sequencer enforces: the parking lot for future-nonce
 /// transactions, and what one transaction and one mini-block may put in
@@ -74,100 +77,10 @@ impl PoolLimits {
         // still carries more than one large transaction.
         self.tx_record_bytes_max = self
             .tx_record_bytes_max
-            .min((self.mini_block_bytes_max - crate::persist::MINI_BLOCK_HEADER_BYTES) / 2);
+            .min((self.mini_block_bytes_max - fulmen_chain::persist::MINI_BLOCK_HEADER_BYTES) / 2);
         let lowered = before != (self.mini_block_bytes_max, self.tx_record_bytes_max);
         (self, lowered)
     }
-}
-
-/// Why a transaction is parked rather than executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParkReason {
-    /// Its nonce is ahead of the sender's next nonce.
-    NonceGap {
-        /// The sender's next nonce.
-        expected: u64,
-    },
-    /// It is next in line but will be executed in a later block (the open
-    /// block is full, or it waits for its parent block's hash).
-    Deferred,
-}
-
-/// What happened to a submitted transaction.
-#[derive(Debug, Clone)]
-pub enum Admission {
-    /// Executed and appended to the open mini-block.
-    Executed(Arc<ExecutedTx>),
-    /// Accepted but not yet executable.
-    Parked(ParkReason),
-}
-
-/// A refused transaction; messages follow geth.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    /// Seen before.
-    #[error("already known")]
-    AlreadyKnown,
-    /// Nonce already used.
-    #[error("nonce too low: next nonce {expected}, tx nonce {got}")]
-    NonceTooLow {
-        /// The sender's next nonce.
-        expected: u64,
-        /// The transaction's nonce.
-        got: u64,
-    },
-    /// Cannot pay gas × price + value.
-    #[error(
-        "insufficient funds for gas * price + value: address {address} have {have} want {want}"
-    )]
-    InsufficientFunds {
-        /// The sender.
-        address: Address,
-        /// Its balance.
-        have: U256,
-        /// The transaction's maximum cost.
-        want: U256,
-    },
-    /// Its logs and state changes would take more of the log than one
-    /// transaction may; nothing of it was applied.
-    #[error(
-        "transaction too large for the log: its logs and state changes take {bytes} bytes, limit {limit} bytes per transaction; nothing was applied"
-    )]
-    RecordTooLarge {
-        /// Bytes its entry would take.
-        bytes: usize,
-        /// The per-transaction limit.
-        limit: usize,
-    },
-    /// Fee cap below the current base fee.
-    #[error(
-        "max fee per gas less than block base fee: address {address}, maxFeePerGas: {max_fee}, baseFee: {base_fee}"
-    )]
-    FeeCapTooLow {
-        /// The sender.
-        address: Address,
-        /// The transaction's fee cap.
-        max_fee: u128,
-        /// The open block's base fee.
-        base_fee: u64,
-    },
-    /// Same nonce as a parked transaction without a 10% fee bump.
-    #[error("replacement transaction underpriced")]
-    ReplacementUnderpriced,
-    /// The parking lot is full.
-    #[error("txpool is full")]
-    PoolFull,
-    /// revm refused it.
-    #[error("{0}")]
-    Invalid(String),
-    /// The log failed; the node preconfirms nothing until restarted.
-    #[error(
-        "the node stopped preconfirming after a storage failure ({0}); the transaction was not preconfirmed; retry once the node is back"
-    )]
-    Halted(String),
-    /// The node is stopping (SIGTERM); what it acknowledged is being flushed.
-    #[error("the node is shutting down; the transaction was not accepted; retry once it is back")]
-    ShuttingDown,
 }
 
 /// Most blocks one log record may close at replay. Every block gets a seal
@@ -263,7 +176,7 @@ impl Genesis {
     pub fn new(spec: &ChainSpec) -> Self {
         let state = spec.genesis_state();
         let mut trie = StateTrie::from_state(&state);
-        let header = spec.genesis_header(&mut trie);
+        let header = spec.genesis_header(trie.root());
         Self {
             state,
             trie,
@@ -305,24 +218,9 @@ impl SequencerParts {
             txs: Vec::new(),
             size,
         });
-        let mut blocks = imbl::Vector::new();
-        blocks.push_back(genesis);
+        let view = ChainView::genesis(genesis, state.clone());
         let mut block_hashes = imbl::Vector::new();
         block_hashes.push_back(hash);
-        let mut by_hash = imbl::HashMap::new();
-        by_hash.insert(hash, 0);
-        let mut recent_states = imbl::Vector::new();
-        recent_states.push_back((0, state.clone()));
-        let view = ChainView {
-            state: state.clone(),
-            blocks,
-            block_hashes: block_hashes.clone(),
-            by_hash,
-            txs: imbl::HashMap::new(),
-            unsealed: imbl::Vector::new(),
-            recent_states,
-            mini_block: 0,
-        };
         Self {
             open: OpenBlock::new(ctx),
             view,
@@ -450,7 +348,7 @@ impl Sequencer {
     /// transaction already waits for room.
     pub fn mini_block_full(&self) -> bool {
         self.deferred_for_room
-            || crate::persist::MINI_BLOCK_HEADER_BYTES
+            || fulmen_chain::persist::MINI_BLOCK_HEADER_BYTES
                 + self.mini_bytes
                 + self.limits.tx_record_bytes_max
                 > self.limits.mini_block_bytes_max
@@ -476,7 +374,7 @@ impl Sequencer {
 
     /// Stateful checks, then execution or parking.
     pub fn submit(&mut self, tx: RecoveredTx) -> Result<Admission, SubmitError> {
-        if self.view.txs.contains_key(&tx.hash) || self.is_parked(&tx) {
+        if self.view.contains_tx(&tx.hash) || self.is_parked(&tx) {
             return Err(SubmitError::AlreadyKnown);
         }
         let sender = tx.sender;
@@ -531,7 +429,7 @@ impl Sequencer {
             Err(ExecError::Invalid(message)) => return Err(SubmitError::Invalid(message)),
         };
         let diff = state_diff(changes, &self.evm.ctx.journaled_state.database.state);
-        let entry_bytes = crate::persist::tx_entry_bytes(
+        let entry_bytes = fulmen_chain::persist::tx_entry_bytes(
             tx.envelope.encode_2718_len(),
             &outcome.logs,
             outcome.contract_address.is_some(),
@@ -543,7 +441,8 @@ impl Sequencer {
                 limit: self.limits.tx_record_bytes_max,
             });
         }
-        let mini_bytes = crate::persist::MINI_BLOCK_HEADER_BYTES + self.mini_bytes + entry_bytes;
+        let mini_bytes =
+            fulmen_chain::persist::MINI_BLOCK_HEADER_BYTES + self.mini_bytes + entry_bytes;
         if !self.mini_txs.is_empty() && mini_bytes > self.limits.mini_block_bytes_max {
             // Only a burst of promoted or deferred transactions gets here:
             // the seq core closes a mini-block while one more transaction of
@@ -597,7 +496,7 @@ impl Sequencer {
         self.open.log_count += executed.logs.len() as u64;
         // The working view is published by cloning at mini-block close, so
         // indexing the hash now is invisible to readers until then.
-        self.view.txs.insert(
+        self.view.record_tx(
             executed.tx.hash,
             TxLocation {
                 block: executed.block_number,
@@ -850,8 +749,10 @@ impl Sequencer {
         self.mini_block += 1;
         let txs = std::mem::take(&mut self.mini_txs);
         self.mini_bytes = 0;
-        self.view.state = self.evm.ctx.journaled_state.database.state.clone();
-        self.view.mini_block = self.mini_block;
+        self.view.close_mini_block(
+            self.mini_block,
+            self.evm.ctx.journaled_state.database.state.clone(),
+        );
         self.refresh_open_view();
         let index = self.open.mini_blocks;
         self.open.mini_blocks += 1;
@@ -869,13 +770,7 @@ impl Sequencer {
             txs: self.open.txs.clone(),
             gas_used: self.open.gas_used,
         });
-        match self.view.unsealed.back() {
-            Some(last) if last.ctx.number == open.ctx.number => {
-                self.view.unsealed.pop_back();
-            }
-            _ => {}
-        }
-        self.view.unsealed.push_back(open);
+        self.view.set_open(open);
     }
 
     /// Closes the open block and opens the next one. The returned job goes to
@@ -958,20 +853,8 @@ impl Sequencer {
             txs: meta.txs,
             size,
         });
-        self.view.blocks.push_back(sealed.clone());
-        self.view.block_hashes.push_back(hash);
-        self.view.by_hash.insert(hash, number);
-        if number >= self.history_until {
-            self.view.recent_states.push_back((number, meta.state));
-        }
-        while self.view.recent_states.len() > RECENT_STATES_MAX {
-            self.view.recent_states.pop_front();
-        }
-        if let Some(front) = self.view.unsealed.front()
-            && front.ctx.number == number
-        {
-            self.view.unsealed.pop_front();
-        }
+        let state = (number >= self.history_until).then_some(meta.state);
+        self.view.push_sealed(sealed.clone(), state);
         self.evm
             .ctx
             .journaled_state
@@ -986,7 +869,13 @@ impl Sequencer {
     /// closed (its transactions' state changes are the open block's last).
     pub fn mini_block_record(&self, closed: &ClosedMiniBlock, out: &mut Vec<u8>) {
         let diffs = self.mini_block_diffs(closed);
-        crate::persist::encode_mini_block(&self.open.ctx, closed.number, &closed.txs, diffs, out);
+        fulmen_chain::persist::encode_mini_block(
+            &self.open.ctx,
+            closed.number,
+            &closed.txs,
+            diffs,
+            out,
+        );
     }
 
     /// The state changes of each transaction of `closed`, which must be the
@@ -1004,7 +893,7 @@ impl Sequencer {
     /// closed, and their seal jobs returned in order.
     pub fn replay_mini_block(
         &mut self,
-        record: crate::persist::MiniBlockRecord,
+        record: fulmen_chain::persist::MiniBlockRecord,
     ) -> Result<Vec<SealJob>, ReplayError> {
         let number = record.ctx.number;
         let fail = |detail: String| ReplayError {
@@ -1046,7 +935,7 @@ impl Sequencer {
             )));
         }
         for tx in record.txs {
-            let recovered = crate::tx::from_logged(
+            let recovered = fulmen_chain::tx::from_logged(
                 tx.envelope,
                 tx.sender,
                 tx.encoded_len,
@@ -1070,7 +959,7 @@ impl Sequencer {
     /// blocks it closed.
     pub fn replay_seal(
         &mut self,
-        record: crate::persist::SealRecord,
+        record: fulmen_chain::persist::SealRecord,
     ) -> Result<Vec<SealJob>, ReplayError> {
         let number = record.header.number;
         if number.saturating_sub(self.open.ctx.number) > REPLAY_BLOCK_GAP_MAX {
@@ -1125,8 +1014,7 @@ impl Sequencer {
     /// of blocks before `number` are not kept.
     pub fn start_from_checkpoint(&mut self, number: u64, state: fulmen_storage::HotState) {
         self.evm.ctx.journaled_state.database.state = state.clone();
-        self.view.state = state;
-        self.view.recent_states.clear();
+        self.view.start_from_checkpoint(state);
         self.history_until = number;
     }
 
@@ -1169,13 +1057,13 @@ fn next_block_ctx(spec: &ChainSpec, parent: &alloy_consensus::Header, now_ms: u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::Merkleizer;
-    use crate::chain::DEV_ACCOUNTS;
+    use crate::seal::Merkleizer;
     use crate::testkit::{
         LOG_CALLDATA_CONTRACT, PARENT_HASH_CONTRACT, key, sign, sign_by, spec, tx,
     };
     use alloy_primitives::{Bytes, TxKind};
     use alloy_signer_local::PrivateKeySigner;
+    use fulmen_chain::spec::DEV_ACCOUNTS;
 
     fn sequencer_with(limits: PoolLimits) -> Sequencer {
         let spec = spec(30_000_000);
@@ -1414,7 +1302,7 @@ mod tests {
                 .iter()
                 .zip(seq.mini_block_diffs(&closed))
                 .map(|(t, d)| {
-                    crate::persist::tx_entry_bytes(
+                    fulmen_chain::persist::tx_entry_bytes(
                         t.tx.envelope.encode_2718_len(),
                         &t.logs,
                         t.contract_address.is_some(),
@@ -1424,7 +1312,7 @@ mod tests {
                 .sum();
             assert_eq!(
                 record.len(),
-                crate::persist::MINI_BLOCK_HEADER_BYTES + entries
+                fulmen_chain::persist::MINI_BLOCK_HEADER_BYTES + entries
             );
             ran += closed.txs.len();
             seq.run_deferred_for_room();
@@ -1488,17 +1376,17 @@ mod tests {
         assert!(done.success);
         assert_eq!(done.gas_used, 21_000);
         assert!(seq.close_mini_block().is_some());
-        let state = &seq.view().state;
+        let state = &seq.view().state();
         let alice = state.account(&DEV_ACCOUNTS[0]).unwrap();
         assert_eq!(alice.nonce, 1);
         let paid = U256::from(21_000u64) * U256::from(u128::from(base_fee) + tip);
         assert_eq!(
             alice.balance,
-            U256::from(crate::chain::DEV_BALANCE_WEI) - paid - U256::from(1_000)
+            U256::from(fulmen_chain::spec::DEV_BALANCE_WEI) - paid - U256::from(1_000)
         );
         assert_eq!(
             state.account(&bob).unwrap().balance,
-            U256::from(crate::chain::DEV_BALANCE_WEI + 1_000)
+            U256::from(fulmen_chain::spec::DEV_BALANCE_WEI + 1_000)
         );
         assert_eq!(
             state.account(&coinbase).unwrap().balance,
@@ -1547,8 +1435,8 @@ mod tests {
             vec![0, 1, 2]
         );
         assert_eq!(
-            seq.view().state.account(&bob).unwrap().balance,
-            U256::from(crate::chain::DEV_BALANCE_WEI + 4)
+            seq.view().state().account(&bob).unwrap().balance,
+            U256::from(fulmen_chain::spec::DEV_BALANCE_WEI + 4)
         );
         // Replays and stale nonces.
         let replay = closed.txs[0].tx.clone();
@@ -1632,7 +1520,9 @@ mod tests {
         assert!(matches!(seq.submit(call).unwrap(), Admission::Executed(_)));
         seq.close_mini_block();
         assert_eq!(
-            seq.view().state.storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
+            seq.view()
+                .state()
+                .storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
             U256::from_be_bytes(block1.hash.0)
         );
         // Close block 2 but do not deliver its roots yet: block 3's parent hash is unknown.
@@ -1648,7 +1538,9 @@ mod tests {
             .expect("ran once the parent was sealed");
         assert_eq!(mini.block, 3);
         assert_eq!(
-            seq.view().state.storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
+            seq.view()
+                .state()
+                .storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
             U256::from_be_bytes(block2.hash.0)
         );
     }

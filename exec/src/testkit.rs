@@ -10,8 +10,8 @@ use alloy_network::TxSignerSync;
 use alloy_primitives::{Address, Bytes, TxKind, U256, address};
 use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner};
 
-use crate::chain::{ChainSpec, dev_genesis};
-use crate::tx::{RecoveredTx, decode_and_check};
+use fulmen_chain::spec::{ChainSpec, dev_genesis};
+use fulmen_chain::tx::{RecoveredTx, decode_and_check};
 
 /// Max fee per gas of test transactions, above their tip.
 pub(crate) const PRICE: u128 = 2_000_000_000;
@@ -72,7 +72,7 @@ pub(crate) fn spec(gas_limit: u64) -> ChainSpec {
     ChainSpec {
         chain_id: genesis.config.chain_id,
         block_gas_limit: gas_limit,
-        tx_gas_limit_max: gas_limit.min(crate::chain::TX_GAS_LIMIT_MAX_DEFAULT),
+        tx_gas_limit_max: gas_limit.min(fulmen_chain::spec::TX_GAS_LIMIT_MAX_DEFAULT),
         base_fee_floor_wei: 1_000_000,
         base_fee_params: BaseFeeParams::ethereum(),
         coinbase: address!("0x00000000000000000000000000000000000c0ffe"),

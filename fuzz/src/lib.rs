@@ -10,9 +10,9 @@
 
 use alloy_consensus::Transaction;
 use alloy_eips::eip2718::Encodable2718;
-use fulmen_exec::chain::{DEV_CHAIN_ID, SPEC};
-use fulmen_exec::persist;
-use fulmen_exec::tx::{self, TxRules};
+use fulmen_chain::persist;
+use fulmen_chain::spec::{DEV_CHAIN_ID, SPEC};
+use fulmen_chain::tx::{self, TxRules};
 use fulmen_netio::pubsub;
 use fulmen_netio::rpc::{self, Body, Params};
 use fulmen_storage::checkpoint;
@@ -25,7 +25,7 @@ use fulmen_storage::scan::{SegmentEnd, scan};
 pub const RULES: TxRules = TxRules {
     chain_id: DEV_CHAIN_ID,
     block_gas_limit: 1_000_000_000,
-    tx_gas_limit_max: fulmen_exec::chain::TX_GAS_LIMIT_MAX_DEFAULT,
+    tx_gas_limit_max: fulmen_chain::spec::TX_GAS_LIMIT_MAX_DEFAULT,
     spec: SPEC,
 };
 

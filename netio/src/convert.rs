@@ -6,7 +6,7 @@ use std::sync::Arc;
 use alloy_consensus::{Transaction as _, transaction::Recovered};
 use alloy_primitives::{B256, U256};
 use alloy_rpc_types_eth::{Block, BlockTransactions, Header, Log, Transaction, TransactionReceipt};
-use fulmen_exec::block::{ExecutedTx, SealedBlock};
+use fulmen_chain::block::{ExecutedTx, SealedBlock};
 
 /// `blockHash` of a preconfirmed transaction, receipt or log before its block
 /// is sealed: the zero hash. Its `blockNumber` is already the block it will be

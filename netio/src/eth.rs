@@ -14,18 +14,14 @@ use alloy_rpc_types_eth::{
     FilterBlockOption, Log, TransactionRequest, state::StateOverride,
 };
 use arc_swap::ArcSwap;
-use fulmen_exec::metrics::{METRICS, reject_reason};
-use fulmen_exec::{
-    block::{ChainView, SealedBlock},
-    chain::ChainSpec,
-    evm::{
-        self, AccountOverride, BlockContext, CallRequest, ExecError, Outcome, SimError, StateDb,
-    },
-    seq_core::{MerkleRequest, SeqReply, SeqRequest},
-    sequencer::{ParkReason, SubmitError},
-    tx::{RecoveredTx, decode_and_check},
-};
-use fulmen_storage::HotState;
+use fulmen_chain::HotState;
+use fulmen_chain::block::{BlockContext, SealedBlock};
+use fulmen_chain::metrics::{METRICS, reject_reason};
+use fulmen_chain::msg::{MerkleRequest, ParkReason, SeqReply, SeqRequest, SubmitError};
+use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::tx::{RecoveredTx, decode_and_check};
+use fulmen_chain::view::ChainView;
+use fulmen_exec::evm::{self, AccountOverride, CallRequest, ExecError, Outcome, SimError, StateDb};
 use futures::channel::oneshot;
 use glommio::channels::shared_channel::ConnectedSender;
 use serde_json::{Value, json};
@@ -489,7 +485,7 @@ fn state_at(view: &ChainView, id: Option<BlockId>) -> Result<(HotState, BlockCon
         None
         | Some(BlockId::Number(BlockNumberOrTag::Latest))
         | Some(BlockId::Number(BlockNumberOrTag::Pending)) => {
-            return Ok((view.state.clone(), view.open().ctx));
+            return Ok((view.state().clone(), view.open().ctx));
         }
         Some(id) => match block_by_id(view, id)? {
             Some(block) => block.header.number,
@@ -502,7 +498,7 @@ fn state_at(view: &ChainView, id: Option<BlockId>) -> Result<(HotState, BlockCon
     let state = view.state_at(number).ok_or_else(|| {
         RpcError::server(format!(
             "historical state not available: block {number} is older than the {} most recent blocks this node keeps",
-            fulmen_exec::block::RECENT_STATES_MAX
+            fulmen_chain::block::RECENT_STATES_MAX
         ))
     })?;
     let header = &block.header;
@@ -635,7 +631,7 @@ impl Sim {
     ) -> Result<(Outcome, revm::state::EvmState), RunError> {
         self.meter.check_gas().map_err(RunError::Budget)?;
         let (state, block_ctx) = state_at(&self.view, block).map_err(RunError::Call)?;
-        let mut db = StateDb::new(state, self.view.block_hashes.clone());
+        let mut db = StateDb::new(state, self.view.block_hashes().clone());
         db.apply_overrides(state_overrides);
         let result = evm::simulate(db, self.chain_id, &block_ctx, call, self.meter.deadline());
         match result {
@@ -985,7 +981,7 @@ fn get_logs(ctx: &NetContext, view: &ChainView, params: &Params) -> Result<Value
         }
     }
     if include_unsealed {
-        for block in view.unsealed.iter() {
+        for block in view.unsealed() {
             for tx in block.txs.iter() {
                 push(convert::logs(tx, None))?;
             }

@@ -184,7 +184,7 @@ impl Outbox {
     }
 
     fn close_slow(&self, reason: String) {
-        fulmen_exec::metrics::METRICS
+        fulmen_chain::metrics::METRICS
             .ws_slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.close(CLOSE_POLICY, reason);

@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use alloy_eips::BlockNumberOrTag;
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log};
-use fulmen_exec::events::{ChainEvent, MiniBlockEvent, Published};
-use fulmen_exec::metrics::METRICS;
-use fulmen_storage::AccountState;
+use fulmen_chain::AccountState;
+use fulmen_chain::events::{ChainEvent, MiniBlockEvent, Published};
+use fulmen_chain::metrics::METRICS;
 use serde_json::{Value, json};
 
 use crate::convert;
@@ -509,7 +509,7 @@ fn render_state_changes(mini: &MiniBlockEvent) -> Vec<(Address, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fulmen_storage::{HotState, StateDiff};
+    use fulmen_chain::{HotState, StateDiff};
 
     fn params(values: Value) -> Params {
         Params(values.as_array().expect("an array").clone())

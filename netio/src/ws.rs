@@ -17,7 +17,7 @@ use async_tungstenite::tungstenite::{
     protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
 };
 use bytes::Bytes;
-use fulmen_exec::metrics::METRICS;
+use fulmen_chain::metrics::METRICS;
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use glommio::net::TcpStream;
@@ -542,7 +542,7 @@ async fn watchdog(ctx: Rc<NetContext>, conn: Rc<Conn>, seen: Rc<Cell<Instant>>) 
 /// this core's subscribers, in order.
 pub async fn run_events(
     hub: Rc<Hub>,
-    events: glommio::channels::shared_channel::ConnectedReceiver<fulmen_exec::events::Published>,
+    events: glommio::channels::shared_channel::ConnectedReceiver<fulmen_chain::events::Published>,
 ) {
     while let Some(published) = events.recv().await {
         hub.deliver(&published);

@@ -10,9 +10,7 @@ use alloy_trie::EMPTY_ROOT_HASH;
 use fulmen_storage::{AccountState, HotState};
 use revm::{bytecode::Bytecode, primitives::hardfork::SpecId};
 
-use crate::block::{SealRoots, build_header};
-use crate::evm::BlockContext;
-use crate::merkle::StateTrie;
+use crate::block::{BlockContext, SealRoots, build_header};
 use crate::tx::TxRules;
 
 /// Chain id of `--dev` (anvil uses 31337; wallets must not confuse the two).
@@ -177,8 +175,8 @@ impl ChainSpec {
         state
     }
 
-    /// The genesis header over `trie` (built from [`Self::genesis_state`]).
-    pub fn genesis_header(&self, trie: &mut StateTrie) -> Header {
+    /// The genesis header, given the state root of [`Self::genesis_state`].
+    pub fn genesis_header(&self, state_root: B256) -> Header {
         let genesis = &self.genesis;
         let base_fee = genesis
             .base_fee_per_gas
@@ -197,7 +195,7 @@ impl ChainSpec {
         };
         let roots = SealRoots {
             number: 0,
-            state_root: trie.root(),
+            state_root,
             transactions_root: EMPTY_ROOT_HASH,
             receipts_root: EMPTY_ROOT_HASH,
             logs_bloom: Default::default(),

@@ -345,7 +345,7 @@ fn recover_authorization(auth: &SignedAuthorization) -> RecoveredAuthorization {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::SPEC;
+    use crate::spec::SPEC;
     use alloy_consensus::{SignableTransaction, TxEip1559, TxEip2930, TxLegacy};
     use alloy_network::TxSignerSync;
     use alloy_primitives::TxKind;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::sequencer::SubmitError;
+use crate::msg::SubmitError;
 
 /// Why a transaction was refused, as a metric label.
 pub const REJECT_REASONS: [&str; 12] = [

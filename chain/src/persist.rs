@@ -28,8 +28,8 @@ use alloy_rlp::{Decodable, Encodable};
 use fulmen_storage::StateDiff;
 use fulmen_storage::codec::{Reader, Writer};
 
+use crate::block::BlockContext;
 use crate::block::ExecutedTx;
-use crate::evm::BlockContext;
 
 const VERSION: u8 = 1;
 

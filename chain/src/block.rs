@@ -1,0 +1,207 @@
+//! Block context, executed transactions, sealed and unsealed blocks, the
+//! state-root worker's jobs and results, and header building.
+
+use std::sync::Arc;
+
+use alloy_consensus::{
+    EMPTY_OMMER_ROOT_HASH, Eip658Value, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType,
+    constants::EMPTY_WITHDRAWALS,
+};
+use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_primitives::{Address, B256, Bloom, Log, U256, keccak256};
+use fulmen_storage::StateDiff;
+
+use crate::tx::RecoveredTx;
+
+/// Block-level inputs to execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockContext {
+    /// Block number.
+    pub number: u64,
+    /// Timestamp in seconds.
+    pub timestamp: u64,
+    /// Base fee per gas.
+    pub base_fee: u64,
+    /// Block gas limit.
+    pub gas_limit: u64,
+    /// Fee recipient.
+    pub coinbase: Address,
+    /// PREVRANDAO value.
+    pub prevrandao: B256,
+}
+
+/// How many sealed blocks keep a full state snapshot for historical reads
+/// (as geth keeps 128 in-memory layers).
+pub const RECENT_STATES_MAX: usize = 128;
+
+/// A transaction after execution: everything its receipt needs.
+#[derive(Debug, Clone)]
+pub struct ExecutedTx {
+    /// The transaction and its sender.
+    pub tx: RecoveredTx,
+    /// EIP-658 status.
+    pub success: bool,
+    /// Gas used by this transaction.
+    pub gas_used: u64,
+    /// Gas used by the block up to and including this transaction.
+    pub cumulative_gas_used: u64,
+    /// Price paid per gas.
+    pub effective_gas_price: u128,
+    /// Logs emitted.
+    pub logs: Vec<Log>,
+    /// Created contract, if any.
+    pub contract_address: Option<Address>,
+    /// Number of the block it is (or will be) sealed in.
+    pub block_number: u64,
+    /// Timestamp of that block.
+    pub block_timestamp: u64,
+    /// Position in the block.
+    pub index: u64,
+    /// Block-wide index of its first log.
+    pub first_log_index: u64,
+    /// Global mini-block number that preconfirmed it.
+    pub mini_block: u64,
+}
+
+impl ExecutedTx {
+    /// The consensus receipt (used for the receipts root).
+    pub fn receipt_envelope(&self) -> ReceiptEnvelope {
+        let receipt = Receipt {
+            status: Eip658Value::Eip658(self.success),
+            cumulative_gas_used: self.cumulative_gas_used,
+            logs: self.logs.clone(),
+        };
+        let with_bloom = ReceiptWithBloom::new(receipt.clone(), receipt.bloom_slow());
+        match self.tx.envelope.tx_type() {
+            TxType::Legacy => ReceiptEnvelope::Legacy(with_bloom),
+            TxType::Eip2930 => ReceiptEnvelope::Eip2930(with_bloom),
+            TxType::Eip1559 => ReceiptEnvelope::Eip1559(with_bloom),
+            TxType::Eip4844 => ReceiptEnvelope::Eip4844(with_bloom),
+            TxType::Eip7702 => ReceiptEnvelope::Eip7702(with_bloom),
+        }
+    }
+
+    /// Logs bloom of this transaction.
+    pub fn bloom(&self) -> Bloom {
+        let mut bloom = Bloom::default();
+        for log in &self.logs {
+            bloom.accrue_log(log);
+        }
+        bloom
+    }
+}
+
+/// A block whose header is final.
+#[derive(Debug, Clone)]
+pub struct SealedBlock {
+    /// The header.
+    pub header: Header,
+    /// keccak256 of the RLP header.
+    pub hash: B256,
+    /// Its transactions in order.
+    pub txs: Vec<Arc<ExecutedTx>>,
+    /// RLP size of the block.
+    pub size: u64,
+}
+
+/// A block that has transactions but no header yet: the open block, or a
+/// closed one whose state root is being computed.
+#[derive(Debug, Clone)]
+pub struct UnsealedBlock {
+    /// Block-level context (number, timestamp, base fee, ...).
+    pub ctx: BlockContext,
+    /// Preconfirmed transactions so far.
+    pub txs: imbl::Vector<Arc<ExecutedTx>>,
+    /// Gas used so far.
+    pub gas_used: u64,
+}
+
+/// Where a transaction sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxLocation {
+    /// Block number.
+    pub block: u64,
+    /// Index in the block.
+    pub index: u64,
+}
+
+/// Everything the state-root worker needs to seal one block.
+#[derive(Debug)]
+pub struct SealJob {
+    /// Block-level context.
+    pub ctx: BlockContext,
+    /// The block's transactions.
+    pub txs: Vec<Arc<ExecutedTx>>,
+    /// State changes, in execution order.
+    pub diffs: Vec<StateDiff>,
+    /// Gas used by the block.
+    pub gas_used: u64,
+}
+
+/// Roots computed off the sequencer core.
+#[derive(Debug, Clone, Copy)]
+pub struct SealRoots {
+    /// Block number.
+    pub number: u64,
+    /// State root after the block.
+    pub state_root: B256,
+    /// Transactions root.
+    pub transactions_root: B256,
+    /// Receipts root.
+    pub receipts_root: B256,
+    /// Logs bloom.
+    pub logs_bloom: Bloom,
+    /// Summed RLP length of the transactions as the block body encodes them.
+    pub txs_rlp_len: usize,
+}
+
+/// The header of a block with the given roots, on top of `parent_hash`.
+pub fn build_header(
+    ctx: &BlockContext,
+    parent_hash: B256,
+    gas_used: u64,
+    roots: &SealRoots,
+) -> Header {
+    Header {
+        parent_hash,
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: ctx.coinbase,
+        state_root: roots.state_root,
+        transactions_root: roots.transactions_root,
+        receipts_root: roots.receipts_root,
+        logs_bloom: roots.logs_bloom,
+        difficulty: U256::ZERO,
+        number: ctx.number,
+        gas_limit: ctx.gas_limit,
+        gas_used,
+        timestamp: ctx.timestamp,
+        extra_data: Default::default(),
+        mix_hash: ctx.prevrandao,
+        nonce: Default::default(),
+        base_fee_per_gas: Some(ctx.base_fee),
+        withdrawals_root: Some(EMPTY_WITHDRAWALS),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: Some(EMPTY_REQUESTS_HASH),
+        ..Default::default()
+    }
+}
+
+/// PREVRANDAO of the next block: a hash chain seeded by genesis. On an L2
+/// the sequencer picks this value; it is not a source of secure randomness.
+pub fn next_prevrandao(previous: B256, number: u64) -> B256 {
+    let mut input = [0u8; 40];
+    input[..32].copy_from_slice(previous.as_slice());
+    input[32..].copy_from_slice(&number.to_be_bytes());
+    keccak256(input)
+}
+
+/// RLP size of a block: header, transactions, empty ommers and empty withdrawals.
+pub fn block_size(header: &Header, txs_rlp_len: usize) -> u64 {
+    use alloy_rlp::{Encodable, length_of_length};
+    let txs_list = txs_rlp_len + length_of_length(txs_rlp_len);
+    // Empty ommers and withdrawals lists are one byte each (0xc0).
+    let payload = header.length() + txs_list + 1 + 1;
+    (payload + length_of_length(payload)) as u64
+}

@@ -1,0 +1,160 @@
+//! The state-root worker's engine: applies each sealed block's diff to the
+//! state trie and computes the block's roots, in bounded steps.
+
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, B256, Bloom};
+use fulmen_chain::block::{SealJob, SealRoots};
+use fulmen_chain::msg::AccountProof;
+
+use crate::merkle::StateTrie;
+use crate::trie::Trie;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum SealPhase {
+    #[default]
+    Stage,
+    Commit,
+    StateHash,
+    BlockItems,
+    TxHash,
+    ReceiptHash,
+}
+
+/// Where a seal in steps stands (see [`Merkleizer::seal_step`]).
+#[derive(Debug, Default)]
+pub struct SealProgress {
+    phase: SealPhase,
+    next: usize,
+    state_root: B256,
+    transactions_root: B256,
+    txs: Trie,
+    receipts: Trie,
+    logs_bloom: Bloom,
+    txs_rlp_len: usize,
+}
+
+impl SealProgress {
+    fn advance(&mut self, phase: SealPhase) {
+        self.phase = phase;
+        self.next = 0;
+    }
+}
+
+/// The state-root worker: owns the state trie and turns seal jobs into roots.
+#[derive(Debug)]
+pub struct Merkleizer {
+    trie: StateTrie,
+    /// Last block whose diff the trie holds.
+    pub number: u64,
+}
+
+impl Merkleizer {
+    /// A worker whose trie reflects block `number`.
+    pub fn new(trie: StateTrie, number: u64) -> Self {
+        Self { trie, number }
+    }
+
+    /// Applies the block's state changes without hashing (boot replay: the
+    /// header holds the roots; [`Self::state_root`] checks the last one).
+    pub fn apply_unhashed(&mut self, job: &SealJob) {
+        self.trie.apply(&job.diffs);
+        self.number = job.ctx.number;
+    }
+
+    /// The state root of the trie as it stands.
+    pub fn state_root(&mut self) -> B256 {
+        self.trie.root()
+    }
+
+    /// Applies the block's diff and computes its roots in one go.
+    pub fn seal(&mut self, job: &SealJob) -> SealRoots {
+        let mut progress = SealProgress::default();
+        loop {
+            if let Some(roots) = self.seal_step(job, &mut progress, usize::MAX) {
+                return roots;
+            }
+        }
+    }
+
+    /// Does at most about `budget` units of work (diffs, accounts, trie nodes,
+    /// transactions) on `job`; returns the roots once the seal is complete.
+    /// Call again with the same `progress` to continue.
+    pub fn seal_step(
+        &mut self,
+        job: &SealJob,
+        progress: &mut SealProgress,
+        budget: usize,
+    ) -> Option<SealRoots> {
+        assert_eq!(
+            job.ctx.number,
+            self.number + 1,
+            "blocks are sealed in order"
+        );
+        let budget = budget.max(1);
+        match progress.phase {
+            SealPhase::Stage => {
+                let end = progress.next.saturating_add(budget).min(job.diffs.len());
+                for diff in &job.diffs[progress.next..end] {
+                    self.trie.stage(diff);
+                }
+                progress.next = end;
+                if end == job.diffs.len() {
+                    progress.advance(SealPhase::Commit);
+                }
+            }
+            SealPhase::Commit => {
+                if self.trie.commit_staged(budget) {
+                    progress.advance(SealPhase::StateHash);
+                }
+            }
+            SealPhase::StateHash => {
+                if let Some(root) = self.trie.root_step(budget) {
+                    progress.state_root = root;
+                    progress.advance(SealPhase::BlockItems);
+                }
+            }
+            SealPhase::BlockItems => {
+                let end = progress.next.saturating_add(budget).min(job.txs.len());
+                for (index, tx) in job.txs.iter().enumerate().take(end).skip(progress.next) {
+                    let key = alloy_rlp::encode(index);
+                    progress
+                        .txs
+                        .insert_bytes(&key, tx.tx.envelope.encoded_2718());
+                    progress.txs_rlp_len += alloy_rlp::Encodable::length(&tx.tx.envelope);
+                    let receipt = tx.receipt_envelope();
+                    progress.logs_bloom.accrue_bloom(receipt.logs_bloom());
+                    progress.receipts.insert_bytes(&key, receipt.encoded_2718());
+                }
+                progress.next = end;
+                if end == job.txs.len() {
+                    progress.advance(SealPhase::TxHash);
+                }
+            }
+            SealPhase::TxHash => {
+                if let Some(root) = progress.txs.root_step(budget) {
+                    progress.transactions_root = root;
+                    progress.advance(SealPhase::ReceiptHash);
+                }
+            }
+            SealPhase::ReceiptHash => {
+                if let Some(root) = progress.receipts.root_step(budget) {
+                    self.number = job.ctx.number;
+                    return Some(SealRoots {
+                        number: job.ctx.number,
+                        state_root: progress.state_root,
+                        transactions_root: progress.transactions_root,
+                        receipts_root: root,
+                        logs_bloom: progress.logs_bloom,
+                        txs_rlp_len: progress.txs_rlp_len,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Proof against the state root of block [`Self::number`].
+    pub fn proof(&mut self, address: &Address, slots: &[B256]) -> AccountProof {
+        self.trie.proof(address, slots)
+    }
+}
