@@ -159,6 +159,36 @@ pub(crate) struct CoreMap {
 }
 
 impl CoreMap {
+    /// The CPU of the state-root worker: the first exec CPU, else seq's.
+    /// (Every exec CPU runs simulation workers.)
+    pub(crate) fn merkle_cpu(&self) -> usize {
+        self.exec.first().copied().unwrap_or(self.seq)
+    }
+
+    /// The CPU of the log and checkpoint writers: the first storage CPU.
+    pub(crate) fn storage_cpu(&self) -> usize {
+        self.storage.first().copied().unwrap_or(self.seq)
+    }
+
+    /// What the map asks for that the node does not use, to say at start-up.
+    pub(crate) fn unused(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.storage.len() > 1 {
+            notes.push(format!(
+                "cores.storage lists {:?}: the log and checkpoint writers run on the first, CPU {}; \
+                 the others get no storage work",
+                self.storage,
+                self.storage_cpu()
+            ));
+        }
+        if let Some(cpu) = self.da {
+            notes.push(format!(
+                "cores.da = {cpu}: no DA batcher runs in this build, so the CPU gets no work"
+            ));
+        }
+        notes
+    }
+
     /// The map as `fulmen-tuning` sees it.
     pub(crate) fn to_tuning(&self) -> fulmen_tuning::CoreMap {
         fulmen_tuning::CoreMap {

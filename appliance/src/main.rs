@@ -415,7 +415,10 @@ fn run(args: RunArgs) -> Result<(), String> {
     datadir.bind_genesis(genesis.header.hash_slow())?;
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
     drop(genesis);
-    let _threads = node::start(&config, spec, rpc_addr, ws_addr, booted, &config.datadir)?;
+    for note in config.cores.unused() {
+        tracing::warn!("{note}");
+    }
+    let node = node::start(&config, spec, (rpc_addr, ws_addr), booted, &config.datadir)?;
     if let Some(addr) = config.metrics_addr {
         let bound = metrics_http::serve(addr)?;
         println!("metrics on http://{bound}/metrics");
@@ -428,35 +431,29 @@ fn run(args: RunArgs) -> Result<(), String> {
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
     signals.forever().next();
-    drain_before_exit();
+    drain_before_exit(node);
     std::process::exit(0);
 }
 
-/// On SIGTERM/SIGINT: refuse new transactions, then wait (up to 5 s) until
-/// every log record sent is durable, so that nothing acknowledged is lost,
-/// in memory mode too.
-fn drain_before_exit() {
-    use fulmen_chain::metrics::METRICS;
-    use std::sync::atomic::Ordering::Relaxed;
+/// Longest the node waits on SIGTERM for its log to drain.
+const DRAIN_TIMEOUT_S: u64 = 5;
+
+/// On SIGTERM/SIGINT: the seq core refuses new transactions and answers
+/// once every log record it sent is durable, so that nothing acknowledged is
+/// lost, in memory mode too.
+fn drain_before_exit(node: node::Node) {
     tracing::info!("signal received: refusing new transactions, flushing the log");
-    fulmen_exec::seq_core::STOPPING.store(true, Relaxed);
     let began = std::time::Instant::now();
-    let mut quiet = 0;
-    while quiet < 3 && began.elapsed() < std::time::Duration::from_secs(5) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        quiet = if METRICS.storage_in_flight.load(Relaxed) == 0 {
-            quiet + 1
-        } else {
-            0
-        };
-    }
-    if quiet < 3 {
-        tracing::warn!("the log did not drain within 5 s; exiting anyway");
-    } else {
-        tracing::info!(
+    match node.drain(std::time::Duration::from_secs(DRAIN_TIMEOUT_S)) {
+        Ok(fulmen_chain::msg::Drained::Flushed) => tracing::info!(
             ms = began.elapsed().as_millis() as u64,
             "log drained; exiting"
-        );
+        ),
+        Ok(fulmen_chain::msg::Drained::Halted(reason)) => tracing::warn!(
+            reason = %reason,
+            "the log had failed; what was acknowledged before the failure is durable; exiting"
+        ),
+        Err(e) => tracing::warn!("{e}; exiting anyway"),
     }
 }
 

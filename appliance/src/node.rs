@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fulmen_chain::block::SealJob;
+use fulmen_chain::block::{SealJob, SealRoots};
 use fulmen_chain::events::{EVENT_QUEUE_CAPACITY, EventBus, Published};
 use fulmen_chain::metrics::{CoreFigures, METRICS, sample_executor};
-use fulmen_chain::msg::{MerkleRequest, SeqRequest};
+use fulmen_chain::msg::{Drained, MerkleRequest, SEQ_CONTROL_CAPACITY, SeqControl, SeqRequest};
 use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::view::ChainView;
 use fulmen_exec::{
     seal::Merkleizer,
-    seq_core::{self, LogLink, STORAGE_QUEUE_CAPACITY, SeqTiming},
+    seq_core::{self, LogLink, STORAGE_QUEUE_CAPACITY, SeqLinks, SeqTiming},
     sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
 use fulmen_netio::eth::{NetContext, RpcLimits};
@@ -31,6 +32,7 @@ use fulmen_storage::{
     log::{Log, Tail},
     writer::{AppendRequest, StorageAck},
 };
+use futures::channel::mpsc;
 use glommio::{
     Latency, LocalExecutorBuilder, Placement, Shares,
     channels::shared_channel::{self, SharedReceiver, SharedSender},
@@ -55,20 +57,47 @@ const PROOF_QUEUE_CAPACITY: usize = 256;
 /// Capacity of the seal channels between seq and the state-root worker.
 const SEAL_QUEUE_CAPACITY: usize = 64;
 
+/// The roles one executor runs.
 #[derive(Default)]
 struct CoreRoles {
     net: Vec<NetRole>,
-    seq: Option<SeqRole>,
+    seq: Option<SeqCoreRole>,
     merkle: Option<MerkleRole>,
     storage: Option<StorageRole>,
     /// Where this executor's sampler writes its figures.
     figures: Option<Arc<CoreFigures>>,
 }
 
+impl CoreRoles {
+    /// The role names, as the metrics show them (`net+seq`).
+    fn names(&self) -> String {
+        let mut names = Vec::new();
+        if !self.net.is_empty() {
+            names.push("net");
+        }
+        if self.seq.is_some() {
+            names.push("seq");
+        }
+        if self.merkle.is_some() {
+            names.push("exec");
+        }
+        if self.storage.is_some() {
+            names.push("storage");
+        }
+        names.join("+")
+    }
+}
+
+/// The storage role: the log writer and the checkpoint writer.
 struct StorageRole {
-    dir: PathBuf,
+    log: LogRole,
     checkpoint_dir: PathBuf,
     checkpoints: SharedReceiver<CheckpointJob>,
+}
+
+/// The log writer's half of the storage role.
+struct LogRole {
+    dir: PathBuf,
     segment_bytes: u64,
     tail: Tail,
     inbox: SharedReceiver<AppendRequest>,
@@ -76,7 +105,10 @@ struct StorageRole {
 }
 
 struct NetRole {
+    /// This net core's index among the net cores.
+    index: usize,
     seq: SharedSender<SeqRequest>,
+    control: mpsc::Sender<SeqControl>,
     merkle: SharedSender<MerkleRequest>,
     events: SharedReceiver<Published>,
     ws: WsLimits,
@@ -87,15 +119,21 @@ struct NetRole {
     http_shared: Arc<HttpShared>,
 }
 
+/// The sequencer and its links to the net cores.
 struct SeqRole {
     spec: ChainSpec,
     limits: PoolLimits,
     parts: SequencerParts,
     pending: Vec<SealJob>,
-    inboxes: Vec<SharedReceiver<SeqRequest>>,
-    events: Vec<SharedSender<Published>>,
+    links: NetLinks,
+    control: mpsc::Receiver<SeqControl>,
+}
+
+/// The seq role with its links to the state-root worker and the log.
+struct SeqCoreRole {
+    seq: SeqRole,
     to_merkle: SharedSender<MerkleRequest>,
-    from_merkle: SharedReceiver<fulmen_chain::block::SealRoots>,
+    from_merkle: SharedReceiver<SealRoots>,
     to_storage: SharedSender<AppendRequest>,
     acks: SharedReceiver<StorageAck>,
     durable: bool,
@@ -106,7 +144,40 @@ struct SeqRole {
 struct MerkleRole {
     merkle: Merkleizer,
     requests: Vec<SharedReceiver<MerkleRequest>>,
-    to_seq: SharedSender<fulmen_chain::block::SealRoots>,
+    to_seq: SharedSender<SealRoots>,
+}
+
+/// A running node: its executor threads, and the control channel to its
+/// seq core.
+pub(crate) struct Node {
+    /// One thread per executor; they run until the process exits.
+    _threads: Vec<std::thread::JoinHandle<()>>,
+    control: mpsc::Sender<SeqControl>,
+}
+
+impl Node {
+    /// Tells the seq core to stop taking transactions and waits (up to
+    /// `timeout`) until every log record it sent is durable.
+    pub(crate) fn drain(mut self, timeout: Duration) -> Result<Drained, String> {
+        let (drained, answer) = std::sync::mpsc::sync_channel(1);
+        self.control
+            .try_send(SeqControl::Stop { drained })
+            .map_err(|e| format!("cannot reach the seq core: {e}"))?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| format!("the log did not drain within {} s", timeout.as_secs()))
+    }
+}
+
+/// What every executor shares.
+#[derive(Clone)]
+struct Shared {
+    published: Arc<ArcSwap<ChainView>>,
+    spec: Arc<ChainSpec>,
+    limits: RpcLimits,
+    sim: Arc<SimPool>,
+    timing: SeqTiming,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -114,11 +185,52 @@ struct MerkleRole {
 pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
-    rpc_addr: SocketAddr,
-    ws_addr: Option<SocketAddr>,
+    addrs: (SocketAddr, Option<SocketAddr>),
     booted: Booted,
     datadir: &Path,
-) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+) -> Result<Node, String> {
+    raise_open_files_limit(config);
+    let mut bound = vec![bind_exclusive(addrs.0, "rpc_addr")?];
+    if let Some(addr) = addrs.1 {
+        bound.push(bind_exclusive(addr, "ws_addr")?);
+    }
+    let Booted { replayed, tail } = booted;
+    let published = Arc::new(ArcSwap::from_pointee(replayed.parts.view().clone()));
+    let (control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
+    let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
+    let links = add_net_roles(config, &bound, &control, &mut roles)?;
+    let seq = SeqRole {
+        spec: spec.clone(),
+        limits: pool_limits(config),
+        parts: replayed.parts,
+        pending: replayed.pending,
+        links,
+        control: control_rx,
+    };
+    add_core_roles(config, seq, replayed.merkle, (datadir, tail), &mut roles);
+    let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let shared = Shared {
+        published,
+        spec: Arc::new(spec),
+        limits: config.rpc.clone(),
+        sim: start_simulation_workers(config)?,
+        timing: SeqTiming {
+            block_time_ms: config.block_time_ms,
+            mini_block_max_ms: config.mini_block_max_ms,
+        },
+        ready,
+    };
+    let threads = spawn_executors(config, roles, shared)?;
+    // Every net core and the storage role report when they are ready.
+    wait_ready(&ready_rx, config.cores.net.len() + 1)?;
+    Ok(Node {
+        _threads: threads,
+        control,
+    })
+}
+
+/// The pool limits of the config, fitted to what one log record can hold.
+fn pool_limits(config: &Config) -> PoolLimits {
     let limits = PoolLimits {
         parked_per_sender_max: config.pool.parked_per_sender_max,
         parked_total_max: config.pool.parked_total_max,
@@ -143,23 +255,32 @@ pub(crate) fn start(
             "mini_block_bytes_max / tx_record_bytes_max lowered to fit one log segment"
         );
     }
-    let Booted { replayed, tail } = booted;
-    let published = Arc::new(ArcSwap::from_pointee(replayed.parts.view().clone()));
-    let merkle = replayed.merkle;
+    limits
+}
 
-    let cores = &config.cores;
-    let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
-    let mut inboxes = Vec::new();
-    let mut merkle_requests = Vec::new();
-    let mut event_senders = Vec::new();
+/// The seq core's ends of the channels to the net cores.
+struct NetLinks {
+    inboxes: Vec<SharedReceiver<SeqRequest>>,
+    events: Vec<SharedSender<Published>>,
+    proofs: Vec<SharedReceiver<MerkleRequest>>,
+}
+
+/// One net role per net CPU, each with its own duplicates of the listening
+/// sockets and its channels to seq, the state-root worker and back.
+fn add_net_roles(
+    config: &Config,
+    bound: &[std::net::TcpListener],
+    control: &mpsc::Sender<SeqControl>,
+    roles: &mut BTreeMap<usize, CoreRoles>,
+) -> Result<NetLinks, String> {
     let ws_shared = Arc::new(WsShared::default());
     let http_shared = Arc::new(HttpShared::default());
-    raise_open_files_limit(config);
-    let mut bound = vec![bind_exclusive(rpc_addr, "rpc_addr")?];
-    if let Some(addr) = ws_addr {
-        bound.push(bind_exclusive(addr, "ws_addr")?);
-    }
-    for cpu in &cores.net {
+    let mut links = NetLinks {
+        inboxes: Vec::new(),
+        events: Vec::new(),
+        proofs: Vec::new(),
+    };
+    for (index, cpu) in config.cores.net.iter().enumerate() {
         let listeners = bound
             .iter()
             .map(|l| l.try_clone())
@@ -168,11 +289,13 @@ pub(crate) fn start(
         let (seq_tx, seq_rx) = shared_channel::new_bounded(config.pool.inbox_capacity);
         let (proof_tx, proof_rx) = shared_channel::new_bounded(PROOF_QUEUE_CAPACITY);
         let (event_tx, event_rx) = shared_channel::new_bounded(EVENT_QUEUE_CAPACITY);
-        inboxes.push(seq_rx);
-        merkle_requests.push(proof_rx);
-        event_senders.push(event_tx);
+        links.inboxes.push(seq_rx);
+        links.proofs.push(proof_rx);
+        links.events.push(event_tx);
         roles.entry(*cpu).or_default().net.push(NetRole {
+            index,
             seq: seq_tx,
+            control: control.clone(),
             merkle: proof_tx,
             events: event_rx,
             ws: config.ws.clone(),
@@ -181,20 +304,44 @@ pub(crate) fn start(
             http_shared: http_shared.clone(),
         });
     }
+    Ok(links)
+}
+
+/// The seq, storage and state-root roles, and the channels between them.
+fn add_core_roles(
+    config: &Config,
+    mut seq: SeqRole,
+    merkle: Merkleizer,
+    (datadir, tail): (&Path, Tail),
+    roles: &mut BTreeMap<usize, CoreRoles>,
+) {
+    let cores = &config.cores;
     let (seal_tx, seal_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
     let (roots_tx, roots_rx) = shared_channel::new_bounded(SEAL_QUEUE_CAPACITY);
-    merkle_requests.push(seal_rx);
     let (append_tx, append_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
     let (ack_tx, ack_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
     // One checkpoint waits while another is written; more are skipped.
     let (checkpoint_tx, checkpoint_rx) = shared_channel::new_bounded(1);
-    roles.entry(cores.seq).or_default().seq = Some(SeqRole {
-        spec: spec.clone(),
-        limits,
-        parts: replayed.parts,
-        pending: replayed.pending,
-        inboxes,
-        events: event_senders,
+    let mut requests = std::mem::take(&mut seq.links.proofs);
+    requests.push(seal_rx);
+    roles.entry(cores.merkle_cpu()).or_default().merkle = Some(MerkleRole {
+        merkle,
+        requests,
+        to_seq: roots_tx,
+    });
+    roles.entry(cores.storage_cpu()).or_default().storage = Some(StorageRole {
+        log: LogRole {
+            dir: crate::datadir::log_dir(datadir),
+            segment_bytes: config.storage.segment_mb << 20,
+            tail,
+            inbox: append_rx,
+            acks: ack_tx,
+        },
+        checkpoint_dir: crate::datadir::checkpoint_dir(datadir),
+        checkpoints: checkpoint_rx,
+    });
+    roles.entry(cores.seq).or_default().seq = Some(SeqCoreRole {
+        seq,
         to_merkle: seal_tx,
         from_merkle: roots_rx,
         to_storage: append_tx,
@@ -203,62 +350,24 @@ pub(crate) fn start(
         checkpoints: checkpoint_tx,
         checkpoint_blocks: config.storage.checkpoint_blocks,
     });
-    let storage_cpu = cores.storage.first().copied().unwrap_or(cores.seq);
-    roles.entry(storage_cpu).or_default().storage = Some(StorageRole {
-        dir: crate::datadir::log_dir(datadir),
-        checkpoint_dir: crate::datadir::checkpoint_dir(datadir),
-        checkpoints: checkpoint_rx,
-        segment_bytes: config.storage.segment_mb << 20,
-        tail,
-        inbox: append_rx,
-        acks: ack_tx,
-    });
-    let merkle_cpu = cores.exec.first().copied().unwrap_or(cores.seq);
-    roles.entry(merkle_cpu).or_default().merkle = Some(MerkleRole {
-        merkle,
-        requests: merkle_requests,
-        to_seq: roots_tx,
-    });
+}
 
-    let limits = config.rpc.clone();
-    let sim = start_simulation_workers(config)?;
-    let timing = SeqTiming {
-        block_time_ms: config.block_time_ms,
-        mini_block_max_ms: config.mini_block_max_ms,
-    };
-    let spec = Arc::new(spec);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    // Every net core and the storage role report when they are ready.
-    let ready_count = cores.net.len() + 1;
+/// One pinned executor per CPU of the core map, running that CPU's roles.
+fn spawn_executors(
+    config: &Config,
+    roles: BTreeMap<usize, CoreRoles>,
+    shared: Shared,
+) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
     let mut threads = Vec::new();
     for (cpu, mut roles) in roles {
-        let mut names = Vec::new();
-        if !roles.net.is_empty() {
-            names.push("net");
-        }
-        if roles.seq.is_some() {
-            names.push("seq");
-        }
-        if roles.merkle.is_some() {
-            names.push("exec");
-        }
-        if roles.storage.is_some() {
-            names.push("storage");
-        }
-        roles.figures = Some(METRICS.register_core(cpu, names.join("+")));
-        let published = published.clone();
-        let spec = spec.clone();
-        let limits = limits.clone();
-        let sim = sim.clone();
-        let ready = ready_tx.clone();
+        roles.figures = Some(METRICS.register_core(cpu, roles.names()));
+        let shared = shared.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fulmen-cpu{cpu}"))
             .io_memory(IO_MEMORY_BYTES)
             .spin_before_park(Duration::from_micros(config.cores.spin_before_park_us));
         let handle = builder
-            .spawn(move || async move {
-                run_core(roles, published, spec, limits, sim, timing, ready).await;
-            })
+            .spawn(move || run_core(roles, shared))
             .map_err(|e| format!("cannot start the executor on CPU {cpu}: {e}"))?;
         threads.push(std::thread::spawn(move || {
             if let Err(e) = handle.join() {
@@ -266,9 +375,16 @@ pub(crate) fn start(
             }
         }));
     }
-    drop(ready_tx);
-    for _ in 0..ready_count {
-        match ready_rx.recv_timeout(Duration::from_secs(60)) {
+    Ok(threads)
+}
+
+/// Waits for `count` roles to report ready, or the first failure.
+fn wait_ready(
+    ready: &std::sync::mpsc::Receiver<Result<(), String>>,
+    count: usize,
+) -> Result<(), String> {
+    for _ in 0..count {
+        match ready.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -276,7 +392,7 @@ pub(crate) fn start(
             }
         }
     }
-    Ok(threads)
+    Ok(())
 }
 
 /// Binds `addr` for this process alone: no SO_REUSEPORT, so a second
@@ -399,18 +515,11 @@ fn lower_this_thread(cpus: &[usize], nice: i32) {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one executor's roles and what they share
-async fn run_core(
-    roles: CoreRoles,
-    published: Arc<ArcSwap<fulmen_chain::view::ChainView>>,
-    spec: Arc<ChainSpec>,
-    limits: RpcLimits,
-    sim: Arc<SimPool>,
-    timing: SeqTiming,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
-) {
+/// Runs one executor's roles until they end. Latency-sensitive work (RPC,
+/// sequencing, the log) runs above background work (merkleization,
+/// checkpoints, sampling).
+async fn run_core(roles: CoreRoles, shared: Shared) {
     let executor = glommio::executor();
-    // Latency-sensitive work (RPC, sequencing) above background merkleization.
     let fast = executor.create_task_queue(
         Shares::Static(1000),
         Latency::Matters(Duration::from_millis(1)),
@@ -420,162 +529,142 @@ async fn run_core(
         executor.create_task_queue(Shares::Static(100), Latency::NotImportant, "background");
     let mut tasks = Vec::new();
     if let Some(figures) = roles.figures {
-        glommio::spawn_local_into(sample_executor(figures, Duration::from_secs(1)), background)
-            .expect("task queue was created above")
-            .detach();
+        spawn(background, sample_executor(figures, Duration::from_secs(1))).detach();
     }
     if let Some(role) = roles.merkle {
-        let task = glommio::spawn_local_into(
-            async move {
-                let mut requests = Vec::new();
-                for r in role.requests {
-                    requests.push(r.connect().await);
-                }
-                let to_seq = role.to_seq.connect().await;
-                seq_core::run_merkle(role.merkle, requests, to_seq).await;
-            },
-            background,
-        )
-        .expect("task queue was created above");
-        tasks.push(task);
+        tasks.push(spawn(background, run_merkle_role(role)));
     }
     if let Some(role) = roles.storage {
-        let checkpoints = role.checkpoints;
-        let dir = role.checkpoint_dir;
-        let task = glommio::spawn_local_into(
-            async move {
-                fulmen_storage::checkpoint::run_checkpoints(dir, checkpoints.connect().await).await;
-            },
-            background,
-        )
-        .expect("task queue was created above");
-        tasks.push(task);
-        let ready = ready.clone();
-        let (inbox, acks, dir, segment_bytes, tail) = (
-            role.inbox,
-            role.acks,
-            role.dir,
-            role.segment_bytes,
-            role.tail,
-        );
-        let task = glommio::spawn_local_into(
-            async move {
-                let inbox = inbox.connect().await;
-                let acks = acks.connect().await;
-                let opened = async {
-                    let dir = DiskDir::new(&dir).await?;
-                    let mode = dir.mode();
-                    let log = Log::open_at(dir, segment_bytes, tail)
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    Ok::<_, std::io::Error>((log, mode))
-                };
-                match opened.await {
-                    Ok((log, mode)) => {
-                        tracing::info!(dir = %dir.display(), ?mode, "log open");
-                        let _ = ready.send(Ok(()));
-                        fulmen_storage::writer::run_writer(log, inbox, acks).await;
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(format!(
-                            "cannot open the log in {}: {e}",
-                            dir.display()
-                        )));
-                    }
-                }
-            },
-            fast,
-        )
-        .expect("task queue was created above");
-        tasks.push(task);
+        let checkpoints = run_checkpoint_role(role.checkpoint_dir.clone(), role.checkpoints);
+        tasks.push(spawn(background, checkpoints));
+        let log = run_log_role(role.log, shared.ready.clone());
+        tasks.push(spawn(fast, log));
     }
     if let Some(role) = roles.seq {
-        let published = published.clone();
-        let task = glommio::spawn_local_into(
-            async move {
-                let mut inboxes = Vec::new();
-                for r in role.inboxes {
-                    inboxes.push(r.connect().await);
-                }
-                let mut events = Vec::new();
-                for e in role.events {
-                    events.push(e.connect().await);
-                }
-                let to_merkle = role.to_merkle.connect().await;
-                let from_merkle = role.from_merkle.connect().await;
-                let log = LogLink {
-                    to_storage: role.to_storage.connect().await,
-                    acks: role.acks.connect().await,
-                    durable: role.durable,
-                    checkpoints: Some((role.checkpoints.connect().await, role.checkpoint_blocks)),
-                };
-                let seq = Sequencer::from_parts(role.spec, role.limits, role.parts);
-                seq_core::run_seq(
-                    seq,
-                    inboxes,
-                    to_merkle,
-                    from_merkle,
-                    published,
-                    EventBus::new(events),
-                    timing,
-                    Some(log),
-                    role.pending,
-                )
-                .await;
-            },
-            fast,
-        )
-        .expect("task queue was created above");
-        tasks.push(task);
+        tasks.push(spawn(fast, run_seq_role(role, shared.clone())));
     }
     for role in roles.net {
-        let published = published.clone();
-        let spec = spec.clone();
-        let limits = limits.clone();
-        let sim = sim.clone();
-        let ready = ready.clone();
-        let task = glommio::spawn_local_into(
-            async move {
-                let seq = role.seq.connect().await;
-                let merkle = role.merkle.connect().await;
-                let events = role.events.connect().await;
-                let listeners: Vec<_> = role
-                    .listeners
-                    .into_iter()
-                    .map(|l| {
-                        // SAFETY: `into_raw_fd` hands over sole ownership of
-                        // an open, bound, listening socket.
-                        unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) }
-                    })
-                    .collect();
-                let hub = Rc::new(fulmen_netio::pubsub::Hub::new());
-                let ctx = Rc::new(NetContext {
-                    view: published,
-                    seq,
-                    merkle,
-                    spec,
-                    limits,
-                    client_version: format!("fulmen/v{}/linux-x86_64", env!("CARGO_PKG_VERSION")),
-                    ws: role.ws,
-                    ws_shared: role.ws_shared,
-                    hub: hub.clone(),
-                    sim,
-                });
-                glommio::spawn_local(fulmen_netio::ws::run_events(hub, events)).detach();
-                let _ = ready.send(Ok(()));
-                let serving: Vec<_> = listeners
-                    .into_iter()
-                    .map(|l| fulmen_netio::server::serve(l, ctx.clone(), role.http_shared.clone()))
-                    .collect();
-                futures::future::join_all(serving).await;
-            },
-            fast,
-        )
-        .expect("task queue was created above");
-        tasks.push(task);
+        tasks.push(spawn(fast, run_net_role(role, shared.clone())));
     }
-    drop(ready);
+    drop(shared);
     for task in tasks {
         task.await;
     }
+}
+
+/// Spawns `task` into `queue` of this executor.
+fn spawn(
+    queue: glommio::TaskQueueHandle,
+    task: impl std::future::Future<Output = ()> + 'static,
+) -> glommio::Task<()> {
+    glommio::spawn_local_into(task, queue).expect("task queue was created above")
+}
+
+/// The state-root worker.
+async fn run_merkle_role(role: MerkleRole) {
+    let mut requests = Vec::new();
+    for r in role.requests {
+        requests.push(r.connect().await);
+    }
+    let to_seq = role.to_seq.connect().await;
+    seq_core::run_merkle(role.merkle, requests, to_seq).await;
+}
+
+/// The checkpoint writer.
+async fn run_checkpoint_role(dir: PathBuf, jobs: SharedReceiver<CheckpointJob>) {
+    fulmen_storage::checkpoint::run_checkpoints(dir, jobs.connect().await).await;
+}
+
+/// The log writer: opens the log at its recovered tail, reports ready (or
+/// why it cannot), then appends until the seq core hangs up.
+async fn run_log_role(role: LogRole, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    let inbox = role.inbox.connect().await;
+    let acks = role.acks.connect().await;
+    let opened = async {
+        let dir = DiskDir::new(&role.dir).await?;
+        let mode = dir.mode();
+        let log = Log::open_at(dir, role.segment_bytes, role.tail)
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>((log, mode))
+    };
+    match opened.await {
+        Ok((log, mode)) => {
+            tracing::info!(dir = %role.dir.display(), ?mode, "log open");
+            let _ = ready.send(Ok(()));
+            fulmen_storage::writer::run_writer(log, inbox, acks).await;
+        }
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "cannot open the log in {}: {e}",
+                role.dir.display()
+            )));
+        }
+    }
+}
+
+/// The seq core.
+async fn run_seq_role(role: SeqCoreRole, shared: Shared) {
+    let mut inboxes = Vec::new();
+    for r in role.seq.links.inboxes {
+        inboxes.push(r.connect().await);
+    }
+    let mut events = Vec::new();
+    for e in role.seq.links.events {
+        events.push(e.connect().await);
+    }
+    let log = LogLink {
+        to_storage: role.to_storage.connect().await,
+        acks: role.acks.connect().await,
+        durable: role.durable,
+        checkpoints: Some((role.checkpoints.connect().await, role.checkpoint_blocks)),
+    };
+    let links = SeqLinks {
+        inboxes,
+        control: role.seq.control,
+        to_merkle: role.to_merkle.connect().await,
+        from_merkle: role.from_merkle.connect().await,
+        published: shared.published,
+        events: EventBus::new(events),
+        log: Some(log),
+    };
+    let seq = Sequencer::from_parts(role.seq.spec, role.seq.limits, role.seq.parts);
+    seq_core::run_seq(seq, links, shared.timing, role.seq.pending).await;
+}
+
+/// One net core: its hub of subscriptions, its RPC context, and a server per
+/// listening socket.
+async fn run_net_role(role: NetRole, shared: Shared) {
+    let seq = role.seq.connect().await;
+    let merkle = role.merkle.connect().await;
+    let events = role.events.connect().await;
+    let listeners: Vec<_> = role
+        .listeners
+        .into_iter()
+        .map(|l| {
+            // SAFETY: `into_raw_fd` hands over sole ownership of an open,
+            // bound, listening socket.
+            unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) }
+        })
+        .collect();
+    let hub = Rc::new(fulmen_netio::pubsub::Hub::new(role.index, role.control));
+    let ctx = Rc::new(NetContext {
+        view: shared.published,
+        seq,
+        merkle,
+        spec: shared.spec,
+        limits: shared.limits,
+        client_version: format!("fulmen/v{}/linux-x86_64", env!("CARGO_PKG_VERSION")),
+        ws: role.ws,
+        ws_shared: role.ws_shared,
+        hub: hub.clone(),
+        sim: shared.sim,
+    });
+    glommio::spawn_local(fulmen_netio::ws::run_events(hub, events)).detach();
+    let _ = shared.ready.send(Ok(()));
+    let serving: Vec<_> = listeners
+        .into_iter()
+        .map(|l| fulmen_netio::server::serve(l, ctx.clone(), role.http_shared.clone()))
+        .collect();
+    futures::future::join_all(serving).await;
 }

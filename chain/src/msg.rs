@@ -150,3 +150,36 @@ pub struct AccountProof {
     /// For each requested slot: the slot, its value and the nodes from the storage root.
     pub storage_proofs: Vec<(B256, U256, Vec<Bytes>)>,
 }
+/// Capacity of the control channel to the seq core. Control messages are
+/// rare (a net core's first subscriber or its last unsubscribe, shutdown),
+/// and each sender also has one guaranteed slot.
+pub const SEQ_CONTROL_CAPACITY: usize = 64;
+
+/// What the rest of the node tells the seq core, apart from transactions.
+#[derive(Debug)]
+pub enum SeqControl {
+    /// Net core `core` now has subscribers (`any`), or none. The seq core
+    /// builds subscription events only while some net core has subscribers.
+    Subscribers {
+        /// The net core's index.
+        core: usize,
+        /// Whether it has any subscription.
+        any: bool,
+    },
+    /// Stop taking transactions (they are refused with "shutting down"),
+    /// close the open mini-block, and answer on `drained` once every log
+    /// record sent is durable, so that nothing acknowledged is lost.
+    Stop {
+        /// Where the answer goes.
+        drained: std::sync::mpsc::SyncSender<Drained>,
+    },
+}
+
+/// The seq core's answer to [`SeqControl::Stop`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drained {
+    /// Every record sent to the log is durable (or the node keeps no log).
+    Flushed,
+    /// The log had failed; what was acknowledged before the failure is durable.
+    Halted(String),
+}

@@ -14,6 +14,8 @@ use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log};
 use fulmen_chain::AccountState;
 use fulmen_chain::events::{ChainEvent, MiniBlockEvent, Published};
 use fulmen_chain::metrics::METRICS;
+use fulmen_chain::msg::SeqControl;
+use futures::channel::mpsc;
 use serde_json::{Value, json};
 
 use crate::convert;
@@ -140,13 +142,16 @@ struct Subscription {
 pub(crate) struct Conn {
     pub(crate) outbox: Outbox,
     subscriptions: RefCell<Vec<Subscription>>,
+    /// The net core's hub, told when subscriptions come and go.
+    hub: Rc<Hub>,
 }
 
 impl Conn {
-    pub(crate) fn new(outbox: Outbox) -> Self {
+    pub(crate) fn new(outbox: Outbox, hub: Rc<Hub>) -> Self {
         Self {
             outbox,
             subscriptions: RefCell::new(Vec::new()),
+            hub,
         }
     }
 
@@ -164,7 +169,7 @@ impl Conn {
             kind,
             active: false,
         });
-        METRICS.ws_subscriptions.fetch_add(1, Relaxed);
+        self.hub.count_subscriptions(1, 0);
         Ok(())
     }
 
@@ -182,15 +187,15 @@ impl Conn {
         let before = subscriptions.len();
         subscriptions.retain(|s| s.id != id);
         let removed = before - subscriptions.len();
-        METRICS.ws_subscriptions.fetch_sub(removed as u64, Relaxed);
+        self.hub.count_subscriptions(0, removed);
         removed > 0
     }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let n = self.subscriptions.borrow().len() as u64;
-        METRICS.ws_subscriptions.fetch_sub(n, Relaxed);
+        let n = self.subscriptions.borrow().len();
+        self.hub.count_subscriptions(0, n);
     }
 }
 
@@ -204,17 +209,25 @@ pub struct Hub {
     id_counter: Cell<u64>,
     /// Position of the next event this core expects.
     next_position: Cell<Option<u64>>,
+    /// Subscriptions on this core.
+    subscriptions: Cell<usize>,
+    /// Tells the seq core whether this core has subscribers (it builds
+    /// events only while some core has), and what it was last told.
+    seq_control: SubscriberReport,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new()
-    }
+/// How a net core reports its subscribers to the seq core.
+#[derive(Debug)]
+struct SubscriberReport {
+    core: usize,
+    to_seq: RefCell<mpsc::Sender<SeqControl>>,
+    reported_any: Cell<bool>,
 }
 
 impl Hub {
-    /// An empty hub.
-    pub fn new() -> Self {
+    /// An empty hub for net core `core`, which tells the seq core over
+    /// `to_seq` whether it has subscribers.
+    pub fn new(core: usize, to_seq: mpsc::Sender<SeqControl>) -> Self {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -232,6 +245,38 @@ impl Hub {
             id_seed: seed,
             id_counter: Cell::new(0),
             next_position: Cell::new(None),
+            subscriptions: Cell::new(0),
+            seq_control: SubscriberReport {
+                core,
+                to_seq: RefCell::new(to_seq),
+                reported_any: Cell::new(false),
+            },
+        }
+    }
+
+    /// Counts subscriptions `added` and `removed` on this core; on the first
+    /// one or the last one gone, tells the seq core.
+    fn count_subscriptions(&self, added: usize, removed: usize) {
+        METRICS.ws_subscriptions.fetch_add(added as u64, Relaxed);
+        METRICS.ws_subscriptions.fetch_sub(removed as u64, Relaxed);
+        let count = self.subscriptions.get() + added;
+        assert!(removed <= count, "only existing subscriptions are removed");
+        self.subscriptions.set(count - removed);
+        let report = &self.seq_control;
+        let any = count - removed > 0;
+        if any == report.reported_any.get() {
+            return;
+        }
+        let message = SeqControl::Subscribers {
+            core: report.core,
+            any,
+        };
+        // Each sender has a guaranteed slot and the seq core reads control
+        // messages at once, so this fails only if the seq core is gone; a
+        // failed report is retried at the next change.
+        match report.to_seq.borrow_mut().try_send(message) {
+            Ok(()) => report.reported_any.set(any),
+            Err(e) => tracing::warn!(error = %e, "cannot tell the seq core about subscribers"),
         }
     }
 

@@ -228,7 +228,8 @@ pub(crate) async fn serve(ctx: Rc<NetContext>, stream: TcpStream, read_buf: Byte
         ctx.ws_shared.send_buffers_bytes.clone(),
         limits.send_buffer_bytes_total_max,
     );
-    let conn = Rc::new(Conn::new(Outbox::new(limits.send_buffer_bytes_max, budget)));
+    let outbox = Outbox::new(limits.send_buffer_bytes_max, budget);
+    let conn = Rc::new(Conn::new(outbox, ctx.hub.clone()));
     ctx.hub.register(&conn);
     let (sink, stream) = ws.split();
     let last_seen = Rc::new(Cell::new(Instant::now()));

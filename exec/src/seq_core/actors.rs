@@ -1,0 +1,128 @@
+//! The seq core's actors: one task per input, each borrowing the shared
+//! [`SeqState`] for one step at a time (never across an `await`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::stream::SelectAll;
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+
+use fulmen_chain::block::SealRoots;
+use fulmen_chain::metrics::METRICS;
+use fulmen_chain::msg::{MerkleRequest, SeqControl, SeqRequest};
+use fulmen_storage::writer::StorageAck;
+
+use super::state::SeqState;
+use super::{MINI_BLOCK_TXS_MAX, now_ms};
+
+/// The shared state, as each actor holds it.
+pub(super) type Shared = Rc<RefCell<SeqState>>;
+
+/// Transactions from the net cores: drains what already waits into the open
+/// mini-block, then closes it or holds it while the log flushes. A full
+/// mini-block that cannot close waits for the log (`progress`), and the
+/// inboxes fill meanwhile (the net cores answer "inbox full").
+pub(super) async fn take_requests(
+    state: Shared,
+    mut requests: SelectAll<ConnectedReceiver<SeqRequest>>,
+    progress: Rc<glommio::sync::Semaphore>,
+    mini_block_max: Duration,
+) {
+    let mut replies = Vec::new();
+    while let Some(first) = requests.next().await {
+        {
+            let mut state = state.borrow_mut();
+            state.handle(first, &mut replies);
+            // Under load one mini-block carries many transactions; at low
+            // load each transaction closes its own.
+            let opened = Instant::now();
+            let mut batch = 1;
+            while batch < MINI_BLOCK_TXS_MAX
+                && !state.mini_block_full()
+                && opened.elapsed() < mini_block_max
+                && let Some(Some(more)) = futures::FutureExt::now_or_never(requests.next())
+            {
+                state.handle(more, &mut replies);
+                batch += 1;
+            }
+            state.close_or_hold(&mut replies);
+        }
+        while state.borrow().must_wait_for_log() {
+            let _ = progress.acquire(1).await;
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// The log's acknowledgements: releases what became durable, or halts.
+pub(super) async fn apply_acks(
+    state: Shared,
+    acks: ConnectedReceiver<StorageAck>,
+    progress: Rc<glommio::sync::Semaphore>,
+) {
+    while let Some(ack) = acks.recv().await {
+        match ack {
+            StorageAck::Durable { records, flush_us } => {
+                METRICS
+                    .flush_latency
+                    .observe(Duration::from_micros(flush_us));
+                tracing::trace!(records, flush_us, "durable");
+                state.borrow_mut().on_durable(records);
+            }
+            StorageAck::Failed(reason) => state.borrow_mut().halt(reason),
+        }
+        progress.signal(1);
+    }
+}
+
+/// The block timer: every `period` closes the open block and sends its seal
+/// job to the state-root worker.
+pub(super) async fn close_blocks(
+    state: Shared,
+    to_merkle: ConnectedSender<MerkleRequest>,
+    period: Duration,
+) {
+    let mut next = Instant::now() + period;
+    loop {
+        glommio::timer::sleep(next.saturating_duration_since(Instant::now())).await;
+        next += period;
+        let began = Instant::now();
+        let Some(job) = state.borrow_mut().close_block(now_ms()) else {
+            continue;
+        };
+        tracing::debug!(
+            number = job.ctx.number,
+            txs = job.txs.len(),
+            us = began.elapsed().as_micros() as u64,
+            "closed block"
+        );
+        if to_merkle.send(MerkleRequest::Seal(job)).await.is_err() {
+            tracing::error!("state-root worker is gone; sealing stops");
+            return;
+        }
+    }
+}
+
+/// The state-root worker's answers: seals, logs and publishes each block.
+pub(super) async fn finish_seals(state: Shared, from_merkle: ConnectedReceiver<SealRoots>) {
+    while let Some(roots) = from_merkle.recv().await {
+        let began = Instant::now();
+        let number = roots.number;
+        state.borrow_mut().finish_seal(roots);
+        tracing::debug!(
+            number,
+            us = began.elapsed().as_micros() as u64,
+            "published seal"
+        );
+    }
+}
+
+/// Control messages: subscribers and shutdown.
+pub(super) async fn obey_control(state: Shared, mut control: mpsc::Receiver<SeqControl>) {
+    while let Some(message) = control.next().await {
+        state.borrow_mut().control(message);
+    }
+}

@@ -1,0 +1,454 @@
+//! The seq and state-root roles as glommio tasks. Every channel is bounded.
+//!
+//! The seq role is a few actors ([`actors`]) over one [`state::SeqState`]:
+//! transactions from the net cores, the block timer, the state-root
+//! worker's roots, the log's acknowledgements and control messages. What
+//! may be shown only once durable is kept by [`durability::Durability`].
+
+mod actors;
+mod durability;
+mod state;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use futures::channel::mpsc;
+use futures::{StreamExt, stream::select_all};
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+
+use fulmen_chain::block::{SealJob, SealRoots};
+use fulmen_chain::events::EventBus;
+use fulmen_chain::msg::{MerkleRequest, SeqControl, SeqRequest};
+use fulmen_chain::view::ChainView;
+use fulmen_storage::checkpoint::CheckpointJob;
+use fulmen_storage::writer::{AppendRequest, StorageAck};
+
+use crate::seal::{Merkleizer, SealProgress};
+use crate::sequencer::Sequencer;
+use durability::Durability;
+use state::{LogSide, SeqState};
+
+/// Most transactions one mini-block takes before it closes, so that sealing
+/// and replies never wait behind an unbounded drain.
+pub const MINI_BLOCK_TXS_MAX: usize = 4096;
+
+/// Timing of the sequencer.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqTiming {
+    /// Block time.
+    pub block_time_ms: u64,
+    /// Longest a mini-block stays open while transactions keep arriving.
+    pub mini_block_max_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// How the seq role reaches the storage role.
+pub struct LogLink {
+    /// Records to append.
+    pub to_storage: ConnectedSender<AppendRequest>,
+    /// Acknowledgements, in order.
+    pub acks: ConnectedReceiver<StorageAck>,
+    /// `durable`: replies and views are released once their record is
+    /// flushed. `memory`: right after execution (the log is still written).
+    pub durable: bool,
+    /// Where checkpoint jobs go, and every how many blocks (0: never).
+    pub checkpoints: Option<(ConnectedSender<CheckpointJob>, u64)>,
+}
+
+/// Records the seq role may have sent and not yet seen durable. Past this,
+/// the open mini-block keeps growing instead of closing, and then the seq
+/// stops reading its inboxes (the net cores answer "inbox full").
+pub const LOG_RECORDS_IN_FLIGHT_MAX: u64 = 64;
+
+/// Capacity of the seq → storage channel: the in-flight bound plus room for
+/// block seals and the mini-blocks a block close forces.
+pub const STORAGE_QUEUE_CAPACITY: usize = LOG_RECORDS_IN_FLIGHT_MAX as usize + 64;
+
+/// Everything the seq role is connected to.
+pub struct SeqLinks {
+    /// One inbox per net core.
+    pub inboxes: Vec<ConnectedReceiver<SeqRequest>>,
+    /// Control messages (subscribers, shutdown).
+    pub control: mpsc::Receiver<SeqControl>,
+    /// Seal jobs to the state-root worker.
+    pub to_merkle: ConnectedSender<MerkleRequest>,
+    /// Its roots, in block order.
+    pub from_merkle: ConnectedReceiver<SealRoots>,
+    /// Where readers find the latest view.
+    pub published: Arc<ArcSwap<ChainView>>,
+    /// Where durable events go.
+    pub events: EventBus,
+    /// The log, unless the node keeps none.
+    pub log: Option<LogLink>,
+}
+
+/// Runs the seq role on the current executor until every inbox closes.
+/// `pending` are blocks closed before a restart and not yet sealed; they go
+/// to the state-root worker first.
+pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending: Vec<SealJob>) {
+    let (log, acks) = match links.log {
+        Some(link) => {
+            let every = link.checkpoints.as_ref().map_or(0, |(_, every)| *every);
+            let side = LogSide {
+                to_storage: link.to_storage,
+                to_checkpoints: link.checkpoints.map(|(to, _)| to),
+                book: Durability::new(link.durable, every),
+            };
+            (Some(side), Some(link.acks))
+        }
+        None => (None, None),
+    };
+    let mini_block_max = Duration::from_millis(timing.mini_block_max_ms);
+    let state = Rc::new(RefCell::new(SeqState::new(
+        seq,
+        links.published,
+        links.events,
+        log,
+        mini_block_max,
+    )));
+    for job in pending {
+        if links
+            .to_merkle
+            .send(MerkleRequest::Seal(job))
+            .await
+            .is_err()
+        {
+            tracing::error!("state-root worker is gone; sealing stops");
+        }
+    }
+    // Woken when the log reports progress, for a seq loop that waits for room.
+    let progress = Rc::new(glommio::sync::Semaphore::new(0));
+    let acker = acks.map(|acks| {
+        glommio::spawn_local(actors::apply_acks(state.clone(), acks, progress.clone()))
+    });
+    let period = Duration::from_millis(timing.block_time_ms.max(1));
+    let sealer = glommio::spawn_local(actors::close_blocks(state.clone(), links.to_merkle, period));
+    let finisher = glommio::spawn_local(actors::finish_seals(state.clone(), links.from_merkle));
+    let control = glommio::spawn_local(actors::obey_control(state.clone(), links.control));
+    actors::take_requests(state, select_all(links.inboxes), progress, mini_block_max).await;
+    sealer.cancel().await;
+    finisher.cancel().await;
+    control.cancel().await;
+    if let Some(acker) = acker {
+        acker.cancel().await;
+    }
+}
+
+/// Work units (diffs, accounts, trie nodes, transactions) between two yields.
+const SEAL_STEP_ITEMS: usize = 512;
+
+/// Seals a block in bounded steps, yielding between them, so that a core
+/// shared with net or seq never stalls behind a whole block's rehash.
+async fn seal_cooperatively(merkle: &mut Merkleizer, job: &SealJob) -> SealRoots {
+    let began = std::time::Instant::now();
+    let mut progress = SealProgress::default();
+    let mut longest = Duration::ZERO;
+    loop {
+        let step = std::time::Instant::now();
+        let done = merkle.seal_step(job, &mut progress, SEAL_STEP_ITEMS);
+        longest = longest.max(step.elapsed());
+        if let Some(roots) = done {
+            tracing::debug!(
+                number = roots.number,
+                txs = job.txs.len(),
+                total_us = began.elapsed().as_micros() as u64,
+                longest_step_us = longest.as_micros() as u64,
+                "sealed roots"
+            );
+            return roots;
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// Runs the state-root role: seals blocks in order and serves proofs.
+pub async fn run_merkle(
+    mut merkle: Merkleizer,
+    requests: Vec<ConnectedReceiver<MerkleRequest>>,
+    to_seq: ConnectedSender<SealRoots>,
+) {
+    let mut requests = select_all(requests);
+    while let Some(request) = requests.next().await {
+        match request {
+            MerkleRequest::Seal(job) => {
+                let roots = seal_cooperatively(&mut merkle, &job).await;
+                if to_seq.send(roots).await.is_err() {
+                    return;
+                }
+            }
+            MerkleRequest::Proof {
+                block,
+                address,
+                slots,
+                reply,
+            } => {
+                let answer = if block == merkle.number {
+                    Ok(merkle.proof(&address, &slots))
+                } else {
+                    Err(merkle.number)
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The seq role over the real log writer on the simulated disk: an IO
+    //! error or a full disk halts preconfirmation with a clear error, nothing
+    //! after the last durable record is ever published (no view, no
+    //! subscription event), and what was acknowledged is on the disk. A stop
+    //! refuses new transactions and answers once the log is drained.
+
+    use fulmen_storage::io::{CrashMode, Fault, SimDisk};
+    use fulmen_storage::log::{Log, read_log};
+    use glommio::channels::shared_channel;
+
+    use super::*;
+    use crate::sequencer::{Genesis, PoolLimits};
+    use crate::testkit::{spec, tx};
+    use fulmen_chain::events::{ChainEvent, Published};
+    use fulmen_chain::msg::{Drained, SEQ_CONTROL_CAPACITY, SeqReply, SubmitError};
+    use fulmen_chain::spec::{ChainSpec, DEV_ACCOUNTS};
+    use fulmen_chain::tx::RecoveredTx;
+    use fulmen_storage::record::RecordKind;
+    use futures::channel::oneshot;
+
+    /// A running seq role with a log on `disk`, a state-root worker and one
+    /// net core's inbox, event channel and control sender.
+    struct Harness {
+        spec: ChainSpec,
+        inbox: ConnectedSender<SeqRequest>,
+        control: mpsc::Sender<SeqControl>,
+        events: ConnectedReceiver<Published>,
+        published: Arc<ArcSwap<ChainView>>,
+        seq_task: glommio::Task<()>,
+    }
+
+    async fn start(disk: SimDisk) -> Harness {
+        let spec = spec(30_000_000);
+        let genesis = Genesis::new(&spec);
+        let seq = Sequencer::new(spec.clone(), PoolLimits::default(), &genesis, 1_000);
+        let merkle = Merkleizer::new(genesis.trie.clone(), 0);
+        let published = Arc::new(ArcSwap::from_pointee(seq.view().clone()));
+        let (log, _) = Log::open(disk, 64 * 1024).await.unwrap();
+        let (inbox_tx, inbox_rx) = shared_channel::new_bounded(64);
+        let (append_tx, append_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
+        let (ack_tx, ack_rx) = shared_channel::new_bounded(STORAGE_QUEUE_CAPACITY);
+        let (seal_tx, seal_rx) = shared_channel::new_bounded(8);
+        let (roots_tx, roots_rx) = shared_channel::new_bounded(8);
+        let (event_tx, event_rx) = shared_channel::new_bounded(16);
+        // Each end of a channel waits for its peer to connect.
+        let (append_tx, append_rx) = futures::join!(append_tx.connect(), append_rx.connect());
+        let (ack_tx, ack_rx) = futures::join!(ack_tx.connect(), ack_rx.connect());
+        let (seal_tx, seal_rx) = futures::join!(seal_tx.connect(), seal_rx.connect());
+        let (roots_tx, roots_rx) = futures::join!(roots_tx.connect(), roots_rx.connect());
+        let (inbox, inbox_rx) = futures::join!(inbox_tx.connect(), inbox_rx.connect());
+        let (event_tx, events) = futures::join!(event_tx.connect(), event_rx.connect());
+        let (mut control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
+        // Mini-block events are built only while some net core has subscribers.
+        control
+            .try_send(SeqControl::Subscribers { core: 0, any: true })
+            .unwrap();
+        glommio::spawn_local(fulmen_storage::writer::run_writer(log, append_rx, ack_tx)).detach();
+        glommio::spawn_local(run_merkle(merkle, vec![seal_rx], roots_tx)).detach();
+        let link = LogLink {
+            to_storage: append_tx,
+            acks: ack_rx,
+            durable: true,
+            checkpoints: None,
+        };
+        let links = SeqLinks {
+            inboxes: vec![inbox_rx],
+            control: control_rx,
+            to_merkle: seal_tx,
+            from_merkle: roots_rx,
+            published: published.clone(),
+            events: EventBus::new(vec![event_tx]),
+            log: Some(link),
+        };
+        let timing = SeqTiming {
+            block_time_ms: 600_000,
+            mini_block_max_ms: 1,
+        };
+        let seq_task = glommio::spawn_local(run_seq(seq, links, timing, Vec::new()));
+        Harness {
+            spec,
+            inbox,
+            control,
+            events,
+            published,
+            seq_task,
+        }
+    }
+
+    impl Harness {
+        async fn send(&self, tx: RecoveredTx) -> SeqReply {
+            let (reply, answer) = oneshot::channel();
+            let request = SeqRequest {
+                tx,
+                reply,
+                wait_for_receipt: true,
+            };
+            self.inbox.send(request).await.expect("seq is running");
+            answer.await.expect("seq answers")
+        }
+
+        fn next_event(&self) -> Option<Published> {
+            futures::FutureExt::now_or_never(self.events.recv()).flatten()
+        }
+
+        /// Sends a stop and waits for the seq core's answer.
+        async fn stop(&mut self) -> Drained {
+            let (drained, answer) = std::sync::mpsc::sync_channel(1);
+            self.control
+                .try_send(SeqControl::Stop { drained })
+                .expect("the control channel has room");
+            loop {
+                if let Ok(answer) = answer.try_recv() {
+                    return answer;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    /// Transactions in the mini-block records that survive a crash of `disk`.
+    fn durable_txs(disk: &SimDisk) -> usize {
+        let (recovery, _) = read_log(&disk.crash(CrashMode::TearUnflushed)).unwrap();
+        recovery
+            .records
+            .iter()
+            .filter(|(_, kind, _)| *kind == RecordKind::MiniBlock)
+            .map(|(_, _, payload)| {
+                fulmen_chain::persist::decode_mini_block(payload)
+                    .unwrap()
+                    .txs
+                    .len()
+            })
+            .sum()
+    }
+
+    fn run<T: Send + 'static>(test: impl AsyncFnOnce() -> T + Send + 'static) -> T {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move { test().await })
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failing_log_halts_preconfirmation_and_loses_nothing_acknowledged() {
+        for fault in [
+            |at_op| Fault::Eio {
+                at_op,
+                forever: true,
+            },
+            |at_op| Fault::NoSpace {
+                at_op,
+                forever: false,
+            },
+        ] {
+            let durable = run(async move || {
+                let disk = SimDisk::new(11, 1 << 24);
+                let mut node = start(disk.clone()).await;
+                let bob = DEV_ACCOUNTS[1];
+                let first = tx(&node.spec, 0, 0, bob, 1, 21_000, 1);
+                let first_hash = first.hash;
+                assert!(matches!(node.send(first).await, SeqReply::Preconfirmed(_)));
+                assert!(node.published.load().tx(&first_hash).is_some());
+                // Its mini-block event went out with the reply, once.
+                let event = node.next_event().expect("the durable mini-block's event");
+                assert_eq!(event.position, 0);
+                let ChainEvent::MiniBlock(mini) = event.event else {
+                    panic!("a mini-block event")
+                };
+                assert_eq!((mini.number, mini.index), (1, 0));
+                assert_eq!(mini.txs.len(), 1);
+                assert_eq!(mini.txs[0].tx.hash, first_hash);
+                assert_eq!(mini.diffs.len(), 1);
+                assert!(node.next_event().is_none());
+
+                disk.inject(Some(fault(disk.ops())));
+                let second = tx(&node.spec, 0, 1, bob, 1, 21_000, 1);
+                let second_hash = second.hash;
+                match node.send(second).await {
+                    SeqReply::Rejected(SubmitError::Halted(reason)) => {
+                        assert!(!reason.is_empty())
+                    }
+                    other => panic!("not halted: {other:?}"),
+                }
+                // Everyone after gets the same clear error; nothing newer is published.
+                let third = tx(&node.spec, 2, 0, bob, 1, 21_000, 1);
+                let error = match node.send(third).await {
+                    SeqReply::Rejected(e @ SubmitError::Halted(_)) => e.to_string(),
+                    other => panic!("not halted: {other:?}"),
+                };
+                assert!(error.contains("stopped preconfirming"), "{error}");
+                let view = node.published.load();
+                assert!(view.tx(&first_hash).is_some());
+                assert!(
+                    view.tx(&second_hash).is_none(),
+                    "a tx that was not durable was published"
+                );
+                assert!(
+                    node.next_event().is_none(),
+                    "an event for a record that was not durable was published"
+                );
+                // A stop after a failure says so.
+                assert!(matches!(node.stop().await, Drained::Halted(_)));
+                drop(node.inbox);
+                node.seq_task.await;
+                // What was acknowledged is on the disk after a crash.
+                durable_txs(&disk)
+            });
+            assert_eq!(
+                durable, 1,
+                "exactly the acknowledged transaction is durable"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stop_refuses_new_transactions_and_answers_once_the_log_is_drained() {
+        let durable = run(async move || {
+            let disk = SimDisk::new(12, 1 << 24);
+            let mut node = start(disk.clone()).await;
+            let bob = DEV_ACCOUNTS[1];
+            for nonce in 0..3 {
+                let sent = node.send(tx(&node.spec, 0, nonce, bob, 1, 21_000, 1)).await;
+                assert!(matches!(sent, SeqReply::Preconfirmed(_)));
+            }
+            assert_eq!(node.stop().await, Drained::Flushed);
+            let late = tx(&node.spec, 0, 3, bob, 1, 21_000, 1);
+            match node.send(late).await {
+                SeqReply::Rejected(SubmitError::ShuttingDown) => {}
+                other => panic!("not refused: {other:?}"),
+            }
+            // A second stop is answered too.
+            assert_eq!(node.stop().await, Drained::Flushed);
+            drop(node.inbox);
+            node.seq_task.await;
+            durable_txs(&disk)
+        });
+        assert_eq!(durable, 3, "every acknowledged transaction is durable");
+    }
+}

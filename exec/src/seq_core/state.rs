@@ -1,0 +1,464 @@
+//! The seq core's state and what it does with each message. Each actor in
+//! [`super::actors`] borrows it for one step at a time; the durability
+//! bookkeeping is [`super::durability`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use arc_swap::ArcSwap;
+use futures::channel::oneshot;
+use glommio::channels::shared_channel::ConnectedSender;
+
+use fulmen_chain::HotState;
+use fulmen_chain::block::{SealJob, SealedBlock};
+use fulmen_chain::events::{ChainEvent, EventBus, MiniBlockEvent};
+use fulmen_chain::metrics::METRICS;
+use fulmen_chain::msg::{
+    Admission, Drained, ParkReason, SeqControl, SeqReply, SeqRequest, SubmitError,
+};
+use fulmen_chain::persist::encode_seal;
+use fulmen_chain::view::ChainView;
+use fulmen_storage::checkpoint::{CheckpointJob, CheckpointMeta};
+use fulmen_storage::record::RecordKind;
+use fulmen_storage::writer::AppendRequest;
+
+use super::durability::{Durability, Released, Replies};
+use super::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, now_us};
+use crate::sequencer::{ClosedMiniBlock, Sequencer};
+
+/// The seq core's side of the log.
+pub(super) struct LogSide {
+    pub(super) to_storage: ConnectedSender<AppendRequest>,
+    pub(super) to_checkpoints: Option<ConnectedSender<CheckpointJob>>,
+    pub(super) book: Durability,
+}
+
+/// Everything the seq core owns.
+pub(super) struct SeqState {
+    pub(super) seq: Sequencer,
+    /// Waiters for transactions deferred to a later block, by hash.
+    waiters: HashMap<B256, oneshot::Sender<SeqReply>>,
+    published: Arc<ArcSwap<ChainView>>,
+    /// Where durable events go, and those not yet released.
+    events: EventBus,
+    pending_events: Vec<ChainEvent>,
+    /// Net cores that have subscribers; events are built only while any has.
+    subscribed_cores: BTreeSet<usize>,
+    log: Option<LogSide>,
+    /// Why the node stopped preconfirming (the log failed).
+    halted: Option<String>,
+    /// Set by [`SeqControl::Stop`]: who waits for the log to drain.
+    stopping: Option<Vec<std::sync::mpsc::SyncSender<Drained>>>,
+    /// When the open mini-block took its first transaction.
+    mini_opened: Option<Instant>,
+    /// Longest a mini-block stays open while the log flushes.
+    mini_block_max: Duration,
+}
+
+impl SeqState {
+    pub(super) fn new(
+        seq: Sequencer,
+        published: Arc<ArcSwap<ChainView>>,
+        events: EventBus,
+        log: Option<LogSide>,
+        mini_block_max: Duration,
+    ) -> Self {
+        published.store(Arc::new(seq.view().clone()));
+        Self {
+            seq,
+            waiters: HashMap::new(),
+            published,
+            events,
+            pending_events: Vec::new(),
+            subscribed_cores: BTreeSet::new(),
+            log,
+            halted: None,
+            stopping: None,
+            mini_opened: None,
+            mini_block_max,
+        }
+    }
+
+    pub(super) fn halted(&self) -> bool {
+        self.halted.is_some()
+    }
+
+    pub(super) fn in_flight(&self) -> u64 {
+        self.log.as_ref().map_or(0, |log| log.book.in_flight())
+    }
+
+    /// True when the open mini-block should close now: the log has no flush
+    /// in flight, or (within the in-flight bound) the mini-block is old
+    /// enough, or the node keeps no log or answers before durability.
+    pub(super) fn should_close(&self) -> bool {
+        let Some(log) = &self.log else {
+            return true;
+        };
+        let in_flight = log.book.in_flight();
+        if !log.book.waits_for_log() {
+            return in_flight < LOG_RECORDS_IN_FLIGHT_MAX;
+        }
+        in_flight == 0
+            || (in_flight < LOG_RECORDS_IN_FLIGHT_MAX
+                && (self.mini_block_full()
+                    || self
+                        .mini_opened
+                        .is_some_and(|t| t.elapsed() >= self.mini_block_max)))
+    }
+
+    /// True when the open mini-block takes no more transactions until it
+    /// closes: it holds [`MINI_BLOCK_TXS_MAX`], or its record might not fit
+    /// one more transaction of the largest size.
+    pub(super) fn mini_block_full(&self) -> bool {
+        self.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX || self.seq.mini_block_full()
+    }
+
+    /// True when a full mini-block must wait for the log before taking more.
+    pub(super) fn must_wait_for_log(&self) -> bool {
+        !self.halted() && self.mini_block_full() && self.in_flight() >= LOG_RECORDS_IN_FLIGHT_MAX
+    }
+
+    /// A transaction from a net core.
+    pub(super) fn handle(&mut self, request: SeqRequest, replies: &mut Replies) {
+        METRICS.inbox_taken.fetch_add(1, Relaxed);
+        if self.stopping.is_some() {
+            let _ = request
+                .reply
+                .send(SeqReply::Rejected(SubmitError::ShuttingDown));
+            return;
+        }
+        if let Some(reason) = &self.halted {
+            let _ = request
+                .reply
+                .send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
+            return;
+        }
+        let hash = request.tx.hash;
+        match self.seq.submit(request.tx) {
+            Ok(Admission::Executed(tx)) => {
+                self.mini_opened.get_or_insert_with(Instant::now);
+                replies.push((request.reply, SeqReply::Preconfirmed(tx)))
+            }
+            Ok(Admission::Parked(ParkReason::Deferred)) if request.wait_for_receipt => {
+                METRICS.parked.fetch_add(1, Relaxed);
+                self.waiters.insert(hash, request.reply);
+            }
+            Ok(Admission::Parked(reason)) => {
+                METRICS.parked.fetch_add(1, Relaxed);
+                replies.push((request.reply, SeqReply::Parked(reason)))
+            }
+            Err(e) => replies.push((request.reply, SeqReply::Rejected(e))),
+        }
+    }
+
+    /// After a batch of requests: close the mini-block now, or keep it open
+    /// while the log flushes (its replies then wait with it and go out when
+    /// it closes).
+    pub(super) fn close_or_hold(&mut self, replies: &mut Replies) {
+        if self.should_close() || self.halted() {
+            self.close_and_release(replies);
+            self.resume_deferred();
+            return;
+        }
+        for (reply, answer) in replies.drain(..) {
+            match answer {
+                SeqReply::Preconfirmed(tx) => {
+                    self.waiters.insert(tx.tx.hash, reply);
+                }
+                other => {
+                    let _ = reply.send(other);
+                }
+            }
+        }
+    }
+
+    /// A control message.
+    pub(super) fn control(&mut self, message: SeqControl) {
+        match message {
+            SeqControl::Subscribers { core, any } => {
+                if any {
+                    self.subscribed_cores.insert(core);
+                } else {
+                    self.subscribed_cores.remove(&core);
+                }
+            }
+            SeqControl::Stop { drained } => {
+                tracing::info!("stopping: refusing new transactions, flushing the log");
+                self.stopping.get_or_insert_with(Vec::new).push(drained);
+                if !self.halted() {
+                    let mut replies = Vec::new();
+                    self.close_and_release(&mut replies);
+                }
+                self.answer_drained();
+            }
+        }
+    }
+
+    /// Answers every stop request once nothing is left in flight.
+    fn answer_drained(&mut self) {
+        let answer = match &self.halted {
+            Some(reason) => Drained::Halted(reason.clone()),
+            None if self.in_flight() == 0 => Drained::Flushed,
+            None => return,
+        };
+        for waiter in self.stopping.iter_mut().flat_map(|w| w.drain(..)) {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+
+    /// Runs the transactions that found no room in the mini-block that just
+    /// closed; they open the next one. Not between a mini-block's close and
+    /// its block's close: `close_block` runs every deferred tx itself.
+    fn resume_deferred(&mut self) {
+        if self.halted() {
+            return;
+        }
+        self.seq.run_deferred_for_room();
+        if self.seq.mini_block_has_txs() {
+            self.mini_opened.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Sends a record to the log; the storage queue has room by construction
+    /// ([`super::STORAGE_QUEUE_CAPACITY`]), so a full queue is a fault.
+    fn log(&mut self, kind: RecordKind, payload: Vec<u8>) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        match log.to_storage.try_send(AppendRequest { kind, payload }) {
+            Ok(()) => {
+                log.book.record_sent();
+                METRICS
+                    .storage_in_flight
+                    .store(log.book.in_flight(), Relaxed);
+            }
+            Err(_) => self.halt("the storage queue is full or closed".into()),
+        }
+    }
+
+    /// Stops preconfirming: nothing after the last durable record is ever
+    /// published; held replies and waiters are refused.
+    pub(super) fn halt(&mut self, reason: String) {
+        if self.halted() {
+            return;
+        }
+        tracing::error!(reason = %reason, "the node stops preconfirming");
+        self.pending_events.clear();
+        let refused = self.log.as_mut().map(|log| log.book.halt());
+        let waiters = self.waiters.drain().map(|(_, waiter)| waiter);
+        for reply in refused.into_iter().flatten().chain(waiters) {
+            let _ = reply.send(SeqReply::Rejected(SubmitError::Halted(reason.clone())));
+        }
+        self.halted = Some(reason);
+        self.answer_drained();
+    }
+
+    /// Makes the current view, `replies` and the pending events visible:
+    /// now, or once every record sent so far is durable.
+    fn release(&mut self, replies: &mut Replies) {
+        let view = Arc::new(self.seq.view().clone());
+        let replies = std::mem::take(replies);
+        let events = std::mem::take(&mut self.pending_events);
+        let released = match &mut self.log {
+            Some(log) => log.book.release(view, replies, events),
+            None => Some(Released {
+                view: Some(view),
+                replies,
+                events,
+                checkpoint: None,
+            }),
+        };
+        if let Some(released) = released {
+            self.publish(released);
+        }
+    }
+
+    /// Publishes a release: the view first, so that a client holding its
+    /// reply finds its transaction; then answers, events and a checkpoint.
+    fn publish(&mut self, released: Released) {
+        if let Some(view) = released.view {
+            self.published.store(view);
+        }
+        for (reply, answer) in released.replies {
+            if matches!(answer, SeqReply::Preconfirmed(_)) {
+                METRICS.preconfirmed.fetch_add(1, Relaxed);
+            }
+            // A client that gave up (timeout, disconnect) dropped its receiver.
+            let _ = reply.send(answer);
+        }
+        for event in released.events {
+            self.events.publish(event);
+        }
+        if let Some(job) = released.checkpoint
+            && let Some(to) = self
+                .log
+                .as_ref()
+                .and_then(|log| log.to_checkpoints.as_ref())
+        {
+            let number = job.meta.number;
+            if to.try_send(job).is_err() {
+                tracing::warn!(
+                    number,
+                    "the previous checkpoint is still being written; no checkpoint at this block"
+                );
+            }
+        }
+    }
+
+    /// The log says its first `records` records are durable. A mini-block
+    /// left open while the flush ran closes now.
+    pub(super) fn on_durable(&mut self, records: u64) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        let released = log.book.on_durable(records);
+        METRICS
+            .storage_in_flight
+            .store(log.book.in_flight(), Relaxed);
+        self.publish(released);
+        if !self.halted() && self.seq.mini_block_has_txs() && self.should_close() {
+            let mut replies = Vec::new();
+            self.close_and_release(&mut replies);
+            self.resume_deferred();
+        }
+        if self.stopping.is_some() {
+            self.answer_drained();
+        }
+    }
+
+    /// The block timer fired: closes the open mini-block and the block, and
+    /// returns the block's seal job for the state-root worker.
+    pub(super) fn close_block(&mut self, now_ms: u64) -> Option<SealJob> {
+        if self.halted() {
+            return None;
+        }
+        let mut replies = Vec::new();
+        self.close_and_release(&mut replies);
+        let job = self.seq.close_block(now_ms);
+        // Deferred transactions may have run in the new block.
+        self.close_and_release(&mut replies);
+        if !self.halted() {
+            self.release(&mut replies);
+        }
+        self.waiters.retain(|_, w| !w.is_canceled());
+        Some(job)
+    }
+
+    /// The state-root worker's roots for the oldest closed block: seals it,
+    /// logs the seal, and publishes it.
+    pub(super) fn finish_seal(&mut self, roots: fulmen_chain::block::SealRoots) {
+        if self.halted() {
+            return;
+        }
+        let sealed = self.seq.finish_seal(roots);
+        METRICS.blocks.fetch_add(1, Relaxed);
+        let state = self.seq.view().state();
+        METRICS
+            .accounts
+            .store(state.account_count() as u64, Relaxed);
+        METRICS.slots.store(state.slot_count() as u64, Relaxed);
+        tracing::debug!(number = sealed.header.number, hash = %sealed.hash, txs = sealed.txs.len(), "sealed block");
+        let mut replies = Vec::new();
+        // Mini-blocks that ran meanwhile go first: the log keeps
+        // mini-blocks before the seal that follows them.
+        self.close_and_release(&mut replies);
+        if self.log.is_some() {
+            let mut payload = Vec::with_capacity(700);
+            encode_seal(&sealed.header, sealed.size, &mut payload);
+            self.log(RecordKind::BlockSeal, payload);
+            self.schedule_checkpoint(&sealed);
+        }
+        if !self.halted() {
+            self.pending_events.push(ChainEvent::Sealed(sealed));
+            self.release(&mut replies);
+        }
+    }
+
+    /// After block `sealed` was logged: schedules its checkpoint when one is
+    /// due, to start once the seal record is durable.
+    fn schedule_checkpoint(&mut self, sealed: &SealedBlock) {
+        let number = sealed.header.number;
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        if log.to_checkpoints.is_none() || !log.book.checkpoint_due_at(number) {
+            return;
+        }
+        let Some(state) = self.seq.view().state_at(number) else {
+            return;
+        };
+        log.book.schedule_checkpoint(CheckpointJob {
+            meta: CheckpointMeta {
+                number,
+                hash: sealed.hash,
+                state_root: sealed.header.state_root,
+            },
+            state: state.clone(),
+        });
+    }
+
+    /// Closes the mini-block (if any transaction ran), logs it, and releases
+    /// it with `replies` and the waiters it wakes.
+    pub(super) fn close_and_release(&mut self, replies: &mut Replies) {
+        let before = self.seq.view().state().clone();
+        if let Some(mini) = self.seq.close_mini_block() {
+            METRICS.mini_blocks.fetch_add(1, Relaxed);
+            self.mini_opened = None;
+            if self.log.is_some() {
+                let mut payload = Vec::with_capacity(512 * mini.txs.len());
+                self.seq.mini_block_record(&mini, &mut payload);
+                self.log(RecordKind::MiniBlock, payload);
+            }
+            // Nobody subscribed anywhere: skip copying the diffs. (A client
+            // subscribing now gets mini-blocks that close after it.)
+            if self.builds_events() {
+                let event = self.mini_block_event(&mini, before);
+                self.pending_events
+                    .push(ChainEvent::MiniBlock(Arc::new(event)));
+            }
+            for tx in mini.txs {
+                if let Some(waiter) = self.waiters.remove(&tx.tx.hash) {
+                    replies.push((waiter, SeqReply::Preconfirmed(tx)));
+                }
+            }
+        }
+        if let Some(reason) = &self.halted {
+            self.pending_events.clear();
+            for (reply, answer) in replies.drain(..) {
+                let answer = match answer {
+                    SeqReply::Preconfirmed(_) => {
+                        SeqReply::Rejected(SubmitError::Halted(reason.clone()))
+                    }
+                    other => other,
+                };
+                let _ = reply.send(answer);
+            }
+            return;
+        }
+        self.release(replies);
+    }
+
+    /// Whether some net core has subscribers.
+    fn builds_events(&self) -> bool {
+        !self.subscribed_cores.is_empty()
+    }
+
+    /// The subscription event of `mini`, the mini-block just closed.
+    fn mini_block_event(&self, mini: &ClosedMiniBlock, before: HotState) -> MiniBlockEvent {
+        MiniBlockEvent {
+            number: mini.number,
+            block: mini.block,
+            block_timestamp: mini.txs.first().map_or(0, |t| t.block_timestamp),
+            index: mini.index,
+            timestamp_us: now_us(),
+            gas_used: mini.txs.iter().map(|t| t.gas_used).sum(),
+            txs: mini.txs.clone(),
+            diffs: self.seq.mini_block_diffs(mini).to_vec(),
+            before,
+            after: self.seq.view().state().clone(),
+        }
+    }
+}
