@@ -59,5 +59,5 @@ else
   esac
 fi
 
-echo "== tests"
-cargo nextest run --release --workspace --no-fail-fast
+echo "== tests (profile checked: release with debug assertions and overflow checks)"
+cargo nextest run --cargo-profile checked --workspace --no-fail-fast

@@ -16,7 +16,7 @@ use fulmen_chain::msg::{MerkleRequest, SeqControl, SeqRequest};
 use fulmen_storage::writer::StorageAck;
 
 use super::state::SeqState;
-use super::{MINI_BLOCK_TXS_MAX, now_ms};
+use super::timing::{MINI_BLOCK_TXS_MAX, now_ms};
 
 /// The shared state, as each actor holds it.
 pub(super) type Shared = Rc<RefCell<SeqState>>;

@@ -8,11 +8,16 @@
 mod actors;
 mod durability;
 mod state;
+mod timing;
+
+pub use timing::{
+    LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, STORAGE_QUEUE_CAPACITY, SeqTiming, now_ms,
+};
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures::channel::mpsc;
@@ -31,33 +36,6 @@ use crate::sequencer::Sequencer;
 use durability::Durability;
 use state::{LogSide, SeqState};
 
-/// Most transactions one mini-block takes before it closes, so that sealing
-/// and replies never wait behind an unbounded drain.
-pub const MINI_BLOCK_TXS_MAX: usize = 4096;
-
-/// Timing of the sequencer.
-#[derive(Debug, Clone, Copy)]
-pub struct SeqTiming {
-    /// Block time.
-    pub block_time_ms: u64,
-    /// Longest a mini-block stays open while transactions keep arriving.
-    pub mini_block_max_ms: u64,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Microseconds since the Unix epoch.
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// How the seq role reaches the storage role.
 pub struct LogLink {
     /// Records to append.
@@ -70,15 +48,6 @@ pub struct LogLink {
     /// Where checkpoint jobs go, and every how many blocks (0: never).
     pub checkpoints: Option<(ConnectedSender<CheckpointJob>, u64)>,
 }
-
-/// Records the seq role may have sent and not yet seen durable. Past this,
-/// the open mini-block keeps growing instead of closing, and then the seq
-/// stops reading its inboxes (the net cores answer "inbox full").
-pub const LOG_RECORDS_IN_FLIGHT_MAX: u64 = 64;
-
-/// Capacity of the seq → storage channel: the in-flight bound plus room for
-/// block seals and the mini-blocks a block close forces.
-pub const STORAGE_QUEUE_CAPACITY: usize = LOG_RECORDS_IN_FLIGHT_MAX as usize + 64;
 
 /// Everything the seq role is connected to.
 pub struct SeqLinks {

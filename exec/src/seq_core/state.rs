@@ -26,7 +26,7 @@ use fulmen_storage::record::RecordKind;
 use fulmen_storage::writer::AppendRequest;
 
 use super::durability::{Durability, Released, Replies};
-use super::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, now_us};
+use super::timing::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, now_us};
 use crate::sequencer::{ClosedMiniBlock, Sequencer};
 
 /// The seq core's side of the log.
@@ -223,7 +223,7 @@ impl SeqState {
     }
 
     /// Sends a record to the log; the storage queue has room by construction
-    /// ([`super::STORAGE_QUEUE_CAPACITY`]), so a full queue is a fault.
+    /// ([`super::timing::STORAGE_QUEUE_CAPACITY`]), so a full queue is a fault.
     fn log(&mut self, kind: RecordKind, payload: Vec<u8>) {
         let Some(log) = &mut self.log else {
             return;

@@ -1,0 +1,162 @@
+//! Boot replay: the log's mini-block and seal records rebuild the chain on
+//! a sequencer, from genesis or from a checkpoint's state.
+
+use fulmen_chain::block::{BlockContext, SealJob};
+
+use super::Sequencer;
+use super::types::ReplayError;
+
+/// Most blocks one log record may close at replay. Every block gets a seal
+/// record, and blocks wait for their seal only behind the bounded seal queue,
+/// so a valid log never jumps further; a damaged or forged one could
+/// otherwise make boot close blocks without end.
+const REPLAY_BLOCK_GAP_MAX: u64 = 1024;
+
+impl Sequencer {
+    /// Replays a logged mini-block. Blocks it implies were closed are
+    /// closed, and their seal jobs returned in order.
+    pub fn replay_mini_block(
+        &mut self,
+        record: fulmen_chain::persist::MiniBlockRecord,
+    ) -> Result<Vec<SealJob>, ReplayError> {
+        let number = record.ctx.number;
+        let fail = |detail: String| ReplayError {
+            block: number,
+            detail,
+        };
+        if number < self.open.ctx.number {
+            return Err(fail(format!(
+                "mini-block {} belongs to a block already closed (open block is {})",
+                record.number, self.open.ctx.number
+            )));
+        }
+        if number - self.open.ctx.number > REPLAY_BLOCK_GAP_MAX {
+            return Err(fail(format!(
+                "mini-block {} jumps from block {} to block {number}",
+                record.number, self.open.ctx.number
+            )));
+        }
+        let mut jobs = Vec::new();
+        while self.open.ctx.number < number {
+            let next = (self.open.ctx.number + 1 == number).then_some(record.ctx);
+            // Replay passes no clock: a block closed without a record of its
+            // successor gets the earliest valid timestamp.
+            jobs.push(self.close_block_with(0, next));
+        }
+        if self.open.txs.is_empty() && self.open.ctx != record.ctx {
+            self.adopt_ctx(record.ctx);
+        }
+        if self.open.ctx != record.ctx {
+            return Err(fail(format!(
+                "mini-block {} has block context {:?}, the open block has {:?}",
+                record.number, record.ctx, self.open.ctx
+            )));
+        }
+        if record.number != self.mini_block + 1 {
+            return Err(fail(format!(
+                "mini-block {} follows mini-block {}",
+                record.number, self.mini_block
+            )));
+        }
+        for tx in record.txs {
+            let recovered = fulmen_chain::tx::from_logged(
+                tx.envelope,
+                tx.sender,
+                tx.encoded_len,
+                self.spec.tx_rules().spec,
+            );
+            self.record(
+                recovered,
+                tx.success,
+                tx.gas_used,
+                tx.logs,
+                tx.contract_address,
+                tx.diff,
+            );
+        }
+        self.close_mini_block();
+        Ok(jobs)
+    }
+
+    /// Replays a logged block seal; closes the block first when the log
+    /// holds no record of its successor. Returns the seal jobs of the
+    /// blocks it closed.
+    pub fn replay_seal(
+        &mut self,
+        record: fulmen_chain::persist::SealRecord,
+    ) -> Result<Vec<SealJob>, ReplayError> {
+        let number = record.header.number;
+        if number.saturating_sub(self.open.ctx.number) > REPLAY_BLOCK_GAP_MAX {
+            return Err(ReplayError {
+                block: number,
+                detail: format!(
+                    "a seal of block {number} while block {} is open",
+                    self.open.ctx.number
+                ),
+            });
+        }
+        let mut jobs = Vec::new();
+        while self.sealing.is_empty() && self.open.ctx.number <= number {
+            jobs.push(self.close_block_with(0, None));
+        }
+        let expected = self.sealing.front().map(|m| m.ctx.number);
+        if expected != Some(number) {
+            return Err(ReplayError {
+                block: number,
+                detail: format!("a seal of block {number} where block {expected:?} was next"),
+            });
+        }
+        if record.header.parent_hash != self.view.head().hash {
+            return Err(ReplayError {
+                block: number,
+                detail: format!(
+                    "parent hash {} is not the hash of block {} ({})",
+                    record.header.parent_hash,
+                    number - 1,
+                    self.view.head().hash
+                ),
+            });
+        }
+        let meta = self.sealing.front().expect("checked above");
+        if meta.gas_used != record.header.gas_used
+            || meta.ctx.base_fee != record.header.base_fee_per_gas.unwrap_or_default()
+        {
+            return Err(ReplayError {
+                block: number,
+                detail: "the sealed header's gas used or base fee differs from its mini-blocks"
+                    .into(),
+            });
+        }
+        self.install_seal(record.header, record.size);
+        Ok(jobs)
+    }
+
+    /// Starts a replay from a checkpoint: `state` is the state after block
+    /// `number`; the records of blocks up to it rebuild blocks, receipts and
+    /// the transaction index without touching the state (their seal jobs
+    /// carry no state changes), and later records apply as usual. States
+    /// of blocks before `number` are not kept.
+    pub fn start_from_checkpoint(&mut self, number: u64, state: fulmen_storage::HotState) {
+        self.evm.ctx.journaled_state.database.state = state.clone();
+        self.view.start_from_checkpoint(state);
+        self.history_until = number;
+    }
+
+    /// Sets the context of the (still empty) open block.
+    pub(super) fn adopt_ctx(&mut self, ctx: BlockContext) {
+        debug_assert!(self.open.txs.is_empty());
+        self.open.ctx = ctx;
+        self.evm.ctx.block = crate::evm::block_env(&ctx);
+        self.refresh_open_view();
+    }
+
+    /// After replay: an empty open block takes the clock's time, so the
+    /// first block sealed after a restart is not stamped in the past.
+    pub fn refresh_open_timestamp(&mut self, now_ms: u64) {
+        if self.open.txs.is_empty() {
+            let mut ctx = self.open.ctx;
+            ctx.timestamp = ctx.timestamp.max(now_ms / 1000);
+            self.adopt_ctx(ctx);
+        }
+    }
+}
