@@ -314,3 +314,222 @@ pub fn decode_seal(bytes: &[u8]) -> Result<SealRecord, PayloadError> {
     }
     Ok(SealRecord { header, size })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every codec gets a round trip, and arbitrary bytes are errors, never
+    //! panics (the log_scan fuzz target covers the same decoders at scale).
+
+    use super::*;
+    use crate::spec::SPEC;
+    use crate::tx::{RecoveredTx, TxRules, decode_and_check};
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxLegacy};
+    use alloy_network::TxSignerSync;
+    use alloy_primitives::{B256, Bytes, TxKind, U256};
+    use alloy_signer_local::PrivateKeySigner;
+    use fulmen_storage::AccountState;
+    use revm::bytecode::Bytecode;
+
+    const RULES: TxRules = TxRules {
+        chain_id: 4242,
+        block_gas_limit: 30_000_000,
+        tx_gas_limit_max: 1 << 24,
+        spec: SPEC,
+    };
+
+    fn recovered(signer: &PrivateKeySigner, create: bool) -> RecoveredTx {
+        let envelope: TxEnvelope = if create {
+            let mut tx = TxLegacy {
+                chain_id: Some(4242),
+                nonce: 1,
+                gas_price: 7,
+                gas_limit: 90_000,
+                to: TxKind::Create,
+                value: U256::ZERO,
+                input: Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]),
+            };
+            let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+            tx.into_signed(sig).into()
+        } else {
+            let mut tx = TxEip1559 {
+                chain_id: 4242,
+                gas_limit: 60_000,
+                max_fee_per_gas: 10,
+                max_priority_fee_per_gas: 1,
+                to: TxKind::Call(Address::repeat_byte(2)),
+                input: Bytes::from_static(&[1, 2, 3]),
+                ..Default::default()
+            };
+            let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+            tx.into_signed(sig).into()
+        };
+        decode_and_check(&envelope.encoded_2718(), &RULES).unwrap()
+    }
+
+    fn executed(tx: RecoveredTx, index: u64, logs: Vec<Log>, created: bool) -> Arc<ExecutedTx> {
+        Arc::new(ExecutedTx {
+            contract_address: created.then(|| Address::repeat_byte(0xcc)),
+            tx,
+            success: !created,
+            gas_used: 21_000 + index,
+            cumulative_gas_used: 21_000 * (index + 1),
+            effective_gas_price: 8,
+            logs,
+            block_number: 9,
+            block_timestamp: 1_700,
+            index,
+            first_log_index: 0,
+            mini_block: 33,
+        })
+    }
+
+    fn sample() -> (BlockContext, Vec<Arc<ExecutedTx>>, Vec<StateDiff>) {
+        let signer = PrivateKeySigner::random();
+        let ctx = BlockContext {
+            number: 9,
+            timestamp: 1_700,
+            base_fee: 7,
+            gas_limit: 30_000_000,
+            coinbase: Address::repeat_byte(0xfe),
+            prevrandao: B256::repeat_byte(0x5a),
+        };
+        let log = Log {
+            address: Address::repeat_byte(3),
+            data: LogData::new_unchecked(
+                vec![B256::repeat_byte(1), B256::repeat_byte(2)],
+                Bytes::from_static(b"payload"),
+            ),
+        };
+        let txs = vec![
+            executed(recovered(&signer, false), 0, vec![log.clone(), log], false),
+            executed(recovered(&signer, true), 1, Vec::new(), true),
+        ];
+        let code = Bytecode::new_raw(Bytes::from_static(&[0x60, 0x00]));
+        let diffs = vec![
+            StateDiff {
+                accounts: vec![
+                    (
+                        Address::repeat_byte(4),
+                        Some(AccountState {
+                            nonce: 3,
+                            balance: U256::from(10).pow(U256::from(30)),
+                            code_hash: code.hash_slow(),
+                        }),
+                    ),
+                    (Address::repeat_byte(5), None),
+                ],
+                storage: vec![(Address::repeat_byte(4), U256::from(1), U256::MAX)],
+                codes: vec![(code.hash_slow(), code)],
+            },
+            StateDiff::default(),
+        ];
+        (ctx, txs, diffs)
+    }
+
+    #[test]
+    fn a_mini_block_round_trips_and_its_size_is_predicted() {
+        let (ctx, txs, diffs) = sample();
+        let mut out = Vec::new();
+        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        let predicted: usize = MINI_BLOCK_HEADER_BYTES
+            + txs
+                .iter()
+                .zip(&diffs)
+                .map(|(tx, diff)| {
+                    let created = tx.contract_address.is_some();
+                    tx_entry_bytes(tx.tx.encoded().len(), &tx.logs, created, diff)
+                })
+                .sum::<usize>();
+        assert_eq!(out.len(), predicted);
+        let record = decode_mini_block(&out).unwrap();
+        assert_eq!(record.ctx, ctx);
+        assert_eq!(record.number, 33);
+        assert_eq!(record.txs.len(), txs.len());
+        for ((logged, tx), diff) in record.txs.iter().zip(&txs).zip(&diffs) {
+            assert_eq!(logged.sender, tx.tx.sender);
+            assert_eq!(logged.envelope, tx.tx.envelope);
+            assert_eq!(logged.encoded_len, tx.tx.encoded().len());
+            assert_eq!(logged.success, tx.success);
+            assert_eq!(logged.gas_used, tx.gas_used);
+            assert_eq!(logged.contract_address, tx.contract_address);
+            assert_eq!(logged.logs, tx.logs);
+            assert_eq!(logged.diff.accounts, diff.accounts);
+            assert_eq!(logged.diff.storage, diff.storage);
+            let codes = |d: &StateDiff| -> Vec<(B256, Bytes)> {
+                d.codes
+                    .iter()
+                    .map(|(hash, code)| (*hash, code.original_bytes()))
+                    .collect()
+            };
+            assert_eq!(codes(&logged.diff), codes(diff));
+        }
+    }
+
+    #[test]
+    fn a_seal_round_trips() {
+        let header = Header {
+            number: 9,
+            gas_used: 42_000,
+            timestamp: 1_700,
+            base_fee_per_gas: Some(7),
+            parent_hash: B256::repeat_byte(9),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        encode_seal(&header, 777, &mut out);
+        let record = decode_seal(&out).unwrap();
+        assert_eq!(record.header, header);
+        assert_eq!(record.size, 777);
+        out.push(0);
+        assert!(matches!(decode_seal(&out), Err(PayloadError::Trailing(1))));
+    }
+
+    #[test]
+    fn truncations_and_other_versions_are_errors() {
+        let (ctx, txs, diffs) = sample();
+        let mut out = Vec::new();
+        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        for len in 0..out.len() {
+            assert!(
+                decode_mini_block(&out[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
+        out[0] = VERSION + 1;
+        assert!(matches!(
+            decode_mini_block(&out),
+            Err(PayloadError::Version(2))
+        ));
+    }
+
+    #[test]
+    fn arbitrary_bytes_are_errors_not_panics() {
+        let (ctx, txs, diffs) = sample();
+        let mut valid = Vec::new();
+        encode_mini_block(&ctx, 33, &txs, &diffs, &mut valid);
+        // A deterministic xorshift stream: random payloads, and the valid
+        // record with bytes overwritten.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000 {
+            let len = (next() % 600) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 2 == 0 && !bytes.is_empty() {
+                bytes[0] = VERSION;
+            }
+            let _ = decode_mini_block(&bytes);
+            let _ = decode_seal(&bytes);
+            let mut mutated = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % mutated.len();
+                mutated[at] = next() as u8;
+            }
+            let _ = decode_mini_block(&mutated);
+        }
+    }
+}
