@@ -86,6 +86,11 @@ impl Trie {
         if insert(&mut self.root, path, value) {
             self.len += 1;
         }
+        assert_eq!(
+            self.len == 0,
+            matches!(self.root, Node::Empty),
+            "an empty trie has an empty root"
+        );
     }
 
     /// Removes `key`; returns whether it was present.
@@ -205,6 +210,12 @@ fn new_extension(key: Nibbles, child: Node) -> Node {
     if key.is_empty() {
         return child;
     }
+    // Canonical form: a leaf or an extension below an extension would have
+    // been merged into it.
+    assert!(
+        matches!(child, Node::Branch(_)),
+        "an extension leads to a branch"
+    );
     Node::Extension(Box::new(Extension {
         key,
         child,
@@ -353,6 +364,8 @@ fn branch_stack(branch: &Branch) -> (Vec<RlpNode>, TrieMask) {
             stack.push(cached(child));
         }
     }
+    // A branch with one child is collapsed into its parent at removal.
+    assert!(stack.len() >= 2, "a branch has at least two children");
     (stack, mask)
 }
 

@@ -235,7 +235,12 @@ impl Sequencer {
             self.defer(tx)?;
             return Ok(None);
         }
+        assert!(
+            outcome.gas_used <= tx.gas_limit(),
+            "a transaction uses at most its gas limit"
+        );
         self.mini_bytes += entry_bytes;
+        let (sender, nonce) = (tx.sender, tx.nonce());
         let executed = self.record(
             tx,
             outcome.success,
@@ -244,6 +249,18 @@ impl Sequencer {
             outcome.contract_address,
             diff,
         );
+        // Nonce order: the sender's nonce moved past this transaction's (by
+        // more than one only when it also signed an EIP-7702 authorization).
+        let (next_nonce, _) = self.account_nonce_balance(&sender);
+        assert!(
+            next_nonce > nonce,
+            "a transaction advances its sender's nonce"
+        );
+        assert!(
+            self.open.gas_used <= self.open.ctx.gas_limit,
+            "a block's gas stays within its limit"
+        );
+        assert_eq!(executed.cumulative_gas_used, self.open.gas_used);
         Ok(Some(executed))
     }
 
@@ -361,6 +378,15 @@ impl Sequencer {
         let closed = std::mem::replace(&mut self.open, OpenBlock::new(ctx));
         self.evm.ctx.block = crate::evm::block_env(&ctx);
         let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
+        assert_eq!(
+            txs.iter().map(|tx| tx.gas_used).sum::<u64>(),
+            gas_used,
+            "a block's gas is the sum of its transactions'"
+        );
+        assert!(
+            txs.iter().enumerate().all(|(i, tx)| tx.index == i as u64),
+            "transactions are indexed in block order"
+        );
         self.sealing.push_back(SealJobMeta {
             ctx: closed.ctx,
             txs: txs.clone(),
