@@ -202,15 +202,25 @@ impl Metrics {
     /// Everything in the Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
+        self.render_cores(&mut out);
+        self.render_queues(&mut out);
+        self.render_counters(&mut out);
+        self.render_gauges(&mut out);
+        self.flush_latency.render(
+            &mut out,
+            "fulmen_log_flush_seconds",
+            "Log flush latency (write and fdatasync of a group)",
+        );
+        self.sync_send_latency.render(
+            &mut out,
+            "fulmen_sync_send_seconds",
+            "eth_sendRawTransactionSync latency from request decoded to receipt",
+        );
+        out
+    }
+
+    /// Per-executor busy ratio and task count.
+    fn render_cores(&self, out: &mut String) {
         let cores = self.cores.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let per_core: [PerCore; 2] = [
             (
@@ -238,6 +248,10 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// Depth of the seq inbox and of the log's in-flight records.
+    fn render_queues(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP fulmen_queue_depth Messages waiting in each inbox\n# TYPE fulmen_queue_depth gauge"
@@ -254,11 +268,15 @@ impl Metrics {
             "fulmen_queue_depth{{queue=\"storage\"}} {}",
             self.storage_in_flight.load(Relaxed)
         );
-        counter(
-            &mut out,
-            "fulmen_txs_received_total",
+    }
+
+    /// The counters, rejections by reason included.
+    fn render_counters(&self, out: &mut String) {
+        render_one(
+            out,
+            ("fulmen_txs_received_total", "counter"),
             "Raw transactions received",
-            self.txs_received.load(Relaxed),
+            self.txs_received.load(Relaxed) as f64,
         );
         let _ = writeln!(
             out,
@@ -304,8 +322,12 @@ impl Metrics {
                 &self.ws_slow_consumers,
             ),
         ] {
-            counter(&mut out, name, help, v.load(Relaxed));
+            render_one(out, (name, "counter"), help, v.load(Relaxed) as f64);
         }
+    }
+
+    /// The gauges of state size and WebSocket use.
+    fn render_gauges(&self, out: &mut String) {
         for (name, help, v) in [
             (
                 "fulmen_state_accounts",
@@ -328,20 +350,17 @@ impl Metrics {
                 &self.ws_subscriptions,
             ),
         ] {
-            gauge(&mut out, name, help, v.load(Relaxed) as f64);
+            render_one(out, (name, "gauge"), help, v.load(Relaxed) as f64);
         }
-        self.flush_latency.render(
-            &mut out,
-            "fulmen_log_flush_seconds",
-            "Log flush latency (write and fdatasync of a group)",
-        );
-        self.sync_send_latency.render(
-            &mut out,
-            "fulmen_sync_send_seconds",
-            "eth_sendRawTransactionSync latency from request decoded to receipt",
-        );
-        out
     }
+}
+
+/// One unlabelled metric: its help, type and value.
+fn render_one(out: &mut String, (name, kind): (&str, &str), help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 /// Samples the current executor's figures into `figures` every `period`,
