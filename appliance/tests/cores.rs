@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -49,18 +48,7 @@ fn serves(addr: std::net::SocketAddr, sender: u32) {
         )["result"],
         "0xa"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let head = rpc(addr, "eth_blockNumber", json!([]))["result"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if u64::from_str_radix(head.trim_start_matches("0x"), 16).unwrap() >= last_block {
-            break;
-        }
-        assert!(Instant::now() < deadline, "block {last_block} did not seal");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_sealed(addr, last_block);
     let block = rpc(
         addr,
         "eth_getBlockByNumber",

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::primitives::{Address, Bytes, TxKind, U256};
 use alloy::signers::local::PrivateKeySigner;
@@ -100,24 +100,6 @@ fn send_big_logs(addr: SocketAddr, key: &PrivateKeySigner, logger: Address) -> V
             )
         })
         .collect()
-}
-
-/// Waits until `block` is sealed.
-fn wait_sealed(addr: SocketAddr, block: u64) {
-    let began = Instant::now();
-    loop {
-        let head = try_rpc(addr, "eth_blockNumber", json!([])).expect("eth_blockNumber");
-        let head =
-            u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
-        if head >= block {
-            return;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "block {block} was not sealed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn assert_too_large(error: &Value, limit: u64) {

@@ -15,7 +15,7 @@ use alloy::network::{EthereumWallet, TxSignerSync};
 use alloy::primitives::{Address, Bytes, TxKind, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::{MnemonicBuilder, PrivateKeySigner};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const MNEMONIC: &str = "test test test test test test test test test test test junk";
 pub const DEV_CHAIN_ID: u64 = 4242;
@@ -430,5 +430,23 @@ pub fn read_until_closed<S: Read + Write>(
             Ok(_) => continue,
             Err(_) => return None,
         }
+    }
+}
+
+/// Waits (up to a generous 60 s, never a speed assertion) until block
+/// `number` is sealed, i.e. `eth_blockNumber` reaches it.
+pub fn wait_sealed(addr: SocketAddr, number: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let head = try_rpc(addr, "eth_blockNumber", json!([])).expect("eth_blockNumber");
+        let head = head.as_str().expect("a quantity").trim_start_matches("0x");
+        if u64::from_str_radix(head, 16).expect("a quantity") >= number {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "block {number} was not sealed within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
