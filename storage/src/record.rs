@@ -65,9 +65,13 @@ pub enum RecordKind {
     MiniBlock = 1,
     /// The header of a sealed block.
     BlockSeal = 2,
-    /// Data-availability progress (batches posted, L1 inclusion).
+    /// Data-availability progress (batches posted, L1 inclusion). Reserved
+    /// for the DA batcher (`da/`), which records what it posted; replay
+    /// skips it until then.
     DaProgress = 3,
-    /// A checkpoint was completed at this position.
+    /// A checkpoint was completed at this position. Reserved for the history
+    /// index's durable position, so that boot need not rescan old segments;
+    /// replay skips it until then.
     CheckpointMarker = 4,
     /// Filler that aligns the next group commit to the device's block size
     /// (O_DIRECT writes whole blocks); replay skips it.

@@ -135,11 +135,6 @@ impl Sequencer {
         self.mini_txs.len()
     }
 
-    /// Number of the open block.
-    pub fn open_block_number(&self) -> u64 {
-        self.open.ctx.number
-    }
-
     /// True when the open mini-block should close before it takes more: one
     /// more transaction of the largest size might not fit its record, or a
     /// transaction already waits for room.
@@ -465,12 +460,6 @@ impl Sequencer {
         );
         assert!(closed.txs.len() <= self.open.diffs.len());
         &self.open.diffs[self.open.diffs.len() - closed.txs.len()..]
-    }
-
-    /// Seal jobs of blocks closed but not sealed (after replay: the state-root
-    /// worker seals them first).
-    pub fn unsealed_jobs(&self) -> usize {
-        self.sealing.len()
     }
 }
 
