@@ -131,44 +131,9 @@ pub(crate) fn accept<B>(
     request: &Request<B>,
     upgraded: &Cell<bool>,
 ) -> Response<Answer> {
-    if request.method() != Method::GET {
-        return error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "a WebSocket upgrade must use GET".into(),
-        );
-    }
-    let headers = request.headers();
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if !connection_upgrade {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "a WebSocket upgrade needs `Connection: upgrade`".into(),
-        );
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        let mut reply = error_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version: use 13".into(),
-        );
-        reply.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            header::HeaderValue::from_static("13"),
-        );
-        return reply;
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "a WebSocket upgrade needs Sec-WebSocket-Key".into(),
-        );
+    let key = match upgrade_key(request) {
+        Ok(key) => key,
+        Err(bad) => return bad.response(),
     };
     let max = ctx.limits.connections_max;
     if ctx.shared.open.fetch_add(1, Relaxed) >= max {
@@ -180,6 +145,66 @@ pub(crate) fn accept<B>(
     }
     METRICS.ws_connections.fetch_add(1, Relaxed);
     upgraded.set(true);
+    switching_protocols(key)
+}
+
+/// Why an upgrade request is refused: the status and the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BadUpgrade(StatusCode, &'static str);
+
+impl BadUpgrade {
+    /// The HTTP answer; a refused version names the one this node speaks.
+    fn response(self) -> Response<Answer> {
+        let mut reply = error_response(self.0, self.1.into());
+        if self.0 == StatusCode::UPGRADE_REQUIRED {
+            reply.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                header::HeaderValue::from_static("13"),
+            );
+        }
+        reply
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a well-formed upgrade request (GET,
+/// `Connection: upgrade`, version 13), or why it is refused.
+fn upgrade_key<B>(request: &Request<B>) -> Result<&header::HeaderValue, BadUpgrade> {
+    if request.method() != Method::GET {
+        return Err(BadUpgrade(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must use GET",
+        ));
+    }
+    let headers = request.headers();
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return Err(BadUpgrade(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket upgrade needs `Connection: upgrade`",
+        ));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(BadUpgrade(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version: use 13",
+        ));
+    }
+    headers.get(header::SEC_WEBSOCKET_KEY).ok_or(BadUpgrade(
+        StatusCode::BAD_REQUEST,
+        "a WebSocket upgrade needs Sec-WebSocket-Key",
+    ))
+}
+
+/// The 101 answer to an upgrade with `key`.
+fn switching_protocols(key: &header::HeaderValue) -> Response<Answer> {
     let accept = derive_accept_key(key.as_bytes());
     let mut reply = Response::new(Answer::new(Bytes::new()));
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -552,5 +577,66 @@ pub async fn run_events(
     while let Some(published) = events.recv().await {
         hub.deliver(&published);
         glommio::yield_if_needed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade(method: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut request = Request::builder().method(method).uri("/");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).expect("a request")
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_well_formed_upgrade_gets_101_with_the_rfc_6455_accept_key() {
+        let request = upgrade("GET", &GOOD);
+        assert!(wants_upgrade(&request));
+        let key = upgrade_key(&request).expect("a well-formed upgrade");
+        let reply = switching_protocols(key);
+        assert_eq!(reply.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // The example of RFC 6455, section 1.3.
+        assert_eq!(
+            reply.headers()[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn malformed_upgrades_are_refused_with_the_missing_piece() {
+        let status = |request: Request<()>| upgrade_key(&request).map_err(|bad| bad.0).err();
+        assert_eq!(
+            status(upgrade("POST", &GOOD)),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let without = |name: &str| -> Vec<(&str, &str)> {
+            GOOD.iter().copied().filter(|(n, _)| *n != name).collect()
+        };
+        assert_eq!(
+            status(upgrade("GET", &without("connection"))),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(upgrade("GET", &without("sec-websocket-key"))),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        let mut old = without("sec-websocket-version");
+        old.push(("sec-websocket-version", "8"));
+        let refused = upgrade_key(&upgrade("GET", &old)).expect_err("refused");
+        let reply = refused.response();
+        assert_eq!(reply.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(reply.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+        assert!(!wants_upgrade(&upgrade("GET", &without("upgrade"))));
     }
 }
