@@ -5,7 +5,7 @@
 //! each transaction is executed without committing, its state changes are
 //! turned into a [`StateDiff`] and applied to that state. Simulations
 //! (`eth_call`, `eth_estimateGas`, `eth_createAccessList`) are in
-//! [`crate::simulate`].
+//! the `simulate` module.
 
 use std::collections::HashMap;
 

@@ -7,7 +7,7 @@
 pub struct RpcLimits {
     /// Largest request body.
     pub body_bytes_max: usize,
-    /// HTTP connection handling (`crate::server`): a request head must
+    /// HTTP connection handling (the server module): a request head must
     /// arrive within this after its first byte (or after the connection opens).
     pub header_read_timeout_ms: u64,
     /// A request body must arrive within this after its head.

@@ -228,7 +228,8 @@ struct Slot(Rc<WsContext>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.shared.open.fetch_sub(1, Relaxed);
+        let open_before = self.0.shared.open.fetch_sub(1, Relaxed);
+        assert!(open_before > 0, "a WebSocket slot was given back twice");
         METRICS.ws_connections.fetch_sub(1, Relaxed);
     }
 }

@@ -194,6 +194,7 @@ pub(crate) fn estimate_gas(
                 Ok(_) | Err(RunError::Call(_)) => low = mid,
             }
         }
+        assert!(high <= cap, "an estimate is never above the cap");
         ok(U64::from(high))
     }))
 }

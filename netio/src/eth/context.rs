@@ -1,6 +1,6 @@
 //! What the eth methods need on one net core, and the helpers every method
 //! module shares. Nothing here knows about WebSocket connections or
-//! subscriptions: those wrap this context (`crate::ws::WsContext`).
+//! subscriptions: the WebSocket context wraps this one.
 
 use std::sync::Arc;
 

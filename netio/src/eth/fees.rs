@@ -81,6 +81,7 @@ fn history(
             rewards.push(block_rewards(block, p));
         }
     }
+    assert_eq!(history.gas_used_ratio.len() as u64, count);
     if count > 0 {
         let next = view
             .block(newest + 1)

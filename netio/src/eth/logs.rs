@@ -1,5 +1,5 @@
 //! `eth_getLogs`, and the size limits of a logs filter (shared with `logs`
-//! subscriptions, which `crate::pubsub` parses).
+//! subscriptions, which the pubsub module parses).
 
 use alloy_eips::BlockNumberOrTag;
 use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log};
@@ -170,6 +170,7 @@ impl Found<'_> {
             }
             self.budget.add(&log)?;
             self.logs.push(log);
+            assert!(self.logs.len() <= self.logs_max);
         }
         Ok(())
     }
