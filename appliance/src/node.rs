@@ -22,10 +22,10 @@ use fulmen_exec::{
     seq_core::{self, LogLink, STORAGE_QUEUE_CAPACITY, SeqLinks, SeqTiming},
     sequencer::{PoolLimits, Sequencer, SequencerParts},
 };
-use fulmen_netio::eth::{NetContext, RpcLimits};
+use fulmen_netio::eth::{RpcContext, RpcLimits};
 use fulmen_netio::server::HttpShared;
 use fulmen_netio::sim::SimPool;
-use fulmen_netio::ws::{WsLimits, WsShared};
+use fulmen_netio::ws::{WsContext, WsLimits, WsShared};
 use fulmen_storage::{
     checkpoint::CheckpointJob,
     disk::DiskDir,
@@ -648,17 +648,20 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         })
         .collect();
     let hub = Rc::new(fulmen_netio::pubsub::Hub::new(role.index, role.control));
-    let ctx = Rc::new(NetContext {
+    let rpc = RpcContext {
         view: shared.published,
         seq,
         merkle,
         spec: shared.spec,
         limits: shared.limits,
         client_version: format!("fulmen/v{}/linux-x86_64", env!("CARGO_PKG_VERSION")),
-        ws: role.ws,
-        ws_shared: role.ws_shared,
-        hub: hub.clone(),
         sim: shared.sim,
+    };
+    let ctx = Rc::new(WsContext {
+        rpc,
+        limits: role.ws,
+        shared: role.ws_shared,
+        hub: hub.clone(),
     });
     glommio::spawn_local(fulmen_netio::ws::run_events(hub, events)).detach();
     let _ = shared.ready.send(Ok(()));

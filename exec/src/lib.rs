@@ -1,6 +1,7 @@
 //! fulmen exec: the engine.
 //!
-//! revm execution over the hot state ([`evm`]), the sequencer's pool and
+//! revm execution over the hot state ([`evm`]), the RPC's simulation entry
+//! point ([`simulate`]), the sequencer's pool and
 //! mini-blocks ([`sequencer`]), the seq core and state-root roles
 //! ([`seq_core`]), the incrementally maintained Merkle Patricia state trie
 //! ([`trie`], [`merkle`], [`seal`]) and boot replay ([`recover`]). The data
@@ -12,6 +13,7 @@ pub mod recover;
 pub mod seal;
 pub mod seq_core;
 pub mod sequencer;
+pub mod simulate;
 #[cfg(test)]
 mod testkit;
 pub mod trie;

@@ -2,8 +2,10 @@
 //! tungstenite), the `eth_` methods, and `eth_subscribe` subscriptions fed
 //! by the seq core's durable events.
 
+mod answer;
 pub mod convert;
 pub mod eth;
+mod limits;
 mod outbox;
 pub mod pubsub;
 pub mod rpc;

@@ -19,40 +19,12 @@ use futures::channel::mpsc;
 use serde_json::{Value, json};
 
 use crate::convert;
+use crate::eth::logs::check_filter_size;
 use crate::outbox::{CLOSE_TRY_LATER, Outbox};
 use crate::rpc::{Params, RpcError};
 
 /// Most addresses one `stateChanges` subscription may name.
 pub const STATE_CHANGES_ADDRESSES_MAX: usize = 1024;
-
-/// Most addresses one logs filter may name (`eth_getLogs` and `logs`
-/// subscriptions), as geth.
-pub const LOGS_FILTER_ADDRESSES_MAX: usize = 1000;
-/// Most values one topic position of a logs filter may list, as geth (a
-/// filter has at most 4 positions).
-pub const LOGS_FILTER_TOPIC_VALUES_MAX: usize = 1000;
-
-/// Refuses a logs filter that names too many addresses or topic values:
-/// each one costs memory for as long as the subscription lives, and time
-/// for every log it is matched against. `index` is the parameter's position.
-pub fn check_filter_size(filter: &Filter, index: usize) -> Result<(), RpcError> {
-    let addresses = filter.address.len();
-    if addresses > LOGS_FILTER_ADDRESSES_MAX {
-        return Err(RpcError::invalid_params(format!(
-            "invalid argument {index} (filter): {addresses} addresses, limit {LOGS_FILTER_ADDRESSES_MAX}"
-        )));
-    }
-    for (position, topic) in filter.topics.iter().enumerate() {
-        let values = topic.len();
-        if values > LOGS_FILTER_TOPIC_VALUES_MAX {
-            return Err(RpcError::invalid_params(format!(
-                "invalid argument {index} (filter): {values} values for topic {position}, \
-                 limit {LOGS_FILTER_TOPIC_VALUES_MAX}"
-            )));
-        }
-    }
-    Ok(())
-}
 
 /// What a subscription receives.
 #[derive(Debug)]
@@ -554,6 +526,7 @@ fn render_state_changes(mini: &MiniBlockEvent) -> Vec<(Address, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eth::logs::{LOGS_FILTER_ADDRESSES_MAX, LOGS_FILTER_TOPIC_VALUES_MAX};
     use fulmen_chain::{HotState, StateDiff};
 
     fn params(values: Value) -> Params {

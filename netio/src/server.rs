@@ -35,8 +35,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, header, service::service_fn};
 use serde_json::Value;
 
-use crate::eth::{NetContext, RpcLimits, dispatch_in_batch};
+use crate::answer::{ANSWER_CHUNK_BYTES, Answer, error_response, json_response};
+use crate::eth::dispatch_in_batch;
+use crate::limits::RpcLimits;
 use crate::rpc::{Body, Renderer, RpcError, parse_body, response};
+use crate::sim::BatchBudget;
+use crate::ws::WsContext;
 
 /// Default of `rpc.connections_per_core_max`.
 pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
@@ -277,7 +281,7 @@ impl hyper::rt::Write for HyperIo {
 
 /// Accepts connections on `listener` and serves them until the task is
 /// dropped. `shared` is the same for every net core of the node.
-pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>, shared: Arc<HttpShared>) {
+pub async fn serve(listener: TcpListener, ctx: Rc<WsContext>, shared: Arc<HttpShared>) {
     let conns = Rc::new(Conns::default());
     loop {
         let stream = match listener.accept().await {
@@ -291,7 +295,7 @@ pub async fn serve(listener: TcpListener, ctx: Rc<NetContext>, shared: Arc<HttpS
         let Ok(peer) = stream.peer_addr() else {
             continue; // Already gone.
         };
-        let limits = &ctx.limits;
+        let limits = &ctx.rpc.limits;
         // The per-IP cap comes first: one address never makes room for
         // itself by closing others' connections.
         let Some(ip_slot) = shared.try_open(client_key(peer.ip()), limits.connections_per_ip_max)
@@ -408,7 +412,7 @@ type Reply = Pin<Box<dyn Future<Output = Result<Response<Answer>, Infallible>>>>
 /// Serves HTTP on one connection; after a WebSocket upgrade, the socket
 /// goes to the WebSocket server.
 async fn serve_connection(
-    ctx: Rc<NetContext>,
+    ctx: Rc<WsContext>,
     stream: TcpStream,
     state: Rc<ConnState>,
     conns: &Conns,
@@ -431,7 +435,7 @@ async fn serve_connection(
             })
         })
     };
-    let limits = &ctx.limits;
+    let limits = &ctx.rpc.limits;
     let header = Duration::from_millis(limits.header_read_timeout_ms);
     let idle = Duration::from_millis(limits.idle_timeout_ms);
     let io = HyperIo {
@@ -478,12 +482,12 @@ async fn serve_connection(
 /// Checks a request's Host, Origin and declared length, answers CORS
 /// preflights, then hands it to the WebSocket upgrade or to [`handle`].
 async fn route(
-    ctx: &Rc<NetContext>,
+    ctx: &Rc<WsContext>,
     request: Request<Incoming>,
     upgraded: &Cell<bool>,
     state: &Rc<ConnState>,
 ) -> Response<Answer> {
-    let limits = &ctx.limits;
+    let limits = &ctx.rpc.limits;
     if let Err(message) = check_host(&request, limits) {
         return error_response(StatusCode::FORBIDDEN, message);
     }
@@ -546,13 +550,6 @@ fn declared_length<B>(request: &Request<B>) -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-fn error_response(status: StatusCode, message: String) -> Response<Answer> {
-    json_response(
-        status,
-        &response(Value::Null, Err(RpcError::invalid_request(message))),
-    )
 }
 
 /// Refuses a Host name that is not in `rpc.vhosts` (DNS rebinding: a page
@@ -729,18 +726,7 @@ impl hyper::body::Body for TimedBody {
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Answer> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Answer::new(Bytes::from(bytes)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-async fn handle<B>(ctx: Rc<NetContext>, request: Request<B>) -> Response<Answer>
+async fn handle<B>(ctx: Rc<WsContext>, request: Request<B>) -> Response<Answer>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -755,7 +741,7 @@ where
         );
         return json_response(StatusCode::METHOD_NOT_ALLOWED, &error);
     }
-    let limit = ctx.limits.body_bytes_max;
+    let limit = ctx.rpc.limits.body_bytes_max;
     let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
@@ -780,16 +766,16 @@ where
         }
     };
     let mut renderer = Renderer::new(
-        ctx.limits.response_bytes_max,
-        ctx.limits.batch_response_bytes_max,
+        ctx.rpc.limits.response_bytes_max,
+        ctx.rpc.limits.batch_response_bytes_max,
     );
-    let text = match parse_body(&body, ctx.limits.batch_max) {
+    let text = match parse_body(&body, ctx.rpc.limits.batch_max) {
         Err(e) => renderer.render(Value::Null, Err(e)),
         Ok(Body::Single(call)) => run(&ctx, call, &mut renderer, None).await,
         Ok(Body::Batch(calls)) => {
             let mut out = String::from("[");
             // The batch's simulations share one time and gas budget.
-            let budget = crate::sim::BatchBudget::new(&ctx.limits);
+            let budget = BatchBudget::new(&ctx.rpc.limits);
             for (i, call) in calls.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
@@ -804,59 +790,17 @@ where
 }
 
 async fn run(
-    ctx: &Rc<NetContext>,
+    ctx: &Rc<WsContext>,
     call: Result<crate::rpc::Call, (Value, RpcError)>,
     renderer: &mut Renderer,
-    batch: Option<&crate::sim::BatchBudget>,
+    batch: Option<&BatchBudget>,
 ) -> String {
     match call {
         Err((id, e)) => renderer.render(id, Err(e)),
         Ok(call) => {
-            let result = dispatch_in_batch(ctx, &call.method, &call.params, batch).await;
+            let result = dispatch_in_batch(&ctx.rpc, &call.method, &call.params, batch).await;
             renderer.render(call.id, result)
         }
-    }
-}
-
-/// An HTTP answer body, handed to hyper in chunks: hyper copies each chunk
-/// into its own write buffer (bounded by `max_buf_size`) only when that has
-/// room, so an answer a client does not read stays here, counted, instead
-/// of being copied whole into hyper's buffer.
-pub(crate) struct Answer {
-    rest: Bytes,
-}
-
-/// Bytes per chunk of an answer.
-const ANSWER_CHUNK_BYTES: usize = 64 * 1024;
-
-impl Answer {
-    pub(crate) fn new(bytes: Bytes) -> Self {
-        Self { rest: bytes }
-    }
-}
-
-impl hyper::body::Body for Answer {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        if self.rest.is_empty() {
-            return Poll::Ready(None);
-        }
-        let n = self.rest.len().min(ANSWER_CHUNK_BYTES);
-        let chunk = self.rest.split_to(n);
-        Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
@@ -884,9 +828,9 @@ impl Drop for InFlight {
 /// the answers already waiting for slow clients hold the node-wide budget (a client that does not read
 /// holds at most one answer per connection: hyper answers a connection's
 /// requests one at a time).
-fn held_response(ctx: &NetContext, text: String) -> Response<Answer> {
-    let held = &ctx.ws_shared.responses_in_flight_bytes;
-    let max = ctx.limits.responses_in_flight_bytes_max;
+fn held_response(ctx: &WsContext, text: String) -> Response<Answer> {
+    let held = &ctx.shared.responses_in_flight_bytes;
+    let max = ctx.rpc.limits.responses_in_flight_bytes_max;
     let n = text.len();
     let before = held.fetch_add(n, Relaxed);
     // Small answers always go (counted): a connection may hold that much in

@@ -8,7 +8,7 @@
 //! preempts them in favour of the pinned net and seq threads.
 //!
 //! Every request carries a [`Meter`]: a wall-clock deadline, enforced
-//! inside the EVM by [`fulmen_exec::evm::Deadline`], and a gas budget over
+//! inside the EVM by [`fulmen_exec::simulate::Deadline`], and a gas budget over
 //! all its EVM runs. A JSON-RPC batch shares a [`BatchBudget`] across its
 //! calls.
 
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 
-use crate::eth::RpcLimits;
+use crate::limits::RpcLimits;
 use crate::rpc::RpcError;
 
 type Job = Box<dyn FnOnce() + Send>;

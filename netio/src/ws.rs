@@ -24,11 +24,11 @@ use glommio::net::TcpStream;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::Value;
 
-use crate::eth::{NetContext, dispatch_in_batch};
+use crate::answer::{Answer, error_response};
+use crate::eth::{RpcContext, dispatch_in_batch};
 use crate::outbox::{CLOSE_AWAY, CLOSE_TOO_BIG, Frame, Outbox, Refused, SendBudget};
 use crate::pubsub::{Conn, Hub};
 use crate::rpc::{Body, Call, Renderer, RpcError, parse_body, response};
-use crate::server::Answer;
 use crate::sim::BatchBudget;
 
 /// Limits of the WebSocket surface: the `[ws]` table of the node config.
@@ -100,6 +100,21 @@ pub struct WsShared {
     pub responses_in_flight_bytes: Arc<AtomicUsize>,
 }
 
+/// One net core's context for connections on the RPC port: what the eth
+/// methods need, plus what WebSocket connections and their subscriptions
+/// need. The HTTP server serves with it, since any HTTP connection may
+/// upgrade.
+pub struct WsContext {
+    /// What the eth methods need.
+    pub rpc: RpcContext,
+    /// WebSocket limits.
+    pub limits: WsLimits,
+    /// What all net cores share about their clients.
+    pub shared: Arc<WsShared>,
+    /// This core's subscriptions.
+    pub hub: Rc<Hub>,
+}
+
 /// True when `request` asks for a WebSocket.
 pub(crate) fn wants_upgrade<B>(request: &Request<B>) -> bool {
     request
@@ -109,29 +124,56 @@ pub(crate) fn wants_upgrade<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-fn plain(status: StatusCode, message: String) -> Response<Answer> {
-    let body = response(Value::Null, Err(RpcError::invalid_request(message)));
-    let mut reply = Response::new(Answer::new(Bytes::from(body.to_string())));
-    *reply.status_mut() = status;
-    reply.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    reply
-}
-
 /// Answers a WebSocket upgrade request: 101 and `upgraded` set (a connection
 /// slot is then taken and [`serve`] must follow), or an HTTP error.
 pub(crate) fn accept<B>(
-    ctx: &NetContext,
+    ctx: &WsContext,
     request: &Request<B>,
     upgraded: &Cell<bool>,
 ) -> Response<Answer> {
-    if request.method() != Method::GET {
-        return plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "a WebSocket upgrade must use GET".into(),
+    let key = match upgrade_key(request) {
+        Ok(key) => key,
+        Err(bad) => return bad.response(),
+    };
+    let max = ctx.limits.connections_max;
+    if ctx.shared.open.fetch_add(1, Relaxed) >= max {
+        ctx.shared.open.fetch_sub(1, Relaxed);
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many WebSocket connections: limit {max}; retry later"),
         );
+    }
+    METRICS.ws_connections.fetch_add(1, Relaxed);
+    upgraded.set(true);
+    switching_protocols(key)
+}
+
+/// Why an upgrade request is refused: the status and the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BadUpgrade(StatusCode, &'static str);
+
+impl BadUpgrade {
+    /// The HTTP answer; a refused version names the one this node speaks.
+    fn response(self) -> Response<Answer> {
+        let mut reply = error_response(self.0, self.1.into());
+        if self.0 == StatusCode::UPGRADE_REQUIRED {
+            reply.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                header::HeaderValue::from_static("13"),
+            );
+        }
+        reply
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a well-formed upgrade request (GET,
+/// `Connection: upgrade`, version 13), or why it is refused.
+fn upgrade_key<B>(request: &Request<B>) -> Result<&header::HeaderValue, BadUpgrade> {
+    if request.method() != Method::GET {
+        return Err(BadUpgrade(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must use GET",
+        ));
     }
     let headers = request.headers();
     let connection_upgrade = headers
@@ -141,41 +183,28 @@ pub(crate) fn accept<B>(
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
     if !connection_upgrade {
-        return plain(
+        return Err(BadUpgrade(
             StatusCode::BAD_REQUEST,
-            "a WebSocket upgrade needs `Connection: upgrade`".into(),
-        );
+            "a WebSocket upgrade needs `Connection: upgrade`",
+        ));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        let mut reply = plain(
+        return Err(BadUpgrade(
             StatusCode::UPGRADE_REQUIRED,
-            "unsupported WebSocket version: use 13".into(),
-        );
-        reply.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            header::HeaderValue::from_static("13"),
-        );
-        return reply;
+            "unsupported WebSocket version: use 13",
+        ));
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "a WebSocket upgrade needs Sec-WebSocket-Key".into(),
-        );
-    };
-    let max = ctx.ws.connections_max;
-    if ctx.ws_shared.open.fetch_add(1, Relaxed) >= max {
-        ctx.ws_shared.open.fetch_sub(1, Relaxed);
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("too many WebSocket connections: limit {max}; retry later"),
-        );
-    }
-    METRICS.ws_connections.fetch_add(1, Relaxed);
-    upgraded.set(true);
+    headers.get(header::SEC_WEBSOCKET_KEY).ok_or(BadUpgrade(
+        StatusCode::BAD_REQUEST,
+        "a WebSocket upgrade needs Sec-WebSocket-Key",
+    ))
+}
+
+/// The 101 answer to an upgrade with `key`.
+fn switching_protocols(key: &header::HeaderValue) -> Response<Answer> {
     let accept = derive_accept_key(key.as_bytes());
     let mut reply = Response::new(Answer::new(Bytes::new()));
     *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -195,25 +224,26 @@ pub(crate) fn accept<B>(
 }
 
 /// Gives back the connection slot [`accept`] took.
-struct Slot(Rc<NetContext>);
+struct Slot(Rc<WsContext>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.ws_shared.open.fetch_sub(1, Relaxed);
+        let open_before = self.0.shared.open.fetch_sub(1, Relaxed);
+        assert!(open_before > 0, "a WebSocket slot was given back twice");
         METRICS.ws_connections.fetch_sub(1, Relaxed);
     }
 }
 
 /// Releases a slot taken by [`accept`] when the upgrade did not complete.
-pub(crate) fn release(ctx: Rc<NetContext>) {
+pub(crate) fn release(ctx: Rc<WsContext>) {
     drop(Slot(ctx));
 }
 
 /// Serves one upgraded connection until it ends. `read_buf` holds bytes the
 /// client sent after its upgrade request.
-pub(crate) async fn serve(ctx: Rc<NetContext>, stream: TcpStream, read_buf: Bytes) {
+pub(crate) async fn serve(ctx: Rc<WsContext>, stream: TcpStream, read_buf: Bytes) {
     let _slot = Slot(ctx.clone());
-    let limits = &ctx.ws;
+    let limits = &ctx.limits;
     // A small read buffer: tungstenite zeroes the whole buffer before each
     // read attempt, and at its 128 KiB default that memset was a third of
     // the net core's time when fanning out to 1000 subscribers.
@@ -225,7 +255,7 @@ pub(crate) async fn serve(ctx: Rc<NetContext>, stream: TcpStream, read_buf: Byte
         WebSocketStream::from_partially_read(stream, read_buf.to_vec(), Role::Server, Some(config))
             .await;
     let budget = SendBudget::new(
-        ctx.ws_shared.send_buffers_bytes.clone(),
+        ctx.shared.send_buffers_bytes.clone(),
         limits.send_buffer_bytes_total_max,
     );
     let outbox = Outbox::new(limits.send_buffer_bytes_max, budget);
@@ -295,7 +325,7 @@ async fn write_loop(mut sink: Sink, conn: Rc<Conn>) {
 type Running = futures::stream::FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = ()>>>>;
 
 async fn read_loop(
-    ctx: Rc<NetContext>,
+    ctx: Rc<WsContext>,
     conn: Rc<Conn>,
     mut stream: Source,
     seen: Rc<Cell<Instant>>,
@@ -305,7 +335,7 @@ async fn read_loop(
     // and leaves cannot pile up work.
     let mut running: Running = futures::stream::FuturesUnordered::new();
     loop {
-        if running.len() >= ctx.ws.requests_in_flight_max {
+        if running.len() >= ctx.limits.requests_in_flight_max {
             // Stop reading until one finishes.
             running.next().await;
             continue;
@@ -329,7 +359,7 @@ async fn read_loop(
                     CLOSE_TOO_BIG,
                     format!(
                         "message too big: limit {} bytes ({e})",
-                        ctx.ws.message_bytes_max
+                        ctx.limits.message_bytes_max
                     ),
                 );
                 // The rest of that message cannot be parsed: stop reading
@@ -360,8 +390,8 @@ async fn read_loop(
 /// order matters); everything else runs concurrently with the connection's
 /// other requests, so that a waiting `eth_sendRawTransactionSync` never
 /// holds up the connection.
-fn on_message(ctx: &Rc<NetContext>, conn: &Rc<Conn>, running: &mut Running, text: Bytes) {
-    let body = match parse_body(&text, ctx.limits.batch_max) {
+fn on_message(ctx: &Rc<WsContext>, conn: &Rc<Conn>, running: &mut Running, text: Bytes) {
+    let body = match parse_body(&text, ctx.rpc.limits.batch_max) {
         Ok(body) => body,
         Err(e) => {
             let _ = conn.outbox.push(response(Value::Null, Err(e)).to_string());
@@ -369,8 +399,8 @@ fn on_message(ctx: &Rc<NetContext>, conn: &Rc<Conn>, running: &mut Running, text
         }
     };
     let mut renderer = Renderer::new(
-        ctx.limits.response_bytes_max,
-        ctx.limits.batch_response_bytes_max,
+        ctx.rpc.limits.response_bytes_max,
+        ctx.rpc.limits.batch_response_bytes_max,
     );
     if let Body::Single(Ok(call)) = &body
         && is_subscription_method(&call.method)
@@ -398,7 +428,7 @@ fn on_message(ctx: &Rc<NetContext>, conn: &Rc<Conn>, running: &mut Running, text
                 let mut out = String::new();
                 // The batch's simulations share one time and gas budget, as
                 // over HTTP.
-                let budget = BatchBudget::new(&ctx.limits);
+                let budget = BatchBudget::new(&ctx.rpc.limits);
                 for call in calls {
                     let batch = Some(&budget);
                     if let Some(reply) =
@@ -462,7 +492,7 @@ fn answer(conn: &Conn, id: Value, reply: Option<String>, new: Vec<String>) {
 
 /// One call; `None` for a notification (a request without an id).
 async fn run(
-    ctx: &Rc<NetContext>,
+    ctx: &Rc<WsContext>,
     conn: &Conn,
     call: Result<Call, (Value, RpcError)>,
     new: &mut Vec<String>,
@@ -477,23 +507,24 @@ async fn run(
             reply
         }
         Ok(call) => {
-            let result = dispatch_in_batch(ctx, &call.method, &call.params, batch).await;
+            let result = dispatch_in_batch(&ctx.rpc, &call.method, &call.params, batch).await;
             (!call.notification).then(|| renderer.render(call.id, result))
         }
     }
 }
 
 fn run_subscription_call(
-    ctx: &NetContext,
+    ctx: &WsContext,
     conn: &Conn,
     call: &Call,
     renderer: &mut Renderer,
 ) -> (Option<String>, Option<String>) {
     let (result, created) = if call.method == "eth_subscribe" {
-        match ctx
-            .hub
-            .subscribe(conn, &call.params, ctx.ws.subscriptions_per_connection_max)
-        {
+        match ctx.hub.subscribe(
+            conn,
+            &call.params,
+            ctx.limits.subscriptions_per_connection_max,
+        ) {
             Ok(id) => (Ok(Value::String(id.clone())), Some(id)),
             Err(e) => (Err(e), None),
         }
@@ -506,8 +537,8 @@ fn run_subscription_call(
 
 /// Pings a silent client, closes one silent past the idle timeout, and
 /// returns (ending the connection) when a close is not finished in time.
-async fn watchdog(ctx: Rc<NetContext>, conn: Rc<Conn>, seen: Rc<Cell<Instant>>) {
-    let limits = &ctx.ws;
+async fn watchdog(ctx: Rc<WsContext>, conn: Rc<Conn>, seen: Rc<Cell<Instant>>) {
+    let limits = &ctx.limits;
     let ping_every = Duration::from_millis(limits.ping_interval_ms.max(1));
     let idle_max = Duration::from_millis(limits.idle_timeout_ms.max(1));
     let grace = Duration::from_millis(limits.close_grace_ms);
@@ -548,5 +579,66 @@ pub async fn run_events(
     while let Some(published) = events.recv().await {
         hub.deliver(&published);
         glommio::yield_if_needed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade(method: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut request = Request::builder().method(method).uri("/");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).expect("a request")
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn a_well_formed_upgrade_gets_101_with_the_rfc_6455_accept_key() {
+        let request = upgrade("GET", &GOOD);
+        assert!(wants_upgrade(&request));
+        let key = upgrade_key(&request).expect("a well-formed upgrade");
+        let reply = switching_protocols(key);
+        assert_eq!(reply.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // The example of RFC 6455, section 1.3.
+        assert_eq!(
+            reply.headers()[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn malformed_upgrades_are_refused_with_the_missing_piece() {
+        let status = |request: Request<()>| upgrade_key(&request).map_err(|bad| bad.0).err();
+        assert_eq!(
+            status(upgrade("POST", &GOOD)),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let without = |name: &str| -> Vec<(&str, &str)> {
+            GOOD.iter().copied().filter(|(n, _)| *n != name).collect()
+        };
+        assert_eq!(
+            status(upgrade("GET", &without("connection"))),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            status(upgrade("GET", &without("sec-websocket-key"))),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        let mut old = without("sec-websocket-version");
+        old.push(("sec-websocket-version", "8"));
+        let refused = upgrade_key(&upgrade("GET", &old)).expect_err("refused");
+        let reply = refused.response();
+        assert_eq!(reply.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(reply.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+        assert!(!wants_upgrade(&upgrade("GET", &without("upgrade"))));
     }
 }

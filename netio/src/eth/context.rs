@@ -1,0 +1,45 @@
+//! What the eth methods need on one net core, and the helpers every method
+//! module shares. Nothing here knows about WebSocket connections or
+//! subscriptions: the WebSocket context wraps this one.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use fulmen_chain::msg::{MerkleRequest, SeqRequest};
+use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::view::ChainView;
+use glommio::channels::shared_channel::ConnectedSender;
+use serde_json::Value;
+
+use crate::limits::RpcLimits;
+use crate::rpc::RpcError;
+use crate::sim::SimPool;
+
+/// What one net core needs to answer RPC calls.
+pub struct RpcContext {
+    /// Published chain view.
+    pub view: Arc<ArcSwap<ChainView>>,
+    /// This core's inbox into the sequencer.
+    pub seq: ConnectedSender<SeqRequest>,
+    /// This core's channel to the state-root worker (proofs).
+    pub merkle: ConnectedSender<MerkleRequest>,
+    /// Chain parameters.
+    pub spec: Arc<ChainSpec>,
+    /// RPC limits.
+    pub limits: RpcLimits,
+    /// `web3_clientVersion`.
+    pub client_version: String,
+    /// The simulation workers (shared by all net cores).
+    pub sim: Arc<SimPool>,
+}
+
+/// A method's result as JSON.
+pub(crate) fn ok<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+    serde_json::to_value(value)
+        .map_err(|e| RpcError::internal(format!("cannot encode result: {e}")))
+}
+
+/// The error of a block (or its state) this node does not have.
+pub(crate) fn header_not_found() -> RpcError {
+    RpcError::server("header not found")
+}

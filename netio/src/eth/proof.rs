@@ -1,0 +1,145 @@
+//! `eth_getProof`: the state-root worker builds the Merkle proof (it owns
+//! the trie); the account fields come from the chain view.
+
+use alloy_eips::BlockId;
+use alloy_primitives::{Address, B256, U256};
+use alloy_rpc_types_eth::{EIP1186AccountProofResponse, EIP1186StorageProof};
+use fulmen_chain::msg::{AccountProof, MerkleRequest};
+use fulmen_chain::view::ChainView;
+use futures::channel::oneshot;
+use serde_json::Value;
+
+use super::context::{RpcContext, header_not_found, ok};
+use super::state::block_by_id;
+use crate::rpc::{Params, RpcError};
+
+/// Most storage keys one `eth_getProof` may ask for.
+pub(crate) const PROOF_KEYS_MAX: usize = 1024;
+
+/// `eth_getProof` at a sealed block (the latest one when none is named).
+pub(crate) async fn get_proof(
+    ctx: &RpcContext,
+    view: &ChainView,
+    params: &Params,
+) -> Result<Value, RpcError> {
+    let (address, slots, number) = parse(view, params)?;
+    let (reply, answer) = oneshot::channel();
+    let request = MerkleRequest::Proof {
+        block: number,
+        address,
+        slots,
+        reply,
+    };
+    if ctx.merkle.try_send(request).is_err() {
+        return Err(RpcError::server("proof queue is full, retry shortly"));
+    }
+    let proof = match answer.await {
+        Ok(Ok(proof)) => proof,
+        Ok(Err(at)) => {
+            return Err(RpcError::server(format!(
+                "proofs are served for the latest sealed block only (the state trie is at block {at}, asked for {number})"
+            )));
+        }
+        Err(_) => return Err(RpcError::internal("the state-root worker stopped")),
+    };
+    response(view, number, address, proof)
+}
+
+/// The account, its storage keys and the number of the block asked for.
+fn parse(view: &ChainView, params: &Params) -> Result<(Address, Vec<B256>, u64), RpcError> {
+    params.at_most(3)?;
+    let address: Address = params.required(0, "address")?;
+    let slots: Vec<B256> = params.required(1, "storageKeys")?;
+    if slots.len() > PROOF_KEYS_MAX {
+        return Err(RpcError::invalid_params(format!(
+            "invalid argument 1 (storageKeys): more than {PROOF_KEYS_MAX} keys"
+        )));
+    }
+    let id: Option<BlockId> = params.optional(2, "block")?;
+    let number = match id {
+        None => view.head().header.number,
+        Some(id) => {
+            block_by_id(view, id)?
+                .ok_or_else(header_not_found)?
+                .header
+                .number
+        }
+    };
+    Ok((address, slots, number))
+}
+
+/// The EIP-1186 answer: the worker's proof with the account at `number`.
+fn response(
+    view: &ChainView,
+    number: u64,
+    address: Address,
+    proof: AccountProof,
+) -> Result<Value, RpcError> {
+    let state = view.state_at(number).ok_or_else(header_not_found)?;
+    let account = state.account(&address).copied();
+    ok(EIP1186AccountProofResponse {
+        address,
+        balance: account.map_or(U256::ZERO, |a| a.balance),
+        code_hash: account.map_or(revm::primitives::KECCAK_EMPTY, |a| a.code_hash),
+        nonce: account.map_or(0, |a| a.nonce),
+        storage_hash: proof.storage_root,
+        account_proof: proof.account_proof,
+        storage_proof: proof
+            .storage_proofs
+            .into_iter()
+            .map(|(key, value, proof)| EIP1186StorageProof {
+                key: key.into(),
+                value,
+                proof,
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eth::testkit::{self, params};
+    use serde_json::json;
+
+    #[test]
+    fn the_block_defaults_to_the_head_and_key_lists_are_bounded() {
+        let view = testkit::chain(3);
+        let who = json!(testkit::ALICE);
+        let (address, slots, number) = parse(&view, &params(json!([who, []]))).unwrap();
+        assert_eq!(address, testkit::ALICE);
+        assert!(slots.is_empty());
+        assert_eq!(number, 3);
+        let (_, _, number) = parse(&view, &params(json!([who, [], "0x1"]))).unwrap();
+        assert_eq!(number, 1);
+        let error = parse(&view, &params(json!([who, [], "0x9"]))).unwrap_err();
+        assert_eq!(error.message, "header not found");
+        let keys = vec![B256::ZERO; PROOF_KEYS_MAX + 1];
+        let error = parse(&view, &params(json!([who, keys]))).unwrap_err();
+        assert_eq!(error.code, -32602);
+        assert_eq!(
+            error.message,
+            "invalid argument 1 (storageKeys): more than 1024 keys"
+        );
+        let error = parse(&view, &params(json!([who, [], "latest", 1]))).unwrap_err();
+        assert_eq!(error.code, -32602);
+    }
+
+    #[test]
+    fn the_answer_carries_the_account_at_that_block() {
+        let view = testkit::chain(2);
+        let proof = AccountProof {
+            account_proof: vec![vec![1u8].into()],
+            storage_root: B256::repeat_byte(2),
+            storage_proofs: vec![(B256::ZERO, U256::from(3), Vec::new())],
+        };
+        let answer = response(&view, 1, testkit::ALICE, proof.clone()).unwrap();
+        assert_eq!(answer["balance"], json!("0x1"));
+        assert_eq!(answer["storageHash"], json!(B256::repeat_byte(2)));
+        assert_eq!(answer["storageProof"][0]["value"], json!("0x3"));
+        let nobody = response(&view, 1, testkit::BOB, proof.clone()).unwrap();
+        assert_eq!(nobody["balance"], json!("0x0"));
+        assert_eq!(nobody["codeHash"], json!(revm::primitives::KECCAK_EMPTY));
+        assert!(response(&view, 9, testkit::ALICE, proof).is_err());
+    }
+}
