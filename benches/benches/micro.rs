@@ -127,9 +127,12 @@ fn decode_and_recover(c: &mut Criterion) {
 fn execution(c: &mut Criterion) {
     let sender = Key::derived(7, 1);
     let to = Address::repeat_byte(0x42);
-    let token = Address::repeat_byte(0x70);
-    let runtime = Bytecode::new_raw(token_runtime());
-    let funded = U256::from(10u64).pow(U256::from(30));
+    let setup = ExecSetup {
+        sender: sender.address,
+        token: Address::repeat_byte(0x70),
+        runtime: Bytecode::new_raw(token_runtime()),
+        funded: U256::from(10u64).pow(U256::from(30)),
+    };
     let mut cases = Vec::new();
     let transfer_input = transferCall {
         to,
@@ -139,7 +142,7 @@ fn execution(c: &mut Criterion) {
     cases.push(("transfer", TxKind::Call(to), Vec::new(), 21_000u64));
     cases.push((
         "erc20_transfer",
-        TxKind::Call(token),
+        TxKind::Call(setup.token),
         transfer_input,
         80_000u64,
     ));
@@ -149,25 +152,11 @@ fn execution(c: &mut Criterion) {
         let tx = decode_and_check(&raw, &RULES).expect("valid");
         let env = tx_env(&tx);
 
-        // fulmen's state.
-        let mut state = HotState::new();
-        state.set_account(sender.address, AccountState::funded(funded));
-        let code_hash = state.insert_code(runtime.clone());
-        state.set_account(
-            token,
-            AccountState {
-                nonce: 1,
-                balance: U256::ZERO,
-                code_hash,
-            },
+        let mut evm = build_evm(
+            StateDb::new(setup.hot_state(), imbl::Vector::new()),
+            CHAIN_ID,
+            &block(),
         );
-        state.set_storage(token, balance_slot(sender.address), funded);
-        for i in 0..10_000u64 {
-            let mut bytes = [0u8; 20];
-            bytes[..8].copy_from_slice(&i.to_be_bytes());
-            state.set_account(Address::from(bytes), AccountState::funded(U256::from(i)));
-        }
-        let mut evm = build_evm(StateDb::new(state, imbl::Vector::new()), CHAIN_ID, &block());
         evm.ctx.cfg.disable_nonce_check = true;
         c.bench_function(&format!("exec/{name}/fulmen_state"), |b| {
             b.iter(|| {
@@ -179,25 +168,10 @@ fn execution(c: &mut Criterion) {
             })
         });
 
-        // revm's CacheDB.
-        let mut db = CacheDB::new(EmptyDB::default());
-        db.insert_account_info(
-            sender.address,
-            AccountInfo {
-                balance: funded,
-                ..Default::default()
-            },
-        );
-        db.insert_account_info(
-            token,
-            AccountInfo::new(U256::ZERO, 1, runtime.hash_slow(), runtime.clone()),
-        );
-        db.insert_account_storage(token, balance_slot(sender.address), funded)
-            .expect("in-memory");
         let mut cfg = cfg_env(CHAIN_ID);
         cfg.disable_nonce_check = true;
         let mut evm = Context::mainnet()
-            .with_db(db)
+            .with_db(setup.cache_db())
             .with_cfg(cfg)
             .with_block(block_env(&block()))
             .build_mainnet();
@@ -207,6 +181,63 @@ fn execution(c: &mut Criterion) {
                 assert!(result.is_success());
             })
         });
+    }
+}
+
+/// The state both execution benchmarks start from: a funded sender holding
+/// tokens of the Token contract at `token`.
+struct ExecSetup {
+    sender: Address,
+    token: Address,
+    runtime: Bytecode,
+    funded: U256,
+}
+
+impl ExecSetup {
+    /// fulmen's state, with 10,000 other accounts.
+    fn hot_state(&self) -> HotState {
+        let mut state = HotState::new();
+        state.set_account(self.sender, AccountState::funded(self.funded));
+        let code_hash = state.insert_code(self.runtime.clone());
+        state.set_account(
+            self.token,
+            AccountState {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash,
+            },
+        );
+        state.set_storage(self.token, balance_slot(self.sender), self.funded);
+        for i in 0..10_000u64 {
+            let mut bytes = [0u8; 20];
+            bytes[..8].copy_from_slice(&i.to_be_bytes());
+            state.set_account(Address::from(bytes), AccountState::funded(U256::from(i)));
+        }
+        state
+    }
+
+    /// revm's CacheDB.
+    fn cache_db(&self) -> CacheDB<EmptyDB> {
+        let mut db = CacheDB::new(EmptyDB::default());
+        db.insert_account_info(
+            self.sender,
+            AccountInfo {
+                balance: self.funded,
+                ..Default::default()
+            },
+        );
+        db.insert_account_info(
+            self.token,
+            AccountInfo::new(
+                U256::ZERO,
+                1,
+                self.runtime.hash_slow(),
+                self.runtime.clone(),
+            ),
+        );
+        db.insert_account_storage(self.token, balance_slot(self.sender), self.funded)
+            .expect("in-memory");
+        db
     }
 }
 

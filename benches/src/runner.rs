@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::client::{Conn, parse_response, quantity};
 use crate::stats::{Report, error_kind, histogram, record};
-use crate::workload::{Plan, Prepared, Workload, prepare};
+use crate::workload::{Plan, PlanConfig, Prepared, Workload, prepare};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -56,6 +56,17 @@ struct LaneResult {
     points: Vec<(f64, f64)>,
 }
 
+impl LaneResult {
+    fn empty() -> Self {
+        LaneResult {
+            histogram: histogram(),
+            errors: BTreeMap::new(),
+            ok_txs: 0,
+            points: Vec::new(),
+        }
+    }
+}
+
 /// The socket address of an `http://HOST:PORT` endpoint.
 pub fn endpoint(url: &str) -> Result<SocketAddr, String> {
     let rest = url
@@ -77,12 +88,7 @@ async fn run_lane(
     let mut conn = Conn::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let mut result = LaneResult {
-        histogram: histogram(),
-        errors: BTreeMap::new(),
-        ok_txs: 0,
-        points: Vec::new(),
-    };
+    let mut result = LaneResult::empty();
     for (k, request) in requests.iter().enumerate() {
         // Open loop: request k of lane l is due at start + (k * lanes + l) * interval.
         let begin = match schedule {
@@ -196,42 +202,22 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
             args.accounts, args.txs
         );
     }
-    let plan = prepare(
-        addr,
-        args.workload,
-        args.txs,
-        args.accounts,
+    let plan_config = PlanConfig {
+        workload: args.workload,
+        txs: args.txs,
+        accounts: args.accounts,
         lanes,
-        args.sync,
-        args.seed,
-    )
-    .await?;
+        sync: args.sync,
+        seed: args.seed,
+    };
+    let plan = prepare(addr, &plan_config).await?;
     let mut conn = Conn::connect(addr).await.map_err(|e| e.to_string())?;
     let start_block =
         quantity(&conn.call("eth_blockNumber", json!([])).await?).ok_or("bad block number")? as u64;
 
     let start = Instant::now();
-    let schedule = args
-        .rate
-        .map(|rate| Duration::from_secs_f64(1.0 / rate.max(0.001)));
-    let mut tasks = Vec::new();
-    for (lane, requests) in plan.lanes.iter().cloned().enumerate() {
-        let sched = schedule.map(|interval| (start, interval, lanes, lane));
-        tasks.push(tokio::spawn(run_lane(addr, requests, sched, start)));
-    }
-    let mut total = histogram();
-    let mut report = Report::default();
-    let mut ok_txs = 0;
-    let mut points = Vec::new();
-    for task in tasks {
-        let lane = task.await.map_err(|e| e.to_string())??;
-        total.add(&lane.histogram).map_err(|e| e.to_string())?;
-        for (kind, n) in lane.errors {
-            *report.errors.entry(kind).or_default() += n;
-        }
-        ok_txs += lane.ok_txs;
-        points.extend(lane.points);
-    }
+    let sent_lanes = send_lanes(addr, &plan, args.rate, start).await?;
+    let ok_txs = sent_lanes.ok_txs;
     let sent = start.elapsed();
     let settle = Duration::from_secs(args.settle_timeout_s);
     let preconfirmed = if args.sync {
@@ -241,18 +227,8 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
     };
     let sealed = wait_sealed(addr, start_block, ok_txs, settle).await;
 
-    report.rpc = args.rpc.clone();
-    report.workload = args.workload.name().into();
-    report.method = if args.sync {
-        "eth_sendRawTransactionSync"
-    } else {
-        "eth_sendRawTransaction"
-    }
-    .into();
-    report.mode = match args.rate {
-        Some(rate) => format!("open({rate}/s)"),
-        None => format!("closed({lanes})"),
-    };
+    let mut report = describe(args, lanes);
+    report.errors = sent_lanes.errors;
     report.txs = plan.txs;
     report.duration_s = sent.as_secs_f64();
     report.tps = ok_txs as f64 / sent.as_secs_f64();
@@ -268,13 +244,64 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
         }
         Err(e) => *report.errors.entry(e).or_default() += 1,
     }
-    report.set_latencies(&total);
-    report.requests = total.len();
+    report.set_latencies(&sent_lanes.histogram);
+    report.requests = sent_lanes.histogram.len();
     Ok(RunOutput {
         report,
-        points,
-        histogram: total,
+        points: sent_lanes.points,
+        histogram: sent_lanes.histogram,
     })
+}
+
+/// Sends every lane of `plan` on its own connection, at `rate` requests per
+/// second over all lanes (open loop) or back to back (closed loop), and
+/// merges what the lanes saw.
+async fn send_lanes(
+    addr: SocketAddr,
+    plan: &Plan,
+    rate: Option<f64>,
+    start: Instant,
+) -> Result<LaneResult, String> {
+    let lanes = plan.lanes.len();
+    let schedule = rate.map(|rate| Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    let mut tasks = Vec::new();
+    for (lane, requests) in plan.lanes.iter().cloned().enumerate() {
+        let sched = schedule.map(|interval| (start, interval, lanes, lane));
+        tasks.push(tokio::spawn(run_lane(addr, requests, sched, start)));
+    }
+    let mut total = LaneResult::empty();
+    for task in tasks {
+        let lane = task.await.map_err(|e| e.to_string())??;
+        total
+            .histogram
+            .add(&lane.histogram)
+            .map_err(|e| e.to_string())?;
+        for (kind, n) in lane.errors {
+            *total.errors.entry(kind).or_default() += n;
+        }
+        total.ok_txs += lane.ok_txs;
+        total.points.extend(lane.points);
+    }
+    Ok(total)
+}
+
+/// A report naming what was run: endpoint, workload, method and mode.
+fn describe(args: &RunConfig, lanes: usize) -> Report {
+    Report {
+        rpc: args.rpc.clone(),
+        workload: args.workload.name().into(),
+        method: if args.sync {
+            "eth_sendRawTransactionSync"
+        } else {
+            "eth_sendRawTransaction"
+        }
+        .into(),
+        mode: match args.rate {
+            Some(rate) => format!("open({rate}/s)"),
+            None => format!("closed({lanes})"),
+        },
+        ..Report::default()
+    }
 }
 
 /// Draws latency over time and a latency histogram as SVG.

@@ -1,6 +1,7 @@
 //! Reading the machine's topology and settings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -126,6 +127,145 @@ impl Root {
         names.sort();
         names
     }
+    /// A CPU list file, when present and well formed.
+    fn cpu_list(&self, path: &str) -> Option<Vec<usize>> {
+        self.read(path).and_then(|t| parse_cpu_list(&t))
+    }
+
+    /// Online CPUs; CPU 0 alone when the kernel does not say.
+    fn online_cpus(&self) -> Vec<usize> {
+        self.cpu_list("sys/devices/system/cpu/online")
+            .unwrap_or_else(|| vec![0])
+    }
+
+    /// NUMA nodes by id, holding their online CPUs; one node 0 holding every
+    /// online CPU when the kernel shows no node with one.
+    fn nodes(&self, online: &[usize]) -> Vec<Node> {
+        let mut nodes: Vec<Node> = self
+            .list("sys/devices/system/node")
+            .into_iter()
+            .filter_map(|name| {
+                let id = name.strip_prefix("node")?.parse().ok()?;
+                let cpus = self
+                    .cpu_list(&format!("sys/devices/system/node/{name}/cpulist"))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| online.contains(c))
+                    .collect();
+                Some(Node { id, cpus })
+            })
+            .collect();
+        nodes.sort_by_key(|n| n.id);
+        if nodes.iter().all(|n| n.cpus.is_empty()) {
+            nodes = vec![Node {
+                id: 0,
+                cpus: online.to_vec(),
+            }];
+        }
+        nodes
+    }
+
+    /// Online CPU `id`, placed on its node among `nodes`.
+    fn cpu(&self, id: usize, nodes: &[Node]) -> Cpu {
+        let base = format!("sys/devices/system/cpu/cpu{id}");
+        let topo = |f: &str| format!("{base}/topology/{f}");
+        Cpu {
+            id,
+            core_id: self.number(&topo("core_id")).unwrap_or(id),
+            package: self.number(&topo("physical_package_id")).unwrap_or(0),
+            siblings: self
+                .cpu_list(&topo("thread_siblings_list"))
+                .unwrap_or_else(|| vec![id]),
+            node: nodes
+                .iter()
+                .find(|n| n.cpus.contains(&id))
+                .map_or(0, |n| n.id),
+            governor: self
+                .read(&format!("{base}/cpufreq/scaling_governor"))
+                .map(|g| g.trim().to_string()),
+            caches: self.caches(&base, id),
+        }
+    }
+
+    /// The caches of CPU `id` (whose directory is `base`), L1 first; those
+    /// without a level or size are left out.
+    fn caches(&self, base: &str, id: usize) -> Vec<Cache> {
+        let mut caches: Vec<Cache> = self
+            .list(&format!("{base}/cache"))
+            .into_iter()
+            .filter(|index| index.starts_with("index"))
+            .filter_map(|index| self.cache(&format!("{base}/cache/{index}"), id))
+            .collect();
+        caches.sort_by_key(|c| (c.level, c.kind.clone()));
+        caches
+    }
+
+    /// One `cache/indexN` directory of CPU `id`.
+    fn cache(&self, dir: &str, id: usize) -> Option<Cache> {
+        let level = self.number::<u8>(&format!("{dir}/level"))?;
+        let size_kb = self
+            .read(&format!("{dir}/size"))
+            .and_then(|s| parse_size_kb(&s))?;
+        Some(Cache {
+            level,
+            kind: self
+                .read(&format!("{dir}/type"))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            size_kb,
+            shared_with: self
+                .cpu_list(&format!("{dir}/shared_cpu_list"))
+                .unwrap_or_else(|| vec![id]),
+        })
+    }
+
+    /// Network interfaces backed by a device, with their NUMA node.
+    fn nics(&self) -> Vec<Nic> {
+        self.list("sys/class/net")
+            .into_iter()
+            .filter(|name| self.0.join(format!("sys/class/net/{name}/device")).exists())
+            .map(|name| Nic {
+                node: self
+                    .number::<i64>(&format!("sys/class/net/{name}/device/numa_node"))
+                    .and_then(|n| usize::try_from(n).ok()),
+                name,
+            })
+            .collect()
+    }
+
+    /// How many interrupts may land on each online CPU.
+    fn irqs_per_cpu(&self, online: &[usize]) -> BTreeMap<usize, usize> {
+        let mut irqs_per_cpu = BTreeMap::new();
+        let affinities = self
+            .list("proc/irq")
+            .into_iter()
+            .filter_map(|irq| self.cpu_list(&format!("proc/irq/{irq}/smp_affinity_list")));
+        for cpu in affinities.flatten().filter(|c| online.contains(c)) {
+            *irqs_per_cpu.entry(cpu).or_insert(0) += 1;
+        }
+        irqs_per_cpu
+    }
+}
+
+/// The selected mode of `transparent_hugepage/enabled`: the bracketed word
+/// of `always [madvise] never`.
+fn parse_thp(text: &str) -> Option<String> {
+    let start = text.find('[')?;
+    let end = text[start..].find(']')?;
+    Some(text[start + 1..start + end].to_string())
+}
+
+/// The soft `Max locked memory` limit of a `/proc/<pid>/limits` file.
+fn parse_memlock(limits: &str) -> Option<MemLock> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    Some(match soft {
+        "unlimited" => MemLock::Unlimited,
+        n => MemLock::Bytes(n.parse().ok()?),
+    })
 }
 
 /// The value of `key=` on a kernel command line, as a CPU list. Flags such
@@ -165,131 +305,22 @@ impl Machine {
     /// The machine whose `/sys` and `/proc` are under `root`.
     pub fn read(root: &Path) -> Self {
         let r = Root(root.to_path_buf());
-        let online = r
-            .read("sys/devices/system/cpu/online")
-            .and_then(|t| parse_cpu_list(&t))
-            .unwrap_or_else(|| vec![0]);
-        let mut nodes = Vec::new();
-        for name in r.list("sys/devices/system/node") {
-            let Some(id) = name.strip_prefix("node").and_then(|n| n.parse().ok()) else {
-                continue;
-            };
-            let cpus = r
-                .read(&format!("sys/devices/system/node/{name}/cpulist"))
-                .and_then(|t| parse_cpu_list(&t))
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| online.contains(c))
-                .collect();
-            nodes.push(Node { id, cpus });
-        }
-        nodes.sort_by_key(|n| n.id);
-        if nodes.iter().all(|n| n.cpus.is_empty()) {
-            nodes = vec![Node {
-                id: 0,
-                cpus: online.clone(),
-            }];
-        }
-        let cpus = online
-            .iter()
-            .map(|&id| {
-                let base = format!("sys/devices/system/cpu/cpu{id}");
-                let topo = |f: &str| format!("{base}/topology/{f}");
-                let mut caches = Vec::new();
-                for index in r.list(&format!("{base}/cache")) {
-                    if !index.starts_with("index") {
-                        continue;
-                    }
-                    let dir = format!("{base}/cache/{index}");
-                    let (Some(level), Some(size_kb)) = (
-                        r.number::<u8>(&format!("{dir}/level")),
-                        r.read(&format!("{dir}/size"))
-                            .and_then(|s| parse_size_kb(&s)),
-                    ) else {
-                        continue;
-                    };
-                    caches.push(Cache {
-                        level,
-                        kind: r
-                            .read(&format!("{dir}/type"))
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string(),
-                        size_kb,
-                        shared_with: r
-                            .read(&format!("{dir}/shared_cpu_list"))
-                            .and_then(|t| parse_cpu_list(&t))
-                            .unwrap_or_else(|| vec![id]),
-                    });
-                }
-                caches.sort_by_key(|c| (c.level, c.kind.clone()));
-                Cpu {
-                    id,
-                    core_id: r.number(&topo("core_id")).unwrap_or(id),
-                    package: r.number(&topo("physical_package_id")).unwrap_or(0),
-                    siblings: r
-                        .read(&topo("thread_siblings_list"))
-                        .and_then(|t| parse_cpu_list(&t))
-                        .unwrap_or_else(|| vec![id]),
-                    node: nodes
-                        .iter()
-                        .find(|n| n.cpus.contains(&id))
-                        .map_or(0, |n| n.id),
-                    governor: r
-                        .read(&format!("{base}/cpufreq/scaling_governor"))
-                        .map(|g| g.trim().to_string()),
-                    caches,
-                }
-            })
-            .collect();
+        let online = r.online_cpus();
+        let nodes = r.nodes(&online);
+        let cpus = online.iter().map(|&id| r.cpu(id, &nodes)).collect();
         let cmdline = r.read("proc/cmdline").unwrap_or_default();
-        let nics = r
-            .list("sys/class/net")
-            .into_iter()
-            .filter(|name| r.0.join(format!("sys/class/net/{name}/device")).exists())
-            .map(|name| Nic {
-                node: r
-                    .number::<i64>(&format!("sys/class/net/{name}/device/numa_node"))
-                    .and_then(|n| usize::try_from(n).ok()),
-                name,
-            })
-            .collect();
-        let mut irqs_per_cpu = BTreeMap::new();
-        for irq in r.list("proc/irq") {
-            if let Some(cpus) = r
-                .read(&format!("proc/irq/{irq}/smp_affinity_list"))
-                .and_then(|t| parse_cpu_list(&t))
-            {
-                for cpu in cpus.into_iter().filter(|c| online.contains(c)) {
-                    *irqs_per_cpu.entry(cpu).or_insert(0) += 1;
-                }
-            }
-        }
-        let thp = r
-            .read("sys/kernel/mm/transparent_hugepage/enabled")
-            .and_then(|t| {
-                let start = t.find('[')?;
-                let end = t[start..].find(']')?;
-                Some(t[start + 1..start + end].to_string())
-            });
-        let memlock = r.read("proc/self/limits").and_then(|t| {
-            let line = t.lines().find(|l| l.starts_with("Max locked memory"))?;
-            let soft = line.split_whitespace().nth(3)?;
-            Some(match soft {
-                "unlimited" => MemLock::Unlimited,
-                n => MemLock::Bytes(n.parse().ok()?),
-            })
-        });
         Machine {
             cpus,
             nodes,
             isolated: cmdline_cpus(&cmdline, "isolcpus"),
             nohz_full: cmdline_cpus(&cmdline, "nohz_full"),
-            nics,
-            irqs_per_cpu,
-            thp,
+            nics: r.nics(),
+            irqs_per_cpu: r.irqs_per_cpu(&online),
+            thp: r
+                .read("sys/kernel/mm/transparent_hugepage/enabled")
+                .and_then(|t| parse_thp(&t)),
             hugepages_2m: r.number("sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
-            memlock,
+            memlock: r.read("proc/self/limits").and_then(|t| parse_memlock(&t)),
         }
     }
 
@@ -328,11 +359,17 @@ impl Machine {
 
     /// A readable report.
     pub fn report(&self) -> String {
-        use std::fmt::Write;
         let mut out = String::new();
+        self.report_cpus(&mut out);
+        self.report_kernel(&mut out);
+        self.report_memory(&mut out);
+        out
+    }
+
+    /// CPUs, NUMA nodes, SMT siblings and the first CPU's caches.
+    fn report_cpus(&self, out: &mut String) {
         let cores = self.physical_cores();
-        let packages: std::collections::BTreeSet<usize> =
-            self.cpus.iter().map(|c| c.package).collect();
+        let packages: BTreeSet<usize> = self.cpus.iter().map(|c| c.package).collect();
         let _ = writeln!(
             out,
             "CPUs: {} online, {} physical cores, {} package(s), {} NUMA node(s)",
@@ -349,15 +386,7 @@ impl Machine {
             .filter(|c| c.len() > 1)
             .map(|c| format_list(c))
             .collect();
-        let _ = writeln!(
-            out,
-            "SMT siblings: {}",
-            if smt.is_empty() {
-                "none".to_string()
-            } else {
-                smt.join("  ")
-            }
-        );
+        let _ = writeln!(out, "SMT siblings: {}", join_or(&smt, "  ", "none"));
         if let Some(cpu) = self.cpus.first() {
             let caches: Vec<String> = cpu
                 .caches
@@ -374,6 +403,10 @@ impl Machine {
                 .collect();
             let _ = writeln!(out, "caches (CPU {}): {}", cpu.id, caches.join("; "));
         }
+    }
+
+    /// Isolation, NICs, interrupts and frequency governors.
+    fn report_kernel(&self, out: &mut String) {
         let _ = writeln!(out, "isolcpus: {}", or_none(&self.isolated));
         let _ = writeln!(out, "nohz_full: {}", or_none(&self.nohz_full));
         let nics: Vec<String> = self
@@ -384,43 +417,28 @@ impl Machine {
                 None => format!("{} (node unknown)", n.name),
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "NICs: {}",
-            if nics.is_empty() {
-                "none with a device".into()
-            } else {
-                nics.join(", ")
-            }
-        );
+        let _ = writeln!(out, "NICs: {}", join_or(&nics, ", ", "none with a device"));
         let irqs: Vec<String> = self
             .irqs_per_cpu
             .iter()
             .map(|(c, n)| format!("{c}:{n}"))
             .collect();
-        let _ = writeln!(
-            out,
-            "IRQs per CPU: {}",
-            if irqs.is_empty() {
-                "unknown".into()
-            } else {
-                irqs.join(" ")
-            }
-        );
-        let governors: std::collections::BTreeSet<&str> = self
+        let _ = writeln!(out, "IRQs per CPU: {}", join_or(&irqs, " ", "unknown"));
+        let governors: BTreeSet<&str> = self
             .cpus
             .iter()
             .filter_map(|c| c.governor.as_deref())
             .collect();
+        let governors: Vec<&str> = governors.into_iter().collect();
         let _ = writeln!(
             out,
             "CPU frequency governor: {}",
-            if governors.is_empty() {
-                "not exposed".into()
-            } else {
-                governors.into_iter().collect::<Vec<_>>().join(", ")
-            }
+            join_or(&governors, ", ", "not exposed")
         );
+    }
+
+    /// Huge pages and the locked-memory limit.
+    fn report_memory(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "transparent huge pages: {}",
@@ -441,8 +459,19 @@ impl Machine {
                 None => "unknown".into(),
             }
         );
-        out
     }
+}
+
+/// `parts` joined by `separator`, or `empty` when there are none.
+fn join_or<S: AsRef<str>>(parts: &[S], separator: &str, empty: &str) -> String {
+    if parts.is_empty() {
+        return empty.to_string();
+    }
+    parts
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join(separator)
 }
 
 /// `0-3,8` style.
@@ -495,5 +524,25 @@ mod tests {
         assert_eq!(format_list(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
         assert_eq!(parse_size_kb("32K"), Some(32));
         assert_eq!(parse_size_kb("2M"), Some(2048));
+    }
+
+    #[test]
+    fn huge_page_mode_and_memlock_limit_parse() {
+        assert_eq!(
+            parse_thp("always [madvise] never\n").as_deref(),
+            Some("madvise")
+        );
+        assert_eq!(parse_thp("always madvise never"), None);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max locked memory         8388608              8388608              bytes\n";
+        assert_eq!(parse_memlock(limits), Some(MemLock::Bytes(8 << 20)));
+        assert_eq!(
+            parse_memlock(
+                "Max locked memory         unlimited            unlimited            bytes"
+            ),
+            Some(MemLock::Unlimited)
+        );
+        assert_eq!(parse_memlock("Max open files  1024  1024  files"), None);
+        assert_eq!(parse_memlock("Max locked memory  lots  lots  bytes"), None);
     }
 }

@@ -98,57 +98,12 @@ pub const IO_MEMORY_PER_EXECUTOR: u64 = 256 * 1024;
 /// Checks `map` against `machine`. With `strict`, the seq CPU and its SMT
 /// siblings must run nothing else, and DA must not share seq's physical core.
 pub fn check(machine: &Machine, map: &CoreMap, strict: bool) -> Check {
-    let mut out = Check::default();
-    let online: Vec<usize> = machine.cpus.iter().map(|c| c.id).collect();
-    for cpu in map.cpus() {
-        if machine.cpu(cpu).is_none() {
-            out.errors.push(format!(
-                "CPU {cpu} is not online (online: {})",
-                format_list(&online)
-            ));
-        }
-    }
-    if map.net.is_empty() {
-        out.errors.push("net needs at least one CPU".into());
-    }
-    if map.storage.is_empty() {
-        out.errors
-            .push("storage needs at least one CPU (the log writer)".into());
-    }
-    let roles = map.roles();
-    let seq_siblings: Vec<usize> = machine
-        .cpu(map.seq)
-        .map(|c| {
-            c.siblings
-                .iter()
-                .copied()
-                .filter(|s| *s != map.seq)
-                .collect()
-        })
-        .unwrap_or_default();
-    let shared = roles.get(&map.seq).map_or(0, |r| r.len()) > 1;
-    let mut seq_problems = Vec::new();
-    if shared {
-        let others: Vec<&str> = roles[&map.seq]
-            .iter()
-            .copied()
-            .filter(|r| *r != "seq")
-            .collect();
-        seq_problems.push(format!(
-            "seq shares CPU {} with {}",
-            map.seq,
-            others.join(", ")
-        ));
-    }
-    for sibling in &seq_siblings {
-        if let Some(r) = roles.get(sibling) {
-            seq_problems.push(format!(
-                "CPU {sibling} ({}) is an SMT sibling of the seq CPU {}: they share one physical core",
-                r.join(", "),
-                map.seq
-            ));
-        }
-    }
+    let mut out = Check {
+        errors: missing_cpus(machine, map),
+        warnings: Vec::new(),
+    };
+    let seq_siblings = seq_siblings(machine, map);
+    let seq_problems = seq_problems(map, &seq_siblings);
     if strict {
         out.errors
             .extend(seq_problems.into_iter().map(|p| format!("strict: {p}")));
@@ -162,8 +117,79 @@ pub fn check(machine: &Machine, map: &CoreMap, strict: bool) -> Check {
     } else {
         out.warnings.extend(seq_problems);
     }
+    out.warnings.extend(placement_warnings(machine, map));
+    out.errors.extend(memlock_error(machine, map));
+    out
+}
+
+/// CPUs the map names that are not online, and roles given no CPU.
+fn missing_cpus(machine: &Machine, map: &CoreMap) -> Vec<String> {
+    let online: Vec<usize> = machine.cpus.iter().map(|c| c.id).collect();
+    let mut errors: Vec<String> = map
+        .cpus()
+        .into_iter()
+        .filter(|cpu| machine.cpu(*cpu).is_none())
+        .map(|cpu| format!("CPU {cpu} is not online (online: {})", format_list(&online)))
+        .collect();
+    if map.net.is_empty() {
+        errors.push("net needs at least one CPU".into());
+    }
+    if map.storage.is_empty() {
+        errors.push("storage needs at least one CPU (the log writer)".into());
+    }
+    errors
+}
+
+/// The SMT siblings of the seq CPU, itself left out.
+fn seq_siblings(machine: &Machine, map: &CoreMap) -> Vec<usize> {
+    machine
+        .cpu(map.seq)
+        .map(|c| {
+            c.siblings
+                .iter()
+                .copied()
+                .filter(|s| *s != map.seq)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Roles sharing the seq CPU or its physical core.
+fn seq_problems(map: &CoreMap, seq_siblings: &[usize]) -> Vec<String> {
+    let roles = map.roles();
+    let mut problems = Vec::new();
+    let others: Vec<&str> = roles
+        .get(&map.seq)
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|r| *r != "seq")
+        .collect();
+    if !others.is_empty() {
+        problems.push(format!(
+            "seq shares CPU {} with {}",
+            map.seq,
+            others.join(", ")
+        ));
+    }
+    for sibling in seq_siblings {
+        if let Some(r) = roles.get(sibling) {
+            problems.push(format!(
+                "CPU {sibling} ({}) is an SMT sibling of the seq CPU {}: they share one physical core",
+                r.join(", "),
+                map.seq
+            ));
+        }
+    }
+    problems
+}
+
+/// Placements that work but cost latency: seq outside isolcpus, net off
+/// the NIC's NUMA node.
+fn placement_warnings(machine: &Machine, map: &CoreMap) -> Vec<String> {
+    let mut warnings = Vec::new();
     if !machine.isolated.is_empty() && !machine.isolated.contains(&map.seq) {
-        out.warnings.push(format!(
+        warnings.push(format!(
             "the seq CPU {} is not in isolcpus ({})",
             map.seq,
             format_list(&machine.isolated)
@@ -177,27 +203,33 @@ pub fn check(machine: &Machine, map: &CoreMap, strict: bool) -> Check {
             .filter(|c| machine.cpu(*c).is_some_and(|cpu| cpu.node != nic))
             .collect();
         if !far.is_empty() {
-            out.warnings.push(format!(
+            warnings.push(format!(
                 "net CPUs {} are not on the NIC's NUMA node {nic}",
                 format_list(&far)
             ));
         }
     }
+    warnings
+}
+
+/// An error when the locked-memory limit cannot hold every executor's
+/// io_uring buffers.
+fn memlock_error(machine: &Machine, map: &CoreMap) -> Option<String> {
     let executors = map.cpus().len() as u64;
     let needed = executors * IO_MEMORY_PER_EXECUTOR;
-    if let Some(MemLock::Bytes(limit)) = machine.memlock
-        && limit < needed
-    {
-        out.errors.push(format!(
+    let Some(MemLock::Bytes(limit)) = machine.memlock else {
+        return None;
+    };
+    (limit < needed).then(|| {
+        format!(
             "the locked-memory limit is {} KiB, the {executors} executors need {} KiB: raise it \
              (`ulimit -l {}` in the shell, LimitMEMLOCK= in the systemd unit, or memlock in \
              /etc/security/limits.conf)",
             limit / 1024,
             needed / 1024,
             needed.div_ceil(1024)
-        ));
-    }
-    out
+        )
+    })
 }
 
 /// Proposes a core map for `machine`, with the reasons for each choice.
@@ -212,42 +244,11 @@ pub fn check(machine: &Machine, map: &CoreMap, strict: bool) -> Check {
 ///   core), and net the remaining threads of the node, up to four, leaving
 ///   the first physical core to the kernel when the node has enough.
 pub fn propose(machine: &Machine) -> (CoreMap, Vec<String>) {
-    let mut why = Vec::new();
     let online: Vec<usize> = machine.cpus.iter().map(|c| c.id).collect();
-    match online.len() {
-        0 | 1 => {
-            let cpu = online.first().copied().unwrap_or(0);
-            why.push("one CPU: every role shares it".into());
-            return (
-                CoreMap {
-                    net: vec![cpu],
-                    seq: cpu,
-                    exec: vec![],
-                    storage: vec![cpu],
-                    da: None,
-                },
-                why,
-            );
-        }
-        2 => {
-            why.push(format!(
-                "two CPUs: net and the state-root worker on CPU {}, seq and storage on CPU {} \
-                 (the log writer's work is the seq's own critical path)",
-                online[0], online[1]
-            ));
-            return (
-                CoreMap {
-                    net: vec![online[0]],
-                    seq: online[1],
-                    exec: vec![online[0]],
-                    storage: vec![online[1]],
-                    da: None,
-                },
-                why,
-            );
-        }
-        _ => {}
+    if online.len() <= 2 {
+        return propose_small(&online);
     }
+    let mut why = Vec::new();
     let home = machine
         .nic_node()
         .or_else(|| machine.cpus.first().map(|c| c.node))
@@ -270,7 +271,74 @@ pub fn propose(machine: &Machine) -> (CoreMap, Vec<String>) {
     if home_cores.len() < 3 {
         home_cores = cores.clone();
     }
-    // seq: an isolated physical core if any, else the last one.
+    let seq = take_seq_core(machine, &mut home_cores, &mut why);
+    let storage = take_core(&mut home_cores, &mut why, "storage").unwrap_or(seq);
+    let exec = take_core(&mut home_cores, &mut why, "exec (state-root worker)");
+    // DA: another node when there is one, else a core of this one.
+    let other_node_core = cores
+        .iter()
+        .rev()
+        .find(|c| node_of(c) != home && !c.contains(&seq));
+    let da = match other_node_core {
+        Some(core) => {
+            why.push(format!(
+                "da on CPU {}: another NUMA node, away from seq",
+                core[0]
+            ));
+            Some(core[0])
+        }
+        None => take_core(&mut home_cores, &mut why, "da"),
+    };
+    let net = take_net(&home_cores, seq, &mut why);
+    (
+        CoreMap {
+            net,
+            seq,
+            exec: exec.into_iter().collect(),
+            storage: vec![storage],
+            da,
+        },
+        why,
+    )
+}
+
+/// The map of a machine with at most two CPUs, where there is no SMT or
+/// NUMA choice to make.
+fn propose_small(online: &[usize]) -> (CoreMap, Vec<String>) {
+    assert!(online.len() <= 2);
+    if let [first, second] = *online {
+        let why = format!(
+            "two CPUs: net and the state-root worker on CPU {first}, seq and storage on CPU {second} \
+             (the log writer's work is the seq's own critical path)"
+        );
+        let map = CoreMap {
+            net: vec![first],
+            seq: second,
+            exec: vec![first],
+            storage: vec![second],
+            da: None,
+        };
+        return (map, vec![why]);
+    }
+    let cpu = online.first().copied().unwrap_or(0);
+    let map = CoreMap {
+        net: vec![cpu],
+        seq: cpu,
+        exec: vec![],
+        storage: vec![cpu],
+        da: None,
+    };
+    (map, vec!["one CPU: every role shares it".into()])
+}
+
+/// Takes seq's physical core out of `home_cores`: an isolated one if any,
+/// else the last one. Returns the seq CPU; its SMT siblings stay idle.
+fn take_seq_core(
+    machine: &Machine,
+    home_cores: &mut Vec<Vec<usize>>,
+    why: &mut Vec<String>,
+) -> usize {
+    assert!(!home_cores.is_empty());
     let seq_index = home_cores
         .iter()
         .rposition(|core| core.iter().all(|c| machine.isolated.contains(c)))
@@ -288,33 +356,24 @@ pub fn propose(machine: &Machine) -> (CoreMap, Vec<String>) {
             format_list(&seq_core[1..])
         ));
     }
-    let mut take_core = |why: &mut Vec<String>, role: &str| -> Option<usize> {
-        // Nearest to seq's core: from the end, keeping the first core last.
-        if home_cores.len() <= 1 {
-            return None;
-        }
-        let core = home_cores.remove(home_cores.len() - 1);
-        why.push(format!("{role} on CPU {}", core[0]));
-        Some(core[0])
-    };
-    let storage = take_core(&mut why, "storage").unwrap_or(seq);
-    let exec = take_core(&mut why, "exec (state-root worker)");
-    // DA: another node when there is one, else a core of this one.
-    let other_node_core = cores
-        .iter()
-        .rev()
-        .find(|c| node_of(c) != home && !c.contains(&seq));
-    let da = match other_node_core {
-        Some(core) => {
-            why.push(format!(
-                "da on CPU {}: another NUMA node, away from seq",
-                core[0]
-            ));
-            Some(core[0])
-        }
-        None => take_core(&mut why, "da"),
-    };
-    // net: the remaining threads, skipping the first core when others remain.
+    seq
+}
+
+/// Takes the physical core nearest to seq's for `role`: from the end,
+/// keeping the first core last. None when only one core is left.
+fn take_core(home_cores: &mut Vec<Vec<usize>>, why: &mut Vec<String>, role: &str) -> Option<usize> {
+    if home_cores.len() <= 1 {
+        return None;
+    }
+    let core = home_cores.remove(home_cores.len() - 1);
+    why.push(format!("{role} on CPU {}", core[0]));
+    Some(core[0])
+}
+
+/// net: the remaining threads of `home_cores`, up to four, skipping the
+/// first core (the kernel's) when others remain; the first core, or seq's
+/// CPU, when nothing else is left.
+fn take_net(home_cores: &[Vec<usize>], seq: usize, why: &mut Vec<String>) -> Vec<usize> {
     let first = home_cores.first().cloned();
     let mut net: Vec<usize> = home_cores
         .iter()
@@ -334,14 +393,5 @@ pub fn propose(machine: &Machine) -> (CoreMap, Vec<String>) {
             format_list(&first)
         ));
     }
-    (
-        CoreMap {
-            net,
-            seq,
-            exec: exec.into_iter().collect(),
-            storage: vec![storage],
-            da,
-        },
-        why,
-    )
+    net
 }

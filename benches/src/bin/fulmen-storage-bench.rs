@@ -105,44 +105,83 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// Bytes per log segment in every log run.
+const SEGMENT_BYTES: u64 = 256 << 20;
+
+fn io_error(e: std::io::Error) -> String {
+    e.to_string()
+}
+
 async fn log_bench(
     base: &Path,
     flushes: u64,
     record_bytes: usize,
     records: u64,
 ) -> Result<(), String> {
-    let e = |e: std::io::Error| e.to_string();
-    let segment_bytes: u64 = 256 << 20;
+    let bare = bare_flush_latency(base, flushes).await?;
 
-    // Bare: one aligned block written and fdatasync'd, the least a durable
-    // append can cost on this file system, through the same file type.
-    let bare_dir = fresh_dir(base, "bare").map_err(e)?;
-    let dir = DiskDir::new(&bare_dir).await.map_err(e)?;
+    // The log: one record appended and flushed at a time.
+    let log_dir = fresh_dir(base, "log").map_err(io_error)?;
+    let dir = DiskDir::new(&log_dir).await.map_err(io_error)?;
+    let (mut log, _) = Log::open(dir, SEGMENT_BYTES)
+        .await
+        .map_err(|e| e.to_string())?;
+    let flushed = log_flush_latency(&mut log, flushes, record_bytes).await?;
+    print_flush_latency(flushes, record_bytes, &bare, &flushed);
+
+    // Throughput: group commit of G records per flush, as the storage core
+    // does when records arrive while a flush is in flight.
+    println!();
+    println!(
+        "append throughput, {records} records per row (segments of {} MiB, rotation included)",
+        SEGMENT_BYTES >> 20
+    );
+    println!(
+        "| record bytes | records per flush | records/s | MB/s | flush p50 ms | flush p99 ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (size, group) in [(400usize, 16u64), (400, 256), (4_000, 64), (64_000, 8)] {
+        append_throughput(&mut log, size, group, records).await?;
+    }
+    drop(log);
+
+    read_back(&log_dir)?;
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(())
+}
+
+/// One aligned block written and fdatasync'd at a time: the least a durable
+/// append can cost on this file system, through the same file type.
+async fn bare_flush_latency(base: &Path, flushes: u64) -> Result<Histogram<u64>, String> {
+    let bare_dir = fresh_dir(base, "bare").map_err(io_error)?;
+    let dir = DiskDir::new(&bare_dir).await.map_err(io_error)?;
     println!(
         "filesystem mode: {:?}, alignment {} B",
         dir.mode(),
         dir.alignment()
     );
-    let mut file = dir.create("bare", segment_bytes).await.map_err(e)?;
+    let mut file = dir.create("bare", SEGMENT_BYTES).await.map_err(io_error)?;
     let block = vec![0x5au8; dir.alignment() as usize];
     let mut bare = histogram();
     for i in 0..flushes {
         let began = Instant::now();
         file.write_at(i * block.len() as u64, &block)
             .await
-            .map_err(e)?;
-        file.sync().await.map_err(e)?;
+            .map_err(io_error)?;
+        file.sync().await.map_err(io_error)?;
         record(&mut bare, began.elapsed());
     }
     drop(file);
     let _ = std::fs::remove_dir_all(&bare_dir);
+    Ok(bare)
+}
 
-    // The log: one record appended and flushed at a time.
-    let log_dir = fresh_dir(base, "log").map_err(e)?;
-    let dir = DiskDir::new(&log_dir).await.map_err(e)?;
-    let (mut log, _) = Log::open(dir, segment_bytes)
-        .await
-        .map_err(|e| e.to_string())?;
+/// One `record_bytes` record appended and flushed at a time.
+async fn log_flush_latency<D: LogDir>(
+    log: &mut Log<D>,
+    flushes: u64,
+    record_bytes: usize,
+) -> Result<Histogram<u64>, String> {
     let payload = vec![0xa5u8; record_bytes];
     let mut flushed = histogram();
     for _ in 0..flushes {
@@ -152,13 +191,22 @@ async fn log_bench(
         log.flush().await.map_err(|e| e.to_string())?;
         record(&mut flushed, began.elapsed());
     }
+    Ok(flushed)
+}
+
+fn print_flush_latency(
+    flushes: u64,
+    record_bytes: usize,
+    bare: &Histogram<u64>,
+    flushed: &Histogram<u64>,
+) {
     println!();
     println!("flush latency, {flushes} flushes of one {record_bytes}-byte record");
     println!("| what | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
     for (name, h) in [
-        ("bare write + fdatasync (4 KiB)", &bare),
-        ("log append + flush", &flushed),
+        ("bare write + fdatasync (4 KiB)", bare),
+        ("log append + flush", flushed),
     ] {
         println!(
             "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
@@ -170,59 +218,57 @@ async fn log_bench(
     }
     println!(
         "ratio log/bare p50={:.2} p99={:.2}",
-        ms(&flushed, 0.5) / ms(&bare, 0.5),
-        ms(&flushed, 0.99) / ms(&bare, 0.99)
+        ms(flushed, 0.5) / ms(bare, 0.5),
+        ms(flushed, 0.99) / ms(bare, 0.99)
     );
+}
 
-    // Throughput: group commit of G records per flush, as the storage core
-    // does when records arrive while a flush is in flight.
-    println!();
-    println!(
-        "append throughput, {records} records per row (segments of {} MiB, rotation included)",
-        segment_bytes >> 20
-    );
-    println!(
-        "| record bytes | records per flush | records/s | MB/s | flush p50 ms | flush p99 ms |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (size, group) in [(400usize, 16u64), (400, 256), (4_000, 64), (64_000, 8)] {
-        let payload = vec![0x3cu8; size];
-        let count = records.min(4_000_000_000 / size as u64);
-        let mut h = histogram();
-        let began = Instant::now();
-        let mut done = 0;
-        while done < count {
-            let n = group.min(count - done);
-            for _ in 0..n {
-                log.append(RecordKind::MiniBlock, &payload)
-                    .map_err(|e| e.to_string())?;
-            }
-            let f = Instant::now();
-            log.flush().await.map_err(|e| e.to_string())?;
-            record(&mut h, f.elapsed());
-            if log.wants_next() {
-                log.prepare_next().await.map_err(|e| e.to_string())?;
-            }
-            done += n;
+/// One throughput row: up to `records` records of `size` bytes, flushed
+/// `group` at a time, the next segment prepared when the log asks.
+async fn append_throughput<D: LogDir>(
+    log: &mut Log<D>,
+    size: usize,
+    group: u64,
+    records: u64,
+) -> Result<(), String> {
+    let payload = vec![0x3cu8; size];
+    let count = records.min(4_000_000_000 / size as u64);
+    let mut h = histogram();
+    let began = Instant::now();
+    let mut done = 0;
+    while done < count {
+        let n = group.min(count - done);
+        for _ in 0..n {
+            log.append(RecordKind::MiniBlock, &payload)
+                .map_err(|e| e.to_string())?;
         }
-        let secs = began.elapsed().as_secs_f64();
-        println!(
-            "| {size} | {group} | {:.0} | {:.1} | {:.3} | {:.3} |",
-            count as f64 / secs,
-            (count as f64 * (size + 16) as f64) / secs / 1e6,
-            ms(&h, 0.5),
-            ms(&h, 0.99)
-        );
+        let f = Instant::now();
+        log.flush().await.map_err(|e| e.to_string())?;
+        record(&mut h, f.elapsed());
+        if log.wants_next() {
+            log.prepare_next().await.map_err(|e| e.to_string())?;
+        }
+        done += n;
     }
-    drop(log);
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "| {size} | {group} | {:.0} | {:.1} | {:.3} | {:.3} |",
+        count as f64 / secs,
+        (count as f64 * (size + 16) as f64) / secs / 1e6,
+        ms(&h, 0.5),
+        ms(&h, 0.99)
+    );
+    Ok(())
+}
 
-    // Reading back, as boot does: mmap, checksum every record. The first
-    // pass reads from the device (O_DIRECT writes leave no page cache); the
-    // second from the page cache the first one filled.
+/// Reads the log back twice, as boot does: mmap, checksum every record.
+/// The first pass reads from the device (O_DIRECT writes leave no page
+/// cache); the second from the page cache the first one filled.
+fn read_back(log_dir: &Path) -> Result<(), String> {
     println!();
     for pass in ["cold (from the device)", "warm (page cache)"] {
         let began = Instant::now();
-        let (recovery, _) = fulmen_storage::log::read_log(&DiskDir::for_reading(&log_dir))
+        let (recovery, _) = fulmen_storage::log::read_log(&DiskDir::for_reading(log_dir))
             .map_err(|e| e.to_string())?;
         let secs = began.elapsed().as_secs_f64();
         println!(
@@ -234,7 +280,6 @@ async fn log_bench(
             recovery.records.len() as f64 / secs
         );
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
     Ok(())
 }
 
@@ -258,7 +303,13 @@ fn address(i: u64) -> Address {
 }
 
 async fn state_bench(base: &Path, accounts: u64, slots: u64) -> Result<(), String> {
-    let e = |e: std::io::Error| e.to_string();
+    let (state, trie, root) = build_state(accounts, slots);
+    checkpoint_bench(base, state, trie, root).await
+}
+
+/// Builds a hot state of `accounts` accounts and `slots` slots and its
+/// trie, and prints the memory and time each part takes.
+fn build_state(accounts: u64, slots: u64) -> (HotState, StateTrie, B256) {
     let start = rss();
     let began = Instant::now();
     let mut state = HotState::new();
@@ -310,17 +361,30 @@ async fn state_bench(base: &Path, accounts: u64, slots: u64) -> Result<(), Strin
         per(after_slots, after_trie, accounts + slots),
         trie_time.as_secs_f64()
     );
+    (state, trie, root)
+}
 
-    let dir = fresh_dir(base, "checkpoint").map_err(e)?;
+/// Writes `state` as a checkpoint, then boots from it as the node does
+/// (read, then rebuild the trie) and prints the times; `trie` and `state`
+/// are freed before the read.
+async fn checkpoint_bench(
+    base: &Path,
+    state: HotState,
+    trie: StateTrie,
+    root: B256,
+) -> Result<(), String> {
+    let dir = fresh_dir(base, "checkpoint").map_err(io_error)?;
     let meta = CheckpointMeta {
         number: 1,
         hash: B256::repeat_byte(1),
         state_root: root,
     };
     let began = Instant::now();
-    let path = checkpoint::write(&dir, &meta, &state).await.map_err(e)?;
+    let path = checkpoint::write(&dir, &meta, &state)
+        .await
+        .map_err(io_error)?;
     let write_time = began.elapsed();
-    let size = std::fs::metadata(&path).map_err(e)?.len();
+    let size = std::fs::metadata(&path).map_err(io_error)?.len();
     drop(trie);
     drop(state);
     let began = Instant::now();

@@ -24,6 +24,7 @@ use fulmen_benches::runner::endpoint;
 use fulmen_benches::sign::{Key, dev_keys};
 use fulmen_benches::stats::{histogram, record};
 use futures::StreamExt;
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -106,153 +107,265 @@ fn tx(key: &Key, chain_id: u64, nonce: u64, to: TxKind, input: Bytes, gas: u64) 
 
 async fn run(args: Args) -> Result<(), String> {
     let addr = endpoint(&args.rpc)?;
-    let mut http = Conn::connect(addr).await.map_err(|e| e.to_string())?;
-    let chain_id = quantity(&http.call("eth_chainId", json!([])).await?).ok_or("chain id")? as u64;
     let keys = dev_keys();
-    let sender = keys[0].clone();
-    let mut nonce = nonce_of(&mut http, sender.address).await?;
-    let (raw, deploy_hash) = tx(
-        &sender,
-        chain_id,
-        nonce,
-        TxKind::Create,
-        Bytes::from_static(&EMITTER_INIT),
-        100_000,
-    );
-    nonce += 1;
-    http.call("eth_sendRawTransaction", json!([Bytes::from(raw)]))
-        .await?;
-    let emitter = wait_receipt(&mut http, deploy_hash).await?;
+    let mut probe = Probe::deploy(addr, keys[0].clone()).await?;
     let load_sent = Arc::new(AtomicU64::new(0));
-    if let Some(load_tps) = (args.load_tps > 0).then_some(args.load_tps) {
-        // Its own thread and runtime, so that the subscribers' work does not
-        // slow the load down.
-        let (keys, sent) = (keys[1..].to_vec(), load_sent.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the load");
-            runtime.block_on(background_load(addr, chain_id, keys, load_tps, sent));
-        });
-    }
-    if !args.json {
-        println!(
-            "subscribers  deliveries   p50 ms   p99 ms   last p50 ms  last p99 ms  (one tx in flight{})",
-            if args.load_tps > 0 {
-                format!(", {} transfers/s of load", args.load_tps)
-            } else {
-                String::new()
-            }
+    if args.load_tps > 0 {
+        spawn_load(
+            addr,
+            probe.chain_id,
+            keys[1..].to_vec(),
+            args.load_tps,
+            load_sent.clone(),
         );
     }
+    if !args.json {
+        print_header(args.load_tps);
+    }
     for &count in &args.subscribers {
-        let shared = Arc::new(Shared {
-            round: Mutex::new(None),
-            expected: count,
-            done: Notify::new(),
-        });
-        let mut tasks = Vec::new();
-        for _ in 0..count {
-            tasks.push(subscriber(addr, emitter, shared.clone()).await?);
-        }
-        let mut all = histogram();
-        let mut last = histogram();
-        let mut failed = None;
-        let load_began = (load_sent.load(Relaxed), Instant::now());
-        for i in 0..args.txs + 10 {
-            let (raw, hash) = tx(
-                &sender,
-                chain_id,
-                nonce,
-                TxKind::Call(emitter),
-                Bytes::from_static(&[1]),
-                50_000,
-            );
-            nonce += 1;
-            let body = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":[Bytes::from(raw)]}))
-                .map_err(|e| e.to_string())?;
-            let notified = shared.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            *shared.round.lock().expect("lock") = Some(Round {
-                hash,
-                sent: Instant::now(),
-                seen: 0,
-                latencies_us: Vec::with_capacity(count),
-            });
-            let reply = http.post(&body).await.map_err(|e| e.to_string())?;
-            if let Err(e) = fulmen_benches::client::parse_response(reply) {
-                failed = Some(format!("tx {i}: the node refused it: {e}"));
-                break;
-            }
-            if tokio::time::timeout(Duration::from_secs(30), notified)
-                .await
-                .is_err()
-            {
-                let seen = shared
-                    .round
-                    .lock()
-                    .expect("lock")
-                    .as_ref()
-                    .map_or(0, |r| r.seen);
-                failed = Some(format!(
-                    "tx {i}: {seen} of {count} subscribers got its log within 30 s"
-                ));
-                break;
-            }
-            let round = shared.round.lock().expect("lock").take().ok_or("round")?;
-            // The first ten warm up connections and caches.
-            if i >= 10 {
-                for us in &round.latencies_us {
-                    record(&mut all, Duration::from_micros(*us));
-                }
-                let max = round.latencies_us.iter().copied().max().unwrap_or(0);
-                record(&mut last, Duration::from_micros(max));
-            }
-        }
-        for task in tasks {
-            task.abort();
-        }
-        let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        // The load is paced on one connection: report what it achieved.
-        let load_tps = (load_sent.load(Relaxed) - load_began.0) as f64
-            / load_began.1.elapsed().as_secs_f64().max(1e-9);
-        if let Some(error) = failed {
+        let measured = measure(&mut probe, count, args.txs, &load_sent).await?;
+        match measured.outcome {
             // The node could not keep up; report it and go on with the next count.
-            if args.json {
-                println!(
-                    "{}",
-                    json!({"subscribers": count, "load_tps": args.load_tps, "error": error})
-                );
-            } else {
-                println!("{count:>11}  failed: {error}");
+            Err(error) => {
+                print_failure(&args, count, &error);
+                // Whatever is still in flight must land before the next round.
+                probe.nonce = nonce_of(&mut probe.http, probe.sender.address).await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            // Whatever is still in flight must land before the next round.
-            nonce = nonce_of(&mut http, sender.address).await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            continue;
-        }
-        if args.json {
-            println!(
-                "{}",
-                json!({"subscribers": count, "txs": args.txs, "load_tps": args.load_tps,
-                       "load_tps_achieved": load_tps.round(),
-                       "p50_ms": ms(&all, 0.5), "p99_ms": ms(&all, 0.99),
-                       "last_p50_ms": ms(&last, 0.5), "last_p99_ms": ms(&last, 0.99)})
-            );
-        } else {
-            println!(
-                "{count:>11}  {:>10}  {:>7.3}  {:>7.3}   {:>11.3}  {:>11.3}   load {load_tps:.0} tx/s",
-                all.len(),
-                ms(&all, 0.5),
-                ms(&all, 0.99),
-                ms(&last, 0.5),
-                ms(&last, 0.99)
-            );
+            Ok(latencies) => print_figures(&args, count, &latencies, measured.load_tps),
         }
     }
     Ok(())
+}
+
+/// The sender of the measured transactions and the contract they call.
+struct Probe {
+    addr: SocketAddr,
+    http: Conn,
+    chain_id: u64,
+    sender: Key,
+    /// The sender's next nonce.
+    nonce: u64,
+    /// The contract whose every call emits one log.
+    emitter: Address,
+}
+
+impl Probe {
+    /// Deploys the emitter from `sender`.
+    async fn deploy(addr: SocketAddr, sender: Key) -> Result<Self, String> {
+        let mut http = Conn::connect(addr).await.map_err(|e| e.to_string())?;
+        let chain_id =
+            quantity(&http.call("eth_chainId", json!([])).await?).ok_or("chain id")? as u64;
+        let nonce = nonce_of(&mut http, sender.address).await?;
+        let (raw, deploy_hash) = tx(
+            &sender,
+            chain_id,
+            nonce,
+            TxKind::Create,
+            Bytes::from_static(&EMITTER_INIT),
+            100_000,
+        );
+        http.call("eth_sendRawTransaction", json!([Bytes::from(raw)]))
+            .await?;
+        let emitter = wait_receipt(&mut http, deploy_hash).await?;
+        Ok(Self {
+            addr,
+            http,
+            chain_id,
+            sender,
+            nonce: nonce + 1,
+            emitter,
+        })
+    }
+
+    /// Sends measured transaction `i` and waits until every subscriber of
+    /// `shared` got its log; returns their latencies. Err: the bench cannot
+    /// go on; Ok(Err): the node refused the transaction or a subscriber
+    /// missed its log.
+    async fn round(
+        &mut self,
+        shared: &Shared,
+        i: usize,
+    ) -> Result<Result<Vec<u64>, String>, String> {
+        let count = shared.expected;
+        let (raw, hash) = tx(
+            &self.sender,
+            self.chain_id,
+            self.nonce,
+            TxKind::Call(self.emitter),
+            Bytes::from_static(&[1]),
+            50_000,
+        );
+        self.nonce += 1;
+        let body = serde_json::to_vec(&json!({"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":[Bytes::from(raw)]}))
+            .map_err(|e| e.to_string())?;
+        let notified = shared.done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        *shared.round.lock().expect("lock") = Some(Round {
+            hash,
+            sent: Instant::now(),
+            seen: 0,
+            latencies_us: Vec::with_capacity(count),
+        });
+        let reply = self.http.post(&body).await.map_err(|e| e.to_string())?;
+        if let Err(e) = fulmen_benches::client::parse_response(reply) {
+            return Ok(Err(format!("tx {i}: the node refused it: {e}")));
+        }
+        if tokio::time::timeout(Duration::from_secs(30), notified)
+            .await
+            .is_err()
+        {
+            let seen = shared
+                .round
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .map_or(0, |r| r.seen);
+            return Ok(Err(format!(
+                "tx {i}: {seen} of {count} subscribers got its log within 30 s"
+            )));
+        }
+        let round = shared.round.lock().expect("lock").take().ok_or("round")?;
+        Ok(Ok(round.latencies_us))
+    }
+}
+
+/// Paced transfers from `keys` on a thread and runtime of their own, so
+/// that the subscribers' work does not slow the load down.
+fn spawn_load(
+    addr: SocketAddr,
+    chain_id: u64,
+    keys: Vec<Key>,
+    load_tps: u64,
+    sent: Arc<AtomicU64>,
+) {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the load");
+        runtime.block_on(background_load(addr, chain_id, keys, load_tps, sent));
+    });
+}
+
+/// Latencies of every delivery and of the last subscriber per transaction.
+struct Latencies {
+    all: Histogram<u64>,
+    last: Histogram<u64>,
+}
+
+/// What one subscriber count gave.
+struct Measured {
+    /// The latencies, or why the rounds stopped.
+    outcome: Result<Latencies, String>,
+    /// Background transfers per second achieved meanwhile.
+    load_tps: f64,
+}
+
+/// Connects `count` subscribers and sends `txs` measured transactions, one
+/// in flight, after ten that warm up connections and caches.
+async fn measure(
+    probe: &mut Probe,
+    count: usize,
+    txs: usize,
+    load_sent: &AtomicU64,
+) -> Result<Measured, String> {
+    let shared = Arc::new(Shared {
+        round: Mutex::new(None),
+        expected: count,
+        done: Notify::new(),
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        tasks.push(subscriber(probe.addr, probe.emitter, shared.clone()).await?);
+    }
+    let load_began = (load_sent.load(Relaxed), Instant::now());
+    let outcome = rounds(probe, &shared, txs).await;
+    for task in tasks {
+        task.abort();
+    }
+    // The load is paced on one connection: report what it achieved.
+    let load_tps = (load_sent.load(Relaxed) - load_began.0) as f64
+        / load_began.1.elapsed().as_secs_f64().max(1e-9);
+    Ok(Measured {
+        outcome: outcome?,
+        load_tps,
+    })
+}
+
+/// `txs` measured rounds after ten warm-up ones; stops at the first failed
+/// round (Ok(Err)).
+async fn rounds(
+    probe: &mut Probe,
+    shared: &Shared,
+    txs: usize,
+) -> Result<Result<Latencies, String>, String> {
+    let mut all = histogram();
+    let mut last = histogram();
+    for i in 0..txs + 10 {
+        let latencies_us = match probe.round(shared, i).await? {
+            Ok(latencies_us) => latencies_us,
+            Err(failed) => return Ok(Err(failed)),
+        };
+        // The first ten warm up connections and caches.
+        if i >= 10 {
+            for us in &latencies_us {
+                record(&mut all, Duration::from_micros(*us));
+            }
+            let max = latencies_us.iter().copied().max().unwrap_or(0);
+            record(&mut last, Duration::from_micros(max));
+        }
+    }
+    Ok(Ok(Latencies { all, last }))
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn print_header(load_tps: u64) {
+    println!(
+        "subscribers  deliveries   p50 ms   p99 ms   last p50 ms  last p99 ms  (one tx in flight{})",
+        if load_tps > 0 {
+            format!(", {load_tps} transfers/s of load")
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn print_failure(args: &Args, count: usize, error: &str) {
+    if args.json {
+        println!(
+            "{}",
+            json!({"subscribers": count, "load_tps": args.load_tps, "error": error})
+        );
+    } else {
+        println!("{count:>11}  failed: {error}");
+    }
+}
+
+fn print_figures(args: &Args, count: usize, latencies: &Latencies, load_tps: f64) {
+    let Latencies { all, last } = latencies;
+    if args.json {
+        println!(
+            "{}",
+            json!({"subscribers": count, "txs": args.txs, "load_tps": args.load_tps,
+                   "load_tps_achieved": load_tps.round(),
+                   "p50_ms": ms(all, 0.5), "p99_ms": ms(all, 0.99),
+                   "last_p50_ms": ms(last, 0.5), "last_p99_ms": ms(last, 0.99)})
+        );
+    } else {
+        println!(
+            "{count:>11}  {:>10}  {:>7.3}  {:>7.3}   {:>11.3}  {:>11.3}   load {load_tps:.0} tx/s",
+            all.len(),
+            ms(all, 0.5),
+            ms(all, 0.99),
+            ms(last, 0.5),
+            ms(last, 0.99)
+        );
+    }
 }
 
 async fn nonce_of(http: &mut Conn, address: Address) -> Result<u64, String> {
