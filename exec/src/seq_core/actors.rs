@@ -6,13 +6,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use futures::channel::mpsc;
 use futures::stream::SelectAll;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 
 use fulmen_chain::block::SealRoots;
 use fulmen_chain::metrics::METRICS;
-use fulmen_chain::msg::{MerkleRequest, SeqControl, SeqRequest};
+use fulmen_chain::msg::{MerkleRequest, SeqRequest};
 use fulmen_storage::writer::StorageAck;
 
 use super::state::SeqState;
@@ -35,6 +34,7 @@ pub(super) async fn take_requests(
     while let Some(first) = requests.next().await {
         {
             let mut state = state.borrow_mut();
+            state.drain_control();
             state.handle(first, &mut replies);
             // Under load one mini-block carries many transactions; at low
             // load each transaction closes its own.
@@ -120,9 +120,14 @@ pub(super) async fn finish_seals(state: Shared, from_merkle: ConnectedReceiver<S
     }
 }
 
-/// Control messages: subscribers and shutdown.
-pub(super) async fn obey_control(state: Shared, mut control: mpsc::Receiver<SeqControl>) {
-    while let Some(message) = control.next().await {
-        state.borrow_mut().control(message);
+/// Control messages that arrive while the inboxes are idle: subscribers
+/// and shutdown. (Busy, [`take_requests`] reads them before each batch.)
+pub(super) async fn obey_control(state: Shared) {
+    loop {
+        let next = futures::future::poll_fn(|cx| state.borrow_mut().control.poll_next_unpin(cx));
+        match next.await {
+            Some(message) => state.borrow_mut().control(message),
+            None => return,
+        }
     }
 }

@@ -86,8 +86,8 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
     let mini_block_max = Duration::from_millis(timing.mini_block_max_ms);
     let state = Rc::new(RefCell::new(SeqState::new(
         seq,
-        links.published,
-        links.events,
+        (links.published, links.events),
+        links.control,
         log,
         mini_block_max,
     )));
@@ -109,7 +109,7 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
     let period = Duration::from_millis(timing.block_time_ms.max(1));
     let sealer = glommio::spawn_local(actors::close_blocks(state.clone(), links.to_merkle, period));
     let finisher = glommio::spawn_local(actors::finish_seals(state.clone(), links.from_merkle));
-    let control = glommio::spawn_local(actors::obey_control(state.clone(), links.control));
+    let control = glommio::spawn_local(actors::obey_control(state.clone()));
     actors::take_requests(state, select_all(links.inboxes), progress, mini_block_max).await;
     sealer.cancel().await;
     finisher.cancel().await;

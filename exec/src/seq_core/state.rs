@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use arc_swap::ArcSwap;
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use glommio::channels::shared_channel::ConnectedSender;
 
 use fulmen_chain::HotState;
@@ -45,6 +45,9 @@ pub(super) struct SeqState {
     /// Where durable events go, and those not yet released.
     events: EventBus,
     pending_events: Vec<ChainEvent>,
+    /// Control messages, read before every batch of transactions (and by
+    /// [`super::actors::obey_control`] while the inboxes are idle).
+    pub(super) control: mpsc::Receiver<SeqControl>,
     /// Net cores that have subscribers; events are built only while any has.
     subscribed_cores: BTreeSet<usize>,
     log: Option<LogSide>,
@@ -61,8 +64,8 @@ pub(super) struct SeqState {
 impl SeqState {
     pub(super) fn new(
         seq: Sequencer,
-        published: Arc<ArcSwap<ChainView>>,
-        events: EventBus,
+        (published, events): (Arc<ArcSwap<ChainView>>, EventBus),
+        control: mpsc::Receiver<SeqControl>,
         log: Option<LogSide>,
         mini_block_max: Duration,
     ) -> Self {
@@ -73,6 +76,7 @@ impl SeqState {
             published,
             events,
             pending_events: Vec::new(),
+            control,
             subscribed_cores: BTreeSet::new(),
             log,
             halted: None,
@@ -172,6 +176,16 @@ impl SeqState {
                     let _ = reply.send(other);
                 }
             }
+        }
+    }
+
+    /// Applies every control message already sent. Called before each batch
+    /// of transactions: a net core reports its first subscriber before it
+    /// answers `eth_subscribe`, so a transaction sent after that answer
+    /// always finds the seq core building events.
+    pub(super) fn drain_control(&mut self) {
+        while let Ok(message) = self.control.try_recv() {
+            self.control(message);
         }
     }
 
