@@ -24,6 +24,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
+echo "== structure: no import cycles between files, no function over 100 lines or 7 parameters"
+python3 scripts/import-cycles.py
+python3 scripts/fn-sizes.py 100 7
+
 # Fuzzing smoke (issue 12): every fuzz target for a few seconds over its
 # committed corpus and crash regressions. Needs rustup's nightly toolchain
 # and fails loudly without it; installs the pinned cargo-fuzz. The long mode
