@@ -32,7 +32,7 @@
 use std::future::Future;
 use std::io;
 
-use crate::io::{LogFile, SimDisk, SimFile};
+use crate::io::{LogFile, SimDisk, SimFile, SimStream, StreamFile};
 use crate::record::{
     self, HEADER_BYTES, PADDING_BYTES_MIN, RecordError, RecordKind, SALT_BYTES, Salt,
 };
@@ -47,10 +47,14 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// A directory of segment files.
+/// A directory of files: the log's segments, or the checkpoint images.
+/// Every file operation of storage goes through it, so the simulated disk
+/// tests the same code the node runs.
 pub trait LogDir {
     /// File type.
     type File: LogFile;
+    /// A file written once, front to back.
+    type Stream: StreamFile;
     /// A read-only view of a whole file (an mmap for real files).
     type Map: std::ops::Deref<Target = [u8]>;
     /// Creates a file of `size_bytes` zeros, written out (not a sparse hole),
@@ -69,6 +73,15 @@ pub trait LogDir {
     fn new_salt(&self) -> Salt {
         random_salt()
     }
+    /// Creates (or truncates) an empty file to be written front to back.
+    fn create_stream(&self, name: &str) -> impl Future<Output = io::Result<Self::Stream>>;
+    /// Renames `from` to `to`, replacing `to`; durable once
+    /// [`Self::sync_dir`] completes.
+    fn rename(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>>;
+    /// Removes a file; durable once [`Self::sync_dir`] completes.
+    fn remove(&self, name: &str) -> impl Future<Output = io::Result<()>>;
+    /// Makes the directory's renames and removals durable.
+    fn sync_dir(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 /// 16 bytes from the OS's random source (or, where it cannot be read, from
@@ -98,7 +111,20 @@ fn random_salt() -> Salt {
 
 impl LogDir for SimDisk {
     type File = SimFile;
+    type Stream = SimStream;
     type Map = Vec<u8>;
+    async fn create_stream(&self, name: &str) -> io::Result<SimStream> {
+        SimDisk::create_stream(self, name)
+    }
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        SimDisk::rename(self, from, to)
+    }
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        SimDisk::remove(self, name)
+    }
+    async fn sync_dir(&self) -> io::Result<()> {
+        SimDisk::sync_dir(self)
+    }
     async fn create(&self, name: &str, size_bytes: u64) -> io::Result<SimFile> {
         SimDisk::create(self, name, size_bytes)
     }
