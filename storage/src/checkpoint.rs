@@ -85,13 +85,7 @@ pub async fn run_checkpoints(
     dir: PathBuf,
     inbox: glommio::channels::shared_channel::ConnectedReceiver<CheckpointJob>,
 ) {
-    let disk = match DiskDir::buffered(&dir) {
-        Ok(disk) => disk,
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot create the checkpoint directory; no checkpoint is written, boot replays the whole log");
-            return;
-        }
-    };
+    let disk = DiskDir::buffered(&dir);
     // Checked once per process: numbers of whole checkpoints, and of junk.
     let mut valid = HashSet::new();
     let mut junk = HashSet::new();
@@ -195,7 +189,7 @@ pub enum ImageError {
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The file cannot be read.
-    #[error("checkpoint {name}: cannot read it: {source}")]
+    #[error("checkpoint {name}: cannot read it: {source}; boot skips it")]
     Io {
         /// Which file, in the checkpoint directory.
         name: String,
@@ -697,7 +691,7 @@ mod tests {
             .spawn({
                 let path = path.clone();
                 move || async move {
-                    let dir = DiskDir::buffered(&path).unwrap();
+                    let dir = DiskDir::buffered(&path);
                     let expected = encode(&meta(), &original);
                     for number in [40, 41, 42] {
                         let meta = CheckpointMeta { number, ..meta() };

@@ -101,14 +101,14 @@ impl DiskDir {
     }
 
     /// A directory of files written through buffered io_uring (checkpoint
-    /// images), created if needed. Its operations must run on a glommio
-    /// executor; `map` and `list` work anywhere.
-    pub fn buffered(path: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(path)?;
-        Ok(Self {
+    /// images), made when its first file is. Its operations must run on a
+    /// glommio executor; `map` and `list` work anywhere (an absent
+    /// directory lists no file).
+    pub fn buffered(path: &Path) -> Self {
+        Self {
             path: path.to_path_buf(),
             mode: WriteMode::Buffered,
-        })
+        }
     }
 
     /// The directory's path.
@@ -177,6 +177,11 @@ impl LogDir for DiskDir {
     type Map = Mapped;
 
     async fn create_stream(&self, name: &str) -> io::Result<DiskStream> {
+        // mkdir on glommio's blocking thread; an existing one is fine.
+        glommio::io::Directory::create(&self.path)
+            .await?
+            .close()
+            .await?;
         let file = BufferedFile::create(self.path.join(name)).await?;
         let out = StreamWriterBuilder::new(file)
             .with_sync_on_close_disabled(false)
