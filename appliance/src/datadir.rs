@@ -285,3 +285,44 @@ pub(crate) fn planned_repair(
         .map_err(DatadirError::Repair)?;
     Ok(plan.writes().then(|| plan.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("fulmen-datadir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        path
+    }
+
+    #[test]
+    fn a_held_lock_and_another_genesis_are_refused_with_the_datadir_named() {
+        let path = temp("lock");
+        let datadir = Datadir::lock(&path).unwrap();
+        let again = Datadir::lock(&path).err().unwrap();
+        assert!(
+            matches!(&again, DatadirError::InUse { pid, .. } if *pid == std::process::id().to_string())
+        );
+        assert!(
+            again.to_string().contains(&path.display().to_string()),
+            "{again}"
+        );
+        let ours = B256::repeat_byte(1);
+        datadir.bind_genesis(ours).unwrap();
+        datadir.bind_genesis(ours).unwrap();
+        let other = datadir.bind_genesis(B256::repeat_byte(2)).unwrap_err();
+        assert!(
+            matches!(other, DatadirError::OtherGenesis { stored, .. } if stored == ours),
+            "{other}"
+        );
+        std::fs::write(path.join("GENESIS"), "not a hash").unwrap();
+        let garbage = datadir.bind_genesis(ours).unwrap_err();
+        assert!(
+            matches!(&garbage, DatadirError::GenesisNotHash { path: p } if *p == path.join("GENESIS"))
+        );
+        drop(datadir);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}

@@ -291,6 +291,7 @@ impl<S: StreamFile> Chunks<S> {
     /// Writes the checksum and makes the file durable; returns its size.
     async fn finish(mut self) -> io::Result<u64> {
         self.drain(true).await?;
+        assert!(self.buf.is_empty());
         self.out.write_all(&self.crc.to_le_bytes()).await?;
         self.out.close_synced().await?;
         Ok(self.bytes + CHECKSUM_BYTES as u64)
@@ -311,23 +312,35 @@ pub async fn write<D: LogDir>(dir: &D, meta: &CheckpointMeta, state: &HotState) 
         bytes: 0,
     };
     encode_header(meta, state, &mut chunks.buf);
+    // Each count in the image is the number of entries that follow it.
+    let mut written = 0;
     for (address, account) in state.accounts() {
         let mut w = Writer(&mut chunks.buf);
         w.raw(address.as_slice());
         w.account(account);
+        written += 1;
         chunks.drain(false).await?;
     }
+    assert!(written == state.account_count());
     Writer(&mut chunks.buf).u64(state.slot_count() as u64);
+    written = 0;
     for ((address, slot), value) in state.slots() {
+        assert!(!value.is_zero());
         Writer(&mut chunks.buf).slot(address, slot, value);
+        written += 1;
         chunks.drain(false).await?;
     }
+    assert!(written == state.slot_count());
     Writer(&mut chunks.buf).u64(state.code_count() as u64);
+    written = 0;
     for (hash, code) in state.codes() {
         Writer(&mut chunks.buf).code(hash, code);
+        written += 1;
         chunks.drain(false).await?;
     }
+    assert!(written == state.code_count());
     let bytes = chunks.finish().await?;
+    assert!(bytes >= (HEADER_BYTES + 3 * 8 + CHECKSUM_BYTES) as u64);
     // Durable under its temporary name before it gets its real one: a crash
     // leaves a whole image under the real name, or none.
     dir.rename(&tmp, &name).await?;

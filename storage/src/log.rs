@@ -343,43 +343,8 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
         return Ok((recovery, Tail::default()));
     }
     let salt = required_salt(dir, &names)?;
-    // (segment, end, torn tail) of each segment in order.
-    let mut ends: Vec<(u64, u64, Option<RecordError>)> = Vec::new();
-    for segment in segments.iter().copied() {
-        let bytes = dir.map(&segment_name(segment)).map_err(io_at(segment, 0))?;
-        let found = scan(&bytes, &salt, |offset, record| {
-            if record.kind != RecordKind::Padding {
-                recovery.records.push((
-                    Position { segment, offset },
-                    record.kind,
-                    record.payload.to_vec(),
-                ));
-            }
-        })
-        .map_err(|c| LogError::Corrupt {
-            segment,
-            offset: c.offset(),
-            detail: c.to_string(),
-        })?;
-        match found {
-            SegmentEnd::Clean { end } => ends.push((segment, end, None)),
-            SegmentEnd::TornTail { at, error } => ends.push((segment, at, Some(error))),
-        }
-    }
-    // Segments after the last written one were made ahead of need.
-    let last = ends
-        .iter()
-        .rposition(|(_, end, torn)| *end > 0 || torn.is_some())
-        .unwrap_or(0);
-    for (segment, end, torn) in &ends[..last] {
-        if let Some(error) = torn {
-            return Err(LogError::Corrupt {
-                segment: *segment,
-                offset: *end,
-                detail: format!("{error} in a segment that is not the last"),
-            });
-        }
-    }
+    let ends = scan_segments(dir, &segments, &salt, &mut recovery)?;
+    let last = last_written(&ends)?;
     recovery.bytes = ends[..=last].iter().map(|(_, end, _)| end).sum();
     let (segment, end, torn) = ends[last].clone();
     if let Some(error) = &torn {
@@ -408,6 +373,69 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
             dirty_end,
         },
     ))
+}
+
+/// Where each segment ends: (segment, end of its records, torn tail).
+type SegmentEnds = Vec<(u64, u64, Option<RecordError>)>;
+
+/// Scans `segments` in order, adding their records to `recovery`.
+fn scan_segments<D: LogDir>(
+    dir: &D,
+    segments: &[u64],
+    salt: &Salt,
+    recovery: &mut Recovery,
+) -> Result<SegmentEnds, LogError> {
+    let mut ends = Vec::with_capacity(segments.len());
+    for segment in segments.iter().copied() {
+        let bytes = dir
+            .map(&segment_name(segment))
+            .map_err(|source| LogError::Io {
+                segment,
+                offset: 0,
+                source,
+            })?;
+        let mut last_offset = None;
+        let found = scan(&bytes, salt, |offset, record| {
+            assert!(last_offset.is_none_or(|last| offset > last));
+            last_offset = Some(offset);
+            if record.kind != RecordKind::Padding {
+                recovery.records.push((
+                    Position { segment, offset },
+                    record.kind,
+                    record.payload.to_vec(),
+                ));
+            }
+        })
+        .map_err(|c| LogError::Corrupt {
+            segment,
+            offset: c.offset(),
+            detail: c.to_string(),
+        })?;
+        match found {
+            SegmentEnd::Clean { end } => ends.push((segment, end, None)),
+            SegmentEnd::TornTail { at, error } => ends.push((segment, at, Some(error))),
+        }
+    }
+    Ok(ends)
+}
+
+/// The index in `ends` of the last segment written (segments after it were
+/// made ahead of need); a torn tail before it is corruption.
+fn last_written(ends: &SegmentEnds) -> Result<usize, LogError> {
+    let last = ends
+        .iter()
+        .rposition(|(_, end, torn)| *end > 0 || torn.is_some())
+        .unwrap_or(0);
+    for (segment, end, torn) in &ends[..last] {
+        if let Some(error) = torn {
+            return Err(LogError::Corrupt {
+                segment: *segment,
+                offset: *end,
+                detail: format!("{error} in a segment that is not the last"),
+            });
+        }
+    }
+    Ok(last)
 }
 
 /// What opening the log writes at the end of its last segment, in this
@@ -610,25 +638,7 @@ impl<D: LogDir> Log<D> {
         check_settings(segment_bytes, align)?;
         let names = dir.list().map_err(io_at(0, 0))?;
         if segment_numbers(&names).is_empty() {
-            // A new log: the salt is durable before segment 0 exists. A
-            // damaged SALT without segments is a crash while making it.
-            let salt = match read_salt(&dir, &names) {
-                Ok(Some(salt)) => salt,
-                Ok(None) | Err(_) => {
-                    let salt = dir.new_salt();
-                    let mut file = dir.create(SALT_FILE, align).await.map_err(io_at(0, 0))?;
-                    file.write_at(0, &encode_salt(&salt, align))
-                        .await
-                        .map_err(io_at(0, 0))?;
-                    file.sync().await.map_err(io_at(0, 0))?;
-                    salt
-                }
-            };
-            let file = dir
-                .create(&segment_name(0), segment_bytes)
-                .await
-                .map_err(io_at(0, 0))?;
-            return Ok(Self::new(dir, salt, segment_bytes, 0, file, 0, None));
+            return Self::create(dir, segment_bytes, &names).await;
         }
         let salt = required_salt(&dir, &names)?;
         let mut file = dir
@@ -672,6 +682,34 @@ impl<D: LogDir> Log<D> {
         Ok(log)
     }
 
+    /// A new log: the salt is durable before segment 0 exists. A damaged
+    /// SALT without segments is a crash while making it.
+    async fn create(dir: D, segment_bytes: u64, names: &[String]) -> Result<Self, LogError> {
+        let io_err = |source| LogError::Io {
+            segment: 0,
+            offset: 0,
+            source,
+        };
+        let align = dir.alignment();
+        let salt = match read_salt(&dir, names) {
+            Ok(Some(salt)) => salt,
+            Ok(None) | Err(_) => {
+                let salt = dir.new_salt();
+                let mut file = dir.create(SALT_FILE, align).await.map_err(io_err)?;
+                file.write_at(0, &encode_salt(&salt, align))
+                    .await
+                    .map_err(io_err)?;
+                file.sync().await.map_err(io_err)?;
+                salt
+            }
+        };
+        let file = dir
+            .create(&segment_name(0), segment_bytes)
+            .await
+            .map_err(io_err)?;
+        Ok(Self::new(dir, salt, segment_bytes, 0, file, 0, None))
+    }
+
     fn new(
         dir: D,
         salt: Salt,
@@ -683,6 +721,8 @@ impl<D: LogDir> Log<D> {
     ) -> Self {
         let segment_end = file.size();
         assert!(durable_end <= segment_end);
+        assert!(durable_end.is_multiple_of(dir.alignment()));
+        assert!(segment_end >= segment_bytes);
         Self {
             dir,
             salt,
@@ -743,10 +783,13 @@ impl<D: LogDir> Log<D> {
             ((self.batch.len() - start) as u64) + record_bytes + PADDING_BYTES_MIN as u64
                 <= self.room()
         );
+        let before = self.batch.len();
         record::encode(kind, payload, &mut self.batch).map_err(|_| LogError::TooLarge {
             payload_bytes: payload.len(),
             limit_bytes,
-        })
+        })?;
+        assert!((self.batch.len() - before) as u64 == record_bytes);
+        Ok(())
     }
 
     /// Bytes waiting for the next flush.
@@ -780,6 +823,7 @@ impl<D: LogDir> Log<D> {
         }
         let batch = std::mem::take(&mut self.batch);
         let cuts = std::mem::take(&mut self.cuts);
+        let before = self.durable_position();
         let mut from = 0;
         for (i, to) in cuts.iter().copied().chain([batch.len()]).enumerate() {
             if i > 0 {
@@ -788,6 +832,8 @@ impl<D: LogDir> Log<D> {
             self.write_batch(&batch[from..to]).await?;
             from = to;
         }
+        // The durable end only moves forward.
+        assert!(self.durable_position() > before);
         // The buffer is kept for the next group.
         self.batch = batch;
         self.batch.clear();
@@ -818,8 +864,11 @@ impl<D: LogDir> Log<D> {
                 source,
             });
         }
+        // Durable only once written and synced: never past the written end.
         self.durable_end += bytes.len() as u64;
+        assert!(self.durable_end > offset);
         assert!(self.durable_end <= self.segment_end);
+        assert!(self.durable_end.is_multiple_of(align));
         Ok(())
     }
     /// Creates the next segment ahead of need, so that rotation does not

@@ -114,6 +114,9 @@ pub fn scan<'a>(
                     });
                 }
                 visit(at as u64, record);
+                // Records are back to back, each at least a header long.
+                assert!(end as usize >= at + HEADER_BYTES);
+                assert!(end as usize <= bytes.len());
                 at = end as usize;
             }
             // A valid checksum means these bytes were written whole: no tear
