@@ -68,6 +68,26 @@ pub(crate) enum DatadirError {
     Repair(LogError),
 }
 
+impl DatadirError {
+    /// A boot error of `datadir`, with the path of what failed.
+    fn boot(datadir: &Path, e: BootError) -> Self {
+        match e {
+            BootError::Log(source) => Self::ReadLog {
+                log_dir: log_dir(datadir),
+                source,
+            },
+            BootError::Replay(source) => Self::Replay {
+                datadir: datadir.to_path_buf(),
+                source,
+            },
+            BootError::ListCheckpoints(source) => Self::ListCheckpoints {
+                dir: checkpoint_dir(datadir),
+                source,
+            },
+        }
+    }
+}
+
 /// `main` reports every error as text.
 impl From<DatadirError> for String {
     fn from(e: DatadirError) -> Self {
@@ -197,20 +217,8 @@ pub(crate) fn boot(
     } else {
         BootMode::Start { now_ms }
     };
-    let booted = policy::boot(&log, &checkpoints, spec, genesis, mode).map_err(|e| match e {
-        BootError::Log(source) => DatadirError::ReadLog {
-            log_dir: log_dir(datadir),
-            source,
-        },
-        BootError::Replay(source) => DatadirError::Replay {
-            datadir: datadir.to_path_buf(),
-            source,
-        },
-        BootError::ListCheckpoints(source) => DatadirError::ListCheckpoints {
-            dir: checkpoint_dir(datadir),
-            source,
-        },
-    })?;
+    let booted = policy::boot(&log, &checkpoints, spec, genesis, mode)
+        .map_err(|e| DatadirError::boot(datadir, e))?;
     report(&booted, began.elapsed());
     Ok(Booted {
         replayed: booted.replayed,
@@ -251,18 +259,8 @@ pub(crate) fn check_checkpoints(
     datadir: &Path,
     view: &ChainView,
 ) -> Result<CheckpointReport, DatadirError> {
-    let dir = checkpoint_dir(datadir);
-    policy::check_checkpoints(&DiskDir::for_reading(&dir), view).map_err(|e| match e {
-        BootError::ListCheckpoints(source) => DatadirError::ListCheckpoints { dir, source },
-        BootError::Log(source) => DatadirError::ReadLog {
-            log_dir: log_dir(datadir),
-            source,
-        },
-        BootError::Replay(source) => DatadirError::Replay {
-            datadir: datadir.to_path_buf(),
-            source,
-        },
-    })
+    let dir = DiskDir::for_reading(&checkpoint_dir(datadir));
+    policy::check_checkpoints(&dir, view).map_err(|e| DatadirError::boot(datadir, e))
 }
 
 /// What the node will write at the end of the log at its next start (the

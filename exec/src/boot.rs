@@ -301,7 +301,7 @@ mod tests {
 
     /// The head, the state root and the open mini-block: equal for the
     /// same chain whatever it was rebuilt from.
-    fn fingerprint(booted: &mut Booted) -> (B256, B256, u64, B256) {
+    fn fingerprint(booted: &mut Booted) -> Fingerprint {
         let view = booted.replayed.parts.view();
         (
             view.head().hash,
@@ -309,6 +309,18 @@ mod tests {
             view.mini_block(),
             booted.replayed.merkle.state_root(),
         )
+    }
+
+    type Fingerprint = (B256, B256, u64, B256);
+
+    /// The logged chain, checked from genesis without checkpoints: the
+    /// log, the chain, its fingerprint and its head block number.
+    fn reference() -> (SimDisk, Booted, Fingerprint, u64) {
+        let log = logged_chain();
+        let mut full = boot_on(&log, &SimDisk::new(2, 1 << 20), BootMode::CheckEveryBlock);
+        let expected = fingerprint(&mut full);
+        let head = full.replayed.parts.view().head().header.number;
+        (log, full, expected, head)
     }
 
     /// The image of block `number` of the chain `full` rebuilt.
@@ -329,10 +341,7 @@ mod tests {
     /// time.
     #[test]
     fn boot_takes_the_newest_matching_checkpoint_or_replays_from_genesis() {
-        let log = logged_chain();
-        let mut full = boot_on(&log, &SimDisk::new(2, 1 << 20), BootMode::CheckEveryBlock);
-        let expected = fingerprint(&mut full);
-        let head = full.replayed.parts.view().head().header.number;
+        let (log, full, expected, head) = reference();
         assert!(head >= 20, "{head} blocks");
         let checkpoints = SimDisk::new(3, 1 << 26);
         let mut none = boot_on(&log, &checkpoints, BootMode::Start { now_ms: 0 });
@@ -379,10 +388,7 @@ mod tests {
     /// and rebuilds the same chain.
     #[test]
     fn a_crash_at_every_point_of_a_checkpoint_write_boots_to_the_same_chain() {
-        let log = logged_chain();
-        let mut full = boot_on(&log, &SimDisk::new(2, 1 << 20), BootMode::CheckEveryBlock);
-        let expected = fingerprint(&mut full);
-        let head = full.replayed.parts.view().head().header.number;
+        let (log, full, expected, head) = reference();
         let (older, older_state) = image(&full, head / 3);
         let (newer, newer_state) = image(&full, 2 * head / 3);
         let mut points = 0;

@@ -678,16 +678,19 @@ pub(crate) mod tests {
             hash: B256::repeat_byte(1),
             ..meta
         };
-        let err = replay(
-            &spec,
-            &genesis,
-            Some((wrong_hash, image.clone())),
-            records(),
-            0,
-            false,
-        )
-        .err()
-        .unwrap();
+        let refused = |checkpoint, check_every_block| {
+            replay(
+                &spec,
+                &genesis,
+                Some(checkpoint),
+                records(),
+                0,
+                check_every_block,
+            )
+            .err()
+            .unwrap()
+        };
+        let err = refused((wrong_hash, image.clone()), false);
         // Named as the checkpoint's fault, at the log's seal of its block.
         assert!(
             matches!(err, RecoverError::CheckpointMismatch { number: n, at } if n == number && at != Position { segment: 0, offset: 0 }),
@@ -698,9 +701,7 @@ pub(crate) mod tests {
             Address::repeat_byte(0x77),
             fulmen_storage::AccountState::funded(U256::from(1)),
         );
-        let err = replay(&spec, &genesis, Some((meta, damaged)), records(), 0, false)
-            .err()
-            .unwrap();
+        let err = refused((meta, damaged), false);
         // A checkpoint whose state is not its root: the checkpoint's fault,
         // not "log record at segment 0, offset 0".
         assert!(
@@ -713,23 +714,12 @@ pub(crate) mod tests {
             number: head + 5,
             ..meta
         };
-        let err = replay(
-            &spec,
-            &genesis,
-            Some((past, image.clone())),
-            records(),
-            0,
-            false,
-        )
-        .err()
-        .unwrap();
+        let err = refused((past, image.clone()), false);
         assert!(
             matches!(err, RecoverError::CheckpointPastLog { number: n, head: h } if n == head + 5 && h == head),
             "{err}"
         );
-        let err = replay(&spec, &genesis, Some((meta, image)), records(), 0, true)
-            .err()
-            .unwrap();
+        let err = refused((meta, image), true);
         assert!(matches!(err, RecoverError::CheckFromCheckpoint), "{err}");
     }
 

@@ -204,6 +204,18 @@ impl SimState {
         }
     }
 
+    /// fdatasync of one file: everything written to it is durable.
+    fn sync_file(&mut self, name: &str) -> io::Result<()> {
+        self.operation()?;
+        let file = self
+            .files
+            .get_mut(name)
+            .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+        file.durable.clone_from(&file.current);
+        file.pending.clear();
+        Ok(())
+    }
+
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.current.len() as u64).sum()
     }
@@ -480,18 +492,7 @@ impl StreamFile for SimStream {
     }
 
     fn close_synced(self) -> impl Future<Output = io::Result<()>> {
-        let result = (|| {
-            let mut state = self.disk.borrow_mut();
-            state.operation()?;
-            let file = state
-                .files
-                .get_mut(&self.name)
-                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
-            file.durable.clone_from(&file.current);
-            file.pending.clear();
-            Ok(())
-        })();
-        std::future::ready(result)
+        std::future::ready(self.disk.borrow_mut().sync_file(&self.name))
     }
 }
 
@@ -527,18 +528,7 @@ impl LogFile for SimFile {
     }
 
     fn sync(&mut self) -> impl Future<Output = io::Result<()>> {
-        let result = (|| {
-            let mut state = self.disk.borrow_mut();
-            state.operation()?;
-            let file = state
-                .files
-                .get_mut(&self.name)
-                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
-            file.durable.clone_from(&file.current);
-            file.pending.clear();
-            Ok(())
-        })();
-        std::future::ready(result)
+        std::future::ready(self.disk.borrow_mut().sync_file(&self.name))
     }
 
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
