@@ -243,7 +243,7 @@ fn encode_header(meta: &CheckpointMeta, state: &HotState, out: &mut Vec<u8>) {
 }
 
 /// Encodes a whole image in memory (tests and tools; the node streams it
-/// with [`write`]).
+/// with [`write()`]).
 pub fn encode(meta: &CheckpointMeta, state: &HotState) -> Vec<u8> {
     let mut out = Vec::new();
     encode_header(meta, state, &mut out);

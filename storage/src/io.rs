@@ -390,7 +390,8 @@ impl SimDisk {
     }
 
     /// Renames `from` to `to` (replacing `to`); durable once the directory
-    /// is synced.
+    /// is synced. Handles keep the name they were opened with (unlike a
+    /// descriptor): close a file before renaming it.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.operation()?;
