@@ -14,7 +14,7 @@ for path in files:
     # Everything from `#[cfg(test)]` + `mod tests` on is test code.
     end = len(text)
     for i, l in enumerate(text):
-        if l.startswith("#[cfg(test)]") and i + 1 < len(text) and text[i + 1].startswith("mod "):
+        if l.startswith("#[cfg(test)]") and i + 1 < len(text) and re.match(r"(pub(\(\w+\))? )?mod ", text[i + 1]):
             end = i
             break
     i = 0

@@ -1,24 +1,99 @@
-//! The data directory: its LOCK, the genesis it belongs to, and boot (read
-//! the log, replay it, check it).
+//! The data directory: its LOCK, the genesis it belongs to, its paths, and
+//! the wiring of boot (the policy itself is `fulmen_exec::boot`).
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alloy_primitives::B256;
-use fulmen_chain::persist::decode_seal;
 use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
-use fulmen_exec::merkle::StateTrie;
-use fulmen_exec::recover::{Replayed, replay};
+use fulmen_exec::boot::{self as policy, BootError, BootMode, CheckpointReport};
+use fulmen_exec::recover::{RecoverError, Replayed};
 use fulmen_exec::sequencer::Genesis;
-use fulmen_storage::HotState;
-use fulmen_storage::checkpoint::{self, CheckpointMeta};
 use fulmen_storage::disk::DiskDir;
-use fulmen_storage::log::{Position, Tail, read_log, repair_plan};
-use fulmen_storage::record::RecordKind;
+use fulmen_storage::log::{LogError, Tail, repair_plan};
+
+/// What can go wrong with a data directory, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DatadirError {
+    /// The directory cannot be made.
+    #[error("cannot create datadir {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    /// A file cannot be opened.
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    /// Another process holds the LOCK.
+    #[error(
+        "datadir {path} is in use by another fulmen process (pid {pid}); stop it or use another --datadir"
+    )]
+    InUse { path: PathBuf, pid: String },
+    /// The LOCK cannot be taken.
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+    /// A file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    /// A file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    /// GENESIS holds something else than a hash.
+    #[error("{path} is not a hash")]
+    GenesisNotHash { path: PathBuf },
+    /// The datadir was made for another chain.
+    #[error(
+        "datadir {datadir} belongs to the chain with genesis {stored}, but this node's genesis is {ours} \
+         (another genesis file, or dev settings such as block_gas_limit changed); use another --datadir"
+    )]
+    OtherGenesis {
+        datadir: PathBuf,
+        stored: B256,
+        ours: B256,
+    },
+    /// The log cannot be read.
+    #[error("cannot boot from {log_dir}: {source}")]
+    ReadLog { log_dir: PathBuf, source: LogError },
+    /// The log does not replay.
+    #[error("cannot replay the log of {datadir}: {source}")]
+    Replay {
+        datadir: PathBuf,
+        source: RecoverError,
+    },
+    /// The checkpoint directory cannot be listed.
+    #[error("cannot list the checkpoints in {dir}: {source}")]
+    ListCheckpoints { dir: PathBuf, source: io::Error },
+    /// The storage core would refuse to open the log.
+    #[error("the node cannot open this log: {0}")]
+    Repair(LogError),
+}
+
+impl DatadirError {
+    /// A boot error of `datadir`, with the path of what failed.
+    fn boot(datadir: &Path, e: BootError) -> Self {
+        match e {
+            BootError::Log(source) => Self::ReadLog {
+                log_dir: log_dir(datadir),
+                source,
+            },
+            BootError::Replay(source) => Self::Replay {
+                datadir: datadir.to_path_buf(),
+                source,
+            },
+            BootError::ListCheckpoints(source) => Self::ListCheckpoints {
+                dir: checkpoint_dir(datadir),
+                source,
+            },
+        }
+    }
+}
+
+/// `main` reports every error as text.
+impl From<DatadirError> for String {
+    fn from(e: DatadirError) -> Self {
+        e.to_string()
+    }
+}
 
 /// A locked data directory. The lock lasts as long as this value (the
 /// kernel drops it when the process dies, even by SIGKILL).
@@ -29,9 +104,11 @@ pub(crate) struct Datadir {
 
 impl Datadir {
     /// Creates `path` if needed and takes its LOCK, or says who holds it.
-    pub(crate) fn lock(path: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| format!("cannot create datadir {}: {e}", path.display()))?;
+    pub(crate) fn lock(path: &Path) -> Result<Self, DatadirError> {
+        std::fs::create_dir_all(path).map_err(|source| DatadirError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let lock_path = path.join("LOCK");
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -39,24 +116,32 @@ impl Datadir {
             .read(true)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+            .map_err(|source| DatadirError::Open {
+                path: lock_path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-                return Err(format!(
-                    "datadir {} is in use by another fulmen process (pid {}); stop it or use another --datadir",
-                    path.display(),
-                    holder.trim()
-                ));
+                return Err(DatadirError::InUse {
+                    path: path.to_path_buf(),
+                    pid: holder.trim().to_string(),
+                });
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", lock_path.display()));
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(DatadirError::Lock {
+                    path: lock_path,
+                    source,
+                });
             }
         }
         file.set_len(0)
             .and_then(|()| write!(file, "{}", std::process::id()))
-            .map_err(|e| format!("cannot write {}: {e}", lock_path.display()))?;
+            .map_err(|source| DatadirError::Write {
+                path: lock_path,
+                source,
+            })?;
         Ok(Self {
             path: path.to_path_buf(),
             _lock: file,
@@ -65,19 +150,19 @@ impl Datadir {
 
     /// Records the genesis hash on first use; refuses a datadir made for
     /// another chain.
-    pub(crate) fn bind_genesis(&self, hash: B256) -> Result<(), String> {
+    pub(crate) fn bind_genesis(&self, hash: B256) -> Result<(), DatadirError> {
         let file = self.path.join("GENESIS");
         match std::fs::read_to_string(&file) {
             Ok(text) => check_genesis_text(&self.path, &text, hash),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let tmp = self.path.join("GENESIS.tmp");
                 std::fs::write(&tmp, format!("{hash}\n"))
                     .and_then(|()| File::open(&tmp)?.sync_all())
                     .and_then(|()| std::fs::rename(&tmp, &file))
                     .and_then(|()| File::open(&self.path)?.sync_all())
-                    .map_err(|e| format!("cannot write {}: {e}", file.display()))
+                    .map_err(|source| DatadirError::Write { path: file, source })
             }
-            Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+            Err(source) => Err(DatadirError::Read { path: file, source }),
         }
     }
 }
@@ -86,17 +171,19 @@ pub(crate) fn log_dir(datadir: &Path) -> PathBuf {
     datadir.join("log")
 }
 
-fn check_genesis_text(datadir: &Path, text: &str, hash: B256) -> Result<(), String> {
+fn check_genesis_text(datadir: &Path, text: &str, hash: B256) -> Result<(), DatadirError> {
     let stored: B256 = text
         .trim()
         .parse()
-        .map_err(|_| format!("{}/GENESIS is not a hash", datadir.display()))?;
+        .map_err(|_| DatadirError::GenesisNotHash {
+            path: datadir.join("GENESIS"),
+        })?;
     if stored != hash {
-        return Err(format!(
-            "datadir {} belongs to the chain with genesis {stored}, but this node's genesis is {hash} \
-             (another genesis file, or dev settings such as block_gas_limit changed); use another --datadir",
-            datadir.display()
-        ));
+        return Err(DatadirError::OtherGenesis {
+            datadir: datadir.to_path_buf(),
+            stored,
+            ours: hash,
+        });
     }
     Ok(())
 }
@@ -109,80 +196,55 @@ pub(crate) struct Booted {
     pub tail: Tail,
 }
 
-/// Reads the log of `datadir` and replays it. With `check_every_block`,
-/// every block's roots are recomputed (`fulmen db check`); reading alone
-/// never changes a file.
+/// Reads the log of `datadir` and replays it (`fulmen_exec::boot`). With
+/// `check_every_block`, every block's roots are recomputed (`fulmen db
+/// check`); reading alone never changes a file.
 pub(crate) fn boot(
     datadir: &Path,
     spec: &ChainSpec,
     genesis: &Genesis,
     now_ms: u64,
     check_every_block: bool,
-) -> Result<Booted, String> {
+) -> Result<Booted, DatadirError> {
     if let Ok(text) = std::fs::read_to_string(datadir.join("GENESIS")) {
         check_genesis_text(datadir, &text, genesis.header.hash_slow())?;
     }
     let began = Instant::now();
-    let dir = DiskDir::for_reading(&log_dir(datadir));
-    let (recovery, tail) = read_log(&dir)
-        .map_err(|e| format!("cannot boot from {}: {e}", log_dir(datadir).display()))?;
-    let read = began.elapsed();
-    if let Some((at, error)) = &recovery.truncated {
-        tracing::warn!(
-            segment = at.segment,
-            offset = at.offset,
-            %error,
-            "the log ends with a torn record (a crash during its write; it was never acknowledged): it is cut off"
-        );
-    }
-    let records = || {
-        recovery
-            .records
-            .iter()
-            .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
-    };
-    // A full check replays from genesis; a boot starts from the newest
-    // checkpoint that matches the log, and falls back to genesis if none does.
-    let checkpoint = if check_every_block {
-        None
+    let log = DiskDir::for_reading(&log_dir(datadir));
+    let checkpoints = DiskDir::for_reading(&checkpoint_dir(datadir));
+    let mode = if check_every_block {
+        BootMode::CheckEveryBlock
     } else {
-        newest_checkpoint(datadir, &recovery.records)
+        BootMode::Start { now_ms }
     };
-    let replayed = match checkpoint {
-        Some(image) => {
-            let number = image.0.number;
-            match replay(spec, genesis, Some(image), records(), now_ms, false) {
-                Ok(replayed) => Ok(replayed),
-                Err(e) => {
-                    tracing::warn!(number, error = %e, "the checkpoint does not replay; replaying the whole log instead");
-                    replay(spec, genesis, None, records(), now_ms, false)
-                }
-            }
-        }
-        None => replay(spec, genesis, None, records(), now_ms, check_every_block),
-    }
-    .map_err(|e| format!("cannot replay the log of {}: {e}", datadir.display()))?;
-    let took = began.elapsed();
-    let stats = replayed.stats;
-    let mb = recovery.bytes as f64 / 1e6;
+    let booted = policy::boot(&log, &checkpoints, spec, genesis, mode)
+        .map_err(|e| DatadirError::boot(datadir, e))?;
+    report(&booted, began.elapsed());
+    Ok(Booted {
+        replayed: booted.replayed,
+        tail: booted.tail,
+    })
+}
+
+/// The progress line of a boot that took `took` in all.
+fn report(booted: &policy::Booted, took: std::time::Duration) {
+    let stats = booted.replayed.stats;
+    let mb = booted.bytes as f64 / 1e6;
+    let records = booted.records;
     tracing::info!(
-        records = recovery.records.len(),
+        records,
         mb = format!("{mb:.1}"),
-        read_ms = read.as_millis() as u64,
-        replay_ms = (took - read).as_millis() as u64,
+        read_ms = booted.read.as_millis() as u64,
+        replay_ms = took.saturating_sub(booted.read).as_millis() as u64,
         mb_per_s = format!("{:.0}", mb / took.as_secs_f64().max(1e-9)),
-        records_per_s = format!(
-            "{:.0}",
-            recovery.records.len() as f64 / took.as_secs_f64().max(1e-9)
-        ),
+        records_per_s = format!("{:.0}", records as f64 / took.as_secs_f64().max(1e-9)),
         mini_blocks = stats.mini_blocks,
         txs = stats.txs,
         blocks = stats.seals,
-        head = replayed.parts.view().head().header.number,
+        head = booted.replayed.parts.view().head().header.number,
         from_checkpoint = ?stats.from_checkpoint,
         "replayed the log"
     );
-    Ok(Booted { replayed, tail })
 }
 
 /// Where checkpoints live.
@@ -190,103 +252,15 @@ pub(crate) fn checkpoint_dir(datadir: &Path) -> PathBuf {
     datadir.join("checkpoint")
 }
 
-/// The log's sealed block hashes by number.
-fn sealed_hashes(records: &[(Position, RecordKind, Vec<u8>)]) -> HashMap<u64, B256> {
-    records
-        .iter()
-        .filter(|(_, kind, _)| *kind == RecordKind::BlockSeal)
-        .filter_map(|(_, _, payload)| decode_seal(payload).ok())
-        .map(|seal| (seal.header.number, seal.header.hash_slow()))
-        .collect()
-}
-
-/// The newest checkpoint that reads back whole and whose block the log
-/// sealed with the same hash; others are reported and skipped.
-fn newest_checkpoint(
-    datadir: &Path,
-    records: &[(Position, RecordKind, Vec<u8>)],
-) -> Option<(CheckpointMeta, HotState)> {
-    let dir = checkpoint_dir(datadir);
-    let found = match checkpoint::list(&dir) {
-        Ok(found) if found.is_empty() => return None,
-        Ok(found) => found,
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot list checkpoints; replaying the whole log");
-            return None;
-        }
-    };
-    let sealed = sealed_hashes(records);
-    for (number, path) in found {
-        let Some(hash) = sealed.get(&number) else {
-            tracing::warn!(path = %path.display(), "not a checkpoint of this log (a block the log never sealed: junk, or another chain's); skipped");
-            continue;
-        };
-        let began = Instant::now();
-        match checkpoint::read(&path) {
-            Ok((meta, state)) if meta.number == number && meta.hash == *hash => {
-                tracing::info!(
-                    number,
-                    accounts = state.account_count(),
-                    slots = state.slot_count(),
-                    load_ms = began.elapsed().as_millis() as u64,
-                    "loaded checkpoint"
-                );
-                return Some((meta, state));
-            }
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "checkpoint does not match the log's block; skipped")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used")
-            }
-        }
-    }
-    None
-}
-
-/// Checks every checkpoint against the replayed chain: checksum, block hash,
-/// and the root of its state against the block's sealed state root. Returns
-/// how many were verified, and notes on files that boot skips (junk, damaged
-/// or partial images, blocks the log never sealed), as boot warns of them.
-/// A whole image that contradicts the chain is an error.
+/// Checks every checkpoint against the replayed chain (see
+/// `fulmen_exec::boot::check_checkpoints`): how many were verified, and
+/// notes on the files boot skips.
 pub(crate) fn check_checkpoints(
     datadir: &Path,
     view: &ChainView,
-) -> Result<(usize, Vec<String>), String> {
-    let dir = checkpoint_dir(datadir);
-    let found =
-        checkpoint::list(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    let mut verified = 0;
-    let mut skipped = Vec::new();
-    for (number, path) in &found {
-        let (meta, state) = match checkpoint::read(path) {
-            Ok(image) => image,
-            Err(e) => {
-                skipped.push(format!("{e}; boot skips it"));
-                continue;
-            }
-        };
-        let Some(block) = view.block(*number) else {
-            skipped.push(format!(
-                "checkpoint {} is of block {number}, which the log never sealed; boot skips it",
-                path.display()
-            ));
-            continue;
-        };
-        let root = StateTrie::from_state(&state).root();
-        if meta.number != *number || meta.hash != block.hash || root != block.header.state_root {
-            // Boot skips such an image (it replays without it), so the
-            // datadir is usable: a note, as boot's warning, not a failure.
-            skipped.push(format!(
-                "checkpoint {} does not match block {number} of the log (hash {}, state root {root}); boot skips it",
-                path.display(),
-                meta.hash
-            ));
-            continue;
-        }
-        verified += 1;
-    }
-    Ok((verified, skipped))
+) -> Result<CheckpointReport, DatadirError> {
+    let dir = DiskDir::for_reading(&checkpoint_dir(datadir));
+    policy::check_checkpoints(&dir, view).map_err(|e| DatadirError::boot(datadir, e))
 }
 
 /// What the node will write at the end of the log at its next start (the
@@ -296,7 +270,7 @@ pub(crate) fn planned_repair(
     datadir: &Path,
     tail: &Tail,
     segment_bytes: u64,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, DatadirError> {
     let has_segments = std::fs::read_dir(log_dir(datadir)).is_ok_and(|entries| {
         entries
             .flatten()
@@ -306,6 +280,47 @@ pub(crate) fn planned_repair(
         return Ok(None);
     }
     let plan = repair_plan(tail, segment_bytes, fulmen_storage::disk::ALIGNMENT)
-        .map_err(|e| format!("the node cannot open this log: {e}"))?;
+        .map_err(DatadirError::Repair)?;
     Ok(plan.writes().then(|| plan.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("fulmen-datadir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        path
+    }
+
+    #[test]
+    fn a_held_lock_and_another_genesis_are_refused_with_the_datadir_named() {
+        let path = temp("lock");
+        let datadir = Datadir::lock(&path).unwrap();
+        let again = Datadir::lock(&path).err().unwrap();
+        assert!(
+            matches!(&again, DatadirError::InUse { pid, .. } if *pid == std::process::id().to_string())
+        );
+        assert!(
+            again.to_string().contains(&path.display().to_string()),
+            "{again}"
+        );
+        let ours = B256::repeat_byte(1);
+        datadir.bind_genesis(ours).unwrap();
+        datadir.bind_genesis(ours).unwrap();
+        let other = datadir.bind_genesis(B256::repeat_byte(2)).unwrap_err();
+        assert!(
+            matches!(other, DatadirError::OtherGenesis { stored, .. } if stored == ours),
+            "{other}"
+        );
+        std::fs::write(path.join("GENESIS"), "not a hash").unwrap();
+        let garbage = datadir.bind_genesis(ours).unwrap_err();
+        assert!(
+            matches!(&garbage, DatadirError::GenesisNotHash { path: p } if *p == path.join("GENESIS"))
+        );
+        drop(datadir);
+        let _ = std::fs::remove_dir_all(&path);
+    }
 }

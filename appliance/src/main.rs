@@ -466,8 +466,8 @@ fn db_check(args: RunArgs) -> Result<(), String> {
     let booted = datadir::boot(&config.datadir, &spec, &genesis, 0, true)?;
     let stats = booted.replayed.stats;
     let head = booted.replayed.parts.view().head();
-    let (checkpoints, skipped) =
-        datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;
+    let report = datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;
+    let (checkpoints, skipped) = (report.verified, report.skipped);
     let segment_bytes = config.storage.segment_mb << 20;
     let repair = datadir::planned_repair(&config.datadir, &booted.tail, segment_bytes)?;
     println!(
@@ -482,8 +482,9 @@ fn db_check(args: RunArgs) -> Result<(), String> {
         booted.replayed.pending.len(),
         began.elapsed().as_secs_f64()
     );
+    let checkpoint_dir = datadir::checkpoint_dir(&config.datadir);
     for note in skipped {
-        println!("note: {note}");
+        println!("note: {note} (in {})", checkpoint_dir.display());
     }
     if let Some(repair) = repair {
         println!("note: the node repairs the end of the log at its next start: {repair}");

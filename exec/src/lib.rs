@@ -4,9 +4,11 @@
 //! point ([`simulate`]), the sequencer's pool and
 //! mini-blocks ([`sequencer`]), the seq core and state-root roles
 //! ([`seq_core`]), the incrementally maintained Merkle Patricia state trie
-//! ([`trie`], [`merkle`], [`seal`]) and boot replay ([`recover`]). The data
-//! model it works on is `fulmen-chain`.
+//! ([`trie`], [`merkle`], [`seal`]), boot replay ([`recover`]) and the boot
+//! policy over the log and the checkpoints ([`boot`]). The data model it
+//! works on is `fulmen-chain`.
 
+pub mod boot;
 pub mod evm;
 pub mod merkle;
 pub mod recover;

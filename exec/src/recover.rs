@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 
+use alloy_primitives::B256;
 use fulmen_storage::HotState;
 use fulmen_storage::checkpoint::CheckpointMeta;
 use fulmen_storage::log::Position;
@@ -57,14 +58,76 @@ pub struct ReplayStats {
     pub from_checkpoint: Option<u64>,
 }
 
-/// Why the log does not replay.
+/// Why the log does not replay (from genesis, or from a checkpoint).
 #[derive(Debug, thiserror::Error)]
-#[error("log record at segment {}, offset {}: {detail}", .at.segment, .at.offset)]
-pub struct BootError {
-    /// Where.
-    pub at: Position,
-    /// What is wrong.
-    pub detail: String,
+pub enum RecoverError {
+    /// A record of the log does not apply.
+    #[error("log record at segment {}, offset {}: {detail}", .at.segment, .at.offset)]
+    Record {
+        /// Where the record is.
+        at: Position,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The checkpoint image is not the state it claims to be.
+    #[error("checkpoint of block {number}: its state has root {computed}, the image says {stated}")]
+    CheckpointRoot {
+        /// Its block.
+        number: u64,
+        /// The root of the state in the image.
+        computed: B256,
+        /// The root in the image's header.
+        stated: B256,
+    },
+    /// The checkpoint is not of the block the log sealed at its number.
+    #[error(
+        "the checkpoint of block {number} does not match the block's seal in the log (segment {}, offset {})",
+        .at.segment, .at.offset
+    )]
+    CheckpointMismatch {
+        /// Its block.
+        number: u64,
+        /// Where the log's seal of that block is.
+        at: Position,
+    },
+    /// The log stops before the checkpoint's block.
+    #[error("the log ends at block {head}, before the checkpoint of block {number}")]
+    CheckpointPastLog {
+        /// The checkpoint's block.
+        number: u64,
+        /// The last block the log sealed.
+        head: u64,
+    },
+    /// A full check was asked to start from a checkpoint.
+    #[error("a full check replays from genesis, not from a checkpoint")]
+    CheckFromCheckpoint,
+    /// The state rebuilt from the log is not the one its last seal names.
+    #[error(
+        "the replayed state root {replayed} differs from block {number}'s sealed state root {sealed} (the log's last record is at segment {}, offset {})",
+        .last.segment, .last.offset
+    )]
+    StateRoot {
+        /// The last sealed block.
+        number: u64,
+        /// The root of the replayed state.
+        replayed: B256,
+        /// The root in its header.
+        sealed: B256,
+        /// The log's last record.
+        last: Position,
+    },
+}
+
+/// A replay in progress: the sequencer being rebuilt, the trie following
+/// its sealed blocks, and the blocks closed but not yet sealed.
+struct Replay {
+    seq: Sequencer,
+    merkle: Merkleizer,
+    /// The checkpoint the replay started from.
+    image: Option<CheckpointMeta>,
+    jobs: VecDeque<SealJob>,
+    stats: ReplayStats,
+    check_every_block: bool,
 }
 
 /// Replays `records` (in log order) onto the chain at `genesis`, or from
@@ -76,141 +139,194 @@ pub fn replay<'a>(
     records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
     now_ms: u64,
     check_every_block: bool,
-) -> Result<Replayed, BootError> {
-    let limits = PoolLimits::default();
-    let mut seq = Sequencer::new(spec.clone(), limits, genesis, 0);
-    let mut stats = ReplayStats::default();
+) -> Result<Replayed, RecoverError> {
+    let mut replay = Replay::start(spec, genesis, checkpoint, check_every_block)?;
     let mut last = Position {
         segment: 0,
         offset: 0,
     };
-    let (mut merkle, image) = match checkpoint {
-        None => (Merkleizer::new(genesis.trie.clone(), 0), None),
-        Some(_) if check_every_block => {
-            return Err(BootError {
-                at: last,
-                detail: "a full check replays from genesis, not from a checkpoint".into(),
-            });
-        }
-        Some((meta, state)) => {
-            let mut trie = StateTrie::from_state(&state);
-            let root = trie.root();
-            if root != meta.state_root {
-                return Err(BootError {
-                    at: last,
-                    detail: format!(
-                        "checkpoint of block {}: its state has root {root}, the image says {}",
-                        meta.number, meta.state_root
-                    ),
-                });
-            }
-            seq.start_from_checkpoint(meta.number, state);
-            stats.from_checkpoint = Some(meta.number);
-            (Merkleizer::new(trie, meta.number), Some(meta))
-        }
-    };
-    let history_until = image.map_or(0, |m| m.number);
-    let mut jobs: VecDeque<SealJob> = VecDeque::new();
     for (at, kind, payload) in records {
         last = at;
-        let fail = |detail: String| BootError { at, detail };
+        replay.record(at, kind, payload)?;
+    }
+    replay.finish(last, now_ms)
+}
+
+impl Replay {
+    /// The chain at genesis, or at the checkpoint's block (its trie rebuilt
+    /// from the image and checked against the image's root).
+    fn start(
+        spec: &ChainSpec,
+        genesis: &Genesis,
+        checkpoint: Option<(CheckpointMeta, HotState)>,
+        check_every_block: bool,
+    ) -> Result<Self, RecoverError> {
+        let mut seq = Sequencer::new(spec.clone(), PoolLimits::default(), genesis, 0);
+        let mut stats = ReplayStats::default();
+        let (merkle, image) = match checkpoint {
+            None => (Merkleizer::new(genesis.trie.clone(), 0), None),
+            Some(_) if check_every_block => return Err(RecoverError::CheckFromCheckpoint),
+            Some((meta, state)) => {
+                let mut trie = StateTrie::from_state(&state);
+                let computed = trie.root();
+                if computed != meta.state_root {
+                    return Err(RecoverError::CheckpointRoot {
+                        number: meta.number,
+                        computed,
+                        stated: meta.state_root,
+                    });
+                }
+                seq.start_from_checkpoint(meta.number, state);
+                stats.from_checkpoint = Some(meta.number);
+                (Merkleizer::new(trie, meta.number), Some(meta))
+            }
+        };
+        Ok(Self {
+            seq,
+            merkle,
+            image,
+            jobs: VecDeque::new(),
+            stats,
+            check_every_block,
+        })
+    }
+
+    /// Blocks up to this one are history only: the checkpoint holds their
+    /// state.
+    fn history_until(&self) -> u64 {
+        self.image.map_or(0, |m| m.number)
+    }
+
+    /// Applies one record.
+    fn record(
+        &mut self,
+        at: Position,
+        kind: RecordKind,
+        payload: &[u8],
+    ) -> Result<(), RecoverError> {
+        let fail = |detail: String| RecoverError::Record { at, detail };
         match kind {
             RecordKind::MiniBlock => {
                 let record = decode_mini_block(payload).map_err(|e| fail(e.to_string()))?;
-                stats.txs += record.txs.len() as u64;
-                stats.mini_blocks += 1;
-                jobs.extend(
-                    seq.replay_mini_block(record)
-                        .map_err(|e| fail(e.to_string()))?,
-                );
+                self.stats.txs += record.txs.len() as u64;
+                self.stats.mini_blocks += 1;
+                let closed = self
+                    .seq
+                    .replay_mini_block(record)
+                    .map_err(|e| fail(e.to_string()))?;
+                self.jobs.extend(closed);
             }
-            RecordKind::BlockSeal => {
-                let record = decode_seal(payload).map_err(|e| fail(e.to_string()))?;
-                let header = record.header.clone();
-                jobs.extend(seq.replay_seal(record).map_err(|e| fail(e.to_string()))?);
-                let job = jobs
-                    .pop_front()
-                    .filter(|job| job.ctx.number == header.number)
-                    .ok_or_else(|| fail(format!("no closed block {} to seal", header.number)))?;
-                if header.number <= history_until {
-                    // History only: the checkpoint holds this block's state.
-                    if let Some(meta) = image.filter(|m| m.number == header.number)
-                        && (header.hash_slow() != meta.hash || header.state_root != meta.state_root)
-                    {
-                        return Err(fail(format!(
-                            "the checkpoint of block {} does not match the block's seal in the log",
-                            header.number
-                        )));
-                    }
-                } else if check_every_block {
-                    let roots = merkle.seal(&job);
-                    let checks = [
-                        ("state root", roots.state_root, header.state_root),
-                        (
-                            "transactions root",
-                            roots.transactions_root,
-                            header.transactions_root,
-                        ),
-                        ("receipts root", roots.receipts_root, header.receipts_root),
-                    ];
-                    for (what, computed, sealed) in checks {
-                        if computed != sealed {
-                            return Err(fail(format!(
-                                "block {}: replayed {what} {computed} differs from the sealed header's {sealed}",
-                                header.number
-                            )));
-                        }
-                    }
-                    if roots.logs_bloom != header.logs_bloom {
-                        return Err(fail(format!(
-                            "block {}: replayed logs bloom differs from the sealed header's",
-                            header.number
-                        )));
-                    }
-                    stats.blocks_checked += 1;
-                } else {
-                    merkle.apply_unhashed(&job);
-                }
-                stats.seals += 1;
-            }
+            RecordKind::BlockSeal => self.seal(at, payload)?,
             RecordKind::DaProgress | RecordKind::CheckpointMarker | RecordKind::Padding => {
-                stats.other += 1;
+                self.stats.other += 1;
             }
         }
+        Ok(())
     }
-    let head = seq.view().head().clone();
-    if head.header.number < history_until {
-        return Err(BootError {
-            at: last,
-            detail: format!(
-                "the log ends at block {}, before the checkpoint of block {history_until}",
-                head.header.number
-            ),
-        });
+
+    /// Installs a logged seal on the oldest closed block, and follows it
+    /// with the trie (checking every root with `check_every_block`).
+    fn seal(&mut self, at: Position, payload: &[u8]) -> Result<(), RecoverError> {
+        let fail = |detail: String| RecoverError::Record { at, detail };
+        let record = decode_seal(payload).map_err(|e| fail(e.to_string()))?;
+        let header = record.header.clone();
+        let closed = self
+            .seq
+            .replay_seal(record)
+            .map_err(|e| fail(e.to_string()))?;
+        self.jobs.extend(closed);
+        let job = self
+            .jobs
+            .pop_front()
+            .filter(|job| job.ctx.number == header.number)
+            .ok_or_else(|| fail(format!("no closed block {} to seal", header.number)))?;
+        assert!(job.ctx.number == header.number);
+        if header.number <= self.history_until() {
+            // History only: the checkpoint holds this block's state.
+            if let Some(meta) = self.image.filter(|m| m.number == header.number)
+                && (header.hash_slow() != meta.hash || header.state_root != meta.state_root)
+            {
+                return Err(RecoverError::CheckpointMismatch {
+                    number: header.number,
+                    at,
+                });
+            }
+        } else if self.check_every_block {
+            check_roots(&mut self.merkle, &job, &header).map_err(fail)?;
+            self.stats.blocks_checked += 1;
+        } else {
+            self.merkle.apply_unhashed(&job);
+        }
+        self.stats.seals += 1;
+        Ok(())
     }
-    if !check_every_block && head.header.number > 0 {
-        let root = merkle.state_root();
-        if root != head.header.state_root {
-            return Err(BootError {
-                at: last,
-                detail: format!(
-                    "the replayed state root {root} differs from block {}'s sealed state root {}",
-                    head.header.number, head.header.state_root
-                ),
+
+    /// Checks where the log ended up, and hands the chain over.
+    fn finish(mut self, last: Position, now_ms: u64) -> Result<Replayed, RecoverError> {
+        let head = self.seq.view().head().clone();
+        let number = self.history_until();
+        if head.header.number < number {
+            return Err(RecoverError::CheckpointPastLog {
+                number,
+                head: head.header.number,
             });
         }
+        if !self.check_every_block && head.header.number > 0 {
+            let replayed = self.merkle.state_root();
+            if replayed != head.header.state_root {
+                return Err(RecoverError::StateRoot {
+                    number: head.header.number,
+                    replayed,
+                    sealed: head.header.state_root,
+                    last,
+                });
+            }
+        }
+        self.seq.refresh_open_timestamp(now_ms);
+        Ok(Replayed {
+            parts: self.seq.into_parts(),
+            merkle: self.merkle,
+            pending: self.jobs.into(),
+            stats: self.stats,
+        })
     }
-    seq.refresh_open_timestamp(now_ms);
-    Ok(Replayed {
-        parts: seq.into_parts(),
-        merkle,
-        pending: jobs.into(),
-        stats,
-    })
+}
+
+/// Recomputes a sealed block's roots and compares them with its header.
+fn check_roots(
+    merkle: &mut Merkleizer,
+    job: &SealJob,
+    header: &alloy_consensus::Header,
+) -> Result<(), String> {
+    let roots = merkle.seal(job);
+    let checks = [
+        ("state root", roots.state_root, header.state_root),
+        (
+            "transactions root",
+            roots.transactions_root,
+            header.transactions_root,
+        ),
+        ("receipts root", roots.receipts_root, header.receipts_root),
+    ];
+    for (what, computed, sealed) in checks {
+        if computed != sealed {
+            return Err(format!(
+                "block {}: replayed {what} {computed} differs from the sealed header's {sealed}",
+                header.number
+            ));
+        }
+    }
+    if roots.logs_bloom != header.logs_bloom {
+        return Err(format!(
+            "block {}: replayed logs bloom differs from the sealed header's",
+            header.number
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! SQLite-style crash tests: the sequencer writes its records through the
     //! log onto the simulated disk, the disk fails or the machine crashes
     //! after IO operation N, and the chain rebuilt from what survived must
@@ -232,8 +348,8 @@ mod tests {
     use fulmen_chain::tx::RecoveredTx;
     use fulmen_storage::io::ready as now;
 
-    const SEGMENT_BYTES: u64 = 16 * 1024;
-    const GAS_LIMIT: u64 = 30_000_000;
+    pub(crate) const SEGMENT_BYTES: u64 = 16 * 1024;
+    pub(crate) const GAS_LIMIT: u64 = 30_000_000;
     /// Senders of the workload; key 9 is kept for after the crash.
     const SENDERS: u32 = 6;
     const LATE_SENDER: u32 = 9;
@@ -267,11 +383,11 @@ mod tests {
     /// What the run acknowledged, and the clean run's state after each
     /// mini-block and hash of each sealed block.
     #[derive(Default)]
-    struct Run {
+    pub(crate) struct Run {
         acked: HashMap<B256, Receipt>,
         sealed: HashMap<u64, B256>,
         roots_by_mini_block: HashMap<u64, B256>,
-        error: bool,
+        pub(crate) error: bool,
     }
 
     /// The transactions of each mini-block of the workload, signed once.
@@ -312,7 +428,7 @@ mod tests {
     /// mini-block and sealed one mini-block later (a seal in flight across a
     /// flush, as on the seq core). Stops at the first log error: the node
     /// halts there.
-    fn workload(log: &mut Log<SimDisk>, steps: u64, clean: bool) -> Run {
+    pub(crate) fn workload(log: &mut Log<SimDisk>, steps: u64, clean: bool) -> Run {
         let spec = spec(GAS_LIMIT);
         let genesis = Genesis::new(&spec);
         let mut seq = Sequencer::new(spec.clone(), PoolLimits::default(), &genesis, 1_000);
@@ -562,31 +678,49 @@ mod tests {
             hash: B256::repeat_byte(1),
             ..meta
         };
-        assert!(
+        let refused = |checkpoint, check_every_block| {
             replay(
                 &spec,
                 &genesis,
-                Some((wrong_hash, image.clone())),
+                Some(checkpoint),
                 records(),
                 0,
-                false
+                check_every_block,
             )
-            .is_err()
+            .err()
+            .unwrap()
+        };
+        let err = refused((wrong_hash, image.clone()), false);
+        // Named as the checkpoint's fault, at the log's seal of its block.
+        assert!(
+            matches!(err, RecoverError::CheckpointMismatch { number: n, at } if n == number && at != Position { segment: 0, offset: 0 }),
+            "{err}"
         );
         let mut damaged = image.clone();
         damaged.set_account(
             Address::repeat_byte(0x77),
             fulmen_storage::AccountState::funded(U256::from(1)),
         );
-        let err = replay(&spec, &genesis, Some((meta, damaged)), records(), 0, false)
-            .err()
-            .unwrap();
-        assert!(err.detail.contains("root"), "{err}");
+        let err = refused((meta, damaged), false);
+        // A checkpoint whose state is not its root: the checkpoint's fault,
+        // not "log record at segment 0, offset 0".
+        assert!(
+            matches!(err, RecoverError::CheckpointRoot { number: n, .. } if n == number),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("checkpoint of block"), "{err}");
+        assert!(!err.to_string().contains("segment 0"), "{err}");
         let past = CheckpointMeta {
             number: head + 5,
             ..meta
         };
-        assert!(replay(&spec, &genesis, Some((past, image)), records(), 0, false).is_err());
+        let err = refused((past, image.clone()), false);
+        assert!(
+            matches!(err, RecoverError::CheckpointPastLog { number: n, head: h } if n == head + 5 && h == head),
+            "{err}"
+        );
+        let err = refused((meta, image), true);
+        assert!(matches!(err, RecoverError::CheckFromCheckpoint), "{err}");
     }
 
     /// A record far ahead of the chain (a damaged or forged log) is an
@@ -616,7 +750,10 @@ mod tests {
         let err = replay(&spec, &genesis, None, records, 0, false)
             .err()
             .unwrap();
-        assert!(err.detail.contains("while block"), "{err}");
+        assert!(
+            matches!(&err, RecoverError::Record { at, detail } if *at == seal.0 && detail.contains("while block")),
+            "{err}"
+        );
     }
 
     /// Crash after every IO operation of the workload (torn or lost unflushed

@@ -18,6 +18,11 @@
 //! renamed into place and the directory synced, so a crash leaves either a
 //! whole image or none. Reading checks the checksum before anything else;
 //! the caller checks the state root against the sealed header in the log.
+//! Every file operation goes through [`LogDir`], the interface the log
+//! uses: on the storage core that is io_uring (data and fdatasync) and
+//! glommio's blocking thread (rename, remove, the directory's fsync), so
+//! none of it blocks the executor; in tests it is the simulated disk, which
+//! crashes and tears them as it does the log's.
 //!
 //! Pruning keeps the newest [`KEEP`] checkpoints that are whole (checksum
 //! and header checked) and not newer than the one just written. A file with
@@ -26,20 +31,27 @@
 //! reported and left in place while newer than the kept ones, and removed
 //! with the old ones once older.
 
+use std::collections::HashSet;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use alloy_primitives::B256;
-use futures::AsyncWriteExt;
 
 use crate::HotState;
 use crate::codec::{PayloadError, Reader, Writer};
+use crate::disk::DiskDir;
+use crate::io::StreamFile;
+use crate::log::LogDir;
 
 const MAGIC: &[u8; 8] = b"FULMCKPT";
 const VERSION: u32 = 1;
 /// Encoded bytes handed to the file at a time: small enough that the
 /// encoder yields to latency-sensitive tasks on the same core every ~0.2 ms.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of the header: magic, version, number, hash, state root.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 32;
+/// Bytes of the checksum that ends an image.
+const CHECKSUM_BYTES: usize = 4;
 
 /// Which block an image is the state after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,22 +77,22 @@ pub struct CheckpointJob {
 /// is durable.
 pub const KEEP: usize = 2;
 
-/// Writes each checkpoint it is given, one at a time, then prunes old
-/// ones. Runs as a background task on the storage core. A failed
-/// checkpoint is reported and costs nothing else: the log still holds
-/// every record.
+/// Writes each checkpoint it is given into `dir`, one at a time, then
+/// prunes old ones. Runs as a background task on the storage core. A failed
+/// checkpoint is reported and costs nothing else: the log still holds every
+/// record.
 pub async fn run_checkpoints(
     dir: PathBuf,
     inbox: glommio::channels::shared_channel::ConnectedReceiver<CheckpointJob>,
 ) {
+    let disk = DiskDir::buffered(&dir);
     // Checked once per process: numbers of whole checkpoints, and of junk.
-    let mut valid = std::collections::HashSet::new();
-    let mut junk = std::collections::HashSet::new();
+    let mut valid = HashSet::new();
+    let mut junk = HashSet::new();
     while let Some(job) = inbox.recv().await {
         let began = std::time::Instant::now();
-        match write(&dir, &job.meta, &job.state).await {
-            Ok(path) => {
-                let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        match write(&disk, &job.meta, &job.state).await {
+            Ok(bytes) => {
                 tracing::info!(
                     number = job.meta.number,
                     accounts = job.state.account_count(),
@@ -90,8 +102,8 @@ pub async fn run_checkpoints(
                     "checkpoint written"
                 );
                 valid.insert(job.meta.number);
-                check_older(&dir, job.meta.number, &mut valid, &mut junk).await;
-                if let Err(e) = prune(&dir, KEEP, job.meta.number, |n| valid.contains(&n)) {
+                check_older(&disk, job.meta.number, &mut valid, &mut junk).await;
+                if let Err(e) = prune(&disk, KEEP, job.meta.number, |n| valid.contains(&n)).await {
                     tracing::warn!(error = %e, "cannot remove old checkpoints");
                 }
             }
@@ -108,26 +120,26 @@ pub async fn run_checkpoints(
 /// `written` that this process did not write, sorting them into `valid` and
 /// `junk`.
 async fn check_older(
-    dir: &Path,
+    dir: &DiskDir,
     written: u64,
-    valid: &mut std::collections::HashSet<u64>,
-    junk: &mut std::collections::HashSet<u64>,
+    valid: &mut HashSet<u64>,
+    junk: &mut HashSet<u64>,
 ) {
     let Ok(found) = list(dir) else { return };
-    for (number, path) in found {
+    for (number, name) in found {
         if number >= written || valid.contains(&number) || junk.contains(&number) {
             continue;
         }
-        let checked = path.clone();
+        let (disk, checked) = (dir.clone(), name.clone());
         let verdict = glommio::executor()
-            .spawn_blocking(move || verify(&checked))
+            .spawn_blocking(move || verify(&disk, &checked))
             .await;
         match verdict {
             Ok(meta) if meta.number == number => {
                 valid.insert(number);
             }
             Ok(meta) => {
-                tracing::warn!(path = %path.display(), inner = meta.number, "checkpoint file named after another block: not counted as a checkpoint");
+                tracing::warn!(path = %dir.path().join(&name).display(), inner = meta.number, "checkpoint file named after another block: not counted as a checkpoint");
                 junk.insert(number);
             }
             Err(e) => {
@@ -138,24 +150,61 @@ async fn check_older(
     }
 }
 
-/// Why a checkpoint cannot be used.
+/// Why an image's bytes are not a whole, valid checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// The file is empty (a crash before its first write).
+    #[error("the file is empty")]
+    Empty,
+    /// Fewer bytes than the checksum.
+    #[error("{len} bytes, shorter than the {CHECKSUM_BYTES}-byte checksum")]
+    Short {
+        /// Bytes in the file.
+        len: usize,
+    },
+    /// The checksum does not match: a partial or damaged image.
+    #[error(
+        "checksum {computed:#010x} over the first {body_bytes} bytes differs from the stored {stored:#010x} (a partial or damaged image)"
+    )]
+    Checksum {
+        /// Bytes the checksum covers.
+        body_bytes: usize,
+        /// At the end of the file.
+        stored: u32,
+        /// Over the bytes read.
+        computed: u32,
+    },
+    /// The checksum matches but the bytes do not decode (written by another
+    /// format, or a bug).
+    #[error("at byte {offset}: {source}")]
+    Body {
+        /// Where decoding stopped.
+        offset: usize,
+        /// What is wrong there.
+        source: PayloadError,
+    },
+}
+
+/// Why a checkpoint file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// The file cannot be read.
-    #[error("checkpoint {path}: {source}")]
+    #[error("checkpoint {name}: cannot read it: {source}; boot skips it")]
     Io {
-        /// Which file.
-        path: PathBuf,
+        /// Which file, in the checkpoint directory.
+        name: String,
         /// The error.
         source: io::Error,
     },
     /// The file is not a whole, valid image.
-    #[error("checkpoint {path} is damaged: {detail}")]
+    #[error(
+        "checkpoint {name} is damaged: {source}; boot skips it (an older checkpoint or the log is used instead), and removing the file is safe"
+    )]
     Corrupt {
-        /// Which file.
-        path: PathBuf,
+        /// Which file, in the checkpoint directory.
+        name: String,
         /// What is wrong.
-        detail: String,
+        source: ImageError,
     },
 }
 
@@ -164,41 +213,37 @@ pub fn file_name(number: u64) -> String {
     format!("{number:020}.ckpt")
 }
 
-/// Checkpoints in `dir`, newest first (an absent directory holds none).
-pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        if let Some(number) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".ckpt"))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
-            found.push((number, entry.path()));
-        }
-    }
+/// The block number a checkpoint file name stands for.
+fn parse_name(name: &str) -> Option<u64> {
+    name.strip_suffix(".ckpt")?.parse::<u64>().ok()
+}
+
+/// Checkpoints in `dir`, newest first, by block number and file name (an
+/// absent directory holds none).
+pub fn list<D: LogDir>(dir: &D) -> io::Result<Vec<(u64, String)>> {
+    let mut found: Vec<(u64, String)> = dir
+        .list()?
+        .into_iter()
+        .filter_map(|name| Some((parse_name(&name)?, name)))
+        .collect();
     found.sort_by_key(|b| std::cmp::Reverse(b.0));
     Ok(found)
 }
 
 fn encode_header(meta: &CheckpointMeta, state: &HotState, out: &mut Vec<u8>) {
+    let start = out.len();
     let mut w = Writer(out);
     w.raw(MAGIC);
     w.raw(&VERSION.to_le_bytes());
     w.u64(meta.number);
     w.raw(meta.hash.as_slice());
     w.raw(meta.state_root.as_slice());
-    w.u64(state.account_count() as u64);
+    assert!(out.len() - start == HEADER_BYTES);
+    Writer(out).u64(state.account_count() as u64);
 }
 
 /// Encodes a whole image in memory (tests and tools; the node streams it
-/// with [`write`]).
+/// with [`write()`]).
 pub fn encode(meta: &CheckpointMeta, state: &HotState) -> Vec<u8> {
     let mut out = Vec::new();
     encode_header(meta, state, &mut out);
@@ -220,55 +265,87 @@ pub fn encode(meta: &CheckpointMeta, state: &HotState) -> Vec<u8> {
     out
 }
 
-/// Streams the image of `state` into `dir` through the executor's io_uring,
-/// durably, yielding to other tasks between chunks; returns its path. Must
-/// run on a glommio executor. `state` is a snapshot: the sequencer keeps
-/// writing its own copy meanwhile.
-pub async fn write(dir: &Path, meta: &CheckpointMeta, state: &HotState) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(file_name(meta.number));
-    let tmp = dir.join(format!("{}.tmp", file_name(meta.number)));
-    let file = glommio::io::BufferedFile::create(&tmp).await?;
-    let mut out = glommio::io::StreamWriterBuilder::new(file)
-        .with_sync_on_close_disabled(false)
-        .with_buffer_size(CHUNK_BYTES)
-        .build();
-    let mut buf = Vec::with_capacity(CHUNK_BYTES + 4096);
-    let mut crc = 0u32;
-    encode_header(meta, state, &mut buf);
-    // Hands a full chunk to the file; the await is where other tasks run.
-    macro_rules! drain {
-        ($force:expr) => {
-            if $force || buf.len() >= CHUNK_BYTES {
-                crc = crc32c::crc32c_append(crc, &buf);
-                out.write_all(&buf).await?;
-                buf.clear();
-                glommio::yield_if_needed().await;
-            }
-        };
+/// Encoded image bytes on their way to a stream file, a chunk at a time,
+/// with the running checksum.
+struct Chunks<S: StreamFile> {
+    out: S,
+    buf: Vec<u8>,
+    crc: u32,
+    bytes: u64,
+}
+
+impl<S: StreamFile> Chunks<S> {
+    /// Hands the buffered bytes to the file once a chunk is full (or when
+    /// `force`); the await is where other tasks run.
+    async fn drain(&mut self, force: bool) -> io::Result<()> {
+        if force || self.buf.len() >= CHUNK_BYTES {
+            self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+            self.out.write_all(&self.buf).await?;
+            self.bytes += self.buf.len() as u64;
+            self.buf.clear();
+            glommio::yield_if_needed().await;
+        }
+        Ok(())
     }
+
+    /// Writes the checksum and makes the file durable; returns its size.
+    async fn finish(mut self) -> io::Result<u64> {
+        self.drain(true).await?;
+        assert!(self.buf.is_empty());
+        self.out.write_all(&self.crc.to_le_bytes()).await?;
+        self.out.close_synced().await?;
+        Ok(self.bytes + CHECKSUM_BYTES as u64)
+    }
+}
+
+/// Streams the image of `state` into `dir` as [`file_name`] of its block,
+/// durably, yielding to other tasks between chunks; returns its size in
+/// bytes. On a glommio executor for a [`DiskDir`]. `state` is a snapshot:
+/// the sequencer keeps writing its own copy meanwhile.
+pub async fn write<D: LogDir>(dir: &D, meta: &CheckpointMeta, state: &HotState) -> io::Result<u64> {
+    let name = file_name(meta.number);
+    let tmp = format!("{name}.tmp");
+    let mut chunks = Chunks {
+        out: dir.create_stream(&tmp).await?,
+        buf: Vec::with_capacity(CHUNK_BYTES + 4096),
+        crc: 0,
+        bytes: 0,
+    };
+    encode_header(meta, state, &mut chunks.buf);
+    // Each count in the image is the number of entries that follow it.
+    let mut written = 0;
     for (address, account) in state.accounts() {
-        let mut w = Writer(&mut buf);
+        let mut w = Writer(&mut chunks.buf);
         w.raw(address.as_slice());
         w.account(account);
-        drain!(false);
+        written += 1;
+        chunks.drain(false).await?;
     }
-    Writer(&mut buf).u64(state.slot_count() as u64);
+    assert!(written == state.account_count());
+    Writer(&mut chunks.buf).u64(state.slot_count() as u64);
+    written = 0;
     for ((address, slot), value) in state.slots() {
-        Writer(&mut buf).slot(address, slot, value);
-        drain!(false);
+        assert!(!value.is_zero());
+        Writer(&mut chunks.buf).slot(address, slot, value);
+        written += 1;
+        chunks.drain(false).await?;
     }
-    Writer(&mut buf).u64(state.code_count() as u64);
+    assert!(written == state.slot_count());
+    Writer(&mut chunks.buf).u64(state.code_count() as u64);
+    written = 0;
     for (hash, code) in state.codes() {
-        Writer(&mut buf).code(hash, code);
-        drain!(false);
+        Writer(&mut chunks.buf).code(hash, code);
+        written += 1;
+        chunks.drain(false).await?;
     }
-    drain!(true);
-    out.write_all(&crc.to_le_bytes()).await?;
-    out.close().await?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(path)
+    assert!(written == state.code_count());
+    let bytes = chunks.finish().await?;
+    assert!(bytes >= (HEADER_BYTES + 3 * 8 + CHECKSUM_BYTES) as u64);
+    // Durable under its temporary name before it gets its real one: a crash
+    // leaves a whole image under the real name, or none.
+    dir.rename(&tmp, &name).await?;
+    dir.sync_dir().await?;
+    Ok(bytes)
 }
 
 /// Once the checkpoint of block `written` is durable: keeps it and the
@@ -277,114 +354,109 @@ pub async fn write(dir: &Path, meta: &CheckpointMeta, state: &HotState) -> io::R
 /// (`.tmp`) one. Files newer than `written`, and invalid ones newer than
 /// the oldest kept, are left in place and never counted. Returns the kept
 /// numbers, newest first.
-pub fn prune(
-    dir: &Path,
+pub async fn prune<D: LogDir>(
+    dir: &D,
     keep: usize,
     written: u64,
     is_valid: impl Fn(u64) -> bool,
 ) -> io::Result<Vec<u64>> {
     assert!(keep >= 1);
     let mut kept = Vec::new();
-    for (number, path) in list(dir)? {
+    for (number, name) in list(dir)? {
         if number > written {
-            tracing::warn!(path = %path.display(), written, "checkpoint file past the newest checkpoint written: not counted; left in place");
+            tracing::warn!(
+                name,
+                written,
+                "checkpoint file past the newest checkpoint written: not counted; left in place"
+            );
             continue;
         }
         if kept.len() == keep {
-            std::fs::remove_file(path)?;
+            dir.remove(&name).await?;
         } else if number == written || is_valid(number) {
             kept.push(number);
         } else {
-            tracing::warn!(path = %path.display(), "not a valid checkpoint: not counted; left in place");
+            tracing::warn!(name, "not a valid checkpoint: not counted; left in place");
         }
     }
     assert!(kept.len() <= keep);
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "tmp") {
-            std::fs::remove_file(path)?;
+    for name in dir.list()? {
+        if name.ends_with(".tmp") {
+            dir.remove(&name).await?;
         }
     }
     Ok(kept)
 }
 
-/// Checks the checkpoint at `path` without decoding its state: the
+/// Checks the checkpoint `name` of `dir` without decoding its state: the
 /// checksum over the whole file, the magic and the version; returns its
 /// header.
-pub fn verify(path: &Path) -> Result<CheckpointMeta, CheckpointError> {
-    let io_err = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
+pub fn verify<D: LogDir>(dir: &D, name: &str) -> Result<CheckpointMeta, CheckpointError> {
+    let map = dir.map(name).map_err(|source| CheckpointError::Io {
+        name: name.to_string(),
         source,
-    };
-    let corrupt = |detail: String| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
-    let file = std::fs::File::open(path).map_err(io_err)?;
-    if file.metadata().map_err(io_err)?.len() == 0 {
-        return Err(corrupt("empty".into()));
-    }
-    // SAFETY: as in `read`: checkpoint files are never written in place.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
-    let body = checked_body(&map).map_err(corrupt)?;
-    let mut r = Reader::new(body);
-    let header = (|| {
-        if r.take(8)? != MAGIC {
-            return Err(PayloadError::Invalid("magic"));
-        }
-        let version = r.take(4)?;
-        if version != VERSION.to_le_bytes() {
-            return Err(PayloadError::Version(version[0]));
-        }
-        Ok(CheckpointMeta {
-            number: r.u64()?,
-            hash: r.b256()?,
-            state_root: r.b256()?,
+    })?;
+    checked_body(&map)
+        .and_then(|body| {
+            let mut r = Reader::new(body);
+            decode_header(&mut r).map_err(|source| ImageError::Body {
+                offset: r.position(),
+                source,
+            })
         })
-    })();
-    header.map_err(|e| corrupt(e.to_string()))
+        .map_err(|source| CheckpointError::Corrupt {
+            name: name.to_string(),
+            source,
+        })
 }
 
 /// The image without its checksum, once the checksum matched.
-fn checked_body(bytes: &[u8]) -> Result<&[u8], String> {
-    let Some(body_len) = bytes.len().checked_sub(4) else {
-        return Err("shorter than a checksum".into());
+fn checked_body(bytes: &[u8]) -> Result<&[u8], ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    let Some(body_bytes) = bytes.len().checked_sub(CHECKSUM_BYTES) else {
+        return Err(ImageError::Short { len: bytes.len() });
     };
-    let (body, trailer) = bytes.split_at(body_len);
+    let (body, trailer) = bytes.split_at(body_bytes);
     let stored = u32::from_le_bytes(trailer.try_into().expect("4 bytes"));
     let computed = crc32c::crc32c(body);
     if stored != computed {
-        return Err(format!(
-            "checksum {computed:#010x} differs from the stored {stored:#010x}"
-        ));
+        return Err(ImageError::Checksum {
+            body_bytes,
+            stored,
+            computed,
+        });
     }
     Ok(body)
 }
 
-/// Reads and checks the checkpoint at `path` (through mmap).
-pub fn read(path: &Path) -> Result<(CheckpointMeta, HotState), CheckpointError> {
-    let io_err = |source| CheckpointError::Io {
-        path: path.to_path_buf(),
+/// Reads and checks the checkpoint `name` of `dir` (through mmap on disk).
+pub fn read<D: LogDir>(dir: &D, name: &str) -> Result<(CheckpointMeta, HotState), CheckpointError> {
+    // On disk this is an mmap. Checkpoint files are never written in place:
+    // a finished one is only read, renamed into place whole, or removed.
+    let map = dir.map(name).map_err(|source| CheckpointError::Io {
+        name: name.to_string(),
         source,
-    };
-    let file = std::fs::File::open(path).map_err(io_err)?;
-    // SAFETY: checkpoint files are never written in place: a finished one is
-    // only read, renamed into place whole, or removed.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
-    decode(&map).map_err(|detail| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
+    })?;
+    decode(&map).map_err(|source| CheckpointError::Corrupt {
+        name: name.to_string(),
+        source,
     })
 }
 
 /// Decodes and checks a whole image.
-pub fn decode(bytes: &[u8]) -> Result<(CheckpointMeta, HotState), String> {
+pub fn decode(bytes: &[u8]) -> Result<(CheckpointMeta, HotState), ImageError> {
     let body = checked_body(bytes)?;
-    decode_body(body).map_err(|e| e.to_string())
+    let mut r = Reader::new(body);
+    let decoded = decode_header(&mut r).and_then(|meta| Ok((meta, decode_state(&mut r)?)));
+    decoded.map_err(|source| ImageError::Body {
+        offset: r.position(),
+        source,
+    })
 }
 
-fn decode_body(body: &[u8]) -> Result<(CheckpointMeta, HotState), PayloadError> {
-    let mut r = Reader::new(body);
+fn decode_header(r: &mut Reader<'_>) -> Result<CheckpointMeta, PayloadError> {
     if r.take(8)? != MAGIC {
         return Err(PayloadError::Invalid("magic"));
     }
@@ -397,6 +469,11 @@ fn decode_body(body: &[u8]) -> Result<(CheckpointMeta, HotState), PayloadError> 
         hash: r.b256()?,
         state_root: r.b256()?,
     };
+    assert!(r.position() == HEADER_BYTES);
+    Ok(meta)
+}
+
+fn decode_state(r: &mut Reader<'_>) -> Result<HotState, PayloadError> {
     let mut state = HotState::new();
     let count = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("count"))?;
     for _ in 0..r.check_count(count, 92)? {
@@ -419,13 +496,14 @@ fn decode_body(body: &[u8]) -> Result<(CheckpointMeta, HotState), PayloadError> 
         }
     }
     r.finish()?;
-    Ok((meta, state))
+    Ok(state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::AccountState;
+    use crate::io::{CrashMode, Fault, SimDisk, ready, ready as now};
     use alloy_primitives::{Address, Bytes, U256};
     use revm::bytecode::Bytecode;
 
@@ -511,74 +589,209 @@ mod tests {
         }
     }
 
+    /// Writes `bytes` as the whole file `name`, durably.
+    fn put(disk: &SimDisk, name: &str, bytes: &[u8]) {
+        let mut file = disk.create_stream(name).unwrap();
+        now(file.write_all(bytes)).unwrap();
+        now(file.close_synced()).unwrap();
+    }
+
+    fn numbers(disk: &SimDisk) -> Vec<u64> {
+        list(disk).unwrap().into_iter().map(|(n, _)| n).collect()
+    }
+
     /// Junk with a checkpoint's name (garbage, a partial copy, a number past
     /// the chain) never counts as kept and never makes a valid one go.
     #[test]
     fn junk_checkpoint_files_never_displace_valid_ones() {
-        let dir = std::env::temp_dir().join(format!("fulmen-ckpt-junk-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let disk = SimDisk::new(1, 1 << 24);
         let image = |number| encode(&CheckpointMeta { number, ..meta() }, &state(50));
         for number in [10, 20, 30] {
-            std::fs::write(dir.join(file_name(number)), image(number)).unwrap();
+            put(&disk, &file_name(number), &image(number));
         }
-        std::fs::write(dir.join("99999999999.ckpt"), b"garbage").unwrap();
-        std::fs::write(dir.join(file_name(99_999_999_998)), image(99_999_999_998)).unwrap();
+        put(&disk, "99999999999.ckpt", b"garbage");
+        put(&disk, &file_name(99_999_999_998), &image(99_999_999_998));
         let partial = image(25);
-        std::fs::write(dir.join(file_name(25)), &partial[..partial.len() / 2]).unwrap();
-        std::fs::write(dir.join(file_name(28)), b"").unwrap();
-        assert!(verify(&dir.join(file_name(25))).is_err());
-        assert!(verify(&dir.join(file_name(28))).is_err());
-        assert!(verify(&dir.join("99999999999.ckpt")).is_err());
+        put(&disk, &file_name(25), &partial[..partial.len() / 2]);
+        put(&disk, &file_name(28), b"");
+        assert!(verify(&disk, &file_name(25)).is_err());
+        assert!(verify(&disk, &file_name(28)).is_err());
+        assert!(verify(&disk, "99999999999.ckpt").is_err());
         // 30 was just written; 20 is the newest valid one below it.
-        let is_valid = |n| verify(&dir.join(file_name(n))).is_ok();
-        let kept = prune(&dir, KEEP, 30, is_valid).unwrap();
+        let is_valid = |n| verify(&disk, &file_name(n)).is_ok();
+        let kept = now(prune(&disk, KEEP, 30, is_valid)).unwrap();
         assert_eq!(kept, vec![30, 20]);
-        let left: Vec<u64> = list(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
         // 10 is older than the kept ones: removed. The junk newer than the
         // kept ones is left for the operator, never counted.
-        assert_eq!(left, vec![99_999_999_999, 99_999_999_998, 30, 28, 25, 20]);
+        assert_eq!(
+            numbers(&disk),
+            vec![99_999_999_999, 99_999_999_998, 30, 28, 25, 20]
+        );
         // A later checkpoint: the junk between the kept ones goes once older.
-        std::fs::write(dir.join(file_name(40)), image(40)).unwrap();
-        let kept = prune(&dir, KEEP, 40, is_valid).unwrap();
+        put(&disk, &file_name(40), &image(40));
+        let kept = now(prune(&disk, KEEP, 40, is_valid)).unwrap();
         assert_eq!(kept, vec![40, 30]);
-        let left: Vec<u64> = list(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(left, vec![99_999_999_999, 99_999_999_998, 40, 30]);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(numbers(&disk), vec![99_999_999_999, 99_999_999_998, 40, 30]);
+    }
+
+    /// Errors name what is wrong with the file, and where.
+    #[test]
+    fn damaged_images_are_named_by_what_is_wrong() {
+        let bytes = encode(&meta(), &state(3));
+        assert_eq!(decode(&[]).unwrap_err(), ImageError::Empty);
+        assert_eq!(decode(&[1, 2]).unwrap_err(), ImageError::Short { len: 2 });
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(ImageError::Checksum { .. })
+        ));
+        // A valid checksum over a body that stops early: the offset where.
+        let body = &bytes[..40];
+        let mut image = body.to_vec();
+        image.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        assert_eq!(
+            decode(&image).unwrap_err(),
+            ImageError::Body {
+                offset: 20,
+                source: PayloadError::Truncated(20)
+            }
+        );
+        let disk = SimDisk::new(2, 1 << 20);
+        put(&disk, &file_name(7), &image);
+        let error = read(&disk, &file_name(7)).unwrap_err().to_string();
+        assert!(error.contains(&file_name(7)), "{error}");
+        assert!(error.contains("at byte 20"), "{error}");
+        assert!(error.contains("boot skips it"), "{error}");
+        assert!(matches!(
+            read(&disk, "absent.ckpt"),
+            Err(CheckpointError::Io { .. })
+        ));
+    }
+
+    /// What `write` produces is what `encode` produces; `read` gives the
+    /// state back; `prune` keeps the newest and removes unfinished files.
+    fn write_then_read<D: LogDir>(dir: &D, original: &HotState) {
+        let expected = encode(&meta(), original);
+        for number in [40, 41, 42] {
+            let meta = CheckpointMeta { number, ..meta() };
+            let bytes = ready(write(dir, &meta, original)).unwrap();
+            assert_eq!(bytes, expected.len() as u64);
+        }
+        assert_eq!(&*dir.map(&file_name(42)).unwrap(), &expected[..]);
+        let mut unfinished = ready(dir.create_stream("x.ckpt.tmp")).unwrap();
+        ready(unfinished.write_all(b"unfinished")).unwrap();
+        assert_eq!(verify(dir, &file_name(41)).unwrap().number, 41);
+        let kept = ready(prune(dir, 2, 42, |n| verify(dir, &file_name(n)).is_ok())).unwrap();
+        assert_eq!(kept, vec![42, 41]);
+        let left: Vec<u64> = list(dir).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, vec![42, 41]);
+        assert!(!dir.list().unwrap().iter().any(|n| n.ends_with(".tmp")));
+        let (m, decoded) = read(dir, &file_name(42)).unwrap();
+        assert_eq!(m, meta());
+        same(original, &decoded);
     }
 
     #[test]
-    fn streamed_write_equals_the_encoding_and_prune_keeps_the_newest() {
-        let dir = std::env::temp_dir().join(format!("fulmen-ckpt-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn streamed_write_equals_the_encoding_on_the_simulated_disk() {
+        write_then_read(&SimDisk::new(3, 1 << 26), &state(20_000));
+    }
+
+    #[test]
+    fn streamed_write_equals_the_encoding_on_disk() {
+        let path = std::env::temp_dir().join(format!("fulmen-ckpt-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
         let original = state(20_000);
-        let expected = encode(&meta(), &original);
-        let written = glommio::LocalExecutorBuilder::default()
+        glommio::LocalExecutorBuilder::default()
             .spawn({
-                let dir = dir.clone();
-                let original = original.clone();
+                let path = path.clone();
                 move || async move {
-                    let mut paths = Vec::new();
+                    let dir = DiskDir::buffered(&path);
+                    let expected = encode(&meta(), &original);
                     for number in [40, 41, 42] {
                         let meta = CheckpointMeta { number, ..meta() };
-                        paths.push(write(&dir, &meta, &original).await.unwrap());
+                        write(&dir, &meta, &original).await.unwrap();
                     }
-                    paths
+                    assert_eq!(std::fs::read(path.join(file_name(42))).unwrap(), expected);
+                    std::fs::write(path.join("x.ckpt.tmp"), b"unfinished").unwrap();
+                    let kept = prune(&dir, 2, 42, |n| verify(&dir, &file_name(n)).is_ok())
+                        .await
+                        .unwrap();
+                    assert_eq!(kept, vec![42, 41]);
+                    assert_eq!(dir.list().unwrap(), vec![file_name(41), file_name(42)]);
+                    let (m, decoded) = read(&dir, &file_name(42)).unwrap();
+                    assert_eq!(m, meta());
+                    same(&original, &decoded);
                 }
             })
             .unwrap()
             .join()
             .unwrap();
-        assert_eq!(std::fs::read(&written[2]).unwrap(), expected);
-        std::fs::write(dir.join("x.ckpt.tmp"), b"unfinished").unwrap();
-        assert_eq!(verify(&written[1]).unwrap().number, 41);
-        let kept = prune(&dir, 2, 42, |n| verify(&dir.join(file_name(n))).is_ok()).unwrap();
-        assert_eq!(kept, vec![42, 41]);
-        let left: Vec<u64> = list(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(left, vec![42, 41]);
-        let (m, decoded) = read(&written[2]).unwrap();
-        assert_eq!(m, meta());
-        same(&original, &decoded);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    /// Writes checkpoints 10 and 20, then 30 and a prune, with the disk
+    /// failing for good at every operation in turn and then crashing (torn,
+    /// lost, or kept): every file that reads back is the whole image of its
+    /// block, never a torn one; an image whose write returned is there after
+    /// the crash; and the newest valid one is never lost to a prune.
+    #[test]
+    fn a_crash_at_every_point_of_a_checkpoint_write_leaves_whole_images_only() {
+        let states: Vec<HotState> = (0..3).map(|i| state(300 + i * 50)).collect();
+        let image = |i: usize| CheckpointMeta {
+            number: 10 * (i as u64 + 1),
+            ..meta()
+        };
+        let run = |disk: &SimDisk| -> Vec<u64> {
+            let mut done = Vec::new();
+            for (i, state) in states.iter().enumerate() {
+                if now(write(disk, &image(i), state)).is_err() {
+                    return done;
+                }
+                done.push(image(i).number);
+                if now(prune(disk, KEEP, image(i).number, |_| true)).is_err() {
+                    return done;
+                }
+            }
+            done
+        };
+        let clean = SimDisk::new(1, 1 << 26);
+        assert_eq!(run(&clean), vec![10, 20, 30]);
+        assert_eq!(numbers(&clean), vec![30, 20]);
+        let mut points = 0;
+        for at_op in 0..clean.ops() {
+            for mode in [
+                CrashMode::TearUnflushed,
+                CrashMode::LoseUnflushed,
+                CrashMode::KeepAll,
+            ] {
+                let disk = SimDisk::new(at_op * 3 + 1, 1 << 26);
+                disk.inject(Some(Fault::Eio {
+                    at_op,
+                    forever: true,
+                }));
+                let done = run(&disk);
+                let rebooted = disk.crash(mode);
+                let what = format!("EIO from op {at_op}, then {mode:?}");
+                for (number, name) in list(&rebooted).unwrap() {
+                    let i = (number / 10 - 1) as usize;
+                    if let Ok((m, decoded)) = read(&rebooted, &name) {
+                        assert_eq!(m, image(i), "{what}");
+                        same(&states[i], &decoded);
+                    }
+                }
+                let valid: Vec<u64> = list(&rebooted)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(_, name)| read(&rebooted, name).is_ok())
+                    .map(|(n, _)| n)
+                    .collect();
+                // A write that returned is durable (a later one that failed
+                // may have reached the disk too).
+                if let Some(newest) = done.last() {
+                    assert!(valid.contains(newest), "{what}: {valid:?}");
+                }
+                points += 1;
+            }
+        }
+        assert!(points >= 30, "{points} crash points");
     }
 }

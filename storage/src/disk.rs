@@ -11,9 +11,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+use futures::AsyncWriteExt;
+use glommio::io::{BufferedFile, DmaFile, OpenOptions, StreamWriter, StreamWriterBuilder};
 
-use crate::io::LogFile;
+use crate::io::{LogFile, StreamFile};
 use crate::log::LogDir;
 
 /// Write alignment: the largest logical block size in common use, so that
@@ -22,6 +23,9 @@ pub const ALIGNMENT: u64 = 4096;
 
 /// Zeros written per request when a segment is created.
 const ZERO_FILL_CHUNK: usize = 1 << 20;
+/// Bytes a stream file (a checkpoint image) buffers before handing them to
+/// io_uring.
+const STREAM_BUFFER_BYTES: usize = 256 * 1024;
 
 /// How the directory's files are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,22 @@ impl DiskDir {
         }
     }
 
+    /// A directory of files written through buffered io_uring (checkpoint
+    /// images), made when its first file is. Its operations must run on a
+    /// glommio executor; `map` and `list` work anywhere (an absent
+    /// directory lists no file).
+    pub fn buffered(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            mode: WriteMode::Buffered,
+        }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// How files are written.
     pub fn mode(&self) -> WriteMode {
         self.mode
@@ -114,8 +134,35 @@ impl DiskDir {
         })
     }
 
-    fn sync_dir(&self) -> io::Result<()> {
-        std::fs::File::open(&self.path)?.sync_all()
+    /// fsync of the directory (the same call as ever: `sync_all` on the
+    /// directory), on glommio's blocking thread so that the executor keeps
+    /// running meanwhile.
+    async fn sync_path(&self) -> io::Result<()> {
+        let path = self.path.clone();
+        glommio::executor()
+            .spawn_blocking(move || std::fs::File::open(&path)?.sync_all())
+            .await
+    }
+}
+
+/// A stream file on disk: buffered io_uring writes, fdatasync on close.
+pub struct DiskStream {
+    out: StreamWriter,
+}
+
+impl std::fmt::Debug for DiskStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DiskStream")
+    }
+}
+
+impl StreamFile for DiskStream {
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes).await
+    }
+
+    async fn close_synced(mut self) -> io::Result<()> {
+        self.out.close().await
     }
 }
 
@@ -126,7 +173,38 @@ fn libc_einval() -> i32 {
 
 impl LogDir for DiskDir {
     type File = DiskFile;
+    type Stream = DiskStream;
     type Map = Mapped;
+
+    async fn create_stream(&self, name: &str) -> io::Result<DiskStream> {
+        // mkdir on glommio's blocking thread; an existing one is fine.
+        glommio::io::Directory::create(&self.path)
+            .await?
+            .close()
+            .await?;
+        let file = BufferedFile::create(self.path.join(name)).await?;
+        let out = StreamWriterBuilder::new(file)
+            .with_sync_on_close_disabled(false)
+            .with_buffer_size(STREAM_BUFFER_BYTES)
+            .build();
+        Ok(DiskStream { out })
+    }
+
+    /// On glommio's blocking thread: the executor keeps running meanwhile.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        glommio::io::rename(self.path.join(from), self.path.join(to)).await?;
+        Ok(())
+    }
+
+    /// On glommio's blocking thread, as `rename`.
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        glommio::io::remove(self.path.join(name)).await?;
+        Ok(())
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        self.sync_path().await
+    }
 
     async fn create(&self, name: &str, size_bytes: u64) -> io::Result<DiskFile> {
         let path = self.path.join(name);
@@ -147,7 +225,7 @@ impl LogDir for DiskDir {
             offset += len as u64;
         }
         file.sync().await?;
-        self.sync_dir()?;
+        self.sync_path().await?;
         Ok(file)
     }
 

@@ -1,9 +1,13 @@
-//! All file IO of the log goes through [`LogFile`]. Two backends implement
-//! it: the real one (io_uring on the storage core; not built yet) and
-//! [`SimDisk`], a seeded simulated disk for deterministic fault tests. The
-//! simulated disk keeps what was written apart from what was flushed, and on
-//! a crash it loses, keeps or tears (at sector granularity) every unflushed
-//! write; it can also fail an operation with EIO or run out of space, once
+//! All file IO of the log and of checkpoints goes through [`LogFile`] (a
+//! preallocated file written in place), [`StreamFile`] (a file written once,
+//! front to back) and the directory operations of [`crate::log::LogDir`].
+//! Two backends implement them: the real one ([`crate::disk`], io_uring on
+//! the storage core) and [`SimDisk`], a seeded simulated disk for
+//! deterministic fault tests. The simulated disk keeps what was written
+//! apart from what was flushed, and on a crash it loses, keeps or tears (at
+//! sector granularity) every unflushed write, and loses, keeps or keeps a
+//! prefix of the renames and removals made since the directory was last
+//! synced; it can also fail an operation with EIO or run out of space, once
 //! or from then on.
 
 use std::cell::RefCell;
@@ -25,6 +29,15 @@ pub trait LogFile {
     /// Grows the file to `size_bytes` (a multiple of the alignment); the new
     /// bytes read as zeros. Durable once the next [`Self::sync`] completes.
     fn extend(&mut self, size_bytes: u64) -> impl Future<Output = io::Result<()>>;
+}
+
+/// A file written once, front to back, then made durable and closed (a
+/// checkpoint image). Writes need not be aligned.
+pub trait StreamFile {
+    /// Appends `bytes`. Not durable until [`Self::close_synced`] completes.
+    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Makes every byte written durable (fdatasync), then closes the file.
+    fn close_synced(self) -> impl Future<Output = io::Result<()>>;
 }
 
 /// Runs a future over the simulated disk to completion. Simulated IO never
@@ -83,6 +96,70 @@ struct SimFileState {
     current: Vec<u8>,
     /// Unflushed writes in order: offset and bytes.
     pending: Vec<(u64, Vec<u8>)>,
+    /// A stream file: it grows with each write, which need not be aligned
+    /// (a buffered file, not O_DIRECT).
+    stream: bool,
+}
+
+impl SimFileState {
+    /// The file as a reboot finds it, its unflushed writes handled as
+    /// `mode` says.
+    fn crashed(&self, mode: CrashMode, rng: &mut impl FnMut() -> u64) -> Vec<u8> {
+        let mut after = self.durable.clone();
+        for (offset, bytes) in &self.pending {
+            let start = *offset as usize;
+            let keep = match mode {
+                CrashMode::LoseUnflushed => 0,
+                CrashMode::KeepAll => bytes.len(),
+                CrashMode::TearUnflushed => match rng() % 4 {
+                    0 => 0,
+                    1 => bytes.len(),
+                    2 => {
+                        let sectors = bytes.len().div_ceil(SECTOR_BYTES);
+                        let kept = (rng() as usize) % (sectors + 1);
+                        (kept * SECTOR_BYTES).min(bytes.len())
+                    }
+                    _ => {
+                        // Sectors reach the platter in any order: each
+                        // one of this write is kept or lost on its own.
+                        for (i, sector) in bytes.chunks(SECTOR_BYTES).enumerate() {
+                            if rng().is_multiple_of(2) {
+                                put(&mut after, start + i * SECTOR_BYTES, sector);
+                            }
+                        }
+                        0
+                    }
+                },
+            };
+            put(&mut after, start, &bytes[..keep]);
+        }
+        after
+    }
+}
+
+/// Writes `bytes` at `at` of `file`, growing it with zeros if needed (only
+/// stream files grow: preallocated ones are already that long).
+fn put(file: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    if file.len() < at + bytes.len() {
+        file.resize(at + bytes.len(), 0);
+    }
+    file[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// A directory operation not yet made durable by a directory sync.
+#[derive(Debug, Clone)]
+enum DirOp {
+    /// `from` was renamed to `to`, replacing `replaced` if there was one.
+    Rename {
+        from: String,
+        to: String,
+        replaced: Option<SimFileState>,
+    },
+    /// `name` was removed.
+    Remove { name: String, file: SimFileState },
 }
 
 #[derive(Debug)]
@@ -95,6 +172,8 @@ struct SimState {
     /// Writes need not be whole sectors (tests that poke bytes); by default
     /// they must be, as under O_DIRECT.
     unaligned_ok: bool,
+    /// Renames and removals since the last directory sync, in order.
+    dir_ops: Vec<DirOp>,
 }
 
 impl SimState {
@@ -123,6 +202,18 @@ impl SimState {
             Some(code) => Err(io::Error::from_raw_os_error(code)),
             None => Ok(()),
         }
+    }
+
+    /// fdatasync of one file: everything written to it is durable.
+    fn sync_file(&mut self, name: &str) -> io::Result<()> {
+        self.operation()?;
+        let file = self
+            .files
+            .get_mut(name)
+            .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+        file.durable.clone_from(&file.current);
+        file.pending.clear();
+        Ok(())
     }
 
     fn used_bytes(&self) -> u64 {
@@ -154,6 +245,7 @@ impl SimDisk {
             fault: None,
             capacity_bytes,
             unaligned_ok: false,
+            dir_ops: Vec::new(),
         };
         Self {
             state: Rc::new(RefCell::new(state)),
@@ -180,6 +272,7 @@ impl SimDisk {
                 durable: zeros.clone(),
                 current: zeros,
                 pending: Vec::new(),
+                stream: false,
             },
         );
         Ok(SimFile {
@@ -252,45 +345,22 @@ impl SimDisk {
         let names: Vec<String> = state.files.keys().cloned().collect();
         for name in names {
             let file = state.files.get(&name).expect("name from the map").clone();
-            let mut after = file.durable.clone();
-            for (offset, bytes) in &file.pending {
-                let keep = match mode {
-                    CrashMode::LoseUnflushed => 0,
-                    CrashMode::KeepAll => bytes.len(),
-                    CrashMode::TearUnflushed => match state.next_random() % 4 {
-                        0 => 0,
-                        1 => bytes.len(),
-                        2 => {
-                            let sectors = bytes.len().div_ceil(SECTOR_BYTES);
-                            let kept = (state.next_random() as usize) % (sectors + 1);
-                            (kept * SECTOR_BYTES).min(bytes.len())
-                        }
-                        _ => {
-                            // Sectors reach the platter in any order: each
-                            // one of this write is kept or lost on its own.
-                            let start = *offset as usize;
-                            for (i, sector) in bytes.chunks(SECTOR_BYTES).enumerate() {
-                                if state.next_random().is_multiple_of(2) {
-                                    let at = start + i * SECTOR_BYTES;
-                                    after[at..at + sector.len()].copy_from_slice(sector);
-                                }
-                            }
-                            0
-                        }
-                    },
-                };
-                let start = *offset as usize;
-                after[start..start + keep].copy_from_slice(&bytes[..keep]);
-            }
-            files.insert(
-                name,
-                SimFileState {
-                    durable: after.clone(),
-                    current: after,
-                    pending: Vec::new(),
-                },
-            );
+            let after = file.crashed(mode, &mut || state.next_random());
+            files.insert(name, SimFileState::durable(after, file.stream));
         }
+        // Directory operations since the last directory sync: a prefix of
+        // them reached the journal (none, all, or any prefix when torn).
+        let ops = std::mem::take(&mut state.dir_ops);
+        let kept = match mode {
+            _ if ops.is_empty() => 0,
+            CrashMode::LoseUnflushed => 0,
+            CrashMode::KeepAll => ops.len(),
+            CrashMode::TearUnflushed => (state.next_random() as usize) % (ops.len() + 1),
+        };
+        for op in ops[kept..].iter().rev() {
+            undo(&mut files, op);
+        }
+        state.dir_ops = ops;
         let rng = state.next_random();
         SimDisk {
             state: Rc::new(RefCell::new(SimState {
@@ -300,8 +370,130 @@ impl SimDisk {
                 fault: None,
                 capacity_bytes: state.capacity_bytes,
                 unaligned_ok: state.unaligned_ok,
+                dir_ops: Vec::new(),
             })),
         }
+    }
+
+    /// Creates (or truncates) an empty stream file, which grows as it is
+    /// written; its creation is durable at once (as [`Self::create`]).
+    pub fn create_stream(&self, name: &str) -> io::Result<SimStream> {
+        let mut state = self.state.borrow_mut();
+        state.operation()?;
+        state
+            .files
+            .insert(name.to_string(), SimFileState::durable(Vec::new(), true));
+        Ok(SimStream {
+            disk: self.state.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Renames `from` to `to` (replacing `to`); durable once the directory
+    /// is synced. Handles keep the name they were opened with (unlike a
+    /// descriptor): close a file before renaming it.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.operation()?;
+        let file = state.files.remove(from).ok_or_else(|| not_found(from))?;
+        let replaced = state.files.insert(to.to_string(), file);
+        state.dir_ops.push(DirOp::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+            replaced,
+        });
+        Ok(())
+    }
+
+    /// Removes `name`; durable once the directory is synced.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.operation()?;
+        let file = state.files.remove(name).ok_or_else(|| not_found(name))?;
+        state.dir_ops.push(DirOp::Remove {
+            name: name.to_string(),
+            file,
+        });
+        Ok(())
+    }
+
+    /// Makes every rename and removal so far durable.
+    pub fn sync_dir(&self) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        state.operation()?;
+        state.dir_ops.clear();
+        Ok(())
+    }
+}
+
+fn not_found(name: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no file {name}"))
+}
+
+impl SimFileState {
+    fn durable(bytes: Vec<u8>, stream: bool) -> Self {
+        Self {
+            durable: bytes.clone(),
+            current: bytes,
+            pending: Vec::new(),
+            stream,
+        }
+    }
+}
+
+/// Undoes a directory operation the crash lost, on the files after it.
+fn undo(files: &mut BTreeMap<String, SimFileState>, op: &DirOp) {
+    match op {
+        DirOp::Rename { from, to, replaced } => {
+            if let Some(file) = files.remove(to) {
+                files.insert(from.clone(), file);
+            }
+            if let Some(old) = replaced {
+                files.insert(
+                    to.clone(),
+                    SimFileState::durable(old.durable.clone(), old.stream),
+                );
+            }
+        }
+        DirOp::Remove { name, file } => {
+            files.insert(
+                name.clone(),
+                SimFileState::durable(file.durable.clone(), file.stream),
+            );
+        }
+    }
+}
+
+/// A stream file on a [`SimDisk`].
+#[derive(Debug)]
+pub struct SimStream {
+    disk: Rc<RefCell<SimState>>,
+    name: String,
+}
+
+impl StreamFile for SimStream {
+    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> {
+        let result = (|| {
+            let mut state = self.disk.borrow_mut();
+            state.operation()?;
+            if state.used_bytes() + bytes.len() as u64 > state.capacity_bytes {
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            let file = state
+                .files
+                .get_mut(&self.name)
+                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
+            assert!(file.stream);
+            let offset = file.current.len() as u64;
+            file.current.extend_from_slice(bytes);
+            file.pending.push((offset, bytes.to_vec()));
+            Ok(())
+        })();
+        std::future::ready(result)
+    }
+
+    fn close_synced(self) -> impl Future<Output = io::Result<()>> {
+        std::future::ready(self.disk.borrow_mut().sync_file(&self.name))
     }
 }
 
@@ -337,18 +529,7 @@ impl LogFile for SimFile {
     }
 
     fn sync(&mut self) -> impl Future<Output = io::Result<()>> {
-        let result = (|| {
-            let mut state = self.disk.borrow_mut();
-            state.operation()?;
-            let file = state
-                .files
-                .get_mut(&self.name)
-                .ok_or_else(|| io::Error::from_raw_os_error(EIO))?;
-            file.durable.clone_from(&file.current);
-            file.pending.clear();
-            Ok(())
-        })();
-        std::future::ready(result)
+        std::future::ready(self.disk.borrow_mut().sync_file(&self.name))
     }
 
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {

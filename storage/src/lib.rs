@@ -13,7 +13,10 @@
 //! filesystem allows) and a seeded, fault-injecting simulated disk; [`log`]
 //! is the segmented log with torn-tail repair; [`writer`] runs it on the
 //! storage core with group commit; [`checkpoint`] writes and reads full
-//! state images; [`codec`] is the binary codec of log payloads and images.
+//! state images, through the same IO interface (so the simulated disk
+//! crashes them as it does the log); [`codec`] is the binary codec of log
+//! payloads and images. Which checkpoint boot starts from is decided in
+//! `fulmen_exec::boot`.
 
 pub mod checkpoint;
 pub mod codec;

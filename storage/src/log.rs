@@ -32,7 +32,7 @@
 use std::future::Future;
 use std::io;
 
-use crate::io::{LogFile, SimDisk, SimFile};
+use crate::io::{LogFile, SimDisk, SimFile, SimStream, StreamFile};
 use crate::record::{
     self, HEADER_BYTES, PADDING_BYTES_MIN, RecordError, RecordKind, SALT_BYTES, Salt,
 };
@@ -47,10 +47,14 @@ pub struct Position {
     pub offset: u64,
 }
 
-/// A directory of segment files.
+/// A directory of files: the log's segments, or the checkpoint images.
+/// Every file operation of storage goes through it, so the simulated disk
+/// tests the same code the node runs.
 pub trait LogDir {
     /// File type.
     type File: LogFile;
+    /// A file written once, front to back.
+    type Stream: StreamFile;
     /// A read-only view of a whole file (an mmap for real files).
     type Map: std::ops::Deref<Target = [u8]>;
     /// Creates a file of `size_bytes` zeros, written out (not a sparse hole),
@@ -69,6 +73,15 @@ pub trait LogDir {
     fn new_salt(&self) -> Salt {
         random_salt()
     }
+    /// Creates (or truncates) an empty file to be written front to back.
+    fn create_stream(&self, name: &str) -> impl Future<Output = io::Result<Self::Stream>>;
+    /// Renames `from` to `to`, replacing `to`; durable once
+    /// [`Self::sync_dir`] completes.
+    fn rename(&self, from: &str, to: &str) -> impl Future<Output = io::Result<()>>;
+    /// Removes a file; durable once [`Self::sync_dir`] completes.
+    fn remove(&self, name: &str) -> impl Future<Output = io::Result<()>>;
+    /// Makes the directory's renames and removals durable.
+    fn sync_dir(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 /// 16 bytes from the OS's random source (or, where it cannot be read, from
@@ -98,7 +111,20 @@ fn random_salt() -> Salt {
 
 impl LogDir for SimDisk {
     type File = SimFile;
+    type Stream = SimStream;
     type Map = Vec<u8>;
+    async fn create_stream(&self, name: &str) -> io::Result<SimStream> {
+        SimDisk::create_stream(self, name)
+    }
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        SimDisk::rename(self, from, to)
+    }
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        SimDisk::remove(self, name)
+    }
+    async fn sync_dir(&self) -> io::Result<()> {
+        SimDisk::sync_dir(self)
+    }
     async fn create(&self, name: &str, size_bytes: u64) -> io::Result<SimFile> {
         SimDisk::create(self, name, size_bytes)
     }
@@ -317,43 +343,8 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
         return Ok((recovery, Tail::default()));
     }
     let salt = required_salt(dir, &names)?;
-    // (segment, end, torn tail) of each segment in order.
-    let mut ends: Vec<(u64, u64, Option<RecordError>)> = Vec::new();
-    for segment in segments.iter().copied() {
-        let bytes = dir.map(&segment_name(segment)).map_err(io_at(segment, 0))?;
-        let found = scan(&bytes, &salt, |offset, record| {
-            if record.kind != RecordKind::Padding {
-                recovery.records.push((
-                    Position { segment, offset },
-                    record.kind,
-                    record.payload.to_vec(),
-                ));
-            }
-        })
-        .map_err(|c| LogError::Corrupt {
-            segment,
-            offset: c.offset(),
-            detail: c.to_string(),
-        })?;
-        match found {
-            SegmentEnd::Clean { end } => ends.push((segment, end, None)),
-            SegmentEnd::TornTail { at, error } => ends.push((segment, at, Some(error))),
-        }
-    }
-    // Segments after the last written one were made ahead of need.
-    let last = ends
-        .iter()
-        .rposition(|(_, end, torn)| *end > 0 || torn.is_some())
-        .unwrap_or(0);
-    for (segment, end, torn) in &ends[..last] {
-        if let Some(error) = torn {
-            return Err(LogError::Corrupt {
-                segment: *segment,
-                offset: *end,
-                detail: format!("{error} in a segment that is not the last"),
-            });
-        }
-    }
+    let ends = scan_segments(dir, &segments, &salt, &mut recovery)?;
+    let last = last_written(&ends)?;
     recovery.bytes = ends[..=last].iter().map(|(_, end, _)| end).sum();
     let (segment, end, torn) = ends[last].clone();
     if let Some(error) = &torn {
@@ -382,6 +373,69 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
             dirty_end,
         },
     ))
+}
+
+/// Where each segment ends: (segment, end of its records, torn tail).
+type SegmentEnds = Vec<(u64, u64, Option<RecordError>)>;
+
+/// Scans `segments` in order, adding their records to `recovery`.
+fn scan_segments<D: LogDir>(
+    dir: &D,
+    segments: &[u64],
+    salt: &Salt,
+    recovery: &mut Recovery,
+) -> Result<SegmentEnds, LogError> {
+    let mut ends = Vec::with_capacity(segments.len());
+    for segment in segments.iter().copied() {
+        let bytes = dir
+            .map(&segment_name(segment))
+            .map_err(|source| LogError::Io {
+                segment,
+                offset: 0,
+                source,
+            })?;
+        let mut last_offset = None;
+        let found = scan(&bytes, salt, |offset, record| {
+            assert!(last_offset.is_none_or(|last| offset > last));
+            last_offset = Some(offset);
+            if record.kind != RecordKind::Padding {
+                recovery.records.push((
+                    Position { segment, offset },
+                    record.kind,
+                    record.payload.to_vec(),
+                ));
+            }
+        })
+        .map_err(|c| LogError::Corrupt {
+            segment,
+            offset: c.offset(),
+            detail: c.to_string(),
+        })?;
+        match found {
+            SegmentEnd::Clean { end } => ends.push((segment, end, None)),
+            SegmentEnd::TornTail { at, error } => ends.push((segment, at, Some(error))),
+        }
+    }
+    Ok(ends)
+}
+
+/// The index in `ends` of the last segment written (segments after it were
+/// made ahead of need); a torn tail before it is corruption.
+fn last_written(ends: &SegmentEnds) -> Result<usize, LogError> {
+    let last = ends
+        .iter()
+        .rposition(|(_, end, torn)| *end > 0 || torn.is_some())
+        .unwrap_or(0);
+    for (segment, end, torn) in &ends[..last] {
+        if let Some(error) = torn {
+            return Err(LogError::Corrupt {
+                segment: *segment,
+                offset: *end,
+                detail: format!("{error} in a segment that is not the last"),
+            });
+        }
+    }
+    Ok(last)
 }
 
 /// What opening the log writes at the end of its last segment, in this
@@ -584,25 +638,7 @@ impl<D: LogDir> Log<D> {
         check_settings(segment_bytes, align)?;
         let names = dir.list().map_err(io_at(0, 0))?;
         if segment_numbers(&names).is_empty() {
-            // A new log: the salt is durable before segment 0 exists. A
-            // damaged SALT without segments is a crash while making it.
-            let salt = match read_salt(&dir, &names) {
-                Ok(Some(salt)) => salt,
-                Ok(None) | Err(_) => {
-                    let salt = dir.new_salt();
-                    let mut file = dir.create(SALT_FILE, align).await.map_err(io_at(0, 0))?;
-                    file.write_at(0, &encode_salt(&salt, align))
-                        .await
-                        .map_err(io_at(0, 0))?;
-                    file.sync().await.map_err(io_at(0, 0))?;
-                    salt
-                }
-            };
-            let file = dir
-                .create(&segment_name(0), segment_bytes)
-                .await
-                .map_err(io_at(0, 0))?;
-            return Ok(Self::new(dir, salt, segment_bytes, 0, file, 0, None));
+            return Self::create(dir, segment_bytes, &names).await;
         }
         let salt = required_salt(&dir, &names)?;
         let mut file = dir
@@ -646,6 +682,34 @@ impl<D: LogDir> Log<D> {
         Ok(log)
     }
 
+    /// A new log: the salt is durable before segment 0 exists. A damaged
+    /// SALT without segments is a crash while making it.
+    async fn create(dir: D, segment_bytes: u64, names: &[String]) -> Result<Self, LogError> {
+        let io_err = |source| LogError::Io {
+            segment: 0,
+            offset: 0,
+            source,
+        };
+        let align = dir.alignment();
+        let salt = match read_salt(&dir, names) {
+            Ok(Some(salt)) => salt,
+            Ok(None) | Err(_) => {
+                let salt = dir.new_salt();
+                let mut file = dir.create(SALT_FILE, align).await.map_err(io_err)?;
+                file.write_at(0, &encode_salt(&salt, align))
+                    .await
+                    .map_err(io_err)?;
+                file.sync().await.map_err(io_err)?;
+                salt
+            }
+        };
+        let file = dir
+            .create(&segment_name(0), segment_bytes)
+            .await
+            .map_err(io_err)?;
+        Ok(Self::new(dir, salt, segment_bytes, 0, file, 0, None))
+    }
+
     fn new(
         dir: D,
         salt: Salt,
@@ -657,6 +721,8 @@ impl<D: LogDir> Log<D> {
     ) -> Self {
         let segment_end = file.size();
         assert!(durable_end <= segment_end);
+        assert!(durable_end.is_multiple_of(dir.alignment()));
+        assert!(segment_end >= segment_bytes);
         Self {
             dir,
             salt,
@@ -717,10 +783,13 @@ impl<D: LogDir> Log<D> {
             ((self.batch.len() - start) as u64) + record_bytes + PADDING_BYTES_MIN as u64
                 <= self.room()
         );
+        let before = self.batch.len();
         record::encode(kind, payload, &mut self.batch).map_err(|_| LogError::TooLarge {
             payload_bytes: payload.len(),
             limit_bytes,
-        })
+        })?;
+        assert!((self.batch.len() - before) as u64 == record_bytes);
+        Ok(())
     }
 
     /// Bytes waiting for the next flush.
@@ -754,6 +823,7 @@ impl<D: LogDir> Log<D> {
         }
         let batch = std::mem::take(&mut self.batch);
         let cuts = std::mem::take(&mut self.cuts);
+        let before = self.durable_position();
         let mut from = 0;
         for (i, to) in cuts.iter().copied().chain([batch.len()]).enumerate() {
             if i > 0 {
@@ -762,6 +832,8 @@ impl<D: LogDir> Log<D> {
             self.write_batch(&batch[from..to]).await?;
             from = to;
         }
+        // The durable end only moves forward.
+        assert!(self.durable_position() > before);
         // The buffer is kept for the next group.
         self.batch = batch;
         self.batch.clear();
@@ -792,8 +864,11 @@ impl<D: LogDir> Log<D> {
                 source,
             });
         }
+        // Durable only once written and synced: never past the written end.
         self.durable_end += bytes.len() as u64;
+        assert!(self.durable_end > offset);
         assert!(self.durable_end <= self.segment_end);
+        assert!(self.durable_end.is_multiple_of(align));
         Ok(())
     }
     /// Creates the next segment ahead of need, so that rotation does not

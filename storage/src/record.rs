@@ -115,9 +115,20 @@ pub enum RecordError {
     /// Unknown kind byte.
     #[error("unknown record kind {0}")]
     UnknownKind(u8),
-    /// Payload length above the limit.
-    #[error("record payload of {0} bytes exceeds the limit")]
+    /// A payload above the limit was given to [`encode`].
+    #[error("record payload of {0} bytes exceeds the limit of {PAYLOAD_BYTES_MAX} bytes")]
     TooLarge(usize),
+    /// A header read back declares a length no record can have: the header
+    /// is damaged, or the bytes read are not the start of a record (a
+    /// shifted or misaligned segment). Not a record that was too large:
+    /// [`encode`] never writes one.
+    #[error(
+        "a record header declaring {declared} payload bytes, over the format's limit of {PAYLOAD_BYTES_MAX}: a damaged header, or bytes that do not start a record"
+    )]
+    BadLength {
+        /// The length in the header.
+        declared: usize,
+    },
     /// Checksum mismatch.
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Checksum {
@@ -214,7 +225,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
     }
     let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
     if len > PAYLOAD_BYTES_MAX {
-        return Err(RecordError::TooLarge(len));
+        return Err(RecordError::BadLength { declared: len });
     }
     let need = HEADER_BYTES + len;
     if bytes.len() < need {
@@ -316,9 +327,26 @@ mod tests {
         header.extend_from_slice(&[1, FORMAT_VERSION, 0, 0]);
         header.extend_from_slice(&(PAYLOAD_BYTES_MAX as u32 + 1).to_le_bytes());
         header.extend_from_slice(&[0; 4]);
+        // Read back, such a length is a damaged header or bytes that are
+        // not a record, never "a record too large".
+        let error = decode(&header).unwrap_err();
         assert_eq!(
-            decode(&header),
+            error,
+            RecordError::BadLength {
+                declared: PAYLOAD_BYTES_MAX + 1
+            }
+        );
+        assert!(!error.to_string().contains("record payload"), "{error}");
+        assert!(error.to_string().contains("damaged header"), "{error}");
+        let mut out = Vec::new();
+        assert_eq!(
+            encode(
+                RecordKind::MiniBlock,
+                &vec![0; PAYLOAD_BYTES_MAX + 1],
+                &mut out
+            ),
             Err(RecordError::TooLarge(PAYLOAD_BYTES_MAX + 1))
         );
+        assert!(out.is_empty());
     }
 }

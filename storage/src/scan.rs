@@ -2,7 +2,10 @@
 //! written log, and the difference between a torn tail (repairable) and
 //! corruption before the tail (fatal, never skipped).
 
-use crate::record::{self, HEADER_BYTES, MAGIC, Record, RecordError, RecordKind, SALT_BYTES, Salt};
+use crate::record::{
+    self, BATCH_ALIGN_BYTES_MIN, HEADER_BYTES, MAGIC, Record, RecordError, RecordKind, SALT_BYTES,
+    Salt,
+};
 
 /// How a segment ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,18 @@ pub enum Corruption {
         /// Where the later write was found.
         later_write: u64,
     },
+    /// A batch end of this log (padding with its salt) that does not end on
+    /// a batch boundary: the segment's bytes were shifted (cut or inserted
+    /// before it), which no crash does.
+    #[error(
+        "the batch end at offset {offset} carries this log's salt but ends at offset {end}, not a multiple of {BATCH_ALIGN_BYTES_MIN}: the segment's bytes are shifted (bytes were cut out of it or inserted before this point), so this is not a torn tail; restore the segment from a copy"
+    )]
+    Misaligned {
+        /// Offset of the padding record.
+        offset: u64,
+        /// Where it ends.
+        end: u64,
+    },
     /// A record with a valid checksum that this build does not take: another
     /// format version, an unknown kind, or padding with another log's salt.
     #[error("record at offset {offset} was not written by this log's format: {detail}")]
@@ -53,7 +68,9 @@ impl Corruption {
     /// Offset of the bad record.
     pub fn offset(&self) -> u64 {
         match self {
-            Self::BeforeTail { offset, .. } | Self::Foreign { offset, .. } => *offset,
+            Self::BeforeTail { offset, .. }
+            | Self::Misaligned { offset, .. }
+            | Self::Foreign { offset, .. } => *offset,
         }
     }
 }
@@ -85,12 +102,21 @@ pub fn scan<'a>(
             Ok(record) => {
                 let end = (at + record.encoded_len()) as u64;
                 if record.kind == RecordKind::Padding && !record::is_batch_end(&record, end, salt) {
+                    if record.payload.starts_with(salt) {
+                        return Err(Corruption::Misaligned {
+                            offset: at as u64,
+                            end,
+                        });
+                    }
                     return Err(Corruption::Foreign {
                         offset: at as u64,
                         detail: "a padding record without this log's salt (a segment of another log, or a damaged SALT file)".into(),
                     });
                 }
                 visit(at as u64, record);
+                // Records are back to back, each at least a header long.
+                assert!(end as usize >= at + HEADER_BYTES);
+                assert!(end as usize <= bytes.len());
                 at = end as usize;
             }
             // A valid checksum means these bytes were written whole: no tear
@@ -368,6 +394,36 @@ mod forged_frames {
         encode_padding(&SALT, 512, bytes);
         bytes.extend(std::iter::repeat_n(0u8, 1024));
         (0, second)
+    }
+
+    /// A segment with bytes cut out before a batch end (its records still
+    /// whole, so the scan reaches the batch end off its boundary) is named
+    /// as shifted, not as "another log's" padding nor as "record too large".
+    #[test]
+    fn a_shifted_segment_is_named_misaligned() {
+        let mut bytes = Vec::new();
+        encode(RecordKind::MiniBlock, b"cut out", &mut bytes).unwrap();
+        let cut = bytes.len();
+        encode(RecordKind::MiniBlock, b"kept record", &mut bytes).unwrap();
+        encode_padding(&SALT, 512, &mut bytes);
+        bytes.extend(std::iter::repeat_n(0u8, 512));
+        let shifted = &bytes[cut..];
+        let error = scan(shifted, &SALT, |_, _| {}).unwrap_err();
+        let padding = (HEADER_BYTES + b"kept record".len()) as u64;
+        assert_eq!(
+            error,
+            Corruption::Misaligned {
+                offset: padding,
+                end: (512 - cut) as u64
+            }
+        );
+        let message = error.to_string();
+        assert!(message.contains("shifted"), "{message}");
+        assert!(
+            !message.contains("salt (a segment of another log"),
+            "{message}"
+        );
+        assert!(!message.contains("too large"), "{message}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub const GROUP_RECORDS_MAX: usize = 8192;
 /// flood of big records keeps the batch buffer and each flush bounded.
 pub const GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// The next segment, being zero-filled by its own task so that rotation
+/// never writes a segment of zeros in the flush path.
+type Preparing<F> = Option<(u64, glommio::task::JoinHandle<std::io::Result<F>>)>;
+
 /// Runs the storage role until the inbox closes.
 pub async fn run_writer<D: LogDir + Clone + 'static>(
     mut log: Log<D>,
@@ -59,51 +63,18 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
 ) {
     let mut appended = 0u64;
     let mut failed = false;
-    // The next segment, being zero-filled by its own task so that rotation
-    // never writes a segment of zeros in the flush path.
-    let mut preparing: Option<(u64, glommio::task::JoinHandle<std::io::Result<D::File>>)> = None;
+    let mut preparing: Preparing<D::File> = None;
     while let Some(first) = inbox.recv().await {
-        let mut group_bytes = first.payload.len();
-        let mut group = vec![first];
-        while group.len() < GROUP_RECORDS_MAX
-            && group_bytes < GROUP_BYTES_MAX
-            && let Some(Some(more)) = inbox.recv().now_or_never()
-        {
-            group_bytes += more.payload.len();
-            group.push(more);
-        }
-        assert!(group.len() <= GROUP_RECORDS_MAX);
+        let group = take_group(first, &inbox);
         if failed {
             continue;
         }
         let count = group.len() as u64;
-        let mut outcome = Ok(());
-        for request in &group {
-            if let Err(e) = log.append(request.kind, &request.payload) {
-                outcome = Err(e);
-                break;
-            }
-        }
-        if outcome.is_ok()
-            && log.may_rotate()
-            && let Some((segment, task)) = preparing.take()
-        {
-            // Never let rotation and the ahead-of-need task make one file twice.
-            match task.await {
-                Some(Ok(file)) => log.set_next(segment, file),
-                Some(Err(e)) => {
-                    tracing::warn!(segment, error = %e, "cannot make the next log segment")
-                }
-                None => {}
-            }
-        }
         let began = Instant::now();
-        let outcome = match outcome {
-            Ok(()) => log.flush().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        let ack = match outcome {
+        let before = log.durable_position();
+        let ack = match write_group(&mut log, &group, &mut preparing).await {
             Ok(()) => {
+                assert!(log.durable_position() > before);
                 appended += count;
                 StorageAck::Durable {
                     records: appended,
@@ -119,18 +90,7 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
         if acks.send(ack).await.is_err() {
             return;
         }
-        if let Some((segment, task)) = &mut preparing
-            && let Some(done) = (&mut *task).now_or_never()
-        {
-            match done {
-                Some(Ok(file)) => log.set_next(*segment, file),
-                Some(Err(e)) => {
-                    tracing::warn!(segment = *segment, error = %e, "cannot make the next log segment ahead of need; rotation will try again")
-                }
-                None => {}
-            }
-            preparing = None;
-        }
+        adopt_if_ready(&mut log, &mut preparing);
         if !failed && preparing.is_none() && log.wants_next() {
             let dir = log.dir().clone();
             let segment = log.next_segment();
@@ -141,6 +101,71 @@ pub async fn run_writer<D: LogDir + Clone + 'static>(
             .detach();
             preparing = Some((segment, task));
         }
+    }
+}
+
+/// `first` and whatever else already waits in `inbox`, up to
+/// [`GROUP_RECORDS_MAX`] records and [`GROUP_BYTES_MAX`] bytes (at least
+/// one record, however large).
+fn take_group(
+    first: AppendRequest,
+    inbox: &ConnectedReceiver<AppendRequest>,
+) -> Vec<AppendRequest> {
+    let mut group_bytes = first.payload.len();
+    let mut group = vec![first];
+    while group.len() < GROUP_RECORDS_MAX
+        && group_bytes < GROUP_BYTES_MAX
+        && let Some(Some(more)) = inbox.recv().now_or_never()
+    {
+        group_bytes += more.payload.len();
+        group.push(more);
+    }
+    assert!(!group.is_empty());
+    assert!(group.len() <= GROUP_RECORDS_MAX);
+    let last_bytes = group.last().map_or(0, |r| r.payload.len());
+    assert!(group_bytes - last_bytes < GROUP_BYTES_MAX);
+    group
+}
+
+/// Appends `group` and flushes it (every batch of it durable on return).
+/// A segment prepared ahead of need is handed to the log first when the
+/// group moves to the next segment.
+async fn write_group<D: LogDir>(
+    log: &mut Log<D>,
+    group: &[AppendRequest],
+    preparing: &mut Preparing<D::File>,
+) -> Result<(), crate::log::LogError> {
+    for request in group {
+        log.append(request.kind, &request.payload)?;
+    }
+    if log.may_rotate()
+        && let Some((segment, task)) = preparing.take()
+    {
+        // Never let rotation and the ahead-of-need task make one file twice.
+        match task.await {
+            Some(Ok(file)) => log.set_next(segment, file),
+            Some(Err(e)) => {
+                tracing::warn!(segment, error = %e, "cannot make the next log segment")
+            }
+            None => {}
+        }
+    }
+    log.flush().await.map(|_| ())
+}
+
+/// Hands the segment prepared ahead of need to the log once it is made.
+fn adopt_if_ready<D: LogDir>(log: &mut Log<D>, preparing: &mut Preparing<D::File>) {
+    if let Some((segment, task)) = preparing
+        && let Some(done) = (&mut *task).now_or_never()
+    {
+        match done {
+            Some(Ok(file)) => log.set_next(*segment, file),
+            Some(Err(e)) => {
+                tracing::warn!(segment = *segment, error = %e, "cannot make the next log segment ahead of need; rotation will try again")
+            }
+            None => {}
+        }
+        *preparing = None;
     }
 }
 

@@ -373,22 +373,23 @@ async fn checkpoint_bench(
     trie: StateTrie,
     root: B256,
 ) -> Result<(), String> {
-    let dir = fresh_dir(base, "checkpoint").map_err(io_error)?;
+    let path = fresh_dir(base, "checkpoint").map_err(io_error)?;
+    let dir = DiskDir::buffered(&path);
     let meta = CheckpointMeta {
         number: 1,
         hash: B256::repeat_byte(1),
         state_root: root,
     };
     let began = Instant::now();
-    let path = checkpoint::write(&dir, &meta, &state)
+    let size = checkpoint::write(&dir, &meta, &state)
         .await
         .map_err(io_error)?;
     let write_time = began.elapsed();
-    let size = std::fs::metadata(&path).map_err(io_error)?.len();
     drop(trie);
     drop(state);
     let began = Instant::now();
-    let (_, loaded) = checkpoint::read(&path).map_err(|e| e.to_string())?;
+    let (_, loaded) =
+        checkpoint::read(&dir, &checkpoint::file_name(meta.number)).map_err(|e| e.to_string())?;
     let load_time = began.elapsed();
     let began = Instant::now();
     let rebuilt = StateTrie::from_state(&loaded).root();
@@ -407,6 +408,6 @@ async fn checkpoint_bench(
         rebuild_time.as_secs_f64(),
         (load_time + rebuild_time).as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&path);
     Ok(())
 }

@@ -1,0 +1,443 @@
+//! Boot policy: read the log, pick the checkpoint to start from, replay,
+//! and fall back to a replay from genesis when the checkpoint does not
+//! serve; and the checkpoint checks of `fulmen db check`.
+//!
+//! Both directories are read through [`LogDir`], so the same policy runs on
+//! the real datadir and on the simulated disk of the crash tests. Reading
+//! never changes a file: the storage core repairs the log's end later
+//! (see `fulmen_storage::log::repair_plan`).
+//!
+//! The checkpoint boot starts from is the newest one that reads back whole
+//! (checksum, format) and whose block the log sealed with the same hash;
+//! any other is reported and skipped. If the replay from it fails (its
+//! state is not its root, or the log's seal contradicts it), boot warns and
+//! replays the whole log from genesis instead: a checkpoint only ever saves
+//! time, it never decides what the chain is.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use fulmen_chain::persist::decode_seal;
+use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::view::ChainView;
+use fulmen_storage::HotState;
+use fulmen_storage::checkpoint::{self, CheckpointError, CheckpointMeta};
+use fulmen_storage::log::{LogDir, LogError, Position, Tail, read_log};
+use fulmen_storage::record::{RecordError, RecordKind};
+
+use crate::merkle::StateTrie;
+use crate::recover::{RecoverError, Replayed, replay};
+use crate::sequencer::Genesis;
+
+/// What boot found and rebuilt.
+pub struct Booted {
+    /// The chain.
+    pub replayed: Replayed,
+    /// Where writing resumes.
+    pub tail: Tail,
+    /// Records read (padding excluded).
+    pub records: usize,
+    /// Bytes of log read.
+    pub bytes: u64,
+    /// A torn tail the storage core will cut off: where, and why.
+    pub truncated: Option<(Position, RecordError)>,
+    /// Time spent reading the log (the rest of boot is the replay).
+    pub read: Duration,
+}
+
+/// Why boot fails.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The log cannot be read (damaged before its tail, another format, IO).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log reads but does not replay to a consistent chain.
+    #[error(transparent)]
+    Replay(#[from] RecoverError),
+    /// The checkpoint directory cannot be listed (`fulmen db check`).
+    #[error("cannot list the checkpoints: {0}")]
+    ListCheckpoints(std::io::Error),
+}
+
+/// How far boot checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode {
+    /// A node's start: from the newest checkpoint that serves, the open
+    /// block's timestamp refreshed to `now_ms`.
+    Start {
+        /// Wall clock, in ms since the epoch.
+        now_ms: u64,
+    },
+    /// `fulmen db check`: from genesis, every block's roots recomputed.
+    CheckEveryBlock,
+}
+
+/// Reads the log in `log` and replays it, from the newest checkpoint in
+/// `checkpoints` that serves (see the module's documentation).
+pub fn boot<L: LogDir, C: LogDir>(
+    log: &L,
+    checkpoints: &C,
+    spec: &ChainSpec,
+    genesis: &Genesis,
+    mode: BootMode,
+) -> Result<Booted, BootError> {
+    let began = Instant::now();
+    let (recovery, tail) = read_log(log)?;
+    let read = began.elapsed();
+    if let Some((at, error)) = &recovery.truncated {
+        tracing::warn!(
+            segment = at.segment,
+            offset = at.offset,
+            %error,
+            "the log ends with a torn record (a crash during its write; it was never acknowledged): it is cut off"
+        );
+    }
+    let records = &recovery.records;
+    let replayed = match mode {
+        BootMode::CheckEveryBlock => replay(spec, genesis, None, iter(records), 0, true)?,
+        BootMode::Start { now_ms } => {
+            let image = newest_checkpoint(checkpoints, records);
+            replay_from(spec, genesis, image, records, now_ms)?
+        }
+    };
+    Ok(Booted {
+        replayed,
+        tail,
+        records: recovery.records.len(),
+        bytes: recovery.bytes,
+        truncated: recovery.truncated,
+        read,
+    })
+}
+
+/// The log's records as replay takes them.
+fn iter(
+    records: &[(Position, RecordKind, Vec<u8>)],
+) -> impl Iterator<Item = (Position, RecordKind, &[u8])> {
+    records
+        .iter()
+        .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+}
+
+/// Replays from `image` when given, and from genesis when there is none or
+/// it does not replay.
+fn replay_from(
+    spec: &ChainSpec,
+    genesis: &Genesis,
+    image: Option<(CheckpointMeta, HotState)>,
+    records: &[(Position, RecordKind, Vec<u8>)],
+    now_ms: u64,
+) -> Result<Replayed, RecoverError> {
+    let Some(image) = image else {
+        return replay(spec, genesis, None, iter(records), now_ms, false);
+    };
+    let number = image.0.number;
+    replay(spec, genesis, Some(image), iter(records), now_ms, false).or_else(|e| {
+        tracing::warn!(number, error = %e, "the checkpoint does not replay; replaying the whole log instead");
+        replay(spec, genesis, None, iter(records), now_ms, false)
+    })
+}
+
+/// The log's sealed block hashes by number.
+fn sealed_hashes(records: &[(Position, RecordKind, Vec<u8>)]) -> HashMap<u64, B256> {
+    records
+        .iter()
+        .filter(|(_, kind, _)| *kind == RecordKind::BlockSeal)
+        .filter_map(|(_, _, payload)| decode_seal(payload).ok())
+        .map(|seal| (seal.header.number, seal.header.hash_slow()))
+        .collect()
+}
+
+/// The newest checkpoint that reads back whole and whose block the log
+/// sealed with the same hash; others are reported and skipped.
+fn newest_checkpoint<C: LogDir>(
+    dir: &C,
+    records: &[(Position, RecordKind, Vec<u8>)],
+) -> Option<(CheckpointMeta, HotState)> {
+    let found = match checkpoint::list(dir) {
+        Ok(found) if found.is_empty() => return None,
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list checkpoints; replaying the whole log");
+            return None;
+        }
+    };
+    let sealed = sealed_hashes(records);
+    for (number, name) in found {
+        let Some(hash) = sealed.get(&number) else {
+            tracing::warn!(
+                name,
+                "not a checkpoint of this log (a block the log never sealed: junk, or another chain's); skipped"
+            );
+            continue;
+        };
+        let began = Instant::now();
+        match checkpoint::read(dir, &name) {
+            Ok((meta, state)) if meta.number == number && meta.hash == *hash => {
+                tracing::info!(
+                    number,
+                    accounts = state.account_count(),
+                    slots = state.slot_count(),
+                    load_ms = began.elapsed().as_millis() as u64,
+                    "loaded checkpoint"
+                );
+                return Some((meta, state));
+            }
+            Ok(_) => {
+                tracing::warn!(name, "checkpoint does not match the log's block; skipped")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used")
+            }
+        }
+    }
+    None
+}
+
+/// A checkpoint file boot skips, as `fulmen db check` reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum SkippedCheckpoint {
+    /// It does not read back whole.
+    #[error("{0}")]
+    Unreadable(CheckpointError),
+    /// Its block is one the log never sealed.
+    #[error("checkpoint {name} is of block {number}, which the log never sealed; boot skips it")]
+    NotSealed {
+        /// The file.
+        name: String,
+        /// The block its name gives.
+        number: u64,
+    },
+    /// It is whole but not the state of the log's block.
+    #[error(
+        "checkpoint {name} does not match block {number} of the log (hash {hash}, state root {state_root}); boot skips it"
+    )]
+    Mismatch {
+        /// The file.
+        name: String,
+        /// The block its name gives.
+        number: u64,
+        /// The block hash in the image.
+        hash: B256,
+        /// The root of the state in the image.
+        state_root: B256,
+    },
+}
+
+/// What checking the checkpoints found.
+#[derive(Debug, Default)]
+pub struct CheckpointReport {
+    /// Checkpoints that match the chain.
+    pub verified: usize,
+    /// Files boot skips (junk, damaged or partial images, blocks the log
+    /// never sealed): notes, as boot's warnings, not failures.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// Checks every checkpoint in `dir` against the replayed chain `view`:
+/// checksum, block hash, and the root of its state against the block's
+/// sealed state root.
+pub fn check_checkpoints<C: LogDir>(
+    dir: &C,
+    view: &ChainView,
+) -> Result<CheckpointReport, BootError> {
+    let found = checkpoint::list(dir).map_err(BootError::ListCheckpoints)?;
+    let mut report = CheckpointReport::default();
+    for (number, name) in found {
+        let (meta, state) = match checkpoint::read(dir, &name) {
+            Ok(image) => image,
+            Err(e) => {
+                report.skipped.push(SkippedCheckpoint::Unreadable(e));
+                continue;
+            }
+        };
+        let Some(block) = view.block(number) else {
+            report
+                .skipped
+                .push(SkippedCheckpoint::NotSealed { name, number });
+            continue;
+        };
+        let state_root = StateTrie::from_state(&state).root();
+        if meta.number != number || meta.hash != block.hash || state_root != block.header.state_root
+        {
+            // Boot skips such an image (it replays without it), so the
+            // datadir is usable: a note, as boot's warning, not a failure.
+            report.skipped.push(SkippedCheckpoint::Mismatch {
+                name,
+                number,
+                hash: meta.hash,
+                state_root,
+            });
+            continue;
+        }
+        report.verified += 1;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use fulmen_storage::io::{CrashMode, Fault, SimDisk, StreamFile, ready as now};
+    use fulmen_storage::log::Log;
+
+    use super::*;
+    use crate::recover::tests::{GAS_LIMIT, SEGMENT_BYTES, workload};
+    use crate::testkit::spec;
+
+    /// A log of a few dozen blocks on the simulated disk.
+    fn logged_chain() -> SimDisk {
+        let disk = SimDisk::new(1, 1 << 24);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        assert!(!workload(&mut log, 90, false).error);
+        disk
+    }
+
+    fn boot_on(log: &SimDisk, checkpoints: &SimDisk, mode: BootMode) -> Booted {
+        let spec = spec(GAS_LIMIT);
+        let genesis = Genesis::new(&spec);
+        boot(log, checkpoints, &spec, &genesis, mode).unwrap_or_else(|e| panic!("boot: {e}"))
+    }
+
+    /// The head, the state root and the open mini-block: equal for the
+    /// same chain whatever it was rebuilt from.
+    fn fingerprint(booted: &mut Booted) -> Fingerprint {
+        let view = booted.replayed.parts.view();
+        (
+            view.head().hash,
+            StateTrie::from_state(view.state()).root(),
+            view.mini_block(),
+            booted.replayed.merkle.state_root(),
+        )
+    }
+
+    type Fingerprint = (B256, B256, u64, B256);
+
+    /// The logged chain, checked from genesis without checkpoints: the
+    /// log, the chain, its fingerprint and its head block number.
+    fn reference() -> (SimDisk, Booted, Fingerprint, u64) {
+        let log = logged_chain();
+        let mut full = boot_on(&log, &SimDisk::new(2, 1 << 20), BootMode::CheckEveryBlock);
+        let expected = fingerprint(&mut full);
+        let head = full.replayed.parts.view().head().header.number;
+        (log, full, expected, head)
+    }
+
+    /// The image of block `number` of the chain `full` rebuilt.
+    fn image(full: &Booted, number: u64) -> (CheckpointMeta, HotState) {
+        let view = full.replayed.parts.view();
+        let block = view.block(number).unwrap();
+        let meta = CheckpointMeta {
+            number,
+            hash: block.hash,
+            state_root: block.header.state_root,
+        };
+        (meta, view.state_at(number).unwrap().clone())
+    }
+
+    /// Boot takes the newest checkpoint that matches the log, skips junk
+    /// and images of other blocks, and falls back to a replay from genesis
+    /// when the image's state is not its root: the chain is the same every
+    /// time.
+    #[test]
+    fn boot_takes_the_newest_matching_checkpoint_or_replays_from_genesis() {
+        let (log, full, expected, head) = reference();
+        assert!(head >= 20, "{head} blocks");
+        let checkpoints = SimDisk::new(3, 1 << 26);
+        let mut none = boot_on(&log, &checkpoints, BootMode::Start { now_ms: 0 });
+        assert_eq!(none.replayed.stats.from_checkpoint, None);
+        assert_eq!(fingerprint(&mut none), expected);
+        for number in [head / 3, head / 2] {
+            let (meta, state) = image(&full, number);
+            now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
+        }
+        // Junk past the chain, and a whole image of another block under a
+        // newer block's name: skipped.
+        let (meta, state) = image(&full, head / 4);
+        let mut junk = checkpoints
+            .create_stream(&checkpoint::file_name(head + 9))
+            .unwrap();
+        now(junk.write_all(b"junk")).unwrap();
+        now(junk.close_synced()).unwrap();
+        let named_wrong = checkpoint::file_name(head / 2 + 1);
+        now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
+        checkpoints
+            .rename(&checkpoint::file_name(head / 4), &named_wrong)
+            .unwrap();
+        let mut from = boot_on(&log, &checkpoints, BootMode::Start { now_ms: 0 });
+        assert_eq!(from.replayed.stats.from_checkpoint, Some(head / 2));
+        assert_eq!(fingerprint(&mut from), expected);
+        // `db check` verifies the two and notes the others.
+        let report = check_checkpoints(&checkpoints, full.replayed.parts.view()).unwrap();
+        assert_eq!(report.verified, 2);
+        assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+        // An image whose state is not its root (a bug that wrote the wrong
+        // state, with a valid checksum): boot replays from genesis.
+        let (meta, _) = image(&full, head / 2 + 2);
+        let (_, other_state) = image(&full, head / 2 + 1);
+        now(checkpoint::write(&checkpoints, &meta, &other_state)).unwrap();
+        let mut fallback = boot_on(&log, &checkpoints, BootMode::Start { now_ms: 0 });
+        assert_eq!(fallback.replayed.stats.from_checkpoint, None);
+        assert_eq!(fingerprint(&mut fallback), expected);
+    }
+
+    /// A checkpoint write (and the prune after it) with the disk failing
+    /// for good at every operation in turn, then a crash (torn, lost, or
+    /// kept): boot starts from a whole checkpoint (the new one, or the one
+    /// before), or from genesis when there was none, never from a torn one,
+    /// and rebuilds the same chain.
+    #[test]
+    fn a_crash_at_every_point_of_a_checkpoint_write_boots_to_the_same_chain() {
+        let (log, full, expected, head) = reference();
+        let (older, older_state) = image(&full, head / 3);
+        let (newer, newer_state) = image(&full, 2 * head / 3);
+        let mut points = 0;
+        for with_older in [false, true] {
+            let prepare = |seed| {
+                let disk = SimDisk::new(seed, 1 << 26);
+                if with_older {
+                    now(checkpoint::write(&disk, &older, &older_state)).unwrap();
+                }
+                disk
+            };
+            let write_newer = |disk: &SimDisk| -> bool {
+                now(checkpoint::write(disk, &newer, &newer_state)).is_ok()
+                    && now(checkpoint::prune(
+                        disk,
+                        checkpoint::KEEP,
+                        newer.number,
+                        |_| true,
+                    ))
+                    .is_ok()
+            };
+            let clean = prepare(1);
+            let first_op = clean.ops();
+            assert!(write_newer(&clean));
+            for at_op in first_op..clean.ops() {
+                for mode in [
+                    CrashMode::TearUnflushed,
+                    CrashMode::LoseUnflushed,
+                    CrashMode::KeepAll,
+                ] {
+                    let disk = prepare(at_op * 7 + 3);
+                    disk.inject(Some(Fault::Eio {
+                        at_op,
+                        forever: true,
+                    }));
+                    assert!(!write_newer(&disk));
+                    let rebooted = disk.crash(mode);
+                    let mut booted = boot_on(&log, &rebooted, BootMode::Start { now_ms: 0 });
+                    let from = booted.replayed.stats.from_checkpoint;
+                    let allowed = [Some(newer.number), with_older.then_some(older.number)];
+                    assert!(
+                        allowed.contains(&from),
+                        "EIO from op {at_op}, {mode:?}: booted from {from:?}"
+                    );
+                    assert_eq!(fingerprint(&mut booted), expected, "op {at_op} {mode:?}");
+                    points += 1;
+                }
+            }
+        }
+        assert!(points >= 30, "{points} crash points");
+    }
+}
