@@ -2,6 +2,7 @@
 
 mod config;
 mod datadir;
+mod error;
 mod metrics_http;
 mod node;
 mod top;
@@ -18,6 +19,7 @@ use fulmen_exec::{seq_core, sequencer::Genesis};
 
 use crate::config::Config;
 use crate::datadir::Datadir;
+use crate::error::AppError;
 
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -232,29 +234,27 @@ fn main() {
 }
 
 /// The configuration `args` describe (file, then flags), validated.
-fn load_config(args: &RunArgs) -> Result<Config, String> {
+fn load_config(args: &RunArgs) -> Result<Config, AppError> {
     let mut config = match &args.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     args.apply(&mut config);
-    config.validate().map_err(|e| e.to_string())?;
+    config.validate()?;
     Ok(config)
 }
 
 /// The configuration and chain that `args` describe.
-fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
+fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), AppError> {
     let config = load_config(args)?;
     if args.dev && config.genesis.is_some() {
-        return Err(
-            "--dev and --genesis are exclusive: --dev uses the embedded dev genesis".into(),
-        );
+        return Err(AppError::DevAndGenesis);
     }
     if !args.dev && config.genesis.is_none() {
-        return Err("no chain: pass --dev for the embedded dev chain, or --genesis FILE (or `genesis` in the config)".into());
+        return Err(AppError::NoChain);
     }
     let genesis = match &config.genesis {
-        Some(path) => load_genesis(path).map_err(|e| e.to_string())?,
+        Some(path) => load_genesis(path)?,
         None => dev_genesis(
             config.block_gas_limit,
             config.base_fee_floor_wei.max(1_000_000_000),
@@ -276,7 +276,7 @@ fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), String> {
 }
 
 /// `fulmen tune`.
-fn tune(args: TuneArgs) -> Result<(), String> {
+fn tune(args: TuneArgs) -> Result<(), AppError> {
     let machine = fulmen_tuning::Machine::read(&args.sysfs_root);
     let Some(path) = args.check else {
         print!("{}", machine.report());
@@ -290,8 +290,8 @@ fn tune(args: TuneArgs) -> Result<(), String> {
         print!("{}", map.to_toml());
         return Ok(());
     };
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    config.validate().map_err(|e| e.to_string())?;
+    let config = Config::load(&path)?;
+    config.validate()?;
     let strict = args.strict || config.cores.strict;
     let checked = fulmen_tuning::check(&machine, &config.cores.to_tuning(), strict);
     for warning in &checked.warnings {
@@ -304,16 +304,15 @@ fn tune(args: TuneArgs) -> Result<(), String> {
         );
         return Ok(());
     }
-    Err(format!(
-        "the core map of {} is not valid on this machine:\n  {}",
-        path.display(),
-        checked.errors.join("\n  ")
-    ))
+    Err(AppError::CoreMapInvalid {
+        path,
+        errors: checked.errors,
+    })
 }
 
 /// The core map against the live machine: errors stop the start, warnings
 /// are logged.
-fn check_cores(config: &Config) -> Result<(), String> {
+fn check_cores(config: &Config) -> Result<(), AppError> {
     let machine = fulmen_tuning::Machine::live();
     let checked = fulmen_tuning::check(&machine, &config.cores.to_tuning(), config.cores.strict);
     for warning in &checked.warnings {
@@ -322,10 +321,7 @@ fn check_cores(config: &Config) -> Result<(), String> {
     if checked.errors.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "the [cores] map does not fit this machine (see `fulmen tune`): {}",
-            checked.errors.join("; ")
-        ))
+        Err(AppError::CoresDoNotFit(checked.errors))
     }
 }
 
@@ -336,30 +332,25 @@ const HUGE_PAGES_CONF: &str = "thp:always,metadata_thp:always";
 
 /// `[memory]`: huge pages (by restarting this process with jemalloc told to
 /// use them, so it must come first) and mlockall.
-fn apply_memory(config: &config::MemoryConfig) -> Result<(), String> {
+fn apply_memory(config: &config::MemoryConfig) -> Result<(), AppError> {
     let machine = fulmen_tuning::Machine::live();
     if config.huge_pages {
         match machine.thp.as_deref() {
             Some("always") | Some("madvise") => {}
             other => {
-                return Err(format!(
-                    "memory.huge_pages: transparent huge pages are {} on this machine \
-                     (/sys/kernel/mm/transparent_hugepage/enabled); enable them with \
-                     `echo madvise > /sys/kernel/mm/transparent_hugepage/enabled` or set memory.huge_pages = false",
-                    other.unwrap_or("unavailable")
-                ));
+                return Err(AppError::HugePagesUnavailable {
+                    mode: other.unwrap_or("unavailable").to_string(),
+                });
             }
         }
         if std::env::var(JEMALLOC_CONF).ok().as_deref() != Some(HUGE_PAGES_CONF) {
             use std::os::unix::process::CommandExt;
-            let exe = std::env::current_exe().map_err(|e| format!("memory.huge_pages: {e}"))?;
+            let exe = std::env::current_exe().map_err(AppError::HugePagesRestart)?;
             let error = std::process::Command::new(exe)
                 .args(std::env::args_os().skip(1))
                 .env(JEMALLOC_CONF, HUGE_PAGES_CONF)
                 .exec();
-            return Err(format!(
-                "memory.huge_pages: cannot restart with huge pages: {error}"
-            ));
+            return Err(AppError::HugePagesRestart(error));
         }
         tracing::info!(
             "memory: the heap asks for transparent huge pages (jemalloc {HUGE_PAGES_CONF})"
@@ -369,24 +360,20 @@ fn apply_memory(config: &config::MemoryConfig) -> Result<(), String> {
         // SAFETY: mlockall takes flags only and changes no Rust-visible state.
         let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
         if rc != 0 {
-            let error = std::io::Error::last_os_error();
+            let source = std::io::Error::last_os_error();
             let limit = match machine.memlock {
                 Some(fulmen_tuning::MemLock::Bytes(b)) => format!("{} KiB", b / 1024),
                 Some(fulmen_tuning::MemLock::Unlimited) => "unlimited".into(),
                 None => "unknown".into(),
             };
-            return Err(format!(
-                "memory.mlockall: mlockall failed ({error}); the locked-memory limit is {limit}, \
-                 below what the node needs: raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity \
-                 in the systemd unit, or memlock in /etc/security/limits.conf) or set memory.mlockall = false"
-            ));
+            return Err(AppError::Mlockall { source, limit });
         }
         tracing::info!("memory: all pages locked (mlockall)");
     }
     Ok(())
 }
 
-fn run(args: RunArgs) -> Result<(), String> {
+fn run(args: RunArgs) -> Result<(), AppError> {
     // Before the genesis is built: huge pages restart the process.
     apply_memory(&load_config(&args)?.memory)?;
     let (config, spec) = configure(&args)?;
@@ -457,7 +444,7 @@ fn drain_before_exit(node: node::Node) {
     }
 }
 
-fn db_check(args: RunArgs) -> Result<(), String> {
+fn db_check(args: RunArgs) -> Result<(), AppError> {
     let (config, spec) = configure(&args)?;
     // Hold the lock so a node cannot write while the log is read.
     let _datadir = Datadir::lock(&config.datadir)?;
@@ -494,19 +481,18 @@ fn db_check(args: RunArgs) -> Result<(), String> {
 
 /// Port 0 means "any free port": pick one here so that every net core binds
 /// the same one (SO_REUSEPORT) and the log line names it.
-fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, String> {
+fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, AppError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
-    let probe =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
-    probe.local_addr().map_err(|e| e.to_string())
+    let bind_error = |source| AppError::Bind { addr, source };
+    let probe = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    probe.local_addr().map_err(bind_error)
 }
 
 /// Installs the SIGTERM/SIGINT handlers (before the readiness line, so that
 /// a supervisor's signal can never find the default action still in place).
-fn signals() -> Result<signal_hook::iterator::Signals, String> {
+fn signals() -> Result<signal_hook::iterator::Signals, AppError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(AppError::Signals)
 }

@@ -3,6 +3,7 @@
 //! Scrapes are rare (seconds apart) and small, so one plain thread serves
 //! them, off the pinned cores; rendering reads atomics only.
 
+use crate::error::AppError;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -10,12 +11,10 @@ use std::time::Duration;
 use fulmen_chain::metrics::METRICS;
 
 /// Binds `addr` and serves in the background; returns the bound address.
-pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
-    let listener =
-        TcpListener::bind(addr).map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("metrics listener: {e}"))?;
+pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, AppError> {
+    let error = |source| AppError::Metrics { addr, source };
+    let listener = TcpListener::bind(addr).map_err(error)?;
+    let bound = listener.local_addr().map_err(error)?;
     std::thread::Builder::new()
         .name("fulmen-metrics".into())
         .spawn(move || {
@@ -25,7 +24,7 @@ pub(crate) fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
                 }
             }
         })
-        .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+        .map_err(error)?;
     Ok(bound)
 }
 

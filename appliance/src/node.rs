@@ -40,6 +40,7 @@ use glommio::{
 
 use crate::config::{Config, Durability};
 use crate::datadir::Booted;
+use crate::error::{DrainError, StartError};
 
 /// io_uring buffer memory per executor. Small, so that several executors fit
 /// under the default 8 MiB memlock limit (`fulmen tune` checks the limit).
@@ -53,6 +54,12 @@ const OTHER_FILES_MAX: usize = 256;
 
 /// Capacity of each net core's proof channel to the state-root worker.
 const PROOF_QUEUE_CAPACITY: usize = 256;
+
+/// How long start-up waits for the net cores and the log to be ready.
+const READY_TIMEOUT_S: u64 = 60;
+
+/// Where each net core and the log report that they are ready, or why not.
+type Ready = std::sync::mpsc::Sender<Result<(), StartError>>;
 
 /// Capacity of the seal channels between seq and the state-root worker.
 const SEAL_QUEUE_CAPACITY: usize = 64;
@@ -158,14 +165,16 @@ pub(crate) struct Node {
 impl Node {
     /// Tells the seq core to stop taking transactions and waits (up to
     /// `timeout`) until every log record it sent is durable.
-    pub(crate) fn drain(mut self, timeout: Duration) -> Result<Drained, String> {
+    pub(crate) fn drain(mut self, timeout: Duration) -> Result<Drained, DrainError> {
         let (drained, answer) = std::sync::mpsc::sync_channel(1);
         self.control
             .try_send(SeqControl::Stop { drained })
-            .map_err(|e| format!("cannot reach the seq core: {e}"))?;
+            .map_err(|e| DrainError::Unreachable(e.to_string()))?;
         answer
             .recv_timeout(timeout)
-            .map_err(|_| format!("the log did not drain within {} s", timeout.as_secs()))
+            .map_err(|_| DrainError::Timeout {
+                timeout_s: timeout.as_secs(),
+            })
     }
 }
 
@@ -177,7 +186,7 @@ struct Shared {
     limits: RpcLimits,
     sim: Arc<SimPool>,
     timing: SeqTiming,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ready: Ready,
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -188,7 +197,7 @@ pub(crate) fn start(
     addrs: (SocketAddr, Option<SocketAddr>),
     booted: Booted,
     datadir: &Path,
-) -> Result<Node, String> {
+) -> Result<Node, StartError> {
     raise_open_files_limit(config);
     let mut bound = vec![bind_exclusive(addrs.0, "rpc_addr")?];
     if let Some(addr) = addrs.1 {
@@ -208,7 +217,7 @@ pub(crate) fn start(
         control: control_rx,
     };
     add_core_roles(config, seq, replayed.merkle, (datadir, tail), &mut roles);
-    let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     let shared = Shared {
         published,
         spec: Arc::new(spec),
@@ -272,7 +281,7 @@ fn add_net_roles(
     bound: &[std::net::TcpListener],
     control: &mpsc::Sender<SeqControl>,
     roles: &mut BTreeMap<usize, CoreRoles>,
-) -> Result<NetLinks, String> {
+) -> Result<NetLinks, StartError> {
     let ws_shared = Arc::new(WsShared::default());
     let http_shared = Arc::new(HttpShared::default());
     let mut links = NetLinks {
@@ -285,7 +294,7 @@ fn add_net_roles(
             .iter()
             .map(|l| l.try_clone())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot duplicate the listening socket: {e}"))?;
+            .map_err(StartError::DuplicateListener)?;
         let (seq_tx, seq_rx) = shared_channel::new_bounded(config.pool.inbox_capacity);
         let (proof_tx, proof_rx) = shared_channel::new_bounded(PROOF_QUEUE_CAPACITY);
         let (event_tx, event_rx) = shared_channel::new_bounded(EVENT_QUEUE_CAPACITY);
@@ -357,7 +366,7 @@ fn spawn_executors(
     config: &Config,
     roles: BTreeMap<usize, CoreRoles>,
     shared: Shared,
-) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let mut threads = Vec::new();
     for (cpu, mut roles) in roles {
         roles.figures = Some(METRICS.register_core(cpu, roles.names()));
@@ -368,7 +377,10 @@ fn spawn_executors(
             .spin_before_park(Duration::from_micros(config.cores.spin_before_park_us));
         let handle = builder
             .spawn(move || run_core(roles, shared))
-            .map_err(|e| format!("cannot start the executor on CPU {cpu}: {e}"))?;
+            .map_err(|e| StartError::Executor {
+                cpu,
+                reason: e.to_string(),
+            })?;
         threads.push(std::thread::spawn(move || {
             if let Err(e) = handle.join() {
                 tracing::error!(cpu, error = ?e, "executor stopped");
@@ -380,15 +392,17 @@ fn spawn_executors(
 
 /// Waits for `count` roles to report ready, or the first failure.
 fn wait_ready(
-    ready: &std::sync::mpsc::Receiver<Result<(), String>>,
+    ready: &std::sync::mpsc::Receiver<Result<(), StartError>>,
     count: usize,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     for _ in 0..count {
-        match ready.recv_timeout(Duration::from_secs(60)) {
+        match ready.recv_timeout(Duration::from_secs(READY_TIMEOUT_S)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                return Err("a net core or the log did not become ready within 60 s".into());
+                return Err(StartError::NotReady {
+                    timeout_s: READY_TIMEOUT_S,
+                });
             }
         }
     }
@@ -398,14 +412,15 @@ fn wait_ready(
 /// Binds `addr` for this process alone: no SO_REUSEPORT, so a second
 /// process cannot bind it too and silently take part of the traffic. The
 /// net cores share it through duplicates of this one socket.
-fn bind_exclusive(addr: SocketAddr, key: &str) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            format!(
-                "{key} {addr} is in use by another process: stop it or choose another port ({e})"
-            )
+fn bind_exclusive(
+    addr: SocketAddr,
+    key: &'static str,
+) -> Result<std::net::TcpListener, StartError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::AddrInUse { key, addr, source }
         } else {
-            format!("cannot listen on {key} {addr}: {e}")
+            StartError::Listen { key, addr, source }
         }
     })?;
     // A deeper accept queue than std's 128, as glommio's own bind uses, so
@@ -413,8 +428,8 @@ fn bind_exclusive(addr: SocketAddr, key: &str) -> Result<std::net::TcpListener, 
     // SAFETY: listen(2) on a socket this function owns.
     let listened = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
     if listened != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("cannot listen on {key} {addr}: {e}"));
+        let source = std::io::Error::last_os_error();
+        return Err(StartError::Listen { key, addr, source });
     }
     // Non-blocking for good: glommio toggles O_NONBLOCK around its first
     // accept attempt, and the flag is shared by every duplicate, so a
@@ -422,7 +437,7 @@ fn bind_exclusive(addr: SocketAddr, key: &str) -> Result<std::net::TcpListener, 
     // accepts.
     listener
         .set_nonblocking(true)
-        .map_err(|e| format!("cannot set up the {key} listener {addr}: {e}"))?;
+        .map_err(|source| StartError::Listen { key, addr, source })?;
     Ok(listener)
 }
 
@@ -469,7 +484,7 @@ fn raise_open_files_limit(config: &Config) {
 /// Starts the simulation workers: pinned to the exec CPUs (the net CPUs
 /// when there are none), never to seq's unless nothing else exists, and
 /// niced, so the kernel preempts them for the pinned net and seq threads.
-fn start_simulation_workers(config: &Config) -> Result<Arc<SimPool>, String> {
+fn start_simulation_workers(config: &Config) -> Result<Arc<SimPool>, StartError> {
     let cores = &config.cores;
     let mut cpus: Vec<usize> = if cores.exec.is_empty() {
         cores.net.clone()
@@ -485,7 +500,7 @@ fn start_simulation_workers(config: &Config) -> Result<Arc<SimPool>, String> {
         config.rpc.simulation_queue_max,
         on_start,
     )
-    .map_err(|e| format!("cannot start the simulation workers: {e}"))
+    .map_err(StartError::SimulationWorkers)
 }
 
 /// Pins the calling thread to `cpus` (all of them: the kernel balances the
@@ -577,7 +592,7 @@ async fn run_checkpoint_role(dir: PathBuf, jobs: SharedReceiver<CheckpointJob>) 
 
 /// The log writer: opens the log at its recovered tail, reports ready (or
 /// why it cannot), then appends until the seq core hangs up.
-async fn run_log_role(role: LogRole, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+async fn run_log_role(role: LogRole, ready: Ready) {
     let inbox = role.inbox.connect().await;
     let acks = role.acks.connect().await;
     let opened = async {
@@ -594,11 +609,11 @@ async fn run_log_role(role: LogRole, ready: std::sync::mpsc::Sender<Result<(), S
             let _ = ready.send(Ok(()));
             fulmen_storage::writer::run_writer(log, inbox, acks).await;
         }
-        Err(e) => {
-            let _ = ready.send(Err(format!(
-                "cannot open the log in {}: {e}",
-                role.dir.display()
-            )));
+        Err(source) => {
+            let _ = ready.send(Err(StartError::LogOpen {
+                dir: role.dir,
+                source,
+            }));
         }
     }
 }

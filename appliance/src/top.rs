@@ -1,6 +1,7 @@
 //! `fulmen top`: a running node's per-core and node figures, refreshed in
 //! the terminal, read from its Prometheus endpoint.
 
+use crate::error::AppError;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,42 +18,48 @@ struct Sample {
     at: Option<Instant>,
 }
 
-fn fetch(url: &str) -> Result<String, String> {
+/// A `fulmen top` error about `url`.
+fn top_error(url: &str, reason: impl std::fmt::Display) -> AppError {
+    AppError::Top {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn fetch(url: &str) -> Result<String, AppError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs"))?;
+        .ok_or_else(|| top_error(url, "only http:// URLs"))?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = TcpStream::connect(host).map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let mut stream =
+        TcpStream::connect(host).map_err(|e| top_error(url, format!("cannot reach it: {e}")))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| top_error(url, e))?;
     write!(
         stream,
         "GET /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| top_error(url, e))?;
     let mut text = String::new();
     // A metrics page is kilobytes; anything past 16 MiB is not one.
     stream
         .take(16 << 20)
         .read_to_string(&mut text)
-        .map_err(|e| format!("reading {url}: {e}"))?;
+        .map_err(|e| top_error(url, format!("reading: {e}")))?;
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{url}: not an HTTP response"))?;
+        .ok_or_else(|| top_error(url, "not an HTTP response"))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!(
-            "{url}: {}",
-            head.lines().next().unwrap_or_default()
-        ));
+        return Err(top_error(url, head.lines().next().unwrap_or_default()));
     }
     Ok(body.to_string())
 }
 
-fn sample(url: &str) -> Result<Sample, String> {
+fn sample(url: &str) -> Result<Sample, AppError> {
     let body = fetch(url)?;
     let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-        .map_err(|e| format!("{url}: not Prometheus text: {e}"))?;
+        .map_err(|e| top_error(url, format!("not Prometheus text: {e}")))?;
     let mut out = Sample {
         at: Some(Instant::now()),
         ..Default::default()
@@ -159,7 +166,7 @@ fn render(now: &Sample, before: &Sample) -> String {
 }
 
 /// Refreshes every `interval_ms` until interrupted, or `count` times.
-pub(crate) fn run(url: &str, interval_ms: u64, count: u64) -> Result<(), String> {
+pub(crate) fn run(url: &str, interval_ms: u64, count: u64) -> Result<(), AppError> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut before = sample(url)?;
     let mut shown = 0;
