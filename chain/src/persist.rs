@@ -321,47 +321,18 @@ mod tests {
     //! panics (the log_scan fuzz target covers the same decoders at scale).
 
     use super::*;
-    use crate::spec::SPEC;
-    use crate::tx::{RecoveredTx, TxRules, decode_and_check};
-    use alloy_consensus::{SignableTransaction, TxEip1559, TxLegacy};
-    use alloy_network::TxSignerSync;
-    use alloy_primitives::{B256, Bytes, TxKind, U256};
+    use crate::tx::tests::{RULES, access_list_tx, dynamic_fee};
+    use crate::tx::{RecoveredTx, decode_and_check};
+    use alloy_primitives::{B256, Bytes, U256};
     use alloy_signer_local::PrivateKeySigner;
     use fulmen_storage::AccountState;
     use revm::bytecode::Bytecode;
 
-    const RULES: TxRules = TxRules {
-        chain_id: 4242,
-        block_gas_limit: 30_000_000,
-        tx_gas_limit_max: 1 << 24,
-        spec: SPEC,
-    };
-
     fn recovered(signer: &PrivateKeySigner, create: bool) -> RecoveredTx {
-        let envelope: TxEnvelope = if create {
-            let mut tx = TxLegacy {
-                chain_id: Some(4242),
-                nonce: 1,
-                gas_price: 7,
-                gas_limit: 90_000,
-                to: TxKind::Create,
-                value: U256::ZERO,
-                input: Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]),
-            };
-            let sig = signer.sign_transaction_sync(&mut tx).unwrap();
-            tx.into_signed(sig).into()
+        let envelope = if create {
+            access_list_tx(signer)
         } else {
-            let mut tx = TxEip1559 {
-                chain_id: 4242,
-                gas_limit: 60_000,
-                max_fee_per_gas: 10,
-                max_priority_fee_per_gas: 1,
-                to: TxKind::Call(Address::repeat_byte(2)),
-                input: Bytes::from_static(&[1, 2, 3]),
-                ..Default::default()
-            };
-            let sig = signer.sign_transaction_sync(&mut tx).unwrap();
-            tx.into_signed(sig).into()
+            dynamic_fee(signer)
         };
         decode_and_check(&envelope.encoded_2718(), &RULES).unwrap()
     }

@@ -343,7 +343,7 @@ fn recover_authorization(auth: &SignedAuthorization) -> RecoveredAuthorization {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spec::SPEC;
     use alloy_consensus::{SignableTransaction, TxEip1559, TxEip2930, TxLegacy};
@@ -351,7 +351,7 @@ mod tests {
     use alloy_primitives::TxKind;
     use alloy_signer_local::PrivateKeySigner;
 
-    const RULES: TxRules = TxRules {
+    pub(crate) const RULES: TxRules = TxRules {
         chain_id: 4242,
         block_gas_limit: 30_000_000,
         tx_gas_limit_max: 1 << 24,
@@ -372,7 +372,8 @@ mod tests {
         tx.into_signed(sig).into()
     }
 
-    fn access_list_tx(signer: &PrivateKeySigner) -> TxEnvelope {
+    /// A signed EIP-2930 contract creation.
+    pub(crate) fn access_list_tx(signer: &PrivateKeySigner) -> TxEnvelope {
         let mut tx = TxEip2930 {
             chain_id: 4242,
             gas_price: 7,
@@ -385,7 +386,8 @@ mod tests {
         tx.into_signed(sig).into()
     }
 
-    fn dynamic_fee(signer: &PrivateKeySigner) -> TxEnvelope {
+    /// A signed EIP-1559 transfer.
+    pub(crate) fn dynamic_fee(signer: &PrivateKeySigner) -> TxEnvelope {
         let mut tx = TxEip1559 {
             chain_id: 4242,
             gas_limit: 21_000,
