@@ -15,6 +15,8 @@
 //! a 64-bit length word): OP's verifiers would reject those blobs.
 
 pub use alloy_eips::eip4844::Blob;
+use alloy_eips::eip4844::builder::{PartialSidecar, SidecarCoder};
+use alloy_eips::eip4844::utils::WholeFe;
 
 /// Bytes in one blob: 4096 field elements of 32 bytes.
 pub const BLOB_BYTES: usize = 131_072;
@@ -283,6 +285,38 @@ pub fn encode_blobs(data: &[u8]) -> Vec<Blob> {
     data.chunks(BLOB_DATA_BYTES_MAX)
         .map(|chunk| encode_blob(chunk).expect("a chunk fits one blob"))
         .collect()
+}
+
+/// OP blob encoding v0 as an alloy [`SidecarCoder`], for
+/// `SidecarBuilder::<OpBlobCoder>` and its KZG `build_4844` / `build_7594`.
+/// Each `ingest` call's data starts a new blob and fills whole blobs, as
+/// [`encode_blobs`] does; for the OP format ingest one batcher payload
+/// (at most [`BLOB_DATA_BYTES_MAX`] bytes) per call. `decode_all` returns each
+/// blob's data, or `None` if any blob is invalid.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpBlobCoder;
+
+impl SidecarCoder for OpBlobCoder {
+    fn required_fe(&self, data: &[u8]) -> usize {
+        blobs_for_bytes(data.len()) * BLOB_FIELD_ELEMENTS
+    }
+
+    fn code(&mut self, builder: &mut PartialSidecar, data: &[u8]) {
+        // The builder's count of field elements stays a multiple of a blob,
+        // so every call starts on a fresh blob.
+        assert_eq!(builder.len() % BLOB_BYTES, 0);
+        for blob in encode_blobs(data) {
+            for fe in blob.chunks_exact(FIELD_ELEMENT_BYTES) {
+                builder.ingest_valid_fe(WholeFe::new(fe).expect("byte 0 keeps its top bits clear"));
+            }
+        }
+    }
+
+    fn finish(self, _builder: &mut PartialSidecar) {}
+
+    fn decode_all(&mut self, blobs: &[Blob]) -> Option<Vec<Vec<u8>>> {
+        blobs.iter().map(|b| decode_blob(b).ok()).collect()
+    }
 }
 
 #[cfg(test)]

@@ -271,3 +271,26 @@ fn truncated_data_in_the_blob_is_rejected_or_differs() {
     assert_eq!(out.len(), data.len());
     assert_ne!(out, data);
 }
+
+#[test]
+fn sidecar_coder_matches_encode_blobs_and_commits_with_kzg() {
+    use alloy_eips::eip4844::builder::{SidecarBuilder, SidecarCoder};
+    let data = XorShift::new(31).bytes(BLOB_DATA_BYTES_MAX + 1000);
+    let builder = SidecarBuilder::<OpBlobCoder>::from_slice(&data);
+    let blobs = builder.take();
+    assert_eq!(blobs, encode_blobs(&data));
+    let decoded = OpBlobCoder.decode_all(&blobs).unwrap();
+    assert_eq!(decoded.concat(), data);
+    // Two payloads, one blob each; all-0xFF data has the largest byte 0s.
+    let mut builder = SidecarBuilder::<OpBlobCoder>::new();
+    builder.ingest(&vec![0xFF; BLOB_DATA_BYTES_MAX]);
+    builder.ingest(b"second payload");
+    let sidecar = builder
+        .build_4844()
+        .expect("every field element is below the modulus");
+    assert_eq!(sidecar.blobs.len(), 2);
+    assert_eq!(decode_blob(&sidecar.blobs[1]).unwrap(), b"second payload");
+    let mut bad = sidecar.blobs[1];
+    bad[32] = 0x80;
+    assert_eq!(OpBlobCoder.decode_all(&[sidecar.blobs[0], bad]), None);
+}

@@ -31,6 +31,11 @@ pub const BROTLI_QUALITY: u32 = 10;
 pub const BROTLI_WINDOW_BITS: u32 = 22;
 /// The most frames one channel has: frame numbers are u16.
 pub const CHANNEL_FRAMES_MAX: usize = u16::MAX as usize + 1;
+/// The most batches a reader takes from one channel. Every valid OP batch is
+/// over 40 bytes (a span batch's prefix alone holds two 20-byte checks, a
+/// singular batch two 32-byte hashes), so this bound drops no valid batch;
+/// it stops a channel of 100 MB of 1-byte strings from costing gigabytes.
+pub const CHANNEL_BATCHES_MAX: usize = CHANNEL_RLP_BYTES_MAX / 40;
 /// Bytes of brotli's internal IO buffers.
 const BROTLI_BUFFER_BYTES: usize = 4096;
 
@@ -146,6 +151,9 @@ pub enum ChannelError {
     /// The channel decompresses to more than [`CHANNEL_RLP_BYTES_MAX`].
     #[error("channel decompresses to more than {CHANNEL_RLP_BYTES_MAX} bytes")]
     TooLarge,
+    /// The channel holds more than [`CHANNEL_BATCHES_MAX`] batches.
+    #[error("channel holds more than {CHANNEL_BATCHES_MAX} batches")]
+    TooManyBatches,
     /// A batch is not a well-formed RLP byte string.
     #[error("batch {batch_index} at decompressed offset {offset}: {error}")]
     Rlp {
@@ -486,6 +494,70 @@ pub fn decode_channel_bytes(bytes: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> 
     split_rlp_strings(&rlp)
 }
 
+/// Batches read from a channel the way op-node reads them: every batch
+/// that decodes in full from the first [`CHANNEL_RLP_BYTES_MAX`]
+/// decompressed bytes, in order, up to the first error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPrefix {
+    /// The batches before the first error.
+    pub batches: Vec<Vec<u8>>,
+    /// What stopped the reading, if anything did.
+    pub error: Option<ChannelError>,
+}
+
+/// Reads a channel's bytes as op-node does (derivation spec, "Channel
+/// Format"): output past [`CHANNEL_RLP_BYTES_MAX`] bytes is cut off rather
+/// than rejected, and a broken stream or batch keeps the batches before it.
+/// How much a corrupt brotli stream yields before its error depends on the
+/// decoder's buffering, so only well-formed channels are read exactly alike.
+pub fn read_channel_prefix(bytes: &[u8]) -> ChannelPrefix {
+    let stop = |error| ChannelPrefix {
+        batches: Vec::new(),
+        error: Some(error),
+    };
+    let Some(&byte) = bytes.first() else {
+        return stop(ChannelError::Empty);
+    };
+    if byte != CHANNEL_VERSION_BROTLI {
+        return stop(decode_channel_bytes(&bytes[..1]).expect_err("not a brotli channel"));
+    }
+    let decoder = brotli::Decompressor::new(&bytes[1..], BROTLI_BUFFER_BYTES);
+    let mut rlp = Vec::new();
+    let mut error = None;
+    if let Err(e) = decoder
+        .take(CHANNEL_RLP_BYTES_MAX as u64)
+        .read_to_end(&mut rlp)
+    {
+        error = Some(ChannelError::Brotli {
+            decompressed_bytes: rlp.len(),
+            message: e.to_string(),
+        });
+    }
+    let mut rest = rlp.as_slice();
+    let mut batches = Vec::new();
+    while !rest.is_empty() {
+        if batches.len() == CHANNEL_BATCHES_MAX {
+            error = error.or(Some(ChannelError::TooManyBatches));
+            break;
+        }
+        let offset = rlp.len() - rest.len();
+        match alloy_rlp::Header::decode_bytes(&mut rest, false) {
+            Ok(batch) => batches.push(batch.to_vec()),
+            Err(e) => {
+                // A batch cut short by a broken stream reports the stream's error.
+                let batch_index = batches.len();
+                error = error.or(Some(ChannelError::Rlp {
+                    batch_index,
+                    offset,
+                    error: e,
+                }));
+                break;
+            }
+        }
+    }
+    ChannelPrefix { batches, error }
+}
+
 /// Decompresses a brotli stream, refusing more than `max_bytes` of output.
 /// Bytes after the end of the stream are an error, as in Go's brotli reader
 /// ("excessive input").
@@ -523,6 +595,9 @@ pub fn split_rlp_strings(mut rlp: &[u8]) -> Result<Vec<Vec<u8>>, ChannelError> {
     let total = rlp.len();
     let mut batches = Vec::new();
     while !rlp.is_empty() {
+        if batches.len() == CHANNEL_BATCHES_MAX {
+            return Err(ChannelError::TooManyBatches);
+        }
         let offset = total - rlp.len();
         let batch_index = batches.len();
         let payload = alloy_rlp::Header::decode_bytes(&mut rlp, false).map_err(|error| {

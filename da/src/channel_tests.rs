@@ -149,11 +149,19 @@ fn first_batch_over_the_target_still_goes_in() {
 
 #[test]
 fn rlp_bytes_limit() {
+    // Header (5 bytes) plus the max is over the max: refused before any write.
     let mut ch = ChannelOut::new(ID, usize::MAX);
-    let big = vec![0u8; CHANNEL_RLP_BYTES_MAX / 2];
-    ch.add_batch(&big).unwrap();
+    ch.add_batch(b"small").unwrap();
+    let big = vec![0u8; CHANNEL_RLP_BYTES_MAX - 5];
     let err = ch.add_batch(&big).unwrap_err();
-    assert!(matches!(err, ChannelError::TooManyRlpBytes { .. }), "{err}");
+    assert_eq!(
+        err,
+        ChannelError::TooManyRlpBytes {
+            rlp_bytes: 6,
+            batch_bytes: CHANNEL_RLP_BYTES_MAX
+        }
+    );
+    assert_eq!(ch.uncompressed_bytes(), 6);
 }
 
 #[test]
@@ -347,6 +355,7 @@ fn arbitrary_input_never_panics() {
             }
         };
         let _ = decode_channel_bytes(&bytes);
+        let _ = read_channel_prefix(&bytes);
     }
     for _ in 0..2000 {
         let n = 1 + rng.below(6);
@@ -365,4 +374,128 @@ fn arbitrary_input_never_panics() {
         let _ = read_channel(&frames);
         let _ = decode_payload(&encode_payload(&frames));
     }
+}
+
+fn brotli_bytes(data: &[u8], quality: u32, window_bits: u32) -> usize {
+    let mut enc = brotli::CompressorWriter::new(Vec::new(), 4096, quality, window_bits);
+    enc.write_all(data).unwrap();
+    enc.into_inner().len()
+}
+
+/// Figures for da/FORMAT.md and the report, not a check:
+/// `cargo nextest run --release -p fulmen-da --run-ignored only measure_ --no-capture`.
+#[test]
+#[ignore]
+fn measure_compression() {
+    let mut traffic = Traffic::new(42);
+    let tx_bytes = traffic.transfer().len();
+    let mut rlp = Vec::new();
+    let mut txs = 0;
+    while rlp.len() < crate::blob::BLOB_DATA_BYTES_MAX {
+        let batch = traffic.batch(50);
+        txs += 50;
+        alloy_rlp::Header {
+            list: false,
+            payload_length: batch.len(),
+        }
+        .encode(&mut rlp);
+        rlp.extend_from_slice(&batch);
+    }
+    println!(
+        "one blob's worth: {} RLP bytes, {txs} transfers of ~{tx_bytes} bytes each",
+        rlp.len()
+    );
+    for (quality, window_bits) in [(5, 22), (9, 22), (10, 22), (10, 24), (11, 22), (11, 24)] {
+        let start = std::time::Instant::now();
+        let out = brotli_bytes(&rlp, quality, window_bits);
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let ratio = out as f64 / rlp.len() as f64;
+        println!("  q{quality} w{window_bits}: {out} bytes, ratio {ratio:.3}, {ms:.1} ms");
+    }
+    for blobs in [1, 6] {
+        let mut ch = ChannelOut::for_blobs(ID, blobs);
+        let mut n = 0;
+        let start = std::time::Instant::now();
+        while ch.add_batch(&traffic.batch(50)).is_ok() {
+            n += 50;
+        }
+        ch.close().unwrap();
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let (u, c) = (ch.uncompressed_bytes(), ch.compressed_bytes());
+        let frames = ch.frames(FRAME_BYTES_PER_BLOB_MAX).unwrap().len();
+        println!(
+            "ChannelOut {blobs} blob(s): {n} transfers, {u} RLP bytes -> {c} bytes (target {}), ratio {:.3}, \
+             {:.1} blob bytes/transfer, {frames} frame(s), {ms:.0} ms",
+            ch.target_bytes(),
+            c as f64 / u as f64,
+            c as f64 / n as f64,
+        );
+    }
+}
+
+#[test]
+fn prefix_reading_keeps_batches_before_the_break() {
+    let mut traffic = Traffic::new(9);
+    let batches: Vec<Vec<u8>> = (0..20).map(|_| traffic.batch(10)).collect();
+    let bytes = closed_channel(&batches).channel_bytes().unwrap().to_vec();
+    let whole = read_channel_prefix(&bytes);
+    assert_eq!(
+        whole,
+        ChannelPrefix {
+            batches: batches.clone(),
+            error: None
+        }
+    );
+    // Cut the stream short: some prefix of the batches, then an error.
+    let cut = read_channel_prefix(&bytes[..bytes.len() * 3 / 4]);
+    assert!(cut.error.is_some());
+    assert!(cut.batches.len() < batches.len());
+    assert_eq!(cut.batches, batches[..cut.batches.len()]);
+    // Output past the RLP bound is cut off, not rejected.
+    let mut enc = brotli::CompressorWriter::new(vec![CHANNEL_VERSION_BROTLI], 4096, 1, 22);
+    let mut rlp = Vec::new();
+    alloy_rlp::Header {
+        list: false,
+        payload_length: 3,
+    }
+    .encode(&mut rlp);
+    rlp.extend_from_slice(b"abc");
+    enc.write_all(&rlp).unwrap();
+    // Batches of 65,535 bytes: the one crossing the bound is cut and ends the read.
+    let mut filler = vec![0xb9, 0xff, 0xff];
+    filler.resize(3 + 0xffff, 7);
+    let per_batch = filler.len();
+    for _ in 0..(CHANNEL_RLP_BYTES_MAX / per_batch + 2) {
+        enc.write_all(&filler).unwrap();
+    }
+    let bomb = enc.into_inner();
+    let read = read_channel_prefix(&bomb);
+    assert_eq!(
+        read.batches.len(),
+        1 + (CHANNEL_RLP_BYTES_MAX - 4) / per_batch
+    );
+    assert_eq!(read.batches[0], b"abc");
+    assert!(
+        matches!(read.error, Some(ChannelError::Rlp { .. })),
+        "{:?}",
+        read.error
+    );
+    // 100 MB of empty strings: stopped at the batch bound.
+    let mut enc = brotli::CompressorWriter::new(vec![CHANNEL_VERSION_BROTLI], 4096, 1, 22);
+    let empties = vec![0x80u8; 1 << 20];
+    for _ in 0..96 {
+        enc.write_all(&empties).unwrap();
+    }
+    let bytes = enc.into_inner();
+    let read = read_channel_prefix(&bytes);
+    assert_eq!(read.batches.len(), CHANNEL_BATCHES_MAX);
+    assert_eq!(read.error, Some(ChannelError::TooManyBatches));
+    assert_eq!(
+        split_rlp_strings(&vec![0x80; CHANNEL_BATCHES_MAX + 1]),
+        Err(ChannelError::TooManyBatches)
+    );
+    assert_eq!(
+        read_channel_prefix(&[0x78]).error,
+        Some(ChannelError::Zlib { byte: 0x78 })
+    );
 }
