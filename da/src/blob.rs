@@ -34,9 +34,9 @@ pub const BLOB_HEADER_BYTES: usize = 4;
 pub const BLOB_DATA_BYTES_MAX: usize = BLOB_ROUNDS * ROUND_STREAM_BYTES - BLOB_HEADER_BYTES;
 /// The blob encoding version this module writes and reads (byte 1 of the blob).
 pub const BLOB_ENCODING_VERSION: u8 = 0;
-/// The most blobs one L1 transaction may carry (Prague's per-block target and
-/// the OP batcher's per-tx maximum). The caller splits longer lists of blobs
-/// across transactions.
+/// The most blobs fulmen puts in one L1 transaction: Osaka's per-transaction
+/// limit (EIP-7594) and the OP batcher's maximum (Cancun's blobs per block).
+/// The caller splits longer lists of blobs across transactions.
 pub const BLOBS_PER_TX_MAX: usize = 6;
 
 /// Offset of the version byte in the blob.
