@@ -146,19 +146,14 @@ pub fn encode_blob_into(data: &[u8], blob: &mut Blob) -> Result<(), BlobError> {
     let stream_bytes = BLOB_HEADER_BYTES + data.len();
     let rounds = stream_bytes.div_ceil(ROUND_STREAM_BYTES);
     assert!(rounds <= BLOB_ROUNDS);
-    let mut chunk = [0u8; ROUND_STREAM_BYTES];
-    for round in 0..rounds {
-        let start = round * ROUND_STREAM_BYTES;
-        for (i, byte) in chunk.iter_mut().enumerate() {
-            let at = start + i;
-            *byte = if at < BLOB_HEADER_BYTES {
-                header[at]
-            } else {
-                data.get(at - BLOB_HEADER_BYTES).copied().unwrap_or(0)
-            };
-        }
+    let mut stream = Vec::with_capacity(rounds * ROUND_STREAM_BYTES);
+    stream.extend_from_slice(&header);
+    stream.extend_from_slice(data);
+    stream.resize(rounds * ROUND_STREAM_BYTES, 0);
+    for (round, chunk) in stream.chunks_exact(ROUND_STREAM_BYTES).enumerate() {
         let out = &mut blob.0[round * 128..(round + 1) * 128];
-        encode_round(&chunk, out.try_into().expect("a round is 128 bytes"));
+        let chunk = chunk.try_into().expect("chunks_exact gives 127 bytes");
+        encode_round(chunk, out.try_into().expect("a round is 128 bytes"));
     }
     assert_eq!(blob[VERSION_OFFSET], BLOB_ENCODING_VERSION);
     Ok(())

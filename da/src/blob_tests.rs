@@ -294,3 +294,27 @@ fn sidecar_coder_matches_encode_blobs_and_commits_with_kzg() {
     bad[32] = 0x80;
     assert_eq!(OpBlobCoder.decode_all(&[sidecar.blobs[0], bad]), None);
 }
+
+/// Speed figures, not a check:
+/// `cargo nextest run --release -p fulmen-da --run-ignored only measure_ --no-capture`.
+#[test]
+#[ignore]
+fn measure_blob_speed() {
+    let data = XorShift::new(1).bytes(BLOB_DATA_BYTES_MAX);
+    let rounds = 200;
+    let start = std::time::Instant::now();
+    let mut blob = Blob::ZERO;
+    for _ in 0..rounds {
+        encode_blob_into(std::hint::black_box(&data), &mut blob).unwrap();
+    }
+    let encode_us = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        assert_eq!(
+            decode_blob(std::hint::black_box(&blob)).unwrap().len(),
+            data.len()
+        );
+    }
+    let decode_us = start.elapsed().as_secs_f64() * 1e6 / rounds as f64;
+    println!("full blob: encode {encode_us:.0} µs, decode {decode_us:.0} µs");
+}
