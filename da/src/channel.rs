@@ -36,6 +36,13 @@ pub const CHANNEL_FRAMES_MAX: usize = u16::MAX as usize + 1;
 /// singular batch two 32-byte hashes), so this bound drops no valid batch;
 /// it stops a channel of 100 MB of 1-byte strings from costing gigabytes.
 pub const CHANNEL_BATCHES_MAX: usize = CHANNEL_RLP_BYTES_MAX / 40;
+/// What op-node counts per frame, on top of its data, when it sizes a
+/// channel (`frameOverhead` in op-node's params.go).
+pub const FRAME_SIZE_OVERHEAD_BYTES: usize = 200;
+/// The most a channel's frames may weigh (data plus
+/// [`FRAME_SIZE_OVERHEAD_BYTES`] each) before the reader drops the channel:
+/// op-node's Holocene channel assembler uses `MaxRLPBytesPerChannel`.
+pub const CHANNEL_FRAME_BYTES_MAX: usize = CHANNEL_RLP_BYTES_MAX;
 /// Bytes of brotli's internal IO buffers.
 const BROTLI_BUFFER_BYTES: usize = 4096;
 
@@ -115,6 +122,17 @@ pub enum ChannelError {
         /// The last frame's number.
         last: u16,
     },
+    /// The channel's frames weigh more than [`CHANNEL_FRAME_BYTES_MAX`]:
+    /// op-node drops such a channel whole.
+    #[error(
+        "frame {number} takes the channel to {size_bytes} bytes, over the {CHANNEL_FRAME_BYTES_MAX} bytes max: drop the channel"
+    )]
+    Oversized {
+        /// The frame that crossed the bound.
+        number: u16,
+        /// The channel's size with it (data plus 200 bytes a frame).
+        size_bytes: usize,
+    },
     /// The channel is not complete.
     #[error("channel incomplete: {missing}")]
     Incomplete {
@@ -188,7 +206,8 @@ impl ChannelOut {
     /// A new, empty channel whose compressed bytes (version byte included)
     /// aim at `target_bytes`.
     pub fn new(id: ChannelId, target_bytes: usize) -> Self {
-        let mut out = Vec::with_capacity(target_bytes.min(CHANNEL_RLP_BYTES_MAX) + 64);
+        // Room for a 6-blob channel; a larger target grows the Vec as needed.
+        let mut out = Vec::with_capacity(target_bytes.min(6 * FRAME_DATA_BYTES_PER_BLOB_MAX) + 64);
         out.push(CHANNEL_VERSION_BROTLI);
         let encoder = brotli::CompressorWriter::new(
             out,
@@ -388,6 +407,7 @@ pub struct ChannelIn {
     id: ChannelId,
     frames: BTreeMap<u16, Frame>,
     last: Option<u16>,
+    size_bytes: usize,
 }
 
 impl ChannelIn {
@@ -397,12 +417,14 @@ impl ChannelIn {
             id,
             frames: BTreeMap::new(),
             last: None,
+            size_bytes: 0,
         }
     }
 
     /// Adds a frame. Rejects (and keeps nothing of) a frame of another
-    /// channel, a duplicate number, a second last frame, or a frame numbered
-    /// after the last one.
+    /// channel, a duplicate number, a second last frame, a frame numbered
+    /// after the last one, or one that makes the channel oversized (after
+    /// which the caller drops the channel, as op-node does).
     pub fn add_frame(&mut self, frame: Frame) -> Result<(), ChannelError> {
         let number = frame.number;
         if frame.channel_id != self.id {
@@ -420,6 +442,10 @@ impl ChannelIn {
         {
             return Err(ChannelError::AfterLast { number, last });
         }
+        let size_bytes = self.size_bytes + frame.data.len() + FRAME_SIZE_OVERHEAD_BYTES;
+        if size_bytes > CHANNEL_FRAME_BYTES_MAX {
+            return Err(ChannelError::Oversized { number, size_bytes });
+        }
         if frame.is_last {
             if let Some((&highest, _)) = self.frames.last_key_value()
                 && highest > number
@@ -432,6 +458,7 @@ impl ChannelIn {
             self.last = Some(number);
         }
         self.frames.insert(number, frame);
+        self.size_bytes = size_bytes;
         Ok(())
     }
 

@@ -515,3 +515,37 @@ fn prefix_reading_keeps_batches_before_the_break() {
         Some(ChannelError::Zlib { byte: 0x78 })
     );
 }
+
+#[test]
+fn oversized_channel_is_refused_as_op_node_drops_it() {
+    let mut ch = ChannelIn::new(ID);
+    let big = vec![0u8; crate::frame::FRAME_DATA_BYTES_MAX];
+    let per_frame = big.len() + FRAME_SIZE_OVERHEAD_BYTES;
+    let fit = CHANNEL_FRAME_BYTES_MAX / per_frame;
+    for number in 0..fit as u16 {
+        ch.add_frame(Frame {
+            channel_id: ID,
+            number,
+            data: big.clone(),
+            is_last: false,
+        })
+        .unwrap();
+    }
+    let number = fit as u16;
+    let err = ch
+        .add_frame(Frame {
+            channel_id: ID,
+            number,
+            data: big,
+            is_last: true,
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ChannelError::Oversized {
+            number,
+            size_bytes: (fit + 1) * per_frame
+        }
+    );
+    assert!(!ch.is_ready());
+}
