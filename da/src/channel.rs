@@ -24,7 +24,7 @@ pub const CHANNEL_VERSION_BROTLI: u8 = 0x01;
 /// The most decompressed (RLP) bytes a channel may hold: op-node's
 /// `MaxRLPBytesPerChannel` from Fjord on.
 pub const CHANNEL_RLP_BYTES_MAX: usize = 100_000_000;
-/// Brotli quality: OP's batcher default (`brotli` = `brotli-10`).
+/// Brotli quality: OP's brotli level (op-batcher's `brotli` means `brotli-10`).
 pub const BROTLI_QUALITY: u32 = 10;
 /// Brotli window, log2 bytes: 22 (4 MiB), brotli's default and what OP's Go
 /// writer uses when it sets only a level.
