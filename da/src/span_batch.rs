@@ -234,6 +234,17 @@ fn check_shape(batch: &SpanBatch) -> Result<(), SpanBatchError> {
 /// Encodes `batch` as `prefix ++ payload` (no batch type byte), or says
 /// which block or tx the format cannot carry.
 pub fn encode(batch: &SpanBatch) -> Result<Vec<u8>, SpanBatchError> {
+    encode_after(batch, &[])
+}
+
+/// Encodes `batch` as `0x01 ++ prefix ++ payload`: the batch as a
+/// channel's RLP byte string holds it (`batch_type ++ batch_data`).
+pub fn encode_typed(batch: &SpanBatch) -> Result<Vec<u8>, SpanBatchError> {
+    encode_after(batch, &[SPAN_BATCH_TYPE])
+}
+
+/// `lead` (the batch type byte, or nothing), then `prefix ++ payload`.
+fn encode_after(batch: &SpanBatch, lead: &[u8]) -> Result<Vec<u8>, SpanBatchError> {
     check_shape(batch)?;
     let mut columns = TxColumns::new(batch.chain.chain_id, batch.tx_count());
     for tx in batch.blocks.iter().flat_map(|b| &b.txs) {
@@ -241,7 +252,11 @@ pub fn encode(batch: &SpanBatch) -> Result<Vec<u8>, SpanBatchError> {
     }
     let first = &batch.blocks[0];
     let last = &batch.blocks[batch.blocks.len() - 1];
-    let mut out = Vec::with_capacity(64 + batch.blocks.len() + columns.len() * 128);
+    // Two uvarints, two checks, block_count, origin_bits, tx counts: each
+    // block takes at most 1/8 + 4 bytes (a tx count up to 10^7).
+    let mut out =
+        Vec::with_capacity(lead.len() + 62 + 5 * batch.blocks.len() + columns.encoded_len());
+    out.extend_from_slice(lead);
     put_uvarint(&mut out, first.timestamp - batch.chain.genesis_timestamp);
     put_uvarint(&mut out, last.l1_origin_num);
     out.extend_from_slice(batch.parent_check.as_slice());
@@ -257,13 +272,31 @@ pub fn encode(batch: &SpanBatch) -> Result<Vec<u8>, SpanBatchError> {
         put_uvarint(&mut out, block.txs.len() as u64);
     }
     columns.write(&mut out);
-    if out.len() > SPAN_BATCH_BYTES_MAX {
+    let len = out.len() - lead.len();
+    if len > SPAN_BATCH_BYTES_MAX {
         return Err(SpanBatchError::TooLarge {
-            len: out.len(),
+            len,
             max: SPAN_BATCH_BYTES_MAX,
         });
     }
     Ok(out)
+}
+
+/// Decodes `0x01 ++ prefix ++ payload`, what a channel's RLP byte string
+/// holds, and rebuilds every tx for `chain`.
+pub fn decode_typed(bytes: &[u8], chain: &SpanChain) -> Result<SpanBatch, SpanBatchError> {
+    let Some((&ty, span)) = bytes.split_first() else {
+        return Err(SpanBatchError::Truncated {
+            field: "batch_type",
+            offset: 0,
+            needed: 1,
+            left: 0,
+        });
+    };
+    if ty != SPAN_BATCH_TYPE {
+        return Err(SpanBatchError::WrongBatchType { found: ty });
+    }
+    decode(span, chain)
 }
 
 /// Decodes `prefix ++ payload` (no batch type byte) and rebuilds every tx
@@ -389,15 +422,14 @@ fn origin_numbers(
 /// Encodes `batch` as it sits in a channel: the RLP byte string
 /// `0x01 ++ prefix ++ payload`.
 pub fn encode_channel_batch(batch: &SpanBatch) -> Result<Vec<u8>, SpanBatchError> {
-    let body = encode(batch)?;
+    let typed = encode_typed(batch)?;
     let header = Header {
         list: false,
-        payload_length: body.len() + 1,
+        payload_length: typed.len(),
     };
-    let mut out = Vec::with_capacity(header.length() + body.len() + 1);
+    let mut out = Vec::with_capacity(header.length() + typed.len());
     header.encode(&mut out);
-    out.push(SPAN_BATCH_TYPE);
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&typed);
     Ok(out)
 }
 
@@ -415,18 +447,7 @@ pub fn decode_channel_batch(
         });
     }
     let (payload, after) = rest.split_at(header.payload_length);
-    let Some((&ty, span)) = payload.split_first() else {
-        return Err(SpanBatchError::Truncated {
-            field: "batch_type",
-            offset: 0,
-            needed: 1,
-            left: 0,
-        });
-    };
-    if ty != SPAN_BATCH_TYPE {
-        return Err(SpanBatchError::WrongBatchType { found: ty });
-    }
-    let batch = decode(span, chain)?;
+    let batch = decode_typed(payload, chain)?;
     *buf = after;
     Ok(batch)
 }

@@ -227,6 +227,14 @@ fn round_trip_channel_form() {
     assert_eq!(header.payload_length, bytes.len() + 1);
     assert_eq!(rest[0], SPAN_BATCH_TYPE);
     assert_eq!(&rest[1..], bytes.as_slice());
+    // What a channel's RLP byte string holds: 0x01 ++ span batch.
+    let typed = encode_typed(&batch).unwrap();
+    assert_eq!(typed.as_slice(), rest);
+    assert_eq!(decode_typed(&typed, &CHAIN).unwrap(), batch);
+    assert_eq!(
+        decode_typed(&bytes, &CHAIN),
+        Err(SpanBatchError::WrongBatchType { found: bytes[0] })
+    );
     // Two batches back to back, as in a channel.
     let mut two = channel.clone();
     two.extend_from_slice(&channel);
@@ -259,15 +267,16 @@ fn one_block_without_txs() {
     assert_eq!(decode(&bytes, &CHAIN).unwrap(), batch);
 }
 
-/// A span batch assembled by hand from the spec, field by field, with
-/// made-up signatures (the codec does not check them).
-#[test]
-fn hand_built_vector() {
-    let chain = SpanChain {
-        genesis_timestamp: 1000,
-        block_time_secs: 2,
-        chain_id: 10,
-    };
+const HAND_CHAIN: SpanChain = SpanChain {
+    genesis_timestamp: 1000,
+    block_time_secs: 2,
+    chain_id: 10,
+};
+
+/// Four txs in three blocks, with made-up signatures (the codec does not
+/// check them).
+fn hand_batch() -> SpanBatch {
+    let chain = HAND_CHAIN;
     let sig = |r: u64, s: u64, y: bool| Signature::new(U256::from(r), U256::from(s), y);
     let tx0 = TxLegacy {
         chain_id: Some(10),
@@ -316,7 +325,7 @@ fn hand_built_vector() {
         l1_origin_num,
         txs,
     };
-    let batch = SpanBatch {
+    SpanBatch {
         chain,
         parent_check: FixedBytes::from([0xaa; 20]),
         l1_origin_check: FixedBytes::from([0xbb; 20]),
@@ -340,7 +349,11 @@ fn hand_built_vector() {
                 ],
             ),
         ],
-    };
+    }
+}
+
+/// [`hand_batch`] encoded by hand from the spec, field by field.
+fn hand_bytes() -> Vec<u8> {
     let word = |v: u8| {
         let mut w = [0u8; 32];
         w[31] = v;
@@ -373,6 +386,12 @@ fn hand_built_vector() {
         0x88, 0xa4, 0x01, 0xa0, 0x8d, 0x06, 0xb0, 0xea, 0x01, 0x88, 0xa4, 0x01,
     ]); // tx_gases
     expected.push(0b01); // protected_bits: legacy tx 0 is EIP-155, legacy tx 3 is not
+    expected
+}
+
+#[test]
+fn hand_built_vector() {
+    let (batch, expected, chain) = (hand_batch(), hand_bytes(), HAND_CHAIN);
     assert_eq!(encode(&batch).unwrap(), expected);
     let back = decode(&expected, &chain).unwrap();
     assert_eq!(back, batch);
@@ -609,6 +628,14 @@ fn header_with(counts: &[u64]) -> Vec<u8> {
 
 #[test]
 fn untrusted_counts_allocate_nothing_big() {
+    let huge = vec![0u8; SPAN_BATCH_BYTES_MAX + 1];
+    assert_eq!(
+        decode(&huge, &CHAIN),
+        Err(SpanBatchError::TooLarge {
+            len: huge.len(),
+            max: SPAN_BATCH_BYTES_MAX
+        })
+    );
     let max = MAX_SPAN_BATCH_ELEMENT_COUNT;
     let err = decode(&header_with(&[max + 1]), &CHAIN).unwrap_err();
     assert_eq!(

@@ -22,35 +22,15 @@ pub const TX_SIG_BYTES: usize = 64;
 /// Bytes of one address in `tx_tos`.
 pub const TX_TO_BYTES: usize = 20;
 
-/// The fields a span batch keeps of a tx in `tx_datas`, by type.
+/// A tx as its `tx_datas` element leaves it: the fields a span batch keeps
+/// there are set, the rest (chain id, nonce, gas limit, `to`) are defaults
+/// until the other columns fill them in.
 #[derive(Debug)]
 enum Body {
-    Legacy {
-        value: U256,
-        gas_price: u128,
-        input: Bytes,
-    },
-    Eip2930 {
-        value: U256,
-        gas_price: u128,
-        input: Bytes,
-        access_list: AccessList,
-    },
-    Eip1559 {
-        value: U256,
-        tip: u128,
-        fee_cap: u128,
-        input: Bytes,
-        access_list: AccessList,
-    },
-    Eip7702 {
-        value: U256,
-        tip: u128,
-        fee_cap: u128,
-        input: Bytes,
-        access_list: AccessList,
-        auths: Vec<SignedAuthorization>,
-    },
+    Legacy(TxLegacy),
+    Eip2930(TxEip2930),
+    Eip1559(TxEip1559),
+    Eip7702(TxEip7702),
 }
 
 /// The columns of `txs` being built, tx by tx.
@@ -165,13 +145,19 @@ impl TxColumns {
         put_uvarint(&mut self.gases, gas);
     }
 
-    /// Txs added so far.
-    pub(super) fn len(&self) -> usize {
-        self.creation.len()
+    /// Bytes [`Self::write`] appends.
+    pub(super) fn encoded_len(&self) -> usize {
+        let bits = 2 * self.creation.len().div_ceil(8) + self.protected.len().div_ceil(8);
+        bits + self.sigs.len()
+            + self.tos.len()
+            + self.datas.len()
+            + self.nonces.len()
+            + self.gases.len()
     }
 
     /// Appends the `txs` section in the spec's order.
     pub(super) fn write(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         self.creation.write(out);
         self.y_parity.write(out);
         out.extend_from_slice(&self.sigs);
@@ -180,6 +166,7 @@ impl TxColumns {
         out.extend_from_slice(&self.nonces);
         out.extend_from_slice(&self.gases);
         self.protected.write(out);
+        assert_eq!(out.len() - start, self.encoded_len());
     }
 }
 
@@ -221,7 +208,7 @@ pub(super) fn decode_txs(
     let gases = read_uvarints(r, total, "tx_gases")?;
     let legacy = bodies
         .iter()
-        .filter(|b| matches!(b, Body::Legacy { .. }))
+        .filter(|b| matches!(b, Body::Legacy(_)))
         .count();
     let protected = r.bits(legacy, "protected_bits")?;
 
@@ -242,7 +229,7 @@ pub(super) fn decode_txs(
             U256::from_be_slice(&sig[32..]),
             y_parity.get(index),
         );
-        let eip155 = if matches!(body, Body::Legacy { .. }) {
+        let eip155 = if matches!(body, Body::Legacy(_)) {
             legacy_index += 1;
             protected.get(legacy_index - 1).then_some(chain_id)
         } else {
@@ -327,32 +314,36 @@ fn read_body(r: &mut Reader<'_>, index: usize) -> Result<Body, SpanBatchError> {
 fn decode_fields(ty: Option<u8>, buf: &mut &[u8]) -> alloy_rlp::Result<Body> {
     let value = U256::decode(buf)?;
     Ok(match ty {
-        None => Body::Legacy {
+        None => Body::Legacy(TxLegacy {
             value,
             gas_price: u128::decode(buf)?,
             input: Bytes::decode(buf)?,
-        },
-        Some(1) => Body::Eip2930 {
+            ..TxLegacy::default()
+        }),
+        Some(1) => Body::Eip2930(TxEip2930 {
             value,
             gas_price: u128::decode(buf)?,
             input: Bytes::decode(buf)?,
             access_list: AccessList::decode(buf)?,
-        },
-        Some(2) => Body::Eip1559 {
+            ..TxEip2930::default()
+        }),
+        Some(2) => Body::Eip1559(TxEip1559 {
             value,
-            tip: u128::decode(buf)?,
-            fee_cap: u128::decode(buf)?,
+            max_priority_fee_per_gas: u128::decode(buf)?,
+            max_fee_per_gas: u128::decode(buf)?,
             input: Bytes::decode(buf)?,
             access_list: AccessList::decode(buf)?,
-        },
-        Some(_) => Body::Eip7702 {
+            ..TxEip1559::default()
+        }),
+        Some(_) => Body::Eip7702(TxEip7702 {
             value,
-            tip: u128::decode(buf)?,
-            fee_cap: u128::decode(buf)?,
+            max_priority_fee_per_gas: u128::decode(buf)?,
+            max_fee_per_gas: u128::decode(buf)?,
             input: Bytes::decode(buf)?,
             access_list: AccessList::decode(buf)?,
-            auths: Vec::<SignedAuthorization>::decode(buf)?,
-        },
+            authorization_list: Vec::<SignedAuthorization>::decode(buf)?,
+            ..TxEip7702::default()
+        }),
     })
 }
 
@@ -370,93 +361,26 @@ struct Parts {
 
 /// The signed tx the columns describe.
 fn rebuild(index: usize, body: Body, p: Parts) -> Result<TxEnvelope, SpanBatchError> {
-    let Parts {
-        chain_id,
-        eip155,
-        nonce,
-        gas: gas_limit,
-        to,
-        signature,
-    } = p;
+    let sig = p.signature;
     Ok(match body {
-        Body::Legacy {
-            value,
-            gas_price,
-            input,
-        } => {
-            let tx = TxLegacy {
-                chain_id: eip155,
-                nonce,
-                gas_price,
-                gas_limit,
-                to,
-                value,
-                input,
-            };
-            TxEnvelope::Legacy(Signed::new_unhashed(tx, signature))
+        Body::Legacy(mut tx) => {
+            (tx.chain_id, tx.nonce, tx.gas_limit, tx.to) = (p.eip155, p.nonce, p.gas, p.to);
+            TxEnvelope::Legacy(Signed::new_unhashed(tx, sig))
         }
-        Body::Eip2930 {
-            value,
-            gas_price,
-            input,
-            access_list,
-        } => {
-            let tx = TxEip2930 {
-                chain_id,
-                nonce,
-                gas_price,
-                gas_limit,
-                to,
-                value,
-                access_list,
-                input,
-            };
-            TxEnvelope::Eip2930(Signed::new_unhashed(tx, signature))
+        Body::Eip2930(mut tx) => {
+            (tx.chain_id, tx.nonce, tx.gas_limit, tx.to) = (p.chain_id, p.nonce, p.gas, p.to);
+            TxEnvelope::Eip2930(Signed::new_unhashed(tx, sig))
         }
-        Body::Eip1559 {
-            value,
-            tip,
-            fee_cap,
-            input,
-            access_list,
-        } => {
-            let tx = TxEip1559 {
-                chain_id,
-                nonce,
-                gas_limit,
-                max_fee_per_gas: fee_cap,
-                max_priority_fee_per_gas: tip,
-                to,
-                value,
-                access_list,
-                input,
-            };
-            TxEnvelope::Eip1559(Signed::new_unhashed(tx, signature))
+        Body::Eip1559(mut tx) => {
+            (tx.chain_id, tx.nonce, tx.gas_limit, tx.to) = (p.chain_id, p.nonce, p.gas, p.to);
+            TxEnvelope::Eip1559(Signed::new_unhashed(tx, sig))
         }
-        Body::Eip7702 {
-            value,
-            tip,
-            fee_cap,
-            input,
-            access_list,
-            auths,
-        } => {
-            let TxKind::Call(to) = to else {
+        Body::Eip7702(mut tx) => {
+            let TxKind::Call(to) = p.to else {
                 return Err(SpanBatchError::SetCodeCreate { index });
             };
-            let tx = TxEip7702 {
-                chain_id,
-                nonce,
-                gas_limit,
-                max_fee_per_gas: fee_cap,
-                max_priority_fee_per_gas: tip,
-                to,
-                value,
-                access_list,
-                authorization_list: auths,
-                input,
-            };
-            TxEnvelope::Eip7702(Signed::new_unhashed(tx, signature))
+            (tx.chain_id, tx.nonce, tx.gas_limit, tx.to) = (p.chain_id, p.nonce, p.gas, to);
+            TxEnvelope::Eip7702(Signed::new_unhashed(tx, sig))
         }
     })
 }
