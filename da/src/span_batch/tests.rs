@@ -896,3 +896,39 @@ const RAW_BATCH_KECCAK: B256 =
     alloy_primitives::b256!("0x055daf76e79649aefcb15c9872f6792e4e66f32f5a617144e464979215313b2c");
 const CHANNEL_KECCAK: B256 =
     alloy_primitives::b256!("0x9a71de6b4848ff687351618e5c795832b111f0031cdc76c4e8528cc3335e0ed9");
+
+#[test]
+fn bitlist_and_uvarint_bytes() {
+    let mut bits = super::wire::BitsWriter::with_capacity(10);
+    for b in [1, 0, 1, 1, 0, 0, 0, 0, 0, 1] {
+        bits.push(b == 1);
+    }
+    let mut out = vec![];
+    bits.write(&mut out);
+    assert_eq!(out, [0x02, 0x0d]);
+    let mut r = super::wire::Reader::new(&out);
+    let read = r.bits(10, "test").unwrap();
+    assert_eq!(
+        (0..10).map(|i| u8::from(read.get(i))).collect::<Vec<_>>(),
+        [1, 0, 1, 1, 0, 0, 0, 0, 0, 1]
+    );
+    assert_eq!(read.count_ones(), 4);
+    for (value, bytes) in [
+        (0u64, vec![0x00]),
+        (127, vec![0x7f]),
+        (128, vec![0x80, 0x01]),
+        (300, vec![0xac, 0x02]),
+        (
+            u64::MAX,
+            vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+    ] {
+        let mut out = vec![];
+        put_uvarint(&mut out, value);
+        assert_eq!(out, bytes);
+        assert_eq!(
+            super::wire::Reader::new(&bytes).uvarint("test").unwrap(),
+            value
+        );
+    }
+}
