@@ -34,7 +34,7 @@ pub const SPAN_BATCH_TYPE: u8 = 1;
 
 /// OP's `MAX_SPAN_BATCH_ELEMENT_COUNT`: the most blocks, and the most txs
 /// (in one block and in all), a span batch may hold.
-pub const MAX_SPAN_BATCH_ELEMENT_COUNT: u64 = 10_000_000;
+pub const SPAN_BATCH_ELEMENTS_MAX: u64 = 10_000_000;
 
 /// The largest span batch, in bytes: OP's `MAX_RLP_BYTES_PER_CHANNEL` since
 /// Fjord. The limit is the channel's, so no one batch can be larger.
@@ -144,14 +144,14 @@ impl SpanBatch {
 
 /// How many of `blocks`, from the first, fit in one span batch: timestamps
 /// `block_time_secs` apart, L1 origins that stay or advance by one, and at
-/// most [`MAX_SPAN_BATCH_ELEMENT_COUNT`] blocks and txs. The batcher starts a
+/// most [`SPAN_BATCH_ELEMENTS_MAX`] blocks and txs. The batcher starts a
 /// new span batch where this stops.
 pub fn span_len(blocks: &[SpanBlockInput], block_time_secs: u64) -> usize {
     let Some(first) = blocks.first() else {
         return 0;
     };
     let mut txs = first.txs.len() as u64;
-    if txs > MAX_SPAN_BATCH_ELEMENT_COUNT {
+    if txs > SPAN_BATCH_ELEMENTS_MAX {
         return 0;
     }
     for (i, pair) in blocks.windows(2).enumerate() {
@@ -159,10 +159,10 @@ pub fn span_len(blocks: &[SpanBlockInput], block_time_secs: u64) -> usize {
         txs += next.txs.len() as u64;
         let regular = prev.timestamp.checked_add(block_time_secs) == Some(next.timestamp);
         let step = next.l1_origin.number.checked_sub(prev.l1_origin.number);
-        if !regular || !matches!(step, Some(0 | 1)) || txs > MAX_SPAN_BATCH_ELEMENT_COUNT {
+        if !regular || !matches!(step, Some(0 | 1)) || txs > SPAN_BATCH_ELEMENTS_MAX {
             return i + 1;
         }
-        if i + 2 == MAX_SPAN_BATCH_ELEMENT_COUNT as usize {
+        if i + 2 == SPAN_BATCH_ELEMENTS_MAX as usize {
             return i + 2;
         }
     }
@@ -185,7 +185,7 @@ fn check_shape(batch: &SpanBatch) -> Result<(), SpanBatchError> {
             genesis: chain.genesis_timestamp,
         });
     }
-    let max = MAX_SPAN_BATCH_ELEMENT_COUNT;
+    let max = SPAN_BATCH_ELEMENTS_MAX;
     let count = batch.blocks.len() as u64;
     if count > max {
         return Err(SpanBatchError::SpanTooLong {
@@ -355,23 +355,23 @@ pub fn decode(bytes: &[u8], chain: &SpanChain) -> Result<SpanBatch, SpanBatchErr
     })
 }
 
-/// Reads a count of at most [`MAX_SPAN_BATCH_ELEMENT_COUNT`].
+/// Reads a count of at most [`SPAN_BATCH_ELEMENTS_MAX`].
 fn read_count(r: &mut Reader<'_>, field: &'static str) -> Result<usize, SpanBatchError> {
     let offset = r.pos();
     let count = r.uvarint(field)?;
-    if count > MAX_SPAN_BATCH_ELEMENT_COUNT {
+    if count > SPAN_BATCH_ELEMENTS_MAX {
         return Err(SpanBatchError::TooManyElements {
             field,
             offset,
             count,
-            max: MAX_SPAN_BATCH_ELEMENT_COUNT,
+            max: SPAN_BATCH_ELEMENTS_MAX,
         });
     }
     Ok(count as usize)
 }
 
 /// Reads `block_tx_counts`; their sum is at most
-/// [`MAX_SPAN_BATCH_ELEMENT_COUNT`] too.
+/// [`SPAN_BATCH_ELEMENTS_MAX`] too.
 fn read_tx_counts(r: &mut Reader<'_>, blocks: usize) -> Result<Vec<usize>, SpanBatchError> {
     // Each count takes a byte at least: never reserve past the input.
     let mut counts = Vec::with_capacity(blocks.min(r.left()));
@@ -380,8 +380,8 @@ fn read_tx_counts(r: &mut Reader<'_>, blocks: usize) -> Result<Vec<usize>, SpanB
         let offset = r.pos();
         let count = read_count(r, "block_tx_counts")?;
         total += count as u64;
-        if total > MAX_SPAN_BATCH_ELEMENT_COUNT {
-            let max = MAX_SPAN_BATCH_ELEMENT_COUNT;
+        if total > SPAN_BATCH_ELEMENTS_MAX {
+            let max = SPAN_BATCH_ELEMENTS_MAX;
             return Err(SpanBatchError::TooManyElements {
                 field: "block_tx_counts",
                 offset,

@@ -32,9 +32,9 @@ pub enum SpanBatchError {
         /// Where the uvarint starts.
         offset: usize,
     },
-    /// A count over `MAX_SPAN_BATCH_ELEMENT_COUNT`.
+    /// A count over `SPAN_BATCH_ELEMENTS_MAX` (OP's `MAX_SPAN_BATCH_ELEMENT_COUNT`).
     #[error(
-        "span batch {field} at byte {offset}: {count} elements, over MAX_SPAN_BATCH_ELEMENT_COUNT ({max})"
+        "span batch {field} at byte {offset}: {count} elements, over SPAN_BATCH_ELEMENTS_MAX ({max}, OP's MAX_SPAN_BATCH_ELEMENT_COUNT)"
     )]
     TooManyElements {
         /// The count's field.
@@ -46,8 +46,10 @@ pub enum SpanBatchError {
         /// The limit.
         max: u64,
     },
-    /// Blocks or txs beyond `MAX_SPAN_BATCH_ELEMENT_COUNT` handed to the encoder.
-    #[error("span batch to encode has {count} {what}, over MAX_SPAN_BATCH_ELEMENT_COUNT ({max})")]
+    /// Blocks or txs beyond `SPAN_BATCH_ELEMENTS_MAX` handed to the encoder.
+    #[error(
+        "span batch to encode has {count} {what}, over SPAN_BATCH_ELEMENTS_MAX ({max}, OP's MAX_SPAN_BATCH_ELEMENT_COUNT)"
+    )]
     SpanTooLong {
         /// "blocks" or "txs".
         what: &'static str,

@@ -636,7 +636,7 @@ fn untrusted_counts_allocate_nothing_big() {
             max: SPAN_BATCH_BYTES_MAX
         })
     );
-    let max = MAX_SPAN_BATCH_ELEMENT_COUNT;
+    let max = SPAN_BATCH_ELEMENTS_MAX;
     let err = decode(&header_with(&[max + 1]), &CHAIN).unwrap_err();
     assert_eq!(
         err,

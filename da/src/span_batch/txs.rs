@@ -188,7 +188,7 @@ fn put_body(out: &mut Vec<u8>, ty: Option<u8>, fields: &[&dyn Encodable]) {
 }
 
 /// Reads the `txs` section of `total` txs (`total` at most
-/// `MAX_SPAN_BATCH_ELEMENT_COUNT`) and rebuilds each tx for chain `chain_id`.
+/// `SPAN_BATCH_ELEMENTS_MAX`) and rebuilds each tx for chain `chain_id`.
 pub(super) fn decode_txs(
     r: &mut Reader<'_>,
     total: usize,
