@@ -932,3 +932,80 @@ fn bitlist_and_uvarint_bytes() {
         );
     }
 }
+
+#[test]
+fn bad_tx_datas_are_refused() {
+    let bytes = hand_bytes();
+    // prefix 42, block_count, origin_bits, 3 tx counts, 2 bitlists, 4 sigs, 3 tos.
+    let at = 42 + 1 + 1 + 3 + 1 + 1 + 4 * 64 + 3 * 20;
+    assert_eq!(bytes[at..at + 4], [0xc3, 0x01, 0x03, 0x80]);
+    let with = |replacement: &[u8]| {
+        let mut b = bytes.clone();
+        b.splice(at..at + 4, replacement.iter().copied());
+        decode(&b, &HAND_CHAIN)
+    };
+    // A fourth field in a legacy tx's list.
+    assert_eq!(
+        with(&[0xc4, 0x01, 0x03, 0x80, 0x80]),
+        Err(SpanBatchError::TxData {
+            index: 0,
+            offset: at,
+            source: alloy_rlp::Error::ListLengthMismatch {
+                expected: 4,
+                got: 3
+            }
+        })
+    );
+    // A string where the list should be.
+    assert!(matches!(
+        with(&[0x83, 0x01, 0x03, 0x80]),
+        Err(SpanBatchError::TxData {
+            index: 0,
+            source: alloy_rlp::Error::UnexpectedString,
+            ..
+        })
+    ));
+    // A missing field.
+    assert!(matches!(
+        with(&[0xc2, 0x01, 0x03]),
+        Err(SpanBatchError::TxData { index: 0, .. })
+    ));
+    // Blob, deposit and unknown tx types.
+    for ty in [0x00, 0x03, 0x05, 0x7e, 0x7f] {
+        assert_eq!(
+            with(&[ty, 0xc3, 0x01, 0x03, 0x80]),
+            Err(SpanBatchError::UnsupportedTxType { index: 0, ty })
+        );
+    }
+    // A gas price over u128.
+    let mut big = vec![0xd4, 0x01, 0x91, 0x01];
+    big.extend([0u8; 16]);
+    big.push(0x80);
+    assert!(matches!(
+        with(&big),
+        Err(SpanBatchError::TxData { index: 0, .. })
+    ));
+}
+
+#[test]
+fn random_tails_after_a_valid_head_are_errors_or_canonical() {
+    let valid = encode(&mixed_batch()).unwrap();
+    // Everything up to the first signature: prefix, counts and the bitlists.
+    let head = &valid[..42 + 1 + 1 + 5 + 6 + 6];
+    let mut rng = XorShift(0xfeed_f00d);
+    for _ in 0..10_000 {
+        let mut input = head.to_vec();
+        let tail = rng.below(45 * 150);
+        input.extend((0..tail).map(|_| rng.next() as u8));
+        // Keep the signatures and `to`s random, make the rest RLP-ish.
+        let data_at = head.len() + 45 * 64 + 30 * 20;
+        if input.len() > data_at {
+            for b in &mut input[data_at..] {
+                if *b > 0xc0 && rng.below(2) == 0 {
+                    *b = 0xc0 + (*b & 0x07);
+                }
+            }
+        }
+        check_arbitrary(&input);
+    }
+}
