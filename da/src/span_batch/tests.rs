@@ -211,6 +211,10 @@ fn round_trip_mixed_blocks() {
     assert_eq!(back, batch);
     assert_same_txs(&batch, &back);
     assert_eq!(encode(&back).unwrap(), bytes);
+    let signers: Vec<Address> = (0..3).map(|i| signer(i).address()).collect();
+    for tx in back.blocks.iter().flat_map(|b| &b.txs) {
+        assert!(signers.contains(&sender(tx)), "{tx:?}");
+    }
     assert_eq!(back.blocks[2].l1_origin_num, 11);
     assert_eq!(back.blocks[4].timestamp, CHAIN.genesis_timestamp + 108);
 }
