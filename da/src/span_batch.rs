@@ -453,4 +453,4 @@ pub fn decode_channel_batch(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,7 +12,7 @@ use alloy_primitives::{Address, Bytes, Signature, TxKind, U256, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
 
-const CHAIN_ID: u64 = 4242;
+pub(crate) const CHAIN_ID: u64 = 4242;
 const CHAIN: SpanChain = SpanChain {
     genesis_timestamp: 1_700_000_000,
     block_time_secs: 2,
@@ -21,7 +21,7 @@ const CHAIN: SpanChain = SpanChain {
 const MNEMONIC: &str = "test test test test test test test test test test test junk";
 const GWEI: u128 = 1_000_000_000;
 
-fn signer(index: u32) -> PrivateKeySigner {
+pub(crate) fn signer(index: u32) -> PrivateKeySigner {
     MnemonicBuilder::<English>::default()
         .phrase(MNEMONIC)
         .index(index)
@@ -74,7 +74,7 @@ fn eip2930(s: &PrivateKeySigner, nonce: u64, to: TxKind) -> TxEnvelope {
     sign(s, tx).into()
 }
 
-fn eip1559(s: &PrivateKeySigner, nonce: u64, to: TxKind, input: Vec<u8>) -> TxEnvelope {
+pub(crate) fn eip1559(s: &PrivateKeySigner, nonce: u64, to: TxKind, input: Vec<u8>) -> TxEnvelope {
     let tx = TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
@@ -115,7 +115,7 @@ fn eip7702(s: &PrivateKeySigner, nonce: u64) -> TxEnvelope {
     sign(s, tx).into()
 }
 
-fn call(byte: u8) -> TxKind {
+pub(crate) fn call(byte: u8) -> TxKind {
     TxKind::Call(Address::repeat_byte(byte))
 }
 
