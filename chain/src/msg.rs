@@ -166,6 +166,9 @@ pub enum SeqControl {
         /// Whether it has any subscription.
         any: bool,
     },
+    /// The DA batcher's view of L1: the L2 blocks L1 vouches for. Published
+    /// with the next release of the chain view.
+    DaHeads(crate::view::DaHeads),
     /// Stop taking transactions (they are refused with "shutting down"),
     /// close the open mini-block, and answer on `drained` once every log
     /// record sent is durable, so that nothing acknowledged is lost.

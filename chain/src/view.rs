@@ -27,6 +27,17 @@ pub struct ChainView {
     recent_states: imbl::Vector<(u64, HotState)>,
     /// Number of the last closed mini-block.
     mini_block: u64,
+    /// The L2 heads L1 vouches for, once the DA batcher reports them.
+    da_heads: Option<DaHeads>,
+}
+
+/// The L2 heads that L1 vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaHeads {
+    /// The last L2 block whose data is in L1 at the confirmation depth.
+    pub safe: u64,
+    /// The last L2 block whose data is in a finalized L1 block.
+    pub finalized: u64,
 }
 
 impl ChainView {
@@ -43,6 +54,7 @@ impl ChainView {
             unsealed: imbl::Vector::new(),
             recent_states: imbl::Vector::new(),
             mini_block: 0,
+            da_heads: None,
         };
         view.blocks.push_back(genesis);
         view.block_hashes.push_back(hash);
@@ -116,6 +128,36 @@ impl ChainView {
     pub fn start_from_checkpoint(&mut self, state: HotState) {
         self.state = state;
         self.recent_states.clear();
+    }
+
+    /// Records what the DA batcher reports. `safe` may move back (an L1
+    /// reorg dropped a batch); neither may pass the sealed head, and
+    /// `finalized` never passes `safe`.
+    pub fn set_da_heads(&mut self, heads: DaHeads) {
+        assert!(
+            heads.finalized <= heads.safe,
+            "finalized is never past safe"
+        );
+        assert!(
+            heads.safe <= self.head().header.number,
+            "safe is a sealed block"
+        );
+        self.da_heads = Some(heads);
+    }
+
+    /// The `safe` block: the last L2 block whose data is in L1 at the
+    /// confirmation depth; the last sealed block while nothing is posted
+    /// (no `--l1-rpc`).
+    pub fn safe(&self) -> u64 {
+        self.da_heads
+            .map_or(self.head().header.number, |heads| heads.safe)
+    }
+
+    /// The `finalized` block: the last L2 block whose data is in a
+    /// finalized L1 block; the last sealed block while nothing is posted.
+    pub fn finalized(&self) -> u64 {
+        self.da_heads
+            .map_or(self.head().header.number, |heads| heads.finalized)
     }
 
     /// State after the last closed mini-block (`latest` / `pending`).

@@ -199,6 +199,12 @@ impl SeqState {
                     self.subscribed_cores.remove(&core);
                 }
             }
+            SeqControl::DaHeads(heads) => {
+                self.seq.set_da_heads(heads);
+                if !self.halted() {
+                    self.release(&mut Vec::new());
+                }
+            }
             SeqControl::Stop { drained } => {
                 tracing::info!("stopping: refusing new transactions, flushing the log");
                 self.stopping.get_or_insert_with(Vec::new).push(drained);

@@ -130,6 +130,17 @@ impl Sequencer {
         &self.view
     }
 
+    /// Records the L2 heads L1 vouches for (the DA batcher's report),
+    /// capped at the sealed head: a report never runs ahead of this chain.
+    pub fn set_da_heads(&mut self, heads: fulmen_chain::view::DaHeads) {
+        let head = self.view.head().header.number;
+        let safe = heads.safe.min(head);
+        self.view.set_da_heads(fulmen_chain::view::DaHeads {
+            safe,
+            finalized: heads.finalized.min(safe),
+        });
+    }
+
     /// Transactions in the open mini-block.
     pub fn mini_txs_len(&self) -> usize {
         self.mini_txs.len()
@@ -603,6 +614,17 @@ mod tests {
         let job = seq.close_block(now_ms);
         let roots = merkle.seal(&job);
         seq.finish_seal(roots)
+    }
+
+    #[test]
+    fn da_heads_never_run_ahead_of_the_sealed_chain() {
+        let mut seq = sequencer_with(PoolLimits::default());
+        assert_eq!((seq.view().safe(), seq.view().finalized()), (0, 0));
+        seq.set_da_heads(fulmen_chain::view::DaHeads {
+            safe: 5,
+            finalized: 9,
+        });
+        assert_eq!((seq.view().safe(), seq.view().finalized()), (0, 0));
     }
 
     #[test]

@@ -107,8 +107,9 @@ fn range(limits: &RpcLimits, view: &ChainView, filter: &Filter) -> Result<Range,
             to_block,
         } => (from_block, to_block),
     };
-    let (from, _) = resolve(from_block, head);
-    let (to, unsealed) = resolve(to_block, head);
+    let heads = (head, view.safe(), view.finalized());
+    let (from, _) = resolve(from_block, heads);
+    let (to, unsealed) = resolve(to_block, heads);
     if from > to {
         return Err(RpcError::invalid_params(
             "invalid argument 0 (filter): fromBlock is after toBlock",
@@ -135,13 +136,15 @@ fn check_width(limits: &RpcLimits, from: u64, to: u64) -> Result<(), RpcError> {
 
 /// A range end as a block number, and whether it reaches the preconfirmed
 /// blocks: none, `latest` and `pending` are the head and beyond; `safe` and
-/// `finalized` are the head; `earliest` is genesis.
-fn resolve(tag: Option<BlockNumberOrTag>, head: u64) -> (u64, bool) {
+/// `finalized` are what L1 vouches for (`heads`: head, safe, finalized);
+/// `earliest` is genesis.
+fn resolve(tag: Option<BlockNumberOrTag>, (head, safe, finalized): (u64, u64, u64)) -> (u64, bool) {
     match tag {
         None | Some(BlockNumberOrTag::Latest) | Some(BlockNumberOrTag::Pending) => (head, true),
         Some(BlockNumberOrTag::Number(n)) => (n, false),
         Some(BlockNumberOrTag::Earliest) => (0, false),
-        Some(_) => (head, false),
+        Some(BlockNumberOrTag::Safe) => (safe, false),
+        Some(BlockNumberOrTag::Finalized) => (finalized, false),
     }
 }
 
@@ -185,13 +188,20 @@ mod tests {
 
     #[test]
     fn range_ends_resolve_like_geth() {
-        assert_eq!(resolve(None, 7), (7, true));
-        assert_eq!(resolve(Some(BlockNumberOrTag::Latest), 7), (7, true));
-        assert_eq!(resolve(Some(BlockNumberOrTag::Pending), 7), (7, true));
-        assert_eq!(resolve(Some(BlockNumberOrTag::Safe), 7), (7, false));
-        assert_eq!(resolve(Some(BlockNumberOrTag::Finalized), 7), (7, false));
-        assert_eq!(resolve(Some(BlockNumberOrTag::Earliest), 7), (0, false));
-        assert_eq!(resolve(Some(BlockNumberOrTag::Number(9)), 7), (9, false));
+        let heads = (7, 5, 3);
+        assert_eq!(resolve(None, heads), (7, true));
+        assert_eq!(resolve(Some(BlockNumberOrTag::Latest), heads), (7, true));
+        assert_eq!(resolve(Some(BlockNumberOrTag::Pending), heads), (7, true));
+        assert_eq!(resolve(Some(BlockNumberOrTag::Safe), heads), (5, false));
+        assert_eq!(
+            resolve(Some(BlockNumberOrTag::Finalized), heads),
+            (3, false)
+        );
+        assert_eq!(resolve(Some(BlockNumberOrTag::Earliest), heads), (0, false));
+        assert_eq!(
+            resolve(Some(BlockNumberOrTag::Number(9)), heads),
+            (9, false)
+        );
     }
 
     #[test]

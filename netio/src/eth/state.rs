@@ -163,13 +163,16 @@ fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::T
     Some(convert::transaction(tx, Some(block.hash)))
 }
 
-/// A sealed block for a number or tag (`latest`, `safe`, `finalized` and
-/// `pending` are the last sealed block; `earliest` is genesis).
+/// A sealed block for a number or tag (`latest` and `pending` are the last
+/// sealed block; `safe` and `finalized` what L1 vouches for, the last sealed
+/// block while nothing is posted; `earliest` is genesis).
 pub(crate) fn block_by_tag(view: &ChainView, tag: BlockNumberOrTag) -> Option<&Arc<SealedBlock>> {
     match tag {
         BlockNumberOrTag::Number(n) => view.block(n),
         BlockNumberOrTag::Earliest => view.block(0),
-        _ => Some(view.head()),
+        BlockNumberOrTag::Safe => view.block(view.safe()),
+        BlockNumberOrTag::Finalized => view.block(view.finalized()),
+        BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => Some(view.head()),
     }
 }
 
@@ -250,6 +253,27 @@ mod tests {
         ] {
             assert_eq!(number(tag), Some(3), "{tag:?}");
         }
+    }
+
+    #[test]
+    fn safe_and_finalized_follow_what_l1_vouches_for() {
+        let mut view = testkit::chain(3);
+        view.set_da_heads(fulmen_chain::view::DaHeads {
+            safe: 2,
+            finalized: 1,
+        });
+        let number = |view: &ChainView, tag| block_by_tag(view, tag).map(|b| b.header.number);
+        assert_eq!(number(&view, BlockNumberOrTag::Safe), Some(2));
+        assert_eq!(number(&view, BlockNumberOrTag::Finalized), Some(1));
+        assert_eq!(number(&view, BlockNumberOrTag::Latest), Some(3));
+        let (_, ctx) = state_at(&view, Some(BlockId::Number(BlockNumberOrTag::Safe))).unwrap();
+        assert_eq!(ctx.number, 2);
+        // An L1 reorg moves safe back.
+        view.set_da_heads(fulmen_chain::view::DaHeads {
+            safe: 1,
+            finalized: 1,
+        });
+        assert_eq!(number(&view, BlockNumberOrTag::Safe), Some(1));
     }
 
     #[test]
