@@ -234,3 +234,42 @@ fn channel_ids_are_stable_and_distinct() {
     assert_ne!(channel_id(1, 5), channel_id(1, 6));
     assert_ne!(channel_id(1, 5), channel_id(2, 5));
 }
+
+/// Blob bytes per transfer and the pipeline's speed on one core, beside the
+/// transfers' plain EIP-2718 size: `cargo nextest run --release -p fulmen-da
+/// --run-ignored only measure_batcher --no-capture`.
+#[test]
+#[ignore]
+fn measure_batcher() {
+    let blocks = chain(600, 50, 0);
+    let txs: usize = blocks.iter().map(|b| b.txs.len()).sum();
+    let plain: usize = blocks
+        .iter()
+        .flat_map(|b| &b.txs)
+        .map(|t| t.encode_2718_len())
+        .sum();
+    for blobs_per_tx in [1, 6] {
+        let mut batcher = Batcher::new(CHAIN, blobs_per_tx, start()).unwrap();
+        for block in blocks.clone() {
+            batcher.push(block).unwrap();
+        }
+        let began = std::time::Instant::now();
+        let (mut channel_bytes, mut blobs, mut channels) = (0, 0, 0);
+        while let Some(plan) = batcher.next_channel(false).unwrap() {
+            channel_bytes += plan.channel_bytes;
+            blobs += plan.blobs();
+            channels += 1;
+        }
+        let secs = began.elapsed().as_secs_f64();
+        println!(
+            "{blobs_per_tx} blob(s) per channel: {txs} transfers in {channels} channels, {blobs} blobs; \
+             plain 2718 {:.1} B/tx, channel {:.1} B/tx ({:.3} of plain), blob fill {:.3}; \
+             {:.0} tx/s on one core",
+            plain as f64 / txs as f64,
+            channel_bytes as f64 / txs as f64,
+            channel_bytes as f64 / plain as f64,
+            channel_bytes as f64 / (blobs * FRAME_DATA_BYTES_PER_BLOB_MAX) as f64,
+            txs as f64 / secs
+        );
+    }
+}
