@@ -2,13 +2,17 @@
 //! byte, so that OP tools can read what fulmen posts. From the bottom up:
 //! blobs ([`blob`]), batcher payloads of frames ([`frame`]), brotli channels
 //! of batches ([`channel`]), and span batches ([`span_batch`]) that carry the
-//! L2 blocks; [`batcher`] turns sealed blocks into channels ready to post. The exact bytes are in `da/FORMAT.md`.
+//! L2 blocks; [`batcher`] turns sealed blocks into channels ready to post;
+//! [`record`] is the log's DA-progress payload and [`tracker`] what was
+//! posted and where L1 holds it (the `safe` and `finalized` heads). The exact bytes are in `da/FORMAT.md`.
 
 pub mod batcher;
 pub mod blob;
 pub mod channel;
 pub mod frame;
+pub mod record;
 pub mod span_batch;
+pub mod tracker;
 
 #[cfg(test)]
 mod testutil;
