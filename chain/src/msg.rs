@@ -169,6 +169,16 @@ pub enum SeqControl {
     /// The DA batcher's view of L1: the L2 blocks L1 vouches for. Published
     /// with the next release of the chain view.
     DaHeads(crate::view::DaHeads),
+    /// A DA-progress record to log (the bytes are the DA crate's); `durable`
+    /// is answered once the record is durable, in every durability mode
+    /// (the batcher logs what it will send before it sends it). Dropped
+    /// unanswered if the log fails.
+    DaRecord {
+        /// The record's payload.
+        payload: Vec<u8>,
+        /// Answered when it is durable.
+        durable: futures::channel::oneshot::Sender<()>,
+    },
     /// Stop taking transactions (they are refused with "shutting down"),
     /// close the open mini-block, and answer on `drained` once every log
     /// record sent is durable, so that nothing acknowledged is lost.

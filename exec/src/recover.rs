@@ -39,6 +39,9 @@ pub struct Replayed {
     pub pending: Vec<SealJob>,
     /// What was replayed.
     pub stats: ReplayStats,
+    /// The DA-progress records' payloads, in log order (the DA batcher
+    /// resumes from them).
+    pub da_records: Vec<Vec<u8>>,
 }
 
 /// Counts of a replay.
@@ -128,6 +131,7 @@ struct Replay {
     jobs: VecDeque<SealJob>,
     stats: ReplayStats,
     check_every_block: bool,
+    da_records: Vec<Vec<u8>>,
 }
 
 /// Replays `records` (in log order) onto the chain at `genesis`, or from
@@ -188,6 +192,7 @@ impl Replay {
             jobs: VecDeque::new(),
             stats,
             check_every_block,
+            da_records: Vec::new(),
         })
     }
 
@@ -217,7 +222,11 @@ impl Replay {
                 self.jobs.extend(closed);
             }
             RecordKind::BlockSeal => self.seal(at, payload)?,
-            RecordKind::DaProgress | RecordKind::CheckpointMarker | RecordKind::Padding => {
+            RecordKind::DaProgress => {
+                self.stats.other += 1;
+                self.da_records.push(payload.to_vec());
+            }
+            RecordKind::CheckpointMarker | RecordKind::Padding => {
                 self.stats.other += 1;
             }
         }
@@ -288,6 +297,7 @@ impl Replay {
             merkle: self.merkle,
             pending: self.jobs.into(),
             stats: self.stats,
+            da_records: self.da_records,
         })
     }
 }
@@ -601,6 +611,23 @@ pub(crate) mod tests {
 
     fn steps_max() -> u64 {
         1_000
+    }
+
+    #[test]
+    fn da_progress_payloads_come_back_in_log_order() {
+        let spec = spec(30_000_000);
+        let genesis = Genesis::new(&spec);
+        let at = |offset| Position { segment: 0, offset };
+        let records = [
+            (at(0), RecordKind::DaProgress, &b"first"[..]),
+            (at(64), RecordKind::Padding, &b""[..]),
+            (at(128), RecordKind::DaProgress, &b"second"[..]),
+        ];
+        let replayed = replay(&spec, &genesis, None, records, 1_000, false).unwrap();
+        assert_eq!(
+            replayed.da_records,
+            vec![b"first".to_vec(), b"second".to_vec()]
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub(crate) struct Durability {
     checkpoint_every_blocks: u64,
     /// A checkpoint waiting for record `.0` (its block's seal) to be durable.
     checkpoint_due: Option<(u64, CheckpointJob)>,
+    /// Who waits for record `.0` to be durable, whatever the mode.
+    durable_waiters: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 impl Durability {
@@ -72,7 +74,18 @@ impl Durability {
             held: VecDeque::new(),
             checkpoint_every_blocks,
             checkpoint_due: None,
+            durable_waiters: VecDeque::new(),
         }
+    }
+
+    /// Answers `waiter` once every record sent so far is durable (at once
+    /// if none is in flight), in `memory` mode too.
+    pub(crate) fn notify_when_durable(&mut self, waiter: oneshot::Sender<()>) {
+        if self.durable == self.sent {
+            let _ = waiter.send(());
+            return;
+        }
+        self.durable_waiters.push_back((self.sent, waiter));
     }
 
     /// One more record went to the log.
@@ -132,6 +145,14 @@ impl Durability {
             released.events.extend(held.events);
             released.view = Some(held.view);
         }
+        while self
+            .durable_waiters
+            .front()
+            .is_some_and(|(upto, _)| *upto <= records)
+        {
+            let (_, waiter) = self.durable_waiters.pop_front().expect("checked above");
+            let _ = waiter.send(());
+        }
         if self
             .checkpoint_due
             .as_ref()
@@ -158,6 +179,8 @@ impl Durability {
     /// held replies' senders, to be refused.
     pub(crate) fn halt(&mut self) -> Vec<oneshot::Sender<SeqReply>> {
         self.checkpoint_due = None;
+        // Dropped unanswered: the waiter sees the failure.
+        self.durable_waiters.clear();
         self.held
             .drain(..)
             .flat_map(|held| held.replies.into_iter().map(|(reply, _)| reply))
@@ -260,6 +283,25 @@ mod tests {
         assert!(released.view.is_none());
         assert!(released.replies.is_empty());
         assert!(released.checkpoint.is_none());
+    }
+
+    #[test]
+    fn durable_waiters_wait_for_the_log_in_every_mode() {
+        let mut book = Durability::new(false, 0);
+        let (now, mut now_rx) = oneshot::channel();
+        book.notify_when_durable(now);
+        assert_eq!(now_rx.try_recv(), Ok(Some(())), "nothing in flight");
+        book.record_sent();
+        let (later, mut later_rx) = oneshot::channel();
+        book.notify_when_durable(later);
+        assert_eq!(later_rx.try_recv(), Ok(None), "memory mode still waits");
+        book.on_durable(1);
+        assert_eq!(later_rx.try_recv(), Ok(Some(())));
+        book.record_sent();
+        let (lost, mut lost_rx) = oneshot::channel();
+        book.notify_when_durable(lost);
+        book.halt();
+        assert!(lost_rx.try_recv().is_err(), "a failed log drops the waiter");
     }
 
     #[test]

@@ -397,6 +397,33 @@ mod tests {
     }
 
     #[test]
+    fn a_da_record_is_answered_once_durable_and_survives_a_crash() {
+        let found = run(async move || {
+            let disk = SimDisk::new(13, 1 << 24);
+            let mut node = start(disk.clone()).await;
+            let bob = DEV_ACCOUNTS[1];
+            let sent = node.send(tx(&node.spec, 0, 0, bob, 1, 21_000, 1)).await;
+            assert!(matches!(sent, SeqReply::Preconfirmed(_)));
+            let (durable, answer) = oneshot::channel();
+            let payload = b"da progress".to_vec();
+            node.control
+                .try_send(SeqControl::DaRecord { payload, durable })
+                .expect("room");
+            answer.await.expect("answered once durable");
+            drop(node.inbox);
+            node.seq_task.await;
+            let (recovery, _) = read_log(&disk.crash(CrashMode::TearUnflushed)).unwrap();
+            recovery
+                .records
+                .iter()
+                .filter(|(_, kind, _)| *kind == RecordKind::DaProgress)
+                .map(|(_, _, payload)| payload.clone())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(found, vec![b"da progress".to_vec()]);
+    }
+
+    #[test]
     fn a_stop_refuses_new_transactions_and_answers_once_the_log_is_drained() {
         let durable = run(async move || {
             let disk = SimDisk::new(12, 1 << 24);

@@ -199,6 +199,17 @@ impl SeqState {
                     self.subscribed_cores.remove(&core);
                 }
             }
+            SeqControl::DaRecord { payload, durable } => {
+                if self.halted() {
+                    return;
+                }
+                self.log(RecordKind::DaProgress, payload);
+                match &mut self.log {
+                    Some(log) => log.book.notify_when_durable(durable),
+                    // No log: nothing can be durable; the sender sees that.
+                    None => drop(durable),
+                }
+            }
             SeqControl::DaHeads(heads) => {
                 self.seq.set_da_heads(heads);
                 if !self.halted() {
