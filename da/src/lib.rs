@@ -10,6 +10,8 @@ pub mod batcher;
 pub mod blob;
 pub mod channel;
 pub mod frame;
+pub mod l1;
+pub mod post;
 pub mod record;
 pub mod span_batch;
 pub mod tracker;
