@@ -22,7 +22,7 @@ fn blobs(count: usize, seed: u64) -> Vec<Blob> {
         .map(|i| Frame {
             channel_id: [7; 16],
             number: i as u16,
-            data: rng.bytes(1000 + 37_000 * i),
+            data: rng.bytes(1000 + 25_000 * i),
             is_last: i + 1 == count,
         })
         .collect();
