@@ -26,7 +26,9 @@ pub const BLOB_TX_GAS_LIMIT: u64 = 21_000;
 /// with the blob base fee at its 1 wei minimum a 2 wei cap would leave no
 /// room for a bump.
 pub const BLOB_FEE_CAP_MIN_WEI: u128 = 1_000_000_000;
-/// Least tip fulmen offers (op-batcher's `--txmgr.min-tip-cap` default).
+/// Least tip fulmen offers: the usual floor for blob txs (Arbitrum's data
+/// poster uses it as "the default geth minimum"; op-service's tx manager
+/// has a 1 gwei `min-tip-cap` flag).
 pub const TIP_MIN_WEI: u128 = 1_000_000_000;
 /// How much a replacement must raise each of the three fee fields, in
 /// percent. geth's blob pool (`blobpool.Config.PriceBump`, default 100) and
