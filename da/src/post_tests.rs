@@ -246,3 +246,40 @@ fn measure_kzg() {
         start.elapsed() / blobs.len() as u32
     );
 }
+
+/// `sidecar` on ready blobs gives what alloy's `SidecarBuilder` with
+/// `OpBlobCoder` gives from the payloads.
+#[test]
+fn sidecar_matches_sidecar_builder() {
+    use crate::blob::OpBlobCoder;
+    use crate::frame::encode_payload;
+    use alloy_eips::eip4844::builder::SidecarBuilder;
+    let mut rng = XorShift::new(9);
+    let frames: Vec<Frame> = (0..2)
+        .map(|i| Frame {
+            channel_id: [1; 16],
+            number: i,
+            data: rng.bytes(50_000),
+            is_last: i == 1,
+        })
+        .collect();
+    let blobs = frames_to_blobs(&frames).expect("blobs");
+    let mut builder = SidecarBuilder::<OpBlobCoder>::new();
+    for frame in &frames {
+        builder.ingest(&encode_payload(std::slice::from_ref(frame)));
+    }
+    let from_builder = builder.clone().build_4844().expect("4844");
+    let BlobTransactionSidecarVariant::Eip4844(ours) =
+        sidecar(&blobs, SidecarForm::Eip4844).expect("ours")
+    else {
+        panic!("form")
+    };
+    assert_eq!(ours, from_builder);
+    let from_builder = builder.build_7594().expect("7594");
+    let BlobTransactionSidecarVariant::Eip7594(ours) =
+        sidecar(&blobs, SidecarForm::Eip7594).expect("ours")
+    else {
+        panic!("form")
+    };
+    assert_eq!(ours, from_builder);
+}
