@@ -167,7 +167,8 @@ pub enum SeqControl {
         any: bool,
     },
     /// The DA batcher's view of L1: the L2 blocks L1 vouches for. Published
-    /// with the next release of the chain view.
+    /// with the next release of the chain view (the next mini-block or seal,
+    /// within a block time).
     DaHeads(crate::view::DaHeads),
     /// A DA-progress record to log (the bytes are the DA crate's); `durable`
     /// is answered once the record is durable, in every durability mode

@@ -205,17 +205,16 @@ impl SeqState {
                 }
                 self.log(RecordKind::DaProgress, payload);
                 match &mut self.log {
-                    Some(log) => log.book.notify_when_durable(durable),
+                    // Logging may have just failed (and halted): then the
+                    // waiter is dropped, never told "durable".
+                    Some(log) if self.halted.is_none() => log.book.notify_when_durable(durable),
                     // No log: nothing can be durable; the sender sees that.
-                    None => drop(durable),
+                    _ => drop(durable),
                 }
             }
-            SeqControl::DaHeads(heads) => {
-                self.seq.set_da_heads(heads);
-                if !self.halted() {
-                    self.release(&mut Vec::new());
-                }
-            }
+            // Set on the working view, published with its next release (the
+            // next mini-block or seal): never a view between mini-blocks.
+            SeqControl::DaHeads(heads) => self.seq.set_da_heads(heads),
             SeqControl::Stop { drained } => {
                 tracing::info!("stopping: refusing new transactions, flushing the log");
                 self.stopping.get_or_insert_with(Vec::new).push(drained);
