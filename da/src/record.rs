@@ -10,7 +10,7 @@
 //! | version | 1 (`1`) |
 //! | kind | 1: `1` submitted, `2` included, `3` dropped |
 //! | channel id | 16 |
-//! | submitted: first L2 block, last L2 block, L1 nonce of its first tx, tx count, tx hashes | 8, 8, 8, 2, 32 each |
+//! | submitted: first L2 block, last L2 block, the last block's L1 origin (number, hash), L1 nonce of its first tx, tx count, tx hashes | 8, 8, 8, 32, 8, 2, 32 each |
 //! | included: L1 block number, L1 block hash | 8, 32 |
 //! | dropped: nothing more | |
 //!
@@ -40,6 +40,9 @@ pub enum DaRecord {
         first_block: u64,
         /// Its last L2 block.
         last_block: u64,
+        /// The L1 origin of its last block: the next channel's span parent
+        /// after a restart.
+        last_l1_origin: (u64, B256),
         /// The L1 nonce of its first tx; the others follow in order.
         l1_nonce: u64,
         /// Its L1 txs' hashes, in order.
@@ -108,15 +111,19 @@ impl DaRecord {
                 channel,
                 first_block,
                 last_block,
+                last_l1_origin,
                 l1_nonce,
                 l1_txs,
             } => {
-                assert!(!l1_txs.is_empty() && l1_txs.len() <= CHANNEL_L1_TXS_MAX);
+                assert!(!l1_txs.is_empty());
+                assert!(l1_txs.len() <= CHANNEL_L1_TXS_MAX);
                 assert!(first_block <= last_block);
                 out.push(1);
                 out.extend_from_slice(channel);
                 out.extend_from_slice(&first_block.to_be_bytes());
                 out.extend_from_slice(&last_block.to_be_bytes());
+                out.extend_from_slice(&last_l1_origin.0.to_be_bytes());
+                out.extend_from_slice(last_l1_origin.1.as_slice());
                 out.extend_from_slice(&l1_nonce.to_be_bytes());
                 out.extend_from_slice(&(l1_txs.len() as u16).to_be_bytes());
                 for hash in l1_txs {
@@ -170,6 +177,10 @@ impl DaRecord {
 fn decode_submitted(r: &mut Reader<'_>, channel: ChannelId) -> Result<DaRecord, DaRecordError> {
     let first_block = r.u64("first L2 block")?;
     let last_block = r.u64("last L2 block")?;
+    let last_l1_origin = (
+        r.u64("L1 origin number")?,
+        B256::from(r.take::<32>("L1 origin hash")?),
+    );
     let l1_nonce = r.u64("L1 nonce")?;
     let count = usize::from(u16::from_be_bytes(r.take::<2>("tx count")?));
     if first_block > last_block {
@@ -186,6 +197,7 @@ fn decode_submitted(r: &mut Reader<'_>, channel: ChannelId) -> Result<DaRecord, 
         channel,
         first_block,
         last_block,
+        last_l1_origin,
         l1_nonce,
         l1_txs,
     })
@@ -230,6 +242,7 @@ mod tests {
                 channel: [7; 16],
                 first_block: 1,
                 last_block: 40,
+                last_l1_origin: (12, B256::repeat_byte(3)),
                 l1_nonce: 3,
                 l1_txs: vec![B256::repeat_byte(1), B256::repeat_byte(2)],
             },
@@ -269,8 +282,8 @@ mod tests {
         assert_eq!(DaRecord::decode(&bytes), Err(DaRecordError::Kind(9)));
         bytes[1] = 1;
         // tx count 0
-        bytes[2 + 16 + 24] = 0;
-        bytes[2 + 16 + 25] = 0;
+        bytes[2 + 16 + 64] = 0;
+        bytes[2 + 16 + 65] = 0;
         assert!(matches!(
             DaRecord::decode(&bytes),
             Err(DaRecordError::Invalid(_))

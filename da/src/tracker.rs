@@ -25,6 +25,8 @@ pub struct Posted {
     pub first_block: u64,
     /// Its last L2 block.
     pub last_block: u64,
+    /// The L1 origin (number, hash) of its last block.
+    pub last_l1_origin: (u64, B256),
     /// The L1 nonce of its first tx.
     pub l1_nonce: u64,
     /// Its L1 txs (the latest replacement's hashes).
@@ -84,6 +86,11 @@ impl Tracker {
         Ok(tracker)
     }
 
+    /// The last channel posted (where the next one's span starts), if any.
+    pub fn last(&self) -> Option<&Posted> {
+        self.channels.back()
+    }
+
     /// The first L2 block of the next new channel.
     pub fn next_block(&self) -> u64 {
         self.channels
@@ -98,6 +105,7 @@ impl Tracker {
                 channel,
                 first_block,
                 last_block,
+                last_l1_origin,
                 l1_nonce,
                 l1_txs,
             } => {
@@ -120,6 +128,7 @@ impl Tracker {
                     channel: *channel,
                     first_block: *first_block,
                     last_block: *last_block,
+                    last_l1_origin: *last_l1_origin,
                     l1_nonce: *l1_nonce,
                     l1_txs: l1_txs.clone(),
                     included: None,
@@ -201,6 +210,7 @@ mod tests {
             channel: [id; 16],
             first_block: first,
             last_block: last,
+            last_l1_origin: (100 + u64::from(id), B256::repeat_byte(id)),
             l1_nonce: nonce,
             l1_txs: vec![B256::repeat_byte(id)],
         }
@@ -225,6 +235,10 @@ mod tests {
         ];
         let tracker = Tracker::resume(1, &records).unwrap();
         assert_eq!(tracker.next_block(), 31);
+        assert_eq!(
+            tracker.last().unwrap().last_l1_origin,
+            (103, B256::repeat_byte(3))
+        );
         assert_eq!(tracker.pending().count(), 1);
         assert_eq!(tracker.l2_head_at(99, 0), 0);
         assert_eq!(tracker.l2_head_at(100, 0), 10);
