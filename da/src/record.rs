@@ -29,6 +29,22 @@ pub const DA_RECORD_VERSION: u8 = 1;
 /// Most L1 txs one channel may take (a channel of 100 MB is 770 blobs).
 pub const CHANNEL_L1_TXS_MAX: usize = 1024;
 
+/// What a channel holds and how it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// Its first L2 block.
+    pub first_block: u64,
+    /// Its last L2 block.
+    pub last_block: u64,
+    /// The L1 origin (number, hash) of its last block: the next channel's
+    /// span parent after a restart.
+    pub last_l1_origin: (u64, B256),
+    /// The L1 nonce of its first tx; the others follow in order.
+    pub l1_nonce: u64,
+    /// Its L1 txs' hashes, in order.
+    pub l1_txs: Vec<B256>,
+}
+
 /// One DA-progress record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaRecord {
@@ -36,17 +52,8 @@ pub enum DaRecord {
     Submitted {
         /// The channel.
         channel: ChannelId,
-        /// Its first L2 block.
-        first_block: u64,
-        /// Its last L2 block.
-        last_block: u64,
-        /// The L1 origin of its last block: the next channel's span parent
-        /// after a restart.
-        last_l1_origin: (u64, B256),
-        /// The L1 nonce of its first tx; the others follow in order.
-        l1_nonce: u64,
-        /// Its L1 txs' hashes, in order.
-        l1_txs: Vec<B256>,
+        /// What it holds and how it was sent.
+        submission: Submission,
     },
     /// Every tx of the channel is in L1; the block of the last one.
     Included {
@@ -109,24 +116,20 @@ impl DaRecord {
         match self {
             Self::Submitted {
                 channel,
-                first_block,
-                last_block,
-                last_l1_origin,
-                l1_nonce,
-                l1_txs,
+                submission: s,
             } => {
-                assert!(!l1_txs.is_empty());
-                assert!(l1_txs.len() <= CHANNEL_L1_TXS_MAX);
-                assert!(first_block <= last_block);
+                assert!(!s.l1_txs.is_empty());
+                assert!(s.l1_txs.len() <= CHANNEL_L1_TXS_MAX);
+                assert!(s.first_block <= s.last_block);
                 out.push(1);
                 out.extend_from_slice(channel);
-                out.extend_from_slice(&first_block.to_be_bytes());
-                out.extend_from_slice(&last_block.to_be_bytes());
-                out.extend_from_slice(&last_l1_origin.0.to_be_bytes());
-                out.extend_from_slice(last_l1_origin.1.as_slice());
-                out.extend_from_slice(&l1_nonce.to_be_bytes());
-                out.extend_from_slice(&(l1_txs.len() as u16).to_be_bytes());
-                for hash in l1_txs {
+                out.extend_from_slice(&s.first_block.to_be_bytes());
+                out.extend_from_slice(&s.last_block.to_be_bytes());
+                out.extend_from_slice(&s.last_l1_origin.0.to_be_bytes());
+                out.extend_from_slice(s.last_l1_origin.1.as_slice());
+                out.extend_from_slice(&s.l1_nonce.to_be_bytes());
+                out.extend_from_slice(&(s.l1_txs.len() as u16).to_be_bytes());
+                for hash in &s.l1_txs {
                     out.extend_from_slice(hash.as_slice());
                 }
             }
@@ -193,13 +196,16 @@ fn decode_submitted(r: &mut Reader<'_>, channel: ChannelId) -> Result<DaRecord, 
     for _ in 0..count {
         l1_txs.push(B256::from(r.take::<32>("L1 tx hash")?));
     }
-    Ok(DaRecord::Submitted {
-        channel,
+    let submission = Submission {
         first_block,
         last_block,
         last_l1_origin,
         l1_nonce,
         l1_txs,
+    };
+    Ok(DaRecord::Submitted {
+        channel,
+        submission,
     })
 }
 
@@ -240,11 +246,13 @@ mod tests {
         vec![
             DaRecord::Submitted {
                 channel: [7; 16],
-                first_block: 1,
-                last_block: 40,
-                last_l1_origin: (12, B256::repeat_byte(3)),
-                l1_nonce: 3,
-                l1_txs: vec![B256::repeat_byte(1), B256::repeat_byte(2)],
+                submission: Submission {
+                    first_block: 1,
+                    last_block: 40,
+                    last_l1_origin: (12, B256::repeat_byte(3)),
+                    l1_nonce: 3,
+                    l1_txs: vec![B256::repeat_byte(1), B256::repeat_byte(2)],
+                },
             },
             DaRecord::Included {
                 channel: [7; 16],

@@ -14,23 +14,15 @@ use std::collections::VecDeque;
 use alloy_primitives::B256;
 
 use crate::frame::ChannelId;
-use crate::record::DaRecord;
+use crate::record::{DaRecord, Submission};
 
 /// One posted channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
     /// The channel.
     pub channel: ChannelId,
-    /// Its first L2 block.
-    pub first_block: u64,
-    /// Its last L2 block.
-    pub last_block: u64,
-    /// The L1 origin (number, hash) of its last block.
-    pub last_l1_origin: (u64, B256),
-    /// The L1 nonce of its first tx.
-    pub l1_nonce: u64,
-    /// Its L1 txs (the latest replacement's hashes).
-    pub l1_txs: Vec<B256>,
+    /// What it holds and how it was last sent (the latest replacement).
+    pub submission: Submission,
     /// The L1 block (number, hash) holding its last tx, once all are in.
     pub included: Option<(u64, B256)>,
 }
@@ -95,7 +87,7 @@ impl Tracker {
     pub fn next_block(&self) -> u64 {
         self.channels
             .back()
-            .map_or(self.first_block, |c| c.last_block + 1)
+            .map_or(self.first_block, |c| c.submission.last_block + 1)
     }
 
     /// Applies one record (as it is logged).
@@ -103,34 +95,28 @@ impl Tracker {
         match record {
             DaRecord::Submitted {
                 channel,
-                first_block,
-                last_block,
-                last_l1_origin,
-                l1_nonce,
-                l1_txs,
+                submission,
             } => {
                 if let Some(posted) = self.find_mut(channel) {
-                    if (posted.first_block, posted.last_block) != (*first_block, *last_block) {
+                    let old = &posted.submission;
+                    if (old.first_block, old.last_block)
+                        != (submission.first_block, submission.last_block)
+                    {
                         return Err(TrackerError::Changed(*channel));
                     }
-                    posted.l1_nonce = *l1_nonce;
-                    posted.l1_txs = l1_txs.clone();
+                    posted.submission = submission.clone();
                     posted.included = None;
                     return Ok(());
                 }
-                if *first_block != self.next_block() {
+                if submission.first_block != self.next_block() {
                     return Err(TrackerError::Gap {
                         expected: self.next_block(),
-                        got: *first_block,
+                        got: submission.first_block,
                     });
                 }
                 self.channels.push_back(Posted {
                     channel: *channel,
-                    first_block: *first_block,
-                    last_block: *last_block,
-                    last_l1_origin: *last_l1_origin,
-                    l1_nonce: *l1_nonce,
-                    l1_txs: l1_txs.clone(),
+                    submission: submission.clone(),
                     included: None,
                 });
             }
@@ -178,7 +164,9 @@ impl Tracker {
         let mut head = floor;
         for posted in &self.channels {
             match posted.included {
-                Some((number, _)) if number <= l1_height => head = head.max(posted.last_block),
+                Some((number, _)) if number <= l1_height => {
+                    head = head.max(posted.submission.last_block)
+                }
                 _ => break,
             }
         }
@@ -195,7 +183,7 @@ impl Tracker {
                 .included
                 .is_some_and(|(number, _)| number <= l1_finalized)
         {
-            pruned = self.channels.pop_front().map(|c| c.last_block);
+            pruned = self.channels.pop_front().map(|c| c.submission.last_block);
         }
         pruned
     }
@@ -208,11 +196,13 @@ mod tests {
     fn submitted(id: u8, first: u64, last: u64, nonce: u64) -> DaRecord {
         DaRecord::Submitted {
             channel: [id; 16],
-            first_block: first,
-            last_block: last,
-            last_l1_origin: (100 + u64::from(id), B256::repeat_byte(id)),
-            l1_nonce: nonce,
-            l1_txs: vec![B256::repeat_byte(id)],
+            submission: Submission {
+                first_block: first,
+                last_block: last,
+                last_l1_origin: (100 + u64::from(id), B256::repeat_byte(id)),
+                l1_nonce: nonce,
+                l1_txs: vec![B256::repeat_byte(id)],
+            },
         }
     }
 
@@ -236,7 +226,7 @@ mod tests {
         let tracker = Tracker::resume(1, &records).unwrap();
         assert_eq!(tracker.next_block(), 31);
         assert_eq!(
-            tracker.last().unwrap().last_l1_origin,
+            tracker.last().unwrap().submission.last_l1_origin,
             (103, B256::repeat_byte(3))
         );
         assert_eq!(tracker.pending().count(), 1);
@@ -276,12 +266,12 @@ mod tests {
         assert_eq!(tracker.l2_head_at(100, 0), 0, "safe goes back");
         assert_eq!(tracker.pending().count(), 1);
         let mut replacement = submitted(1, 1, 10, 0);
-        if let DaRecord::Submitted { l1_txs, .. } = &mut replacement {
-            l1_txs[0] = B256::repeat_byte(0xee);
+        if let DaRecord::Submitted { submission, .. } = &mut replacement {
+            submission.l1_txs[0] = B256::repeat_byte(0xee);
         }
         tracker.apply(&replacement).unwrap();
         assert_eq!(
-            tracker.pending().next().unwrap().l1_txs,
+            tracker.pending().next().unwrap().submission.l1_txs,
             vec![B256::repeat_byte(0xee)]
         );
         tracker.apply(&included(1, 104)).unwrap();
