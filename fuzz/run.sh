@@ -22,7 +22,7 @@ NIGHTLY_TESTED="rustc 1.97.0-nightly (e50aa6fba 2026-05-19)"
 # executions per second and lengthen the build), optimized, with debug
 # assertions and overflow checks on (cargo fuzz's default).
 BUILD_FLAGS=(--sanitizer none --codegen-units 16)
-TARGETS_ALL=(tx_decode rpc_request log_scan log_payload checkpoint_image)
+TARGETS_ALL=(tx_decode rpc_request log_scan log_payload checkpoint_image da_decode)
 # Per input: a timeout in seconds and an RSS cap; either one hit is a failure.
 LIBFUZZER_FLAGS=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1)
 

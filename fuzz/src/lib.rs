@@ -436,3 +436,83 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// `da_decode`: the DA decoders a verifier runs on L1 data anyone can post
+/// (and the DA-progress record boot reads back). The first byte picks the
+/// decoder; the rest is its input. Returns whether it decoded.
+pub fn da_decode(data: &[u8]) -> bool {
+    use fulmen_da::{blob, channel, frame, record, span_batch};
+    let Some((&which, input)) = data.split_first() else {
+        return false;
+    };
+    let chain = span_batch::SpanChain {
+        genesis_timestamp: 0,
+        block_time_secs: 1,
+        chain_id: fulmen_chain::spec::DEV_CHAIN_ID,
+    };
+    match which % 5 {
+        0 => {
+            // A blob: the input, zero-padded or cut to a blob's size.
+            let mut bytes = vec![0u8; blob::BLOB_BYTES];
+            let n = input.len().min(blob::BLOB_BYTES);
+            bytes[..n].copy_from_slice(&input[..n]);
+            let blob = alloy_eips::eip4844::Blob::from_slice(&bytes);
+            match blob::decode_blob(&blob) {
+                Ok(decoded) => {
+                    // What decodes encodes to a blob that decodes the same
+                    // (not always the same blob: like op-service, the
+                    // decoder ignores the first byte's top bits).
+                    let again = blob::encode_blob(&decoded).expect("fits");
+                    assert_eq!(blob::decode_blob(&again).expect("decodes"), decoded);
+                    true
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                    false
+                }
+            }
+        }
+        1 => match frame::decode_payload(input) {
+            Ok(frames) => {
+                assert!(!frames.is_empty());
+                assert_eq!(frame::encode_payload(&frames), input);
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        },
+        2 => match channel::decode_channel_bytes(input) {
+            Ok(batches) => {
+                assert!(batches.len() <= channel::CHANNEL_BATCHES_MAX);
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        },
+        3 => match span_batch::decode(input, &chain) {
+            Ok(batch) => {
+                // What decodes re-encodes to the same bytes.
+                assert_eq!(span_batch::encode(&batch).expect("re-encodes"), input);
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        },
+        _ => match record::DaRecord::decode(input) {
+            Ok(record) => {
+                assert_eq!(record.encode(), input);
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        },
+    }
+}
