@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub memory: MemoryConfig,
     /// The core map.
     pub cores: CoreMap,
+    /// Posting to L1 (`[da]`).
+    pub da: crate::da::DaConfig,
 }
 
 /// When receipts are released.
@@ -146,7 +148,8 @@ pub(crate) struct CoreMap {
     /// Storage cores. Default [1] (0 on a 1-CPU machine); the log writer
     /// runs on the first.
     pub storage: Vec<usize>,
-    /// DA core. Default none. (The DA batcher is not built yet.)
+    /// DA core: the batcher thread is pinned to it. Default none: the
+    /// batcher shares the exec CPUs at a lower priority.
     pub da: Option<usize>,
     /// How long an idle executor spins before it sleeps. Default 200 µs:
     /// waking a sleeping core costs a syscall and, in a VM, timer and IPI
@@ -179,11 +182,6 @@ impl CoreMap {
                  the others get no storage work",
                 self.storage,
                 self.storage_cpu()
-            ));
-        }
-        if let Some(cpu) = self.da {
-            notes.push(format!(
-                "cores.da = {cpu}: no DA batcher runs in this build, so the CPU gets no work"
             ));
         }
         notes
@@ -227,6 +225,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             memory: MemoryConfig::default(),
             cores: CoreMap::default(),
+            da: crate::da::DaConfig::default(),
         }
     }
 }
@@ -365,6 +364,7 @@ impl Config {
         if self.pool.parked_bytes_max < 256 * 1024 || self.pool.parked_lifetime_s == 0 {
             return bad("pool.parked_bytes_max must be >= 262144 and pool.parked_lifetime_s >= 1");
         }
+        self.da.validate()?;
         self.validate_cores()
     }
 

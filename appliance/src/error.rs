@@ -142,6 +142,9 @@ pub(crate) enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// The DA thread did not start (a bad record in the log, no thread).
+    #[error("DA: {0}")]
+    Da(String),
     /// A role did not report ready in time.
     #[error("a net core or the log did not become ready within {timeout_s} s")]
     NotReady {

@@ -1,6 +1,7 @@
 //! `fulmen`: the real-time Ethereum L2 sequencer node.
 
 mod config;
+mod da;
 mod datadir;
 mod error;
 mod metrics_http;
@@ -166,6 +167,16 @@ struct RunArgs {
     /// A checkpoint every this many blocks (0: none).
     #[arg(long)]
     storage_checkpoint_blocks: Option<u64>,
+    /// Post the chain's data to this L1 JSON-RPC URL (da.l1_rpc). Without
+    /// it nothing leaves the node.
+    #[arg(long)]
+    l1_rpc: Option<String>,
+    /// The L1 beacon API URL, for blobs (da.l1_beacon; default --l1-rpc).
+    #[arg(long)]
+    l1_beacon: Option<String>,
+    /// File with the batcher's hex private key, mode 0600 (da.batcher_key).
+    #[arg(long)]
+    batcher_key: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -203,6 +214,15 @@ impl RunArgs {
         set!(storage_checkpoint_blocks => storage.checkpoint_blocks);
         if self.genesis.is_some() {
             config.genesis = self.genesis.clone();
+        }
+        if self.l1_rpc.is_some() {
+            config.da.l1_rpc = self.l1_rpc.clone();
+        }
+        if self.l1_beacon.is_some() {
+            config.da.l1_beacon = self.l1_beacon.clone();
+        }
+        if self.batcher_key.is_some() {
+            config.da.batcher_key = self.batcher_key.clone();
         }
         if self.coinbase.is_some() {
             config.coinbase = self.coinbase;
@@ -398,6 +418,15 @@ fn run(args: RunArgs) -> Result<(), AppError> {
              flushed: a crash can lose the last few milliseconds of preconfirmed transactions"
         ),
     }
+    let batcher_key = match &config.da.l1_rpc {
+        Some(_) => Some(da::batcher_key(&config.da, args.dev)?),
+        None => {
+            tracing::info!(
+                "DA: no --l1-rpc: nothing is posted to L1; `safe` and `finalized` are the last sealed block"
+            );
+            None
+        }
+    };
     let genesis = Genesis::new(&spec);
     datadir.bind_genesis(genesis.header.hash_slow())?;
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
@@ -405,7 +434,13 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     for note in config.cores.unused() {
         tracing::warn!("{note}");
     }
-    let node = node::start(&config, spec, (rpc_addr, ws_addr), booted, &config.datadir)?;
+    let node = node::start(
+        &config,
+        spec,
+        (rpc_addr, ws_addr),
+        (booted, batcher_key),
+        &config.datadir,
+    )?;
     if let Some(addr) = config.metrics_addr {
         let bound = metrics_http::serve(addr)?;
         println!("metrics on http://{bound}/metrics");

@@ -187,6 +187,8 @@ struct Shared {
     sim: Arc<SimPool>,
     timing: SeqTiming,
     ready: Ready,
+    /// `[da] unposted_bytes_max` while a batcher runs.
+    da_unposted_bytes_max: Option<u64>,
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -195,7 +197,7 @@ pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
     addrs: (SocketAddr, Option<SocketAddr>),
-    booted: Booted,
+    (booted, batcher_key): (Booted, Option<alloy_signer_local::PrivateKeySigner>),
     datadir: &Path,
 ) -> Result<Node, StartError> {
     raise_open_files_limit(config);
@@ -206,6 +208,7 @@ pub(crate) fn start(
     let Booted { replayed, tail } = booted;
     let published = Arc::new(ArcSwap::from_pointee(replayed.parts.view().clone()));
     let (control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
+    let da_records = replayed.da_records;
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
     let links = add_net_roles(config, &bound, &control, &mut roles)?;
     let seq = SeqRole {
@@ -223,15 +226,37 @@ pub(crate) fn start(
         spec: Arc::new(spec),
         limits: config.rpc.clone(),
         sim: start_simulation_workers(config)?,
+        da_unposted_bytes_max: batcher_key.as_ref().map(|_| config.da.unposted_bytes_max),
         timing: SeqTiming {
             block_time_ms: config.block_time_ms,
             mini_block_max_ms: config.mini_block_max_ms,
         },
         ready,
     };
-    let threads = spawn_executors(config, roles, shared)?;
+    let da = batcher_key.map(|key| crate::da::DaStart {
+        config: config.da.clone(),
+        key,
+        chain_id: shared.spec.chain_id,
+        block_time_ms: config.block_time_ms,
+        records: da_records,
+        published: shared.published.clone(),
+        control: control.clone(),
+    });
+    let mut threads = spawn_executors(config, roles, shared)?;
     // Every net core and the storage role report when they are ready.
     wait_ready(&ready_rx, config.cores.net.len() + 1)?;
+    if let Some(da) = da {
+        let cpus = match config.cores.da {
+            Some(cpu) => vec![cpu],
+            None => sim_cpus(config),
+        };
+        // Its own core runs it at normal priority; shared CPUs, below the
+        // pinned roles.
+        let nice = if config.cores.da.is_some() { 0 } else { 10 };
+        let thread =
+            crate::da::start(da, move || lower_this_thread(&cpus, nice)).map_err(StartError::Da)?;
+        threads.push(thread);
+    }
     Ok(Node {
         _threads: threads,
         control,
@@ -485,14 +510,7 @@ fn raise_open_files_limit(config: &Config) {
 /// when there are none), never to seq's unless nothing else exists, and
 /// niced, so the kernel preempts them for the pinned net and seq threads.
 fn start_simulation_workers(config: &Config) -> Result<Arc<SimPool>, StartError> {
-    let cores = &config.cores;
-    let mut cpus: Vec<usize> = if cores.exec.is_empty() {
-        cores.net.clone()
-    } else {
-        cores.exec.clone()
-    };
-    cpus.sort_unstable();
-    cpus.dedup();
+    let cpus = sim_cpus(config);
     let nice = config.rpc.simulation_worker_nice.clamp(0, 19);
     let on_start = Arc::new(move |_index: usize| lower_this_thread(&cpus, nice));
     SimPool::start(
@@ -501,6 +519,19 @@ fn start_simulation_workers(config: &Config) -> Result<Arc<SimPool>, StartError>
         on_start,
     )
     .map_err(StartError::SimulationWorkers)
+}
+
+/// The exec CPUs, or the net CPUs when there are none.
+fn sim_cpus(config: &Config) -> Vec<usize> {
+    let cores = &config.cores;
+    let mut cpus: Vec<usize> = if cores.exec.is_empty() {
+        cores.net.clone()
+    } else {
+        cores.exec.clone()
+    };
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus
 }
 
 /// Pins the calling thread to `cpus` (all of them: the kernel balances the
@@ -671,6 +702,7 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         limits: shared.limits,
         client_version: format!("fulmen/v{}/linux-x86_64", env!("CARGO_PKG_VERSION")),
         sim: shared.sim,
+        da_unposted_bytes_max: shared.da_unposted_bytes_max,
     };
     let ctx = Rc::new(WsContext {
         rpc,

@@ -15,6 +15,7 @@
 //! The engine (revm, the trie, the sequencer and its core) is `fulmen-exec`.
 
 pub mod block;
+pub mod da_figures;
 pub mod events;
 pub mod metrics;
 pub mod msg;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::msg::SubmitError;
 
 /// Why a transaction was refused, as a metric label.
-pub const REJECT_REASONS: [&str; 12] = [
+pub const REJECT_REASONS: [&str; 13] = [
     "invalid",
     "record_too_large",
     "already_known",
@@ -24,6 +24,7 @@ pub const REJECT_REASONS: [&str; 12] = [
     "halted",
     "shutting_down",
     "sequencer_gone",
+    "da_backlog",
 ];
 
 /// The label of a sequencer refusal.
@@ -148,6 +149,8 @@ pub struct Metrics {
     pub ws_notifications: AtomicU64,
     /// WebSocket connections closed because their send buffer was full.
     pub ws_slow_consumers: AtomicU64,
+    /// The DA batcher's figures.
+    pub da: crate::da_figures::DaFigures,
     cores: Mutex<Vec<Arc<CoreFigures>>>,
 }
 
@@ -171,6 +174,7 @@ pub static METRICS: Metrics = Metrics {
     ws_subscriptions: AtomicU64::new(0),
     ws_notifications: AtomicU64::new(0),
     ws_slow_consumers: AtomicU64::new(0),
+    da: crate::da_figures::DaFigures::new(),
     cores: Mutex::new(Vec::new()),
 };
 
@@ -206,6 +210,7 @@ impl Metrics {
         self.render_queues(&mut out);
         self.render_counters(&mut out);
         self.render_gauges(&mut out);
+        self.da.render(&mut out);
         self.flush_latency.render(
             &mut out,
             "fulmen_log_flush_seconds",

@@ -182,6 +182,16 @@ impl Batcher {
         Ok(())
     }
 
+    /// Anchors every waiting block to `origin`: the L1 head the node saw
+    /// last, set just before a channel is built, so that a channel's
+    /// blocks share one origin and the channel can be built again from
+    /// its DA record.
+    pub fn set_origin(&mut self, origin: BlockNumHash) {
+        for block in &mut self.pending {
+            block.l1_origin = origin;
+        }
+    }
+
     /// Blocks waiting for a channel.
     pub fn pending_blocks(&self) -> usize {
         self.pending.len()

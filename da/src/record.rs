@@ -11,17 +11,23 @@
 //! | kind | 1: `1` submitted, `2` included, `3` dropped |
 //! | channel id | 16 |
 //! | submitted: first L2 block, last L2 block, the last block's L1 origin (number, hash), L1 nonce of its first tx, tx count, tx hashes | 8, 8, 8, 32, 8, 2, 32 each |
+//! | then: fees (max fee per gas, tip, max fee per blob gas), the recipe (blocks pending when built, built full (1) or on timeout (0), blobs per tx) | 16, 16, 16, 4, 1, 1 |
 //! | included: L1 block number, L1 block hash | 8, 32 |
 //! | dropped: nothing more | |
 //!
 //! `submitted` is logged (and durable) before the channel's first L1 tx is
-//! sent; a replacement logs `submitted` again with the new hashes.
+//! sent; a replacement logs `submitted` again with the new hashes and fees.
+//! The fees and the recipe let a restarted batcher rebuild the channel's
+//! txs byte for byte (the batcher is deterministic and the signatures are
+//! RFC 6979), so that it can re-send, watch and replace exactly the txs it
+//! may have sent before the crash.
 //! `included` is logged once every tx of the channel is in L1 (the L1 block
 //! of its last tx); `dropped` when an L1 reorg removed it.
 
 use alloy_primitives::B256;
 
 use crate::frame::{CHANNEL_ID_BYTES, ChannelId};
+use crate::post::BlobFees;
 
 /// Version of the payload.
 pub const DA_RECORD_VERSION: u8 = 1;
@@ -43,6 +49,24 @@ pub struct Submission {
     pub l1_nonce: u64,
     /// Its L1 txs' hashes, in order.
     pub l1_txs: Vec<B256>,
+    /// The fees its txs were (last) signed with.
+    pub fees: BlobFees,
+    /// How the batcher built it.
+    pub recipe: Recipe,
+}
+
+/// What the batcher's pipeline was given when it built a channel: with the
+/// blocks (from the log) and the L1 origins (in the records), enough to
+/// build the same channel again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipe {
+    /// Blocks waiting for a channel when it was built, from its first block.
+    pub pending_blocks: u32,
+    /// Built only because the waiting blocks filled it (`true`), or because
+    /// the channel timeout passed (`false`).
+    pub full: bool,
+    /// Blobs per L1 tx.
+    pub blobs_per_tx: u8,
 }
 
 /// One DA-progress record.
@@ -121,6 +145,7 @@ impl DaRecord {
                 assert!(!s.l1_txs.is_empty());
                 assert!(s.l1_txs.len() <= CHANNEL_L1_TXS_MAX);
                 assert!(s.first_block <= s.last_block);
+                assert!(u64::from(s.recipe.pending_blocks) > s.last_block - s.first_block);
                 out.push(1);
                 out.extend_from_slice(channel);
                 out.extend_from_slice(&s.first_block.to_be_bytes());
@@ -132,6 +157,12 @@ impl DaRecord {
                 for hash in &s.l1_txs {
                     out.extend_from_slice(hash.as_slice());
                 }
+                out.extend_from_slice(&s.fees.max_fee_per_gas.to_be_bytes());
+                out.extend_from_slice(&s.fees.max_priority_fee_per_gas.to_be_bytes());
+                out.extend_from_slice(&s.fees.max_fee_per_blob_gas.to_be_bytes());
+                out.extend_from_slice(&s.recipe.pending_blocks.to_be_bytes());
+                out.push(u8::from(s.recipe.full));
+                out.push(s.recipe.blobs_per_tx);
             }
             Self::Included {
                 channel,
@@ -196,12 +227,38 @@ fn decode_submitted(r: &mut Reader<'_>, channel: ChannelId) -> Result<DaRecord, 
     for _ in 0..count {
         l1_txs.push(B256::from(r.take::<32>("L1 tx hash")?));
     }
+    let fees = BlobFees {
+        max_fee_per_gas: r.u128("max fee per gas")?,
+        max_priority_fee_per_gas: r.u128("tip")?,
+        max_fee_per_blob_gas: r.u128("max fee per blob gas")?,
+    };
+    let pending_blocks = u32::from_be_bytes(r.take::<4>("recipe blocks")?);
+    let full = match r.take::<1>("recipe full")?[0] {
+        0 => false,
+        1 => true,
+        _ => return Err(DaRecordError::Invalid("recipe flag is not 0 or 1")),
+    };
+    let blobs_per_tx = r.take::<1>("recipe blobs per tx")?[0];
+    if u64::from(pending_blocks) <= last_block - first_block {
+        return Err(DaRecordError::Invalid(
+            "recipe has fewer blocks than the channel",
+        ));
+    }
+    if blobs_per_tx == 0 || usize::from(blobs_per_tx) > crate::blob::BLOBS_PER_TX_MAX {
+        return Err(DaRecordError::Invalid("recipe blobs per tx out of range"));
+    }
     let submission = Submission {
         first_block,
         last_block,
         last_l1_origin,
         l1_nonce,
         l1_txs,
+        fees,
+        recipe: Recipe {
+            pending_blocks,
+            full,
+            blobs_per_tx,
+        },
     };
     Ok(DaRecord::Submitted {
         channel,
@@ -235,6 +292,10 @@ impl Reader<'_> {
     fn u64(&mut self, field: &'static str) -> Result<u64, DaRecordError> {
         Ok(u64::from_be_bytes(self.take::<8>(field)?))
     }
+
+    fn u128(&mut self, field: &'static str) -> Result<u128, DaRecordError> {
+        Ok(u128::from_be_bytes(self.take::<16>(field)?))
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +313,16 @@ mod tests {
                     last_l1_origin: (12, B256::repeat_byte(3)),
                     l1_nonce: 3,
                     l1_txs: vec![B256::repeat_byte(1), B256::repeat_byte(2)],
+                    fees: BlobFees {
+                        max_fee_per_gas: 3_000_000_000,
+                        max_priority_fee_per_gas: 1_000_000_000,
+                        max_fee_per_blob_gas: u128::MAX - 1,
+                    },
+                    recipe: Recipe {
+                        pending_blocks: 41,
+                        full: true,
+                        blobs_per_tx: 6,
+                    },
                 },
             },
             DaRecord::Included {
@@ -302,7 +373,7 @@ mod tests {
     fn arbitrary_bytes_are_errors_not_panics() {
         let mut rng = XorShift::new(41);
         for round in 0..20_000 {
-            let len = rng.below(200);
+            let len = rng.below(300);
             let mut bytes = rng.bytes(len);
             if round % 2 == 0 && len > 1 {
                 bytes[0] = DA_RECORD_VERSION;

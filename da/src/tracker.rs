@@ -202,6 +202,12 @@ mod tests {
                 last_l1_origin: (100 + u64::from(id), B256::repeat_byte(id)),
                 l1_nonce: nonce,
                 l1_txs: vec![B256::repeat_byte(id)],
+                fees: crate::post::BlobFees::from_market(1, 1, 1),
+                recipe: crate::record::Recipe {
+                    pending_blocks: (last - first + 1) as u32,
+                    full: false,
+                    blobs_per_tx: 6,
+                },
             },
         }
     }

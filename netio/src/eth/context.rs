@@ -31,6 +31,9 @@ pub struct RpcContext {
     pub client_version: String,
     /// The simulation workers (shared by all net cores).
     pub sim: Arc<SimPool>,
+    /// `[da] unposted_bytes_max` while a DA batcher runs: new transactions
+    /// are refused while this much L2 data waits for L1.
+    pub da_unposted_bytes_max: Option<u64>,
 }
 
 /// A method's result as JSON.

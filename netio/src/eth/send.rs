@@ -118,6 +118,13 @@ fn enqueue(
     tx: RecoveredTx,
     wait_for_receipt: bool,
 ) -> Result<oneshot::Receiver<SeqReply>, RpcError> {
+    if let Some(refusal) = ctx
+        .da_unposted_bytes_max
+        .and_then(|max| METRICS.da.backlog_refusal(max))
+    {
+        METRICS.reject("da_backlog");
+        return Err(RpcError::server(refusal));
+    }
     let (reply, answer) = oneshot::channel();
     let request = SeqRequest {
         tx,

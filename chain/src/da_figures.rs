@@ -1,0 +1,217 @@
+//! The DA batcher's figures: written by the DA thread, read by the
+//! metrics endpoint, `fulmen top`, and the net cores' backpressure check
+//! (`[da] unposted_bytes_max`). All zero while no batcher runs.
+
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Usable bytes of one blob (OP blob encoding version 0).
+const BLOB_DATA_BYTES: f64 = 130_044.0;
+
+/// What the DA thread reports.
+#[derive(Debug)]
+pub struct DaFigures {
+    /// 1 while a batcher runs.
+    pub running: AtomicU64,
+    /// The L1 head the batcher saw last.
+    pub l1_head: AtomicU64,
+    /// The `safe` L2 block.
+    pub safe: AtomicU64,
+    /// The `finalized` L2 block.
+    pub finalized: AtomicU64,
+    /// Sealed L2 blocks whose data is not in L1 yet.
+    pub unposted_blocks: AtomicU64,
+    /// Their transactions' bytes (EIP-2718).
+    pub unposted_bytes: AtomicU64,
+    /// Channels built and logged.
+    pub channels: AtomicU64,
+    /// Blobs in them.
+    pub blobs: AtomicU64,
+    /// Frame bytes in those blobs (what the fill ratio divides).
+    pub blob_data_bytes: AtomicU64,
+    /// Span-batch bytes before compression.
+    pub rlp_bytes: AtomicU64,
+    /// Channel bytes after compression.
+    pub channel_bytes: AtomicU64,
+    /// L2 transactions in the channels.
+    pub txs: AtomicU64,
+    /// L1 fees paid for included batcher txs (execution and blob gas), gwei.
+    pub fees_paid_gwei: AtomicU64,
+    /// Batcher txs replaced with bumped fees.
+    pub replacements: AtomicU64,
+    /// Included channels an L1 reorg dropped.
+    pub reorgs: AtomicU64,
+    /// L1 calls that failed.
+    pub l1_errors: AtomicU64,
+    /// Why posting is held up, if it is (an L1 error, fees above the cap).
+    held_up: Mutex<String>,
+}
+
+impl DaFigures {
+    /// All zero.
+    pub const fn new() -> Self {
+        Self {
+            running: AtomicU64::new(0),
+            l1_head: AtomicU64::new(0),
+            safe: AtomicU64::new(0),
+            finalized: AtomicU64::new(0),
+            unposted_blocks: AtomicU64::new(0),
+            unposted_bytes: AtomicU64::new(0),
+            channels: AtomicU64::new(0),
+            blobs: AtomicU64::new(0),
+            blob_data_bytes: AtomicU64::new(0),
+            rlp_bytes: AtomicU64::new(0),
+            channel_bytes: AtomicU64::new(0),
+            txs: AtomicU64::new(0),
+            fees_paid_gwei: AtomicU64::new(0),
+            replacements: AtomicU64::new(0),
+            reorgs: AtomicU64::new(0),
+            l1_errors: AtomicU64::new(0),
+            held_up: Mutex::new(String::new()),
+        }
+    }
+
+    /// Says why posting is held up; empty when it is not.
+    pub fn set_held_up(&self, why: &str) {
+        let mut held = self.held_up.lock().unwrap_or_else(|e| e.into_inner());
+        if held.as_str() != why {
+            *held = why.to_string();
+        }
+    }
+
+    /// Why posting is held up; empty when it is not.
+    pub fn held_up(&self) -> String {
+        self.held_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The refusal of a new transaction while the unposted bytes are at
+    /// or above `max_bytes`, naming the cause; `None` below it.
+    pub fn backlog_refusal(&self, max_bytes: u64) -> Option<String> {
+        let bytes = self.unposted_bytes.load(Relaxed);
+        if bytes < max_bytes {
+            return None;
+        }
+        let held = self.held_up();
+        let cause = if held.is_empty() {
+            "L1 has not taken the data yet".to_string()
+        } else {
+            held
+        };
+        Some(format!(
+            "L2 data not yet posted to L1 is at its limit ({bytes} bytes in {} blocks, \
+             da.unposted_bytes_max {max_bytes}): {cause}; the transaction was not accepted, \
+             retry once posting catches up",
+            self.unposted_blocks.load(Relaxed)
+        ))
+    }
+
+    /// The figures in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let ratio = |a: &AtomicU64, b: f64| {
+            let b = b.max(1.0);
+            a.load(Relaxed) as f64 / b
+        };
+        let gauges: [(&str, &str, f64); 9] = [
+            (
+                "fulmen_da_running",
+                "1 while a DA batcher runs",
+                self.running.load(Relaxed) as f64,
+            ),
+            (
+                "fulmen_da_l1_head",
+                "The L1 head the batcher saw last",
+                self.l1_head.load(Relaxed) as f64,
+            ),
+            (
+                "fulmen_da_safe_block",
+                "The safe L2 block (data in L1 at the confirmation depth)",
+                self.safe.load(Relaxed) as f64,
+            ),
+            (
+                "fulmen_da_finalized_block",
+                "The finalized L2 block (data in a finalized L1 block)",
+                self.finalized.load(Relaxed) as f64,
+            ),
+            (
+                "fulmen_da_unposted_blocks",
+                "Sealed L2 blocks whose data is not in L1 yet",
+                self.unposted_blocks.load(Relaxed) as f64,
+            ),
+            (
+                "fulmen_da_unposted_bytes",
+                "Transaction bytes of those blocks",
+                self.unposted_bytes.load(Relaxed) as f64,
+            ),
+            (
+                "fulmen_da_blob_fill_ratio",
+                "Frame bytes over blob capacity, all blobs posted",
+                ratio(
+                    &self.blob_data_bytes,
+                    self.blobs.load(Relaxed) as f64 * BLOB_DATA_BYTES,
+                ),
+            ),
+            (
+                "fulmen_da_compression_ratio",
+                "Compressed channel bytes over span-batch bytes",
+                ratio(&self.channel_bytes, self.rlp_bytes.load(Relaxed) as f64),
+            ),
+            (
+                "fulmen_da_held_up",
+                "1 while posting is held up (L1 down, fees above the cap)",
+                f64::from(u8::from(!self.held_up().is_empty())),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        let counters = [
+            (
+                "fulmen_da_channels_total",
+                "Channels built and logged",
+                &self.channels,
+            ),
+            ("fulmen_da_blobs_total", "Blobs in them", &self.blobs),
+            ("fulmen_da_txs_total", "L2 transactions in them", &self.txs),
+            (
+                "fulmen_da_l1_fees_paid_gwei_total",
+                "L1 fees paid for included batcher txs, gwei",
+                &self.fees_paid_gwei,
+            ),
+            (
+                "fulmen_da_replacements_total",
+                "Batcher txs replaced with bumped fees",
+                &self.replacements,
+            ),
+            (
+                "fulmen_da_reorgs_total",
+                "Included channels an L1 reorg dropped",
+                &self.reorgs,
+            ),
+            (
+                "fulmen_da_l1_errors_total",
+                "L1 calls that failed",
+                &self.l1_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Relaxed)
+            );
+        }
+    }
+}
+
+impl Default for DaFigures {
+    fn default() -> Self {
+        Self::new()
+    }
+}
