@@ -358,3 +358,233 @@ fn every_sealed_tx_is_in_l1_blobs_on_prague() {
 fn every_sealed_tx_is_in_l1_blobs_on_osaka() {
     every_tx_reaches_l1("osaka");
 }
+
+/// Waits up to `secs` for a log line containing `needle`; returns it.
+fn wait_line(node: &Proc, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node.log.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line with {needle:?} within {secs} s"),
+        }
+    }
+}
+
+/// The node's metrics address, from its start-up output.
+fn metrics_addr(node: &Proc) -> SocketAddr {
+    node.startup
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .and_then(|l| l.strip_suffix("/metrics"))
+        .expect("a metrics line")
+        .parse()
+        .expect("an address")
+}
+
+/// One metric's value (0 when absent).
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn signal(process: &Proc, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(process.child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn kill_9_mid_post_leaves_no_gap_and_no_duplicate() {
+    let l1 = start_l1("prague", "1");
+    let dir = tempdir::TempDir::new("fulmen-da-kill");
+    let config = da_config("");
+    let mut node = start_node(&dir.0, &l1.url(), &config);
+    let mut nonces = [0; 4];
+    // Kill at different points after a channel is logged: before, during
+    // and after its tx is sent.
+    for delay_ms in [0, 20, 80, 250, 600] {
+        send_transfers(node.addr, &mut nonces, 150);
+        wait_line(&node, "DA: posting a channel", 60);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        node.kill9();
+        node = start_node(&dir.0, &l1.url(), &config);
+    }
+    send_transfers(node.addr, &mut nonces, 50);
+    let last = block_number(node.addr, "latest");
+    wait_sealed(node.addr, last + 1);
+    wait_until(90, "safe passes the last tx's block", || {
+        block_number(node.addr, "safe") > last
+    });
+    let (_, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
+    assert!(txs >= 800, "{txs} L2 txs in L1, 800 sent");
+}
+
+#[test]
+fn an_l1_reorg_reposts_and_safe_goes_back_then_forward() {
+    let l1 = start_l1("prague", "1");
+    let dir = tempdir::TempDir::new("fulmen-da-reorg");
+    let node = start_node(
+        &dir.0,
+        &l1.url(),
+        &format!("metrics_addr = \"127.0.0.1:0\"\n{}", da_config("")),
+    );
+    let metrics = metrics_addr(&node);
+    let mut nonces = [0; 4];
+    send_transfers(node.addr, &mut nonces, 200);
+    let last = block_number(node.addr, "latest");
+    wait_until(60, "safe passes the txs", || {
+        block_number(node.addr, "safe") > last
+    });
+    // Let batches land in the last few L1 blocks, then drop those blocks.
+    wait_line(&node, "DA: posting a channel", 30);
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = block_number(node.addr, "safe");
+    call(l1.addr, "anvil_rollback", json!([4]));
+    let mut lowest = before;
+    wait_until(60, "safe goes back, then passes where it was", || {
+        let safe = block_number(node.addr, "safe");
+        lowest = lowest.min(safe);
+        lowest < before && safe > before
+    });
+    assert!(metric(metrics, "fulmen_da_reorgs_total") >= 1.0);
+    send_transfers(node.addr, &mut nonces, 100);
+    let last = block_number(node.addr, "latest");
+    wait_until(60, "safe passes the new txs", || {
+        block_number(node.addr, "safe") > last
+    });
+    check_l1_holds_the_chain(node.addr, l1.addr, last);
+}
+
+#[test]
+fn l1_down_sequencing_goes_on_to_the_bound_then_refuses_clearly_and_catches_up() {
+    let l1 = start_l1("prague", "1");
+    let dir = tempdir::TempDir::new("fulmen-da-down");
+    let node = start_node(
+        &dir.0,
+        &l1.url(),
+        &da_config("unposted_bytes_max = 1048576"),
+    );
+    let mut nonces = [0; 4];
+    send_transfers(node.addr, &mut nonces, 100);
+    let last = block_number(node.addr, "latest");
+    wait_until(60, "safe passes the first txs", || {
+        block_number(node.addr, "safe") > last
+    });
+    signal(&l1, "STOP");
+    // Past 1 MiB of unposted txs (about 9,000 transfers), new ones are
+    // refused, naming the cause.
+    let to = Address::repeat_byte(0x42);
+    let mut accepted = 0;
+    let refusal = loop {
+        let k = accepted % 4;
+        let raw = transfer_raw(&signer(k as u32 + 1), nonces[k], to, 1);
+        match try_rpc(node.addr, "eth_sendRawTransaction", json!([raw])) {
+            Ok(_) => {
+                nonces[k] += 1;
+                accepted += 1;
+                assert!(accepted < 40_000, "no refusal after {accepted} txs");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        refusal.contains("not yet posted to L1") && refusal.contains("unposted_bytes_max"),
+        "{refusal}"
+    );
+    assert!(accepted >= 8_000, "refused after only {accepted} txs: {refusal}");
+    // Reads keep working while writes wait.
+    call(node.addr, "eth_blockNumber", json!([]));
+    signal(&l1, "CONT");
+    let last = block_number(node.addr, "latest");
+    wait_until(120, "posting catches up", || {
+        block_number(node.addr, "safe") > last
+    });
+    send_transfers(node.addr, &mut nonces, 10);
+    let (_, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
+    assert!(txs >= 100 + accepted, "{txs} L2 txs in L1, {} acknowledged", 100 + accepted);
+}
+
+#[test]
+fn a_fee_spike_gets_the_stuck_tx_replaced_with_bumped_fees() {
+    let l1 = start_l1("prague", "1");
+    let dir = tempdir::TempDir::new("fulmen-da-fees");
+    let node = start_node(
+        &dir.0,
+        &l1.url(),
+        &format!("metrics_addr = \"127.0.0.1:0\"\n{}", da_config("")),
+    );
+    let metrics = metrics_addr(&node);
+    let mut nonces = [0; 4];
+    for attempt in 0..5 {
+        send_transfers(node.addr, &mut nonces, 20);
+        // Right after a channel is signed at today's fees, L1's base fee
+        // jumps to 100 gwei and stays there for a few blocks.
+        wait_line(&node, "DA: posting a channel", 30);
+        let spike_until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < spike_until {
+            call(l1.addr, "anvil_setNextBlockBaseFeePerGas", json!(["0x174876e800"]));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if metric(metrics, "fulmen_da_replacements_total") >= 1.0 {
+            break;
+        }
+        assert!(attempt < 4, "no replacement after 5 fee spikes");
+    }
+    let last = block_number(node.addr, "latest");
+    wait_until(90, "the replaced channel lands and safe passes it", || {
+        block_number(node.addr, "safe") > last
+    });
+    check_l1_holds_the_chain(node.addr, l1.addr, last);
+}
+
+#[test]
+fn batcher_key_files_must_be_private_and_valid() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir::TempDir::new("fulmen-da-key");
+    let key = dir.0.join("batcher.key");
+    std::fs::write(&key, "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6\n")
+        .expect("write");
+    let run = |mode: u32, contents: Option<&str>| {
+        if let Some(text) = contents {
+            std::fs::write(&key, text).expect("write");
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulmen"))
+            .args(["run", "--dev", "--l1-rpc", "http://127.0.0.1:9", "--batcher-key"])
+            .arg(&key)
+            .arg("--datadir")
+            .arg(dir.0.join("data"))
+            .args(["--rpc-addr", &format!("127.0.0.1:{}", free_port())])
+            .output()
+            .expect("run fulmen");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let stderr = run(0o644, None);
+    assert!(stderr.contains("can be read by others (mode 0644)"), "{stderr}");
+    assert!(!stderr.contains("2a871d07"), "the key is never shown: {stderr}");
+    let stderr = run(0o600, Some("0x1234 not a key"));
+    assert!(stderr.contains("64 hex digits"), "{stderr}");
+    assert!(!stderr.contains("not a key"), "the file is never quoted: {stderr}");
+}
+
+#[test]
+fn without_an_l1_the_node_says_nothing_is_posted() {
+    let node = start_fulmen(&["--dev"]);
+    assert!(
+        node.startup.iter().any(|l| l.contains("nothing is posted to L1")),
+        "{:?}",
+        node.startup
+    );
+    // The tags stay the last sealed block.
+    wait_sealed(node.addr, 2);
+    assert!(block_number(node.addr, "safe") >= 2);
+}

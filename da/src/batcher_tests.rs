@@ -273,3 +273,51 @@ fn measure_batcher() {
         );
     }
 }
+
+/// What the DA driver relies on after a crash: the same blocks, origin,
+/// parent and recipe (blocks waiting, only-if-full) build the same
+/// channel, byte for byte, however many blocks waited beyond the channel
+/// (brotli flushes while trying spans that do not fit).
+#[test]
+fn a_channel_is_rebuilt_byte_for_byte_from_its_recipe() {
+    let blocks = chain(400, 60, 150);
+    let mut live = Batcher::new(CHAIN, 1, start()).unwrap();
+    let mut channels = Vec::new();
+    let mut parent = start();
+    for block in &blocks {
+        live.push(block.clone()).unwrap();
+    }
+    while live.pending_blocks() > 0 {
+        let waiting = live.pending_blocks();
+        let full = waiting > 50;
+        live.set_origin(origin(500 + channels.len() as u64));
+        let Some(plan) = live.next_channel(full).unwrap() else {
+            break;
+        };
+        let taken = (plan.last_block - plan.first_block + 1) as usize;
+        let recipe = waiting.min(taken + SPAN_TRY_BLOCKS_MAX);
+        channels.push((plan, recipe, full, parent));
+        parent = BatcherStart {
+            number: blocks[taken_to(&channels) - 1].number,
+            hash: blocks[taken_to(&channels) - 1].hash,
+            l1_origin_num: 500 + channels.len() as u64 - 1,
+        };
+    }
+    assert!(channels.len() > 3, "{} channels", channels.len());
+    for (index, (plan, recipe, full, parent)) in channels.iter().enumerate() {
+        let mut again = Batcher::new(CHAIN, 1, *parent).unwrap();
+        let first = plan.first_block as usize - 1;
+        for block in &blocks[first..first + recipe] {
+            again.push(block.clone()).unwrap();
+        }
+        again.set_origin(origin(500 + index as u64));
+        let rebuilt = again.next_channel(*full).unwrap().expect("the channel");
+        assert_eq!((rebuilt.id, rebuilt.last_block), (plan.id, plan.last_block));
+        assert!(rebuilt.l1_txs == plan.l1_txs, "channel {index}: other bytes");
+    }
+}
+
+/// The number of blocks the channels so far took.
+fn taken_to(channels: &[(ChannelPlan, usize, bool, BatcherStart)]) -> usize {
+    channels.last().map_or(0, |(p, ..)| p.last_block as usize)
+}

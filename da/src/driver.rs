@@ -187,6 +187,8 @@ pub struct Driver<H: Host> {
     unposted: VecDeque<(u64, u64)>,
     /// The heads last reported.
     heads: Option<(u64, u64)>,
+    /// The L1 head of the last round.
+    last_head: Option<(u64, B256)>,
     /// The last warning and when it was given.
     warned: Option<(String, Instant)>,
 }
@@ -234,6 +236,7 @@ impl<H: Host> Driver<H> {
             floor: 0,
             unposted,
             heads: None,
+            last_head: None,
             warned: None,
         })
     }
@@ -325,7 +328,10 @@ impl<H: Host> Driver<H> {
         })?;
         METRICS.da.l1_head.store(head.number, Relaxed);
         let finalized = self.l1.header(BlockTag::Finalized)?.map_or(0, |h| h.number);
-        self.check_reorgs(connected, finalized)?;
+        if self.l1_may_have_reorged(&head)? {
+            self.check_reorgs(connected, finalized)?;
+        }
+        self.last_head = Some((head.number, head.hash));
         self.follow_pending(connected, &head)?;
         self.post_new(connected, &head)?;
         self.update_heads(&head, finalized);
@@ -421,6 +427,14 @@ impl<H: Host> Driver<H> {
         for (index, (tx, blobs)) in signed.into_iter().zip(plan.l1_txs).enumerate() {
             let mut known = self.known_hashes(&posted.channel, index);
             if !known.contains(&tx.hash) {
+                // Expected only for a tx that landed before a replacement
+                // of its channel's other txs (those are signed with the
+                // new fees); otherwise this build batches differently.
+                tracing::info!(
+                    first = s.first_block,
+                    index,
+                    "DA: a rebuilt batcher tx differs from the one logged; watching both"
+                );
                 known.push(tx.hash);
             }
             txs.push(FlightTx {
@@ -529,6 +543,22 @@ impl<H: Host> Driver<H> {
         self.tracker.apply(&record)?;
         self.replayed.push(record);
         Ok(())
+    }
+
+    /// Whether L1 may have replaced blocks since the last round: its head
+    /// of then is no longer canonical (one header call when L1 moved on).
+    fn l1_may_have_reorged(&self, head: &L1Header) -> Result<bool, DriverError> {
+        let Some((number, hash)) = self.last_head else {
+            return Ok(true);
+        };
+        if head.number < number {
+            return Ok(true);
+        }
+        if head.number == number {
+            return Ok(head.hash != hash);
+        }
+        let then = self.l1.header(BlockTag::Number(number))?;
+        Ok(then.is_none_or(|h| h.hash != hash))
     }
 
     /// Included channels whose L1 block is no longer canonical: included
