@@ -432,6 +432,63 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The README's "every key, with its default" block is a config the
+    /// node takes, and its values are the defaults, commented keys aside.
+    #[test]
+    fn the_readme_config_block_is_the_defaults() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("a Configuration section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block");
+        let config: Config = toml::from_str(block).expect("the README's block parses");
+        config.validate().expect("and is valid");
+        let defaults = Config::default();
+        // Everything but the core map, whose default depends on the machine.
+        let mut config = config;
+        config.cores = defaults.cores.clone();
+        assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn da_keys_parse_and_are_checked() {
+        let text = r#"
+            [da]
+            l1_rpc = "http://127.0.0.1:8546"
+            l1_beacon = "https://beacon.example/key"
+            batcher_key = "/etc/fulmen/batcher.key"
+            inbox = "0x00000000000000000000000000000000000000ff"
+            blobs_per_tx = 3
+            confirmation_depth = 4
+            channel_timeout_ms = 6000
+            resubmit_after_l1_blocks = 2
+            in_flight_max = 2
+            l1_fork = "osaka"
+            poll_ms = 250
+            unposted_bytes_max = 1048576
+            base_fee_max_wei = 100000000000
+            blob_base_fee_max_wei = 1000000000
+        "#;
+        let config: Config = toml::from_str(text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.da.blobs_per_tx, 3);
+        for (bad, why) in [
+            ("[da]\nblobs_per_tx = 7", "da.blobs_per_tx"),
+            ("[da]\nl1_fork = \"cancun\"", "l1_fork"),
+            ("[da]\nl1_rpc = \"ws://x\"", "http://"),
+            ("[da]\nunposted_bytes_max = 10", "unposted_bytes_max"),
+        ] {
+            let config: Config = toml::from_str(bad).expect("parses");
+            let e = config.validate().expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn every_documented_key_parses() {
         let text = r#"
