@@ -162,6 +162,27 @@ fn render(now: &Sample, before: &Sample) -> String {
         get("fulmen_state_accounts"),
         get("fulmen_state_slots")
     );
+    if get("fulmen_da_running") > 0.0 {
+        let _ = writeln!(
+            out,
+            "DA: L1 head {:.0}  safe {:.0}  finalized {:.0}  unposted {:.0} blocks ({:.2} MB)  \
+             blobs {:.0} (fill {:.3})  compression {:.3}  L1 fees {:.0} gwei  replacements {:.0}  reorgs {:.0}",
+            get("fulmen_da_l1_head"),
+            get("fulmen_da_safe_block"),
+            get("fulmen_da_finalized_block"),
+            get("fulmen_da_unposted_blocks"),
+            get("fulmen_da_unposted_bytes") / 1e6,
+            get("fulmen_da_blobs_total"),
+            get("fulmen_da_blob_fill_ratio"),
+            get("fulmen_da_compression_ratio"),
+            get("fulmen_da_l1_fees_paid_gwei_total"),
+            get("fulmen_da_replacements_total"),
+            get("fulmen_da_reorgs_total")
+        );
+        if get("fulmen_da_held_up") > 0.0 {
+            let _ = writeln!(out, "DA: posting is held up (see the node's log)");
+        }
+    }
     out
 }
 

@@ -81,7 +81,11 @@ fn start_node(dir: &Path, l1: &str, config: &str) -> Proc {
 fn l2_blocks(addr: SocketAddr, last: u64) -> BTreeMap<u64, (B256, u64, Vec<B256>)> {
     let mut out = BTreeMap::new();
     for n in 0..=last {
-        let b = call(addr, "eth_getBlockByNumber", json!([format!("{n:#x}"), false]));
+        let b = call(
+            addr,
+            "eth_getBlockByNumber",
+            json!([format!("{n:#x}"), false]),
+        );
         let hash: B256 = serde_json::from_value(b["hash"].clone()).expect("hash");
         let txs: Vec<B256> = serde_json::from_value(b["transactions"].clone()).expect("hashes");
         out.insert(n, (hash, quantity(&b["timestamp"]), txs));
@@ -119,7 +123,10 @@ fn blob_data(blob: &[u8]) -> Vec<u8> {
     assert_eq!(stream[0], 0, "encoding version 0");
     let len = usize::from(stream[1]) << 16 | usize::from(stream[2]) << 8 | usize::from(stream[3]);
     assert!(len <= 130_044, "length {len}");
-    assert!(stream[4 + len..].iter().all(|b| *b == 0), "zeros after the data");
+    assert!(
+        stream[4 + len..].iter().all(|b| *b == 0),
+        "zeros after the data"
+    );
     stream[4..4 + len].to_vec()
 }
 
@@ -187,7 +194,10 @@ fn read_l1(l1: SocketAddr, inbox: Address) -> L1Channels {
     let mut batcher_txs = 0;
     for n in 0..=latest {
         let block = call(l1, "eth_getBlockByNumber", json!([format!("{n:#x}"), true]));
-        let txs = block["transactions"].as_array().cloned().unwrap_or_default();
+        let txs = block["transactions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut blob_index = 0;
         let mut ours = Vec::new();
         for tx in &txs {
@@ -210,13 +220,14 @@ fn read_l1(l1: SocketAddr, inbox: Address) -> L1Channels {
         for (first, count) in ours {
             batcher_txs += 1;
             for blob in &blobs[first..first + count] {
-                let bytes = alloy::primitives::hex::decode(blob.as_str().expect("hex")).expect("hex");
+                let bytes =
+                    alloy::primitives::hex::decode(blob.as_str().expect("hex")).expect("hex");
                 for frame in frames(&blob_data(&bytes)) {
                     let id = frame.channel;
                     let set = partial.entry(id).or_default();
                     set.insert(frame.number, frame);
-                    let done = set.values().any(|f| f.last)
-                        && set.keys().copied().eq(0..set.len() as u16);
+                    let done =
+                        set.values().any(|f| f.last) && set.keys().copied().eq(0..set.len() as u16);
                     if done {
                         let set = partial.remove(&id).expect("there");
                         let bytes: Vec<u8> = set.into_values().flat_map(|f| f.data).collect();
@@ -243,7 +254,12 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut text = String::new();
     stream.read_to_string(&mut text).expect("read");
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head.split(' ').nth(1).expect("status").parse().expect("code");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("code");
     let body = if head.to_lowercase().contains("transfer-encoding: chunked") {
         unchunk(body)
     } else {
@@ -499,7 +515,10 @@ fn l1_down_sequencing_goes_on_to_the_bound_then_refuses_clearly_and_catches_up()
         refusal.contains("not yet posted to L1") && refusal.contains("unposted_bytes_max"),
         "{refusal}"
     );
-    assert!(accepted >= 8_000, "refused after only {accepted} txs: {refusal}");
+    assert!(
+        accepted >= 8_000,
+        "refused after only {accepted} txs: {refusal}"
+    );
     // Reads keep working while writes wait.
     call(node.addr, "eth_blockNumber", json!([]));
     signal(&l1, "CONT");
@@ -509,7 +528,11 @@ fn l1_down_sequencing_goes_on_to_the_bound_then_refuses_clearly_and_catches_up()
     });
     send_transfers(node.addr, &mut nonces, 10);
     let (_, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
-    assert!(txs >= 100 + accepted, "{txs} L2 txs in L1, {} acknowledged", 100 + accepted);
+    assert!(
+        txs >= 100 + accepted,
+        "{txs} L2 txs in L1, {} acknowledged",
+        100 + accepted
+    );
 }
 
 #[test]
@@ -530,7 +553,11 @@ fn a_fee_spike_gets_the_stuck_tx_replaced_with_bumped_fees() {
         wait_line(&node, "DA: posting a channel", 30);
         let spike_until = Instant::now() + Duration::from_secs(5);
         while Instant::now() < spike_until {
-            call(l1.addr, "anvil_setNextBlockBaseFeePerGas", json!(["0x174876e800"]));
+            call(
+                l1.addr,
+                "anvil_setNextBlockBaseFeePerGas",
+                json!(["0x174876e800"]),
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         if metric(metrics, "fulmen_da_replacements_total") >= 1.0 {
@@ -550,15 +577,24 @@ fn batcher_key_files_must_be_private_and_valid() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempdir::TempDir::new("fulmen-da-key");
     let key = dir.0.join("batcher.key");
-    std::fs::write(&key, "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6\n")
-        .expect("write");
+    std::fs::write(
+        &key,
+        "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6\n",
+    )
+    .expect("write");
     let run = |mode: u32, contents: Option<&str>| {
         if let Some(text) = contents {
             std::fs::write(&key, text).expect("write");
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulmen"))
-            .args(["run", "--dev", "--l1-rpc", "http://127.0.0.1:9", "--batcher-key"])
+            .args([
+                "run",
+                "--dev",
+                "--l1-rpc",
+                "http://127.0.0.1:9",
+                "--batcher-key",
+            ])
             .arg(&key)
             .arg("--datadir")
             .arg(dir.0.join("data"))
@@ -569,18 +605,29 @@ fn batcher_key_files_must_be_private_and_valid() {
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let stderr = run(0o644, None);
-    assert!(stderr.contains("can be read by others (mode 0644)"), "{stderr}");
-    assert!(!stderr.contains("2a871d07"), "the key is never shown: {stderr}");
+    assert!(
+        stderr.contains("can be read by others (mode 0644)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("2a871d07"),
+        "the key is never shown: {stderr}"
+    );
     let stderr = run(0o600, Some("0x1234 not a key"));
     assert!(stderr.contains("64 hex digits"), "{stderr}");
-    assert!(!stderr.contains("not a key"), "the file is never quoted: {stderr}");
+    assert!(
+        !stderr.contains("not a key"),
+        "the file is never quoted: {stderr}"
+    );
 }
 
 #[test]
 fn without_an_l1_the_node_says_nothing_is_posted() {
     let node = start_fulmen(&["--dev"]);
     assert!(
-        node.startup.iter().any(|l| l.contains("nothing is posted to L1")),
+        node.startup
+            .iter()
+            .any(|l| l.contains("nothing is posted to L1")),
         "{:?}",
         node.startup
     );

@@ -36,6 +36,8 @@ pub struct DaFigures {
     pub channel_bytes: AtomicU64,
     /// L2 transactions in the channels.
     pub txs: AtomicU64,
+    /// Their bytes as plain EIP-2718 envelopes.
+    pub plain_bytes: AtomicU64,
     /// L1 fees paid for included batcher txs (execution and blob gas), gwei.
     pub fees_paid_gwei: AtomicU64,
     /// Batcher txs replaced with bumped fees.
@@ -64,6 +66,7 @@ impl DaFigures {
             rlp_bytes: AtomicU64::new(0),
             channel_bytes: AtomicU64::new(0),
             txs: AtomicU64::new(0),
+            plain_bytes: AtomicU64::new(0),
             fees_paid_gwei: AtomicU64::new(0),
             replacements: AtomicU64::new(0),
             reorgs: AtomicU64::new(0),
@@ -179,6 +182,26 @@ impl DaFigures {
             ),
             ("fulmen_da_blobs_total", "Blobs in them", &self.blobs),
             ("fulmen_da_txs_total", "L2 transactions in them", &self.txs),
+            (
+                "fulmen_da_plain_tx_bytes_total",
+                "Their bytes as plain EIP-2718 envelopes",
+                &self.plain_bytes,
+            ),
+            (
+                "fulmen_da_rlp_bytes_total",
+                "Span-batch bytes before compression",
+                &self.rlp_bytes,
+            ),
+            (
+                "fulmen_da_channel_bytes_total",
+                "Channel bytes after compression",
+                &self.channel_bytes,
+            ),
+            (
+                "fulmen_da_blob_data_bytes_total",
+                "Frame bytes in the blobs posted",
+                &self.blob_data_bytes,
+            ),
             (
                 "fulmen_da_l1_fees_paid_gwei_total",
                 "L1 fees paid for included batcher txs, gwei",

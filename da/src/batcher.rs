@@ -70,6 +70,8 @@ pub struct ChannelPlan {
     pub txs: usize,
     /// Bytes of its batches before compression (RLP strings).
     pub rlp_bytes: usize,
+    /// Bytes of its transactions as plain EIP-2718 envelopes.
+    pub plain_bytes: usize,
     /// Bytes of the compressed channel, version byte included.
     pub channel_bytes: usize,
     /// Its frames, one per blob, grouped into L1 transactions in frame order.
@@ -134,7 +136,18 @@ pub struct Batcher {
     last_hash: B256,
     /// Transaction bytes of the pending blocks (their EIP-2718 size).
     pending_tx_bytes: usize,
+    /// Channel bytes per plain tx byte, as last measured: a channel is
+    /// tried for `only_if_full` only once the waiting txs would fill it at
+    /// this ratio, not rebuilt (and thrown away) at every round.
+    ratio: f64,
+    /// Plain tx bytes waiting at the last attempt that did not fill a
+    /// channel: nothing is tried again before more arrive.
+    tried_at_bytes: usize,
 }
+
+/// Channel bytes per plain tx byte assumed before the first channel: low,
+/// so the first full channel is tried early rather than late.
+const FIRST_RATIO_GUESS: f64 = 0.3;
 
 impl Batcher {
     /// A batcher whose next block is `start.number + 1`.
@@ -157,6 +170,8 @@ impl Batcher {
             last_number: start.number,
             last_hash: start.hash,
             pending_tx_bytes: 0,
+            ratio: FIRST_RATIO_GUESS,
+            tried_at_bytes: 0,
         })
     }
 
@@ -213,6 +228,21 @@ impl Batcher {
         &mut self,
         only_if_full: bool,
     ) -> Result<Option<ChannelPlan>, BatcherError> {
+        self.build(only_if_full, true)
+    }
+
+    /// A logged channel built again after a restart: as
+    /// [`Batcher::next_channel`], but tried whatever the measured ratio says
+    /// (the ratio decides when to try, never what a channel holds).
+    pub fn build_again(&mut self, full: bool) -> Result<Option<ChannelPlan>, BatcherError> {
+        self.build(full, false)
+    }
+
+    fn build(
+        &mut self,
+        only_if_full: bool,
+        gated: bool,
+    ) -> Result<Option<ChannelPlan>, BatcherError> {
         let Some(first) = self.pending.front() else {
             return Ok(None);
         };
@@ -221,8 +251,15 @@ impl Batcher {
             channel_id(self.chain.chain_id, first_block),
             self.blobs_per_tx,
         );
+        if gated && only_if_full && !self.may_fill(channel.target_bytes()) {
+            return Ok(None);
+        }
         let (taken, full) = self.fill(&mut channel)?;
         if only_if_full && !full {
+            // All that waits went in: learn the ratio, try again later.
+            channel.close()?;
+            self.learn_ratio(channel.compressed_bytes(), self.pending_tx_bytes);
+            self.tried_at_bytes = self.pending_tx_bytes;
             return Ok(None);
         }
         channel.close()?;
@@ -234,7 +271,10 @@ impl Batcher {
             hash: last.hash,
             l1_origin_num: last.l1_origin.number,
         };
-        self.pending_tx_bytes -= consumed.iter().map(tx_bytes).sum::<usize>();
+        let plain_bytes = consumed.iter().map(tx_bytes).sum::<usize>();
+        self.pending_tx_bytes -= plain_bytes;
+        self.learn_ratio(channel.compressed_bytes(), plain_bytes);
+        self.tried_at_bytes = 0;
         let plan = ChannelPlan {
             id: channel.id(),
             first_block,
@@ -242,6 +282,7 @@ impl Batcher {
             batches: channel.batches(),
             txs: consumed.iter().map(|b| b.txs.len()).sum(),
             rlp_bytes: channel.uncompressed_bytes(),
+            plain_bytes,
             channel_bytes: channel.compressed_bytes(),
             l1_txs: blobs
                 .chunks(self.blobs_per_tx)
@@ -250,6 +291,20 @@ impl Batcher {
         };
         assert_eq!(plan.last_block - plan.first_block + 1, taken as u64);
         Ok(Some(plan))
+    }
+
+    /// Whether the waiting txs may fill a channel of `target_bytes`: at the
+    /// last measured ratio, and more than at the last attempt that did not.
+    fn may_fill(&self, target_bytes: usize) -> bool {
+        self.pending_tx_bytes > self.tried_at_bytes
+            && self.pending_tx_bytes as f64 * self.ratio >= target_bytes as f64
+    }
+
+    fn learn_ratio(&mut self, channel_bytes: usize, plain_bytes: usize) {
+        // Blocks without txs say nothing about the ratio.
+        if plain_bytes >= 1024 {
+            self.ratio = channel_bytes as f64 / plain_bytes as f64;
+        }
     }
 
     /// Adds span batches of the waiting blocks to `channel` until not even

@@ -311,9 +311,12 @@ fn a_channel_is_rebuilt_byte_for_byte_from_its_recipe() {
             again.push(block.clone()).unwrap();
         }
         again.set_origin(origin(500 + index as u64));
-        let rebuilt = again.next_channel(*full).unwrap().expect("the channel");
+        let rebuilt = again.build_again(*full).unwrap().expect("the channel");
         assert_eq!((rebuilt.id, rebuilt.last_block), (plan.id, plan.last_block));
-        assert!(rebuilt.l1_txs == plan.l1_txs, "channel {index}: other bytes");
+        assert!(
+            rebuilt.l1_txs == plan.l1_txs,
+            "channel {index}: other bytes"
+        );
     }
 }
 

@@ -411,7 +411,7 @@ impl<H: Host> Driver<H> {
             batcher.push(block)?;
         }
         batcher.set_origin(BlockNumHash::new(s.last_l1_origin.0, s.last_l1_origin.1));
-        let plan = batcher.next_channel(s.recipe.full)?;
+        let plan = batcher.build_again(s.recipe.full)?;
         let plan = plan
             .filter(|p| p.id == posted.channel && (p.first_block, p.last_block) == (s.first_block, s.last_block))
             .ok_or_else(|| {
@@ -831,6 +831,7 @@ impl<H: Host> Driver<H> {
         da.channel_bytes
             .fetch_add(plan.channel_bytes as u64, Relaxed);
         da.txs.fetch_add(plan.txs as u64, Relaxed);
+        da.plain_bytes.fetch_add(plan.plain_bytes as u64, Relaxed);
         tracing::info!(
             first = plan.first_block,
             last = plan.last_block,
