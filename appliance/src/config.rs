@@ -364,7 +364,7 @@ impl Config {
         if self.pool.parked_bytes_max < 256 * 1024 || self.pool.parked_lifetime_s == 0 {
             return bad("pool.parked_bytes_max must be >= 262144 and pool.parked_lifetime_s >= 1");
         }
-        self.da.validate()?;
+        self.da.validate().map_err(ConfigError)?;
         self.validate_cores()
     }
 

@@ -20,8 +20,6 @@ use fulmen_da::span_batch::SpanChain;
 use futures::channel::{mpsc, oneshot};
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
 /// Private key of the standard test mnemonic's account 9
 /// (0xa0Ee7A142d267C1f36714E4a8F75612F20a79720), the batcher key of `--dev`
 /// without `--batcher-key`. Public knowledge: for test L1s only.
@@ -96,8 +94,8 @@ impl Default for DaConfig {
 
 impl DaConfig {
     /// Checks the values.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError(m));
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let bad = |m: String| Err(m);
         if !(1..=fulmen_da::blob::BLOBS_PER_TX_MAX).contains(&self.blobs_per_tx) {
             return bad(format!(
                 "da.blobs_per_tx must be 1 to {}",
@@ -133,14 +131,14 @@ impl DaConfig {
 
 /// Reads the batcher key: `--batcher-key`, or test account 9 with `--dev`.
 /// Refuses a file that others may read. Never logs the key.
-pub(crate) fn batcher_key(config: &DaConfig, dev: bool) -> Result<PrivateKeySigner, ConfigError> {
+pub(crate) fn batcher_key(config: &DaConfig, dev: bool) -> Result<PrivateKeySigner, String> {
     let Some(path) = &config.batcher_key else {
         if !dev {
-            return Err(ConfigError(
+            return Err(
                 "da.l1_rpc is set but no batcher key: pass --batcher-key FILE (a hex private \
                  key, mode 0600)"
                     .into(),
-            ));
+            );
         }
         let key: PrivateKeySigner = DEV_BATCHER_KEY.parse().expect("a valid key");
         tracing::warn!(
@@ -153,32 +151,27 @@ pub(crate) fn batcher_key(config: &DaConfig, dev: bool) -> Result<PrivateKeySign
     read_key_file(path)
 }
 
-fn read_key_file(path: &Path) -> Result<PrivateKeySigner, ConfigError> {
+fn read_key_file(path: &Path) -> Result<PrivateKeySigner, String> {
     use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| ConfigError(format!("batcher key {shown}: {e}")))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("batcher key {shown}: {e}"))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(ConfigError(format!(
+        return Err(format!(
             "batcher key {shown} can be read by others (mode {mode:04o}): run `chmod 600 {shown}`"
-        )));
+        ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("batcher key {shown}: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("batcher key {shown}: {e}"))?;
     let hex = text.trim();
     let hex = hex.strip_prefix("0x").unwrap_or(hex);
     // The parse error could quote the file: say only what is wrong.
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ConfigError(format!(
+        return Err(format!(
             "batcher key {shown} must hold one private key: 64 hex digits, with or without 0x"
-        )));
+        ));
     }
-    hex.parse::<PrivateKeySigner>().map_err(|_| {
-        ConfigError(format!(
-            "batcher key {shown} is not a valid secp256k1 private key"
-        ))
-    })
+    hex.parse::<PrivateKeySigner>()
+        .map_err(|_| format!("batcher key {shown} is not a valid secp256k1 private key"))
 }
 
 /// The node, as the DA thread sees it.

@@ -419,7 +419,7 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         ),
     }
     let batcher_key = match &config.da.l1_rpc {
-        Some(_) => Some(da::batcher_key(&config.da, args.dev)?),
+        Some(_) => Some(da::batcher_key(&config.da, args.dev).map_err(config::ConfigError)?),
         None => {
             tracing::info!(
                 "DA: no --l1-rpc: nothing is posted to L1; `safe` and `finalized` are the last sealed block"

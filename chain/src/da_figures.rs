@@ -114,67 +114,75 @@ impl DaFigures {
 
     /// The figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let ratio = |a: &AtomicU64, b: f64| {
-            let b = b.max(1.0);
-            a.load(Relaxed) as f64 / b
-        };
-        let gauges: [(&str, &str, f64); 9] = [
+        for (name, help, value) in self.gauges() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        for (name, help, value) in self.counters() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Relaxed)
+            );
+        }
+    }
+
+    fn gauges(&self) -> [(&'static str, &'static str, f64); 9] {
+        let get = |a: &AtomicU64| a.load(Relaxed) as f64;
+        let ratio = |a: &AtomicU64, b: f64| get(a) / b.max(1.0);
+        [
             (
                 "fulmen_da_running",
                 "1 while a DA batcher runs",
-                self.running.load(Relaxed) as f64,
+                get(&self.running),
             ),
             (
                 "fulmen_da_l1_head",
                 "The L1 head the batcher saw last",
-                self.l1_head.load(Relaxed) as f64,
+                get(&self.l1_head),
             ),
             (
                 "fulmen_da_safe_block",
                 "The safe L2 block (data in L1 at the confirmation depth)",
-                self.safe.load(Relaxed) as f64,
+                get(&self.safe),
             ),
             (
                 "fulmen_da_finalized_block",
                 "The finalized L2 block (data in a finalized L1 block)",
-                self.finalized.load(Relaxed) as f64,
+                get(&self.finalized),
             ),
             (
                 "fulmen_da_unposted_blocks",
                 "Sealed L2 blocks whose data is not in L1 yet",
-                self.unposted_blocks.load(Relaxed) as f64,
+                get(&self.unposted_blocks),
             ),
             (
                 "fulmen_da_unposted_bytes",
                 "Transaction bytes of those blocks",
-                self.unposted_bytes.load(Relaxed) as f64,
+                get(&self.unposted_bytes),
             ),
             (
                 "fulmen_da_blob_fill_ratio",
                 "Frame bytes over blob capacity, all blobs posted",
-                ratio(
-                    &self.blob_data_bytes,
-                    self.blobs.load(Relaxed) as f64 * BLOB_DATA_BYTES,
-                ),
+                ratio(&self.blob_data_bytes, get(&self.blobs) * BLOB_DATA_BYTES),
             ),
             (
                 "fulmen_da_compression_ratio",
                 "Compressed channel bytes over span-batch bytes",
-                ratio(&self.channel_bytes, self.rlp_bytes.load(Relaxed) as f64),
+                ratio(&self.channel_bytes, get(&self.rlp_bytes)),
             ),
             (
                 "fulmen_da_held_up",
                 "1 while posting is held up (L1 down, fees above the cap)",
                 f64::from(u8::from(!self.held_up().is_empty())),
             ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let counters = [
+        ]
+    }
+
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 11] {
+        [
             (
                 "fulmen_da_channels_total",
                 "Channels built and logged",
@@ -222,19 +230,48 @@ impl DaFigures {
                 "L1 calls that failed",
                 &self.l1_errors,
             ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Relaxed)
-            );
-        }
+        ]
     }
 }
 
 impl Default for DaFigures {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backlog_refusal_names_the_bound_and_the_cause() {
+        let figures = DaFigures::new();
+        figures.unposted_bytes.store(999, Relaxed);
+        assert_eq!(figures.backlog_refusal(1000), None);
+        figures.unposted_bytes.store(1000, Relaxed);
+        figures.unposted_blocks.store(7, Relaxed);
+        let plain = figures.backlog_refusal(1000).expect("refused");
+        assert!(plain.contains("1000 bytes in 7 blocks") && plain.contains("L1 has not taken"));
+        figures.set_held_up("L1 eth_getBlockByNumber at http://l1: connection refused");
+        let held = figures.backlog_refusal(1000).expect("refused");
+        assert!(held.contains("connection refused"), "{held}");
+        assert!(held.contains("da.unposted_bytes_max 1000"), "{held}");
+    }
+
+    #[test]
+    fn ratios_render_and_survive_zero_denominators() {
+        let figures = DaFigures::new();
+        let mut out = String::new();
+        figures.render(&mut out);
+        assert!(out.contains("fulmen_da_blob_fill_ratio 0\n"), "{out}");
+        figures.blobs.store(2, Relaxed);
+        figures.blob_data_bytes.store(130_044, Relaxed);
+        figures.rlp_bytes.store(200, Relaxed);
+        figures.channel_bytes.store(100, Relaxed);
+        let mut out = String::new();
+        figures.render(&mut out);
+        assert!(out.contains("fulmen_da_blob_fill_ratio 0.5\n"), "{out}");
+        assert!(out.contains("fulmen_da_compression_ratio 0.5\n"), "{out}");
     }
 }
