@@ -352,9 +352,7 @@ fn every_tx_reaches_l1(hardfork: &str) {
     }
     let last = block_number(node.addr, "latest");
     wait_sealed(node.addr, last + 1);
-    wait_until(90, "safe passes the last tx's block", || {
-        block_number(node.addr, "safe") > last
-    });
+    wait_safe_past(&node, last, 90, "safe passes the last tx's block");
     let (held, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
     assert!(txs >= sent.len(), "{txs} L2 txs in L1, {} sent", sent.len());
     assert!(held >= block_number(node.addr, "safe"));
@@ -417,6 +415,21 @@ fn signal(process: &Proc, name: &str) {
     assert!(status.success());
 }
 
+/// anvil (Prague, 1 s blocks) and a node posting to it with metrics on.
+fn with_metrics(name: &str) -> (Proc, tempdir::TempDir, Proc, SocketAddr) {
+    let l1 = start_l1("prague", "1");
+    let dir = tempdir::TempDir::new(name);
+    let config = format!("metrics_addr = \"127.0.0.1:0\"\n{}", da_config(""));
+    let node = start_node(&dir.0, &l1.url(), &config);
+    let metrics = metrics_addr(&node);
+    (l1, dir, node, metrics)
+}
+
+/// Waits up to `secs` until `safe` passes L2 block `last`.
+fn wait_safe_past(node: &Proc, last: u64, secs: u64, what: &str) {
+    wait_until(secs, what, || block_number(node.addr, "safe") > last);
+}
+
 #[test]
 fn kill_9_mid_post_leaves_no_gap_and_no_duplicate() {
     let l1 = start_l1("prague", "1");
@@ -436,29 +449,18 @@ fn kill_9_mid_post_leaves_no_gap_and_no_duplicate() {
     send_transfers(node.addr, &mut nonces, 50);
     let last = block_number(node.addr, "latest");
     wait_sealed(node.addr, last + 1);
-    wait_until(90, "safe passes the last tx's block", || {
-        block_number(node.addr, "safe") > last
-    });
+    wait_safe_past(&node, last, 90, "safe passes the last tx's block");
     let (_, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
     assert!(txs >= 800, "{txs} L2 txs in L1, 800 sent");
 }
 
 #[test]
 fn an_l1_reorg_reposts_and_safe_goes_back_then_forward() {
-    let l1 = start_l1("prague", "1");
-    let dir = tempdir::TempDir::new("fulmen-da-reorg");
-    let node = start_node(
-        &dir.0,
-        &l1.url(),
-        &format!("metrics_addr = \"127.0.0.1:0\"\n{}", da_config("")),
-    );
-    let metrics = metrics_addr(&node);
+    let (l1, _dir, node, metrics) = with_metrics("fulmen-da-reorg");
     let mut nonces = [0; 4];
     send_transfers(node.addr, &mut nonces, 200);
     let last = block_number(node.addr, "latest");
-    wait_until(60, "safe passes the txs", || {
-        block_number(node.addr, "safe") > last
-    });
+    wait_safe_past(&node, last, 60, "safe passes the txs");
     // Let batches land in the last few L1 blocks, then drop those blocks.
     wait_line(&node, "DA: posting a channel", 30);
     std::thread::sleep(Duration::from_millis(2500));
@@ -473,9 +475,7 @@ fn an_l1_reorg_reposts_and_safe_goes_back_then_forward() {
     assert!(metric(metrics, "fulmen_da_reorgs_total") >= 1.0);
     send_transfers(node.addr, &mut nonces, 100);
     let last = block_number(node.addr, "latest");
-    wait_until(60, "safe passes the new txs", || {
-        block_number(node.addr, "safe") > last
-    });
+    wait_safe_past(&node, last, 60, "safe passes the new txs");
     check_l1_holds_the_chain(node.addr, l1.addr, last);
 }
 
@@ -491,9 +491,7 @@ fn l1_down_sequencing_goes_on_to_the_bound_then_refuses_clearly_and_catches_up()
     let mut nonces = [0; 4];
     send_transfers(node.addr, &mut nonces, 100);
     let last = block_number(node.addr, "latest");
-    wait_until(60, "safe passes the first txs", || {
-        block_number(node.addr, "safe") > last
-    });
+    wait_safe_past(&node, last, 60, "safe passes the first txs");
     signal(&l1, "STOP");
     // Past 1 MiB of unposted txs (about 9,000 transfers), new ones are
     // refused, naming the cause.
@@ -523,9 +521,7 @@ fn l1_down_sequencing_goes_on_to_the_bound_then_refuses_clearly_and_catches_up()
     call(node.addr, "eth_blockNumber", json!([]));
     signal(&l1, "CONT");
     let last = block_number(node.addr, "latest");
-    wait_until(120, "posting catches up", || {
-        block_number(node.addr, "safe") > last
-    });
+    wait_safe_past(&node, last, 120, "posting catches up");
     send_transfers(node.addr, &mut nonces, 10);
     let (_, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
     assert!(
@@ -537,38 +533,47 @@ fn l1_down_sequencing_goes_on_to_the_bound_then_refuses_clearly_and_catches_up()
 
 #[test]
 fn a_fee_spike_gets_the_stuck_tx_replaced_with_bumped_fees() {
-    let l1 = start_l1("prague", "1");
+    // L1 mines only when told: the spike lands exactly on the batcher's tx.
+    let l1 = start_anvil(&["--hardfork", "prague", "--no-mining"]);
     let dir = tempdir::TempDir::new("fulmen-da-fees");
-    let node = start_node(
-        &dir.0,
-        &l1.url(),
-        &format!("metrics_addr = \"127.0.0.1:0\"\n{}", da_config("")),
-    );
+    let config = format!("metrics_addr = \"127.0.0.1:0\"\n{}", da_config(""));
+    let node = start_node(&dir.0, &l1.url(), &config);
     let metrics = metrics_addr(&node);
     let mut nonces = [0; 4];
-    for attempt in 0..5 {
-        send_transfers(node.addr, &mut nonces, 20);
-        // Right after a channel is signed at today's fees, L1's base fee
-        // jumps to 100 gwei and stays there for a few blocks.
-        wait_line(&node, "DA: posting a channel", 30);
-        let spike_until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < spike_until {
-            call(
-                l1.addr,
-                "anvil_setNextBlockBaseFeePerGas",
-                json!(["0x174876e800"]),
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if metric(metrics, "fulmen_da_replacements_total") >= 1.0 {
-            break;
-        }
-        assert!(attempt < 4, "no replacement after 5 fee spikes");
-    }
+    send_transfers(node.addr, &mut nonces, 20);
+    // The channel's tx waits in L1's pool, signed at today's fees (about
+    // 2 gwei); the next three blocks cost 100 gwei, 87.5 and 76.6.
+    wait_line(&node, "DA: posting a channel", 30);
+    std::thread::sleep(Duration::from_millis(500));
+    call(
+        l1.addr,
+        "anvil_setNextBlockBaseFeePerGas",
+        json!(["0x174876e800"]),
+    );
+    call(l1.addr, "anvil_mine", json!([3]));
+    wait_line(&node, "replacing a stuck batcher tx", 30);
+    assert_eq!(metric(metrics, "fulmen_da_replacements_total"), 1.0);
+    // L1 moves on; the replacement (2 x the market) gets in.
     let last = block_number(node.addr, "latest");
-    wait_until(90, "the replaced channel lands and safe passes it", || {
-        block_number(node.addr, "safe") > last
-    });
+    let l1_addr = l1.addr;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let miner = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = try_rpc(l1_addr, "anvil_mine", json!([1]));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    wait_safe_past(
+        &node,
+        last,
+        60,
+        "the replaced channel lands and safe passes it",
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    miner.join().expect("miner");
     check_l1_holds_the_chain(node.addr, l1.addr, last);
 }
 

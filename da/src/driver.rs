@@ -152,8 +152,9 @@ struct Flight {
     channel: ChannelId,
     submission: Submission,
     txs: Vec<FlightTx>,
-    /// The L1 head when its txs were last (re)signed.
-    sent_at_l1: u64,
+    /// The L1 head when its txs were last sent (or replaced); `None` until
+    /// they are.
+    sent_at_l1: Option<u64>,
 }
 
 /// What the driver learned from L1 when it first reached it.
@@ -451,7 +452,7 @@ impl<H: Host> Driver<H> {
                 channel: posted.channel,
                 submission: s.clone(),
                 txs,
-                sent_at_l1: 0,
+                sent_at_l1: None,
             },
         );
         Ok(())
@@ -622,8 +623,9 @@ impl<H: Host> Driver<H> {
                 continue;
             }
             let flight = &self.flights[&first];
-            if flight.sent_at_l1 != 0
-                && head.number >= flight.sent_at_l1 + self.config.resubmit_after_l1_blocks
+            if flight
+                .sent_at_l1
+                .is_some_and(|at| head.number >= at + self.config.resubmit_after_l1_blocks)
             {
                 self.replace(connected, first, head)?;
             } else {
@@ -682,9 +684,7 @@ impl<H: Host> Driver<H> {
                 },
             }
         }
-        if flight.sent_at_l1 == 0 {
-            flight.sent_at_l1 = l1_head;
-        }
+        flight.sent_at_l1.get_or_insert(l1_head);
         Ok(())
     }
 
@@ -738,7 +738,7 @@ impl<H: Host> Driver<H> {
             .fetch_add(signed.len() as u64, Relaxed);
         let flight = self.flights.get_mut(&first).expect("flight exists");
         flight.submission = submission;
-        flight.sent_at_l1 = head.number;
+        flight.sent_at_l1 = Some(head.number);
         for (i, tx) in signed {
             let slot = &mut flight.txs[i];
             slot.raw = tx.raw;
@@ -861,7 +861,7 @@ impl<H: Host> Driver<H> {
                 channel: plan.id,
                 submission,
                 txs,
-                sent_at_l1: 0,
+                sent_at_l1: None,
             },
         );
         self.send_missing(first, head.number)
