@@ -334,6 +334,49 @@ fn check_l1_holds_the_chain(node: SocketAddr, l1: SocketAddr, at_least: u64) -> 
     (next - 1, txs)
 }
 
+/// What `fulmen_da::derive` (the verifier's front half) reads from L1: the
+/// last L2 block and the number of L2 txs, checking every blob's versioned
+/// hash and the sender.
+fn derive_with_the_crate(l1: &Proc) -> (u64, usize) {
+    use fulmen_da::derive::{BeaconIds, DeriveConfig, Deriver, fetch_batcher_blobs};
+    use fulmen_da::l1::{BlockTag, L1Client};
+    let client = L1Client::new(&l1.url(), &l1.url());
+    let mut deriver = Deriver::new(DeriveConfig {
+        inbox: fulmen_da::post::default_inbox(DEV_CHAIN_ID),
+        batcher: BATCHER.parse().expect("an address"),
+        chain: SpanChain {
+            genesis_timestamp: 0,
+            block_time_secs: 1,
+            chain_id: DEV_CHAIN_ID,
+        },
+        channel_timeout_l1_blocks: 50,
+    });
+    let (mut blocks, mut txs) = (0, 0);
+    for n in 0..=client.block_number().expect("L1 head") {
+        let block = client
+            .block_with_txs(BlockTag::Number(n))
+            .expect("an L1 block")
+            .expect("there");
+        let (blobs, ignored) = fetch_batcher_blobs(
+            &client,
+            deriver.config(),
+            &block,
+            BeaconIds::ExecutionNumber,
+        )
+        .expect("blobs");
+        let (done, more) = deriver.add_block(n, blobs);
+        assert!(
+            ignored.is_empty() && more.is_empty(),
+            "{ignored:?} {more:?}"
+        );
+        for span in done.iter().flat_map(|c| &c.spans) {
+            blocks += span.blocks.len() as u64;
+            txs += span.blocks.iter().map(|b| b.txs.len()).sum::<usize>();
+        }
+    }
+    (blocks, txs)
+}
+
 fn start_l1(hardfork: &str, block_time: &str) -> Proc {
     start_anvil(&["--hardfork", hardfork, "--block-time", block_time])
 }
@@ -355,6 +398,11 @@ fn every_tx_reaches_l1(hardfork: &str) {
     wait_safe_past(&node, last, 90, "safe passes the last tx's block");
     let (held, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
     assert!(txs >= sent.len(), "{txs} L2 txs in L1, {} sent", sent.len());
+    assert_eq!(
+        derive_with_the_crate(&l1),
+        (held, txs),
+        "the verifier's reader agrees"
+    );
     assert!(held >= block_number(node.addr, "safe"));
     // `finalized` follows L1's finalized block (anvil: latest - 64).
     call(l1.addr, "anvil_mine", json!([70]));

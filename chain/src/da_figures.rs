@@ -16,6 +16,9 @@ pub struct DaFigures {
     pub running: AtomicU64,
     /// The L1 head the batcher saw last.
     pub l1_head: AtomicU64,
+    /// The L1 head when the first channel was built: no batch of this
+    /// chain is in an earlier L1 block (a verifier's `[da] l1_start_block`).
+    pub l1_start_block: AtomicU64,
     /// The `safe` L2 block.
     pub safe: AtomicU64,
     /// The `finalized` L2 block.
@@ -56,6 +59,7 @@ impl DaFigures {
         Self {
             running: AtomicU64::new(0),
             l1_head: AtomicU64::new(0),
+            l1_start_block: AtomicU64::new(0),
             safe: AtomicU64::new(0),
             finalized: AtomicU64::new(0),
             unposted_blocks: AtomicU64::new(0),
@@ -129,7 +133,7 @@ impl DaFigures {
         }
     }
 
-    fn gauges(&self) -> [(&'static str, &'static str, f64); 9] {
+    fn gauges(&self) -> [(&'static str, &'static str, f64); 10] {
         let get = |a: &AtomicU64| a.load(Relaxed) as f64;
         let ratio = |a: &AtomicU64, b: f64| get(a) / b.max(1.0);
         [
@@ -142,6 +146,11 @@ impl DaFigures {
                 "fulmen_da_l1_head",
                 "The L1 head the batcher saw last",
                 get(&self.l1_head),
+            ),
+            (
+                "fulmen_da_l1_start_block",
+                "No batch of this chain is in an earlier L1 block",
+                get(&self.l1_start_block),
             ),
             (
                 "fulmen_da_safe_block",

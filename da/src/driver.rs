@@ -368,6 +368,13 @@ impl<H: Host> Driver<H> {
             }
         }
         let connected = Connected { l1_chain_id, forks };
+        if let Some(start) = self.l1_start_block() {
+            METRICS.da.l1_start_block.store(start, Relaxed);
+            tracing::info!(
+                l1_start_block = start,
+                "DA: this chain's batches start at this L1 block (a verifier's [da] l1_start_block)"
+            );
+        }
         let pending: Vec<Posted> = self.tracker.pending().cloned().collect();
         for posted in &pending {
             self.rebuild(connected, posted)?;
@@ -384,6 +391,15 @@ impl<H: Host> Driver<H> {
         );
         self.connected = Some(connected);
         Ok(connected)
+    }
+
+    /// The L1 head when the first channel was built (its origin): no
+    /// batch of this chain is in an earlier L1 block.
+    fn l1_start_block(&self) -> Option<u64> {
+        self.replayed.iter().find_map(|r| match r {
+            DaRecord::Submitted { submission, .. } => Some(submission.last_l1_origin.0),
+            _ => None,
+        })
     }
 
     /// Rebuilds a logged channel's txs from its recipe, as they were sent.
@@ -818,6 +834,13 @@ impl<H: Host> Driver<H> {
             submission: submission.clone(),
         })?;
         self.next_nonce += signed.len() as u64;
+        if self.replayed.len() == 1 {
+            METRICS.da.l1_start_block.store(head.number, Relaxed);
+            tracing::info!(
+                l1_start_block = head.number,
+                "DA: the first batch of this chain; verifiers start at this L1 block ([da] l1_start_block)"
+            );
+        }
         let da = &METRICS.da;
         da.channels.fetch_add(1, Relaxed);
         da.blobs.fetch_add(plan.blobs() as u64, Relaxed);

@@ -181,6 +181,11 @@ pub struct L1Header {
     /// EIP-4844 blob gas used (absent before Cancun).
     #[serde(default, with = "alloy_serde::quantity::opt")]
     pub blob_gas_used: Option<u64>,
+    /// EIP-4788: the root of the beacon block before this one (absent
+    /// before Cancun). The next block's value names this block's beacon
+    /// block, which a real beacon node's blob endpoint takes.
+    #[serde(default)]
+    pub parent_beacon_block_root: Option<B256>,
 }
 
 /// The fields of an L1 transaction a reader of batcher txs uses.
