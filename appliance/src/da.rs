@@ -69,6 +69,13 @@ pub(crate) struct DaConfig {
     /// Nothing is sent while L1's blob base fee is above this (wei).
     /// Default none.
     pub blob_base_fee_max_wei: Option<u64>,
+    /// A verifier: the L1 block it starts deriving from (the sequencer logs
+    /// it when it first posts, and shows it as `fulmen_da_l1_start_block`).
+    /// Default 0.
+    pub l1_start_block: u64,
+    /// A verifier: the batcher whose txs count. `--dev` default: test
+    /// account 9, the dev batcher.
+    pub batcher_address: Option<Address>,
 }
 
 impl Default for DaConfig {
@@ -88,6 +95,8 @@ impl Default for DaConfig {
             unposted_bytes_max: 256 << 20,
             base_fee_max_wei: None,
             blob_base_fee_max_wei: None,
+            l1_start_block: 0,
+            batcher_address: None,
         }
     }
 }
@@ -126,6 +135,32 @@ impl DaConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// What the node does with L1.
+pub(crate) enum DaMode {
+    /// Nothing (no `--l1-rpc`).
+    Off,
+    /// Posts its blocks, signing with this key.
+    Batcher(PrivateKeySigner),
+    /// Rebuilds the chain from what this batcher posted.
+    Verifier(Address),
+}
+
+/// The verifier's batcher address: `[da] batcher_address`, or with `--dev`
+/// the dev batcher.
+pub(crate) fn verifier_batcher(config: &DaConfig, dev: bool) -> Result<Address, String> {
+    match (config.batcher_address, dev) {
+        (Some(address), _) => Ok(address),
+        (None, true) => Ok(DEV_BATCHER_KEY
+            .parse::<PrivateKeySigner>()
+            .expect("a valid key")
+            .address()),
+        (None, false) => Err(
+            "--verifier needs the batcher's address: [da] batcher_address (only its txs count)"
+                .into(),
+        ),
     }
 }
 

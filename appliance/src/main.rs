@@ -7,6 +7,7 @@ mod error;
 mod metrics_http;
 mod node;
 mod top;
+mod verifier;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -177,6 +178,10 @@ struct RunArgs {
     /// File with the batcher's hex private key, mode 0600 (da.batcher_key).
     #[arg(long)]
     batcher_key: Option<PathBuf>,
+    /// Rebuild the chain from L1 (--l1-rpc) instead of sequencing: derive
+    /// every block the batcher posted, execute it, serve reads.
+    #[arg(long)]
+    verifier: bool,
 }
 
 impl RunArgs {
@@ -418,13 +423,24 @@ fn run(args: RunArgs) -> Result<(), AppError> {
              flushed: a crash can lose the last few milliseconds of preconfirmed transactions"
         ),
     }
-    let batcher_key = match &config.da.l1_rpc {
-        Some(_) => Some(da::batcher_key(&config.da, args.dev).map_err(config::ConfigError)?),
-        None => {
+    let da_mode = match (&config.da.l1_rpc, args.verifier) {
+        (None, true) => {
+            return Err(config::ConfigError(
+                "--verifier needs --l1-rpc: it derives the chain from L1".into(),
+            )
+            .into());
+        }
+        (Some(_), true) => da::DaMode::Verifier(
+            da::verifier_batcher(&config.da, args.dev).map_err(config::ConfigError)?,
+        ),
+        (Some(_), false) => {
+            da::DaMode::Batcher(da::batcher_key(&config.da, args.dev).map_err(config::ConfigError)?)
+        }
+        (None, false) => {
             tracing::info!(
                 "DA: no --l1-rpc: nothing is posted to L1; `safe` and `finalized` are the last sealed block"
             );
-            None
+            da::DaMode::Off
         }
     };
     let genesis = Genesis::new(&spec);
@@ -438,7 +454,7 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         &config,
         spec,
         (rpc_addr, ws_addr),
-        (booted, batcher_key),
+        (booted, da_mode),
         &config.datadir,
     )?;
     if let Some(addr) = config.metrics_addr {

@@ -39,6 +39,7 @@ use glommio::{
 };
 
 use crate::config::{Config, Durability};
+use crate::da::DaMode;
 use crate::datadir::Booted;
 use crate::error::{DrainError, StartError};
 
@@ -134,6 +135,8 @@ struct SeqRole {
     pending: Vec<SealJob>,
     links: NetLinks,
     control: mpsc::Receiver<SeqControl>,
+    /// A verifier's derived blocks.
+    derived: Option<mpsc::Receiver<fulmen_chain::msg::DerivedBlock>>,
 }
 
 /// The seq role with its links to the state-root worker and the log.
@@ -189,6 +192,8 @@ struct Shared {
     ready: Ready,
     /// `[da] unposted_bytes_max` while a batcher runs.
     da_unposted_bytes_max: Option<u64>,
+    /// A verifier takes no transactions.
+    verifier: bool,
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -197,7 +202,7 @@ pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
     addrs: (SocketAddr, Option<SocketAddr>),
-    (booted, batcher_key): (Booted, Option<alloy_signer_local::PrivateKeySigner>),
+    (booted, da_mode): (Booted, DaMode),
     datadir: &Path,
 ) -> Result<Node, StartError> {
     raise_open_files_limit(config);
@@ -208,7 +213,7 @@ pub(crate) fn start(
     let Booted { replayed, tail } = booted;
     let mut view = replayed.parts.view().clone();
     let (mut control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
-    if batcher_key.is_some() {
+    if matches!(da_mode, DaMode::Batcher(_)) {
         // Until the batcher has heard from L1, L1 vouches for nothing: the
         // tags must not claim the sealed head meanwhile.
         let none = fulmen_chain::view::DaHeads {
@@ -224,6 +229,9 @@ pub(crate) fn start(
     let da_records = replayed.da_records;
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
     let links = add_net_roles(config, &bound, &control, &mut roles)?;
+    let (derived_tx, derived_rx) =
+        futures::channel::mpsc::channel(crate::verifier::DERIVED_QUEUE_CAPACITY);
+    let verifier = matches!(da_mode, DaMode::Verifier(_));
     let seq = SeqRole {
         spec: spec.clone(),
         limits: pool_limits(config),
@@ -231,6 +239,7 @@ pub(crate) fn start(
         pending: replayed.pending,
         links,
         control: control_rx,
+        derived: verifier.then_some(derived_rx),
     };
     add_core_roles(config, seq, replayed.merkle, (datadir, tail), &mut roles);
     let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
@@ -239,41 +248,67 @@ pub(crate) fn start(
         spec: Arc::new(spec),
         limits: config.rpc.clone(),
         sim: start_simulation_workers(config)?,
-        da_unposted_bytes_max: batcher_key.as_ref().map(|_| config.da.unposted_bytes_max),
+        da_unposted_bytes_max: matches!(da_mode, DaMode::Batcher(_))
+            .then_some(config.da.unposted_bytes_max),
+        verifier,
         timing: SeqTiming {
             block_time_ms: config.block_time_ms,
             mini_block_max_ms: config.mini_block_max_ms,
         },
         ready,
     };
-    let da = batcher_key.map(|key| crate::da::DaStart {
-        config: config.da.clone(),
-        key,
-        chain_id: shared.spec.chain_id,
-        block_time_ms: config.block_time_ms,
-        records: da_records,
-        published: shared.published.clone(),
-        control: control.clone(),
-    });
+    let l1_role = match da_mode {
+        DaMode::Off => None,
+        DaMode::Batcher(key) => Some(L1Role::Batcher(crate::da::DaStart {
+            config: config.da.clone(),
+            key,
+            chain_id: shared.spec.chain_id,
+            block_time_ms: config.block_time_ms,
+            records: da_records,
+            published: shared.published.clone(),
+            control: control.clone(),
+        })),
+        DaMode::Verifier(batcher) => Some(L1Role::Verifier(crate::verifier::VerifierStart {
+            config: config.da.clone(),
+            batcher,
+            spec: (*shared.spec).clone(),
+            block_time_ms: config.block_time_ms,
+            published: shared.published.clone(),
+            derived: derived_tx,
+        })),
+    };
     let mut threads = spawn_executors(config, roles, shared)?;
     // Every net core and the storage role report when they are ready.
     wait_ready(&ready_rx, config.cores.net.len() + 1)?;
-    if let Some(da) = da {
-        let cpus = match config.cores.da {
-            Some(cpu) => vec![cpu],
-            None => sim_cpus(config),
-        };
-        // Its own core runs it at normal priority; shared CPUs, below the
-        // pinned roles.
-        let nice = if config.cores.da.is_some() { 0 } else { 10 };
-        let thread =
-            crate::da::start(da, move || lower_this_thread(&cpus, nice)).map_err(StartError::Da)?;
-        threads.push(thread);
+    if let Some(role) = l1_role {
+        threads.push(start_l1_role(config, role)?);
     }
     Ok(Node {
         _threads: threads,
         control,
     })
+}
+
+/// The thread that talks to L1.
+enum L1Role {
+    Batcher(crate::da::DaStart),
+    Verifier(crate::verifier::VerifierStart),
+}
+
+/// Starts the L1 thread: pinned to `cores.da` at normal priority, or to
+/// the shared exec CPUs below the pinned roles.
+fn start_l1_role(config: &Config, role: L1Role) -> Result<std::thread::JoinHandle<()>, StartError> {
+    let cpus = match config.cores.da {
+        Some(cpu) => vec![cpu],
+        None => sim_cpus(config),
+    };
+    let nice = if config.cores.da.is_some() { 0 } else { 10 };
+    let on_start = move || lower_this_thread(&cpus, nice);
+    match role {
+        L1Role::Batcher(da) => crate::da::start(da, on_start),
+        L1Role::Verifier(v) => crate::verifier::start(v, on_start),
+    }
+    .map_err(StartError::Da)
 }
 
 /// The pool limits of the config, fitted to what one log record can hold.
@@ -686,6 +721,7 @@ async fn run_seq_role(role: SeqCoreRole, shared: Shared) {
         published: shared.published,
         events: EventBus::new(events),
         log: Some(log),
+        derived: role.seq.derived,
     };
     let seq = Sequencer::from_parts(role.seq.spec, role.seq.limits, role.seq.parts);
     seq_core::run_seq(seq, links, shared.timing, role.seq.pending).await;
@@ -716,6 +752,7 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         client_version: format!("fulmen/v{}/linux-x86_64", env!("CARGO_PKG_VERSION")),
         sim: shared.sim,
         da_unposted_bytes_max: shared.da_unposted_bytes_max,
+        verifier: shared.verifier,
     };
     let ctx = Rc::new(WsContext {
         rpc,

@@ -99,6 +99,19 @@ pub enum SubmitError {
     ShuttingDown,
 }
 
+/// An L2 block a verifier derived from L1: the seq core executes it as the
+/// sequencer did (same timestamp, same txs in order) and must get the same
+/// block.
+#[derive(Debug)]
+pub struct DerivedBlock {
+    /// Its number.
+    pub number: u64,
+    /// Its timestamp, seconds.
+    pub timestamp: u64,
+    /// Its transactions, senders recovered, in block order.
+    pub txs: Vec<RecoveredTx>,
+}
+
 /// What a net core asks of the sequencer.
 #[derive(Debug)]
 pub struct SeqRequest {

@@ -57,6 +57,46 @@ pub(super) async fn take_requests(
     }
 }
 
+/// A verifier's input: blocks derived from L1, executed and closed one by
+/// one, each seal job to the state-root worker; waits for the log as
+/// [`take_requests`] does. A block that does not execute as the sequencer's
+/// did stops the verifier (its chain would differ): the error is logged and
+/// the node halts.
+pub(super) async fn take_derived(
+    state: Shared,
+    mut derived: futures::channel::mpsc::Receiver<fulmen_chain::msg::DerivedBlock>,
+    to_merkle: ConnectedSender<MerkleRequest>,
+    progress: Rc<glommio::sync::Semaphore>,
+) {
+    while let Some(block) = derived.next().await {
+        let number = block.number;
+        let applied = {
+            let mut state = state.borrow_mut();
+            state.drain_control();
+            state.apply_derived(block)
+        };
+        match applied {
+            Ok(job) => {
+                tracing::debug!(number, txs = job.txs.len(), "derived block closed");
+                if to_merkle.send(MerkleRequest::Seal(job)).await.is_err() {
+                    tracing::error!("state-root worker is gone; sealing stops");
+                    return;
+                }
+            }
+            Err(e) => {
+                let reason = format!("verifier: derived block {number}: {e}");
+                tracing::error!("{reason}; this node stops following L1");
+                state.borrow_mut().halt(reason);
+                return;
+            }
+        }
+        while state.borrow().must_wait_for_log() {
+            let _ = progress.acquire(1).await;
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
 /// The log's acknowledgements: releases what became durable, or halts.
 pub(super) async fn apply_acks(
     state: Shared,

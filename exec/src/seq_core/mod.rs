@@ -65,6 +65,9 @@ pub struct SeqLinks {
     pub events: EventBus,
     /// The log, unless the node keeps none.
     pub log: Option<LogLink>,
+    /// A verifier's blocks derived from L1: blocks close when one is
+    /// executed, not on the block timer (and `inboxes` is empty).
+    pub derived: Option<mpsc::Receiver<fulmen_chain::msg::DerivedBlock>>,
 }
 
 /// Runs the seq role on the current executor until every inbox closes.
@@ -106,12 +109,19 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
     let acker = acks.map(|acks| {
         glommio::spawn_local(actors::apply_acks(state.clone(), acks, progress.clone()))
     });
-    let period = Duration::from_millis(timing.block_time_ms.max(1));
-    let sealer = glommio::spawn_local(actors::close_blocks(state.clone(), links.to_merkle, period));
     let finisher = glommio::spawn_local(actors::finish_seals(state.clone(), links.from_merkle));
     let control = glommio::spawn_local(actors::obey_control(state.clone()));
-    actors::take_requests(state, select_all(links.inboxes), progress, mini_block_max).await;
-    sealer.cancel().await;
+    if let Some(derived) = links.derived {
+        actors::take_derived(state, derived, links.to_merkle, progress).await;
+        // Serve what was derived until the process ends.
+        futures::future::pending::<()>().await;
+    } else {
+        let period = Duration::from_millis(timing.block_time_ms.max(1));
+        let sealer =
+            glommio::spawn_local(actors::close_blocks(state.clone(), links.to_merkle, period));
+        actors::take_requests(state, select_all(links.inboxes), progress, mini_block_max).await;
+        sealer.cancel().await;
+    }
     finisher.cancel().await;
     control.cancel().await;
     if let Some(acker) = acker {
@@ -253,6 +263,7 @@ mod tests {
             published: published.clone(),
             events: EventBus::new(vec![event_tx]),
             log: Some(link),
+            derived: None,
         };
         let timing = SeqTiming {
             block_time_ms: 600_000,

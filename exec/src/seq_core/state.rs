@@ -430,6 +430,65 @@ impl SeqState {
         });
     }
 
+    /// A verifier: executes a derived block as the sequencer did and closes
+    /// it; its seal job goes to the state-root worker. A block partly
+    /// applied before a restart (its first mini-blocks logged) goes on after
+    /// them. Any transaction refused, parked or deferred here was included
+    /// by the sequencer: the chains differ, and the error says where.
+    pub(super) fn apply_derived(
+        &mut self,
+        block: fulmen_chain::msg::DerivedBlock,
+    ) -> Result<SealJob, String> {
+        if let Some(reason) = &self.halted {
+            return Err(format!("the log failed: {reason}"));
+        }
+        let number = block.number;
+        let open = self.seq.open_number();
+        if number != open {
+            return Err(format!(
+                "derived L2 block {number} arrived while block {open} is open"
+            ));
+        }
+        let done = self.seq.open_tx_hashes();
+        let derived: Vec<_> = block.txs.iter().map(|tx| tx.hash).collect();
+        if done.is_empty() {
+            self.seq.set_open_timestamp(block.timestamp)?;
+        } else if !derived.starts_with(&done) || self.seq.open_timestamp() != block.timestamp {
+            return Err(format!(
+                "block {number}: the {} transactions logged before the restart are not the first \
+                 of the derived block (or its timestamp differs)",
+                done.len()
+            ));
+        }
+        let mut replies = Vec::new();
+        for tx in block.txs.into_iter().skip(done.len()) {
+            let hash = tx.hash;
+            let (reply, _answer) = futures::channel::oneshot::channel();
+            self.handle(
+                SeqRequest {
+                    tx,
+                    reply,
+                    wait_for_receipt: false,
+                },
+                &mut replies,
+            );
+            match replies.last() {
+                Some((_, SeqReply::Preconfirmed(_))) => {}
+                Some((_, other)) => {
+                    return Err(format!(
+                        "block {number}: tx {hash}, which the sequencer included, is not accepted here: {other:?}"
+                    ));
+                }
+                None => return Err(format!("block {number}: tx {hash} was not executed")),
+            }
+            if self.mini_block_full() {
+                self.close_and_release(&mut replies);
+            }
+        }
+        self.close_block(0)
+            .ok_or_else(|| format!("block {number}: the log failed"))
+    }
+
     /// Closes the mini-block (if any transaction ran), logs it, and releases
     /// it with `replies` and the waiters it wakes.
     pub(super) fn close_and_release(&mut self, replies: &mut Replies) {

@@ -150,6 +150,37 @@ impl Sequencer {
         self.refresh_open_view();
     }
 
+    /// The open block's number.
+    pub fn open_number(&self) -> u64 {
+        self.open.ctx.number
+    }
+
+    /// The open block's timestamp, seconds.
+    pub fn open_timestamp(&self) -> u64 {
+        self.open.ctx.timestamp
+    }
+
+    /// Hashes of the open block's transactions so far.
+    pub fn open_tx_hashes(&self) -> Vec<alloy_primitives::B256> {
+        self.open.txs.iter().map(|tx| tx.tx.hash).collect()
+    }
+
+    /// A verifier: the (still empty) open block takes a derived block's
+    /// timestamp. (A wrong one gives another block hash, which the next
+    /// span's parent check catches.)
+    pub fn set_open_timestamp(&mut self, timestamp: u64) -> Result<(), String> {
+        if !self.open.txs.is_empty() {
+            return Err(format!(
+                "block {} already has transactions: its timestamp is fixed",
+                self.open.ctx.number
+            ));
+        }
+        let mut ctx = self.open.ctx;
+        ctx.timestamp = timestamp;
+        self.adopt_ctx(ctx);
+        Ok(())
+    }
+
     /// After replay: an empty open block takes the clock's time, so the
     /// first block sealed after a restart is not stamped in the past.
     pub fn refresh_open_timestamp(&mut self, now_ms: u64) {

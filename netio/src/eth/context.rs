@@ -34,6 +34,9 @@ pub struct RpcContext {
     /// `[da] unposted_bytes_max` while a DA batcher runs: new transactions
     /// are refused while this much L2 data waits for L1.
     pub da_unposted_bytes_max: Option<u64>,
+    /// A verifier: it rebuilds the chain from L1 and takes no
+    /// transactions.
+    pub verifier: bool,
 }
 
 /// A method's result as JSON.

@@ -118,6 +118,13 @@ fn enqueue(
     tx: RecoveredTx,
     wait_for_receipt: bool,
 ) -> Result<oneshot::Receiver<SeqReply>, RpcError> {
+    if ctx.verifier {
+        METRICS.reject("invalid");
+        return Err(RpcError::server(
+            "this node is a verifier: it rebuilds the chain from L1 and takes no transactions; \
+             send them to the sequencer",
+        ));
+    }
     if let Some(refusal) = ctx
         .da_unposted_bytes_max
         .and_then(|max| METRICS.da.backlog_refusal(max))

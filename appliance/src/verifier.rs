@@ -1,0 +1,256 @@
+//! `fulmen run --verifier`: the thread that follows L1 from
+//! `[da] l1_start_block`, derives the L2 blocks the batcher posted
+//! (`fulmen_da::derive`), checks that each span extends this node's own
+//! chain, and hands the blocks to the seq core, which executes and seals
+//! them as the sequencer did (`seq_core::actors::take_derived`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::Address;
+use arc_swap::ArcSwap;
+use fulmen_chain::msg::DerivedBlock;
+use fulmen_chain::spec::ChainSpec;
+use fulmen_chain::tx::decode_and_check;
+use fulmen_chain::view::ChainView;
+use fulmen_da::derive::{BeaconIds, DeriveConfig, Deriver, fetch_batcher_blobs};
+use fulmen_da::l1::{BlockTag, L1Client, L1Error, shown_url};
+use fulmen_da::span_batch::{SpanBatch, SpanChain};
+use futures::SinkExt;
+use futures::channel::mpsc;
+
+use crate::da::DaConfig;
+
+/// Capacity of the channel of derived blocks to the seq core.
+pub(crate) const DERIVED_QUEUE_CAPACITY: usize = 64;
+
+/// How far back a span's parent may be (a channel posted again after an L1
+/// reorg repeats blocks this node already has).
+const PARENT_SEARCH_BLOCKS_MAX: u64 = 100_000;
+
+/// An incomplete channel is dropped after this many L1 blocks.
+const CHANNEL_TIMEOUT_L1_BLOCKS: u64 = 300;
+
+/// What the verifier thread needs.
+pub(crate) struct VerifierStart {
+    pub config: DaConfig,
+    pub batcher: Address,
+    pub spec: ChainSpec,
+    pub block_time_ms: u64,
+    pub published: Arc<ArcSwap<ChainView>>,
+    pub derived: mpsc::Sender<DerivedBlock>,
+}
+
+/// Starts the verifier thread.
+pub(crate) fn start(
+    v: VerifierStart,
+    on_start: impl FnOnce() + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    std::thread::Builder::new()
+        .name("fulmen-verifier".into())
+        .spawn(move || {
+            on_start();
+            fulmen_da::post::load_kzg_settings();
+            let e = Follower::new(v).run();
+            tracing::error!("verifier: {e}; this node stops following L1 and serves what it has");
+        })
+        .map_err(|e| format!("cannot start the verifier thread: {e}"))
+}
+
+struct Follower {
+    l1: L1Client,
+    deriver: Deriver,
+    ids: BeaconIds,
+    next_l1: u64,
+    /// The next L2 block to hand to the seq core.
+    next_l2: u64,
+    poll: Duration,
+    spec: ChainSpec,
+    published: Arc<ArcSwap<ChainView>>,
+    derived: mpsc::Sender<DerivedBlock>,
+}
+
+impl Follower {
+    fn new(v: VerifierStart) -> Self {
+        let rpc = v.config.l1_rpc.clone().expect("a verifier has an L1");
+        let beacon = v.config.l1_beacon.clone().unwrap_or_else(|| rpc.clone());
+        let genesis_timestamp = v
+            .published
+            .load()
+            .block(0)
+            .map_or(0, |g| g.header.timestamp);
+        let config = DeriveConfig {
+            inbox: v
+                .config
+                .inbox
+                .unwrap_or_else(|| fulmen_da::post::default_inbox(v.spec.chain_id)),
+            batcher: v.batcher,
+            chain: SpanChain {
+                genesis_timestamp,
+                block_time_secs: v.block_time_ms / 1000,
+                chain_id: v.spec.chain_id,
+            },
+            channel_timeout_l1_blocks: CHANNEL_TIMEOUT_L1_BLOCKS,
+        };
+        // The open block: a block partly applied before a restart is sent
+        // whole again (the seq core skips what it logged).
+        let next_l2 = v.published.load().open().ctx.number;
+        tracing::info!(
+            l1_rpc = %shown_url(&rpc),
+            inbox = %config.inbox,
+            batcher = %config.batcher,
+            l1_start_block = v.config.l1_start_block,
+            next_l2,
+            "verifier: deriving the chain from L1"
+        );
+        Self {
+            l1: L1Client::new(&rpc, &beacon),
+            deriver: Deriver::new(config),
+            ids: BeaconIds::ExecutionNumber,
+            next_l1: v.config.l1_start_block,
+            next_l2,
+            poll: Duration::from_millis(v.config.poll_ms),
+            spec: v.spec,
+            published: v.published,
+            derived: v.derived,
+        }
+    }
+
+    /// Follows L1 until the chains differ or the seq core is gone.
+    fn run(mut self) -> String {
+        loop {
+            match self.round() {
+                Ok(()) => {}
+                Err(Stop::Fatal(e)) => return e,
+                Err(Stop::L1(e)) => {
+                    tracing::warn!(error = %e, "verifier: L1; retrying");
+                    fulmen_chain::metrics::METRICS
+                        .da
+                        .l1_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(self.poll);
+        }
+    }
+
+    fn round(&mut self) -> Result<(), Stop> {
+        let head = self.l1.block_number()?;
+        let da = &fulmen_chain::metrics::METRICS.da;
+        da.l1_head.store(head, std::sync::atomic::Ordering::Relaxed);
+        // Naming a block's beacon block by root needs the next block.
+        let last = match self.ids {
+            BeaconIds::ExecutionNumber => head,
+            BeaconIds::BlockRoot => head.saturating_sub(1),
+        };
+        while self.next_l1 <= last {
+            self.derive_l1_block(self.next_l1)?;
+            self.next_l1 += 1;
+        }
+        Ok(())
+    }
+
+    fn derive_l1_block(&mut self, number: u64) -> Result<(), Stop> {
+        let block = self
+            .l1
+            .block_with_txs(BlockTag::Number(number))?
+            .ok_or_else(|| Stop::L1(format!("L1 block {number} is gone (a reorg?)")))?;
+        let fetched = match fetch_batcher_blobs(&self.l1, self.deriver.config(), &block, self.ids) {
+            Err(L1Error::Status {
+                status: 400 | 404, ..
+            }) if self.ids == BeaconIds::ExecutionNumber => {
+                tracing::info!(
+                    "verifier: the beacon API does not take block numbers; naming blocks by their beacon root"
+                );
+                self.ids = BeaconIds::BlockRoot;
+                fetch_batcher_blobs(&self.l1, self.deriver.config(), &block, self.ids)?
+            }
+            other => other?,
+        };
+        let (blobs, ignored) = fetched;
+        let (channels, more) = self.deriver.add_block(number, blobs);
+        for why in ignored.iter().chain(&more) {
+            tracing::warn!(l1_block = number, "verifier: ignored: {why}");
+        }
+        for channel in channels {
+            for span in &channel.spans {
+                self.apply_span(span)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the span's blocks this node does not have yet to the seq core,
+    /// after checking that the span's parent is one of this node's blocks.
+    fn apply_span(&mut self, span: &SpanBatch) -> Result<(), Stop> {
+        let parent = self.find_parent(span)?;
+        for (i, block) in span.blocks.iter().enumerate() {
+            let number = parent + 1 + i as u64;
+            if number < self.next_l2 {
+                continue;
+            }
+            let mut txs = Vec::with_capacity(block.txs.len());
+            for tx in &block.txs {
+                let raw = tx.encoded_2718();
+                let recovered = decode_and_check(&raw, &self.spec.tx_rules()).map_err(|e| {
+                    Stop::Fatal(format!(
+                        "L2 block {number}: a tx L1 carries is not valid here: {e}"
+                    ))
+                })?;
+                txs.push(recovered);
+            }
+            let derived = DerivedBlock {
+                number,
+                timestamp: block.timestamp,
+                txs,
+            };
+            futures::executor::block_on(self.derived.send(derived))
+                .map_err(|_| Stop::Fatal("the seq core stopped".into()))?;
+            self.next_l2 = number + 1;
+        }
+        Ok(())
+    }
+
+    /// The number of the block the span follows: the last block handed
+    /// over, or (a channel posted again) an earlier one. Waits for the seq
+    /// core to seal what it was handed.
+    fn find_parent(&self, span: &SpanBatch) -> Result<u64, Stop> {
+        let expected = self.next_l2 - 1;
+        loop {
+            let view = self.published.load();
+            if view.head().header.number >= expected {
+                let lowest = expected.saturating_sub(PARENT_SEARCH_BLOCKS_MAX);
+                for number in (lowest..=expected).rev() {
+                    if let Some(block) = view.block(number)
+                        && block.hash[..20] == span.parent_check[..]
+                    {
+                        return Ok(number);
+                    }
+                }
+                let ours = view.block(expected).map(|b| b.hash).unwrap_or_default();
+                return Err(Stop::Fatal(format!(
+                    "the chains differ: L1's next span follows a block whose hash starts with {}, \
+                     but this node's L2 block {expected} is {ours} (and no earlier block matches)",
+                    span.parent_check
+                )));
+            }
+            drop(view);
+            if self.derived.is_closed() {
+                return Err(Stop::Fatal("the seq core stopped".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+enum Stop {
+    L1(String),
+    Fatal(String),
+}
+
+impl From<L1Error> for Stop {
+    fn from(e: L1Error) -> Self {
+        Stop::L1(e.to_string())
+    }
+}
