@@ -256,20 +256,20 @@ impl Host for NodeHost {
             payload: record.encode(),
             durable,
         })?;
+        // A detached waiter, so that the timeout bounds this thread's wait
+        // even if the log never answers.
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::scope(|scope| {
-            scope.spawn(move || {
-                let _ = done_tx.send(futures::executor::block_on(answer));
-            });
-            match done_rx.recv_timeout(LOG_TIMEOUT) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err("the node's log failed; nothing more is posted".into()),
-                Err(_) => Err(format!(
-                    "a DA record was not durable within {} s",
-                    LOG_TIMEOUT.as_secs()
-                )),
-            }
-        })
+        std::thread::spawn(move || {
+            let _ = done_tx.send(futures::executor::block_on(answer));
+        });
+        match done_rx.recv_timeout(LOG_TIMEOUT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the node's log failed; nothing more is posted".into()),
+            Err(_) => Err(format!(
+                "a DA record was not durable within {} s",
+                LOG_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     fn heads(&self, safe: u64, finalized: u64) -> bool {

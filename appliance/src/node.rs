@@ -259,7 +259,7 @@ pub(crate) fn start(
     };
     let l1_role = match da_mode {
         DaMode::Off => None,
-        DaMode::Batcher(key) => Some(L1Role::Batcher(crate::da::DaStart {
+        DaMode::Batcher(key) => Some(L1Role::Batcher(Box::new(crate::da::DaStart {
             config: config.da.clone(),
             key,
             chain_id: shared.spec.chain_id,
@@ -267,15 +267,17 @@ pub(crate) fn start(
             records: da_records,
             published: shared.published.clone(),
             control: control.clone(),
-        })),
-        DaMode::Verifier(batcher) => Some(L1Role::Verifier(crate::verifier::VerifierStart {
-            config: config.da.clone(),
-            batcher,
-            spec: (*shared.spec).clone(),
-            block_time_ms: config.block_time_ms,
-            published: shared.published.clone(),
-            derived: derived_tx,
-        })),
+        }))),
+        DaMode::Verifier(batcher) => {
+            Some(L1Role::Verifier(Box::new(crate::verifier::VerifierStart {
+                config: config.da.clone(),
+                batcher,
+                spec: (*shared.spec).clone(),
+                block_time_ms: config.block_time_ms,
+                published: shared.published.clone(),
+                derived: derived_tx,
+            })))
+        }
     };
     let mut threads = spawn_executors(config, roles, shared)?;
     // Every net core and the storage role report when they are ready.
@@ -291,8 +293,8 @@ pub(crate) fn start(
 
 /// The thread that talks to L1.
 enum L1Role {
-    Batcher(crate::da::DaStart),
-    Verifier(crate::verifier::VerifierStart),
+    Batcher(Box<crate::da::DaStart>),
+    Verifier(Box<crate::verifier::VerifierStart>),
 }
 
 /// Starts the L1 thread: pinned to `cores.da` at normal priority, or to
@@ -305,8 +307,8 @@ fn start_l1_role(config: &Config, role: L1Role) -> Result<std::thread::JoinHandl
     let nice = if config.cores.da.is_some() { 0 } else { 10 };
     let on_start = move || lower_this_thread(&cpus, nice);
     match role {
-        L1Role::Batcher(da) => crate::da::start(da, on_start),
-        L1Role::Verifier(v) => crate::verifier::start(v, on_start),
+        L1Role::Batcher(da) => crate::da::start(*da, on_start),
+        L1Role::Verifier(v) => crate::verifier::start(*v, on_start),
     }
     .map_err(StartError::Da)
 }

@@ -50,6 +50,10 @@ use crate::tracker::{Posted, Tracker, TrackerError};
 /// backlog (L1 down) does not hold up the L1 work.
 const BLOCKS_PER_ROUND_MAX: u64 = 4096;
 
+/// A replacement's fees stay within this many times the market's
+/// (op-batcher's `FeeLimitMultiplier` default).
+const FEE_LIMIT_MULTIPLIER: u128 = 5;
+
 /// How often a held-up batcher repeats its warning.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -144,6 +148,8 @@ struct FlightTx {
     blobs: Vec<Blob>,
     /// Where L1 included it, once it has.
     included: Option<(u64, B256)>,
+    /// What its inclusion cost (execution and blob gas), wei.
+    paid_wei: u128,
 }
 
 /// A channel that is not finalized: its txs and what L1 did with them.
@@ -329,14 +335,18 @@ impl<H: Host> Driver<H> {
         })?;
         METRICS.da.l1_head.store(head.number, Relaxed);
         let finalized = self.l1.header(BlockTag::Finalized)?.map_or(0, |h| h.number);
+        let mut unsure = false;
         if self.l1_may_have_reorged(&head)? {
-            self.check_reorgs(connected, finalized)?;
+            unsure = self.check_reorgs(connected, finalized)?;
         }
-        self.last_head = Some((head.number, head.hash));
-        self.follow_pending(connected, &head)?;
-        self.post_new(connected, &head)?;
+        // `None` makes the next round check every included channel again.
+        self.last_head = (!unsure).then_some((head.number, head.hash));
+        let posted = self
+            .follow_pending(connected, &head)
+            .and_then(|()| self.post_new(connected, &head));
+        // What already landed moves the heads even while posting waits.
         self.update_heads(&head, finalized);
-        Ok(())
+        posted
     }
 
     /// First contact: the L1's chain id and forks, the next nonce, and
@@ -351,21 +361,16 @@ impl<H: Host> Driver<H> {
             },
         };
         let l1_nonce = self.l1.nonce(self.key.address(), BlockTag::Pending)?;
+        // Every tx this node logged has a nonce below `next_nonce`: L1
+        // past it means another sender uses the batcher key.
         if l1_nonce > self.next_nonce {
-            if self.tracker.pending().next().is_some() {
-                tracing::info!(
-                    l1_nonce,
-                    logged = self.next_nonce,
-                    "DA: L1 has taken txs logged before the restart"
-                );
-            } else {
-                tracing::warn!(
-                    l1_nonce,
-                    logged = self.next_nonce,
-                    "DA: the batcher key has sent txs this node did not log; continuing from L1's nonce"
-                );
-                self.next_nonce = l1_nonce;
-            }
+            tracing::warn!(
+                l1_nonce,
+                logged = self.next_nonce,
+                "DA: the batcher key has sent txs this node did not log (another node with the same key?); \
+                 continuing from L1's nonce"
+            );
+            self.next_nonce = l1_nonce;
         }
         let connected = Connected { l1_chain_id, forks };
         if let Some(start) = self.l1_start_block() {
@@ -430,7 +435,11 @@ impl<H: Host> Driver<H> {
         batcher.set_origin(BlockNumHash::new(s.last_l1_origin.0, s.last_l1_origin.1));
         let plan = batcher.build_again(s.recipe.full)?;
         let plan = plan
-            .filter(|p| p.id == posted.channel && (p.first_block, p.last_block) == (s.first_block, s.last_block))
+            .filter(|p| {
+                p.id == posted.channel
+                    && (p.first_block, p.last_block) == (s.first_block, s.last_block)
+                    && p.l1_txs.len() == s.l1_txs.len()
+            })
             .ok_or_else(|| {
                 DriverError::Fatal(format!(
                     "cannot rebuild channel {} (L2 blocks {}..={}) from its record: this build batches differently",
@@ -439,7 +448,7 @@ impl<H: Host> Driver<H> {
                     s.last_block
                 ))
             })?;
-        let signed = self.sign(connected, &plan.l1_txs, s.l1_nonce, &s.fees, 0)?;
+        let signed = self.sign(connected, &plan.l1_txs, s.l1_nonce, &s.fees, now_secs())?;
         let mut txs = Vec::with_capacity(signed.len());
         for (index, (tx, blobs)) in signed.into_iter().zip(plan.l1_txs).enumerate() {
             let mut known = self.known_hashes(&posted.channel, index);
@@ -460,6 +469,7 @@ impl<H: Host> Driver<H> {
                 known,
                 blobs,
                 included: None,
+                paid_wei: 0,
             });
         }
         self.flights.insert(
@@ -556,8 +566,12 @@ impl<H: Host> Driver<H> {
 
     /// Logs `record`, durable, and applies it to the tracker.
     fn log(&mut self, record: DaRecord) -> Result<(), DriverError> {
+        // A record the tracker would refuse is never made durable (the
+        // next start would refuse the log).
+        let mut tracker = self.tracker.clone();
+        tracker.apply(&record)?;
         self.host.log(&record).map_err(DriverError::Log)?;
-        self.tracker.apply(&record)?;
+        self.tracker = tracker;
         self.replayed.push(record);
         Ok(())
     }
@@ -580,16 +594,35 @@ impl<H: Host> Driver<H> {
 
     /// Included channels whose L1 block is no longer canonical: included
     /// elsewhere (logged again), or dropped and sent again.
-    fn check_reorgs(&mut self, connected: Connected, l1_finalized: u64) -> Result<(), DriverError> {
+    /// Returns whether some block could not be checked (to check again).
+    fn check_reorgs(
+        &mut self,
+        connected: Connected,
+        l1_finalized: u64,
+    ) -> Result<bool, DriverError> {
         let included: Vec<(Posted, u64, B256)> = self
             .tracker
             .included()
             .filter(|(_, number, _)| *number > l1_finalized)
             .map(|(p, n, h)| (p.clone(), n, h))
             .collect();
+        // Txs of pending channels found in L1 are looked up again.
+        for flight in self.flights.values_mut() {
+            if self.tracker.pending().any(|p| p.channel == flight.channel) {
+                for tx in &mut flight.txs {
+                    tx.included = None;
+                }
+            }
+        }
+        let mut unsure = false;
         for (posted, number, hash) in included {
-            let canonical = self.l1.header(BlockTag::Number(number))?;
-            if canonical.is_some_and(|h| h.hash == hash) {
+            let Some(canonical) = self.l1.header(BlockTag::Number(number))? else {
+                // Not there (L1 rolled back, or a lagging node behind a
+                // load balancer): unknown yet, checked again next round.
+                unsure = true;
+                continue;
+            };
+            if canonical.hash == hash {
                 continue;
             }
             if !self.flights.contains_key(&posted.submission.first_block) {
@@ -602,6 +635,8 @@ impl<H: Host> Driver<H> {
             for tx in &mut flight.txs {
                 tx.included = None;
             }
+            // Sent again as it was, not replaced at once.
+            flight.sent_at_l1 = None;
             tracing::warn!(
                 channel = %alloy_primitives::hex::encode(posted.channel),
                 l1_block = number,
@@ -614,22 +649,30 @@ impl<H: Host> Driver<H> {
                 channel: posted.channel,
             })?;
         }
-        Ok(())
+        Ok(unsure)
     }
 
     /// Receipts, re-sends and replacements of the pending channels.
     fn follow_pending(&mut self, connected: Connected, head: &L1Header) -> Result<(), DriverError> {
         let pending: Vec<Posted> = self.tracker.pending().cloned().collect();
+        // Only the first channel not in L1 is ever replaced: the ones after
+        // it wait behind its nonce, whatever their fees.
+        let mut first_stuck = true;
         for posted in pending {
             let first = posted.submission.first_block;
             if !self.flights.contains_key(&first) {
                 self.rebuild(connected, &posted)?;
             }
-            let all_in = self.find_receipts(first)?;
+            let all_in = self.find_receipts(first, head.number)?;
             if all_in {
                 let flight = &self.flights[&first];
                 let (l1_block, l1_hash) =
                     flight.txs.last().and_then(|t| t.included).expect("all in");
+                let paid: u128 = flight.txs.iter().map(|t| t.paid_wei).sum();
+                METRICS
+                    .da
+                    .fees_paid_gwei
+                    .fetch_add((paid / 1_000_000_000) as u64, Relaxed);
                 self.log(DaRecord::Included {
                     channel: flight.channel,
                     l1_block,
@@ -639,35 +682,41 @@ impl<H: Host> Driver<H> {
                 continue;
             }
             let flight = &self.flights[&first];
-            if flight
-                .sent_at_l1
-                .is_some_and(|at| head.number >= at + self.config.resubmit_after_l1_blocks)
-            {
+            let stuck = flight.sent_at_l1.is_some_and(|at| {
+                head.number >= at.saturating_add(self.config.resubmit_after_l1_blocks)
+            });
+            if stuck && first_stuck {
                 self.replace(connected, first, head)?;
             } else {
                 self.send_missing(first, head.number)?;
             }
+            first_stuck = false;
         }
         Ok(())
     }
 
     /// Looks up the receipts of a channel's txs not known in yet; whether
     /// all are in. Adds the fees paid of those found.
-    fn find_receipts(&mut self, first: u64) -> Result<bool, DriverError> {
+    /// Receipts in blocks above `l1_head` wait for the next round, so that
+    /// the reorg check (which starts from the last round's head) covers
+    /// every block a channel is logged in.
+    fn find_receipts(&mut self, first: u64, l1_head: u64) -> Result<bool, DriverError> {
         let flight = self.flights.get_mut(&first).expect("flight exists");
         for tx in &mut flight.txs {
             if tx.included.is_some() {
                 continue;
             }
             for hash in tx.known.iter().rev() {
-                if let Some(receipt) = self.l1.receipt(*hash)? {
-                    let wei = u128::from(receipt.gas_used) * receipt.effective_gas_price
-                        + u128::from(receipt.blob_gas_used.unwrap_or(0))
-                            * receipt.blob_gas_price.unwrap_or(0);
-                    METRICS
-                        .da
-                        .fees_paid_gwei
-                        .fetch_add((wei / 1_000_000_000) as u64, Relaxed);
+                if let Some(receipt) = self.l1.receipt(*hash)?
+                    && receipt.block_number <= l1_head
+                {
+                    let wei = u128::from(receipt.gas_used)
+                        .saturating_mul(receipt.effective_gas_price)
+                        .saturating_add(
+                            u128::from(receipt.blob_gas_used.unwrap_or(0))
+                                .saturating_mul(receipt.blob_gas_price.unwrap_or(0)),
+                        );
+                    tx.paid_wei = wei;
                     tx.included = Some((receipt.block_number, receipt.block_hash));
                     break;
                 }
@@ -692,9 +741,26 @@ impl<H: Host> Driver<H> {
                 Err(e) => match e.send_refusal() {
                     Some(SendRefusal::AlreadyKnown) => {}
                     // Another version of this tx (an older replacement) is
-                    // in the pool or in L1: its receipt comes next round.
-                    Some(SendRefusal::ReplacementUnderpriced | SendRefusal::NonceTooLow) => {
-                        tracing::debug!(error = %e, "DA: L1 holds another version of this tx")
+                    // in the pool: it lands, or is replaced when stuck.
+                    Some(SendRefusal::ReplacementUnderpriced) => {
+                        tracing::debug!(error = %e, "DA: L1's pool holds another version of this tx")
+                    }
+                    // The nonce is used: by a version of this tx (its
+                    // receipt is there), or by a tx this node never sent.
+                    Some(SendRefusal::NonceTooLow) => {
+                        let mut ours = false;
+                        for hash in &tx.known {
+                            ours |= self.l1.receipt(*hash)?.is_some();
+                        }
+                        if !ours {
+                            return Err(DriverError::Fatal(format!(
+                                "L1 nonce {} of the batcher was used by a tx this node did not send \
+                                 (another node with the same batcher key?): L2 blocks {}..={} cannot be posted",
+                                flight.submission.l1_nonce,
+                                flight.submission.first_block,
+                                flight.submission.last_block
+                            )));
+                        }
                     }
                     _ => return Err(e.into()),
                 },
@@ -715,6 +781,21 @@ impl<H: Host> Driver<H> {
         let market = self.market_fees()?;
         let flight = &self.flights[&first];
         let fees = bump(&flight.submission.fees).max(market);
+        // Fees never pass FEE_LIMIT_MULTIPLIER x the market (op-batcher's
+        // rule): a tx already paying that much is left to land.
+        let limit = market.times(FEE_LIMIT_MULTIPLIER);
+        if fees.max_fee_per_gas > limit.max_fee_per_gas
+            || fees.max_priority_fee_per_gas > limit.max_priority_fee_per_gas
+            || fees.max_fee_per_blob_gas > limit.max_fee_per_blob_gas
+        {
+            tracing::debug!(
+                first,
+                "DA: a stuck tx already pays the fee limit; not replaced"
+            );
+            let flight = self.flights.get_mut(&first).expect("flight exists");
+            flight.sent_at_l1 = Some(head.number);
+            return Ok(());
+        }
         let stuck: Vec<usize> = (0..flight.txs.len())
             .filter(|i| flight.txs[*i].included.is_none())
             .collect();
@@ -813,13 +894,17 @@ impl<H: Host> Driver<H> {
             full,
             blobs_per_tx: self.config.blobs_per_tx as u8,
         };
-        let signed = self.sign(
-            connected,
-            &plan.l1_txs,
-            self.next_nonce,
-            &fees,
-            head.timestamp,
-        )?;
+        // The batcher has handed the blocks over: a channel that cannot be
+        // signed would leave a gap, so it stops the batcher.
+        let signed = self
+            .sign(
+                connected,
+                &plan.l1_txs,
+                self.next_nonce,
+                &fees,
+                head.timestamp,
+            )
+            .map_err(|e| DriverError::Fatal(format!("signing a built channel: {e}")))?;
         let submission = Submission {
             first_block: plan.first_block,
             last_block: plan.last_block,
@@ -875,6 +960,7 @@ impl<H: Host> Driver<H> {
                 known: vec![tx.hash],
                 blobs,
                 included: None,
+                paid_wei: 0,
             })
             .collect();
         let first = plan.first_block;
@@ -916,6 +1002,13 @@ impl<H: Host> Driver<H> {
         METRICS.da.finalized.store(finalized, Relaxed);
         self.heads = Some((safe, finalized));
     }
+}
+
+/// The wall clock, seconds (for the L1 fork in force).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Waits (the node is booting) until block `number` is sealed.

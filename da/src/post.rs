@@ -91,6 +91,15 @@ impl BlobFees {
         }
     }
 
+    /// Each field times `k`, saturating.
+    pub fn times(self, k: u128) -> Self {
+        Self {
+            max_fee_per_gas: self.max_fee_per_gas.saturating_mul(k),
+            max_priority_fee_per_gas: self.max_priority_fee_per_gas.saturating_mul(k),
+            max_fee_per_blob_gas: self.max_fee_per_blob_gas.saturating_mul(k),
+        }
+    }
+
     /// Whether a tx with these fees may replace one with `old` in a geth or
     /// reth blob pool: every field at least `old × (100 + FEE_BUMP_PERCENT)
     /// / 100` and above `old`.

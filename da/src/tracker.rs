@@ -141,7 +141,11 @@ impl Tracker {
     }
 
     fn find_mut(&mut self, channel: &ChannelId) -> Option<&mut Posted> {
-        self.channels.iter_mut().find(|c| &c.channel == channel)
+        // The channel a record names is almost always among the last.
+        self.channels
+            .iter_mut()
+            .rev()
+            .find(|c| &c.channel == channel)
     }
 
     /// Channels whose txs are not all in L1 yet, oldest first.
