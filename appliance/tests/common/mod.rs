@@ -162,6 +162,8 @@ impl Drop for Proc {
     }
 }
 
+pub mod l1;
+
 pub mod tempdir {
     use std::path::PathBuf;
 

@@ -1,0 +1,193 @@
+//! `fulmen run --verifier`: a second node that rebuilds the chain from L1
+//! alone (the pinned anvil), block for block, beside the sequencer posting
+//! to that L1; and that resumes after kill -9.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
+use common::l1::*;
+use common::*;
+use serde_json::{Value, json};
+
+/// A verifier of the chain posted to `l1`.
+fn start_verifier(dir: &Path, l1: &str, config: &str) -> Proc {
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config).expect("write config");
+    let path = path.to_str().expect("utf-8").to_string();
+    start_fulmen_in(
+        dir,
+        &["--dev", "--verifier", "--config", &path, "--l1-rpc", l1],
+    )
+}
+
+fn block(addr: SocketAddr, number: u64) -> Value {
+    call(
+        addr,
+        "eth_getBlockByNumber",
+        json!([format!("{number:#x}"), false]),
+    )
+}
+
+/// Blocks `0..=last` of both nodes agree on every header field that
+/// commits to execution: hash, state, transactions and receipts roots,
+/// bloom, gas used.
+fn assert_same_chain(sequencer: SocketAddr, verifier: SocketAddr, last: u64) {
+    for n in 0..=last {
+        let (a, b) = (block(sequencer, n), block(verifier, n));
+        for field in [
+            "hash",
+            "stateRoot",
+            "transactionsRoot",
+            "receiptsRoot",
+            "logsBloom",
+            "gasUsed",
+            "timestamp",
+        ] {
+            assert_eq!(a[field], b[field], "block {n}: {field}");
+        }
+    }
+}
+
+/// A contract deployment, a token transfer and a call that reverts, from
+/// test account 5 (nonces from `nonce`); returns the token's address.
+fn contract_traffic(addr: SocketAddr, nonce: u64) -> (Address, Vec<B256>) {
+    let from = signer(5);
+    let token = from.address().create(nonce);
+    let probe = from.address().create(nonce + 1);
+    let mut transfer = keccak256("transfer(address,uint256)")[..4].to_vec();
+    transfer.extend_from_slice(&[0u8; 12]);
+    transfer.extend_from_slice(Address::repeat_byte(7).as_slice());
+    transfer.extend_from_slice(&U256::from(5).to_be_bytes::<32>());
+    let fail = keccak256("fail()")[..4].to_vec();
+    let txs = [
+        sign_1559(
+            &from,
+            nonce,
+            TxKind::Create,
+            U256::ZERO,
+            bytecode("Token"),
+            3_000_000,
+        ),
+        sign_1559(
+            &from,
+            nonce + 1,
+            TxKind::Create,
+            U256::ZERO,
+            bytecode("Probe"),
+            3_000_000,
+        ),
+        sign_1559(
+            &from,
+            nonce + 2,
+            TxKind::Call(token),
+            U256::ZERO,
+            Bytes::from(transfer),
+            100_000,
+        ),
+        sign_1559(
+            &from,
+            nonce + 3,
+            TxKind::Call(probe),
+            U256::ZERO,
+            Bytes::from(fail),
+            100_000,
+        ),
+    ];
+    let hashes = txs
+        .iter()
+        .map(|raw| {
+            serde_json::from_value(call(addr, "eth_sendRawTransaction", json!([raw])))
+                .expect("a hash")
+        })
+        .collect();
+    (token, hashes)
+}
+
+/// Waits until the sequencer's `safe` passes its head of now and the
+/// verifier has derived that far; returns that safe block.
+fn wait_derived(sequencer: &Proc, verifier: &Proc) -> u64 {
+    let last = block_number(sequencer.addr, "latest");
+    wait_until(90, "the sequencer's safe passes its head", || {
+        block_number(sequencer.addr, "safe") > last
+    });
+    let safe = block_number(sequencer.addr, "safe");
+    wait_until(
+        90,
+        "the verifier derives up to the sequencer's safe",
+        || block_number(verifier.addr, "latest") >= safe,
+    );
+    safe
+}
+
+/// A blob tx to the inbox from test account 8 (not the batcher), holding
+/// frames of a channel that would decode: the verifier must ignore it.
+fn post_garbage_from_a_stranger(l1: &Proc) {
+    use fulmen_da::post::{BlobFees, SidecarForm, blob_tx};
+    let stranger = signer(8);
+    let blob = fulmen_da::blob::encode_blob(b"\x00not frames from the batcher").expect("a blob");
+    let tx = blob_tx(
+        &[blob],
+        fulmen_da::post::default_inbox(DEV_CHAIN_ID),
+        0,
+        &BlobFees::from_market(10 * GWEI, GWEI, GWEI),
+        31337,
+        &stranger,
+        SidecarForm::Eip4844,
+    )
+    .expect("a blob tx");
+    call(l1.addr, "eth_sendRawTransaction", json!([tx.raw]));
+}
+
+#[test]
+fn a_verifier_rebuilds_the_chain_from_l1_alone_and_resumes_after_kill_9() {
+    let l1 = start_l1("prague", "1");
+    let seq_dir = tempdir::TempDir::new("fulmen-seq");
+    let ver_dir = tempdir::TempDir::new("fulmen-ver");
+    let config = da_config("");
+    let sequencer = start_node(&seq_dir.0, &l1.url(), &config);
+    let mut nonces = [0; 4];
+    send_transfers(sequencer.addr, &mut nonces, 300);
+    let (token, hashes) = contract_traffic(sequencer.addr, 0);
+    post_garbage_from_a_stranger(&l1);
+    let mut verifier = start_verifier(&ver_dir.0, &l1.url(), &config);
+    send_transfers(sequencer.addr, &mut nonces, 300);
+    let safe = wait_derived(&sequencer, &verifier);
+    assert_same_chain(sequencer.addr, verifier.addr, safe);
+    // The reverted call is reverted there too, and receipts agree.
+    for hash in &hashes {
+        let a = call(sequencer.addr, "eth_getTransactionReceipt", json!([hash]));
+        let b = call(verifier.addr, "eth_getTransactionReceipt", json!([hash]));
+        assert_eq!((&a["status"], &a["gasUsed"]), (&b["status"], &b["gasUsed"]));
+    }
+    let reverted = call(
+        sequencer.addr,
+        "eth_getTransactionReceipt",
+        json!([hashes[3]]),
+    );
+    assert_eq!(reverted["status"], "0x0");
+    // Proofs agree at a shared height. (Proofs are served at the latest
+    // block only: once the verifier has derived all traffic, the latest
+    // states of both nodes are the same state.)
+    let root =
+        |addr| call(addr, "eth_getBlockByNumber", json!(["latest", false]))["stateRoot"].clone();
+    wait_until(90, "the verifier's latest state is the sequencer's", || {
+        root(sequencer.addr) == root(verifier.addr)
+    });
+    let proof = |addr| call(addr, "eth_getProof", json!([token, [B256::ZERO], "latest"]));
+    assert_eq!(proof(sequencer.addr), proof(verifier.addr));
+    // A verifier takes no transactions.
+    let raw = transfer_raw(&signer(6), 0, Address::repeat_byte(1), 1);
+    let (_, message, _) = rpc_error(verifier.addr, "eth_sendRawTransaction", json!([raw]));
+    assert!(message.contains("verifier"), "{message}");
+    // kill -9 while it derives more; it resumes where it was.
+    send_transfers(sequencer.addr, &mut nonces, 400);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    verifier.kill9();
+    let verifier = start_verifier(&ver_dir.0, &l1.url(), &config);
+    send_transfers(sequencer.addr, &mut nonces, 100);
+    let safe = wait_derived(&sequencer, &verifier);
+    assert_same_chain(sequencer.addr, verifier.addr, safe);
+}
