@@ -98,5 +98,27 @@ print(f"  compression {chan / rlp:.3f}  blob fill {blob_data / (blobs * 130044):
 print(f"  batcher CPU {da_us:.1f} us/tx (one core: {1e6 / max(da_us, 1e-9):,.0f} tx/s, KZG included)"
       f"  node CPU {node_us:.1f} us/tx")
 PY
+  # A verifier from scratch on the same L1: how fast it derives and
+  # re-executes everything posted so far.
+  safe=$(metric fulmen_da_safe_block)
+  vport=$(free_port)
+  started=$(date +%s.%N)
+  target/release/fulmen run --dev --verifier --rpc-addr "127.0.0.1:$vport" --datadir "$WORK/verifier-$workload" \
+    --config "$WORK/node.toml" --metrics-addr "127.0.0.1:$(free_port)" --l1-rpc "$l1" >"$WORK/verifier.log" 2>&1 &
+  verifier=$!
+  PIDS+=("$verifier")
+  wait_rpc "http://127.0.0.1:$vport"
+  for _ in $(seq 1 1200); do
+    vhead=$(python3 -c "import json,sys,urllib.request as u; r=json.load(u.urlopen(u.Request(sys.argv[1], b'{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_blockNumber\"}', {'content-type':'application/json'}))); print(int(r['result'],16))" "http://127.0.0.1:$vport")
+    [ "$vhead" -ge "$safe" ] && break
+    sleep 0.2
+  done
+  python3 - "$started" "$(date +%s.%N)" "$(cpu_s "$verifier")" "$(metric fulmen_da_txs_total)" "$vhead" "$safe" <<'PY'
+import sys
+t0, t1, cpu, txs, vhead, safe = map(float, sys.argv[1:])
+wall = t1 - t0
+print(f"  verifier from scratch: L2 blocks 0..{int(vhead)} (sequencer safe {int(safe)}) in {wall:.1f} s wall, {cpu:.1f} s CPU"
+      f" (start-up and KZG setup included): {txs / wall:,.0f} L2 txs/s, {cpu * 1e6 / txs:.1f} CPU-us per tx")
+PY
   cleanup
 done

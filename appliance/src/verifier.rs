@@ -96,6 +96,15 @@ impl Follower {
         // The open block: a block partly applied before a restart is sent
         // whole again (the seq core skips what it logged).
         let next_l2 = v.published.load().open().ctx.number;
+        let da = &fulmen_chain::metrics::METRICS.da;
+        da.derive_start_l1.store(
+            v.config.l1_start_block,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        da.derive_next_l1.store(
+            v.config.l1_start_block,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::info!(
             l1_rpc = %shown_url(&rpc),
             inbox = %config.inbox,
@@ -147,6 +156,8 @@ impl Follower {
         while self.next_l1 <= last {
             self.derive_l1_block(self.next_l1)?;
             self.next_l1 += 1;
+            da.derive_next_l1
+                .store(self.next_l1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -169,6 +180,14 @@ impl Follower {
             other => other?,
         };
         let (blobs, ignored) = fetched;
+        let bytes: usize = blobs
+            .iter()
+            .map(|t| t.blobs.len() * fulmen_da::blob::BLOB_BYTES)
+            .sum();
+        fulmen_chain::metrics::METRICS
+            .da
+            .derived_bytes
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         let (channels, more) = self.deriver.add_block(number, blobs);
         for why in ignored.iter().chain(&more) {
             tracing::warn!(l1_block = number, "verifier: ignored: {why}");
@@ -208,6 +227,11 @@ impl Follower {
             futures::executor::block_on(self.derived.send(derived))
                 .map_err(|_| Stop::Fatal("the seq core stopped".into()))?;
             self.next_l2 = number + 1;
+            let da = &fulmen_chain::metrics::METRICS.da;
+            da.derived_l2
+                .store(number, std::sync::atomic::Ordering::Relaxed);
+            da.derived_l2_timestamp
+                .store(block.timestamp, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }

@@ -190,4 +190,8 @@ fn a_verifier_rebuilds_the_chain_from_l1_alone_and_resumes_after_kill_9() {
     send_transfers(sequencer.addr, &mut nonces, 100);
     let safe = wait_derived(&sequencer, &verifier);
     assert_same_chain(sequencer.addr, verifier.addr, safe);
+    // Caught up with L1.
+    wait_until(30, "eth_syncing says false", || {
+        call(verifier.addr, "eth_syncing", json!([])) == json!(false)
+    });
 }

@@ -49,6 +49,16 @@ pub struct DaFigures {
     pub reorgs: AtomicU64,
     /// L1 calls that failed.
     pub l1_errors: AtomicU64,
+    /// A verifier: the next L1 block to derive from.
+    pub derive_next_l1: AtomicU64,
+    /// A verifier: the first L1 block it derived from.
+    pub derive_start_l1: AtomicU64,
+    /// A verifier: the last L2 block derived (handed to the seq core).
+    pub derived_l2: AtomicU64,
+    /// A verifier: that block's timestamp, seconds.
+    pub derived_l2_timestamp: AtomicU64,
+    /// A verifier: blob bytes derived from (frames' payloads).
+    pub derived_bytes: AtomicU64,
     /// Why posting is held up, if it is (an L1 error, fees above the cap).
     held_up: Mutex<String>,
 }
@@ -75,6 +85,11 @@ impl DaFigures {
             replacements: AtomicU64::new(0),
             reorgs: AtomicU64::new(0),
             l1_errors: AtomicU64::new(0),
+            derive_next_l1: AtomicU64::new(0),
+            derive_start_l1: AtomicU64::new(0),
+            derived_l2: AtomicU64::new(0),
+            derived_l2_timestamp: AtomicU64::new(0),
+            derived_bytes: AtomicU64::new(0),
             held_up: Mutex::new(String::new()),
         }
     }
@@ -116,8 +131,17 @@ impl DaFigures {
         ))
     }
 
+    /// A verifier still catching up with L1: (first, current, highest) L1
+    /// block, for `eth_syncing`; `None` once within a block of the head.
+    pub fn syncing(&self) -> Option<(u64, u64, u64)> {
+        let next = self.derive_next_l1.load(Relaxed);
+        let head = self.l1_head.load(Relaxed);
+        (next + 1 < head).then(|| (self.derive_start_l1.load(Relaxed), next, head))
+    }
+
     /// The figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        self.render_verifier(out);
         for (name, help, value) in self.gauges() {
             let _ = writeln!(
                 out,
@@ -129,6 +153,55 @@ impl DaFigures {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Relaxed)
+            );
+        }
+    }
+
+    /// The verifier's figures, when one runs.
+    fn render_verifier(&self, out: &mut String) {
+        let derived = self.derived_l2.load(Relaxed);
+        if derived == 0 && self.derive_next_l1.load(Relaxed) == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let lag_s = now.saturating_sub(self.derived_l2_timestamp.load(Relaxed));
+        let next = self.derive_next_l1.load(Relaxed);
+        let lag_l1 = self
+            .l1_head
+            .load(Relaxed)
+            .saturating_sub(next.saturating_sub(1));
+        for (name, help, value) in [
+            (
+                "fulmen_verifier_l1_block",
+                "The last L1 block derived from",
+                next.saturating_sub(1),
+            ),
+            (
+                "fulmen_verifier_derived_block",
+                "The last L2 block derived",
+                derived,
+            ),
+            (
+                "fulmen_verifier_lag_l1_blocks",
+                "L1 blocks between the L1 head and the last derived from",
+                lag_l1,
+            ),
+            (
+                "fulmen_verifier_lag_seconds",
+                "Wall clock minus the last derived L2 block's timestamp",
+                lag_s,
+            ),
+            (
+                "fulmen_verifier_derived_bytes_total",
+                "Blob bytes derived from",
+                self.derived_bytes.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
             );
         }
     }

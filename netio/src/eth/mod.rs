@@ -108,7 +108,8 @@ fn constant_method(method: &str) -> Option<Result<Value, RpcError>> {
     let answer = match method {
         "net_listening" => ok(true),
         "net_peerCount" | "eth_hashrate" => ok(U64::ZERO),
-        "eth_syncing" | "eth_mining" => ok(false),
+        "eth_syncing" => ok(syncing()),
+        "eth_mining" => ok(false),
         "eth_accounts" => ok(Vec::<Address>::new()),
         "eth_maxPriorityFeePerGas" => ok(U256::ZERO),
         "eth_blobBaseFee" => ok(U256::from(1u64)),
@@ -116,6 +117,19 @@ fn constant_method(method: &str) -> Option<Result<Value, RpcError>> {
         _ => return None,
     };
     Some(answer)
+}
+
+/// `eth_syncing`: `false`, or a verifier's L1 progress while it catches up
+/// (the blocks are L1 blocks: derivation follows L1).
+fn syncing() -> Value {
+    match fulmen_chain::metrics::METRICS.da.syncing() {
+        None => Value::Bool(false),
+        Some((start, current, highest)) => serde_json::json!({
+            "startingBlock": format!("{start:#x}"),
+            "currentBlock": format!("{current:#x}"),
+            "highestBlock": format!("{highest:#x}"),
+        }),
+    }
 }
 
 #[cfg(test)]
