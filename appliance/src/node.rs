@@ -276,6 +276,7 @@ pub(crate) fn start(
                 block_time_ms: config.block_time_ms,
                 published: shared.published.clone(),
                 derived: derived_tx,
+                datadir: datadir.to_path_buf(),
             })))
         }
     };

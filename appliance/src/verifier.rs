@@ -40,6 +40,7 @@ pub(crate) struct VerifierStart {
     pub block_time_ms: u64,
     pub published: Arc<ArcSwap<ChainView>>,
     pub derived: mpsc::Sender<DerivedBlock>,
+    pub datadir: std::path::PathBuf,
 }
 
 /// Starts the verifier thread.
@@ -69,6 +70,25 @@ struct Follower {
     spec: ChainSpec,
     published: Arc<ArcSwap<ChainView>>,
     derived: mpsc::Sender<DerivedBlock>,
+    /// Blocks handed over and not yet known sealed: (L2 block, the L1
+    /// block a restart may resume reading at to find what follows it).
+    origins: std::collections::VecDeque<(u64, u64)>,
+    datadir: std::path::PathBuf,
+}
+
+/// The file where a verifier notes where it may resume reading L1.
+const RESUME_FILE: &str = "verifier-resume";
+
+/// `(L2 block, L1 block)` from the resume file, if the chain has that
+/// block (the file is written only for sealed, durable blocks).
+fn resume_point(datadir: &std::path::Path, head: u64) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(datadir.join(RESUME_FILE)).ok()?;
+    let mut parts = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(l2)), Some(Ok(l1))) = (parts.next(), parts.next()) else {
+        tracing::warn!("verifier: {RESUME_FILE} is unreadable; reading L1 from l1_start_block");
+        return None;
+    };
+    (l2 <= head).then_some((l2, l1))
 }
 
 impl Follower {
@@ -96,20 +116,22 @@ impl Follower {
         // The open block: a block partly applied before a restart is sent
         // whole again (the seq core skips what it logged).
         let next_l2 = v.published.load().open().ctx.number;
+        let head = v.published.load().head().header.number;
+        let resume = resume_point(&v.datadir, head);
+        let l1_from = resume.map_or(v.config.l1_start_block, |(_, l1)| {
+            l1.max(v.config.l1_start_block)
+        });
         let da = &fulmen_chain::metrics::METRICS.da;
-        da.derive_start_l1.store(
-            v.config.l1_start_block,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        da.derive_next_l1.store(
-            v.config.l1_start_block,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        da.derive_start_l1
+            .store(l1_from, std::sync::atomic::Ordering::Relaxed);
+        da.derive_next_l1
+            .store(l1_from, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             l1_rpc = %shown_url(&rpc),
             inbox = %config.inbox,
             batcher = %config.batcher,
             l1_start_block = v.config.l1_start_block,
+            l1_from,
             next_l2,
             "verifier: deriving the chain from L1"
         );
@@ -117,8 +139,10 @@ impl Follower {
             l1: L1Client::new(&rpc, &beacon),
             deriver: Deriver::new(config),
             ids: BeaconIds::ExecutionNumber,
-            next_l1: v.config.l1_start_block,
+            next_l1: l1_from,
             next_l2,
+            origins: std::collections::VecDeque::new(),
+            datadir: v.datadir,
             poll: Duration::from_millis(v.config.poll_ms),
             spec: v.spec,
             published: v.published,
@@ -153,6 +177,7 @@ impl Follower {
             BeaconIds::ExecutionNumber => head,
             BeaconIds::BlockRoot => head.saturating_sub(1),
         };
+        self.note_resume_point();
         while self.next_l1 <= last {
             self.derive_l1_block(self.next_l1)?;
             self.next_l1 += 1;
@@ -194,7 +219,14 @@ impl Follower {
         }
         for channel in channels {
             for span in &channel.spans {
-                self.apply_span(span)?;
+                // Every later channel was built at or after this span's
+                // origin (the L1 head the batcher saw), so it lands at or
+                // after it: a restart may start reading there.
+                let origin = span
+                    .blocks
+                    .last()
+                    .map_or(channel.l1_block, |b| b.l1_origin_num.min(channel.l1_block));
+                self.apply_span(span, origin)?;
             }
         }
         Ok(())
@@ -202,7 +234,7 @@ impl Follower {
 
     /// Hands the span's blocks this node does not have yet to the seq core,
     /// after checking that the span's parent is one of this node's blocks.
-    fn apply_span(&mut self, span: &SpanBatch) -> Result<(), Stop> {
+    fn apply_span(&mut self, span: &SpanBatch, origin: u64) -> Result<(), Stop> {
         let parent = self.find_parent(span)?;
         for (i, block) in span.blocks.iter().enumerate() {
             let number = parent + 1 + i as u64;
@@ -227,6 +259,7 @@ impl Follower {
             futures::executor::block_on(self.derived.send(derived))
                 .map_err(|_| Stop::Fatal("the seq core stopped".into()))?;
             self.next_l2 = number + 1;
+            self.origins.push_back((number, origin));
             let da = &fulmen_chain::metrics::METRICS.da;
             da.derived_l2
                 .store(number, std::sync::atomic::Ordering::Relaxed);
@@ -234,6 +267,26 @@ impl Follower {
                 .store(block.timestamp, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Notes the resume point of the last handed-over block now sealed
+    /// (sealed blocks are durable: the view publishes them after the log
+    /// flush). Written to a temporary file and renamed into place.
+    fn note_resume_point(&mut self) {
+        let head = self.published.load().head().header.number;
+        let mut last = None;
+        while self.origins.front().is_some_and(|(l2, _)| *l2 <= head) {
+            last = self.origins.pop_front();
+        }
+        let Some((l2, l1)) = last else {
+            return;
+        };
+        let tmp = self.datadir.join(format!("{RESUME_FILE}.tmp"));
+        let written = std::fs::write(&tmp, format!("{l2} {l1}\n"))
+            .and_then(|()| std::fs::rename(&tmp, self.datadir.join(RESUME_FILE)));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "verifier: cannot note where to resume reading L1");
+        }
     }
 
     /// The number of the block the span follows: the last block handed

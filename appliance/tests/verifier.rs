@@ -187,6 +187,22 @@ fn a_verifier_rebuilds_the_chain_from_l1_alone_and_resumes_after_kill_9() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     verifier.kill9();
     let verifier = start_verifier(&ver_dir.0, &l1.url(), &config);
+    // It reads L1 again from near where it was, not from the start.
+    let line = match verifier
+        .startup
+        .iter()
+        .find(|l| l.contains("deriving the chain"))
+    {
+        Some(line) => line.clone(),
+        None => wait_line(&verifier, "deriving the chain", 30),
+    };
+    let l1_from: u64 = line
+        .split("l1_from=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no l1_from in {line}"));
+    assert!(l1_from > 0, "{line}");
     send_transfers(sequencer.addr, &mut nonces, 100);
     let safe = wait_derived(&sequencer, &verifier);
     assert_same_chain(sequencer.addr, verifier.addr, safe);
