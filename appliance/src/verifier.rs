@@ -74,7 +74,12 @@ struct Follower {
     /// block a restart may resume reading at to find what follows it).
     origins: std::collections::VecDeque<(u64, u64)>,
     datadir: std::path::PathBuf,
+    /// Hashes of the last L1 blocks read, to notice an L1 reorg.
+    read: std::collections::BTreeMap<u64, alloy_primitives::B256>,
 }
+
+/// L1 blocks whose hashes are kept to find where an L1 reorg forked.
+const L1_HASHES_KEPT: u64 = 1024;
 
 /// The file where a verifier notes where it may resume reading L1.
 const RESUME_FILE: &str = "verifier-resume";
@@ -142,6 +147,7 @@ impl Follower {
             next_l1: l1_from,
             next_l2,
             origins: std::collections::VecDeque::new(),
+            read: std::collections::BTreeMap::new(),
             datadir: v.datadir,
             poll: Duration::from_millis(v.config.poll_ms),
             spec: v.spec,
@@ -178,6 +184,7 @@ impl Follower {
             BeaconIds::BlockRoot => head.saturating_sub(1),
         };
         self.note_resume_point();
+        self.rewind_after_l1_reorg()?;
         while self.next_l1 <= last {
             self.derive_l1_block(self.next_l1)?;
             self.next_l1 += 1;
@@ -205,6 +212,10 @@ impl Follower {
             other => other?,
         };
         let (blobs, ignored) = fetched;
+        self.read.insert(number, block.header.hash);
+        while self.read.len() as u64 > L1_HASHES_KEPT {
+            self.read.pop_first();
+        }
         let bytes: usize = blobs
             .iter()
             .map(|t| t.blobs.len() * fulmen_da::blob::BLOB_BYTES)
@@ -265,6 +276,32 @@ impl Follower {
                 .store(number, std::sync::atomic::Ordering::Relaxed);
             da.derived_l2_timestamp
                 .store(block.timestamp, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// If L1 replaced blocks already read, reads again from the first
+    /// replaced one. Blocks derived from them are kept: L2 blocks never
+    /// change once posted, so what L1 carries again must rebuild the same
+    /// blocks (each span's parent check holds the verifier to that), and
+    /// channels posted anew in the replaced heights are found.
+    fn rewind_after_l1_reorg(&mut self) -> Result<(), Stop> {
+        let mut fork = None;
+        for (&number, &hash) in self.read.iter().rev() {
+            let now = self.l1.header(BlockTag::Number(number))?;
+            if now.is_some_and(|h| h.hash == hash) {
+                break;
+            }
+            fork = Some(number);
+        }
+        if let Some(first) = fork {
+            tracing::warn!(
+                from = first,
+                was_at = self.next_l1,
+                "verifier: an L1 reorg replaced blocks already read; reading L1 again from there"
+            );
+            self.read.retain(|n, _| *n < first);
+            self.next_l1 = first;
         }
         Ok(())
     }

@@ -211,3 +211,25 @@ fn a_verifier_rebuilds_the_chain_from_l1_alone_and_resumes_after_kill_9() {
         call(verifier.addr, "eth_syncing", json!([])) == json!(false)
     });
 }
+
+#[test]
+fn an_l1_reorg_under_the_verifier_is_read_again_and_the_chains_still_agree() {
+    let l1 = start_l1("prague", "1");
+    let seq_dir = tempdir::TempDir::new("fulmen-seq-reorg");
+    let ver_dir = tempdir::TempDir::new("fulmen-ver-reorg");
+    let config = da_config("");
+    let sequencer = start_node(&seq_dir.0, &l1.url(), &config);
+    let verifier = start_verifier(&ver_dir.0, &l1.url(), &config);
+    let mut nonces = [0; 4];
+    send_transfers(sequencer.addr, &mut nonces, 200);
+    let safe = wait_derived(&sequencer, &verifier);
+    assert_same_chain(sequencer.addr, verifier.addr, safe);
+    // L1 drops its last blocks (and the batches in them); the sequencer
+    // posts again, new channels land at heights the verifier had read.
+    send_transfers(sequencer.addr, &mut nonces, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    call(l1.addr, "anvil_rollback", json!([5]));
+    send_transfers(sequencer.addr, &mut nonces, 200);
+    let safe = wait_derived(&sequencer, &verifier);
+    assert_same_chain(sequencer.addr, verifier.addr, safe);
+}
