@@ -7,7 +7,12 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use alloy::consensus::{SignableTransaction, TxEip7702, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::eip7702::Authorization;
+use alloy::network::TxSignerSync;
 use alloy::primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
+use alloy::signers::SignerSync;
 use common::l1::*;
 use common::*;
 use serde_json::{Value, json};
@@ -51,8 +56,9 @@ fn assert_same_chain(sequencer: SocketAddr, verifier: SocketAddr, last: u64) {
     }
 }
 
-/// A contract deployment, a token transfer and a call that reverts, from
-/// test account 5 (nonces from `nonce`); returns the token's address.
+/// Two contract deployments, a token transfer and a call that reverts, from
+/// test account 5 (nonces from `nonce`), and an EIP-7702 delegation used at
+/// once; returns the token's address and the txs' hashes.
 fn contract_traffic(addr: SocketAddr, nonce: u64) -> (Address, Vec<B256>) {
     let from = signer(5);
     let token = from.address().create(nonce);
@@ -96,6 +102,32 @@ fn contract_traffic(addr: SocketAddr, nonce: u64) -> (Address, Vec<B256>) {
             100_000,
         ),
     ];
+    // EIP-7702: test account 6 sends a tx that makes account 7 delegate to
+    // the Probe and calls bump() on it.
+    let delegated = signer(7);
+    let auth = Authorization {
+        chain_id: U256::from(DEV_CHAIN_ID),
+        address: probe,
+        nonce: 0,
+    };
+    let auth_sig = delegated
+        .sign_hash_sync(&auth.signature_hash())
+        .expect("sign authorization");
+    let mut tx = TxEip7702 {
+        chain_id: DEV_CHAIN_ID,
+        nonce: 0,
+        gas_limit: 200_000,
+        max_fee_per_gas: 10 * GWEI,
+        max_priority_fee_per_gas: GWEI,
+        to: delegated.address(),
+        value: U256::ZERO,
+        access_list: Default::default(),
+        authorization_list: vec![auth.into_signed(auth_sig)],
+        input: keccak256("bump()")[..4].to_vec().into(),
+    };
+    let sig = signer(6).sign_transaction_sync(&mut tx).expect("sign");
+    let set_code: Bytes = TxEnvelope::from(tx.into_signed(sig)).encoded_2718().into();
+    let txs: Vec<Bytes> = txs.into_iter().chain([set_code]).collect();
     let hashes = txs
         .iter()
         .map(|raw| {
