@@ -102,6 +102,19 @@ impl Default for DaConfig {
 }
 
 impl DaConfig {
+    /// The L1 RPC and beacon URLs (the beacon defaults to the RPC URL).
+    pub(crate) fn l1_urls(&self) -> (String, String) {
+        let rpc = self.l1_rpc.clone().expect("only used with an L1");
+        let beacon = self.l1_beacon.clone().unwrap_or_else(|| rpc.clone());
+        (rpc, beacon)
+    }
+
+    /// The inbox: configured, or OP's convention for `chain_id`.
+    pub(crate) fn inbox_of(&self, chain_id: u64) -> Address {
+        self.inbox
+            .unwrap_or_else(|| fulmen_da::post::default_inbox(chain_id))
+    }
+
     /// Checks the values.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let bad = |m: String| Err(m);
@@ -278,6 +291,20 @@ impl Host for NodeHost {
     }
 }
 
+/// The chain as span batches see it: the genesis timestamp, the block
+/// time in seconds, the chain id.
+pub(crate) fn span_chain(
+    published: &Arc<ArcSwap<ChainView>>,
+    block_time_ms: u64,
+    chain_id: u64,
+) -> SpanChain {
+    SpanChain {
+        genesis_timestamp: published.load().block(0).map_or(0, |g| g.header.timestamp),
+        block_time_secs: block_time_ms / 1000,
+        chain_id,
+    }
+}
+
 /// What the DA thread is started with.
 pub(crate) struct DaStart {
     pub config: DaConfig,
@@ -302,22 +329,10 @@ pub(crate) fn start(
         );
     }
     let config = &da.config;
-    let rpc = config.l1_rpc.clone().expect("only started with an L1");
-    let beacon = config.l1_beacon.clone().unwrap_or_else(|| rpc.clone());
-    let genesis_timestamp = da
-        .published
-        .load()
-        .block(0)
-        .map_or(0, |g| g.header.timestamp);
+    let (rpc, beacon) = config.l1_urls();
     let driver_config = DriverConfig {
-        chain: SpanChain {
-            genesis_timestamp,
-            block_time_secs: da.block_time_ms / 1000,
-            chain_id: da.chain_id,
-        },
-        inbox: config
-            .inbox
-            .unwrap_or_else(|| fulmen_da::post::default_inbox(da.chain_id)),
+        chain: span_chain(&da.published, da.block_time_ms, da.chain_id),
+        inbox: config.inbox_of(da.chain_id),
         blobs_per_tx: config.blobs_per_tx,
         confirmation_depth: config.confirmation_depth,
         channel_timeout: Duration::from_millis(config.channel_timeout_ms),

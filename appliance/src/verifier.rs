@@ -16,7 +16,7 @@ use fulmen_chain::tx::decode_and_check;
 use fulmen_chain::view::ChainView;
 use fulmen_da::derive::{BeaconIds, DeriveConfig, Deriver, fetch_batcher_blobs};
 use fulmen_da::l1::{BlockTag, L1Client, L1Error, shown_url};
-use fulmen_da::span_batch::{SpanBatch, SpanChain};
+use fulmen_da::span_batch::SpanBatch;
 use futures::SinkExt;
 use futures::channel::mpsc;
 
@@ -98,24 +98,11 @@ fn resume_point(datadir: &std::path::Path, head: u64) -> Option<(u64, u64)> {
 
 impl Follower {
     fn new(v: VerifierStart) -> Self {
-        let rpc = v.config.l1_rpc.clone().expect("a verifier has an L1");
-        let beacon = v.config.l1_beacon.clone().unwrap_or_else(|| rpc.clone());
-        let genesis_timestamp = v
-            .published
-            .load()
-            .block(0)
-            .map_or(0, |g| g.header.timestamp);
+        let (rpc, beacon) = v.config.l1_urls();
         let config = DeriveConfig {
-            inbox: v
-                .config
-                .inbox
-                .unwrap_or_else(|| fulmen_da::post::default_inbox(v.spec.chain_id)),
+            inbox: v.config.inbox_of(v.spec.chain_id),
             batcher: v.batcher,
-            chain: SpanChain {
-                genesis_timestamp,
-                block_time_secs: v.block_time_ms / 1000,
-                chain_id: v.spec.chain_id,
-            },
+            chain: crate::da::span_chain(&v.published, v.block_time_ms, v.spec.chain_id),
             channel_timeout_l1_blocks: CHANNEL_TIMEOUT_L1_BLOCKS,
         };
         // The open block: a block partly applied before a restart is sent

@@ -7,12 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use alloy::consensus::{SignableTransaction, TxEip7702, TxEnvelope};
-use alloy::eips::eip2718::Encodable2718;
-use alloy::eips::eip7702::Authorization;
-use alloy::network::TxSignerSync;
 use alloy::primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
-use alloy::signers::SignerSync;
 use common::l1::*;
 use common::*;
 use serde_json::{Value, json};
@@ -104,29 +99,8 @@ fn contract_traffic(addr: SocketAddr, nonce: u64) -> (Address, Vec<B256>) {
     ];
     // EIP-7702: test account 6 sends a tx that makes account 7 delegate to
     // the Probe and calls bump() on it.
-    let delegated = signer(7);
-    let auth = Authorization {
-        chain_id: U256::from(DEV_CHAIN_ID),
-        address: probe,
-        nonce: 0,
-    };
-    let auth_sig = delegated
-        .sign_hash_sync(&auth.signature_hash())
-        .expect("sign authorization");
-    let mut tx = TxEip7702 {
-        chain_id: DEV_CHAIN_ID,
-        nonce: 0,
-        gas_limit: 200_000,
-        max_fee_per_gas: 10 * GWEI,
-        max_priority_fee_per_gas: GWEI,
-        to: delegated.address(),
-        value: U256::ZERO,
-        access_list: Default::default(),
-        authorization_list: vec![auth.into_signed(auth_sig)],
-        input: keccak256("bump()")[..4].to_vec().into(),
-    };
-    let sig = signer(6).sign_transaction_sync(&mut tx).expect("sign");
-    let set_code: Bytes = TxEnvelope::from(tx.into_signed(sig)).encoded_2718().into();
+    let bump = Bytes::from(keccak256("bump()")[..4].to_vec());
+    let set_code = set_code_raw(&signer(6), 0, &signer(7), 0, probe, bump);
     let txs: Vec<Bytes> = txs.into_iter().chain([set_code]).collect();
     let hashes = txs
         .iter()

@@ -59,6 +59,46 @@ pub fn transfer_raw(signer: &PrivateKeySigner, nonce: u64, to: Address, wei: u64
     )
 }
 
+/// A signed EIP-7702 tx from `sender` (nonce `nonce`) to `authority`,
+/// carrying `authority`'s authorization (its nonce `authority_nonce`) to
+/// delegate to `to_code`, with `input`.
+pub fn set_code_raw(
+    sender: &PrivateKeySigner,
+    nonce: u64,
+    authority: &PrivateKeySigner,
+    authority_nonce: u64,
+    to_code: Address,
+    input: Bytes,
+) -> Bytes {
+    use alloy::consensus::TxEip7702;
+    use alloy::eips::eip7702::Authorization;
+    use alloy::signers::SignerSync;
+    let auth = Authorization {
+        chain_id: U256::from(DEV_CHAIN_ID),
+        address: to_code,
+        nonce: authority_nonce,
+    };
+    let auth_sig = authority
+        .sign_hash_sync(&auth.signature_hash())
+        .expect("sign authorization");
+    let mut tx = TxEip7702 {
+        chain_id: DEV_CHAIN_ID,
+        nonce,
+        gas_limit: 200_000,
+        max_fee_per_gas: 10 * GWEI,
+        max_priority_fee_per_gas: GWEI,
+        to: authority.address(),
+        value: U256::ZERO,
+        access_list: Default::default(),
+        authorization_list: vec![auth.into_signed(auth_sig)],
+        input,
+    };
+    let signature = sender.sign_transaction_sync(&mut tx).expect("sign");
+    TxEnvelope::from(tx.into_signed(signature))
+        .encoded_2718()
+        .into()
+}
+
 /// Repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
