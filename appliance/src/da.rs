@@ -76,6 +76,10 @@ pub(crate) struct DaConfig {
     /// A verifier: the batcher whose txs count. `--dev` default: test
     /// account 9, the dev batcher.
     pub batcher_address: Option<Address>,
+    /// A verifier: the sequencer's JSON-RPC URL, which
+    /// `eth_sendRawTransaction(Sync)` is forwarded to. Default none: sends
+    /// are refused.
+    pub sequencer_url: Option<String>,
 }
 
 impl Default for DaConfig {
@@ -97,6 +101,7 @@ impl Default for DaConfig {
             blob_base_fee_max_wei: None,
             l1_start_block: 0,
             batcher_address: None,
+            sequencer_url: None,
         }
     }
 }
@@ -139,10 +144,13 @@ impl DaConfig {
         if self.unposted_bytes_max < 1 << 20 {
             return bad("da.unposted_bytes_max must be at least 1 MiB".into());
         }
-        for url in [&self.l1_rpc, &self.l1_beacon].into_iter().flatten() {
+        for url in [&self.l1_rpc, &self.l1_beacon, &self.sequencer_url]
+            .into_iter()
+            .flatten()
+        {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return bad(format!(
-                    "da L1 URL {} must start with http:// or https://",
+                    "da URL {} must start with http:// or https://",
                     shown_url(url)
                 ));
             }

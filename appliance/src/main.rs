@@ -182,6 +182,10 @@ struct RunArgs {
     /// every block the batcher posted, execute it, serve reads.
     #[arg(long)]
     verifier: bool,
+    /// A verifier forwards eth_sendRawTransaction to this sequencer URL
+    /// (da.sequencer_url); without it, sends are refused.
+    #[arg(long)]
+    sequencer_url: Option<String>,
 }
 
 impl RunArgs {
@@ -228,6 +232,9 @@ impl RunArgs {
         }
         if self.batcher_key.is_some() {
             config.da.batcher_key = self.batcher_key.clone();
+        }
+        if self.sequencer_url.is_some() {
+            config.da.sequencer_url = self.sequencer_url.clone();
         }
         if self.coinbase.is_some() {
             config.coinbase = self.coinbase;

@@ -194,6 +194,8 @@ struct Shared {
     da_unposted_bytes_max: Option<u64>,
     /// A verifier takes no transactions.
     verifier: bool,
+    /// A verifier's sequencer, which sends are forwarded to.
+    forward: Option<Arc<fulmen_netio::eth::forward::Forwarder>>,
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -251,6 +253,12 @@ pub(crate) fn start(
         da_unposted_bytes_max: matches!(da_mode, DaMode::Batcher(_))
             .then_some(config.da.unposted_bytes_max),
         verifier,
+        forward: config
+            .da
+            .sequencer_url
+            .as_deref()
+            .filter(|_| verifier)
+            .map(|url| Arc::new(fulmen_netio::eth::forward::Forwarder::new(url))),
         timing: SeqTiming {
             block_time_ms: config.block_time_ms,
             mini_block_max_ms: config.mini_block_max_ms,
@@ -756,6 +764,7 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         sim: shared.sim,
         da_unposted_bytes_max: shared.da_unposted_bytes_max,
         verifier: shared.verifier,
+        forward: shared.forward,
     };
     let ctx = Rc::new(WsContext {
         rpc,

@@ -225,9 +225,20 @@ fn an_l1_reorg_under_the_verifier_is_read_again_and_the_chains_still_agree() {
     let ver_dir = tempdir::TempDir::new("fulmen-ver-reorg");
     let config = da_config("");
     let sequencer = start_node(&seq_dir.0, &l1.url(), &config);
-    let verifier = start_verifier(&ver_dir.0, &l1.url(), &config);
+    let forwarding = da_config(&format!("sequencer_url = \"{}\"", sequencer.url()));
+    let verifier = start_verifier(&ver_dir.0, &l1.url(), &forwarding);
     let mut nonces = [0; 4];
     send_transfers(sequencer.addr, &mut nonces, 200);
+    // Sent to the verifier, forwarded to the sequencer: its answer comes back.
+    let raw = transfer_raw(&signer(6), 0, Address::repeat_byte(1), 1);
+    let hash = call(verifier.addr, "eth_sendRawTransaction", json!([raw]));
+    let receipt = call(sequencer.addr, "eth_getTransactionReceipt", json!([hash]));
+    assert_eq!(receipt["status"], "0x1");
+    let (_, again, _) = rpc_error(verifier.addr, "eth_sendRawTransaction", json!([raw]));
+    assert!(
+        again.contains("already known"),
+        "the sequencer's refusal: {again}"
+    );
     let safe = wait_derived(&sequencer, &verifier);
     assert_same_chain(sequencer.addr, verifier.addr, safe);
     // L1 drops its last blocks (and the batches in them); the sequencer

@@ -311,6 +311,14 @@ impl<H: Host> Driver<H> {
     /// The unposted blocks and bytes, for metrics and backpressure.
     fn publish_backlog(&mut self) {
         let included = self.tracker.l2_head_at(u64::MAX, self.floor);
+        // A reorg dropped an included channel: its blocks count again.
+        let first_counted = self.unposted.front().map_or(self.next_block, |(n, _)| *n);
+        for number in (included + 1..first_counted).rev() {
+            match self.host.block(number) {
+                Some(block) => self.unposted.push_front((number, tx_bytes(&block))),
+                None => break,
+            }
+        }
         while self.unposted.front().is_some_and(|(n, _)| *n <= included) {
             self.unposted.pop_front();
         }

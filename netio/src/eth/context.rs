@@ -37,6 +37,8 @@ pub struct RpcContext {
     /// A verifier: it rebuilds the chain from L1 and takes no
     /// transactions.
     pub verifier: bool,
+    /// A verifier's sequencer, which sends are forwarded to.
+    pub forward: Option<Arc<super::forward::Forwarder>>,
 }
 
 /// A method's result as JSON.

@@ -10,6 +10,7 @@
 mod call;
 mod context;
 mod fees;
+pub mod forward;
 pub(crate) mod logs;
 mod proof;
 mod send;

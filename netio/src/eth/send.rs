@@ -28,6 +28,9 @@ pub(crate) async fn send_raw(ctx: &RpcContext, params: &Params) -> Result<Value,
     let raw: Bytes = params.required(0, "data")?;
     METRICS.txs_received.fetch_add(1, Relaxed);
     let tx = decode(ctx, &raw)?;
+    if let Some(forward) = &ctx.forward {
+        return forward.send("eth_sendRawTransaction", raw).await;
+    }
     let hash = tx.hash;
     let reply = enqueue(ctx, tx, false)?
         .await
@@ -50,6 +53,9 @@ pub(crate) async fn send_sync(ctx: &RpcContext, params: &Params) -> Result<Value
     let began = Instant::now();
     METRICS.txs_received.fetch_add(1, Relaxed);
     let tx = decode(ctx, &raw)?;
+    if let Some(forward) = &ctx.forward {
+        return forward.send("eth_sendRawTransactionSync", raw).await;
+    }
     let hash = tx.hash;
     let answer = enqueue(ctx, tx, true)?;
     let timer = glommio::timer::sleep(Duration::from_millis(timeout_ms));
@@ -122,7 +128,7 @@ fn enqueue(
         METRICS.reject("invalid");
         return Err(RpcError::server(
             "this node is a verifier: it rebuilds the chain from L1 and takes no transactions; \
-             send them to the sequencer",
+             send them to the sequencer (or start it with --sequencer-url to forward them)",
         ));
     }
     if let Some(refusal) = ctx
