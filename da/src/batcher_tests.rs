@@ -239,7 +239,7 @@ fn channel_ids_are_stable_and_distinct() {
 /// transfers' plain EIP-2718 size: `cargo nextest run --release -p fulmen-da
 /// --run-ignored only measure_batcher --no-capture`.
 #[test]
-#[ignore]
+#[ignore = "measurement, not a check: run by hand (BENCHMARKS.md)"]
 fn measure_batcher() {
     let blocks = chain(600, 50, 0);
     let txs: usize = blocks.iter().map(|b| b.txs.len()).sum();

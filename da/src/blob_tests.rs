@@ -298,7 +298,7 @@ fn sidecar_coder_matches_encode_blobs_and_commits_with_kzg() {
 /// Speed figures, not a check:
 /// `cargo nextest run --release -p fulmen-da --run-ignored only measure_ --no-capture`.
 #[test]
-#[ignore]
+#[ignore = "measurement, not a check: run by hand (BENCHMARKS.md)"]
 fn measure_blob_speed() {
     let data = XorShift::new(1).bytes(BLOB_DATA_BYTES_MAX);
     let rounds = 200;

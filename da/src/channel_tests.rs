@@ -385,7 +385,7 @@ fn brotli_bytes(data: &[u8], quality: u32, window_bits: u32) -> usize {
 /// Figures for da/FORMAT.md and the report, not a check:
 /// `cargo nextest run --release -p fulmen-da --run-ignored only measure_ --no-capture`.
 #[test]
-#[ignore]
+#[ignore = "measurement, not a check: run by hand (BENCHMARKS.md)"]
 fn measure_compression() {
     let mut traffic = Traffic::new(42);
     let tx_bytes = traffic.transfer().len();

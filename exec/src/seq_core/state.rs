@@ -26,6 +26,9 @@ use fulmen_storage::record::RecordKind;
 use fulmen_storage::writer::AppendRequest;
 
 use super::durability::{Durability, Released, Replies};
+
+/// How far ahead of the verifier's clock a derived block's timestamp may be.
+const DERIVED_TIMESTAMP_AHEAD_MAX_S: u64 = 3600;
 use super::timing::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, now_us};
 use crate::sequencer::{ClosedMiniBlock, Sequencer};
 
@@ -447,6 +450,16 @@ impl SeqState {
         if number != open {
             return Err(format!(
                 "derived L2 block {number} arrived while block {open} is open"
+            ));
+        }
+        // The sequencer stamps blocks with its clock: a timestamp far ahead
+        // of ours is not one of its blocks (and near u64::MAX the next
+        // block's `parent + 1` would overflow).
+        let latest_s = super::timing::now_ms() / 1000 + DERIVED_TIMESTAMP_AHEAD_MAX_S;
+        if block.timestamp > latest_s {
+            return Err(format!(
+                "block {number} has timestamp {}, more than {DERIVED_TIMESTAMP_AHEAD_MAX_S} s ahead of this clock",
+                block.timestamp
             ));
         }
         let done = self.seq.open_tx_hashes();
