@@ -79,6 +79,9 @@ pub(crate) enum AppError {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    /// The restart that unwinds a verifier's chain failed.
+    #[error("cannot restart the node to unwind its chain: {0}")]
+    Restart(io::Error),
     /// The metrics endpoint could not start.
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics {

@@ -7,6 +7,7 @@ mod error;
 mod metrics_http;
 mod node;
 mod top;
+mod unwind;
 mod verifier;
 
 use std::net::SocketAddr;
@@ -406,13 +407,17 @@ fn apply_memory(config: &config::MemoryConfig) -> Result<(), AppError> {
 }
 
 fn run(args: RunArgs) -> Result<(), AppError> {
+    use signal_hook::consts::SIGUSR1;
     // Before the genesis is built: huge pages restart the process.
     apply_memory(&load_config(&args)?.memory)?;
     let (config, spec) = configure(&args)?;
     check_cores(&config)?;
     let datadir = Datadir::lock(&config.datadir)?;
-    let rpc_addr = resolve_port(config.rpc_addr)?;
-    let ws_addr = config.ws_addr.map(resolve_port).transpose()?;
+    let rpc_addr = resolve_port(restarted_addr(RESTART_RPC_ADDR).unwrap_or(config.rpc_addr))?;
+    let ws_addr = restarted_addr(RESTART_WS_ADDR)
+        .or(config.ws_addr)
+        .map(resolve_port)
+        .transpose()?;
     tracing::info!(
         chain_id = spec.chain_id,
         block_time_ms = config.block_time_ms,
@@ -452,6 +457,15 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     };
     let genesis = Genesis::new(&spec);
     datadir.bind_genesis(genesis.header.hash_slow())?;
+    if let Some(done) = unwind::apply_requested(&config.datadir).map_err(config::ConfigError)? {
+        tracing::warn!(
+            keep = done.keep,
+            bytes_cut = done.bytes_cut,
+            checkpoints_removed = done.checkpoints_removed,
+            "unwound the chain: the log is cut after block {} (an L1 reorg dropped the data of later blocks)",
+            done.keep
+        );
+    }
     let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
     drop(genesis);
     for note in config.cores.unused() {
@@ -464,9 +478,11 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         (booted, da_mode),
         &config.datadir,
     )?;
-    if let Some(addr) = config.metrics_addr {
+    let mut metrics_bound = None;
+    if let Some(addr) = restarted_addr(RESTART_METRICS_ADDR).or(config.metrics_addr) {
         let bound = metrics_http::serve(addr)?;
         println!("metrics on http://{bound}/metrics");
+        metrics_bound = Some(bound);
     }
     let mut signals = signals()?;
     println!("websocket on ws://{rpc_addr}");
@@ -475,9 +491,51 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     }
     // The readiness line, on stdout for scripts and supervisors (logs go to stderr).
     println!("listening on http://{rpc_addr}");
-    signals.forever().next();
+    let unwinding = signals
+        .forever()
+        .find(|&signal| signal != SIGUSR1 || unwind::requested(&config.datadir))
+        == Some(SIGUSR1);
     drain_before_exit(node);
+    if unwinding {
+        let addrs = [
+            (RESTART_RPC_ADDR, Some(rpc_addr)),
+            (RESTART_WS_ADDR, ws_addr),
+            (RESTART_METRICS_ADDR, metrics_bound),
+        ];
+        return Err(AppError::Restart(restart(&addrs)));
+    }
     std::process::exit(0);
+}
+
+/// Environment variables that carry the bound addresses to a restart (so
+/// that port 0 means the same port again).
+const RESTART_RPC_ADDR: &str = "FULMEN_RESTART_RPC_ADDR";
+const RESTART_WS_ADDR: &str = "FULMEN_RESTART_WS_ADDR";
+const RESTART_METRICS_ADDR: &str = "FULMEN_RESTART_METRICS_ADDR";
+
+/// An address a restart carried over.
+fn restarted_addr(var: &str) -> Option<SocketAddr> {
+    std::env::var(var).ok()?.parse().ok()
+}
+
+/// Runs this same command again in this process (same pid, so a
+/// supervisor sees no exit), with the bound addresses carried over; the
+/// datadir's lock and every socket close on exec. Returns only on failure.
+fn restart(addrs: &[(&str, Option<SocketAddr>)]) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    tracing::warn!("restarting to unwind the chain");
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
+    for (var, addr) in addrs {
+        if let Some(addr) = addr {
+            command.env(var, addr.to_string());
+        }
+    }
+    command.exec()
 }
 
 /// Longest the node waits on SIGTERM for its log to drain.
@@ -550,7 +608,9 @@ fn resolve_port(addr: SocketAddr) -> Result<SocketAddr, AppError> {
 
 /// Installs the SIGTERM/SIGINT handlers (before the readiness line, so that
 /// a supervisor's signal can never find the default action still in place).
+/// SIGUSR1 is the verifier's request to restart and unwind
+/// (`crate::unwind`); without a pending request it is ignored.
 fn signals() -> Result<signal_hook::iterator::Signals, AppError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(AppError::Signals)
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(AppError::Signals)
 }

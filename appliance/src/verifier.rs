@@ -53,8 +53,12 @@ pub(crate) fn start(
         .spawn(move || {
             on_start();
             fulmen_da::post::load_kzg_settings();
-            let e = Follower::new(v).run();
-            tracing::error!("verifier: {e}; this node stops following L1 and serves what it has");
+            match Follower::new(v).run() {
+                Ok(unwinding) => tracing::warn!("verifier: {unwinding}"),
+                Err(e) => tracing::error!(
+                    "verifier: {e}; this node stops following L1 and serves what it has"
+                ),
+            }
         })
         .map_err(|e| format!("cannot start the verifier thread: {e}"))
 }
@@ -76,6 +80,21 @@ struct Follower {
     datadir: std::path::PathBuf,
     /// Hashes of the last L1 blocks read, to notice an L1 reorg.
     read: std::collections::BTreeMap<u64, alloy_primitives::B256>,
+    /// For each L2 block a channel in the L1 blocks of `read` carried: the
+    /// L1 block a restart may resume reading at, and the L1 block the
+    /// channel landed in (the last carrier read).
+    carried: std::collections::BTreeMap<u64, Carried>,
+    /// Where reading L1 starts when nothing better is known.
+    l1_start_block: u64,
+}
+
+/// Where an L2 block came from on L1.
+#[derive(Debug, Clone, Copy)]
+struct Carried {
+    /// A restart that reads L1 from here finds every later block.
+    resume_l1: u64,
+    /// The L1 block its channel landed in.
+    landed: u64,
 }
 
 /// L1 blocks whose hashes are kept to find where an L1 reorg forked.
@@ -135,6 +154,8 @@ impl Follower {
             next_l2,
             origins: std::collections::VecDeque::new(),
             read: std::collections::BTreeMap::new(),
+            carried: std::collections::BTreeMap::new(),
+            l1_start_block: v.config.l1_start_block,
             datadir: v.datadir,
             poll: Duration::from_millis(v.config.poll_ms),
             spec: v.spec,
@@ -143,12 +164,14 @@ impl Follower {
         }
     }
 
-    /// Follows L1 until the chains differ or the seq core is gone.
-    fn run(mut self) -> String {
+    /// Follows L1 until it must unwind (`Ok`, once the restart is asked
+    /// for), or the chains differ or the seq core is gone (`Err`).
+    fn run(mut self) -> Result<String, String> {
         loop {
             match self.round() {
                 Ok(()) => {}
-                Err(Stop::Fatal(e)) => return e,
+                Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::Unwind { keep, resume_l1 }) => return self.ask_unwind(keep, resume_l1),
                 Err(Stop::L1(e)) => {
                     tracing::warn!(error = %e, "verifier: L1; retrying");
                     fulmen_chain::metrics::METRICS
@@ -203,6 +226,14 @@ impl Follower {
         while self.read.len() as u64 > L1_HASHES_KEPT {
             self.read.pop_first();
         }
+        let oldest = self.read.first_key_value().map_or(number, |(n, _)| *n);
+        while self
+            .carried
+            .first_key_value()
+            .is_some_and(|(_, c)| c.landed < oldest)
+        {
+            self.carried.pop_first();
+        }
         let bytes: usize = blobs
             .iter()
             .map(|t| t.blobs.len() * fulmen_da::blob::BLOB_BYTES)
@@ -224,7 +255,7 @@ impl Follower {
                     .blocks
                     .last()
                     .map_or(channel.l1_block, |b| b.l1_origin_num.min(channel.l1_block));
-                self.apply_span(span, origin)?;
+                self.apply_span(span, origin, channel.l1_block)?;
             }
         }
         Ok(())
@@ -232,10 +263,17 @@ impl Follower {
 
     /// Hands the span's blocks this node does not have yet to the seq core,
     /// after checking that the span's parent is one of this node's blocks.
-    fn apply_span(&mut self, span: &SpanBatch, origin: u64) -> Result<(), Stop> {
+    fn apply_span(&mut self, span: &SpanBatch, origin: u64, landed: u64) -> Result<(), Stop> {
         let parent = self.find_parent(span)?;
         for (i, block) in span.blocks.iter().enumerate() {
             let number = parent + 1 + i as u64;
+            self.carried.insert(
+                number,
+                Carried {
+                    resume_l1: origin,
+                    landed,
+                },
+            );
             if number < self.next_l2 {
                 continue;
             }
@@ -267,11 +305,10 @@ impl Follower {
         Ok(())
     }
 
-    /// If L1 replaced blocks already read, reads again from the first
-    /// replaced one. Blocks derived from them are kept: L2 blocks never
-    /// change once posted, so what L1 carries again must rebuild the same
-    /// blocks (each span's parent check holds the verifier to that), and
-    /// channels posted anew in the replaced heights are found.
+    /// If L1 replaced blocks already read: when L2 blocks were derived
+    /// from the replaced blocks, asks for an unwind to the block before the
+    /// first of them ([`Stop::Unwind`]); otherwise reads L1 again from the
+    /// first replaced block, where channels may have been posted anew.
     fn rewind_after_l1_reorg(&mut self) -> Result<(), Stop> {
         let mut fork = None;
         for (&number, &hash) in self.read.iter().rev() {
@@ -281,16 +318,60 @@ impl Follower {
             }
             fork = Some(number);
         }
-        if let Some(first) = fork {
+        let Some(first) = fork else {
+            return Ok(());
+        };
+        let dropped = self
+            .carried
+            .iter()
+            .find(|(_, c)| c.landed >= first)
+            .map(|(l2, _)| *l2);
+        if let Some(lowest) = dropped.filter(|l2| *l2 > 0) {
+            let keep = lowest - 1;
+            let resume_l1 = self
+                .carried
+                .get(&keep)
+                .map_or_else(|| self.resume_l1_for(keep), |c| c.resume_l1.min(first));
             tracing::warn!(
-                from = first,
-                was_at = self.next_l1,
-                "verifier: an L1 reorg replaced blocks already read; reading L1 again from there"
+                l1_from = first,
+                l2_from = lowest,
+                keep,
+                "verifier: an L1 reorg dropped the L1 blocks that L2 blocks were derived from; unwinding them"
             );
-            self.read.retain(|n, _| *n < first);
-            self.next_l1 = first;
+            return Err(Stop::Unwind { keep, resume_l1 });
         }
+        tracing::warn!(
+            from = first,
+            was_at = self.next_l1,
+            "verifier: an L1 reorg replaced blocks already read; reading L1 again from there"
+        );
+        self.read.retain(|n, _| *n < first);
+        self.next_l1 = first;
         Ok(())
+    }
+
+    /// Where a restart at L2 block `keep` reads L1 from, when `carried`
+    /// does not say: the resume file's point if it is at or below `keep`,
+    /// else `l1_start_block`.
+    fn resume_l1_for(&self, keep: u64) -> u64 {
+        resume_point(&self.datadir, keep).map_or(self.l1_start_block, |(_, l1)| l1)
+    }
+
+    /// Notes where to resume and asks for the unwind to block `keep`
+    /// (`crate::unwind`), then wakes `main`, which restarts the node.
+    fn ask_unwind(&self, keep: u64, resume_l1: u64) -> Result<String, String> {
+        let asked = crate::unwind::write_durably(
+            &self.datadir,
+            RESUME_FILE,
+            &format!("{keep} {resume_l1}\n"),
+        )
+        .and_then(|()| crate::unwind::request(&self.datadir, keep));
+        asked.map_err(|e| format!("cannot ask for the unwind to block {keep}: {e}"))?;
+        signal_hook::low_level::raise(signal_hook::consts::SIGUSR1)
+            .map_err(|e| format!("cannot restart to unwind to block {keep}: {e}"))?;
+        Ok(format!(
+            "unwinding to L2 block {keep}: the node restarts and reads L1 again from block {resume_l1}"
+        ))
     }
 
     /// Notes the resume point of the last handed-over block now sealed
@@ -348,6 +429,11 @@ impl Follower {
 enum Stop {
     L1(String),
     Fatal(String),
+    /// L2 blocks after `keep` were derived from L1 blocks a reorg dropped.
+    Unwind {
+        keep: u64,
+        resume_l1: u64,
+    },
 }
 
 impl From<L1Error> for Stop {

@@ -120,10 +120,18 @@ fn wait_derived(sequencer: &Proc, verifier: &Proc) -> u64 {
         block_number(sequencer.addr, "safe") > last
     });
     let safe = block_number(sequencer.addr, "safe");
+    // An unwind restarts the verifier: it may not answer for a moment.
     wait_until(
         90,
         "the verifier derives up to the sequencer's safe",
-        || block_number(verifier.addr, "latest") >= safe,
+        || {
+            try_rpc(
+                verifier.addr,
+                "eth_getBlockByNumber",
+                json!(["latest", false]),
+            )
+            .is_ok_and(|b| quantity(&b["number"]) >= safe)
+        },
     );
     safe
 }
@@ -248,5 +256,42 @@ fn an_l1_reorg_under_the_verifier_is_read_again_and_the_chains_still_agree() {
     call(l1.addr, "anvil_rollback", json!([5]));
     send_transfers(sequencer.addr, &mut nonces, 200);
     let safe = wait_derived(&sequencer, &verifier);
+    assert_same_chain(sequencer.addr, verifier.addr, safe);
+}
+
+#[test]
+fn an_l1_reorg_that_drops_batches_for_good_unwinds_the_verifier_which_derives_again() {
+    let l1 = start_l1("prague", "1");
+    let seq_dir = tempdir::TempDir::new("fulmen-seq-unwind");
+    let ver_dir = tempdir::TempDir::new("fulmen-ver-unwind");
+    let config = da_config("");
+    let sequencer = start_node(&seq_dir.0, &l1.url(), &config);
+    let verifier = start_verifier(&ver_dir.0, &l1.url(), &config);
+    let mut nonces = [0; 4];
+    send_transfers(sequencer.addr, &mut nonces, 200);
+    let kept = wait_derived(&sequencer, &verifier);
+    let l1_mark = block_number(l1.addr, "latest");
+    send_transfers(sequencer.addr, &mut nonces, 200);
+    let derived = wait_derived(&sequencer, &verifier);
+    assert!(derived > kept);
+    // The sequencer stops, so nothing is posted again, and L1 drops every
+    // block after the mark: the batches of the second round are gone.
+    signal(&sequencer, "STOP");
+    let depth = block_number(l1.addr, "latest") - l1_mark;
+    call(l1.addr, "anvil_rollback", json!([depth]));
+    let line = wait_line(&verifier, "unwound the chain", 60);
+    let keep: u64 = line
+        .split("keep=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no keep= in {line}"));
+    eprintln!("derived {derived}, {line}");
+    assert!(keep < derived, "{line}");
+    wait_line(&verifier, "listening on", 60);
+    signal(&sequencer, "CONT");
+    send_transfers(sequencer.addr, &mut nonces, 100);
+    let safe = wait_derived(&sequencer, &verifier);
+    assert!(safe > derived);
     assert_same_chain(sequencer.addr, verifier.addr, safe);
 }

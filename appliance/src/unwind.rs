@@ -1,0 +1,197 @@
+//! Unwinding a verifier's chain to an earlier block.
+//!
+//! When an L1 reorg drops the L1 blocks that some of a verifier's L2 blocks
+//! were derived from, those L2 blocks no longer follow from L1. The
+//! verifier (`crate::verifier`) then asks for an unwind: it writes
+//! [`UNWIND_FILE`] naming the last block to keep, and restarts the process
+//! (`main`'s SIGUSR1 path: drain the log, then exec the same command). At
+//! the start, before boot reads the log, [`apply_requested`] cuts the log
+//! just after that block's seal record and removes the checkpoints above
+//! it; boot then rebuilds the chain up to that block from the log as it
+//! always does, and the verifier derives again from L1.
+//!
+//! Each step can be repeated: a crash part way leaves the request in place,
+//! and the next start cuts again (a cut at a block the log no longer passes
+//! changes nothing). The request file is removed last.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use fulmen_chain::persist::{decode_mini_block, decode_seal};
+use fulmen_storage::checkpoint;
+use fulmen_storage::disk::DiskDir;
+use fulmen_storage::log::{LogDir, read_log, segment_name};
+use fulmen_storage::record::{HEADER_BYTES, RecordKind};
+
+use crate::datadir::{checkpoint_dir, log_dir};
+
+/// The file in the datadir that asks the next start to unwind: the number
+/// of the last block to keep, in decimal.
+pub(crate) const UNWIND_FILE: &str = "verifier-unwind";
+
+/// Zeros written per call when cutting a segment.
+const ZEROS_CHUNK_BYTES: usize = 1 << 20;
+
+/// Asks the next start to unwind the chain to block `keep` (written to a
+/// temporary file, flushed, and renamed into place).
+pub(crate) fn request(datadir: &Path, keep: u64) -> io::Result<()> {
+    write_durably(datadir, UNWIND_FILE, &format!("{keep}\n"))
+}
+
+/// True when an unwind is asked for.
+pub(crate) fn requested(datadir: &Path) -> bool {
+    datadir.join(UNWIND_FILE).exists()
+}
+
+/// Writes `name` in `dir` so that a crash leaves the old or the new
+/// contents: a temporary file, flushed, renamed, and the directory flushed.
+pub(crate) fn write_durably(dir: &Path, name: &str, text: &str) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+/// What an unwind did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Unwound {
+    /// The last block kept.
+    pub keep: u64,
+    /// Bytes of log records cut off.
+    pub bytes_cut: u64,
+    /// Checkpoint files removed.
+    pub checkpoints_removed: usize,
+}
+
+/// Applies an unwind asked for in `datadir` (see the module's
+/// documentation); `None` when none is.
+pub(crate) fn apply_requested(datadir: &Path) -> Result<Option<Unwound>, String> {
+    let path = datadir.join(UNWIND_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let keep: u64 = text.trim().parse().map_err(|_| {
+        format!(
+            "{} does not hold a block number ({:?}); remove it to start without unwinding",
+            path.display(),
+            text.trim()
+        )
+    })?;
+    let unwound = cut_after(datadir, keep)?;
+    std::fs::remove_file(&path)
+        .and_then(|()| File::open(datadir)?.sync_all())
+        .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    Ok(Some(unwound))
+}
+
+/// Cuts the log of `datadir` after block `keep`'s seal and removes the
+/// checkpoints of later blocks.
+fn cut_after(datadir: &Path, keep: u64) -> Result<Unwound, String> {
+    let logs = log_dir(datadir);
+    let dir = DiskDir::for_reading(&logs);
+    let (recovery, _) =
+        read_log(&dir).map_err(|e| format!("cannot read the log to unwind it: {e}"))?;
+    let names = dir
+        .list()
+        .map_err(|e| format!("cannot list {}: {e}", logs.display()))?;
+    let mut segments: Vec<u64> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".seg")?.parse().ok())
+        .collect();
+    segments.sort_unstable();
+    // The first record of a later block. A block's seal may follow the
+    // next block's first mini-blocks (the root is computed while the next
+    // block runs): such a seal is cut too, and boot seals that block again
+    // from its mini-blocks, as after a crash.
+    let mut cut = None;
+    for (at, kind, payload) in &recovery.records {
+        let block = match kind {
+            RecordKind::MiniBlock => decode_mini_block(payload).map(|m| m.ctx.number),
+            RecordKind::BlockSeal => decode_seal(payload).map(|s| s.header.number),
+            _ => continue,
+        }
+        .map_err(|e| format!("unwind: the record at {at:?} does not decode: {e}"))?;
+        if block > keep {
+            cut = Some(*at);
+            break;
+        }
+    }
+    let bytes_cut = cut.map_or(0, |cut| {
+        recovery
+            .records
+            .iter()
+            .filter(|(at, _, _)| *at >= cut)
+            .map(|(_, _, payload)| (HEADER_BYTES + payload.len()) as u64)
+            .sum()
+    });
+    let checkpoints_removed = remove_checkpoints_above(datadir, keep)?;
+    let Some(cut) = cut else {
+        // The log does not reach past `keep`: nothing to cut.
+        return Ok(Unwound {
+            keep,
+            bytes_cut: 0,
+            checkpoints_removed,
+        });
+    };
+    let io_error = |what: &str, e: io::Error| format!("unwind: cannot {what}: {e}");
+    for &segment in segments.iter().rev().filter(|&&s| s > cut.segment) {
+        let path = logs.join(segment_name(segment));
+        std::fs::remove_file(&path)
+            .map_err(|e| io_error(&format!("remove {}", path.display()), e))?;
+    }
+    let name = segment_name(cut.segment);
+    let dirty_end = {
+        let bytes = dir
+            .map(&name)
+            .map_err(|e| io_error(&format!("read {name}"), e))?;
+        bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |p| p as u64 + 1)
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(logs.join(&name))
+        .map_err(|e| io_error(&format!("open {name}"), e))?;
+    let zeros = vec![0u8; ZEROS_CHUNK_BYTES];
+    let mut at = cut.offset;
+    while at < dirty_end {
+        let n = (dirty_end - at).min(ZEROS_CHUNK_BYTES as u64) as usize;
+        file.write_all_at(&zeros[..n], at)
+            .map_err(|e| io_error(&format!("zero {name}"), e))?;
+        at += n as u64;
+    }
+    file.sync_all()
+        .and_then(|()| File::open(&logs)?.sync_all())
+        .map_err(|e| io_error("flush the log", e))?;
+    Ok(Unwound {
+        keep,
+        bytes_cut,
+        checkpoints_removed,
+    })
+}
+
+/// Removes the checkpoint files of blocks after `keep`.
+fn remove_checkpoints_above(datadir: &Path, keep: u64) -> Result<usize, String> {
+    let dir = checkpoint_dir(datadir);
+    let found = checkpoint::list(&DiskDir::for_reading(&dir))
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut removed = 0;
+    for (number, name) in found.into_iter().filter(|(n, _)| *n > keep) {
+        std::fs::remove_file(dir.join(&name)).map_err(|e| {
+            format!("unwind: cannot remove checkpoint {name} (block {number}): {e}")
+        })?;
+        removed += 1;
+    }
+    if removed > 0 {
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("unwind: cannot flush {}: {e}", dir.display()))?;
+    }
+    Ok(removed)
+}
