@@ -268,6 +268,7 @@ impl Host for NodeHost {
             timestamp: block.header.timestamp,
             l1_origin: Default::default(),
             txs: block.txs.iter().map(|t| t.tx.envelope.clone()).collect(),
+            header: block.header.clone(),
         })
     }
 

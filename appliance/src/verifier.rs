@@ -171,6 +171,7 @@ impl Follower {
             match self.round() {
                 Ok(()) => {}
                 Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::SeqCoreStopped) => return Err(self.after_seq_core_stopped()),
                 Err(Stop::Unwind { keep, resume_l1 }) => return self.ask_unwind(keep, resume_l1),
                 Err(Stop::L1(e)) => {
                     tracing::warn!(error = %e, "verifier: L1; retrying");
@@ -255,7 +256,7 @@ impl Follower {
                     .blocks
                     .last()
                     .map_or(channel.l1_block, |b| b.l1_origin_num.min(channel.l1_block));
-                self.apply_span(span, origin, channel.l1_block)?;
+                self.apply_span(span, origin, channel.l1_block, &channel.headers)?;
             }
         }
         Ok(())
@@ -263,7 +264,13 @@ impl Follower {
 
     /// Hands the span's blocks this node does not have yet to the seq core,
     /// after checking that the span's parent is one of this node's blocks.
-    fn apply_span(&mut self, span: &SpanBatch, origin: u64, landed: u64) -> Result<(), Stop> {
+    fn apply_span(
+        &mut self,
+        span: &SpanBatch,
+        origin: u64,
+        landed: u64,
+        headers: &[alloy_consensus::Header],
+    ) -> Result<(), Stop> {
         let parent = self.find_parent(span)?;
         for (i, block) in span.blocks.iter().enumerate() {
             let number = parent + 1 + i as u64;
@@ -274,7 +281,9 @@ impl Follower {
                     landed,
                 },
             );
+            let expected = headers.iter().find(|h| h.number == number).cloned();
             if number < self.next_l2 {
+                self.check_known(number, expected.as_ref())?;
                 continue;
             }
             let mut txs = Vec::with_capacity(block.txs.len());
@@ -291,9 +300,10 @@ impl Follower {
                 number,
                 timestamp: block.timestamp,
                 txs,
+                expected,
             };
             futures::executor::block_on(self.derived.send(derived))
-                .map_err(|_| Stop::Fatal("the seq core stopped".into()))?;
+                .map_err(|_| Stop::SeqCoreStopped)?;
             self.next_l2 = number + 1;
             self.origins.push_back((number, origin));
             let da = &fulmen_chain::metrics::METRICS.da;
@@ -303,6 +313,28 @@ impl Follower {
                 .store(block.timestamp, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// A block this node has, carried again: its header must still be the
+    /// one the sequencer committed to.
+    fn check_known(
+        &self,
+        number: u64,
+        expected: Option<&alloy_consensus::Header>,
+    ) -> Result<(), Stop> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let view = self.published.load();
+        let Some(ours) = view.block(number) else {
+            return Ok(());
+        };
+        match fulmen_chain::header_diff::first_difference(&ours.header, expected) {
+            None => Ok(()),
+            Some(diff) => Err(Stop::Fatal(format!(
+                "L2 block {number}, which this node has, is not the sequencer's: {diff}"
+            ))),
+        }
     }
 
     /// If L1 replaced blocks already read: when L2 blocks were derived
@@ -355,6 +387,22 @@ impl Follower {
     /// else `l1_start_block`.
     fn resume_l1_for(&self, keep: u64) -> u64 {
         resume_point(&self.datadir, keep).map_or(self.l1_start_block, |(_, l1)| l1)
+    }
+
+    /// The seq core halted: what it logged but did not make visible (a
+    /// block that failed its checks) must not be served after a restart
+    /// either, so the next start unwinds to the last block served.
+    fn after_seq_core_stopped(&self) -> String {
+        let served = self.published.load().head().header.number;
+        match crate::unwind::request(&self.datadir, served) {
+            Ok(()) => format!(
+                "the seq core stopped (its error above says why); the next start unwinds to block {served}, \
+                 the last this node served, and derives again from there"
+            ),
+            Err(e) => format!(
+                "the seq core stopped (its error above says why); cannot ask for an unwind: {e}"
+            ),
+        }
     }
 
     /// Notes where to resume and asks for the unwind to block `keep`
@@ -419,7 +467,7 @@ impl Follower {
             }
             drop(view);
             if self.derived.is_closed() {
-                return Err(Stop::Fatal("the seq core stopped".into()));
+                return Err(Stop::SeqCoreStopped);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -434,6 +482,9 @@ enum Stop {
         keep: u64,
         resume_l1: u64,
     },
+    /// The seq core halted (it logged why: a derived block that is not the
+    /// sequencer's, or the log).
+    SeqCoreStopped,
 }
 
 impl From<L1Error> for Stop {

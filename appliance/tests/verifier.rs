@@ -295,3 +295,36 @@ fn an_l1_reorg_that_drops_batches_for_good_unwinds_the_verifier_which_derives_ag
     assert!(safe > derived);
     assert_same_chain(sequencer.addr, verifier.addr, safe);
 }
+
+#[test]
+fn a_verifier_that_computes_another_header_stops_naming_the_field_and_never_serves_the_block() {
+    let l1 = start_l1("prague", "1");
+    let seq_dir = tempdir::TempDir::new("fulmen-seq-differ");
+    let ver_dir = tempdir::TempDir::new("fulmen-ver-differ");
+    let sequencer = start_node(&seq_dir.0, &l1.url(), &da_config(""));
+    let mut nonces = [0; 4];
+    send_transfers(sequencer.addr, &mut nonces, 50);
+    // Another fee recipient: the same transactions give other headers.
+    let other = format!(
+        "coinbase = \"0x00000000000000000000000000000000000000aa\"\n{}",
+        da_config("")
+    );
+    let mut verifier = start_verifier(&ver_dir.0, &l1.url(), &other);
+    let line = wait_line(&verifier, "is not the sequencer's", 90);
+    assert!(line.contains("miner"), "the first differing field: {line}");
+    let number: u64 = line
+        .split("L2 block ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no block number in {line}"));
+    let served = |addr| block_number(addr, "latest");
+    assert!(served(verifier.addr) < number);
+    assert!(block(verifier.addr, number).is_null());
+    // Nor after a restart: it unwinds what it logged and stops again.
+    verifier.terminate();
+    let verifier = start_verifier(&ver_dir.0, &l1.url(), &other);
+    wait_line(&verifier, "is not the sequencer's", 90);
+    assert!(served(verifier.addr) < number);
+    assert!(block(verifier.addr, number).is_null());
+}

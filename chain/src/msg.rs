@@ -110,6 +110,10 @@ pub struct DerivedBlock {
     pub timestamp: u64,
     /// Its transactions, senders recovered, in block order.
     pub txs: Vec<RecoveredTx>,
+    /// The header the sequencer sealed for it, when L1 carried one
+    /// (`fulmen_da::commit`): the block is made visible only if this node
+    /// computes the same header.
+    pub expected: Option<alloy_consensus::Header>,
 }
 
 /// What a net core asks of the sequencer.

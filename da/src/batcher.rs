@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use alloy_consensus::TxEnvelope;
+use alloy_consensus::{Header, TxEnvelope};
 use alloy_eips::BlockNumHash;
 use alloy_eips::eip4844::Blob;
 use alloy_primitives::{B256, keccak256};
@@ -41,6 +41,9 @@ pub struct L2Block {
     pub l1_origin: BlockNumHash,
     /// Its transactions, in block order.
     pub txs: Vec<TxEnvelope>,
+    /// The header the node sealed (posted in the channel's header
+    /// commitment, `crate::commit`).
+    pub header: Header,
 }
 
 /// Where the batcher starts: the last block already in a channel (or the
@@ -76,12 +79,34 @@ pub struct ChannelPlan {
     pub channel_bytes: usize,
     /// Its frames, one per blob, grouped into L1 transactions in frame order.
     pub l1_txs: Vec<Vec<Blob>>,
+    /// The calldata of its first L1 transaction: the commitment to its
+    /// blocks' headers (`crate::commit`); the others carry none.
+    pub headers: alloy_primitives::Bytes,
 }
 
 impl ChannelPlan {
     /// Blobs in all its L1 transactions.
     pub fn blobs(&self) -> usize {
         self.l1_txs.iter().map(Vec::len).sum()
+    }
+
+    /// The calldata of its L1 transaction `index`.
+    pub fn calldata(&self, index: usize) -> alloy_primitives::Bytes {
+        if index == 0 {
+            self.headers.clone()
+        } else {
+            alloy_primitives::Bytes::new()
+        }
+    }
+
+    /// Each L1 transaction's blobs and calldata, to sign.
+    pub fn groups(&self) -> Vec<(&[Blob], &alloy_primitives::Bytes)> {
+        static NONE: alloy_primitives::Bytes = alloy_primitives::Bytes::new();
+        self.l1_txs
+            .iter()
+            .enumerate()
+            .map(|(i, blobs)| (blobs.as_slice(), if i == 0 { &self.headers } else { &NONE }))
+            .collect()
     }
 }
 
@@ -288,6 +313,12 @@ impl Batcher {
                 .chunks(self.blobs_per_tx)
                 .map(<[Blob]>::to_vec)
                 .collect(),
+            headers: crate::commit::encode_headers_within(
+                &consumed
+                    .iter()
+                    .map(|b| b.header.clone())
+                    .collect::<Vec<_>>(),
+            ),
         };
         assert_eq!(plan.last_block - plan.first_block + 1, taken as u64);
         Ok(Some(plan))

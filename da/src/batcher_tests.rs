@@ -54,6 +54,12 @@ fn chain(count: u64, txs_per_block: u64, gap_after: u64) -> Vec<L2Block> {
                 timestamp,
                 l1_origin: origin(100 + number / 10),
                 txs,
+                header: alloy_consensus::Header {
+                    number,
+                    parent_hash: parent,
+                    timestamp,
+                    ..Default::default()
+                },
             };
             parent = hash;
             timestamp += if number == gap_after { 2 } else { 1 };
@@ -193,6 +199,7 @@ fn a_block_larger_than_the_target_gets_its_own_channel_over_several_txs() {
         timestamp: 1_700_000_000,
         l1_origin: origin(100),
         txs: vec![tx],
+        header: alloy_consensus::Header::default(),
     };
     let mut batcher = Batcher::new(CHAIN, 2, start()).unwrap();
     batcher.push(block.clone()).unwrap();

@@ -69,6 +69,15 @@ pub enum Ignored {
         /// What is wrong.
         detail: String,
     },
+    /// Calldata that is not a header commitment (the channel derives
+    /// without one).
+    #[error("L1 tx {tx}: {detail}")]
+    Commitment {
+        /// The tx.
+        tx: B256,
+        /// What is wrong.
+        detail: String,
+    },
     /// A frame the channel bank refused, or a channel that does not decode.
     #[error("channel {channel}: {detail}")]
     Channel {
@@ -88,6 +97,10 @@ pub struct DerivedChannel {
     pub channel: ChannelId,
     /// Its span batches, in order.
     pub spans: Vec<SpanBatch>,
+    /// The headers the sequencer sealed for its blocks, from the header
+    /// commitment of the tx that carried its first frame
+    /// (`crate::commit`); empty when it carried none.
+    pub headers: Vec<alloy_consensus::Header>,
 }
 
 /// The blobs of one batcher tx, with the versioned hashes the tx commits to.
@@ -99,6 +112,8 @@ pub struct BatcherBlobs {
     pub blobs: Vec<Blob>,
     /// Its `blob_versioned_hashes`.
     pub hashes: Vec<B256>,
+    /// Its calldata (a header commitment, `crate::commit`, or empty).
+    pub input: alloy_primitives::Bytes,
 }
 
 /// A batcher blob tx found in an L1 block.
@@ -111,6 +126,8 @@ pub struct BatcherTx {
     pub first_blob: usize,
     /// Its `blob_versioned_hashes`.
     pub hashes: Vec<B256>,
+    /// Its calldata.
+    pub input: alloy_primitives::Bytes,
 }
 
 /// How the beacon API names a block's blobs.
@@ -129,6 +146,8 @@ pub struct Deriver {
     config: DeriveConfig,
     /// Open channels, with the L1 block of their first frame.
     open: BTreeMap<ChannelId, (ChannelIn, u64)>,
+    /// Header commitments of open channels, from the tx with frame 0.
+    headers: BTreeMap<ChannelId, Vec<alloy_consensus::Header>>,
 }
 
 impl Deriver {
@@ -137,6 +156,7 @@ impl Deriver {
         Self {
             config,
             open: BTreeMap::new(),
+            headers: BTreeMap::new(),
         }
     }
 
@@ -155,6 +175,13 @@ impl Deriver {
         let mut done = Vec::new();
         let mut ignored = Vec::new();
         for tx in txs {
+            let headers = match crate::commit::decode_headers(&tx.input) {
+                Ok(headers) => headers,
+                Err(detail) => {
+                    ignored.push(Ignored::Commitment { tx: tx.tx, detail });
+                    Vec::new()
+                }
+            };
             for (index, blob) in tx.blobs.iter().enumerate() {
                 let hash_ok = tx
                     .hashes
@@ -170,6 +197,9 @@ impl Deriver {
                 match frames {
                     Ok(frames) => {
                         for frame in frames {
+                            if frame.number == 0 && !headers.is_empty() {
+                                self.headers.insert(frame.channel_id, headers.clone());
+                            }
                             self.add_frame(l1_block, frame, &mut done, &mut ignored);
                         }
                     }
@@ -201,6 +231,7 @@ impl Deriver {
             ignored.push(channel_ignored(&id, e.to_string()));
             if matches!(e, crate::channel::ChannelError::Oversized { .. }) {
                 self.open.remove(&id);
+                self.headers.remove(&id);
             }
             return;
         }
@@ -208,11 +239,13 @@ impl Deriver {
             return;
         }
         let (channel, _) = self.open.remove(&id).expect("just found");
+        let headers = self.headers.remove(&id).unwrap_or_default();
         match self.spans(&channel) {
             Ok(spans) => done.push(DerivedChannel {
                 l1_block,
                 channel: id,
                 spans,
+                headers,
             }),
             Err(detail) => ignored.push(channel_ignored(&id, detail)),
         }
@@ -238,6 +271,7 @@ impl Deriver {
             .collect();
         for id in stale {
             self.open.remove(&id);
+            self.headers.remove(&id);
             ignored.push(channel_ignored(
                 &id,
                 format!("incomplete after {timeout} L1 blocks; dropped"),
@@ -251,6 +285,7 @@ impl Deriver {
                 .map(|(id, _)| *id)
                 .expect("not empty");
             self.open.remove(&oldest);
+            self.headers.remove(&oldest);
             ignored.push(channel_ignored(
                 &oldest,
                 "too many open channels; the oldest dropped".into(),
@@ -288,6 +323,7 @@ pub fn fetch_batcher_blobs(
         tx,
         first_blob: first,
         hashes,
+        input,
     } in wanted
     {
         let Some(mine) = blobs.get(first..first + hashes.len()) else {
@@ -305,6 +341,7 @@ pub fn fetch_batcher_blobs(
             tx,
             blobs: mine.to_vec(),
             hashes,
+            input,
         });
     }
     Ok((out, ignored))
@@ -326,6 +363,7 @@ pub fn select_batcher_txs(
                     tx: tx.hash,
                     first_blob: blob_index,
                     hashes: tx.blob_versioned_hashes.clone(),
+                    input: tx.input.clone(),
                 });
             } else {
                 ignored.push(Ignored::WrongSender {

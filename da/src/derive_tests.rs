@@ -48,6 +48,12 @@ fn plan(blocks: u64, txs: u64, blobs: usize) -> (ChannelPlan, Vec<L2Block>) {
             parent_hash: parent,
             timestamp: CHAIN.genesis_timestamp + number,
             l1_origin: BlockNumHash::default(),
+            header: alloy_consensus::Header {
+                number,
+                parent_hash: parent,
+                timestamp: CHAIN.genesis_timestamp + number,
+                ..Default::default()
+            },
             txs: (0..txs)
                 .map(|i| {
                     // 256 bytes that do not compress.
@@ -77,6 +83,7 @@ fn blobs_of(plan: &ChannelPlan) -> Vec<BatcherBlobs> {
                 .map(|b| blob_versioned_hash(b).unwrap())
                 .collect(),
             blobs: blobs.clone(),
+            input: plan.calldata(i),
         })
         .collect()
 }
@@ -99,6 +106,24 @@ fn a_posted_channel_derives_back_to_its_blocks() {
         assert_eq!((got.timestamp, &got.txs), (want.timestamp, &want.txs));
         assert_eq!(got.l1_origin_num, 9);
     }
+    // The headers the batcher committed to come with the channel.
+    let headers: Vec<_> = blocks.iter().map(|b| b.header.clone()).collect();
+    assert_eq!(done[0].headers, headers);
+}
+
+#[test]
+fn calldata_that_is_not_a_commitment_is_ignored_and_the_channel_still_derives() {
+    let (plan, _) = plan(2, 5, 1);
+    let mut txs = blobs_of(&plan);
+    txs[0].input = alloy_primitives::Bytes::from_static(b"\x07junk");
+    let mut deriver = Deriver::new(config());
+    let (done, ignored) = deriver.add_block(100, txs);
+    assert!(
+        matches!(&ignored[..], [Ignored::Commitment { .. }]),
+        "{ignored:?}"
+    );
+    assert_eq!(done.len(), 1);
+    assert!(done[0].headers.is_empty());
 }
 
 #[test]
@@ -145,6 +170,7 @@ fn blobs_that_do_not_match_their_hash_and_garbage_are_ignored_with_a_reason() {
         tx: B256::repeat_byte(5),
         hashes: vec![blob_versioned_hash(&garbage).unwrap()],
         blobs: vec![garbage],
+        input: Default::default(),
     }];
     let (done, ignored) = deriver.add_block(101, txs);
     assert!(done.is_empty());
@@ -167,6 +193,7 @@ fn only_the_batcher_s_blob_txs_to_the_inbox_count() {
         nonce: 0,
         tx_type: 3,
         blob_versioned_hashes: vec![B256::repeat_byte(hash); blobs],
+        input: Default::default(),
         max_fee_per_blob_gas: None,
         block_hash: None,
         block_number: None,
@@ -195,7 +222,8 @@ fn only_the_batcher_s_blob_txs_to_the_inbox_count() {
         vec![BatcherTx {
             tx: B256::repeat_byte(3),
             first_blob: 3,
-            hashes: vec![B256::repeat_byte(3); 3]
+            hashes: vec![B256::repeat_byte(3); 3],
+            input: Default::default(),
         }],
         "its blobs start after the 2 + 1 blobs before it"
     );

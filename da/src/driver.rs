@@ -41,7 +41,7 @@ use crate::batcher::{BatcherError, BatcherStart, L2Block, SPAN_TRY_BLOCKS_MAX};
 use crate::blob::Blob;
 use crate::frame::ChannelId;
 use crate::l1::{BlockTag, L1Client, L1Error, L1ForkSetting, L1Forks, L1Header, SendRefusal};
-use crate::post::{BlobFees, PostError, SidecarForm, blob_tx, bump};
+use crate::post::{BlobFees, PostError, SidecarForm, batcher_tx, bump};
 use crate::record::{DaRecord, Recipe, Submission};
 use crate::span_batch::SpanChain;
 use crate::tracker::{Posted, Tracker, TrackerError};
@@ -144,8 +144,9 @@ struct FlightTx {
     /// Every hash this tx was logged or signed with (replacements): any of
     /// them may be the one L1 includes.
     known: Vec<B256>,
-    /// Its blobs, to sign a replacement.
+    /// Its blobs and calldata, to sign a replacement.
     blobs: Vec<Blob>,
+    input: Bytes,
     /// Where L1 included it, once it has.
     included: Option<(u64, B256)>,
     /// What its inclusion cost (execution and blob gas), wei.
@@ -456,9 +457,12 @@ impl<H: Host> Driver<H> {
                     s.last_block
                 ))
             })?;
-        let signed = self.sign(connected, &plan.l1_txs, s.l1_nonce, &s.fees, now_secs())?;
+        let signed = self.sign(connected, &plan.groups(), s.l1_nonce, &s.fees, now_secs())?;
         let mut txs = Vec::with_capacity(signed.len());
-        for (index, (tx, blobs)) in signed.into_iter().zip(plan.l1_txs).enumerate() {
+        let inputs: Vec<Bytes> = (0..plan.l1_txs.len()).map(|i| plan.calldata(i)).collect();
+        for (index, ((tx, blobs), input)) in
+            signed.into_iter().zip(plan.l1_txs).zip(inputs).enumerate()
+        {
             let mut known = self.known_hashes(&posted.channel, index);
             if !known.contains(&tx.hash) {
                 // Expected only for a tx that landed before a replacement
@@ -476,6 +480,7 @@ impl<H: Host> Driver<H> {
                 hash: tx.hash,
                 known,
                 blobs,
+                input,
                 included: None,
                 paid_wei: 0,
             });
@@ -521,21 +526,21 @@ impl<H: Host> Driver<H> {
         known
     }
 
-    /// Signs one blob tx per blob group, nonces from `nonce`.
+    /// Signs one blob tx per (blobs, calldata) group, nonces from `nonce`.
     fn sign(
         &self,
         connected: Connected,
-        groups: &[Vec<Blob>],
+        groups: &[(&[Blob], &Bytes)],
         nonce: u64,
         fees: &BlobFees,
         l1_timestamp: u64,
     ) -> Result<Vec<crate::post::SignedBlobTx>, DriverError> {
         let form: SidecarForm = connected.forks.form_at(l1_timestamp);
         let mut out = Vec::with_capacity(groups.len());
-        for (i, blobs) in groups.iter().enumerate() {
-            out.push(blob_tx(
+        for (i, (blobs, input)) in groups.iter().enumerate() {
+            out.push(batcher_tx(
                 blobs,
-                self.config.inbox,
+                (self.config.inbox, input),
                 nonce + i as u64,
                 fees,
                 connected.l1_chain_id,
@@ -813,7 +818,7 @@ impl<H: Host> Driver<H> {
             let nonce = flight.submission.l1_nonce + i as u64;
             let mut one = self.sign(
                 connected,
-                std::slice::from_ref(&tx.blobs),
+                &[(tx.blobs.as_slice(), &tx.input)],
                 nonce,
                 &fees,
                 head.timestamp,
@@ -907,7 +912,7 @@ impl<H: Host> Driver<H> {
         let signed = self
             .sign(
                 connected,
-                &plan.l1_txs,
+                &plan.groups(),
                 self.next_nonce,
                 &fees,
                 head.timestamp,
@@ -959,14 +964,17 @@ impl<H: Host> Driver<H> {
             full,
             "DA: posting a channel"
         );
+        let inputs: Vec<Bytes> = (0..plan.l1_txs.len()).map(|i| plan.calldata(i)).collect();
         let txs = signed
             .into_iter()
             .zip(plan.l1_txs)
-            .map(|(tx, blobs)| FlightTx {
+            .zip(inputs)
+            .map(|((tx, blobs), input)| FlightTx {
                 raw: tx.raw,
                 hash: tx.hash,
                 known: vec![tx.hash],
                 blobs,
+                input,
                 included: None,
                 paid_wei: 0,
             })

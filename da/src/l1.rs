@@ -208,6 +208,9 @@ pub struct L1Tx {
     /// Versioned hashes of its blobs (type 3), in order.
     #[serde(default)]
     pub blob_versioned_hashes: Vec<B256>,
+    /// Calldata.
+    #[serde(default)]
+    pub input: alloy_primitives::Bytes,
     /// Blob fee cap (type 3).
     #[serde(default, with = "alloy_serde::quantity::opt")]
     pub max_fee_per_blob_gas: Option<u128>,

@@ -13,6 +13,7 @@
 pub mod batcher;
 pub mod blob;
 pub mod channel;
+pub mod commit;
 pub mod derive;
 pub mod driver;
 pub mod frame;

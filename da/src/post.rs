@@ -2,9 +2,10 @@
 //! fulmen's blobs, their fees and replacement bumps, and the default batch
 //! inbox address. Pure: no IO (the L1 calls are in [`crate::l1`]).
 //!
-//! A batcher tx sends no value and no calldata to the inbox, an EOA nobody
-//! holds the key of, so it always costs exactly 21,000 gas
-//! ([`BLOB_TX_GAS_LIMIT`]) plus its blob gas.
+//! A batcher tx sends no value to the inbox, an EOA nobody holds the key
+//! of, so it costs 21,000 gas ([`BLOB_TX_GAS_LIMIT`]), plus its calldata
+//! (a channel's first tx carries the header commitment, `crate::commit`;
+//! [`calldata_gas`]), plus its blob gas.
 
 use alloy_consensus::{
     SignableTransaction, TxEip4844, TxEip4844Variant, TxEip4844WithSidecar, TxEnvelope,
@@ -19,8 +20,20 @@ use alloy_signer_local::PrivateKeySigner;
 
 use crate::blob::{BLOBS_PER_TX_MAX, Blob};
 
-/// Gas limit of a batcher tx: a plain call to an EOA with empty calldata.
+/// Gas of a plain call to an EOA with empty calldata.
 pub const BLOB_TX_GAS_LIMIT: u64 = 21_000;
+
+/// Gas `input` costs as calldata: the larger of the standard price (4 per
+/// zero byte, 16 per other byte) and the EIP-7623 floor (10 per token, a
+/// token being a zero byte or a quarter of another byte), so the limit
+/// holds before and after Prague.
+pub fn calldata_gas(input: &[u8]) -> u64 {
+    let zeros = input.iter().filter(|b| **b == 0).count() as u64;
+    let others = input.len() as u64 - zeros;
+    let standard = 4 * zeros + 16 * others;
+    let floor = 10 * (zeros + 4 * others);
+    standard.max(floor)
+}
 /// Least blob fee cap fulmen offers, as op-batcher's tx manager does
 /// (`minBlobTxFee`): geth's blob pool suggests 1 gwei as a floor, and
 /// with the blob base fee at its 1 wei minimum a 2 wei cap would leave no
@@ -300,6 +313,28 @@ pub fn blob_tx(
     key: &PrivateKeySigner,
     form: SidecarForm,
 ) -> Result<SignedBlobTx, PostError> {
+    batcher_tx(
+        blobs,
+        (inbox, &Bytes::new()),
+        nonce,
+        fees,
+        chain_id,
+        key,
+        form,
+    )
+}
+
+/// As [`blob_tx`], to the inbox with calldata `input` (a header
+/// commitment), the gas limit covering it.
+pub fn batcher_tx(
+    blobs: &[Blob],
+    (inbox, input): (Address, &Bytes),
+    nonce: u64,
+    fees: &BlobFees,
+    chain_id: u64,
+    key: &PrivateKeySigner,
+    form: SidecarForm,
+) -> Result<SignedBlobTx, PostError> {
     if fees.max_priority_fee_per_gas > fees.max_fee_per_gas {
         return Err(PostError::TipAboveFeeCap {
             tip_wei: fees.max_priority_fee_per_gas,
@@ -312,7 +347,7 @@ pub fn blob_tx(
     let tx = TxEip4844 {
         chain_id,
         nonce,
-        gas_limit: BLOB_TX_GAS_LIMIT,
+        gas_limit: BLOB_TX_GAS_LIMIT + calldata_gas(input),
         max_fee_per_gas: fees.max_fee_per_gas,
         max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
         to: inbox,
@@ -320,7 +355,7 @@ pub fn blob_tx(
         access_list: Default::default(),
         blob_versioned_hashes: blob_versioned_hashes.clone(),
         max_fee_per_blob_gas: fees.max_fee_per_blob_gas,
-        input: Bytes::new(),
+        input: input.clone(),
     };
     // The signature covers the tx without its sidecar.
     let signature = key

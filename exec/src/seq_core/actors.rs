@@ -62,13 +62,34 @@ pub(super) async fn take_requests(
 /// [`take_requests`] does. A block that does not execute as the sequencer's
 /// did stops the verifier (its chain would differ): the error is logged and
 /// the node halts.
+/// How often a verifier's seq core, waiting for a derived block, checks
+/// whether it halted.
+const HALT_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(super) async fn take_derived(
     state: Shared,
     mut derived: futures::channel::mpsc::Receiver<fulmen_chain::msg::DerivedBlock>,
     to_merkle: ConnectedSender<MerkleRequest>,
     progress: Rc<glommio::sync::Semaphore>,
 ) {
-    while let Some(block) = derived.next().await {
+    loop {
+        // A halt (a block that is not the sequencer's, or the log) drops
+        // the receiver, so that the verifier thread sees the seq core stop.
+        let tick = std::pin::pin!(glommio::timer::sleep(HALT_POLL));
+        let next = futures::future::select(derived.next(), tick).await;
+        let block = match next {
+            futures::future::Either::Left((Some(block), _)) => block,
+            futures::future::Either::Left((None, _)) => return,
+            futures::future::Either::Right(_) => {
+                if state.borrow().halted() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if state.borrow().halted() {
+            return;
+        }
         let number = block.number;
         let applied = {
             let mut state = state.borrow_mut();

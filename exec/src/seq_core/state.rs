@@ -56,6 +56,9 @@ pub(super) struct SeqState {
     log: Option<LogSide>,
     /// Why the node stopped preconfirming (the log failed).
     halted: Option<String>,
+    /// A verifier: the headers the sequencer sealed for derived blocks not
+    /// sealed here yet (at most the derived queue's length).
+    expected: std::collections::BTreeMap<u64, alloy_consensus::Header>,
     /// Set by [`SeqControl::Stop`]: who waits for the log to drain.
     stopping: Option<Vec<std::sync::mpsc::SyncSender<Drained>>>,
     /// When the open mini-block took its first transaction.
@@ -83,6 +86,7 @@ impl SeqState {
             subscribed_cores: BTreeSet::new(),
             log,
             halted: None,
+            expected: std::collections::BTreeMap::new(),
             stopping: None,
             mini_opened: None,
             mini_block_max,
@@ -387,6 +391,18 @@ impl SeqState {
             return;
         }
         let sealed = self.seq.finish_seal(roots);
+        // A verifier never makes visible a block whose header is not the
+        // one the sequencer sealed: it stops, naming the first difference.
+        if let Some(expected) = self.expected.remove(&sealed.header.number)
+            && let Some(diff) =
+                fulmen_chain::header_diff::first_difference(&sealed.header, &expected)
+        {
+            self.halt(format!(
+                "verifier: L2 block {} is not the sequencer's: {diff} (this block is not served)",
+                sealed.header.number
+            ));
+            return;
+        }
         METRICS.blocks.fetch_add(1, Relaxed);
         let state = self.seq.view().state();
         METRICS
@@ -447,6 +463,9 @@ impl SeqState {
         }
         let number = block.number;
         let open = self.seq.open_number();
+        if let Some(expected) = block.expected {
+            self.expected.insert(number, expected);
+        }
         if number != open {
             return Err(format!(
                 "derived L2 block {number} arrived while block {open} is open"
