@@ -191,7 +191,7 @@ impl Follower {
         da.l1_head.store(head, std::sync::atomic::Ordering::Relaxed);
         // Naming a block's beacon block by root needs the next block.
         let last = match self.ids {
-            BeaconIds::ExecutionNumber => head,
+            BeaconIds::ExecutionNumber | BeaconIds::Slot(_) => head,
             BeaconIds::BlockRoot => head.saturating_sub(1),
         };
         self.note_resume_point();
@@ -214,10 +214,24 @@ impl Follower {
             Err(L1Error::Status {
                 status: 400 | 404, ..
             }) if self.ids == BeaconIds::ExecutionNumber => {
-                tracing::info!(
-                    "verifier: the beacon API does not take block numbers; naming blocks by their beacon root"
-                );
-                self.ids = BeaconIds::BlockRoot;
+                self.ids = match self.l1.beacon_slot_clock() {
+                    Ok(clock) => {
+                        tracing::info!(
+                            genesis_time = clock.genesis_time,
+                            seconds_per_slot = clock.seconds_per_slot,
+                            "verifier: the beacon API does not take block numbers; naming blocks by slot"
+                        );
+                        BeaconIds::Slot(clock)
+                    }
+                    Err(e) => {
+                        tracing::info!(
+                            error = %e,
+                            "verifier: the beacon API takes neither block numbers nor gives its clock; \
+                             naming blocks by their beacon block root"
+                        );
+                        BeaconIds::BlockRoot
+                    }
+                };
                 fetch_batcher_blobs(&self.l1, self.deriver.config(), &block, self.ids)?
             }
             other => other?,

@@ -19,7 +19,7 @@ use alloy_primitives::{Address, B256, hex};
 use crate::blob::{Blob, decode_blob};
 use crate::channel::ChannelIn;
 use crate::frame::{ChannelId, decode_payload};
-use crate::l1::{BlockTag, L1Block, L1Client, L1Error};
+use crate::l1::{BlockTag, L1Block, L1Client, L1Error, SlotClock};
 use crate::post::blob_versioned_hash;
 use crate::span_batch::{SpanBatch, SpanChain, decode_typed};
 
@@ -131,12 +131,24 @@ pub struct BatcherTx {
 }
 
 /// How the beacon API names a block's blobs.
+///
+/// The verifier starts with [`BeaconIds::ExecutionNumber`], which anvil
+/// takes. A beacon node refuses it (400 or 404); the verifier then reads
+/// the beacon chain's clock (`/eth/v1/beacon/genesis` and
+/// `/eth/v1/config/spec`) and names blocks by slot, computed from each
+/// execution block's timestamp ([`BeaconIds::Slot`]): this reads a block as
+/// soon as it lands. If the clock cannot be read, or a timestamp does not
+/// fall on a slot, it names the block by its beacon block root, the next
+/// execution block's `parentBeaconBlockRoot` (EIP-4788;
+/// [`BeaconIds::BlockRoot`]), which trails the L1 head by one block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeaconIds {
     /// By execution block number (anvil).
     ExecutionNumber,
+    /// By slot: `(timestamp - genesis_time) / seconds_per_slot`.
+    Slot(SlotClock),
     /// By beacon block root: the next execution block's
-    /// `parentBeaconBlockRoot` (a real beacon node).
+    /// `parentBeaconBlockRoot` (any beacon node).
     BlockRoot,
 }
 
@@ -315,6 +327,10 @@ pub fn fetch_batcher_blobs(
     }
     let id = match ids {
         BeaconIds::ExecutionNumber => block.header.number.to_string(),
+        BeaconIds::Slot(clock) => match clock.slot_of(block.header.timestamp) {
+            Some(slot) => slot.to_string(),
+            None => beacon_root_of(l1, block.header.number)?,
+        },
         BeaconIds::BlockRoot => beacon_root_of(l1, block.header.number)?,
     };
     let blobs = l1.beacon_blobs(&id)?;

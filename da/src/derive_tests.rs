@@ -235,3 +235,139 @@ fn only_the_batcher_s_blob_txs_to_the_inbox_count() {
         }]
     );
 }
+
+/// A loopback HTTP server that answers every request with `route(method,
+/// path, body)` and records the paths asked for.
+fn routed_server(
+    route: impl Fn(&str, &str, &str) -> (u16, String) + Send + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = request.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            seen.lock().unwrap().push(path.to_string());
+            let (status, answer) = route(method, path, &String::from_utf8_lossy(&body));
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                answer.len()
+            );
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (url, asked)
+}
+
+#[test]
+fn a_beacon_node_is_asked_by_slot_from_its_clock_or_by_block_root() {
+    let blob = crate::blob::encode_blob(b"\x00frames").unwrap();
+    let blobs_answer = format!(r#"{{"data":["0x{}"]}}"#, hex::encode(blob.as_slice()));
+    let root = B256::repeat_byte(0xbe);
+    let (url, asked) = routed_server(move |method, path, body| {
+        let not_found = (404, r#"{"code":404,"message":"NOT_FOUND"}"#.to_string());
+        match (method, path) {
+            ("GET", "/eth/v1/beacon/genesis") => (
+                200,
+                r#"{"data":{"genesis_time":"1000","genesis_fork_version":"0x00000000"}}"#.into(),
+            ),
+            ("GET", "/eth/v1/config/spec") => (
+                200,
+                r#"{"data":{"SECONDS_PER_SLOT":"12","SLOTS_PER_EPOCH":"32"}}"#.into(),
+            ),
+            // Slot 5 is the block at timestamp 1060; the root names it too.
+            ("GET", "/eth/v1/beacon/blobs/5") => (200, blobs_answer.clone()),
+            ("GET", p) if p == format!("/eth/v1/beacon/blobs/{root}") => {
+                (200, blobs_answer.clone())
+            }
+            ("GET", _) => not_found,
+            // JSON-RPC: the next block, whose parentBeaconBlockRoot names it.
+            _ => {
+                let id = serde_json::from_str::<serde_json::Value>(body).unwrap()["id"].clone();
+                let header = serde_json::json!({
+                    "number": "0x4e", "hash": B256::repeat_byte(2), "parentHash": B256::repeat_byte(1),
+                    "timestamp": "0x430", "parentBeaconBlockRoot": root,
+                });
+                (
+                    200,
+                    serde_json::json!({"jsonrpc": "2.0", "id": id, "result": header}).to_string(),
+                )
+            }
+        }
+    });
+    let l1 = L1Client::new(&url, &url);
+    let clock = l1.beacon_slot_clock().unwrap();
+    assert_eq!((clock.genesis_time, clock.seconds_per_slot), (1000, 12));
+    assert_eq!(clock.slot_of(1060), Some(5));
+    assert_eq!(clock.slot_of(1061), None, "between slots");
+    assert_eq!(clock.slot_of(999), None, "before genesis");
+    let config = config();
+    let block = L1Block {
+        header: L1Header {
+            number: 77,
+            hash: B256::repeat_byte(1),
+            parent_hash: B256::ZERO,
+            timestamp: 1060,
+            base_fee_per_gas: None,
+            excess_blob_gas: None,
+            blob_gas_used: None,
+            parent_beacon_block_root: None,
+        },
+        transactions: vec![L1Tx {
+            hash: B256::repeat_byte(3),
+            from: config.batcher,
+            to: Some(config.inbox),
+            nonce: 0,
+            tx_type: 3,
+            blob_versioned_hashes: vec![blob_versioned_hash(&blob).unwrap()],
+            input: Default::default(),
+            max_fee_per_blob_gas: None,
+            block_hash: None,
+            block_number: None,
+        }],
+    };
+    // A beacon node refuses an execution block number.
+    let refused = fetch_batcher_blobs(&l1, &config, &block, BeaconIds::ExecutionNumber);
+    assert!(
+        matches!(refused, Err(L1Error::Status { status: 404, .. })),
+        "{refused:?}"
+    );
+    for ids in [BeaconIds::Slot(clock), BeaconIds::BlockRoot] {
+        let (got, ignored) = fetch_batcher_blobs(&l1, &config, &block, ids).unwrap();
+        assert!(ignored.is_empty());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].blobs, vec![blob]);
+    }
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        asked.contains(&"/eth/v1/beacon/blobs/5".to_string()),
+        "{asked:?}"
+    );
+    assert!(
+        asked.contains(&format!("/eth/v1/beacon/blobs/{root}")),
+        "{asked:?}"
+    );
+}

@@ -658,6 +658,65 @@ impl L1Client {
     /// takes a slot, a block root, `head`, `finalized` or `genesis`.
     pub fn beacon_blobs(&self, block_id: &str) -> Result<Vec<Blob>, L1Error> {
         let path = format!("/eth/v1/beacon/blobs/{block_id}");
+        let text = self.beacon_get(&path)?;
+        parse_beacon_blobs(&text).map_err(|detail| L1Error::Malformed { call: path, detail })
+    }
+
+    /// The beacon chain's clock: its genesis time and seconds per slot,
+    /// from `GET {beacon}/eth/v1/beacon/genesis` and `/eth/v1/config/spec`
+    /// (what maps an execution block's timestamp to its slot).
+    pub fn beacon_slot_clock(&self) -> Result<SlotClock, L1Error> {
+        #[derive(Deserialize)]
+        struct Genesis {
+            data: GenesisData,
+        }
+        #[derive(Deserialize)]
+        struct GenesisData {
+            genesis_time: String,
+        }
+        #[derive(Deserialize)]
+        struct Spec {
+            data: SpecData,
+        }
+        #[derive(Deserialize)]
+        struct SpecData {
+            #[serde(rename = "SECONDS_PER_SLOT")]
+            seconds_per_slot: String,
+        }
+        let number = |call: &str, text: &str| {
+            text.parse::<u64>().map_err(|_| L1Error::Malformed {
+                call: call.into(),
+                detail: format!("not a number: {}", quote(text)),
+            })
+        };
+        let path = "/eth/v1/beacon/genesis";
+        let text = self.beacon_get(path)?;
+        let genesis: Genesis = serde_json::from_str(&text).map_err(|e| L1Error::Malformed {
+            call: path.into(),
+            detail: format!("{e}: {}", quote(&text)),
+        })?;
+        let genesis_time = number(path, &genesis.data.genesis_time)?;
+        let path = "/eth/v1/config/spec";
+        let text = self.beacon_get(path)?;
+        let spec: Spec = serde_json::from_str(&text).map_err(|e| L1Error::Malformed {
+            call: path.into(),
+            detail: format!("{e}: {}", quote(&text)),
+        })?;
+        let seconds_per_slot = number(path, &spec.data.seconds_per_slot)?;
+        if seconds_per_slot == 0 {
+            return Err(L1Error::Malformed {
+                call: path.into(),
+                detail: "SECONDS_PER_SLOT is 0".into(),
+            });
+        }
+        Ok(SlotClock {
+            genesis_time,
+            seconds_per_slot,
+        })
+    }
+
+    /// `GET {beacon}{path}`: the answer's text, or the status as an error.
+    fn beacon_get(&self, path: &str) -> Result<String, L1Error> {
         let url = format!("{}{path}", self.beacon_url);
         let request = self
             .agent
@@ -667,15 +726,35 @@ impl L1Client {
             .timeout_global(Some(Duration::from_millis(BEACON_TIMEOUT_MS)))
             .build();
         let (status, text) = self.exchange(
-            &path,
+            path,
             &self.beacon_url,
             request.call(),
             BEACON_ANSWER_BYTES_MAX,
         )?;
         if !(200..300).contains(&status) {
-            return Err(self.status_error(&path, &self.beacon_url, status, &text));
+            return Err(self.status_error(path, &self.beacon_url, status, &text));
         }
-        parse_beacon_blobs(&text).map_err(|detail| L1Error::Malformed { call: path, detail })
+        Ok(text)
+    }
+}
+
+/// The beacon chain's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotClock {
+    /// Unix time of slot 0.
+    pub genesis_time: u64,
+    /// Seconds per slot (12 on mainnet).
+    pub seconds_per_slot: u64,
+}
+
+impl SlotClock {
+    /// The slot of an execution block with this timestamp, if it is not
+    /// before genesis or between slots.
+    pub fn slot_of(&self, timestamp: u64) -> Option<u64> {
+        let since = timestamp.checked_sub(self.genesis_time)?;
+        since
+            .is_multiple_of(self.seconds_per_slot)
+            .then(|| since / self.seconds_per_slot)
     }
 }
 
