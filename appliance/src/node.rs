@@ -284,6 +284,7 @@ pub(crate) fn start(
                 block_time_ms: config.block_time_ms,
                 published: shared.published.clone(),
                 derived: derived_tx,
+                control: control.clone(),
                 datadir: datadir.to_path_buf(),
             })))
         }

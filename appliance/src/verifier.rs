@@ -40,6 +40,8 @@ pub(crate) struct VerifierStart {
     pub block_time_ms: u64,
     pub published: Arc<ArcSwap<ChainView>>,
     pub derived: mpsc::Sender<DerivedBlock>,
+    /// The seq core's control channel (for `safe` and `finalized`).
+    pub control: mpsc::Sender<fulmen_chain::msg::SeqControl>,
     pub datadir: std::path::PathBuf,
 }
 
@@ -86,6 +88,11 @@ struct Follower {
     carried: std::collections::BTreeMap<u64, Carried>,
     /// Where reading L1 starts when nothing better is known.
     l1_start_block: u64,
+    control: mpsc::Sender<fulmen_chain::msg::SeqControl>,
+    /// The last L2 block derived from finalized L1 data.
+    finalized: u64,
+    /// The `(safe, finalized)` last sent to the seq core.
+    heads_sent: (u64, u64),
 }
 
 /// Where an L2 block came from on L1.
@@ -156,6 +163,9 @@ impl Follower {
             read: std::collections::BTreeMap::new(),
             carried: std::collections::BTreeMap::new(),
             l1_start_block: v.config.l1_start_block,
+            control: v.control,
+            finalized: 0,
+            heads_sent: (0, 0),
             datadir: v.datadir,
             poll: Duration::from_millis(v.config.poll_ms),
             spec: v.spec,
@@ -196,6 +206,7 @@ impl Follower {
         };
         self.note_resume_point();
         self.rewind_after_l1_reorg()?;
+        self.update_heads()?;
         while self.next_l1 <= last {
             self.derive_l1_block(self.next_l1)?;
             self.next_l1 += 1;
@@ -434,6 +445,36 @@ impl Follower {
         Ok(format!(
             "unwinding to L2 block {keep}: the node restarts and reads L1 again from block {resume_l1}"
         ))
+    }
+
+    /// `safe` and `finalized` as an OP verifier has them: every block it
+    /// derived and sealed is safe (its data is on L1); a block is finalized
+    /// once the L1 block its channel landed in is finalized (L1 is read in
+    /// order, so every earlier block's data landed no later).
+    fn update_heads(&mut self) -> Result<(), Stop> {
+        let head = self.published.load().head().header.number;
+        let l1_finalized = self.l1.header(BlockTag::Finalized)?.map_or(0, |h| h.number);
+        for (&l2, carried) in &self.carried {
+            if carried.landed > l1_finalized || l2 > head {
+                break;
+            }
+            self.finalized = self.finalized.max(l2);
+        }
+        let heads = (head, self.finalized.min(head));
+        if heads != self.heads_sent {
+            let message = fulmen_chain::msg::SeqControl::DaHeads(fulmen_chain::view::DaHeads {
+                safe: heads.0,
+                finalized: heads.1,
+            });
+            if self.control.try_send(message).is_ok() {
+                self.heads_sent = heads;
+                let da = &fulmen_chain::metrics::METRICS.da;
+                da.safe.store(heads.0, std::sync::atomic::Ordering::Relaxed);
+                da.finalized
+                    .store(heads.1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Notes the resume point of the last handed-over block now sealed

@@ -224,6 +224,20 @@ fn a_verifier_rebuilds_the_chain_from_l1_alone_and_resumes_after_kill_9() {
     wait_until(30, "eth_syncing says false", || {
         call(verifier.addr, "eth_syncing", json!([])) == json!(false)
     });
+    // Every block it derived is safe; a block is finalized once the L1
+    // block its data landed in is (anvil: 64 blocks behind its head).
+    wait_until(30, "the verifier's safe is its latest", || {
+        block_number(verifier.addr, "safe") == block_number(verifier.addr, "latest")
+    });
+    assert_eq!(block_number(verifier.addr, "finalized"), 0);
+    let derived = block_number(verifier.addr, "latest");
+    call(l1.addr, "anvil_mine", json!([100]));
+    wait_until(
+        60,
+        "the verifier's finalized passes what it had derived",
+        || block_number(verifier.addr, "finalized") >= derived,
+    );
+    assert!(block_number(verifier.addr, "finalized") <= block_number(verifier.addr, "safe"));
 }
 
 #[test]

@@ -219,9 +219,15 @@ impl SeqState {
                     _ => drop(durable),
                 }
             }
-            // Set on the working view, published with its next release (the
-            // next mini-block or seal): never a view between mini-blocks.
-            SeqControl::DaHeads(heads) => self.seq.set_da_heads(heads),
+            // Set on the working view and published now if no mini-block is
+            // open (an idle verifier seals nothing more); otherwise with the
+            // next release: never a view between mini-blocks.
+            SeqControl::DaHeads(heads) => {
+                self.seq.set_da_heads(heads);
+                if !self.halted() && !self.seq.mini_block_has_txs() {
+                    self.release(&mut Vec::new());
+                }
+            }
             SeqControl::Stop { drained } => {
                 tracing::info!("stopping: refusing new transactions, flushing the log");
                 self.stopping.get_or_insert_with(Vec::new).push(drained);
