@@ -16,7 +16,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use fulmen_chain::persist::{decode_mini_block, decode_seal};
@@ -30,9 +29,6 @@ use crate::datadir::{checkpoint_dir, log_dir};
 /// The file in the datadir that asks the next start to unwind: the number
 /// of the last block to keep, in decimal.
 pub(crate) const UNWIND_FILE: &str = "verifier-unwind";
-
-/// Zeros written per call when cutting a segment.
-const ZEROS_CHUNK_BYTES: usize = 1 << 20;
 
 /// Asks the next start to unwind the chain to block `keep` (written to a
 /// temporary file, flushed, and renamed into place).
@@ -139,36 +135,36 @@ fn cut_after(datadir: &Path, keep: u64) -> Result<Unwound, String> {
         });
     };
     let io_error = |what: &str, e: io::Error| format!("unwind: cannot {what}: {e}");
-    for &segment in segments.iter().rev().filter(|&&s| s > cut.segment) {
+    let flush_dir = || File::open(&logs)?.sync_all();
+    // Later segments go from the last one back, each unlink flushed, so
+    // that a crash leaves consecutive segments; then the cut segment is
+    // truncated (one metadata change: the bytes after the cut are gone or
+    // not, never half zeroed), and opening the log grows it back to a whole
+    // segment of zeros (`fulmen_storage::log::repair_plan`). A cut at a
+    // segment's start removes that segment too (an empty file is not a
+    // segment).
+    let removed = |s: u64| s > cut.segment || (s == cut.segment && cut.offset == 0);
+    for &segment in segments.iter().rev().filter(|&&s| removed(s)) {
         let path = logs.join(segment_name(segment));
         std::fs::remove_file(&path)
+            .and_then(|()| flush_dir())
             .map_err(|e| io_error(&format!("remove {}", path.display()), e))?;
     }
+    if removed(cut.segment) {
+        return Ok(Unwound {
+            keep,
+            bytes_cut,
+            checkpoints_removed,
+        });
+    }
     let name = segment_name(cut.segment);
-    let dirty_end = {
-        let bytes = dir
-            .map(&name)
-            .map_err(|e| io_error(&format!("read {name}"), e))?;
-        bytes
-            .iter()
-            .rposition(|b| *b != 0)
-            .map_or(0, |p| p as u64 + 1)
-    };
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(logs.join(&name))
         .map_err(|e| io_error(&format!("open {name}"), e))?;
-    let zeros = vec![0u8; ZEROS_CHUNK_BYTES];
-    let mut at = cut.offset;
-    while at < dirty_end {
-        let n = (dirty_end - at).min(ZEROS_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..n], at)
-            .map_err(|e| io_error(&format!("zero {name}"), e))?;
-        at += n as u64;
-    }
-    file.sync_all()
-        .and_then(|()| File::open(&logs)?.sync_all())
-        .map_err(|e| io_error("flush the log", e))?;
+    file.set_len(cut.offset)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(&format!("truncate {name}"), e))?;
     Ok(Unwound {
         keep,
         bytes_cut,

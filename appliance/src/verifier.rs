@@ -93,6 +93,8 @@ struct Follower {
     finalized: u64,
     /// The `(safe, finalized)` last sent to the seq core.
     heads_sent: (u64, u64),
+    /// L2 blocks a reorg dropped the L1 data of, if any.
+    dropped: Option<Dropped>,
 }
 
 /// Where an L2 block came from on L1.
@@ -102,6 +104,20 @@ struct Carried {
     resume_l1: u64,
     /// The L1 block its channel landed in.
     landed: u64,
+}
+
+/// L1 blocks past a reorg's fork within which L2 blocks it dropped may be
+/// carried again before they are unwound.
+const REORG_GRACE_L1_BLOCKS: u64 = 3;
+
+/// L2 blocks whose L1 data a reorg dropped, waiting to be carried again.
+struct Dropped {
+    /// The first replaced L1 block.
+    fork: u64,
+    /// The first L2 block derived from a replaced L1 block.
+    lowest: u64,
+    /// L2 blocks the new L1 chain carried since.
+    carried_again: std::collections::BTreeSet<u64>,
 }
 
 /// L1 blocks whose hashes are kept to find where an L1 reorg forked.
@@ -166,6 +182,7 @@ impl Follower {
             control: v.control,
             finalized: 0,
             heads_sent: (0, 0),
+            dropped: None,
             datadir: v.datadir,
             poll: Duration::from_millis(v.config.poll_ms),
             spec: v.spec,
@@ -196,6 +213,9 @@ impl Follower {
     }
 
     fn round(&mut self) -> Result<(), Stop> {
+        if self.derived.is_closed() {
+            return Err(Stop::SeqCoreStopped);
+        }
         let head = self.l1.block_number()?;
         let da = &fulmen_chain::metrics::METRICS.da;
         da.l1_head.store(head, std::sync::atomic::Ordering::Relaxed);
@@ -213,7 +233,7 @@ impl Follower {
             da.derive_next_l1
                 .store(self.next_l1, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(())
+        self.unwind_if_still_dropped(head)
     }
 
     fn derive_l1_block(&mut self, number: u64) -> Result<(), Stop> {
@@ -306,6 +326,9 @@ impl Follower {
                     landed,
                 },
             );
+            if let Some(dropped) = &mut self.dropped {
+                dropped.carried_again.insert(number);
+            }
             let expected = headers.iter().find(|h| h.number == number).cloned();
             if number < self.next_l2 {
                 self.check_known(number, expected.as_ref())?;
@@ -354,18 +377,28 @@ impl Follower {
         let Some(ours) = view.block(number) else {
             return Ok(());
         };
-        match fulmen_chain::header_diff::first_difference(&ours.header, expected) {
-            None => Ok(()),
-            Some(diff) => Err(Stop::Fatal(format!(
-                "L2 block {number}, which this node has, is not the sequencer's: {diff}"
-            ))),
-        }
+        let Some(diff) = fulmen_chain::header_diff::first_difference(&ours.header, expected) else {
+            return Ok(());
+        };
+        // Sealed before this node checked it (a block boot completed after
+        // a crash): it goes, and is derived and checked again.
+        tracing::error!(
+            "verifier: L2 block {number}, which this node has, is not the sequencer's: {diff}; unwinding it"
+        );
+        let keep = number.saturating_sub(1);
+        let resume_l1 = self
+            .carried
+            .get(&keep)
+            .map_or_else(|| self.resume_l1_for(keep), |c| c.resume_l1);
+        Err(Stop::Unwind { keep, resume_l1 })
     }
 
-    /// If L1 replaced blocks already read: when L2 blocks were derived
-    /// from the replaced blocks, asks for an unwind to the block before the
-    /// first of them ([`Stop::Unwind`]); otherwise reads L1 again from the
-    /// first replaced block, where channels may have been posted anew.
+    /// If L1 replaced blocks already read, reads L1 again from the first
+    /// replaced one. When L2 blocks were derived from the replaced blocks,
+    /// they are no longer `safe`, and they are unwound unless the new L1
+    /// chain carries them again within [`REORG_GRACE_L1_BLOCKS`] blocks
+    /// (a batcher tx usually lands again in the next block or two)
+    /// ([`Follower::unwind_if_still_dropped`]).
     fn rewind_after_l1_reorg(&mut self) -> Result<(), Stop> {
         let mut fork = None;
         for (&number, &hash) in self.read.iter().rev() {
@@ -382,29 +415,59 @@ impl Follower {
             .carried
             .iter()
             .find(|(_, c)| c.landed >= first)
-            .map(|(l2, _)| *l2);
-        if let Some(lowest) = dropped.filter(|l2| *l2 > 0) {
-            let keep = lowest - 1;
-            let resume_l1 = self
-                .carried
-                .get(&keep)
-                .map_or_else(|| self.resume_l1_for(keep), |c| c.resume_l1.min(first));
-            tracing::warn!(
-                l1_from = first,
-                l2_from = lowest,
-                keep,
-                "verifier: an L1 reorg dropped the L1 blocks that L2 blocks were derived from; unwinding them"
-            );
-            return Err(Stop::Unwind { keep, resume_l1 });
-        }
+            .map(|(l2, _)| *l2)
+            .filter(|l2| *l2 > 0);
         tracing::warn!(
             from = first,
             was_at = self.next_l1,
+            l2_from = ?dropped,
             "verifier: an L1 reorg replaced blocks already read; reading L1 again from there"
         );
+        if let Some(lowest) = dropped {
+            let pending = self.dropped.get_or_insert(Dropped {
+                fork: first,
+                lowest,
+                carried_again: std::collections::BTreeSet::new(),
+            });
+            pending.fork = pending.fork.min(first);
+            pending.lowest = pending.lowest.min(lowest);
+        }
         self.read.retain(|n, _| *n < first);
         self.next_l1 = first;
         Ok(())
+    }
+
+    /// Once L1 is read up to `head`: L2 blocks a reorg dropped that L1 has
+    /// not carried again are unwound ([`Stop::Unwind`]), once L1 is
+    /// [`REORG_GRACE_L1_BLOCKS`] past the fork.
+    fn unwind_if_still_dropped(&mut self, head: u64) -> Result<(), Stop> {
+        let Some(dropped) = &self.dropped else {
+            return Ok(());
+        };
+        let missing = (dropped.lowest..self.next_l2).find(|n| !dropped.carried_again.contains(n));
+        let Some(first_missing) = missing else {
+            tracing::info!(
+                l2_from = dropped.lowest,
+                "verifier: the new L1 chain carries again the L2 blocks the reorg dropped"
+            );
+            self.dropped = None;
+            return Ok(());
+        };
+        if head < dropped.fork + REORG_GRACE_L1_BLOCKS {
+            return Ok(());
+        }
+        let keep = first_missing - 1;
+        let resume_l1 = self.carried.get(&keep).map_or_else(
+            || self.resume_l1_for(keep),
+            |c| c.resume_l1.min(dropped.fork),
+        );
+        tracing::warn!(
+            l1_fork = dropped.fork,
+            l2_from = first_missing,
+            keep,
+            "verifier: an L1 reorg dropped the L1 data of L2 blocks and L1 does not carry them again; unwinding them"
+        );
+        Err(Stop::Unwind { keep, resume_l1 })
     }
 
     /// Where a restart at L2 block `keep` reads L1 from, when `carried`
@@ -448,7 +511,8 @@ impl Follower {
     }
 
     /// `safe` and `finalized` as an OP verifier has them: every block it
-    /// derived and sealed is safe (its data is on L1); a block is finalized
+    /// derived and sealed is safe (its data is on L1), except blocks whose
+    /// L1 data a reorg dropped and L1 has not carried again; a block is finalized
     /// once the L1 block its channel landed in is finalized (L1 is read in
     /// order, so every earlier block's data landed no later).
     fn update_heads(&mut self) -> Result<(), Stop> {
@@ -460,7 +524,13 @@ impl Follower {
             }
             self.finalized = self.finalized.max(l2);
         }
-        let heads = (head, self.finalized.min(head));
+        // Blocks whose L1 data a reorg dropped are not safe until L1
+        // carries them again.
+        let safe = self
+            .dropped
+            .as_ref()
+            .map_or(head, |d| head.min(d.lowest.saturating_sub(1)));
+        let heads = (safe, self.finalized.min(safe));
         if heads != self.heads_sent {
             let message = fulmen_chain::msg::SeqControl::DaHeads(fulmen_chain::view::DaHeads {
                 safe: heads.0,

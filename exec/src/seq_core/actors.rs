@@ -71,6 +71,7 @@ pub(super) async fn take_derived(
     mut derived: futures::channel::mpsc::Receiver<fulmen_chain::msg::DerivedBlock>,
     to_merkle: ConnectedSender<MerkleRequest>,
     progress: Rc<glommio::sync::Semaphore>,
+    sealed: Rc<glommio::sync::Semaphore>,
 ) {
     loop {
         // A halt (a block that is not the sequencer's, or the log) drops
@@ -102,6 +103,13 @@ pub(super) async fn take_derived(
                 if to_merkle.send(MerkleRequest::Seal(job)).await.is_err() {
                     tracing::error!("state-root worker is gone; sealing stops");
                     return;
+                }
+                // The next block runs once this one is sealed and checked,
+                // so that no view ever shows an unchecked block's state.
+                while !state.borrow().halted()
+                    && state.borrow().seq.view().head().header.number < number
+                {
+                    let _ = sealed.acquire(1).await;
                 }
             }
             Err(e) => {
@@ -168,11 +176,16 @@ pub(super) async fn close_blocks(
 }
 
 /// The state-root worker's answers: seals, logs and publishes each block.
-pub(super) async fn finish_seals(state: Shared, from_merkle: ConnectedReceiver<SealRoots>) {
+pub(super) async fn finish_seals(
+    state: Shared,
+    from_merkle: ConnectedReceiver<SealRoots>,
+    sealed: Rc<glommio::sync::Semaphore>,
+) {
     while let Some(roots) = from_merkle.recv().await {
         let began = Instant::now();
         let number = roots.number;
         state.borrow_mut().finish_seal(roots);
+        sealed.signal(1);
         tracing::debug!(
             number,
             us = began.elapsed().as_micros() as u64,

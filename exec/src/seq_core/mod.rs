@@ -109,10 +109,17 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
     let acker = acks.map(|acks| {
         glommio::spawn_local(actors::apply_acks(state.clone(), acks, progress.clone()))
     });
-    let finisher = glommio::spawn_local(actors::finish_seals(state.clone(), links.from_merkle));
+    // Woken at each seal, for a verifier that executes one block at a time.
+    let sealed = Rc::new(glommio::sync::Semaphore::new(0));
+    let finisher = glommio::spawn_local(actors::finish_seals(
+        state.clone(),
+        links.from_merkle,
+        sealed.clone(),
+    ));
     let control = glommio::spawn_local(actors::obey_control(state.clone()));
     if let Some(derived) = links.derived {
-        actors::take_derived(state, derived, links.to_merkle, progress).await;
+        state.borrow_mut().verifier = true;
+        actors::take_derived(state, derived, links.to_merkle, progress, sealed).await;
         // Serve what was derived until the process ends.
         futures::future::pending::<()>().await;
     } else {

@@ -59,6 +59,9 @@ pub(super) struct SeqState {
     /// A verifier: the headers the sequencer sealed for derived blocks not
     /// sealed here yet (at most the derived queue's length).
     expected: std::collections::BTreeMap<u64, alloy_consensus::Header>,
+    /// A verifier: views are published only when every executed block is
+    /// sealed (and so checked).
+    pub(super) verifier: bool,
     /// Set by [`SeqControl::Stop`]: who waits for the log to drain.
     stopping: Option<Vec<std::sync::mpsc::SyncSender<Drained>>>,
     /// When the open mini-block took its first transaction.
@@ -87,6 +90,7 @@ impl SeqState {
             log,
             halted: None,
             expected: std::collections::BTreeMap::new(),
+            verifier: false,
             stopping: None,
             mini_opened: None,
             mini_block_max,
@@ -302,6 +306,12 @@ impl SeqState {
     /// Makes the current view, `replies` and the pending events visible:
     /// now, or once every record sent so far is durable.
     fn release(&mut self, replies: &mut Replies) {
+        // A verifier makes nothing visible of a block before its header
+        // passed the check at its seal: its mini-blocks' views, replies and
+        // events wait for the release that follows the seal.
+        if self.verifier && !self.seq.all_sealed() {
+            return;
+        }
         let view = Arc::new(self.seq.view().clone());
         let replies = std::mem::take(replies);
         let events = std::mem::take(&mut self.pending_events);

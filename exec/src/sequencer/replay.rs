@@ -165,6 +165,14 @@ impl Sequencer {
         self.open.txs.iter().map(|tx| tx.tx.hash).collect()
     }
 
+    /// True when every executed transaction is in a sealed block: no block
+    /// awaits its seal and the open block ran nothing.
+    pub fn all_sealed(&self) -> bool {
+        self.open.ctx.number == self.view().head().header.number + 1
+            && self.open.txs.is_empty()
+            && !self.mini_block_has_txs()
+    }
+
     /// A verifier: the (still empty) open block takes a derived block's
     /// timestamp. (A wrong one gives another block hash, which the next
     /// span's parent check catches.)
