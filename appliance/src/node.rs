@@ -196,6 +196,17 @@ struct Shared {
     verifier: bool,
     /// A verifier's sequencer, which sends are forwarded to.
     forward: Option<Arc<fulmen_netio::eth::forward::Forwarder>>,
+    /// `eth_newFilter` and the like, shared by the net cores.
+    filters: Arc<fulmen_netio::eth::filters::Filters>,
+}
+
+/// A verifier's forwarder of sends to `[da] sequencer_url`, if set.
+fn forwarder(
+    config: &Config,
+    verifier: bool,
+) -> Option<Arc<fulmen_netio::eth::forward::Forwarder>> {
+    let url = config.da.sequencer_url.as_deref().filter(|_| verifier)?;
+    Some(Arc::new(fulmen_netio::eth::forward::Forwarder::new(url)))
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -253,12 +264,8 @@ pub(crate) fn start(
         da_unposted_bytes_max: matches!(da_mode, DaMode::Batcher(_))
             .then_some(config.da.unposted_bytes_max),
         verifier,
-        forward: config
-            .da
-            .sequencer_url
-            .as_deref()
-            .filter(|_| verifier)
-            .map(|url| Arc::new(fulmen_netio::eth::forward::Forwarder::new(url))),
+        forward: forwarder(config, verifier),
+        filters: Arc::new(fulmen_netio::eth::filters::Filters::default()),
         timing: SeqTiming {
             block_time_ms: config.block_time_ms,
             mini_block_max_ms: config.mini_block_max_ms,
@@ -766,6 +773,7 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         da_unposted_bytes_max: shared.da_unposted_bytes_max,
         verifier: shared.verifier,
         forward: shared.forward,
+        filters: shared.filters,
     };
     let ctx = Rc::new(WsContext {
         rpc,

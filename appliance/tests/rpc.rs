@@ -1060,3 +1060,139 @@ fn two_net_cores_share_the_port() {
         open.retain_mut(|stream| chain_id_on(stream).is_some());
     }
 }
+
+/// Items from a poller stream until `enough` of them, or `WAIT_MAX`.
+async fn collect<T>(
+    stream: &mut (impl futures::Stream<Item = Vec<T>> + Unpin),
+    enough: usize,
+) -> Vec<T> {
+    use futures::StreamExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT_MAX;
+    while got.len() < enough {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(batch)) => got.extend(batch),
+            _ => break,
+        }
+    }
+    got
+}
+
+/// Every item a poller stream yields within `window`.
+async fn collect_for<T>(
+    stream: &mut (impl futures::Stream<Item = Vec<T>> + Unpin),
+    window: Duration,
+) -> Vec<T> {
+    use futures::StreamExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, stream.next()).await {
+        got.extend(batch);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_deliver_blocks_logs_and_pending_txs_once_to_alloy_s_pollers() {
+    let node = start_fulmen(&["--dev"]);
+    let alice = signer(0);
+    let bob = signer(1).address();
+    let provider = node.wallet_provider(alice.clone());
+    let mut code = bytecode("Token").to_vec();
+    code.extend_from_slice(&U256::from(1_000_000u64).to_be_bytes::<32>());
+    let deploy = TransactionRequest::default().with_deploy_code(code);
+    let receipt = provider
+        .send_transaction(deploy)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let token = receipt.contract_address.expect("contract address");
+    // A pending filter made after the deploy does not report it.
+    let id = rpc(node.addr, "eth_newPendingTransactionFilter", json!([]))["result"].clone();
+    let poll = Duration::from_millis(100);
+    // eth_newBlockFilter, eth_newFilter, eth_newPendingTransactionFilter
+    // and eth_getFilterChanges, as alloy's pollers use them.
+    let mut blocks = provider
+        .watch_blocks()
+        .await
+        .unwrap()
+        .with_poll_interval(poll)
+        .into_stream();
+    let transfers = Filter::new()
+        .address(token)
+        .event_signature(Token::Transfer::SIGNATURE_HASH);
+    let mut logs = provider
+        .watch_logs(&transfers)
+        .await
+        .unwrap()
+        .with_poll_interval(poll)
+        .into_stream();
+    let mut pending = provider
+        .watch_pending_transactions()
+        .await
+        .unwrap()
+        .with_poll_interval(poll)
+        .into_stream();
+    let mut sent = Vec::new();
+    for i in 1..=3u64 {
+        let call = Token::transferCall {
+            to: bob,
+            value: U256::from(i),
+        };
+        let tx = TransactionRequest::default()
+            .with_to(token)
+            .with_input(call.abi_encode());
+        sent.push(*provider.send_transaction(tx).await.unwrap().tx_hash());
+    }
+    let got = collect(&mut pending, 3).await;
+    for hash in &sent {
+        assert_eq!(got.iter().filter(|h| *h == hash).count(), 1, "{hash} once");
+    }
+    let raw = rpc(node.addr, "eth_getFilterChanges", json!([id]))["result"].clone();
+    assert_eq!(raw, json!(sent), "each preconfirmed tx once, in order");
+    // Logs come once their block is sealed, each once (the deploy's mint
+    // too when its block was sealed after the filter was made).
+    let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT_MAX;
+    while !sent.iter().all(|h| {
+        got.iter()
+            .any(|l: &alloy::rpc::types::Log| l.transaction_hash == Some(*h))
+    }) && Instant::now() < deadline
+    {
+        got.extend(collect_for(&mut logs, Duration::from_millis(200)).await);
+    }
+    let hashes: Vec<B256> = got.iter().filter_map(|l| l.transaction_hash).collect();
+    let without_mint: Vec<B256> = hashes
+        .iter()
+        .copied()
+        .filter(|h| *h != receipt.transaction_hash)
+        .collect();
+    assert_eq!(without_mint, sent);
+    assert!(hashes.len() <= sent.len() + 1, "{hashes:?}");
+    assert!(got.iter().all(|l| l.block_hash.is_some()));
+    let got = collect(&mut blocks, 2).await;
+    assert!(got.len() >= 2);
+    let first = provider
+        .get_block_by_hash(got[0])
+        .await
+        .unwrap()
+        .expect("a sealed block");
+    let second = provider
+        .get_block_by_hash(got[1])
+        .await
+        .unwrap()
+        .expect("a sealed block");
+    assert_eq!(second.header.number, first.header.number + 1);
+    // Nothing twice: more polls, past the next seal, bring no log and no tx
+    // again.
+    let window = Duration::from_millis(1500);
+    let again = collect_for(&mut logs, window).await;
+    assert!(again.is_empty(), "a log came twice: {again:?}");
+    let again = collect_for(&mut pending, window).await;
+    assert!(again.iter().all(|h| !sent.contains(h)), "a tx came twice");
+    // An unknown id is refused as geth does.
+    let (_, message, _) = rpc_error(node.addr, "eth_getFilterChanges", json!(["0x1234"]));
+    assert_eq!(message, "filter not found");
+}

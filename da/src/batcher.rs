@@ -90,13 +90,17 @@ impl ChannelPlan {
         self.l1_txs.iter().map(Vec::len).sum()
     }
 
-    /// The calldata of its L1 transaction `index`.
-    pub fn calldata(&self, index: usize) -> alloy_primitives::Bytes {
-        if index == 0 {
-            self.headers.clone()
-        } else {
-            alloy_primitives::Bytes::new()
-        }
+    /// Each L1 transaction's blobs and calldata, in order.
+    pub fn into_l1_txs(self) -> impl Iterator<Item = (Vec<Blob>, alloy_primitives::Bytes)> {
+        let headers = self.headers;
+        self.l1_txs.into_iter().enumerate().map(move |(i, blobs)| {
+            let input = if i == 0 {
+                headers.clone()
+            } else {
+                Default::default()
+            };
+            (blobs, input)
+        })
     }
 
     /// Each L1 transaction's blobs and calldata, to sign.

@@ -73,17 +73,17 @@ fn plan(blocks: u64, txs: u64, blobs: usize) -> (ChannelPlan, Vec<L2Block>) {
 }
 
 fn blobs_of(plan: &ChannelPlan) -> Vec<BatcherBlobs> {
-    plan.l1_txs
-        .iter()
+    plan.clone()
+        .into_l1_txs()
         .enumerate()
-        .map(|(i, blobs)| BatcherBlobs {
+        .map(|(i, (blobs, input))| BatcherBlobs {
             tx: B256::repeat_byte(i as u8),
             hashes: blobs
                 .iter()
                 .map(|b| blob_versioned_hash(b).unwrap())
                 .collect(),
-            blobs: blobs.clone(),
-            input: plan.calldata(i),
+            blobs,
+            input,
         })
         .collect()
 }

@@ -459,9 +459,7 @@ impl<H: Host> Driver<H> {
             })?;
         let signed = self.sign(connected, &plan.groups(), s.l1_nonce, &s.fees, now_secs())?;
         let mut txs = Vec::with_capacity(signed.len());
-        let inputs: Vec<Bytes> = (0..plan.l1_txs.len()).map(|i| plan.calldata(i)).collect();
-        for (index, ((tx, blobs), input)) in
-            signed.into_iter().zip(plan.l1_txs).zip(inputs).enumerate()
+        for (index, (tx, (blobs, input))) in signed.into_iter().zip(plan.into_l1_txs()).enumerate()
         {
             let mut known = self.known_hashes(&posted.channel, index);
             if !known.contains(&tx.hash) {
@@ -964,12 +962,11 @@ impl<H: Host> Driver<H> {
             full,
             "DA: posting a channel"
         );
-        let inputs: Vec<Bytes> = (0..plan.l1_txs.len()).map(|i| plan.calldata(i)).collect();
+        let (first, channel) = (plan.first_block, plan.id);
         let txs = signed
             .into_iter()
-            .zip(plan.l1_txs)
-            .zip(inputs)
-            .map(|((tx, blobs), input)| FlightTx {
+            .zip(plan.into_l1_txs())
+            .map(|(tx, (blobs, input))| FlightTx {
                 raw: tx.raw,
                 hash: tx.hash,
                 known: vec![tx.hash],
@@ -979,11 +976,10 @@ impl<H: Host> Driver<H> {
                 paid_wei: 0,
             })
             .collect();
-        let first = plan.first_block;
         self.flights.insert(
             first,
             Flight {
-                channel: plan.id,
+                channel,
                 submission,
                 txs,
                 sent_at_l1: None,

@@ -15,7 +15,8 @@ use fulmen_exec::simulate::{
 };
 use serde_json::{Value, json};
 
-use super::context::{RpcContext, ok};
+use super::context::RpcContext;
+use super::reply::ok;
 use super::state::state_at;
 use crate::limits::RpcLimits;
 use crate::rpc::{Params, RpcError};

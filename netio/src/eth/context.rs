@@ -1,5 +1,5 @@
-//! What the eth methods need on one net core, and the helpers every method
-//! module shares. Nothing here knows about WebSocket connections or
+//! What the eth methods need on one net core (the helpers they share to
+//! answer are in `reply`). Nothing here knows about WebSocket connections or
 //! subscriptions: the WebSocket context wraps this one.
 
 use std::sync::Arc;
@@ -9,10 +9,8 @@ use fulmen_chain::msg::{MerkleRequest, SeqRequest};
 use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
 use glommio::channels::shared_channel::ConnectedSender;
-use serde_json::Value;
 
 use crate::limits::RpcLimits;
-use crate::rpc::RpcError;
 use crate::sim::SimPool;
 
 /// What one net core needs to answer RPC calls.
@@ -39,15 +37,7 @@ pub struct RpcContext {
     pub verifier: bool,
     /// A verifier's sequencer, which sends are forwarded to.
     pub forward: Option<Arc<super::forward::Forwarder>>,
-}
-
-/// A method's result as JSON.
-pub(crate) fn ok<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
-    serde_json::to_value(value)
-        .map_err(|e| RpcError::internal(format!("cannot encode result: {e}")))
-}
-
-/// The error of a block (or its state) this node does not have.
-pub(crate) fn header_not_found() -> RpcError {
-    RpcError::server("header not found")
+    /// The filters of `eth_newFilter` and the like (shared by all net
+    /// cores).
+    pub filters: Arc<super::filters::Filters>,
 }

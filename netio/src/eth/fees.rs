@@ -7,7 +7,7 @@ use fulmen_chain::block::SealedBlock;
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
-use super::context::{header_not_found, ok};
+use super::reply::{header_not_found, ok};
 use super::state::block_by_tag;
 use crate::rpc::{Params, RpcError};
 

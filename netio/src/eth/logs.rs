@@ -6,7 +6,7 @@ use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log};
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
-use super::context::ok;
+use super::reply::ok;
 use crate::convert;
 use crate::limits::RpcLimits;
 use crate::rpc::{ByteBudget, Params, RpcError};
@@ -60,8 +60,45 @@ pub(crate) fn get_logs(
     let filter: Filter = params.required(0, "filter")?;
     check_filter_size(&filter, 0)?;
     let range = range(limits, view, &filter)?;
+    ok(logs_in(limits, view, &filter, range)?)
+}
+
+/// `eth_getFilterLogs`: what `eth_getLogs` answers for the filter.
+pub(crate) fn filter_logs(
+    limits: &RpcLimits,
+    view: &ChainView,
+    filter: &Filter,
+) -> Result<Vec<Log>, RpcError> {
+    let range = range(limits, view, filter)?;
+    logs_in(limits, view, filter, range)
+}
+
+/// The logs of sealed blocks `from..=to` that match `filter` (a filter's
+/// changes: no preconfirmed block), within the limits.
+pub(crate) fn sealed_logs(
+    limits: &RpcLimits,
+    view: &ChainView,
+    filter: &Filter,
+    (from, to): (u64, u64),
+) -> Result<Vec<Log>, RpcError> {
+    let range = Range {
+        from,
+        to,
+        unsealed: false,
+    };
+    logs_in(limits, view, filter, range)
+}
+
+/// The logs in `range` that match `filter`, within the count and byte
+/// limits.
+fn logs_in(
+    limits: &RpcLimits,
+    view: &ChainView,
+    filter: &Filter,
+    range: Range,
+) -> Result<Vec<Log>, RpcError> {
     let mut found = Found {
-        filter: &filter,
+        filter,
         logs: Vec::new(),
         logs_max: limits.logs_max,
         budget: ByteBudget::new(limits.response_bytes_max),
@@ -82,7 +119,7 @@ pub(crate) fn get_logs(
             }
         }
     }
-    ok(found.logs)
+    Ok(found.logs)
 }
 
 /// The blocks `filter` reads: one block by hash, or a range of at most

@@ -3,16 +3,18 @@
 //!
 //! [`dispatch`] routes a method to its module: `state` (state and
 //! blocks), `send` (raw transactions), `call` (call, estimate, access list
-//! on the simulation workers), `proof`, `fees` and `logs`. They share only
+//! on the simulation workers), `proof`, `fees`, `logs` and `filters`. They share only
 //! [`RpcContext`] and the block-tag resolution in `state`; none of them
 //! knows about WebSocket connections or subscriptions.
 
 mod call;
 mod context;
 mod fees;
+pub mod filters;
 pub mod forward;
 pub(crate) mod logs;
 mod proof;
+mod reply;
 mod send;
 mod state;
 #[cfg(test)]
@@ -23,7 +25,7 @@ use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
 pub use self::context::RpcContext;
-use self::context::ok;
+use self::reply::ok;
 pub use self::send::{SYNC_NOT_READY_CODE, SYNC_TIMEOUT_CODE};
 pub use crate::limits::RpcLimits;
 use crate::rpc::{Params, RpcError};
@@ -47,6 +49,7 @@ pub async fn dispatch_in_batch(
     if let Some(answer) = node_method(ctx, v, method, params)
         .or_else(|| state::account_or_tx_method(v, method, params))
         .or_else(|| state::block_method(v, bytes_max, method, params))
+        .or_else(|| ctx.filters.method(&ctx.limits, v, method, params))
     {
         return answer;
     }

@@ -9,7 +9,8 @@ use fulmen_chain::view::ChainView;
 use futures::channel::oneshot;
 use serde_json::Value;
 
-use super::context::{RpcContext, header_not_found, ok};
+use super::context::RpcContext;
+use super::reply::{header_not_found, ok};
 use super::state::block_by_id;
 use crate::rpc::{Params, RpcError};
 

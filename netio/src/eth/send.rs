@@ -13,7 +13,8 @@ use futures::channel::oneshot;
 use futures::future::Either;
 use serde_json::{Value, json};
 
-use super::context::{RpcContext, ok};
+use super::context::RpcContext;
+use super::reply::ok;
 use crate::convert;
 use crate::rpc::{Params, RpcError};
 

@@ -11,7 +11,7 @@ use fulmen_chain::block::{BlockContext, RECENT_STATES_MAX, SealedBlock};
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
-use super::context::{header_not_found, ok};
+use super::reply::{header_not_found, ok};
 use crate::convert;
 use crate::rpc::{ByteBudget, Params, RpcError};
 

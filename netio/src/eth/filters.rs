@@ -1,0 +1,476 @@
+//! The filter API, as geth has it: `eth_newFilter`, `eth_newBlockFilter`,
+//! `eth_newPendingTransactionFilter`, `eth_getFilterChanges`,
+//! `eth_getFilterLogs` and `eth_uninstallFilter`.
+//!
+//! Filters live in one table shared by every net core (a client's polls may
+//! reach any core: connections are spread with SO_REUSEPORT). A filter not
+//! polled for [`FILTER_IDLE_TIMEOUT`] is removed, as geth does after 5
+//! minutes, and the table holds at most [`FILTERS_MAX`]. Ids are 128-bit,
+//! unguessable (keccak of a per-process secret and a counter), so one
+//! client cannot poll or remove another's filter.
+//!
+//! What each kind returns from `eth_getFilterChanges`, since its creation
+//! or its last poll:
+//! - logs: the matching logs of the blocks sealed since (within the
+//!   filter's `fromBlock`/`toBlock`), each block once;
+//! - blocks: the hashes of the blocks sealed since;
+//! - pending transactions: the hashes of the transactions preconfirmed
+//!   since (fulmen preconfirms each one as it arrives), each once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alloy_eips::BlockNumberOrTag;
+use alloy_primitives::{B128, B256, keccak256};
+use alloy_rpc_types_eth::{Filter, FilterBlockOption};
+use fulmen_chain::view::ChainView;
+use serde_json::Value;
+
+use super::logs::{check_filter_size, filter_logs, sealed_logs};
+use super::reply::ok;
+use crate::limits::RpcLimits;
+use crate::rpc::{Params, RpcError};
+
+/// A filter not polled for this long is removed (geth: 5 minutes).
+pub const FILTER_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Most filters installed at once on this node.
+pub const FILTERS_MAX: usize = 10_000;
+
+/// The filters of this node (shared by its net cores).
+pub struct Filters {
+    inner: Mutex<Inner>,
+    idle_timeout: Duration,
+    max: usize,
+}
+
+struct Inner {
+    installed: HashMap<B128, Installed>,
+    secret: B256,
+    counter: u64,
+}
+
+struct Installed {
+    kind: Kind,
+    polled: Instant,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Logs {
+        filter: Box<Filter>,
+        /// The first sealed block not yet read.
+        next: u64,
+    },
+    Blocks {
+        /// The first sealed block not yet reported.
+        next: u64,
+    },
+    PendingTxs {
+        /// The first sealed block not yet read.
+        next: u64,
+        /// Transactions of unsealed blocks already reported.
+        reported: HashSet<B256>,
+    },
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Self::new(FILTER_IDLE_TIMEOUT, FILTERS_MAX)
+    }
+}
+
+impl Filters {
+    /// An empty table whose filters expire after `idle_timeout` unpolled,
+    /// holding at most `max`.
+    pub fn new(idle_timeout: Duration, max: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                installed: HashMap::new(),
+                secret: process_secret(),
+                counter: 0,
+            }),
+            idle_timeout,
+            max,
+        }
+    }
+
+    /// Filters installed now (expired ones included until the next call).
+    pub fn len(&self) -> usize {
+        self.lock().installed.len()
+    }
+
+    /// True when none is installed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every
+        // update is a single insert or remove): go on with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers a filter method; `None` for any other method.
+    pub(crate) fn method(
+        &self,
+        limits: &RpcLimits,
+        view: &ChainView,
+        method: &str,
+        params: &Params,
+    ) -> Option<Result<Value, RpcError>> {
+        let answer = match method {
+            "eth_newFilter" => self.new_logs_filter(view, params),
+            "eth_newBlockFilter" => params.at_most(0).and_then(|()| {
+                self.install(Kind::Blocks {
+                    next: view.head().header.number + 1,
+                })
+            }),
+            "eth_newPendingTransactionFilter" => params.at_most(1).and_then(|()| {
+                let reported = view
+                    .unsealed()
+                    .flat_map(|b| b.txs.iter().map(|tx| tx.tx.hash))
+                    .collect();
+                self.install(Kind::PendingTxs {
+                    next: view.head().header.number + 1,
+                    reported,
+                })
+            }),
+            "eth_getFilterChanges" => self.changes(limits, view, params),
+            "eth_getFilterLogs" => self.logs(limits, view, params),
+            "eth_uninstallFilter" => filter_id(params).and_then(|id| {
+                let mut inner = self.lock();
+                self.expire(&mut inner);
+                ok(inner.installed.remove(&id).is_some())
+            }),
+            _ => return None,
+        };
+        Some(answer)
+    }
+
+    fn new_logs_filter(&self, view: &ChainView, params: &Params) -> Result<Value, RpcError> {
+        params.at_most(1)?;
+        let filter: Filter = params.required(0, "filter")?;
+        check_filter_size(&filter, 0)?;
+        if matches!(filter.block_option, FilterBlockOption::AtBlockHash(_)) {
+            return Err(RpcError::invalid_params(
+                "invalid argument 0 (filter): eth_newFilter takes fromBlock/toBlock, not blockHash \
+                 (use eth_getLogs for one block)",
+            ));
+        }
+        self.install(Kind::Logs {
+            filter: Box::new(filter),
+            next: view.head().header.number + 1,
+        })
+    }
+
+    /// Installs a filter; its id, or an error when the table is full.
+    fn install(&self, kind: Kind) -> Result<Value, RpcError> {
+        let mut inner = self.lock();
+        self.expire(&mut inner);
+        if inner.installed.len() >= self.max {
+            return Err(RpcError::server(format!(
+                "too many filters installed ({}): uninstall some (eth_uninstallFilter), or let idle \
+                 ones expire after {} s",
+                self.max,
+                self.idle_timeout.as_secs()
+            )));
+        }
+        inner.counter += 1;
+        let mut seed = inner.secret.to_vec();
+        seed.extend_from_slice(&inner.counter.to_be_bytes());
+        let id = B128::from_slice(&keccak256(&seed)[..16]);
+        inner.installed.insert(
+            id,
+            Installed {
+                kind,
+                polled: Instant::now(),
+            },
+        );
+        ok(id)
+    }
+
+    /// Removes the filters not polled within the timeout.
+    fn expire(&self, inner: &mut Inner) {
+        let now = Instant::now();
+        inner
+            .installed
+            .retain(|_, f| now.duration_since(f.polled) < self.idle_timeout);
+    }
+
+    /// The filter `params` names, marked as polled now.
+    fn polled(&self, params: &Params) -> Result<(B128, Kind), RpcError> {
+        let id = filter_id(params)?;
+        let mut inner = self.lock();
+        self.expire(&mut inner);
+        let installed = inner.installed.get_mut(&id).ok_or_else(not_found)?;
+        installed.polled = Instant::now();
+        Ok((id, installed.kind.clone()))
+    }
+
+    fn changes(
+        &self,
+        limits: &RpcLimits,
+        view: &ChainView,
+        params: &Params,
+    ) -> Result<Value, RpcError> {
+        let (id, kind) = self.polled(params)?;
+        let head = view.head().header.number;
+        // Computed without the lock; then the filter moves on (unless it
+        // was removed meanwhile).
+        let (answer, moved) = match kind {
+            Kind::Logs { filter, next } => {
+                let (low, high) = bounds(&filter);
+                let (from, to) = (next.max(low), head.min(high));
+                let logs = if from <= to {
+                    sealed_logs(limits, view, &filter, (from, to))?
+                } else {
+                    Vec::new()
+                };
+                let next = next.max(head + 1);
+                (ok(logs)?, Kind::Logs { filter, next })
+            }
+            Kind::Blocks { next } => {
+                let hashes: Vec<B256> = (next..=head)
+                    .filter_map(|n| view.block(n).map(|b| b.hash))
+                    .collect();
+                (ok(hashes)?, Kind::Blocks { next: head + 1 })
+            }
+            Kind::PendingTxs { next, reported } => {
+                let sealed = (next..=head)
+                    .filter_map(|n| view.block(n))
+                    .flat_map(|b| b.txs.iter().map(|tx| tx.tx.hash));
+                let unsealed: Vec<B256> = view
+                    .unsealed()
+                    .flat_map(|b| b.txs.iter().map(|tx| tx.tx.hash))
+                    .collect();
+                let new: Vec<B256> = sealed
+                    .chain(unsealed.iter().copied())
+                    .filter(|h| !reported.contains(h))
+                    .collect();
+                let kind = Kind::PendingTxs {
+                    next: head + 1,
+                    reported: unsealed.into_iter().collect(),
+                };
+                (ok(new)?, kind)
+            }
+        };
+        if let Some(installed) = self.lock().installed.get_mut(&id) {
+            installed.kind = moved;
+        }
+        Ok(answer)
+    }
+
+    fn logs(
+        &self,
+        limits: &RpcLimits,
+        view: &ChainView,
+        params: &Params,
+    ) -> Result<Value, RpcError> {
+        let (_, kind) = self.polled(params)?;
+        match kind {
+            Kind::Logs { filter, .. } => ok(filter_logs(limits, view, &filter)?),
+            _ => Err(RpcError::server(
+                "filter not found: eth_getFilterLogs takes a logs filter (eth_newFilter)",
+            )),
+        }
+    }
+}
+
+/// The block bounds of a logs filter's changes: numbers bound them; tags
+/// (`latest`, `pending`, ...) and none leave them open.
+fn bounds(filter: &Filter) -> (u64, u64) {
+    let FilterBlockOption::Range {
+        from_block,
+        to_block,
+    } = filter.block_option
+    else {
+        return (0, u64::MAX);
+    };
+    let low = match from_block {
+        Some(BlockNumberOrTag::Number(n)) => n,
+        _ => 0,
+    };
+    let high = match to_block {
+        Some(BlockNumberOrTag::Number(n)) => n,
+        Some(BlockNumberOrTag::Earliest) => 0,
+        _ => u64::MAX,
+    };
+    (low, high)
+}
+
+fn filter_id(params: &Params) -> Result<B128, RpcError> {
+    params.at_most(1)?;
+    let id: Value = params.required(0, "filter id")?;
+    let text = id.as_str().unwrap_or_default();
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    // Ids are answered as 32 hex digits; a shorter one (leading zeros
+    // dropped by a client) is padded back.
+    if digits.is_empty() || digits.len() > 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_found());
+    }
+    let padded = format!("{digits:0>32}");
+    padded.parse::<B128>().map_err(|_| not_found())
+}
+
+fn not_found() -> RpcError {
+    RpcError::server("filter not found")
+}
+
+/// 32 bytes no other process can predict: from the kernel's RNG, or (if
+/// it cannot be read) the clock and the process id.
+fn process_secret() -> B256 {
+    let mut bytes = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    if read.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        return keccak256(
+            [
+                now.to_be_bytes().as_slice(),
+                &std::process::id().to_be_bytes(),
+            ]
+            .concat(),
+        );
+    }
+    B256::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eth::testkit::{self, params};
+    use serde_json::json;
+
+    fn call(
+        filters: &Filters,
+        view: &ChainView,
+        method: &str,
+        args: Value,
+    ) -> Result<Value, RpcError> {
+        filters
+            .method(&RpcLimits::default(), view, method, &params(args))
+            .expect("a filter method")
+    }
+
+    #[test]
+    fn each_kind_reports_what_happened_since_its_last_poll_once() {
+        let filters = Filters::default();
+        let (before, after) = (testkit::chain(2), testkit::chain(4));
+        let logs = call(
+            &filters,
+            &before,
+            "eth_newFilter",
+            json!([{"fromBlock": "0x1"}]),
+        )
+        .unwrap();
+        let topic3 = call(
+            &filters,
+            &before,
+            "eth_newFilter",
+            json!([{"topics": [testkit::topic(3)]}]),
+        )
+        .unwrap();
+        let blocks = call(&filters, &before, "eth_newBlockFilter", json!([])).unwrap();
+        let pending = call(
+            &filters,
+            &before,
+            "eth_newPendingTransactionFilter",
+            json!([]),
+        )
+        .unwrap();
+        assert_eq!(filters.len(), 4);
+        // Nothing new yet.
+        for id in [&logs, &blocks, &pending] {
+            assert_eq!(
+                call(&filters, &before, "eth_getFilterChanges", json!([id])).unwrap(),
+                json!([])
+            );
+        }
+        // Blocks 3 and 4 sealed (and a new open block).
+        let got = call(&filters, &after, "eth_getFilterChanges", json!([logs])).unwrap();
+        let numbers: Vec<&Value> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["blockNumber"])
+            .collect();
+        assert_eq!(numbers, vec![&json!("0x3"), &json!("0x4")]);
+        let got = call(&filters, &after, "eth_getFilterChanges", json!([topic3])).unwrap();
+        assert_eq!(got.as_array().map(Vec::len), Some(1));
+        let got = call(&filters, &after, "eth_getFilterChanges", json!([blocks])).unwrap();
+        let want: Vec<B256> = (3..=4).map(|n| after.block(n).unwrap().hash).collect();
+        assert_eq!(got, json!(want));
+        // Block 3's tx was preconfirmed (open) when the filter was made:
+        // reported then as already seen; block 4's and the new open one's
+        // are new.
+        let got = call(&filters, &after, "eth_getFilterChanges", json!([pending])).unwrap();
+        assert_eq!(got.as_array().map(Vec::len), Some(2), "{got}");
+        // Each once.
+        for id in [&logs, &topic3, &blocks, &pending] {
+            assert_eq!(
+                call(&filters, &after, "eth_getFilterChanges", json!([id])).unwrap(),
+                json!([])
+            );
+        }
+        // The whole range again, on request: blocks 1..=4 and the
+        // preconfirmed one, as eth_getLogs answers.
+        let all = call(&filters, &after, "eth_getFilterLogs", json!([logs])).unwrap();
+        assert_eq!(all.as_array().map(Vec::len), Some(5), "{all}");
+        assert!(call(&filters, &after, "eth_getFilterLogs", json!([blocks])).is_err());
+        assert_eq!(
+            call(&filters, &after, "eth_uninstallFilter", json!([logs])).unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            call(&filters, &after, "eth_uninstallFilter", json!([logs])).unwrap(),
+            json!(false)
+        );
+        let gone = call(&filters, &after, "eth_getFilterChanges", json!([logs])).unwrap_err();
+        assert_eq!(gone.message, "filter not found");
+    }
+
+    #[test]
+    fn idle_filters_expire_the_table_is_bounded_and_bad_input_is_refused() {
+        let view = testkit::chain(2);
+        let filters = Filters::new(Duration::from_millis(50), 2);
+        let a = call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap();
+        call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap();
+        let full = call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap_err();
+        assert!(
+            full.message.starts_with("too many filters installed (2)"),
+            "{}",
+            full.message
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(
+            call(&filters, &view, "eth_getFilterChanges", json!([a]))
+                .unwrap_err()
+                .message,
+            "filter not found"
+        );
+        assert_eq!(filters.len(), 0);
+        for bad in [json!([]), json!(["0xzz"]), json!([7]), json!(["0x"])] {
+            assert!(call(&filters, &view, "eth_getFilterChanges", bad).is_err());
+        }
+        let by_hash = json!([{"blockHash": B256::ZERO}]);
+        assert_eq!(
+            call(&filters, &view, "eth_newFilter", by_hash)
+                .unwrap_err()
+                .code,
+            -32602
+        );
+        // An id with its leading zeros dropped still names the filter.
+        let filters = Filters::default();
+        let id = call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap();
+        let text = id.as_str().unwrap();
+        let short = format!(
+            "0x{}",
+            text.trim_start_matches("0x").trim_start_matches('0')
+        );
+        assert!(call(&filters, &view, "eth_getFilterChanges", json!([short])).is_ok());
+    }
+}
