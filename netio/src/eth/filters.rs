@@ -17,7 +17,7 @@
 //! - pending transactions: the hashes of the transactions preconfirmed
 //!   since (fulmen preconfirms each one as it arrives), each once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,11 @@ pub const FILTER_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Most filters installed at once on this node.
 pub const FILTERS_MAX: usize = 10_000;
 
+/// Most addresses and topic values all installed logs filters name
+/// together (a filter may name 1,000 addresses and 4,000 topic values, so
+/// the count of filters alone would let them take gigabytes).
+pub const FILTER_VALUES_MAX: usize = 1_000_000;
+
 /// The filters of this node (shared by its net cores).
 pub struct Filters {
     inner: Mutex<Inner>,
@@ -47,6 +52,8 @@ pub struct Filters {
 
 struct Inner {
     installed: HashMap<B128, Installed>,
+    /// Addresses and topic values of the installed logs filters.
+    values: usize,
     secret: B256,
     counter: u64,
 }
@@ -68,10 +75,11 @@ enum Kind {
         next: u64,
     },
     PendingTxs {
-        /// The first sealed block not yet read.
-        next: u64,
-        /// Transactions of unsealed blocks already reported.
-        reported: HashSet<B256>,
+        /// Where the first transaction not yet reported sits: a block
+        /// (sealed or not) and an index in it. Blocks only grow at their
+        /// end and keep their order when sealed, so a position is all a
+        /// filter keeps, whatever the load.
+        next: (u64, usize),
     },
 }
 
@@ -88,6 +96,7 @@ impl Filters {
         Self {
             inner: Mutex::new(Inner {
                 installed: HashMap::new(),
+                values: 0,
                 secret: process_secret(),
                 counter: 0,
             }),
@@ -128,13 +137,9 @@ impl Filters {
                 })
             }),
             "eth_newPendingTransactionFilter" => params.at_most(1).and_then(|()| {
-                let reported = view
-                    .unsealed()
-                    .flat_map(|b| b.txs.iter().map(|tx| tx.tx.hash))
-                    .collect();
+                let open = view.open();
                 self.install(Kind::PendingTxs {
-                    next: view.head().header.number + 1,
-                    reported,
+                    next: (open.ctx.number, open.txs.len()),
                 })
             }),
             "eth_getFilterChanges" => self.changes(limits, view, params),
@@ -142,7 +147,9 @@ impl Filters {
             "eth_uninstallFilter" => filter_id(params).and_then(|id| {
                 let mut inner = self.lock();
                 self.expire(&mut inner);
-                ok(inner.installed.remove(&id).is_some())
+                let removed = inner.installed.remove(&id);
+                inner.values -= removed.as_ref().map_or(0, |f| f.kind.values());
+                ok(removed.is_some())
             }),
             _ => return None,
         };
@@ -169,14 +176,19 @@ impl Filters {
     fn install(&self, kind: Kind) -> Result<Value, RpcError> {
         let mut inner = self.lock();
         self.expire(&mut inner);
-        if inner.installed.len() >= self.max {
+        let values = kind.values();
+        if inner.installed.len() >= self.max || inner.values + values > FILTER_VALUES_MAX {
             return Err(RpcError::server(format!(
-                "too many filters installed ({}): uninstall some (eth_uninstallFilter), or let idle \
-                 ones expire after {} s",
+                "too many filters installed ({} filters, {} addresses and topic values; limits {} \
+                 and {FILTER_VALUES_MAX}): uninstall some (eth_uninstallFilter), or let idle ones \
+                 expire after {} s",
+                inner.installed.len(),
+                inner.values,
                 self.max,
                 self.idle_timeout.as_secs()
             )));
         }
+        inner.values += values;
         inner.counter += 1;
         let mut seed = inner.secret.to_vec();
         seed.extend_from_slice(&inner.counter.to_be_bytes());
@@ -194,9 +206,15 @@ impl Filters {
     /// Removes the filters not polled within the timeout.
     fn expire(&self, inner: &mut Inner) {
         let now = Instant::now();
-        inner
-            .installed
-            .retain(|_, f| now.duration_since(f.polled) < self.idle_timeout);
+        let mut freed = 0;
+        inner.installed.retain(|_, f| {
+            let keep = now.duration_since(f.polled) < self.idle_timeout;
+            if !keep {
+                freed += f.kind.values();
+            }
+            keep
+        });
+        inner.values -= freed;
     }
 
     /// The filter `params` names, marked as polled now.
@@ -237,23 +255,18 @@ impl Filters {
                     .collect();
                 (ok(hashes)?, Kind::Blocks { next: head + 1 })
             }
-            Kind::PendingTxs { next, reported } => {
-                let sealed = (next..=head)
-                    .filter_map(|n| view.block(n))
-                    .flat_map(|b| b.txs.iter().map(|tx| tx.tx.hash));
-                let unsealed: Vec<B256> = view
-                    .unsealed()
-                    .flat_map(|b| b.txs.iter().map(|tx| tx.tx.hash))
-                    .collect();
-                let new: Vec<B256> = sealed
-                    .chain(unsealed.iter().copied())
-                    .filter(|h| !reported.contains(h))
-                    .collect();
-                let kind = Kind::PendingTxs {
-                    next: head + 1,
-                    reported: unsealed.into_iter().collect(),
-                };
-                (ok(new)?, kind)
+            Kind::PendingTxs {
+                next: (block, index),
+            } => {
+                let open = view.open();
+                let mut new = Vec::new();
+                for number in block..=open.ctx.number {
+                    let from = if number == block { index } else { 0 };
+                    let hashes = tx_hashes_of(view, number);
+                    new.extend(hashes.into_iter().skip(from));
+                }
+                let next = (open.ctx.number, open.txs.len());
+                (ok(new)?, Kind::PendingTxs { next })
             }
         };
         if let Some(installed) = self.lock().installed.get_mut(&id) {
@@ -275,6 +288,30 @@ impl Filters {
                 "filter not found: eth_getFilterLogs takes a logs filter (eth_newFilter)",
             )),
         }
+    }
+}
+
+impl Kind {
+    /// Addresses and topic values it names (what bounds its memory).
+    fn values(&self) -> usize {
+        match self {
+            Kind::Logs { filter, .. } => {
+                filter.address.len() + filter.topics.iter().map(|t| t.len()).sum::<usize>()
+            }
+            Kind::Blocks { .. } | Kind::PendingTxs { .. } => 0,
+        }
+    }
+}
+
+/// The hashes of block `number`'s transactions, sealed or not.
+fn tx_hashes_of(view: &ChainView, number: u64) -> Vec<B256> {
+    match view.block(number) {
+        Some(block) => block.txs.iter().map(|tx| tx.tx.hash).collect(),
+        None => view
+            .unsealed()
+            .find(|b| b.ctx.number == number)
+            .map(|b| b.txs.iter().map(|tx| tx.tx.hash).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -405,8 +442,7 @@ mod tests {
         let want: Vec<B256> = (3..=4).map(|n| after.block(n).unwrap().hash).collect();
         assert_eq!(got, json!(want));
         // Block 3's tx was preconfirmed (open) when the filter was made:
-        // reported then as already seen; block 4's and the new open one's
-        // are new.
+        // not new; block 4's and the new open one's are.
         let got = call(&filters, &after, "eth_getFilterChanges", json!([pending])).unwrap();
         assert_eq!(got.as_array().map(Vec::len), Some(2), "{got}");
         // Each once.
@@ -441,7 +477,8 @@ mod tests {
         call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap();
         let full = call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap_err();
         assert!(
-            full.message.starts_with("too many filters installed (2)"),
+            full.message
+                .starts_with("too many filters installed (2 filters"),
             "{}",
             full.message
         );
@@ -463,6 +500,31 @@ mod tests {
                 .code,
             -32602
         );
+        // Addresses and topic values are bounded across filters too.
+        let filters = Filters::default();
+        let many: Vec<String> = (0..1000).map(|i| format!("{:#042x}", i + 1)).collect();
+        let mut installed = Vec::new();
+        let refused = loop {
+            match call(&filters, &view, "eth_newFilter", json!([{"address": many}])) {
+                Ok(id) => installed.push(id),
+                Err(e) => break e,
+            }
+            assert!(installed.len() <= FILTER_VALUES_MAX / 1000, "no bound");
+        };
+        assert_eq!(installed.len(), FILTER_VALUES_MAX / 1000);
+        assert!(
+            refused.message.contains("addresses and topic values"),
+            "{}",
+            refused.message
+        );
+        call(
+            &filters,
+            &view,
+            "eth_uninstallFilter",
+            json!([installed[0]]),
+        )
+        .unwrap();
+        assert!(call(&filters, &view, "eth_newFilter", json!([{"address": many}])).is_ok());
         // An id with its leading zeros dropped still names the filter.
         let filters = Filters::default();
         let id = call(&filters, &view, "eth_newBlockFilter", json!([])).unwrap();
