@@ -92,20 +92,8 @@ async fn deploy_call_transfer_and_read_logs() {
     let bob = signer(1).address();
     let provider = node.wallet_provider(alice.clone());
 
-    // Deploy the token (constructor arg: supply).
-    let supply = U256::from(1_000_000u64);
-    let mut code = bytecode("Token").to_vec();
-    code.extend_from_slice(&supply.to_be_bytes::<32>());
-    let deploy = TransactionRequest::default().with_deploy_code(code);
-    let receipt = provider
-        .send_transaction(deploy)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    let (receipt, token) = deploy_token(&provider).await;
     assert!(receipt.status());
-    let token = receipt.contract_address.expect("contract address");
     assert!(!provider.get_code_at(token).await.unwrap().is_empty());
 
     // ERC-20 transfers with sync send.
@@ -1061,6 +1049,25 @@ fn two_net_cores_share_the_port() {
     }
 }
 
+/// Deploys the Token (constructor argument: a supply of 1,000,000 to the
+/// sender); its receipt and address.
+async fn deploy_token(
+    provider: &impl Provider,
+) -> (alloy::rpc::types::TransactionReceipt, Address) {
+    let mut code = bytecode("Token").to_vec();
+    code.extend_from_slice(&U256::from(1_000_000u64).to_be_bytes::<32>());
+    let deploy = TransactionRequest::default().with_deploy_code(code);
+    let receipt = provider
+        .send_transaction(deploy)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let token = receipt.contract_address.expect("contract address");
+    (receipt, token)
+}
+
 /// Items from a poller stream until `enough` of them, or `WAIT_MAX`.
 async fn collect<T>(
     stream: &mut (impl futures::Stream<Item = Vec<T>> + Unpin),
@@ -1098,17 +1105,7 @@ async fn filters_deliver_blocks_logs_and_pending_txs_once_to_alloy_s_pollers() {
     let alice = signer(0);
     let bob = signer(1).address();
     let provider = node.wallet_provider(alice.clone());
-    let mut code = bytecode("Token").to_vec();
-    code.extend_from_slice(&U256::from(1_000_000u64).to_be_bytes::<32>());
-    let deploy = TransactionRequest::default().with_deploy_code(code);
-    let receipt = provider
-        .send_transaction(deploy)
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let token = receipt.contract_address.expect("contract address");
+    let (receipt, token) = deploy_token(&provider).await;
     // A pending filter made after the deploy does not report it.
     let id = rpc(node.addr, "eth_newPendingTransactionFilter", json!([]))["result"].clone();
     let poll = Duration::from_millis(100);

@@ -241,7 +241,7 @@ fn only_the_batcher_s_blob_txs_to_the_inbox_count() {
 fn routed_server(
     route: impl Fn(&str, &str, &str) -> (u16, String) + Send + 'static,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -250,22 +250,10 @@ fn routed_server(
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             let mut reader = BufReader::new(stream);
-            let mut request = String::new();
-            if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            let (request, body) = crate::testutil::read_http_request(&mut reader);
+            if request.is_empty() {
                 continue;
             }
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
             let mut parts = request.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             seen.lock().unwrap().push(path.to_string());

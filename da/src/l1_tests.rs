@@ -1,6 +1,6 @@
 use super::*;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 
 use crate::testutil::XorShift;
@@ -18,18 +18,7 @@ fn canned_server(answers: Vec<Option<(u16, String)>>) -> String {
                 return;
             };
             let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let (_, body) = crate::testutil::read_http_request(&mut reader);
             let id = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("id").cloned());

@@ -1,4 +1,5 @@
-//! Deterministic inputs for the codec tests.
+//! Deterministic inputs for the codec tests, and reading an HTTP request
+//! in the tests' loopback servers.
 
 /// xorshift64: a seeded stream of pseudo-random bytes.
 pub(crate) struct XorShift(u64);
@@ -99,4 +100,29 @@ impl Traffic {
         out.extend_from_slice(&fields);
         out
     }
+}
+
+/// Reads one HTTP/1.1 request from `reader`: its request line (empty when
+/// the connection closed first) and its body (by `content-length`).
+pub(crate) fn read_http_request(
+    reader: &mut std::io::BufReader<std::net::TcpStream>,
+) -> (String, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut request = String::new();
+    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+        return (String::new(), Vec::new());
+    }
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    (request, body)
 }
