@@ -1143,6 +1143,17 @@ async fn filters_deliver_blocks_logs_and_pending_txs_once_to_alloy_s_pollers() {
             .with_input(call.abi_encode());
         sent.push(*provider.send_transaction(tx).await.unwrap().tx_hash());
     }
+    // A preconfirmed receipt's block is addressable for logs at once.
+    let last = provider
+        .get_transaction_receipt(sent[2])
+        .await
+        .unwrap()
+        .expect("preconfirmed");
+    let since = Filter::new()
+        .address(token)
+        .from_block(last.block_number.expect("a block number"));
+    let found = provider.get_logs(&since).await.unwrap();
+    assert!(found.iter().any(|l| l.transaction_hash == Some(sent[2])));
     let got = collect(&mut pending, 3).await;
     for hash in &sent {
         assert_eq!(got.iter().filter(|h| *h == hash).count(), 1, "{hash} once");

@@ -40,13 +40,12 @@ pub(crate) fn check_filter_size(filter: &Filter, index: usize) -> Result<(), Rpc
     Ok(())
 }
 
-/// The sealed blocks a filter reads, and whether it also reads the
-/// preconfirmed (unsealed) ones.
+/// The blocks a filter reads, `from..=to`: sealed ones, and preconfirmed
+/// (unsealed) ones where `to` passes the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Range {
     from: u64,
     to: u64,
-    unsealed: bool,
 }
 
 /// `eth_getLogs`: the matching logs of sealed blocks, then of preconfirmed
@@ -81,11 +80,7 @@ pub(crate) fn sealed_logs(
     filter: &Filter,
     (from, to): (u64, u64),
 ) -> Result<Vec<Log>, RpcError> {
-    let range = Range {
-        from,
-        to,
-        unsealed: false,
-    };
+    let range = Range { from, to };
     logs_in(limits, view, filter, range)
 }
 
@@ -103,7 +98,8 @@ fn logs_in(
         logs_max: limits.logs_max,
         budget: ByteBudget::new(limits.response_bytes_max),
     };
-    for n in range.from..=range.to {
+    let head = view.head().header.number;
+    for n in range.from..=range.to.min(head) {
         let Some(block) = view.block(n) else { break };
         if !filter.matches_bloom(block.header.logs_bloom) {
             continue;
@@ -112,11 +108,12 @@ fn logs_in(
             found.push(convert::logs(tx, Some(block.hash)))?;
         }
     }
-    if range.unsealed {
-        for block in view.unsealed() {
-            for tx in block.txs.iter() {
-                found.push(convert::logs(tx, None))?;
-            }
+    let reached = view
+        .unsealed()
+        .filter(|b| (range.from..=range.to).contains(&b.ctx.number));
+    for block in reached {
+        for tx in block.txs.iter() {
+            found.push(convert::logs(tx, None))?;
         }
     }
     Ok(found.logs)
@@ -133,11 +130,7 @@ fn range(limits: &RpcLimits, view: &ChainView, filter: &Filter) -> Result<Range,
                 .ok_or_else(|| RpcError::server("unknown block"))?;
             let n = block.header.number;
             check_width(limits, n, n)?;
-            return Ok(Range {
-                from: n,
-                to: n,
-                unsealed: false,
-            });
+            return Ok(Range { from: n, to: n });
         }
         FilterBlockOption::Range {
             from_block,
@@ -146,18 +139,19 @@ fn range(limits: &RpcLimits, view: &ChainView, filter: &Filter) -> Result<Range,
     };
     let heads = (head, view.safe(), view.finalized());
     let (from, _) = resolve(from_block, heads);
-    let (to, unsealed) = resolve(to_block, heads);
+    // `latest` and `pending` reach the open block; a number may name any
+    // block up to it (a preconfirmed receipt's `blockNumber`).
+    let open = view.open().ctx.number;
+    let (asked, reaches_open) = resolve(to_block, heads);
+    let asked = if reaches_open { open } else { asked };
+    let to = asked.min(open);
     if from > to {
         return Err(RpcError::invalid_params(
             "invalid argument 0 (filter): fromBlock is after toBlock",
         ));
     }
-    check_width(limits, from, to)?;
-    Ok(Range {
-        from,
-        to: to.min(head),
-        unsealed,
-    })
+    check_width(limits, from, asked)?;
+    Ok(Range { from, to })
 }
 
 /// Refuses a range of `rpc.logs_block_range_max` blocks or more.
@@ -171,8 +165,8 @@ fn check_width(limits: &RpcLimits, from: u64, to: u64) -> Result<(), RpcError> {
     Ok(())
 }
 
-/// A range end as a block number, and whether it reaches the preconfirmed
-/// blocks: none, `latest` and `pending` are the head and beyond; `safe` and
+/// A range end as a block number, and whether it reaches the open block:
+/// none, `latest` and `pending` are the head and the blocks after it; `safe` and
 /// `finalized` are what L1 vouches for (`heads`: head, safe, finalized);
 /// `earliest` is genesis.
 fn resolve(tag: Option<BlockNumberOrTag>, (head, safe, finalized): (u64, u64, u64)) -> (u64, bool) {
@@ -242,28 +236,30 @@ mod tests {
     }
 
     #[test]
-    fn ranges_are_checked_and_clamped_to_the_head() {
+    fn ranges_are_checked_and_clamped_to_the_open_block() {
         let view = testkit::chain(3);
         let limits = RpcLimits {
             logs_block_range_max: 5,
             ..RpcLimits::default()
         };
         let range_of = |filter: Filter| range(&limits, &view, &filter);
+        // Block 4 is the open one: `latest` reaches it, and so does its
+        // number; a number past it stops there.
         assert_eq!(
             range_of(Filter::new().from_block(1)).unwrap(),
-            Range {
-                from: 1,
-                to: 3,
-                unsealed: true
-            }
+            Range { from: 1, to: 4 }
         );
         assert_eq!(
             range_of(Filter::new().from_block(0).to_block(4)).unwrap(),
-            Range {
-                from: 0,
-                to: 3,
-                unsealed: false
-            }
+            Range { from: 0, to: 4 }
+        );
+        assert_eq!(
+            range_of(Filter::new().from_block(4)).unwrap(),
+            Range { from: 4, to: 4 }
+        );
+        assert_eq!(
+            range_of(Filter::new().from_block(4).to_block(7)).unwrap(),
+            Range { from: 4, to: 4 }
         );
         let error = range_of(Filter::new().from_block(2).to_block(1)).unwrap_err();
         assert_eq!(error.code, -32602);
@@ -275,11 +271,7 @@ mod tests {
         let hash = view.block(2).expect("block 2").hash;
         assert_eq!(
             range_of(Filter::new().at_block_hash(hash)).unwrap(),
-            Range {
-                from: 2,
-                to: 2,
-                unsealed: false
-            }
+            Range { from: 2, to: 2 }
         );
         let error = range_of(Filter::new().at_block_hash(B256::repeat_byte(9))).unwrap_err();
         assert_eq!(error.message, "unknown block");
