@@ -690,18 +690,10 @@ impl L1Client {
             })
         };
         let path = "/eth/v1/beacon/genesis";
-        let text = self.beacon_get(path)?;
-        let genesis: Genesis = serde_json::from_str(&text).map_err(|e| L1Error::Malformed {
-            call: path.into(),
-            detail: format!("{e}: {}", quote(&text)),
-        })?;
+        let genesis: Genesis = self.beacon_json(path)?;
         let genesis_time = number(path, &genesis.data.genesis_time)?;
         let path = "/eth/v1/config/spec";
-        let text = self.beacon_get(path)?;
-        let spec: Spec = serde_json::from_str(&text).map_err(|e| L1Error::Malformed {
-            call: path.into(),
-            detail: format!("{e}: {}", quote(&text)),
-        })?;
+        let spec: Spec = self.beacon_json(path)?;
         let seconds_per_slot = number(path, &spec.data.seconds_per_slot)?;
         if seconds_per_slot == 0 {
             return Err(L1Error::Malformed {
@@ -712,6 +704,15 @@ impl L1Client {
         Ok(SlotClock {
             genesis_time,
             seconds_per_slot,
+        })
+    }
+
+    /// `GET {beacon}{path}`, decoded as JSON.
+    fn beacon_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, L1Error> {
+        let text = self.beacon_get(path)?;
+        serde_json::from_str(&text).map_err(|e| L1Error::Malformed {
+            call: path.into(),
+            detail: format!("{e}: {}", quote(&text)),
         })
     }
 

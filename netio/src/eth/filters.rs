@@ -38,6 +38,10 @@ pub const FILTER_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Most filters installed at once on this node.
 pub const FILTERS_MAX: usize = 10_000;
 
+/// Most transaction hashes one poll of a pending filter answers (about
+/// 670 KB of JSON); the rest waits for the next poll.
+pub const PENDING_HASHES_PER_POLL_MAX: usize = 10_000;
+
 /// Most addresses and topic values all installed logs filters name
 /// together (a filter may name 1,000 addresses and 4,000 topic values, so
 /// the count of filters alone would let them take gigabytes).
@@ -48,6 +52,8 @@ pub struct Filters {
     inner: Mutex<Inner>,
     idle_timeout: Duration,
     max: usize,
+    /// Most hashes one poll of a pending filter answers.
+    pending_per_poll: usize,
 }
 
 struct Inner {
@@ -66,7 +72,7 @@ struct Installed {
 #[derive(Clone)]
 enum Kind {
     Logs {
-        filter: Box<Filter>,
+        filter: std::sync::Arc<Filter>,
         /// The first sealed block not yet read.
         next: u64,
     },
@@ -102,6 +108,7 @@ impl Filters {
             }),
             idle_timeout,
             max,
+            pending_per_poll: PENDING_HASHES_PER_POLL_MAX,
         }
     }
 
@@ -167,7 +174,7 @@ impl Filters {
             ));
         }
         self.install(Kind::Logs {
-            filter: Box::new(filter),
+            filter: std::sync::Arc::new(filter),
             next: view.head().header.number + 1,
         })
     }
@@ -241,12 +248,13 @@ impl Filters {
             Kind::Logs { filter, next } => {
                 let (low, high) = bounds(&filter);
                 let (from, to) = (next.max(low), head.min(high));
-                let logs = if from <= to {
-                    sealed_logs(limits, view, &filter, (from, to))?
+                let (logs, next) = if from <= to {
+                    // Past the limits, the rest waits for the next poll.
+                    let (logs, read_to) = sealed_logs(limits, view, &filter, (from, to))?;
+                    (logs, if read_to > to { head + 1 } else { read_to })
                 } else {
-                    Vec::new()
+                    (Vec::new(), next.max(head + 1))
                 };
-                let next = next.max(head + 1);
                 (ok(logs)?, Kind::Logs { filter, next })
             }
             Kind::Blocks { next } => {
@@ -260,12 +268,19 @@ impl Filters {
             } => {
                 let open = view.open();
                 let mut new = Vec::new();
+                let mut next = (open.ctx.number, open.txs.len());
                 for number in block..=open.ctx.number {
                     let from = if number == block { index } else { 0 };
                     let hashes = tx_hashes_of(view, number);
-                    new.extend(hashes.into_iter().skip(from));
+                    let room = self.pending_per_poll - new.len();
+                    let take = hashes.len().saturating_sub(from).min(room);
+                    new.extend_from_slice(&hashes[from.min(hashes.len())..][..take]);
+                    if new.len() == self.pending_per_poll {
+                        // The rest waits for the next poll.
+                        next = (number, from + take);
+                        break;
+                    }
                 }
-                let next = (open.ctx.number, open.txs.len());
                 (ok(new)?, Kind::PendingTxs { next })
             }
         };
@@ -467,6 +482,47 @@ mod tests {
         );
         let gone = call(&filters, &after, "eth_getFilterChanges", json!([logs])).unwrap_err();
         assert_eq!(gone.message, "filter not found");
+    }
+
+    #[test]
+    fn a_long_unpolled_filter_catches_up_over_several_polls_losing_nothing() {
+        let (before, after) = (testkit::chain(2), testkit::chain(6));
+        let filters = Filters {
+            pending_per_poll: 3,
+            ..Filters::default()
+        };
+        let pending = call(
+            &filters,
+            &before,
+            "eth_newPendingTransactionFilter",
+            json!([]),
+        )
+        .unwrap();
+        let logs = call(&filters, &before, "eth_newFilter", json!([{}])).unwrap();
+        // Blocks 4..=6 and the open block 7 each add one tx (block 3's was
+        // preconfirmed when the filter was made): 3, then 1, then none.
+        let sizes: Vec<usize> = (0..3)
+            .map(|_| {
+                let got = call(&filters, &after, "eth_getFilterChanges", json!([pending])).unwrap();
+                got.as_array().map_or(0, Vec::len)
+            })
+            .collect();
+        assert_eq!(sizes, vec![3, 1, 0]);
+        // One log per poll when one fits: blocks 3..=6 in order, then none.
+        let one = RpcLimits {
+            logs_max: 1,
+            ..RpcLimits::default()
+        };
+        let poll = || {
+            filters
+                .method(&one, &after, "eth_getFilterChanges", &params(json!([logs])))
+                .expect("a filter method")
+                .unwrap()
+        };
+        for n in 3..=6 {
+            assert_eq!(poll()[0]["blockNumber"], json!(format!("{n:#x}")));
+        }
+        assert_eq!(poll(), json!([]));
     }
 
     #[test]

@@ -72,16 +72,42 @@ pub(crate) fn filter_logs(
     logs_in(limits, view, filter, range)
 }
 
-/// The logs of sealed blocks `from..=to` that match `filter` (a filter's
-/// changes: no preconfirmed block), within the limits.
+/// A filter's changes: the logs of sealed blocks `from..=to` that match
+/// `filter`, whole blocks at a time within the count and byte limits, and
+/// the first block not read (`to + 1` when all were). Only a single block
+/// over the limits is an error, so a filter always moves on.
 pub(crate) fn sealed_logs(
     limits: &RpcLimits,
     view: &ChainView,
     filter: &Filter,
     (from, to): (u64, u64),
-) -> Result<Vec<Log>, RpcError> {
-    let range = Range { from, to };
-    logs_in(limits, view, filter, range)
+) -> Result<(Vec<Log>, u64), RpcError> {
+    let mut found = Found {
+        filter,
+        logs: Vec::new(),
+        logs_max: limits.logs_max,
+        budget: ByteBudget::new(limits.response_bytes_max),
+    };
+    for n in from..=to {
+        let Some(block) = view.block(n) else {
+            return Ok((found.logs, n));
+        };
+        if !filter.matches_bloom(block.header.logs_bloom) {
+            continue;
+        }
+        let before = found.logs.len();
+        for tx in &block.txs {
+            if let Err(e) = found.push(convert::logs(tx, Some(block.hash))) {
+                if before == 0 {
+                    // This block alone is over the limits.
+                    return Err(e);
+                }
+                found.logs.truncate(before);
+                return Ok((found.logs, n));
+            }
+        }
+    }
+    Ok((found.logs, to + 1))
 }
 
 /// The logs in `range` that match `filter`, within the count and byte
