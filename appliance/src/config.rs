@@ -105,13 +105,20 @@ pub(crate) struct StorageConfig {
     /// A checkpoint (full state image) every this many blocks; 0 for none.
     /// Default 600 (ten minutes of 1 s blocks).
     pub checkpoint_blocks: u64,
+    /// Sealed blocks kept decoded in RAM; older ones are read from the
+    /// history store on disk. Default 64.
+    pub memory_blocks: u64,
 }
+
+/// Most sealed blocks `[storage] memory_blocks` keeps in RAM.
+const MEMORY_BLOCKS_MAX: u64 = 100_000;
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             segment_mb: 64,
             checkpoint_blocks: 600,
+            memory_blocks: 64,
         }
     }
 }
@@ -354,6 +361,9 @@ impl Config {
         }
         if !(1..=4096).contains(&self.storage.segment_mb) {
             return bad("storage.segment_mb must be between 1 and 4096");
+        }
+        if !(1..=MEMORY_BLOCKS_MAX).contains(&self.storage.memory_blocks) {
+            return bad("storage.memory_blocks must be between 1 and 100000");
         }
         if self.cores.storage.is_empty() {
             return bad("cores.storage needs at least one CPU (the log writer)");

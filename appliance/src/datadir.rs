@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use alloy_primitives::B256;
+use fulmen_chain::history::History;
 use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
 use fulmen_exec::boot::{self as policy, BootError, BootMode, CheckpointReport};
-use fulmen_exec::recover::{RecoverError, Replayed};
+use fulmen_exec::recover::{HistoryLink, RecoverError, Replayed};
 use fulmen_exec::sequencer::Genesis;
 use fulmen_storage::disk::DiskDir;
+use fulmen_storage::history::HistoryStore;
 use fulmen_storage::log::{LogError, Tail, repair_plan};
 
 /// What can go wrong with a data directory, naming the file.
@@ -63,6 +65,9 @@ pub(crate) enum DatadirError {
     /// The checkpoint directory cannot be listed.
     #[error("cannot list the checkpoints in {dir}: {source}")]
     ListCheckpoints { dir: PathBuf, source: io::Error },
+    /// The history store cannot be opened.
+    #[error("cannot open the history store in {dir}: {source}")]
+    History { dir: PathBuf, source: io::Error },
     /// The storage core would refuse to open the log.
     #[error("the node cannot open this log: {0}")]
     Repair(LogError),
@@ -194,17 +199,21 @@ pub(crate) struct Booted {
     pub replayed: Replayed,
     /// Where writing resumes.
     pub tail: Tail,
+    /// The history store, checked against the chain (none for `db check`).
+    pub history: Option<fulmen_storage::history::HistoryStore>,
 }
 
-/// Reads the log of `datadir` and replays it (`fulmen_exec::boot`). With
-/// `check_every_block`, every block's roots are recomputed (`fulmen db
-/// check`); reading alone never changes a file.
+/// Reads the log of `datadir` and replays it (`fulmen_exec::boot`), through
+/// the history store, whose blocks are not kept in RAM past the last
+/// `memory_blocks`. With `check_every_block`, every block's roots are
+/// recomputed (`fulmen db check`, which leaves the history store alone);
+/// reading alone never changes the log.
 pub(crate) fn boot(
     datadir: &Path,
-    spec: &ChainSpec,
-    genesis: &Genesis,
+    (spec, genesis): (&ChainSpec, &Genesis),
     now_ms: u64,
     check_every_block: bool,
+    memory_blocks: u64,
 ) -> Result<Booted, DatadirError> {
     if let Ok(text) = std::fs::read_to_string(datadir.join("GENESIS")) {
         check_genesis_text(datadir, &text, genesis.header.hash_slow())?;
@@ -212,18 +221,33 @@ pub(crate) fn boot(
     let began = Instant::now();
     let log = DiskDir::for_reading(&log_dir(datadir));
     let checkpoints = DiskDir::for_reading(&checkpoint_dir(datadir));
-    let mode = if check_every_block {
-        BootMode::CheckEveryBlock
+    let (mode, mut history) = if check_every_block {
+        (BootMode::CheckEveryBlock, None)
     } else {
-        BootMode::Start { now_ms }
+        let dir = history_dir(datadir);
+        let store = HistoryStore::open(&dir).map_err(|source| DatadirError::History {
+            dir: dir.clone(),
+            source,
+        })?;
+        let view = History::new(store.reader(), spec.tx_rules().spec, memory_blocks);
+        (
+            BootMode::Start { now_ms },
+            Some(HistoryLink { store, view }),
+        )
     };
-    let booted = policy::boot(&log, &checkpoints, spec, genesis, mode)
+    let booted = policy::boot(&log, &checkpoints, (spec, genesis), mode, history.as_mut())
         .map_err(|e| DatadirError::boot(datadir, e))?;
     report(&booted, began.elapsed());
     Ok(Booted {
         replayed: booted.replayed,
         tail: booted.tail,
+        history: history.map(|h| h.store),
     })
+}
+
+/// Where the history store lives.
+pub(crate) fn history_dir(datadir: &Path) -> PathBuf {
+    datadir.join("history")
 }
 
 /// The progress line of a boot that took `took` in all.

@@ -145,6 +145,9 @@ pub(crate) enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// The history writer's thread did not start.
+    #[error("cannot start the history writer: {0}")]
+    History(io::Error),
     /// The DA thread did not start (a bad record in the log, no thread).
     #[error("DA: {0}")]
     Da(String),

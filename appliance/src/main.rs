@@ -4,6 +4,7 @@ mod config;
 mod da;
 mod datadir;
 mod error;
+mod history;
 mod metrics_http;
 mod node;
 mod top;
@@ -169,6 +170,9 @@ struct RunArgs {
     /// A checkpoint every this many blocks (0: none).
     #[arg(long)]
     storage_checkpoint_blocks: Option<u64>,
+    /// Sealed blocks kept in RAM; older ones are read from disk.
+    #[arg(long)]
+    storage_memory_blocks: Option<u64>,
     /// Post the chain's data to this L1 JSON-RPC URL (da.l1_rpc). Without
     /// it nothing leaves the node.
     #[arg(long)]
@@ -222,6 +226,7 @@ impl RunArgs {
         set!(durability => durability);
         set!(storage_segment_mb => storage.segment_mb);
         set!(storage_checkpoint_blocks => storage.checkpoint_blocks);
+        set!(storage_memory_blocks => storage.memory_blocks);
         if self.genesis.is_some() {
             config.genesis = self.genesis.clone();
         }
@@ -406,6 +411,19 @@ fn apply_memory(config: &config::MemoryConfig) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Says at start-up when receipts are released.
+fn report_durability(durability: config::Durability) {
+    match durability {
+        config::Durability::Durable => tracing::info!(
+            "durability: durable. A receipt is released only after its log record is flushed (fdatasync)"
+        ),
+        config::Durability::Memory => tracing::warn!(
+            "durability: memory. Receipts are released right after execution, before their log record is \
+             flushed: a crash can lose the last few milliseconds of preconfirmed transactions"
+        ),
+    }
+}
+
 fn run(args: RunArgs) -> Result<(), AppError> {
     use signal_hook::consts::SIGUSR1;
     // Before the genesis is built: huge pages restart the process.
@@ -426,15 +444,7 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         datadir = %config.datadir.display(),
         "starting fulmen"
     );
-    match config.durability {
-        config::Durability::Durable => tracing::info!(
-            "durability: durable. A receipt is released only after its log record is flushed (fdatasync)"
-        ),
-        config::Durability::Memory => tracing::warn!(
-            "durability: memory. Receipts are released right after execution, before their log record is \
-             flushed: a crash can lose the last few milliseconds of preconfirmed transactions"
-        ),
-    }
+    report_durability(config.durability);
     let da_mode = match (&config.da.l1_rpc, args.verifier) {
         (None, true) => {
             return Err(config::ConfigError(
@@ -466,7 +476,13 @@ fn run(args: RunArgs) -> Result<(), AppError> {
             done.keep
         );
     }
-    let booted = datadir::boot(&config.datadir, &spec, &genesis, seq_core::now_ms(), false)?;
+    let booted = datadir::boot(
+        &config.datadir,
+        (&spec, &genesis),
+        seq_core::now_ms(),
+        false,
+        config.storage.memory_blocks,
+    )?;
     drop(genesis);
     for note in config.cores.unused() {
         tracing::warn!("{note}");
@@ -566,7 +582,7 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
     let _datadir = Datadir::lock(&config.datadir)?;
     let genesis = Genesis::new(&spec);
     let began = std::time::Instant::now();
-    let booted = datadir::boot(&config.datadir, &spec, &genesis, 0, true)?;
+    let booted = datadir::boot(&config.datadir, (&spec, &genesis), 0, true, 1)?;
     let stats = booted.replayed.stats;
     let head = booted.replayed.parts.view().head();
     let report = datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;

@@ -149,6 +149,7 @@ struct SeqCoreRole {
     durable: bool,
     checkpoints: SharedSender<CheckpointJob>,
     checkpoint_blocks: u64,
+    history: Option<HistorySender>,
 }
 
 struct MerkleRole {
@@ -223,7 +224,11 @@ pub(crate) fn start(
     if let Some(addr) = addrs.1 {
         bound.push(bind_exclusive(addr, "ws_addr")?);
     }
-    let Booted { replayed, tail } = booted;
+    let Booted {
+        replayed,
+        tail,
+        history,
+    } = booted;
     let mut view = replayed.parts.view().clone();
     let (mut control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
     if matches!(da_mode, DaMode::Batcher(_)) {
@@ -254,7 +259,14 @@ pub(crate) fn start(
         control: control_rx,
         derived: verifier.then_some(derived_rx),
     };
-    add_core_roles(config, seq, replayed.merkle, (datadir, tail), &mut roles);
+    let (history, history_thread) = start_history(config, history, datadir)?;
+    add_core_roles(
+        config,
+        (seq, history),
+        replayed.merkle,
+        (datadir, tail),
+        &mut roles,
+    );
     let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     let shared = Shared {
         published,
@@ -272,7 +284,59 @@ pub(crate) fn start(
         },
         ready,
     };
-    let l1_role = match da_mode {
+    let l1_role = l1_role(
+        config,
+        da_mode,
+        &shared,
+        (da_records, derived_tx, &control),
+        datadir,
+    );
+    let mut threads = spawn_executors(config, roles, shared)?;
+    threads.extend(history_thread);
+    // Every net core and the storage role report when they are ready.
+    wait_ready(&ready_rx, config.cores.net.len() + 1)?;
+    if let Some(role) = l1_role {
+        threads.push(start_l1_role(config, role)?);
+    }
+    Ok(Node {
+        _threads: threads,
+        control,
+    })
+}
+
+/// The history writer's thread, on the exec CPUs below the pinned roles,
+/// and where the seq core sends it sealed blocks.
+fn start_history(
+    config: &Config,
+    store: Option<fulmen_storage::history::HistoryStore>,
+    datadir: &Path,
+) -> Result<(Option<HistorySender>, Option<std::thread::JoinHandle<()>>), StartError> {
+    let Some(store) = store else {
+        return Ok((None, None));
+    };
+    let cpus = sim_cpus(config);
+    let on_start = move || lower_this_thread(&cpus, 10);
+    let (to, thread) = crate::history::start(store, datadir.to_path_buf(), on_start)
+        .map_err(StartError::History)?;
+    Ok((Some(to), Some(thread)))
+}
+
+/// Where the seq core sends sealed blocks for the history store.
+type HistorySender = std::sync::mpsc::SyncSender<Arc<fulmen_chain::block::SealedBlock>>;
+
+/// The L1 thread's role for `da_mode`, if any.
+fn l1_role(
+    config: &Config,
+    da_mode: DaMode,
+    shared: &Shared,
+    (da_records, derived_tx, control): (
+        Vec<Vec<u8>>,
+        futures::channel::mpsc::Sender<fulmen_chain::msg::DerivedBlock>,
+        &mpsc::Sender<SeqControl>,
+    ),
+    datadir: &Path,
+) -> Option<L1Role> {
+    match da_mode {
         DaMode::Off => None,
         DaMode::Batcher(key) => Some(L1Role::Batcher(Box::new(crate::da::DaStart {
             config: config.da.clone(),
@@ -295,17 +359,7 @@ pub(crate) fn start(
                 datadir: datadir.to_path_buf(),
             })))
         }
-    };
-    let mut threads = spawn_executors(config, roles, shared)?;
-    // Every net core and the storage role report when they are ready.
-    wait_ready(&ready_rx, config.cores.net.len() + 1)?;
-    if let Some(role) = l1_role {
-        threads.push(start_l1_role(config, role)?);
     }
-    Ok(Node {
-        _threads: threads,
-        control,
-    })
 }
 
 /// The thread that talks to L1.
@@ -411,7 +465,7 @@ fn add_net_roles(
 /// The seq, storage and state-root roles, and the channels between them.
 fn add_core_roles(
     config: &Config,
-    mut seq: SeqRole,
+    (mut seq, history): (SeqRole, Option<HistorySender>),
     merkle: Merkleizer,
     (datadir, tail): (&Path, Tail),
     roles: &mut BTreeMap<usize, CoreRoles>,
@@ -450,6 +504,7 @@ fn add_core_roles(
         durable: config.durability == Durability::Durable,
         checkpoints: checkpoint_tx,
         checkpoint_blocks: config.storage.checkpoint_blocks,
+        history,
     });
 }
 
@@ -731,6 +786,7 @@ async fn run_seq_role(role: SeqCoreRole, shared: Shared) {
         acks: role.acks.connect().await,
         durable: role.durable,
         checkpoints: Some((role.checkpoints.connect().await, role.checkpoint_blocks)),
+        history: role.history,
     };
     let links = SeqLinks {
         inboxes,

@@ -18,6 +18,7 @@ pub mod block;
 pub mod da_figures;
 pub mod events;
 pub mod header_diff;
+pub mod history;
 pub mod metrics;
 pub mod msg;
 pub mod persist;

@@ -149,6 +149,12 @@ pub struct Metrics {
     pub ws_notifications: AtomicU64,
     /// WebSocket connections closed because their send buffer was full.
     pub ws_slow_consumers: AtomicU64,
+    /// History writes that failed (retried).
+    pub history_write_errors: AtomicU64,
+    /// Blocks in the history store.
+    pub history_blocks: AtomicU64,
+    /// Bytes of the datadir's log, checkpoints and history.
+    pub datadir_bytes: AtomicU64,
     /// The DA batcher's figures.
     pub da: crate::da_figures::DaFigures,
     cores: Mutex<Vec<Arc<CoreFigures>>>,
@@ -174,6 +180,9 @@ pub static METRICS: Metrics = Metrics {
     ws_subscriptions: AtomicU64::new(0),
     ws_notifications: AtomicU64::new(0),
     ws_slow_consumers: AtomicU64::new(0),
+    history_write_errors: AtomicU64::new(0),
+    history_blocks: AtomicU64::new(0),
+    datadir_bytes: AtomicU64::new(0),
     da: crate::da_figures::DaFigures::new(),
     cores: Mutex::new(Vec::new()),
 };
@@ -326,6 +335,16 @@ impl Metrics {
                 "WebSocket connections closed because their send buffer was full",
                 &self.ws_slow_consumers,
             ),
+            (
+                "fulmen_history_read_errors_total",
+                "History reads that failed (IO or a damaged record; answered as missing)",
+                &crate::history::READ_ERRORS,
+            ),
+            (
+                "fulmen_history_write_errors_total",
+                "History store writes that failed (retried; blocks stay in RAM meanwhile)",
+                &self.history_write_errors,
+            ),
         ] {
             render_one(out, (name, "counter"), help, v.load(Relaxed) as f64);
         }
@@ -353,6 +372,16 @@ impl Metrics {
                 "fulmen_ws_subscriptions",
                 "Active eth_subscribe subscriptions",
                 &self.ws_subscriptions,
+            ),
+            (
+                "fulmen_history_blocks",
+                "Sealed blocks in the history store",
+                &self.history_blocks,
+            ),
+            (
+                "fulmen_datadir_bytes",
+                "Bytes on disk of the datadir (log, checkpoints, history)",
+                &self.datadir_bytes,
             ),
         ] {
             render_one(out, (name, "gauge"), help, v.load(Relaxed) as f64);

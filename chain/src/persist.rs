@@ -217,17 +217,45 @@ pub fn encode_mini_block(
             }
             None => w.u8(0),
         }
-        w.u32(tx.logs.len());
-        for log in &tx.logs {
-            w.raw(log.address.as_slice());
-            w.u8(log.topics().len() as u8);
-            for topic in log.topics() {
-                w.raw(topic.as_slice());
-            }
-            w.bytes(&log.data.data);
-        }
+        put_logs(&mut w, &tx.logs);
         put_diff(&mut w, diff);
     }
+}
+
+/// Logs: a u32 count; each log's address, u8 topic count, topics, data.
+pub(crate) fn put_logs(w: &mut Writer<'_>, logs: &[Log]) {
+    w.u32(logs.len());
+    for log in logs {
+        w.raw(log.address.as_slice());
+        w.u8(log.topics().len() as u8);
+        for topic in log.topics() {
+            w.raw(topic.as_slice());
+        }
+        w.bytes(&log.data.data);
+    }
+}
+
+/// Reads what [`put_logs`] wrote.
+pub(crate) fn get_logs(r: &mut Reader<'_>) -> Result<Vec<Log>, PayloadError> {
+    let log_count = r.count(20 + 1 + 4)?;
+    let mut logs = Vec::with_capacity(log_count);
+    for _ in 0..log_count {
+        let address = r.address()?;
+        let topic_count = r.u8()?;
+        if topic_count > 4 {
+            return Err(PayloadError::Invalid("topic count"));
+        }
+        let mut topics = Vec::with_capacity(topic_count as usize);
+        for _ in 0..topic_count {
+            topics.push(r.b256()?);
+        }
+        let data = Bytes::copy_from_slice(r.bytes()?);
+        logs.push(Log {
+            address,
+            data: LogData::new_unchecked(topics, data),
+        });
+    }
+    Ok(logs)
 }
 
 /// Decodes a mini-block payload.
@@ -257,24 +285,7 @@ pub fn decode_mini_block(bytes: &[u8]) -> Result<MiniBlockRecord, PayloadError> 
             1 => Some(r.address()?),
             _ => return Err(PayloadError::Invalid("contract address flag")),
         };
-        let log_count = r.count(20 + 1 + 4)?;
-        let mut logs = Vec::with_capacity(log_count);
-        for _ in 0..log_count {
-            let address = r.address()?;
-            let topic_count = r.u8()?;
-            if topic_count > 4 {
-                return Err(PayloadError::Invalid("topic count"));
-            }
-            let mut topics = Vec::with_capacity(topic_count as usize);
-            for _ in 0..topic_count {
-                topics.push(r.b256()?);
-            }
-            let data = Bytes::copy_from_slice(r.bytes()?);
-            logs.push(Log {
-                address,
-                data: LogData::new_unchecked(topics, data),
-            });
-        }
+        let logs = get_logs(&mut r)?;
         let diff = get_diff(&mut r)?;
         txs.push(LoggedTx {
             sender,

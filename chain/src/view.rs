@@ -6,6 +6,7 @@ use alloy_primitives::B256;
 use fulmen_storage::HotState;
 
 use crate::block::{ExecutedTx, RECENT_STATES_MAX, SealedBlock, TxLocation, UnsealedBlock};
+use crate::history::{History, HistoryError};
 
 /// A consistent view of the chain at the last published mini-block. Cloning
 /// is cheap (persistent structures); readers never block the sequencer.
@@ -13,13 +14,19 @@ use crate::block::{ExecutedTx, RECENT_STATES_MAX, SealedBlock, TxLocation, Unsea
 pub struct ChainView {
     /// State after the last closed mini-block (`latest` / `pending`).
     state: HotState,
-    /// Sealed blocks by number.
+    /// The sealed blocks kept in RAM, by number from `first`; older ones
+    /// are read from `history`.
     blocks: imbl::Vector<Arc<SealedBlock>>,
+    /// Number of `blocks[0]`.
+    first: u64,
+    /// The history store, when the node has one (else every block stays
+    /// in RAM).
+    history: Option<History>,
     /// Sealed block hashes by number (what BLOCKHASH reads).
     block_hashes: imbl::Vector<B256>,
-    /// Sealed block numbers by hash.
+    /// Numbers of the blocks in RAM by hash.
     by_hash: imbl::HashMap<B256, u64>,
-    /// Every preconfirmed or sealed transaction.
+    /// Every preconfirmed transaction, and the sealed ones in RAM.
     txs: imbl::HashMap<B256, TxLocation>,
     /// Blocks not yet sealed, oldest first; the last one is open.
     unsealed: imbl::Vector<Arc<UnsealedBlock>>,
@@ -48,6 +55,8 @@ impl ChainView {
         let mut view = Self {
             state: state.clone(),
             blocks: imbl::Vector::new(),
+            first: 0,
+            history: None,
             block_hashes: imbl::Vector::new(),
             by_hash: imbl::HashMap::new(),
             txs: imbl::HashMap::new(),
@@ -100,7 +109,11 @@ impl ChainView {
     /// for historical reads while it is among the recent ones.
     pub fn push_sealed(&mut self, sealed: Arc<SealedBlock>, state: Option<HotState>) {
         let number = sealed.header.number;
-        assert_eq!(number, self.blocks.len() as u64, "blocks seal in order");
+        assert_eq!(
+            number,
+            self.first + self.blocks.len() as u64,
+            "blocks seal in order"
+        );
         assert_eq!(
             sealed.header.parent_hash,
             self.head().hash,
@@ -110,6 +123,7 @@ impl ChainView {
         self.blocks.push_back(sealed);
         self.block_hashes.push_back(hash);
         self.by_hash.insert(hash, number);
+        self.trim();
         if let Some(state) = state {
             self.recent_states.push_back((number, state));
         }
@@ -120,6 +134,41 @@ impl ChainView {
             && front.ctx.number == number
         {
             self.unsealed.pop_front();
+        }
+    }
+
+    /// Reads blocks older than the last `history.memory_blocks()` from
+    /// `history`, and drops them from RAM once the store holds them.
+    pub fn attach_history(&mut self, history: History) {
+        self.history = Some(history);
+        self.trim();
+    }
+
+    /// The history store, when the node has one.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// Drops from RAM the sealed blocks that are both older than the
+    /// memory window and in the history store (never the head).
+    pub fn trim(&mut self) {
+        let Some(history) = &self.history else {
+            return;
+        };
+        let head = self.head().header.number;
+        let keep_from = (head + 1)
+            .saturating_sub(history.memory_blocks())
+            .min(history.len())
+            .min(head);
+        while self.first < keep_from {
+            let Some(block) = self.blocks.pop_front() else {
+                break;
+            };
+            self.first += 1;
+            self.by_hash.remove(&block.hash);
+            for tx in &block.txs {
+                self.txs.remove(&tx.tx.hash);
+            }
         }
     }
 
@@ -175,7 +224,8 @@ impl ChainView {
         &self.block_hashes
     }
 
-    /// Sealed blocks, oldest first.
+    /// The sealed blocks kept in RAM, oldest first (all of them without a
+    /// history store).
     pub fn blocks(&self) -> impl DoubleEndedIterator<Item = &Arc<SealedBlock>> + ExactSizeIterator {
         self.blocks.iter()
     }
@@ -185,7 +235,9 @@ impl ChainView {
         self.unsealed.iter()
     }
 
-    /// Whether a transaction with this hash was preconfirmed or sealed.
+    /// Whether a transaction with this hash was preconfirmed, or sealed in
+    /// a block kept in RAM (the seq core's "already known": it never reads
+    /// the disk; an older one fails its nonce check).
     pub fn contains_tx(&self, hash: &B256) -> bool {
         self.txs.contains_key(hash)
     }
@@ -198,13 +250,40 @@ impl ChainView {
     }
 
     /// Sealed block by number.
-    pub fn block(&self, number: u64) -> Option<&Arc<SealedBlock>> {
-        self.blocks.get(usize::try_from(number).ok()?)
+    pub fn block(&self, number: u64) -> Option<Arc<SealedBlock>> {
+        if number >= self.first {
+            return self
+                .blocks
+                .get(usize::try_from(number - self.first).ok()?)
+                .cloned();
+        }
+        let history = self.history.as_ref()?;
+        read(history.block(number), "block", number).map(Arc::new)
+    }
+
+    /// The header and hash of sealed block `number` (from the history
+    /// store without reading the rest of the block).
+    pub fn header(&self, number: u64) -> Option<(alloy_consensus::Header, B256)> {
+        if number >= self.first {
+            let block = self
+                .blocks
+                .get(usize::try_from(number - self.first).ok()?)?;
+            return Some((block.header.clone(), block.hash));
+        }
+        let history = self.history.as_ref()?;
+        read(history.header(number), "header", number)
     }
 
     /// Sealed block by hash.
-    pub fn block_by_hash(&self, hash: &B256) -> Option<&Arc<SealedBlock>> {
-        self.by_hash.get(hash).and_then(|n| self.block(*n))
+    pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<SealedBlock>> {
+        if let Some(number) = self.by_hash.get(hash) {
+            return self.block(*number);
+        }
+        let history = self.history.as_ref()?;
+        let number = read(history.number_of(hash), "block hash", 0)?;
+        // A block still in RAM was found above; one the store holds past the
+        // view's head (being written) is not served yet.
+        (number < self.first).then(|| self.block(number)).flatten()
     }
 
     /// The open (preconfirming) block.
@@ -214,7 +293,11 @@ impl ChainView {
 
     /// A transaction and, when sealed, its block's hash.
     pub fn tx(&self, hash: &B256) -> Option<(Arc<ExecutedTx>, Option<B256>)> {
-        let at = *self.txs.get(hash)?;
+        let Some(at) = self.txs.get(hash).copied() else {
+            let history = self.history.as_ref()?;
+            let (tx, block_hash) = read(history.tx(hash), "transaction", 0)?;
+            return (tx.block_number < self.first).then(|| (Arc::new(tx), Some(block_hash)));
+        };
         if let Some(block) = self.block(at.block) {
             let tx = block.txs.get(usize::try_from(at.index).ok()?)?;
             return Some((tx.clone(), Some(block.hash)));
@@ -232,5 +315,18 @@ impl ChainView {
             .iter()
             .find(|(n, _)| *n == number)
             .map(|(_, s)| s)
+    }
+}
+
+/// A history read's result; a failed read is reported and answered as
+/// missing (the node goes on serving what it can).
+fn read<T>(result: Result<Option<T>, HistoryError>, what: &str, number: u64) -> Option<T> {
+    match result {
+        Ok(found) => found,
+        Err(error) => {
+            crate::history::READ_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(what, number, %error, "history read failed");
+            None
+        }
     }
 }

@@ -27,7 +27,7 @@ use fulmen_storage::log::{LogDir, LogError, Position, Tail, read_log};
 use fulmen_storage::record::{RecordError, RecordKind};
 
 use crate::merkle::StateTrie;
-use crate::recover::{RecoverError, Replayed, replay};
+use crate::recover::{HistoryLink, RecoverError, Replayed, replay};
 use crate::sequencer::Genesis;
 
 /// What boot found and rebuilt.
@@ -74,13 +74,14 @@ pub enum BootMode {
 }
 
 /// Reads the log in `log` and replays it, from the newest checkpoint in
-/// `checkpoints` that serves (see the module's documentation).
+/// `checkpoints` that serves (see the module's documentation), checking
+/// and reading through the history store when given.
 pub fn boot<L: LogDir, C: LogDir>(
     log: &L,
     checkpoints: &C,
-    spec: &ChainSpec,
-    genesis: &Genesis,
+    (spec, genesis): (&ChainSpec, &Genesis),
     mode: BootMode,
+    history: Option<&mut HistoryLink>,
 ) -> Result<Booted, BootError> {
     let began = Instant::now();
     let (recovery, tail) = read_log(log)?;
@@ -95,10 +96,10 @@ pub fn boot<L: LogDir, C: LogDir>(
     }
     let records = &recovery.records;
     let replayed = match mode {
-        BootMode::CheckEveryBlock => replay(spec, genesis, None, iter(records), 0, true)?,
+        BootMode::CheckEveryBlock => replay(spec, genesis, None, iter(records), 0, true, history)?,
         BootMode::Start { now_ms } => {
             let image = newest_checkpoint(checkpoints, records);
-            replay_from(spec, genesis, image, records, now_ms)?
+            replay_from((spec, genesis), image, records, now_ms, history)?
         }
     };
     Ok(Booted {
@@ -123,19 +124,28 @@ fn iter(
 /// Replays from `image` when given, and from genesis when there is none or
 /// it does not replay.
 fn replay_from(
-    spec: &ChainSpec,
-    genesis: &Genesis,
+    (spec, genesis): (&ChainSpec, &Genesis),
     image: Option<(CheckpointMeta, HotState)>,
     records: &[(Position, RecordKind, Vec<u8>)],
     now_ms: u64,
+    mut history: Option<&mut HistoryLink>,
 ) -> Result<Replayed, RecoverError> {
     let Some(image) = image else {
-        return replay(spec, genesis, None, iter(records), now_ms, false);
+        return replay(spec, genesis, None, iter(records), now_ms, false, history);
     };
     let number = image.0.number;
-    replay(spec, genesis, Some(image), iter(records), now_ms, false).or_else(|e| {
+    let first = replay(
+        spec,
+        genesis,
+        Some(image),
+        iter(records),
+        now_ms,
+        false,
+        history.as_deref_mut(),
+    );
+    first.or_else(|e| {
         tracing::warn!(number, error = %e, "the checkpoint does not replay; replaying the whole log instead");
-        replay(spec, genesis, None, iter(records), now_ms, false)
+        replay(spec, genesis, None, iter(records), now_ms, false, history)
     })
 }
 
@@ -296,7 +306,8 @@ mod tests {
     fn boot_on(log: &SimDisk, checkpoints: &SimDisk, mode: BootMode) -> Booted {
         let spec = spec(GAS_LIMIT);
         let genesis = Genesis::new(&spec);
-        boot(log, checkpoints, &spec, &genesis, mode).unwrap_or_else(|e| panic!("boot: {e}"))
+        boot(log, checkpoints, (&spec, &genesis), mode, None)
+            .unwrap_or_else(|e| panic!("boot: {e}"))
     }
 
     /// The head, the state root and the open mini-block: equal for the

@@ -29,6 +29,38 @@ use crate::sequencer::{Genesis, PoolLimits, Sequencer, SequencerParts};
 use fulmen_chain::persist::{decode_mini_block, decode_seal};
 use fulmen_chain::spec::ChainSpec;
 
+/// The history store a replay checks and reads through: blocks it already
+/// holds are dropped from RAM as the replay passes them (see
+/// `ChainView::attach_history`), and it is cut where it differs from the
+/// log's chain or runs past its end.
+pub struct HistoryLink {
+    /// The store (boot is its only writer until the node starts).
+    pub store: fulmen_storage::history::HistoryStore,
+    /// Reads of it, as the chain view makes them.
+    pub view: fulmen_chain::history::History,
+}
+
+impl HistoryLink {
+    /// Keeps the store's blocks from `number` on only if block `number` is
+    /// `hash`.
+    fn check(&mut self, number: u64, hash: B256) -> Result<(), RecoverError> {
+        if number >= self.store.len() {
+            return Ok(());
+        }
+        let stored = self.view.hash(number);
+        if matches!(stored, Ok(Some(h)) if h == hash) {
+            return Ok(());
+        }
+        tracing::warn!(
+            number,
+            stored = ?stored.ok().flatten(),
+            log = %hash,
+            "the history store differs from the log at this block; it is cut there and written again"
+        );
+        self.store.truncate(number).map_err(RecoverError::History)
+    }
+}
+
 /// The chain rebuilt from the log.
 pub struct Replayed {
     /// The sequencer's state, to be given its EVM on the seq core.
@@ -93,6 +125,9 @@ pub enum RecoverError {
         /// Where the log's seal of that block is.
         at: Position,
     },
+    /// The history store cannot be cut to match the log.
+    #[error("history store: {0}")]
+    History(std::io::Error),
     /// The log stops before the checkpoint's block.
     #[error("the log ends at block {head}, before the checkpoint of block {number}")]
     CheckpointPastLog {
@@ -123,7 +158,8 @@ pub enum RecoverError {
 
 /// A replay in progress: the sequencer being rebuilt, the trie following
 /// its sealed blocks, and the blocks closed but not yet sealed.
-struct Replay {
+struct Replay<'h> {
+    history: Option<&'h mut HistoryLink>,
     seq: Sequencer,
     merkle: Merkleizer,
     /// The checkpoint the replay started from.
@@ -135,7 +171,8 @@ struct Replay {
 }
 
 /// Replays `records` (in log order) onto the chain at `genesis`, or from
-/// `checkpoint` (its image and the block it follows) when given.
+/// `checkpoint` (its image and the block it follows) when given, checking
+/// and reading through `history` when given.
 pub fn replay<'a>(
     spec: &ChainSpec,
     genesis: &Genesis,
@@ -143,8 +180,14 @@ pub fn replay<'a>(
     records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
     now_ms: u64,
     check_every_block: bool,
+    history: Option<&mut HistoryLink>,
 ) -> Result<Replayed, RecoverError> {
     let mut replay = Replay::start(spec, genesis, checkpoint, check_every_block)?;
+    if let Some(link) = history {
+        link.check(0, replay.seq.view().head().hash)?;
+        replay.seq.attach_history(link.view.clone());
+        replay.history = Some(link);
+    }
     let mut last = Position {
         segment: 0,
         offset: 0,
@@ -156,7 +199,7 @@ pub fn replay<'a>(
     replay.finish(last, now_ms)
 }
 
-impl Replay {
+impl Replay<'_> {
     /// The chain at genesis, or at the checkpoint's block (its trie rebuilt
     /// from the image and checked against the image's root).
     fn start(
@@ -186,6 +229,7 @@ impl Replay {
             }
         };
         Ok(Self {
+            history: None,
             seq,
             merkle,
             image,
@@ -244,6 +288,9 @@ impl Replay {
             .replay_seal(record)
             .map_err(|e| fail(e.to_string()))?;
         self.jobs.extend(closed);
+        if let Some(link) = &mut self.history {
+            link.check(header.number, self.seq.view().head().hash)?;
+        }
         let job = self
             .jobs
             .pop_front()
@@ -290,6 +337,12 @@ impl Replay {
                     last,
                 });
             }
+        }
+        if let Some(link) = &mut self.history {
+            // The log ends before the store (a verifier's unwind cut it).
+            link.store
+                .truncate(head.header.number + 1)
+                .map_err(RecoverError::History)?;
         }
         self.seq.refresh_open_timestamp(now_ms);
         Ok(Replayed {
@@ -506,7 +559,7 @@ pub(crate) mod tests {
             .records
             .iter()
             .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()));
-        replay(&spec, &genesis, None, records, 1_000_000, true).map_err(|e| e.to_string())
+        replay(&spec, &genesis, None, records, 1_000_000, true, None).map_err(|e| e.to_string())
     }
 
     /// Checks the chain rebuilt from `disk` against what `run` acknowledged
@@ -623,7 +676,7 @@ pub(crate) mod tests {
             (at(64), RecordKind::Padding, &b""[..]),
             (at(128), RecordKind::DaProgress, &b"second"[..]),
         ];
-        let replayed = replay(&spec, &genesis, None, records, 1_000, false).unwrap();
+        let replayed = replay(&spec, &genesis, None, records, 1_000, false, None).unwrap();
         assert_eq!(
             replayed.da_records,
             vec![b"first".to_vec(), b"second".to_vec()]
@@ -675,6 +728,7 @@ pub(crate) mod tests {
             records(),
             1_000_000,
             false,
+            None,
         )
         .unwrap();
         assert_eq!(from.stats.from_checkpoint, Some(number));
@@ -713,6 +767,7 @@ pub(crate) mod tests {
                 records(),
                 0,
                 check_every_block,
+                None,
             )
             .err()
             .unwrap()
@@ -774,7 +829,7 @@ pub(crate) mod tests {
             .iter()
             .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
             .chain([(seal.0, RecordKind::BlockSeal, forged.as_slice())]);
-        let err = replay(&spec, &genesis, None, records, 0, false)
+        let err = replay(&spec, &genesis, None, records, 0, false, None)
             .err()
             .unwrap();
         assert!(

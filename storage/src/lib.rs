@@ -21,6 +21,7 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod disk;
+pub mod history;
 pub mod io;
 pub mod log;
 pub mod record;

@@ -254,9 +254,13 @@ pub fn start_fulmen_in(dir: &Path, args: &[&str]) -> Proc {
 
 fn fulmen_command(port: u16, dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fulmen"));
+    command.arg("run").args(args);
+    if !args.contains(&"--storage-memory-blocks") {
+        // Every sealed block but the head is read from the history store,
+        // so every test reads history from disk as an old chain would.
+        command.args(["--storage-memory-blocks", "1"]);
+    }
     command
-        .arg("run")
-        .args(args)
         .args(["--rpc-addr", &format!("127.0.0.1:{port}"), "--datadir"])
         .arg(dir)
         .env("RUST_LOG", "info");

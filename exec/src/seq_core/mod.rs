@@ -47,6 +47,9 @@ pub struct LogLink {
     pub durable: bool,
     /// Where checkpoint jobs go, and every how many blocks (0: never).
     pub checkpoints: Option<(ConnectedSender<CheckpointJob>, u64)>,
+    /// The history writer: published sealed blocks go there, from the
+    /// first one its store does not hold.
+    pub history: Option<std::sync::mpsc::SyncSender<Arc<fulmen_chain::block::SealedBlock>>>,
 }
 
 /// Everything the seq role is connected to.
@@ -77,10 +80,16 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
     let (log, acks) = match links.log {
         Some(link) => {
             let every = link.checkpoints.as_ref().map_or(0, |(_, every)| *every);
+            let next = seq.view().history().map_or(0, |h| h.len());
             let side = LogSide {
                 to_storage: link.to_storage,
                 to_checkpoints: link.checkpoints.map(|(to, _)| to),
                 book: Durability::new(link.durable, every),
+                history: link.history.map(|to| state::HistoryFeed {
+                    to,
+                    next,
+                    gone: false,
+                }),
             };
             (Some(side), Some(link.acks))
         }
@@ -261,6 +270,7 @@ mod tests {
             acks: ack_rx,
             durable: true,
             checkpoints: None,
+            history: None,
         };
         let links = SeqLinks {
             inboxes: vec![inbox_rx],

@@ -37,6 +37,39 @@ pub(super) struct LogSide {
     pub(super) to_storage: ConnectedSender<AppendRequest>,
     pub(super) to_checkpoints: Option<ConnectedSender<CheckpointJob>>,
     pub(super) book: Durability,
+    pub(super) history: Option<HistoryFeed>,
+}
+
+/// Published sealed blocks on their way to the history writer.
+pub(super) struct HistoryFeed {
+    pub(super) to: std::sync::mpsc::SyncSender<Arc<fulmen_chain::block::SealedBlock>>,
+    /// The next block to send.
+    pub(super) next: u64,
+    /// The writer is gone (reported once).
+    pub(super) gone: bool,
+}
+
+impl HistoryFeed {
+    /// Sends the blocks of `view` the writer does not have yet, as many as
+    /// its queue takes: never waits, and never reads the disk (they are in
+    /// RAM: the view drops a block only once the store holds it).
+    fn feed(&mut self, view: &ChainView) {
+        use std::sync::mpsc::TrySendError;
+        let head = view.head().header.number;
+        while self.next <= head && !self.gone {
+            let Some(block) = view.block(self.next) else {
+                break;
+            };
+            match self.to.try_send(block) {
+                Ok(()) => self.next += 1,
+                Err(TrySendError::Full(_)) => break,
+                Err(TrySendError::Disconnected(_)) => {
+                    tracing::error!("the history writer is gone; sealed blocks stay in RAM");
+                    self.gone = true;
+                }
+            }
+        }
+    }
 }
 
 /// Everything the seq core owns.
@@ -333,6 +366,9 @@ impl SeqState {
     /// reply finds its transaction; then answers, events and a checkpoint.
     fn publish(&mut self, released: Released) {
         if let Some(view) = released.view {
+            if let Some(feed) = self.log.as_mut().and_then(|log| log.history.as_mut()) {
+                feed.feed(&view);
+            }
             self.published.store(view);
         }
         for (reply, answer) in released.replies {

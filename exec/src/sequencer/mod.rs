@@ -125,6 +125,12 @@ impl Sequencer {
         &self.spec
     }
 
+    /// Blocks older than the memory window are read from `history` (see
+    /// `ChainView::attach_history`).
+    pub fn attach_history(&mut self, history: fulmen_chain::history::History) {
+        self.view.attach_history(history);
+    }
+
     /// The view as of the last closed mini-block.
     pub fn view(&self) -> &ChainView {
         &self.view

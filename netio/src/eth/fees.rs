@@ -78,7 +78,7 @@ fn history(
         history.base_fee_per_blob_gas.push(1);
         history.blob_gas_used_ratio.push(0.0);
         if let Some(p) = percentiles {
-            rewards.push(block_rewards(block, p));
+            rewards.push(block_rewards(&block, p));
         }
     }
     assert_eq!(history.gas_used_ratio.len() as u64, count);

@@ -89,12 +89,15 @@ pub(crate) fn sealed_logs(
         budget: ByteBudget::new(limits.response_bytes_max),
     };
     for n in from..=to {
+        let Some((header, _)) = view.header(n) else {
+            return Ok((found.logs, n));
+        };
+        if !filter.matches_bloom(header.logs_bloom) {
+            continue;
+        }
         let Some(block) = view.block(n) else {
             return Ok((found.logs, n));
         };
-        if !filter.matches_bloom(block.header.logs_bloom) {
-            continue;
-        }
         let before = found.logs.len();
         for tx in &block.txs {
             if let Err(e) = found.push(convert::logs(tx, Some(block.hash))) {
@@ -126,10 +129,13 @@ fn logs_in(
     };
     let head = view.head().header.number;
     for n in range.from..=range.to.min(head) {
-        let Some(block) = view.block(n) else { break };
-        if !filter.matches_bloom(block.header.logs_bloom) {
+        let Some((header, _)) = view.header(n) else {
+            break;
+        };
+        if !filter.matches_bloom(header.logs_bloom) {
             continue;
         }
+        let Some(block) = view.block(n) else { break };
         for tx in &block.txs {
             found.push(convert::logs(tx, Some(block.hash)))?;
         }

@@ -111,7 +111,7 @@ pub(crate) fn block_method(
             .required(0, "block")
             .and_then(|id| block_by_id(view, id))
             .and_then(|block| match block {
-                Some(block) => block_receipts(bytes_max, block),
+                Some(block) => block_receipts(bytes_max, &block),
                 None => ok(Value::Null),
             }),
         "eth_getUncleCountByBlockNumber" => by_tag().and_then(|b| ok(b.map(|_| U64::ZERO))),
@@ -137,7 +137,7 @@ fn block_receipts(bytes_max: usize, block: &SealedBlock) -> Result<Value, RpcErr
 /// pass the response budget is refused before its JSON is built.
 fn block_json(
     bytes_max: usize,
-    block: Option<&Arc<SealedBlock>>,
+    block: Option<Arc<SealedBlock>>,
     full: bool,
 ) -> Result<Value, RpcError> {
     let Some(block) = block else {
@@ -149,13 +149,13 @@ fn block_json(
             budget.add(&convert::transaction(tx, Some(block.hash)))?;
         }
     }
-    ok(convert::block(block, full))
+    ok(convert::block(&block, full))
 }
 
 /// The transaction of `block` at the index in parameter 1.
-fn tx_at(block: Option<&Arc<SealedBlock>>, params: &Params) -> Result<Value, RpcError> {
+fn tx_at(block: Option<Arc<SealedBlock>>, params: &Params) -> Result<Value, RpcError> {
     let index: U64 = params.required(1, "index")?;
-    ok(block.and_then(|b| tx_in_block(b, index)))
+    ok(block.and_then(|b| tx_in_block(&b, index)))
 }
 
 fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::Transaction> {
@@ -166,13 +166,13 @@ fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::T
 /// A sealed block for a number or tag (`latest` and `pending` are the last
 /// sealed block; `safe` and `finalized` what L1 vouches for, the last sealed
 /// block while nothing is posted; `earliest` is genesis).
-pub(crate) fn block_by_tag(view: &ChainView, tag: BlockNumberOrTag) -> Option<&Arc<SealedBlock>> {
+pub(crate) fn block_by_tag(view: &ChainView, tag: BlockNumberOrTag) -> Option<Arc<SealedBlock>> {
     match tag {
         BlockNumberOrTag::Number(n) => view.block(n),
         BlockNumberOrTag::Earliest => view.block(0),
         BlockNumberOrTag::Safe => view.block(view.safe()),
         BlockNumberOrTag::Finalized => view.block(view.finalized()),
-        BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => Some(view.head()),
+        BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => Some(view.head().clone()),
     }
 }
 
@@ -181,7 +181,7 @@ pub(crate) fn block_by_tag(view: &ChainView, tag: BlockNumberOrTag) -> Option<&A
 pub(crate) fn block_by_id(
     view: &ChainView,
     id: BlockId,
-) -> Result<Option<&Arc<SealedBlock>>, RpcError> {
+) -> Result<Option<Arc<SealedBlock>>, RpcError> {
     match id {
         BlockId::Number(tag) => Ok(block_by_tag(view, tag)),
         BlockId::Hash(hash) => match view.block_by_hash(&hash.block_hash) {
@@ -215,7 +215,7 @@ pub(crate) fn state_at(
             "historical state not available: block {number} is older than the {RECENT_STATES_MAX} most recent blocks this node keeps"
         ))
     })?;
-    Ok((state.clone(), block_context(block)))
+    Ok((state.clone(), block_context(&block)))
 }
 
 /// The execution context a sealed block ran in, from its header.
