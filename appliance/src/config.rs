@@ -106,7 +106,7 @@ pub(crate) struct StorageConfig {
     /// Default 600 (ten minutes of 1 s blocks).
     pub checkpoint_blocks: u64,
     /// Sealed blocks kept decoded in RAM; older ones are read from the
-    /// history store on disk. Default 64.
+    /// history store on disk. Default 16.
     pub memory_blocks: u64,
 }
 
@@ -118,7 +118,7 @@ impl Default for StorageConfig {
         Self {
             segment_mb: 64,
             checkpoint_blocks: 600,
-            memory_blocks: 64,
+            memory_blocks: 16,
         }
     }
 }

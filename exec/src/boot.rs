@@ -23,7 +23,7 @@ use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
 use fulmen_storage::HotState;
 use fulmen_storage::checkpoint::{self, CheckpointError, CheckpointMeta};
-use fulmen_storage::log::{LogDir, LogError, Position, Tail, read_log};
+use fulmen_storage::log::{LogDir, LogError, Payload, Position, Tail, read_log};
 use fulmen_storage::record::{RecordError, RecordKind};
 
 use crate::merkle::StateTrie;
@@ -114,11 +114,11 @@ pub fn boot<L: LogDir, C: LogDir>(
 
 /// The log's records as replay takes them.
 fn iter(
-    records: &[(Position, RecordKind, Vec<u8>)],
+    records: &[(Position, RecordKind, Payload)],
 ) -> impl Iterator<Item = (Position, RecordKind, &[u8])> {
     records
         .iter()
-        .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+        .map(|(at, kind, payload)| (*at, *kind, &payload[..]))
 }
 
 /// Replays from `image` when given, and from genesis when there is none or
@@ -126,7 +126,7 @@ fn iter(
 fn replay_from(
     (spec, genesis): (&ChainSpec, &Genesis),
     image: Option<(CheckpointMeta, HotState)>,
-    records: &[(Position, RecordKind, Vec<u8>)],
+    records: &[(Position, RecordKind, Payload)],
     now_ms: u64,
     mut history: Option<&mut HistoryLink>,
 ) -> Result<Replayed, RecoverError> {
@@ -150,7 +150,7 @@ fn replay_from(
 }
 
 /// The log's sealed block hashes by number.
-fn sealed_hashes(records: &[(Position, RecordKind, Vec<u8>)]) -> HashMap<u64, B256> {
+fn sealed_hashes(records: &[(Position, RecordKind, Payload)]) -> HashMap<u64, B256> {
     records
         .iter()
         .filter(|(_, kind, _)| *kind == RecordKind::BlockSeal)
@@ -163,7 +163,7 @@ fn sealed_hashes(records: &[(Position, RecordKind, Vec<u8>)]) -> HashMap<u64, B2
 /// sealed with the same hash; others are reported and skipped.
 fn newest_checkpoint<C: LogDir>(
     dir: &C,
-    records: &[(Position, RecordKind, Vec<u8>)],
+    records: &[(Position, RecordKind, Payload)],
 ) -> Option<(CheckpointMeta, HotState)> {
     let found = match checkpoint::list(dir) {
         Ok(found) if found.is_empty() => return None,

@@ -558,7 +558,7 @@ pub(crate) mod tests {
         let records = recovery
             .records
             .iter()
-            .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()));
+            .map(|(at, kind, payload)| (*at, *kind, &payload[..]));
         replay(&spec, &genesis, None, records, 1_000_000, true, None).map_err(|e| e.to_string())
     }
 
@@ -709,7 +709,7 @@ pub(crate) mod tests {
             recovery
                 .records
                 .iter()
-                .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+                .map(|(at, kind, payload)| (*at, *kind, &payload[..]))
         };
         let view = full.parts.view();
         let head = view.head().header.number;
@@ -827,7 +827,7 @@ pub(crate) mod tests {
         let records = recovery
             .records
             .iter()
-            .map(|(at, kind, payload)| (*at, *kind, payload.as_slice()))
+            .map(|(at, kind, payload)| (*at, *kind, &payload[..]))
             .chain([(seal.0, RecordKind::BlockSeal, forged.as_slice())]);
         let err = replay(&spec, &genesis, None, records, 0, false, None)
             .err()

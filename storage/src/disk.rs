@@ -396,7 +396,7 @@ mod tests {
         assert_eq!(recovery.records.len(), 200);
         for (i, (_, kind, payload)) in recovery.records.iter().enumerate() {
             assert_eq!(*kind, RecordKind::MiniBlock);
-            assert_eq!(payload, &vec![i as u8; 1 + (i * 37) % 900]);
+            assert_eq!(payload.to_vec(), vec![i as u8; 1 + (i * 37) % 900]);
         }
         assert!(tail.segment > 0, "the records span several segments");
         assert!(recovery.truncated.is_none());

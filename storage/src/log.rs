@@ -31,6 +31,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 
 use crate::io::{LogFile, SimDisk, SimFile, SimStream, StreamFile};
 use crate::record::{
@@ -56,7 +57,7 @@ pub trait LogDir {
     /// A file written once, front to back.
     type Stream: StreamFile;
     /// A read-only view of a whole file (an mmap for real files).
-    type Map: std::ops::Deref<Target = [u8]>;
+    type Map: std::ops::Deref<Target = [u8]> + Send + Sync + 'static;
     /// Creates a file of `size_bytes` zeros, written out (not a sparse hole),
     /// so that later writes overwrite allocated blocks.
     fn create(&self, name: &str, size_bytes: u64) -> impl Future<Output = io::Result<Self::File>>;
@@ -210,11 +211,32 @@ pub fn record_payload_bytes_max(segment_bytes: u64, alignment: u64) -> usize {
         .min(record::PAYLOAD_BYTES_MAX)
 }
 
+/// A record's payload, read in place from its segment's map: boot holds
+/// the log's pages (the kernel's, reclaimable), not a copy on the heap.
+#[derive(Clone)]
+pub struct Payload {
+    map: Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.range.len())
+    }
+}
+
 /// What opening the log found.
 #[derive(Debug, Default)]
 pub struct Recovery {
     /// Every record but padding, in order: position, kind and payload.
-    pub records: Vec<(Position, RecordKind, Vec<u8>)>,
+    pub records: Vec<(Position, RecordKind, Payload)>,
     /// A torn tail that was cut off: where, and why.
     pub truncated: Option<(Position, RecordError)>,
     /// Bytes of log read (records and padding).
@@ -387,22 +409,29 @@ fn scan_segments<D: LogDir>(
 ) -> Result<SegmentEnds, LogError> {
     let mut ends = Vec::with_capacity(segments.len());
     for segment in segments.iter().copied() {
-        let bytes = dir
-            .map(&segment_name(segment))
-            .map_err(|source| LogError::Io {
-                segment,
-                offset: 0,
-                source,
-            })?;
+        let bytes: Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync> = Arc::new(
+            dir.map(&segment_name(segment))
+                .map_err(|source| LogError::Io {
+                    segment,
+                    offset: 0,
+                    source,
+                })?,
+        );
+        let base = bytes.as_ptr() as usize;
         let mut last_offset = None;
         let found = scan(&bytes, salt, |offset, record| {
             assert!(last_offset.is_none_or(|last| offset > last));
             last_offset = Some(offset);
             if record.kind != RecordKind::Padding {
+                // The payload is a slice of `bytes`: its place in the map.
+                let start = record.payload.as_ptr() as usize - base;
                 recovery.records.push((
                     Position { segment, offset },
                     record.kind,
-                    record.payload.to_vec(),
+                    Payload {
+                        map: bytes.clone(),
+                        range: start..start + record.payload.len(),
+                    },
                 ));
             }
         })
@@ -1057,7 +1086,7 @@ mod tests {
         assert_eq!(acked, 100);
         assert!(disk.list().len() > 3, "the workload spans several segments");
         let (_, recovery) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
-        let payloads: Vec<Vec<u8>> = recovery.records.iter().map(|r| r.2.clone()).collect();
+        let payloads: Vec<Vec<u8>> = recovery.records.iter().map(|r| r.2.to_vec()).collect();
         assert_eq!(payloads, (0..100).map(payload).collect::<Vec<_>>());
         assert!(recovery.truncated.is_none());
         let positions: Vec<Position> = recovery.records.iter().map(|r| r.0).collect();
@@ -1088,7 +1117,7 @@ mod tests {
                 let rebooted = disk.crash(mode);
                 let (mut log, recovery) = now(Log::open(rebooted.clone(), SEGMENT_BYTES))
                     .unwrap_or_else(|e| panic!("crash after op {crash_after} ({mode:?}): {e}"));
-                let found: Vec<Vec<u8>> = recovery.records.iter().map(|r| r.2.clone()).collect();
+                let found: Vec<Vec<u8>> = recovery.records.iter().map(|r| r.2.to_vec()).collect();
                 assert!(
                     found.len() as u64 >= acked,
                     "op {crash_after} {mode:?}: lost an acknowledged record"
@@ -1170,7 +1199,7 @@ mod tests {
 
     fn payloads(disk: &SimDisk) -> Vec<Vec<u8>> {
         let (recovery, _) = read_log(disk).unwrap();
-        recovery.records.into_iter().map(|r| r.2).collect()
+        recovery.records.into_iter().map(|r| r.2.to_vec()).collect()
     }
 
     /// A record of the largest size (and a few sizes just under it) is
@@ -1297,7 +1326,8 @@ mod tests {
                 let rebooted = disk.crash(mode);
                 let (mut log, recovery) = now(Log::open(rebooted.clone(), SEGMENT_BYTES))
                     .unwrap_or_else(|e| panic!("op {crash_after} {mode:?}: {e}"));
-                let found: Vec<Vec<u8>> = recovery.records.into_iter().map(|r| r.2).collect();
+                let found: Vec<Vec<u8>> =
+                    recovery.records.into_iter().map(|r| r.2.to_vec()).collect();
                 assert!(
                     found.len() as u64 >= acked,
                     "op {crash_after} {mode:?}: lost"
@@ -1384,7 +1414,7 @@ mod tests {
             assert_eq!(plan.file_bytes_after, SEGMENT_BYTES);
             let (mut log, recovery) = now(Log::open(disk.clone(), SEGMENT_BYTES))
                 .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-            let found: Vec<Vec<u8>> = recovery.records.into_iter().map(|r| r.2).collect();
+            let found: Vec<Vec<u8>> = recovery.records.into_iter().map(|r| r.2.to_vec()).collect();
             assert_eq!(found[..], written[..found.len()], "cut at {cut}");
             assert_eq!(log.durable_position().offset, plan.durable_end);
             log.append(RecordKind::MiniBlock, b"after").unwrap();

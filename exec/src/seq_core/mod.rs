@@ -445,7 +445,7 @@ mod tests {
                 .records
                 .iter()
                 .filter(|(_, kind, _)| *kind == RecordKind::DaProgress)
-                .map(|(_, _, payload)| payload.clone())
+                .map(|(_, _, payload)| payload.to_vec())
                 .collect::<Vec<_>>()
         });
         assert_eq!(found, vec![b"da progress".to_vec()]);
