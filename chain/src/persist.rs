@@ -1,19 +1,30 @@
-//! Payloads of the log's mini-block and block-seal records (format version 1).
+//! Payloads of the log's mini-block records (format version 2; version 1
+//! is still read) and block-seal records (version 1).
 //!
-//! All integers are little-endian and fixed width; byte strings and lists
-//! carry a u32 length or count first. Decoding never trusts a count further
-//! than the bytes that remain, so arbitrary input is an error, never a panic
-//! or a huge allocation.
+//! Decoding never trusts a count further than the bytes that remain, so
+//! arbitrary input is an error, never a panic or a huge allocation.
 //!
-//! Mini-block payload:
+//! Mini-block payload, version 2 (varints are LEB128; an address is a
+//! varint reference: 0 and the 20 bytes at its first mention in the record,
+//! 1 + its index in order of first mention after; a minimal U256 is a u8
+//! count of its big-endian bytes without leading zeros, then those bytes):
 //!
 //! | field | encoding |
 //! |---|---|
-//! | version | u8, 1 |
-//! | block context | number u64, timestamp u64, base fee u64, gas limit u64, coinbase 20 bytes, prevrandao 32 bytes |
-//! | mini-block number | u64 (global) |
-//! | transactions | u32 count, then per transaction: sender 20 bytes; EIP-2718 bytes; status u8; gas used u64; created contract (u8 flag, 20 bytes); logs (u32 count; address 20 bytes, u8 topic count, topics 32 bytes each, data bytes); state diff |
-//! | state diff | accounts (u32 count; address 20 bytes, u8 present, nonce u64, balance 32 bytes BE, code hash 32 bytes), slots (u32 count; address, slot 32 bytes BE, value 32 bytes BE), codes (u32 count; hash 32 bytes, code bytes) |
+//! | version | u8, 2 |
+//! | block context | number, timestamp, base fee, gas limit as varints; coinbase 20 bytes; prevrandao 32 bytes |
+//! | mini-block number | varint (global) |
+//! | transactions | varint count, then per transaction: sender (address); EIP-2718 bytes (varint length first); flags u8 (1 success, 2 created a contract); gas used varint; created contract (address, when flagged); logs; state diff |
+//! | logs | varint count; per log: address, u8 topic count, topics 32 bytes each, data (varint length first) |
+//! | state diff | accounts (varint count; address, flags u8 (1 present, 2 code hash other than the empty one), then if present nonce varint, balance minimal U256, code hash 32 bytes if flagged), slots (varint count; address, slot and value minimal U256s), codes (varint count; hash 32 bytes, code with a varint length) |
+//!
+//! Version 1 (written before; integers little-endian and fixed width, byte
+//! strings and lists with a u32 length or count): version u8 1; context
+//! (number, timestamp, base fee, gas limit u64; coinbase; prevrandao);
+//! mini-block number u64; transactions (sender 20 bytes; 2718 bytes; status
+//! u8; gas used u64; contract u8 flag and 20 bytes; logs as in
+//! [`put_logs`]; accounts with nonce u64, balance 32 bytes, code hash; slots
+//! 84 bytes; codes).
 //!
 //! Block-seal payload: version u8 1, block size u64, then the RLP header.
 //! Everything else a receipt shows (cumulative gas, indexes, price) follows
@@ -25,13 +36,19 @@ use alloy_consensus::{Header, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, Bytes, Log, LogData};
 use alloy_rlp::{Decodable, Encodable};
-use fulmen_storage::StateDiff;
 use fulmen_storage::codec::{Reader, Writer};
+use fulmen_storage::{AccountState, StateDiff};
+use revm::bytecode::Bytecode;
+use revm::primitives::KECCAK_EMPTY;
 
 use crate::block::BlockContext;
 use crate::block::ExecutedTx;
 
+/// Version of the seal payload, and of the first mini-block payload (still
+/// read: datadirs written before version 2).
 const VERSION: u8 = 1;
+/// Version of the mini-block payload written now.
+const VERSION_COMPACT: u8 = 2;
 
 pub use fulmen_storage::codec::PayloadError;
 
@@ -76,9 +93,7 @@ pub struct SealRecord {
     pub size: u64,
 }
 
-/// Bytes of an encoded [`BlockContext`].
-const CTX_BYTES: usize = 8 * 4 + 20 + 32;
-
+#[cfg(test)]
 fn put_ctx(w: &mut Writer<'_>, ctx: &BlockContext) {
     w.u64(ctx.number);
     w.u64(ctx.timestamp);
@@ -99,6 +114,7 @@ fn get_ctx(r: &mut Reader<'_>) -> Result<BlockContext, PayloadError> {
     })
 }
 
+#[cfg(test)]
 fn put_diff(w: &mut Writer<'_>, diff: &StateDiff) {
     w.u32(diff.accounts.len());
     for (address, account) in &diff.accounts {
@@ -141,54 +157,208 @@ fn get_diff(r: &mut Reader<'_>) -> Result<StateDiff, PayloadError> {
     Ok(diff)
 }
 
-/// Bytes [`encode_mini_block`] writes for one transaction entry: its sender,
-/// 2718 bytes, outcome, logs and state changes. The sequencer bounds what one
-/// transaction and one mini-block put in the log with it, before the record
-/// exists (a unit test checks it against the encoder).
+/// Most bytes [`encode_mini_block`] writes for one transaction entry: its
+/// sender, 2718 bytes, outcome, logs and state changes, every address
+/// written in full and every number at its longest. The sequencer bounds
+/// what one transaction and one mini-block put in the log with it, before
+/// the record exists (a unit test checks it against the encoder).
 pub fn tx_entry_bytes(
     tx_2718_bytes: usize,
     logs: &[alloy_primitives::Log],
     contract_created: bool,
     diff: &StateDiff,
 ) -> usize {
-    const ACCOUNT_BYTES: usize = 8 + 32 + 32;
-    const SLOT_BYTES: usize = 20 + 32 + 32;
+    // A varint, an address reference, a minimal U256 at their longest.
+    const VARINT: usize = 10;
+    const ADDRESS: usize = 1 + 20;
+    const U256_MIN: usize = 1 + 32;
+    const ACCOUNT_BYTES: usize = VARINT + U256_MIN + 32;
+    const SLOT_BYTES: usize = ADDRESS + U256_MIN + U256_MIN;
     let logs_bytes: usize = logs
         .iter()
-        .map(|log| 20 + 1 + 32 * log.topics().len() + 4 + log.data.data.len())
+        .map(|log| ADDRESS + 1 + 32 * log.topics().len() + VARINT + log.data.data.len())
         .sum();
     let accounts_bytes: usize = diff
         .accounts
         .iter()
-        .map(|(_, account)| 20 + 1 + if account.is_some() { ACCOUNT_BYTES } else { 0 })
+        .map(|(_, account)| ADDRESS + 1 + if account.is_some() { ACCOUNT_BYTES } else { 0 })
         .sum();
     let codes_bytes: usize = diff
         .codes
         .iter()
-        .map(|(_, code)| 32 + 4 + code.original_byte_slice().len())
+        .map(|(_, code)| 32 + VARINT + code.original_byte_slice().len())
         .sum();
-    20 + 4
+    ADDRESS
+        + VARINT
         + tx_2718_bytes
         + 1
-        + 8
-        + 1
-        + if contract_created { 20 } else { 0 }
-        + 4
+        + VARINT
+        + if contract_created { ADDRESS } else { 0 }
+        + VARINT
         + logs_bytes
-        + 4
+        + VARINT
         + accounts_bytes
-        + 4
+        + VARINT
         + SLOT_BYTES * diff.storage.len()
-        + 4
+        + VARINT
         + codes_bytes
 }
 
-/// Bytes [`encode_mini_block`] writes before the first transaction entry.
-pub const MINI_BLOCK_HEADER_BYTES: usize = 1 + CTX_BYTES + 8 + 4;
+/// Most bytes [`encode_mini_block`] writes before the first transaction
+/// entry.
+pub const MINI_BLOCK_HEADER_BYTES: usize = 1 + 4 * 10 + 20 + 32 + 10 + 10;
 
-/// Encodes a mini-block: its block's context, its number, and each
-/// transaction with its outcome and state changes (`diffs[i]` belongs to
-/// `txs[i]`).
+/// Addresses a record has written so far: a later mention is its index.
+#[derive(Default)]
+struct AddressRefs(alloy_primitives::map::AddressMap<u64>);
+
+impl AddressRefs {
+    /// 0 and the 20 bytes the first time; 1 + its index after.
+    fn put(&mut self, w: &mut Writer<'_>, address: &Address) {
+        if let Some(index) = self.0.get(address) {
+            w.varint(index + 1);
+            return;
+        }
+        let index = self.0.len() as u64;
+        self.0.insert(*address, index);
+        w.varint(0);
+        w.raw(address.as_slice());
+    }
+}
+
+/// Addresses a record has read so far.
+#[derive(Default)]
+struct AddressTable(Vec<Address>);
+
+impl AddressTable {
+    fn get(&mut self, r: &mut Reader<'_>) -> Result<Address, PayloadError> {
+        match r.varint()? {
+            0 => {
+                let address = r.address()?;
+                self.0.push(address);
+                Ok(address)
+            }
+            n => usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| self.0.get(i).copied())
+                .ok_or(PayloadError::Invalid("address reference")),
+        }
+    }
+}
+
+/// An account's flags: present, and a code hash other than the empty one.
+const ACCOUNT_PRESENT: u8 = 1;
+const ACCOUNT_CODE: u8 = 2;
+/// A transaction's flags: success, and a created contract.
+const TX_SUCCESS: u8 = 1;
+const TX_CREATED: u8 = 2;
+
+fn put_diff_v2(w: &mut Writer<'_>, refs: &mut AddressRefs, diff: &StateDiff) {
+    w.varint(diff.accounts.len() as u64);
+    for (address, account) in &diff.accounts {
+        refs.put(w, address);
+        let Some(a) = account else {
+            w.u8(0);
+            continue;
+        };
+        let has_code = a.code_hash != KECCAK_EMPTY;
+        w.u8(ACCOUNT_PRESENT | if has_code { ACCOUNT_CODE } else { 0 });
+        w.varint(a.nonce);
+        w.u256_min(&a.balance);
+        if has_code {
+            w.raw(a.code_hash.as_slice());
+        }
+    }
+    w.varint(diff.storage.len() as u64);
+    for (address, slot, value) in &diff.storage {
+        refs.put(w, address);
+        w.u256_min(slot);
+        w.u256_min(value);
+    }
+    w.varint(diff.codes.len() as u64);
+    for (hash, code) in &diff.codes {
+        w.raw(hash.as_slice());
+        w.var_bytes(code.original_byte_slice());
+    }
+}
+
+fn get_diff_v2(r: &mut Reader<'_>, table: &mut AddressTable) -> Result<StateDiff, PayloadError> {
+    let mut diff = StateDiff::default();
+    for _ in 0..r.var_count(2)? {
+        let address = table.get(r)?;
+        let account = match r.u8()? {
+            0 => None,
+            flags
+                if flags & !(ACCOUNT_PRESENT | ACCOUNT_CODE) == 0
+                    && flags & ACCOUNT_PRESENT != 0 =>
+            {
+                let nonce = r.varint()?;
+                let balance = r.u256_min()?;
+                let code_hash = if flags & ACCOUNT_CODE != 0 {
+                    r.b256()?
+                } else {
+                    KECCAK_EMPTY
+                };
+                Some(AccountState {
+                    nonce,
+                    balance,
+                    code_hash,
+                })
+            }
+            _ => return Err(PayloadError::Invalid("account flags")),
+        };
+        diff.accounts.push((address, account));
+    }
+    for _ in 0..r.var_count(3)? {
+        diff.storage
+            .push((table.get(r)?, r.u256_min()?, r.u256_min()?));
+    }
+    for _ in 0..r.var_count(33)? {
+        let hash = r.b256()?;
+        let code = Bytecode::new_raw_checked(Bytes::copy_from_slice(r.var_bytes()?))
+            .map_err(|_| PayloadError::Invalid("code"))?;
+        diff.codes.push((hash, code));
+    }
+    Ok(diff)
+}
+
+fn put_logs_v2(w: &mut Writer<'_>, refs: &mut AddressRefs, logs: &[Log]) {
+    w.varint(logs.len() as u64);
+    for log in logs {
+        refs.put(w, &log.address);
+        w.u8(log.topics().len() as u8);
+        for topic in log.topics() {
+            w.raw(topic.as_slice());
+        }
+        w.var_bytes(&log.data.data);
+    }
+}
+
+fn get_logs_v2(r: &mut Reader<'_>, table: &mut AddressTable) -> Result<Vec<Log>, PayloadError> {
+    let count = r.var_count(3)?;
+    let mut logs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let address = table.get(r)?;
+        let topic_count = r.u8()?;
+        if topic_count > 4 {
+            return Err(PayloadError::Invalid("topic count"));
+        }
+        let mut topics = Vec::with_capacity(topic_count as usize);
+        for _ in 0..topic_count {
+            topics.push(r.b256()?);
+        }
+        let data = Bytes::copy_from_slice(r.var_bytes()?);
+        logs.push(Log {
+            address,
+            data: LogData::new_unchecked(topics, data),
+        });
+    }
+    Ok(logs)
+}
+
+/// Encodes a mini-block (format version 2): its block's context, its
+/// number, and each transaction with its outcome and state changes
+/// (`diffs[i]` belongs to `txs[i]`).
 pub fn encode_mini_block(
     ctx: &BlockContext,
     number: u64,
@@ -198,28 +368,80 @@ pub fn encode_mini_block(
 ) {
     debug_assert_eq!(txs.len(), diffs.len());
     let mut w = Writer(out);
-    w.u8(VERSION);
-    put_ctx(&mut w, ctx);
-    w.u64(number);
-    w.u32(txs.len());
+    w.u8(VERSION_COMPACT);
+    w.varint(ctx.number);
+    w.varint(ctx.timestamp);
+    w.varint(ctx.base_fee);
+    w.varint(ctx.gas_limit);
+    w.raw(ctx.coinbase.as_slice());
+    w.raw(ctx.prevrandao.as_slice());
+    w.varint(number);
+    w.varint(txs.len() as u64);
+    let mut refs = AddressRefs::default();
     let mut raw = Vec::new();
     for (tx, diff) in txs.iter().zip(diffs) {
-        w.raw(tx.tx.sender.as_slice());
+        refs.put(&mut w, &tx.tx.sender);
         raw.clear();
         tx.tx.envelope.encode_2718(&mut raw);
-        w.bytes(&raw);
-        w.u8(u8::from(tx.success));
-        w.u64(tx.gas_used);
-        match tx.contract_address {
-            Some(address) => {
-                w.u8(1);
-                w.raw(address.as_slice());
-            }
-            None => w.u8(0),
+        w.var_bytes(&raw);
+        let created = if tx.contract_address.is_some() {
+            TX_CREATED
+        } else {
+            0
+        };
+        w.u8((u8::from(tx.success) * TX_SUCCESS) | created);
+        w.varint(tx.gas_used);
+        if let Some(address) = &tx.contract_address {
+            refs.put(&mut w, address);
         }
-        put_logs(&mut w, &tx.logs);
-        put_diff(&mut w, diff);
+        put_logs_v2(&mut w, &mut refs, &tx.logs);
+        put_diff_v2(&mut w, &mut refs, diff);
     }
+}
+
+/// Decodes the body of a version 2 mini-block payload (after its version).
+fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadError> {
+    let ctx = BlockContext {
+        number: r.varint()?,
+        timestamp: r.varint()?,
+        base_fee: r.varint()?,
+        gas_limit: r.varint()?,
+        coinbase: r.address()?,
+        prevrandao: r.b256()?,
+    };
+    let number = r.varint()?;
+    let count = r.var_count(1 + 1 + 1 + 1 + 3 + 3)?;
+    let mut table = AddressTable::default();
+    let mut txs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let sender = table.get(r)?;
+        let raw = r.var_bytes()?;
+        let envelope = TxEnvelope::decode_2718_exact(raw)
+            .map_err(|_| PayloadError::Invalid("transaction encoding"))?;
+        let flags = r.u8()?;
+        if flags & !(TX_SUCCESS | TX_CREATED) != 0 {
+            return Err(PayloadError::Invalid("transaction flags"));
+        }
+        let gas_used = r.varint()?;
+        let contract_address = if flags & TX_CREATED != 0 {
+            Some(table.get(r)?)
+        } else {
+            None
+        };
+        let logs = get_logs_v2(r, &mut table)?;
+        let diff = get_diff_v2(r, &mut table)?;
+        txs.push(LoggedTx {
+            sender,
+            envelope,
+            encoded_len: raw.len(),
+            success: flags & TX_SUCCESS != 0,
+            gas_used,
+            contract_address,
+            logs,
+            diff,
+        });
+    }
+    Ok(MiniBlockRecord { ctx, number, txs })
 }
 
 /// Logs: a u32 count; each log's address, u8 topic count, topics, data.
@@ -258,14 +480,21 @@ pub(crate) fn get_logs(r: &mut Reader<'_>) -> Result<Vec<Log>, PayloadError> {
     Ok(logs)
 }
 
-/// Decodes a mini-block payload.
+/// Decodes a mini-block payload (version 2, or 1 as written before).
 pub fn decode_mini_block(bytes: &[u8]) -> Result<MiniBlockRecord, PayloadError> {
     let mut r = Reader::new(bytes);
-    let version = r.u8()?;
-    if version != VERSION {
-        return Err(PayloadError::Version(version));
-    }
-    let ctx = get_ctx(&mut r)?;
+    let record = match r.u8()? {
+        VERSION => decode_mini_block_v1(&mut r)?,
+        VERSION_COMPACT => decode_mini_block_v2(&mut r)?,
+        version => return Err(PayloadError::Version(version)),
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+/// Decodes the body of a version 1 mini-block payload (after its version).
+fn decode_mini_block_v1(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadError> {
+    let ctx = get_ctx(r)?;
     let number = r.u64()?;
     let count = r.count(20 + 4 + 1 + 8 + 1 + 4 + 12)?;
     let mut txs = Vec::with_capacity(count);
@@ -285,8 +514,8 @@ pub fn decode_mini_block(bytes: &[u8]) -> Result<MiniBlockRecord, PayloadError> 
             1 => Some(r.address()?),
             _ => return Err(PayloadError::Invalid("contract address flag")),
         };
-        let logs = get_logs(&mut r)?;
-        let diff = get_diff(&mut r)?;
+        let logs = get_logs(r)?;
+        let diff = get_diff(r)?;
         txs.push(LoggedTx {
             sender,
             envelope,
@@ -298,7 +527,6 @@ pub fn decode_mini_block(bytes: &[u8]) -> Result<MiniBlockRecord, PayloadError> 
             diff,
         });
     }
-    r.finish()?;
     Ok(MiniBlockRecord { ctx, number, txs })
 }
 
@@ -408,26 +636,43 @@ mod tests {
         (ctx, txs, diffs)
     }
 
-    #[test]
-    fn a_mini_block_round_trips_and_its_size_is_predicted() {
-        let (ctx, txs, diffs) = sample();
-        let mut out = Vec::new();
-        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
-        let predicted: usize = MINI_BLOCK_HEADER_BYTES
-            + txs
-                .iter()
-                .zip(&diffs)
-                .map(|(tx, diff)| {
-                    let created = tx.contract_address.is_some();
-                    tx_entry_bytes(tx.tx.encoded().len(), &tx.logs, created, diff)
-                })
-                .sum::<usize>();
-        assert_eq!(out.len(), predicted);
-        let record = decode_mini_block(&out).unwrap();
-        assert_eq!(record.ctx, ctx);
+    /// The version 1 encoder, as written before version 2: its records are
+    /// still read.
+    fn encode_mini_block_v1(
+        ctx: &BlockContext,
+        number: u64,
+        txs: &[Arc<ExecutedTx>],
+        diffs: &[StateDiff],
+        out: &mut Vec<u8>,
+    ) {
+        let mut w = Writer(out);
+        w.u8(VERSION);
+        put_ctx(&mut w, ctx);
+        w.u64(number);
+        w.u32(txs.len());
+        for (tx, diff) in txs.iter().zip(diffs) {
+            w.raw(tx.tx.sender.as_slice());
+            w.bytes(&tx.tx.envelope.encoded_2718());
+            w.u8(u8::from(tx.success));
+            w.u64(tx.gas_used);
+            match tx.contract_address {
+                Some(address) => {
+                    w.u8(1);
+                    w.raw(address.as_slice());
+                }
+                None => w.u8(0),
+            }
+            put_logs(&mut w, &tx.logs);
+            put_diff(&mut w, diff);
+        }
+    }
+
+    fn check_decoded(out: &[u8], ctx: &BlockContext, txs: &[Arc<ExecutedTx>], diffs: &[StateDiff]) {
+        let record = decode_mini_block(out).unwrap();
+        assert_eq!(record.ctx, *ctx);
         assert_eq!(record.number, 33);
         assert_eq!(record.txs.len(), txs.len());
-        for ((logged, tx), diff) in record.txs.iter().zip(&txs).zip(&diffs) {
+        for ((logged, tx), diff) in record.txs.iter().zip(txs).zip(diffs) {
             assert_eq!(logged.sender, tx.tx.sender);
             assert_eq!(logged.envelope, tx.tx.envelope);
             assert_eq!(logged.encoded_len, tx.tx.encoded().len());
@@ -445,6 +690,74 @@ mod tests {
             };
             assert_eq!(codes(&logged.diff), codes(diff));
         }
+    }
+
+    #[test]
+    fn a_mini_block_round_trips_within_its_predicted_size_and_old_records_still_read() {
+        let (ctx, txs, diffs) = sample();
+        let mut out = Vec::new();
+        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        let predicted: usize = MINI_BLOCK_HEADER_BYTES
+            + txs
+                .iter()
+                .zip(&diffs)
+                .map(|(tx, diff)| {
+                    let created = tx.contract_address.is_some();
+                    tx_entry_bytes(tx.tx.encoded().len(), &tx.logs, created, diff)
+                })
+                .sum::<usize>();
+        assert!(out.len() <= predicted, "{} > {predicted}", out.len());
+        check_decoded(&out, &ctx, &txs, &diffs);
+        let mut old = Vec::new();
+        encode_mini_block_v1(&ctx, 33, &txs, &diffs, &mut old);
+        check_decoded(&old, &ctx, &txs, &diffs);
+    }
+
+    /// A native transfer: its envelope, its sender, recipient and the fee
+    /// recipient's new balances. The fee recipient, written once per
+    /// record, is a one-byte reference after.
+    #[test]
+    fn a_native_transfer_takes_its_envelope_and_under_80_bytes_more() {
+        let ctx = sample().0;
+        let txs: Vec<_> = (0..100)
+            .map(|i| {
+                let signer = PrivateKeySigner::random();
+                executed(recovered(&signer, false), i, Vec::new(), false)
+            })
+            .collect();
+        let diffs: Vec<_> = txs
+            .iter()
+            .map(|tx| StateDiff {
+                accounts: vec![
+                    (
+                        tx.tx.sender,
+                        Some(AccountState {
+                            nonce: 1,
+                            balance: U256::from(999_999_000_000_000_000_000u128),
+                            code_hash: KECCAK_EMPTY,
+                        }),
+                    ),
+                    (
+                        Address::repeat_byte(2),
+                        Some(AccountState::funded(U256::from(1_000_000_000u64))),
+                    ),
+                    (
+                        ctx.coinbase,
+                        Some(AccountState::funded(U256::from(123_456_789_000u64))),
+                    ),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        let envelopes: usize = txs.iter().map(|tx| tx.tx.encoded().len()).sum();
+        let overhead = (out.len() - envelopes) / txs.len();
+        assert!(
+            overhead < 80,
+            "{overhead} bytes a transfer besides its envelope"
+        );
+        check_decoded(&out, &ctx, &txs, &diffs);
     }
 
     #[test]
@@ -477,10 +790,10 @@ mod tests {
                 "prefix of {len} bytes"
             );
         }
-        out[0] = VERSION + 1;
+        out[0] = VERSION_COMPACT + 1;
         assert!(matches!(
             decode_mini_block(&out),
-            Err(PayloadError::Version(2))
+            Err(PayloadError::Version(3))
         ));
     }
 
@@ -502,7 +815,11 @@ mod tests {
             let len = (next() % 600) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             if round % 2 == 0 && !bytes.is_empty() {
-                bytes[0] = VERSION;
+                bytes[0] = if round % 4 == 0 {
+                    VERSION
+                } else {
+                    VERSION_COMPACT
+                };
             }
             let _ = decode_mini_block(&bytes);
             let _ = decode_seal(&bytes);

@@ -57,6 +57,27 @@ impl Writer<'_> {
     pub fn u256(&mut self, v: &U256) {
         self.raw(&v.to_be_bytes::<32>());
     }
+    /// A u64 as LEB128: 7 bits a byte, low first (1 to 10 bytes).
+    pub fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    /// A varint length, then the bytes.
+    pub fn var_bytes(&mut self, v: &[u8]) {
+        self.varint(v.len() as u64);
+        self.raw(v);
+    }
+    /// A U256 as its big-endian bytes without leading zeros, after a u8
+    /// count of them (1 to 33 bytes).
+    pub fn u256_min(&mut self, v: &U256) {
+        let bytes = v.to_be_bytes::<32>();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        self.u8((32 - skip) as u8);
+        self.raw(&bytes[skip..]);
+    }
     /// An account header: nonce, balance, code hash (72 bytes).
     pub fn account(&mut self, a: &AccountState) {
         self.u64(a.nonce);
@@ -133,6 +154,43 @@ impl<'a> Reader<'a> {
     pub fn u256(&mut self) -> Result<U256, PayloadError> {
         Ok(U256::from_be_slice(self.take(32)?))
     }
+    /// A LEB128 u64 written by [`Writer::varint`]; over 10 bytes, or a
+    /// tenth byte over 1, is an error.
+    pub fn varint(&mut self) -> Result<u64, PayloadError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            if i == 9 && b > 1 {
+                return Err(PayloadError::Invalid("varint over 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(PayloadError::Invalid("varint over 10 bytes"))
+    }
+    /// A varint count of items at least `min_item` bytes each, checked
+    /// against what remains.
+    pub fn var_count(&mut self, min_item: usize) -> Result<usize, PayloadError> {
+        let at = self.at;
+        let n = usize::try_from(self.varint()?).map_err(|_| PayloadError::Truncated(at))?;
+        self.check_count(n, min_item)
+    }
+    /// A varint length, then that many bytes.
+    pub fn var_bytes(&mut self) -> Result<&'a [u8], PayloadError> {
+        let at = self.at;
+        let len = usize::try_from(self.varint()?).map_err(|_| PayloadError::Truncated(at))?;
+        self.take(len)
+    }
+    /// A U256 written by [`Writer::u256_min`].
+    pub fn u256_min(&mut self) -> Result<U256, PayloadError> {
+        let len = self.u8()? as usize;
+        if len > 32 {
+            return Err(PayloadError::Invalid("U256 length"));
+        }
+        Ok(U256::from_be_slice(self.take(len)?))
+    }
     /// A u32 length, then that many bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8], PayloadError> {
         let len = self.u32()?;
@@ -176,5 +234,57 @@ impl<'a> Reader<'a> {
             0 => Ok(()),
             n => Err(PayloadError::Trailing(n)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_and_minimal_u256s_round_trip_and_overlong_ones_are_errors() {
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            300,
+            21_000,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let mut out = Vec::new();
+        let mut w = Writer(&mut out);
+        for v in values {
+            w.varint(v);
+        }
+        let numbers = [
+            U256::ZERO,
+            U256::from(1),
+            U256::from(10).pow(U256::from(21)),
+            U256::MAX,
+        ];
+        for v in &numbers {
+            w.u256_min(v);
+        }
+        let mut r = Reader::new(&out);
+        for v in values {
+            assert_eq!(r.varint().unwrap(), v);
+        }
+        for v in &numbers {
+            assert_eq!(&r.u256_min().unwrap(), v);
+        }
+        r.finish().unwrap();
+        assert_eq!(out[0], 0);
+        // Eleven continuation bytes, a tenth byte over 1, a length over 32.
+        assert!(Reader::new(&[0xff; 11]).varint().is_err());
+        assert!(
+            Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
+                .varint()
+                .is_err()
+        );
+        assert!(Reader::new(&[33; 40]).u256_min().is_err());
+        assert!(Reader::new(&[0x80]).varint().is_err());
     }
 }

@@ -572,10 +572,9 @@ mod tests {
                     )
                 })
                 .sum();
-            assert_eq!(
-                record.len(),
-                fulmen_chain::persist::MINI_BLOCK_HEADER_BYTES + entries
-            );
+            // The bound holds every record (addresses and numbers at their
+            // longest).
+            assert!(record.len() <= fulmen_chain::persist::MINI_BLOCK_HEADER_BYTES + entries);
             ran += closed.txs.len();
             seq.run_deferred_for_room();
         }
