@@ -108,6 +108,10 @@ pub(crate) struct StorageConfig {
     /// Sealed blocks kept decoded in RAM; older ones are read from the
     /// history store on disk. Default 16.
     pub memory_blocks: u64,
+    /// The node refuses to start, and takes no new transactions while
+    /// running, with less than this many MiB free on the datadir's
+    /// filesystem (0: no floor). Default 512.
+    pub disk_free_min_mb: u64,
 }
 
 /// Most sealed blocks `[storage] memory_blocks` keeps in RAM.
@@ -119,6 +123,7 @@ impl Default for StorageConfig {
             segment_mb: 64,
             checkpoint_blocks: 600,
             memory_blocks: 16,
+            disk_free_min_mb: 512,
         }
     }
 }

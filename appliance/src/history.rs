@@ -31,6 +31,9 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_REPORT_EVERY: u64 = 30;
 /// How often the datadir's disk use is measured for `/metrics`.
 const DISK_USE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the free space of its filesystem is measured (the floor
+/// below which new transactions are refused).
+const DISK_FREE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts the writer over `store`; `on_start` runs first on its thread
 /// (pinning, priority). Returns where the seq core sends sealed blocks.
@@ -52,8 +55,9 @@ pub(crate) fn start(
 fn run(mut store: HistoryStore, blocks: &Receiver<Arc<SealedBlock>>, datadir: &Path) {
     let mut synced_at = Instant::now();
     let mut measured_at: Option<Instant> = None;
+    let mut free_at: Option<Instant> = None;
     loop {
-        match blocks.recv_timeout(SYNC_INTERVAL) {
+        match blocks.recv_timeout(SYNC_INTERVAL.min(DISK_FREE_INTERVAL)) {
             Ok(block) => write(&mut store, &block),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -65,6 +69,10 @@ fn run(mut store: HistoryStore, blocks: &Receiver<Arc<SealedBlock>>, datadir: &P
         if synced_at.elapsed() >= SYNC_INTERVAL {
             sync(&mut store);
             synced_at = Instant::now();
+        }
+        if free_at.is_none_or(|at| at.elapsed() >= DISK_FREE_INTERVAL) {
+            watch_free_space(datadir);
+            free_at = Some(Instant::now());
         }
         if measured_at.is_none_or(|at| at.elapsed() >= DISK_USE_INTERVAL) {
             METRICS
@@ -126,4 +134,69 @@ fn disk_use_bytes(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// Bytes free for an unprivileged writer on the filesystem of `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `name` is a NUL-terminated path and `stats` points to writable
+    // memory of the right type; statvfs fills it whole when it returns 0.
+    let stats = unsafe {
+        if libc::statvfs(name.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stats.assume_init()
+    };
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// Start-up: refuses a datadir with less than `min_bytes` free, and sets
+/// the floor the running node holds (see [`watch_free_space`]).
+pub(crate) fn guard_disk(datadir: &Path, min_bytes: u64) -> Result<(), String> {
+    METRICS.disk_free_min_bytes.store(min_bytes, Relaxed);
+    if min_bytes == 0 {
+        return Ok(());
+    }
+    let free = free_bytes(datadir).map_err(|e| {
+        format!(
+            "cannot measure the free space of {}: {e}",
+            datadir.display()
+        )
+    })?;
+    METRICS.disk_free_bytes.store(free, Relaxed);
+    if free < min_bytes {
+        return Err(format!(
+            "refusing to start: {} MiB free on the filesystem of {}, below storage.disk_free_min_mb = {} \
+             (free space, or lower the floor with --storage-disk-free-min-mb)",
+            free >> 20,
+            datadir.display(),
+            min_bytes >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// Measures the free space and says when it crosses the floor: below it,
+/// net cores refuse new transactions (`Metrics::disk_refusal`).
+fn watch_free_space(datadir: &Path) {
+    let Ok(free) = free_bytes(datadir) else {
+        return;
+    };
+    let min = METRICS.disk_free_min_bytes.load(Relaxed);
+    let before = METRICS.disk_free_bytes.swap(free, Relaxed);
+    if free < min && before >= min {
+        tracing::error!(
+            free_mib = free >> 20,
+            min_mib = min >> 20,
+            "disk nearly full: new transactions are refused until space is freed"
+        );
+    } else if free >= min && before < min {
+        tracing::warn!(
+            free_mib = free >> 20,
+            "disk space is back above the floor: transactions are taken again"
+        );
+    }
 }

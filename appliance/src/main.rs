@@ -173,6 +173,9 @@ struct RunArgs {
     /// Sealed blocks kept in RAM; older ones are read from disk.
     #[arg(long)]
     storage_memory_blocks: Option<u64>,
+    /// MiB that must stay free on the datadir's filesystem (0: no floor).
+    #[arg(long)]
+    storage_disk_free_min_mb: Option<u64>,
     /// Post the chain's data to this L1 JSON-RPC URL (da.l1_rpc). Without
     /// it nothing leaves the node.
     #[arg(long)]
@@ -227,6 +230,7 @@ impl RunArgs {
         set!(storage_segment_mb => storage.segment_mb);
         set!(storage_checkpoint_blocks => storage.checkpoint_blocks);
         set!(storage_memory_blocks => storage.memory_blocks);
+        set!(storage_disk_free_min_mb => storage.disk_free_min_mb);
         if self.genesis.is_some() {
             config.genesis = self.genesis.clone();
         }
@@ -465,6 +469,8 @@ fn run(args: RunArgs) -> Result<(), AppError> {
             da::DaMode::Off
         }
     };
+    history::guard_disk(&config.datadir, config.storage.disk_free_min_mb << 20)
+        .map_err(config::ConfigError)?;
     let genesis = Genesis::new(&spec);
     datadir.bind_genesis(genesis.header.hash_slow())?;
     if let Some(done) = unwind::apply_requested(&config.datadir).map_err(config::ConfigError)? {

@@ -283,6 +283,20 @@ fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
         .expect("run with another genesis");
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("belongs to the chain with genesis"));
+
+    // Less free disk than the floor (here a petabyte): refused, and why.
+    let full = Command::new(env!("CARGO_BIN_EXE_fulmen"))
+        .args(["run", "--dev", "--storage-disk-free-min-mb", "1000000000"])
+        .args(["--rpc-addr", "127.0.0.1:0", "--datadir"])
+        .arg(&dir.0)
+        .output()
+        .expect("run with a floor above the free space");
+    assert!(!full.status.success());
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(
+        stderr.contains("refusing to start") && stderr.contains("storage.disk_free_min_mb"),
+        "{stderr}"
+    );
 }
 
 /// Signs and sends transfers from `sender` with sync sends until `stop`,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::msg::SubmitError;
 
 /// Why a transaction was refused, as a metric label.
-pub const REJECT_REASONS: [&str; 13] = [
+pub const REJECT_REASONS: [&str; 14] = [
     "invalid",
     "record_too_large",
     "already_known",
@@ -25,6 +25,7 @@ pub const REJECT_REASONS: [&str; 13] = [
     "shutting_down",
     "sequencer_gone",
     "da_backlog",
+    "disk_low",
 ];
 
 /// The label of a sequencer refusal.
@@ -155,6 +156,12 @@ pub struct Metrics {
     pub history_blocks: AtomicU64,
     /// Bytes of the datadir's log, checkpoints and history.
     pub datadir_bytes: AtomicU64,
+    /// Bytes free for the node on the datadir's filesystem (measured once
+    /// a second; `u64::MAX` until then).
+    pub disk_free_bytes: AtomicU64,
+    /// Below this many free bytes the node takes no transactions (0: no
+    /// floor).
+    pub disk_free_min_bytes: AtomicU64,
     /// The DA batcher's figures.
     pub da: crate::da_figures::DaFigures,
     cores: Mutex<Vec<Arc<CoreFigures>>>,
@@ -183,6 +190,8 @@ pub static METRICS: Metrics = Metrics {
     history_write_errors: AtomicU64::new(0),
     history_blocks: AtomicU64::new(0),
     datadir_bytes: AtomicU64::new(0),
+    disk_free_bytes: AtomicU64::new(u64::MAX),
+    disk_free_min_bytes: AtomicU64::new(0),
     da: crate::da_figures::DaFigures::new(),
     cores: Mutex::new(Vec::new()),
 };
@@ -195,6 +204,21 @@ impl Metrics {
             .position(|r| *r == reason)
             .unwrap_or(0);
         self.rejected[i].fetch_add(1, Relaxed);
+    }
+
+    /// Why new transactions are refused while the datadir's disk is
+    /// nearly full, if it is (the history writer measures it).
+    pub fn disk_refusal(&self) -> Option<String> {
+        let free = self.disk_free_bytes.load(Relaxed);
+        let min = self.disk_free_min_bytes.load(Relaxed);
+        (free < min).then(|| {
+            format!(
+                "disk nearly full: {} MiB free on the datadir's filesystem, below storage.disk_free_min_mb = {}; \
+                 no new transactions until space is freed (reads go on)",
+                free >> 20,
+                min >> 20
+            )
+        })
     }
 
     /// Registers an executor; its sampler writes the returned figures.
@@ -382,6 +406,11 @@ impl Metrics {
                 "fulmen_datadir_bytes",
                 "Bytes on disk of the datadir (log, checkpoints, history)",
                 &self.datadir_bytes,
+            ),
+            (
+                "fulmen_disk_free_bytes",
+                "Bytes free for the node on the datadir's filesystem",
+                &self.disk_free_bytes,
             ),
         ] {
             render_one(out, (name, "gauge"), help, v.load(Relaxed) as f64);

@@ -139,6 +139,10 @@ fn enqueue(
         METRICS.reject("da_backlog");
         return Err(RpcError::server(refusal));
     }
+    if let Some(refusal) = METRICS.disk_refusal() {
+        METRICS.reject("disk_low");
+        return Err(RpcError::server(refusal));
+    }
     let (reply, answer) = oneshot::channel();
     let request = SeqRequest {
         tx,
