@@ -245,6 +245,82 @@ pub(crate) fn boot(
     })
 }
 
+/// `fulmen db check`: the history store's blocks compared with the chain
+/// the log replayed to (`view` holds every block: db check attaches no
+/// store). Returns how many blocks match from genesis, how many the store
+/// holds, and the first difference, if any.
+pub(crate) fn check_history(
+    datadir: &Path,
+    spec: &ChainSpec,
+    view: &ChainView,
+) -> Result<(u64, u64, Option<String>), DatadirError> {
+    let dir = history_dir(datadir);
+    if !dir.join("index").exists() {
+        return Ok((0, 0, None));
+    }
+    let reader = fulmen_storage::history::HistoryReader::open(&dir)
+        .map_err(|source| DatadirError::History { dir, source })?;
+    let stored = reader.len();
+    let history = History::new(reader, spec.tx_rules().spec, 1);
+    let head = view.head().header.number;
+    for number in 0..stored.min(head + 1) {
+        let ours = view.block(number).expect("db check keeps every block");
+        if let Some(difference) = history_difference(&history, &ours) {
+            return Ok((
+                number,
+                stored,
+                Some(format!("block {number}: {difference}")),
+            ));
+        }
+    }
+    Ok((stored.min(head + 1), stored, None))
+}
+
+/// How the store's block differs from the log's `ours`, if it does.
+fn history_difference(
+    history: &History,
+    ours: &fulmen_chain::block::SealedBlock,
+) -> Option<String> {
+    let stored = match history.block(ours.header.number) {
+        Ok(Some(block)) => block,
+        Ok(None) => return Some("missing".into()),
+        Err(e) => return Some(e.to_string()),
+    };
+    if stored.hash != ours.hash || stored.header != ours.header || stored.size != ours.size {
+        return Some(format!(
+            "header {} where the log has {}",
+            stored.hash, ours.hash
+        ));
+    }
+    if stored.txs.len() != ours.txs.len() {
+        return Some(format!(
+            "{} transactions where the log has {}",
+            stored.txs.len(),
+            ours.txs.len()
+        ));
+    }
+    let same = |a: &fulmen_chain::block::ExecutedTx, b: &fulmen_chain::block::ExecutedTx| {
+        a.tx.hash == b.tx.hash
+            && a.tx.sender == b.tx.sender
+            && a.success == b.success
+            && a.gas_used == b.gas_used
+            && a.cumulative_gas_used == b.cumulative_gas_used
+            && a.logs == b.logs
+            && a.contract_address == b.contract_address
+            && a.first_log_index == b.first_log_index
+            && a.mini_block == b.mini_block
+    };
+    let index = stored
+        .txs
+        .iter()
+        .zip(&ours.txs)
+        .position(|(a, b)| !same(a, b))?;
+    Some(format!(
+        "transaction {index} ({}) differs",
+        ours.txs[index].tx.hash
+    ))
+}
+
 /// Where the history store lives.
 pub(crate) fn history_dir(datadir: &Path) -> PathBuf {
     datadir.join("history")

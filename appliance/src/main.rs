@@ -607,6 +607,18 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
         booted.replayed.pending.len(),
         began.elapsed().as_secs_f64()
     );
+    let (matching, stored, difference) =
+        datadir::check_history(&config.datadir, &spec, booted.replayed.parts.view())?;
+    match difference {
+        None => println!(
+            "ok: history store: {matching} block(s) read back and equal to the log's ({stored} stored)"
+        ),
+        Some(difference) => println!(
+            "note: the history store equals the log's chain for {matching} block(s), then differs at {difference}; \
+             the log is intact: remove {} and the node writes the store again from the log at its next start",
+            datadir::history_dir(&config.datadir).display()
+        ),
+    }
     let checkpoint_dir = datadir::checkpoint_dir(&config.datadir);
     for note in skipped {
         println!("note: {note} (in {})", checkpoint_dir.display());

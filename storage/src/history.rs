@@ -184,6 +184,27 @@ impl std::fmt::Debug for HistoryReader {
 }
 
 impl HistoryReader {
+    /// Opens the store in `dir` for reading only (`fulmen db check`, which
+    /// must not change it): every block its index lists, synced or not.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let index = File::open(dir.join("index"))?;
+        let entries = index.metadata()?.len() / INDEX_ENTRY_BYTES;
+        let tables = (0..KEY_SHARDS)
+            .map(|shard| {
+                let file = File::open(dir.join(shard_name(shard)))?;
+                let slots = file.metadata()?.len() / SLOT_BYTES;
+                Ok(ArcSwap::from_pointee(TableFile { file, slots }))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self(Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            len: AtomicU64::new(entries),
+            index,
+            tables,
+            chunks: Mutex::new(HashMap::new()),
+        })))
+    }
+
     /// Blocks `0..len()` are stored.
     pub fn len(&self) -> u64 {
         self.0.len.load(Ordering::Acquire)
@@ -284,6 +305,10 @@ impl HistoryReader {
     pub fn find(&self, hash: &B256) -> io::Result<Option<Found>> {
         let key = key_of(hash);
         let table = self.0.tables[shard_of(key)].load();
+        if !table.slots.is_power_of_two() {
+            // Only a store a crash left unsynced (read by `db check`).
+            return Err(invalid(format!("history table of {} slots", table.slots)));
+        }
         let mask = table.slots - 1;
         let mut slot = key & mask;
         for _ in 0..table.slots {
