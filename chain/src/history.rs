@@ -17,8 +17,8 @@
 
 use std::sync::Arc;
 
-use alloy_consensus::{Header, TxEnvelope};
-use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+use alloy_consensus::Header;
+use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::B256;
 use alloy_rlp::{Decodable, Encodable};
 use fulmen_storage::codec::{PayloadError, Reader, Writer};
@@ -26,7 +26,7 @@ use fulmen_storage::history::{Found, HistoryReader, split_record};
 use revm::primitives::hardfork::SpecId;
 
 use crate::block::{ExecutedTx, SealedBlock};
-use crate::persist::{get_logs, put_logs};
+use crate::persist::{get_logs, get_sender_and_tx, get_status, put_contract, put_logs};
 
 const VERSION: u8 = 1;
 
@@ -59,13 +59,7 @@ pub fn encode_block(block: &SealedBlock) -> (Vec<B256>, Vec<u8>) {
         w.u64(tx.cumulative_gas_used);
         w.u64(tx.first_log_index);
         w.u64(tx.mini_block);
-        match tx.contract_address {
-            Some(address) => {
-                w.u8(1);
-                w.raw(address.as_slice());
-            }
-            None => w.u8(0),
-        }
+        put_contract(&mut w, tx.contract_address);
         put_logs(&mut w, &tx.logs);
     }
     let mut header = Vec::with_capacity(600);
@@ -141,15 +135,8 @@ fn decode_tx(
         .get(start..end)
         .ok_or(PayloadError::Invalid("transaction offsets"))?;
     let mut r = Reader::new(bytes);
-    let sender = r.address()?;
-    let raw = r.bytes()?;
-    let envelope = TxEnvelope::decode_2718_exact(raw)
-        .map_err(|_| PayloadError::Invalid("transaction encoding"))?;
-    let success = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err(PayloadError::Invalid("status")),
-    };
+    let (sender, envelope, encoded_len) = get_sender_and_tx(&mut r)?;
+    let success = get_status(&mut r)?;
     let gas_used = r.u64()?;
     let cumulative_gas_used = r.u64()?;
     let first_log_index = r.u64()?;
@@ -161,7 +148,7 @@ fn decode_tx(
     };
     let logs = get_logs(&mut r)?;
     r.finish()?;
-    let tx = crate::tx::from_logged(envelope, sender, raw.len(), spec);
+    let tx = crate::tx::from_logged(envelope, sender, encoded_len, spec);
     if tx.hash != hash {
         return Err(PayloadError::Invalid("transaction hash"));
     }
@@ -337,6 +324,7 @@ mod tests {
     use crate::block::ExecutedTx;
     use crate::tx::decode_and_check;
     use crate::tx::tests::{RULES, access_list_tx, dynamic_fee};
+    use alloy_consensus::TxEnvelope;
     use alloy_primitives::{Address, Bytes, Log, LogData};
     use alloy_signer_local::PrivateKeySigner;
 

@@ -339,19 +339,7 @@ fn get_logs_v2(r: &mut Reader<'_>, table: &mut AddressTable) -> Result<Vec<Log>,
     let mut logs = Vec::with_capacity(count);
     for _ in 0..count {
         let address = table.get(r)?;
-        let topic_count = r.u8()?;
-        if topic_count > 4 {
-            return Err(PayloadError::Invalid("topic count"));
-        }
-        let mut topics = Vec::with_capacity(topic_count as usize);
-        for _ in 0..topic_count {
-            topics.push(r.b256()?);
-        }
-        let data = Bytes::copy_from_slice(r.var_bytes()?);
-        logs.push(Log {
-            address,
-            data: LogData::new_unchecked(topics, data),
-        });
+        logs.push(get_log_after_address(r, address, Reader::var_bytes)?);
     }
     Ok(logs)
 }
@@ -444,6 +432,18 @@ fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadEr
     Ok(MiniBlockRecord { ctx, number, txs })
 }
 
+/// A created contract: u8 1 and its 20 bytes, or u8 0 (version 1 records
+/// and history payloads).
+pub(crate) fn put_contract(w: &mut Writer<'_>, contract: Option<Address>) {
+    match contract {
+        Some(address) => {
+            w.u8(1);
+            w.raw(address.as_slice());
+        }
+        None => w.u8(0),
+    }
+}
+
 /// Logs: a u32 count; each log's address, u8 topic count, topics, data.
 pub(crate) fn put_logs(w: &mut Writer<'_>, logs: &[Log]) {
     w.u32(logs.len());
@@ -463,21 +463,52 @@ pub(crate) fn get_logs(r: &mut Reader<'_>) -> Result<Vec<Log>, PayloadError> {
     let mut logs = Vec::with_capacity(log_count);
     for _ in 0..log_count {
         let address = r.address()?;
-        let topic_count = r.u8()?;
-        if topic_count > 4 {
-            return Err(PayloadError::Invalid("topic count"));
-        }
-        let mut topics = Vec::with_capacity(topic_count as usize);
-        for _ in 0..topic_count {
-            topics.push(r.b256()?);
-        }
-        let data = Bytes::copy_from_slice(r.bytes()?);
-        logs.push(Log {
-            address,
-            data: LogData::new_unchecked(topics, data),
-        });
+        logs.push(get_log_after_address(r, address, Reader::bytes)?);
     }
     Ok(logs)
+}
+
+/// A log's topics and data (read by `data`), after its address.
+fn get_log_after_address<'a>(
+    r: &mut Reader<'a>,
+    address: Address,
+    data: fn(&mut Reader<'a>) -> Result<&'a [u8], PayloadError>,
+) -> Result<Log, PayloadError> {
+    let topic_count = r.u8()?;
+    if topic_count > 4 {
+        return Err(PayloadError::Invalid("topic count"));
+    }
+    let mut topics = Vec::with_capacity(topic_count as usize);
+    for _ in 0..topic_count {
+        topics.push(r.b256()?);
+    }
+    let data = Bytes::copy_from_slice(data(r)?);
+    Ok(Log {
+        address,
+        data: LogData::new_unchecked(topics, data),
+    })
+}
+
+/// A sender, its transaction's EIP-2718 bytes (u32 length first) and the
+/// EIP-658 status byte, as version 1 records and history payloads hold
+/// them; the envelope and its encoded length.
+pub(crate) fn get_sender_and_tx(
+    r: &mut Reader<'_>,
+) -> Result<(Address, TxEnvelope, usize), PayloadError> {
+    let sender = r.address()?;
+    let raw = r.bytes()?;
+    let envelope = TxEnvelope::decode_2718_exact(raw)
+        .map_err(|_| PayloadError::Invalid("transaction encoding"))?;
+    Ok((sender, envelope, raw.len()))
+}
+
+/// An EIP-658 status byte.
+pub(crate) fn get_status(r: &mut Reader<'_>) -> Result<bool, PayloadError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(PayloadError::Invalid("status")),
+    }
 }
 
 /// Decodes a mini-block payload (version 2, or 1 as written before).
@@ -499,15 +530,8 @@ fn decode_mini_block_v1(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadEr
     let count = r.count(20 + 4 + 1 + 8 + 1 + 4 + 12)?;
     let mut txs = Vec::with_capacity(count);
     for _ in 0..count {
-        let sender = r.address()?;
-        let raw = r.bytes()?;
-        let envelope = TxEnvelope::decode_2718_exact(raw)
-            .map_err(|_| PayloadError::Invalid("transaction encoding"))?;
-        let success = match r.u8()? {
-            0 => false,
-            1 => true,
-            _ => return Err(PayloadError::Invalid("status")),
-        };
+        let (sender, envelope, encoded_len) = get_sender_and_tx(r)?;
+        let success = get_status(r)?;
         let gas_used = r.u64()?;
         let contract_address = match r.u8()? {
             0 => None,
@@ -519,7 +543,7 @@ fn decode_mini_block_v1(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadEr
         txs.push(LoggedTx {
             sender,
             envelope,
-            encoded_len: raw.len(),
+            encoded_len,
             success,
             gas_used,
             contract_address,
@@ -655,13 +679,7 @@ mod tests {
             w.bytes(&tx.tx.envelope.encoded_2718());
             w.u8(u8::from(tx.success));
             w.u64(tx.gas_used);
-            match tx.contract_address {
-                Some(address) => {
-                    w.u8(1);
-                    w.raw(address.as_slice());
-                }
-                None => w.u8(0),
-            }
+            put_contract(&mut w, tx.contract_address);
             put_logs(&mut w, &tx.logs);
             put_diff(&mut w, diff);
         }
