@@ -330,3 +330,107 @@ fn read<T>(result: Result<Option<T>, HistoryError>, what: &str, number: u64) -> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::encode_block;
+    use crate::tx::decode_and_check;
+    use crate::tx::tests::{RULES, dynamic_fee};
+    use alloy_consensus::Header;
+    use alloy_eips::eip2718::Encodable2718;
+    use alloy_signer_local::PrivateKeySigner;
+    use fulmen_storage::history::HistoryStore;
+
+    /// Block `number` on top of `parent`, with one transfer.
+    fn block(number: u64, parent: B256) -> Arc<SealedBlock> {
+        let tx = decode_and_check(
+            &dynamic_fee(&PrivateKeySigner::random()).encoded_2718(),
+            &RULES,
+        )
+        .unwrap();
+        let header = Header {
+            number,
+            parent_hash: parent,
+            timestamp: 1_700_000_000 + number,
+            base_fee_per_gas: Some(7),
+            gas_used: 21_000,
+            ..Default::default()
+        };
+        let executed = ExecutedTx {
+            effective_gas_price: tx.effective_gas_price(7),
+            tx,
+            success: true,
+            gas_used: 21_000,
+            cumulative_gas_used: 21_000,
+            logs: Vec::new(),
+            contract_address: None,
+            block_number: number,
+            block_timestamp: header.timestamp,
+            index: 0,
+            first_log_index: 0,
+            mini_block: number,
+        };
+        Arc::new(SealedBlock {
+            hash: header.hash_slow(),
+            header,
+            txs: if number == 0 {
+                Vec::new()
+            } else {
+                vec![Arc::new(executed)]
+            },
+            size: 600,
+        })
+    }
+
+    /// A view whose blocks are in a history store keeping 2 in RAM answers
+    /// every read of a dropped block as it did from RAM, and the seq core's
+    /// "already known" forgets the dropped ones.
+    #[test]
+    fn blocks_dropped_from_ram_read_back_from_the_store_as_they_were() {
+        let dir = std::env::temp_dir().join(format!("fulmen-view-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = HistoryStore::open(&dir).unwrap();
+        let genesis = block(0, B256::ZERO);
+        let mut view = ChainView::genesis(genesis.clone(), HotState::default());
+        let history = History::new(store.reader(), RULES.spec, 2);
+        view.attach_history(history);
+        let mut blocks = vec![genesis];
+        for n in 1..=10 {
+            let next = block(n, blocks.last().unwrap().hash);
+            for tx in &next.txs {
+                view.record_tx(tx.tx.hash, TxLocation { block: n, index: 0 });
+            }
+            blocks.push(next.clone());
+            view.push_sealed(next, None);
+        }
+        // Nothing is in the store yet: everything stays in RAM.
+        assert_eq!(view.blocks().len(), 11);
+        for block in &blocks {
+            let (keys, payload) = encode_block(block);
+            store.append(block.header.number, &keys, &payload).unwrap();
+        }
+        view.trim();
+        assert_eq!(view.blocks().len(), 2, "the last two sealed blocks stay");
+        for block in &blocks {
+            let n = block.header.number;
+            let read = view.block(n).unwrap();
+            assert_eq!(
+                (read.hash, &read.header, read.size),
+                (block.hash, &block.header, block.size)
+            );
+            assert_eq!(view.block_by_hash(&block.hash).unwrap().header.number, n);
+            assert_eq!(view.header(n).unwrap(), (block.header.clone(), block.hash));
+            for tx in &block.txs {
+                let (found, hash) = view.tx(&tx.tx.hash).unwrap();
+                assert_eq!(format!("{found:?}"), format!("{tx:?}"));
+                assert_eq!(hash, Some(block.hash));
+                assert_eq!(view.contains_tx(&tx.tx.hash), n >= 9);
+            }
+        }
+        assert!(view.block(11).is_none());
+        assert!(view.block_by_hash(&B256::repeat_byte(1)).is_none());
+        assert!(view.tx(&B256::repeat_byte(1)).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
