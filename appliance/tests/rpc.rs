@@ -185,10 +185,10 @@ async fn sync_send_returns_receipt_and_reports_nonce_gaps() {
         "preconfirmed in block {pending_block}, sealed head {head}"
     );
 
-    // With an explicit timeout.
+    // With an explicit timeout, by MegaETH's name for the same call.
     let raw = transfer_raw(&alice, 1, bob, 1);
-    let response = rpc(addr, "eth_sendRawTransactionSync", json!([hex(&raw), 500]));
-    assert_eq!(response["result"]["status"], "0x1");
+    let response = rpc(addr, "realtime_sendRawTransaction", json!([hex(&raw), 500]));
+    assert_eq!(response["result"]["status"], "0x1", "{response}");
 
     // Nonce gap: code 5 with the hash, then the gap fills and it executes.
     let gapped = transfer_raw(&alice, 3, bob, 1);

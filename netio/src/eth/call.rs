@@ -119,12 +119,37 @@ impl Sim {
     }
 }
 
+/// The reason in revert data as geth words it: an `Error(string)`'s text
+/// as it is, a `Panic(uint256)`'s code as what it means; none for custom
+/// errors and raw bytes (the data is in the answer).
+fn revert_reason(output: &[u8]) -> Option<String> {
+    use alloy_sol_types::{Panic, Revert, SolError};
+    if let Ok(revert) = Revert::abi_decode(output) {
+        return Some(revert.reason);
+    }
+    let code = Panic::abi_decode(output).ok()?.code;
+    let reason = match u64::try_from(code).ok() {
+        Some(0x00) => "generic panic",
+        Some(0x01) => "assert(false)",
+        Some(0x11) => "arithmetic underflow or overflow",
+        Some(0x12) => "division or modulo by zero",
+        Some(0x21) => "enum overflow",
+        Some(0x22) => "invalid encoded storage byte array accessed",
+        Some(0x31) => "out-of-bounds array access; popping on an empty array",
+        Some(0x32) => "out-of-bounds access of an array or bytesN",
+        Some(0x41) => "out of memory",
+        Some(0x51) => "uninitialized function",
+        _ => return Some(format!("unknown panic code: {code:#x}")),
+    };
+    Some(reason.to_string())
+}
+
 /// Geth's shape for a failed call: code 3 with the revert data.
 fn revert_error(outcome: &Outcome) -> RpcError {
     if let Some(halt) = &outcome.halt {
         return RpcError::server(format!("execution halted: {halt:?}"));
     }
-    let reason = alloy_sol_types::decode_revert_reason(&outcome.output);
+    let reason = revert_reason(&outcome.output);
     let message = match reason {
         Some(reason) => format!("execution reverted: {reason}"),
         None => "execution reverted".to_string(),
@@ -345,7 +370,7 @@ mod tests {
 
     #[test]
     fn reverts_are_code_3_with_their_reason_and_data() {
-        // Error(string) "no"; the decoder names the kind ("revert").
+        // Error(string) "no".
         let output: Bytes = "0x08c379a0\
             0000000000000000000000000000000000000000000000000000000000000020\
             0000000000000000000000000000000000000000000000000000000000000002\
@@ -362,7 +387,7 @@ mod tests {
         };
         let error = revert_error(&outcome);
         assert_eq!(error.code, 3);
-        assert_eq!(error.message, "execution reverted: revert: no");
+        assert_eq!(error.message, "execution reverted: no", "geth's wording");
         assert_eq!(error.data, Some(json!(output)));
         // A custom error: no reason to decode.
         let custom = Outcome {
@@ -370,6 +395,21 @@ mod tests {
             ..outcome
         };
         assert_eq!(revert_error(&custom).message, "execution reverted");
+        // Panic(0x11) and Panic(0x99), as geth words them.
+        let panic = |code: u8| Outcome {
+            output: format!("0x4e487b71{}{code:02x}", "0".repeat(62))
+                .parse()
+                .expect("hex"),
+            ..custom.clone()
+        };
+        assert_eq!(
+            revert_error(&panic(0x11)).message,
+            "execution reverted: arithmetic underflow or overflow"
+        );
+        assert_eq!(
+            revert_error(&panic(0x99)).message,
+            "execution reverted: unknown panic code: 0x99"
+        );
     }
 
     #[test]

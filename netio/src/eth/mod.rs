@@ -71,7 +71,10 @@ pub async fn dispatch_in_batch(
             call::off_core(ctx, batch, view, job).await
         }
         "eth_sendRawTransaction" => send::send_raw(ctx, params).await,
-        "eth_sendRawTransactionSync" => send::send_sync(ctx, params).await,
+        // MegaETH's name for the same call, so its clients work unchanged.
+        "eth_sendRawTransactionSync" | "realtime_sendRawTransaction" => {
+            send::send_sync(ctx, params).await
+        }
         "eth_subscribe" | "eth_unsubscribe" => Err(RpcError {
             code: -32601,
             message: "notifications not supported: eth_subscribe needs a WebSocket connection \
