@@ -416,7 +416,12 @@ impl HistoryStore {
         std::fs::create_dir_all(dir)?;
         let (synced, used) = match read_head(dir) {
             Ok(Some(head)) => head,
-            Ok(None) => (0, vec![0; KEY_SHARDS]),
+            Ok(None) => {
+                // Never synced (new, or a crash within its first second):
+                // its tables are rebuilt from the blocks, checked from 0.
+                Self::clear_tables(dir)?;
+                (0, vec![0; KEY_SHARDS])
+            }
             Err(e) => {
                 // The store is derived data: rebuilt from the log.
                 tracing::warn!(error = %e, "history store unreadable; it is rebuilt from the log");
@@ -463,6 +468,21 @@ impl HistoryStore {
         };
         store.recover(entries)?;
         Ok(store)
+    }
+
+    /// Empties the key tables (`open` sizes them again).
+    fn clear_tables(dir: &Path) -> io::Result<()> {
+        for shard in 0..KEY_SHARDS {
+            match OpenOptions::new()
+                .write(true)
+                .open(dir.join(shard_name(shard)))
+            {
+                Ok(file) => file.set_len(0)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Removes every file of the store.
@@ -596,10 +616,22 @@ impl HistoryStore {
         if (self.tables[shard].used + 1) * 2 > self.tables[shard].slots {
             self.grow(shard)?;
         }
+        while !self.try_insert(shard, key, value)? {
+            // A whole probe found no empty slot: the table's use was
+            // undercounted (a crash before its first sync). Growing
+            // recounts it.
+            self.grow(shard)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts into `shard` unless the same entry is there; false when no
+    /// slot is empty.
+    fn try_insert(&mut self, shard: usize, key: u64, value: u64) -> io::Result<bool> {
         let table = &mut self.tables[shard];
         let mask = table.slots - 1;
         let mut slot = key & mask;
-        loop {
+        for _ in 0..table.slots {
             let (k, v) = read_slot(&table.file, slot)?;
             if k == 0 {
                 let mut bytes = [0u8; SLOT_BYTES as usize];
@@ -607,13 +639,14 @@ impl HistoryStore {
                 bytes[8..].copy_from_slice(&value.to_le_bytes());
                 table.file.write_all_at(&bytes, slot * SLOT_BYTES)?;
                 table.used += 1;
-                return Ok(());
+                return Ok(true);
             }
             if k == key && v == value {
-                return Ok(());
+                return Ok(true);
             }
             slot = (slot + 1) & mask;
         }
+        Ok(false)
     }
 
     /// Doubles a table: its slots are rehashed in memory (one shard's
@@ -823,6 +856,21 @@ mod tests {
         drop(store);
         let store = HistoryStore::open(dir.path()).unwrap();
         check(&store.reader(), 20_100);
+    }
+
+    /// A crash before the first sync leaves no `HEAD`: the tables are
+    /// rebuilt from the blocks, each checked from the first.
+    #[test]
+    fn a_store_never_synced_reopens_with_every_block_found() {
+        let dir = TestDir::new();
+        let mut store = HistoryStore::open(dir.path()).unwrap();
+        write(&mut store, 0..3_000);
+        drop(store);
+        assert!(!dir.path().join("HEAD").exists());
+        let mut store = HistoryStore::open(dir.path()).unwrap();
+        check(&store.reader(), 3_000);
+        write(&mut store, 3_000..3_100);
+        check(&store.reader(), 3_100);
     }
 
     #[test]
