@@ -112,13 +112,41 @@ pub fn boot<L: LogDir, C: LogDir>(
     })
 }
 
-/// The log's records as replay takes them.
+/// How often a long replay reports its progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The log's records as replay takes them; every [`PROGRESS_INTERVAL`] a
+/// log line gives records done of all, the rate and the time left.
 fn iter(
     records: &[(Position, RecordKind, Payload)],
 ) -> impl Iterator<Item = (Position, RecordKind, &[u8])> {
+    let total = records.len();
+    let began = Instant::now();
+    let mut reported = began;
     records
         .iter()
-        .map(|(at, kind, payload)| (*at, *kind, &payload[..]))
+        .enumerate()
+        .map(move |(done, (at, kind, payload))| {
+            if done % 1024 == 0 && reported.elapsed() >= PROGRESS_INTERVAL {
+                reported = Instant::now();
+                report_progress(done, total, began.elapsed());
+            }
+            (*at, *kind, &payload[..])
+        })
+}
+
+/// One progress line of a replay.
+fn report_progress(done: usize, total: usize, took: Duration) {
+    let rate = done as f64 / took.as_secs_f64().max(1e-9);
+    let left_s = (total - done) as f64 / rate.max(1e-9);
+    tracing::info!(
+        done,
+        total,
+        percent = format!("{:.0}", done as f64 * 100.0 / total.max(1) as f64),
+        records_per_s = format!("{rate:.0}"),
+        eta_s = format!("{left_s:.0}"),
+        "replaying the log"
+    );
 }
 
 /// Replays from `image` when given, and from genesis when there is none or
