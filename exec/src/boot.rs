@@ -24,6 +24,7 @@ use fulmen_chain::view::ChainView;
 use fulmen_storage::HotState;
 use fulmen_storage::checkpoint::{self, CheckpointError, CheckpointMeta};
 use fulmen_storage::log::{LogDir, LogError, Payload, Position, Tail, read_log};
+use fulmen_storage::progress::Progress;
 use fulmen_storage::record::{RecordError, RecordKind};
 
 use crate::merkle::StateTrie;
@@ -112,41 +113,21 @@ pub fn boot<L: LogDir, C: LogDir>(
     })
 }
 
-/// How often a long replay reports its progress.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The log's records as replay takes them; every [`PROGRESS_INTERVAL`] a
-/// log line gives records done of all, the rate and the time left.
+/// The log's records as replay takes them, reporting progress (done of
+/// all, rate, time left) every few seconds.
 fn iter(
     records: &[(Position, RecordKind, Payload)],
 ) -> impl Iterator<Item = (Position, RecordKind, &[u8])> {
-    let total = records.len();
-    let began = Instant::now();
-    let mut reported = began;
+    let mut progress = Progress::new("replaying the log", "records", records.len() as u64);
     records
         .iter()
         .enumerate()
         .map(move |(done, (at, kind, payload))| {
-            if done % 1024 == 0 && reported.elapsed() >= PROGRESS_INTERVAL {
-                reported = Instant::now();
-                report_progress(done, total, began.elapsed());
+            if done % 1024 == 0 {
+                progress.tick(done as u64);
             }
             (*at, *kind, &payload[..])
         })
-}
-
-/// One progress line of a replay.
-fn report_progress(done: usize, total: usize, took: Duration) {
-    let rate = done as f64 / took.as_secs_f64().max(1e-9);
-    let left_s = (total - done) as f64 / rate.max(1e-9);
-    tracing::info!(
-        done,
-        total,
-        percent = format!("{:.0}", done as f64 * 100.0 / total.max(1) as f64),
-        records_per_s = format!("{rate:.0}"),
-        eta_s = format!("{left_s:.0}"),
-        "replaying the log"
-    );
 }
 
 /// Replays from `image` when given, and from genesis when there is none or

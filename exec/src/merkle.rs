@@ -28,13 +28,29 @@ impl StateTrie {
     /// Builds the tries of `state` (genesis or a checkpoint).
     pub fn from_state(state: &HotState) -> Self {
         let mut trie = Self::default();
-        for ((address, slot), value) in state.slots() {
+        let mut progress = fulmen_storage::progress::Progress::new(
+            "building the state trie",
+            "slots",
+            state.slot_count() as u64,
+        );
+        for (done, ((address, slot), value)) in state.slots().enumerate() {
+            if done % 1024 == 0 {
+                progress.tick(done as u64);
+            }
             trie.storage
                 .entry(*address)
                 .or_default()
                 .insert(slot_key(slot), alloy_rlp::encode(value));
         }
-        for (address, account) in state.accounts() {
+        let mut progress = fulmen_storage::progress::Progress::new(
+            "building the state trie",
+            "accounts",
+            state.account_count() as u64,
+        );
+        for (done, (address, account)) in state.accounts().enumerate() {
+            if done % 1024 == 0 {
+                progress.tick(done as u64);
+            }
             let storage_root = trie.storage_root(address);
             trie.accounts
                 .insert(keccak256(address), encode_account(account, storage_root));

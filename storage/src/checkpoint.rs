@@ -476,12 +476,22 @@ fn decode_header(r: &mut Reader<'_>) -> Result<CheckpointMeta, PayloadError> {
 fn decode_state(r: &mut Reader<'_>) -> Result<HotState, PayloadError> {
     let mut state = HotState::new();
     let count = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("count"))?;
-    for _ in 0..r.check_count(count, 92)? {
+    let mut progress =
+        crate::progress::Progress::new("loading the checkpoint", "accounts", count as u64);
+    for done in 0..r.check_count(count, 92)? {
+        if done % 1024 == 0 {
+            progress.tick(done as u64);
+        }
         let address = r.address()?;
         state.set_account(address, r.account()?);
     }
     let count = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("count"))?;
-    for _ in 0..r.check_count(count, 84)? {
+    let mut progress =
+        crate::progress::Progress::new("loading the checkpoint", "slots", count as u64);
+    for done in 0..r.check_count(count, 84)? {
+        if done % 1024 == 0 {
+            progress.tick(done as u64);
+        }
         let (address, slot, value) = r.slot()?;
         if value.is_zero() {
             return Err(PayloadError::Invalid("zero storage value"));

@@ -24,6 +24,7 @@ pub mod disk;
 pub mod history;
 pub mod io;
 pub mod log;
+pub mod progress;
 pub mod record;
 pub mod scan;
 pub mod writer;

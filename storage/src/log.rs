@@ -397,9 +397,6 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
     ))
 }
 
-/// How often reading a long log reports its progress.
-const SCAN_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Where each segment ends: (segment, end of its records, torn tail).
 type SegmentEnds = Vec<(u64, u64, Option<RecordError>)>;
 
@@ -411,20 +408,10 @@ fn scan_segments<D: LogDir>(
     recovery: &mut Recovery,
 ) -> Result<SegmentEnds, LogError> {
     let mut ends = Vec::with_capacity(segments.len());
-    let began = std::time::Instant::now();
-    let mut reported = began;
+    let mut progress =
+        crate::progress::Progress::new("reading the log", "segments", segments.len() as u64);
     for (done, segment) in segments.iter().copied().enumerate() {
-        if reported.elapsed() >= SCAN_PROGRESS_INTERVAL {
-            reported = std::time::Instant::now();
-            let rate = done as f64 / began.elapsed().as_secs_f64().max(1e-9);
-            tracing::info!(
-                done,
-                total = segments.len(),
-                segments_per_s = format!("{rate:.1}"),
-                eta_s = format!("{:.0}", (segments.len() - done) as f64 / rate.max(1e-9)),
-                "reading the log"
-            );
-        }
+        progress.tick(done as u64);
         let bytes: Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync> = Arc::new(
             dir.map(&segment_name(segment))
                 .map_err(|source| LogError::Io {
