@@ -274,16 +274,22 @@ impl ChainView {
         read(history.header(number), "header", number)
     }
 
-    /// Sealed block by hash.
-    pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<SealedBlock>> {
+    /// The number of the sealed block with this hash, without reading the
+    /// block.
+    pub fn number_of(&self, hash: &B256) -> Option<u64> {
         if let Some(number) = self.by_hash.get(hash) {
-            return self.block(*number);
+            return Some(*number);
         }
         let history = self.history.as_ref()?;
         let number = read(history.number_of(hash), "block hash", 0)?;
-        // A block still in RAM was found above; one the store holds past the
-        // view's head (being written) is not served yet.
-        (number < self.first).then(|| self.block(number)).flatten()
+        // One the store holds past the view's RAM window start is in RAM
+        // (found above) or not served yet.
+        (number < self.first).then_some(number)
+    }
+
+    /// Sealed block by hash.
+    pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<SealedBlock>> {
+        self.number_of(hash).and_then(|number| self.block(number))
     }
 
     /// The open (preconfirming) block.

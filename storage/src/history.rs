@@ -239,19 +239,28 @@ impl HistoryReader {
         Ok(file)
     }
 
-    /// The record of block `number`, CRC checked; `None` past the end.
-    pub fn record(&self, number: u64) -> io::Result<Option<Vec<u8>>> {
+    /// Block `number`'s index entry and chunk, the entry checked against
+    /// the chunk's size (a torn or damaged entry must not make a huge
+    /// allocation or a read past the end); `None` past the end.
+    fn located(&self, number: u64) -> io::Result<Option<(Entry, Arc<File>)>> {
         let Some(entry) = self.entry(number)? else {
             return Ok(None);
         };
         let file = self.chunk(entry.chunk)?;
-        // An entry a crash tore must not make a huge allocation.
         if u64::from(entry.offset) + u64::from(entry.len) > file.metadata()?.len() {
             return Err(invalid(format!(
                 "history entry of block {number} points past the end of {}",
                 chunk_name(entry.chunk)
             )));
         }
+        Ok(Some((entry, file)))
+    }
+
+    /// The record of block `number`, CRC checked; `None` past the end.
+    pub fn record(&self, number: u64) -> io::Result<Option<Vec<u8>>> {
+        let Some((entry, file)) = self.located(number)? else {
+            return Ok(None);
+        };
         let mut bytes = vec![0u8; entry.len as usize];
         file.read_exact_at(&mut bytes, u64::from(entry.offset))?;
         let crc = crc32c::crc32c(&bytes);
@@ -269,36 +278,29 @@ impl HistoryReader {
     /// checksum (the caller checks what it reads another way, e.g. a
     /// header against the block hash); `None` past either end.
     pub fn read_at(&self, number: u64, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-        let Some(entry) = self.entry(number)? else {
+        let Some((entry, file)) = self.located(number)? else {
             return Ok(None);
         };
-        if offset + len as u64 > u64::from(entry.len) {
+        if offset.saturating_add(len as u64) > u64::from(entry.len) {
             return Ok(None);
         }
         let mut bytes = vec![0u8; len];
-        self.chunk(entry.chunk)?
-            .read_exact_at(&mut bytes, u64::from(entry.offset) + offset)?;
+        file.read_exact_at(&mut bytes, u64::from(entry.offset) + offset)?;
         Ok(Some(bytes))
     }
 
     /// Key `index` of block `number`, if it has one.
     fn key(&self, number: u64, index: u32) -> io::Result<Option<B256>> {
-        let Some(entry) = self.entry(number)? else {
+        let Some(count) = self.read_at(number, 0, 4)? else {
             return Ok(None);
         };
-        let file = self.chunk(entry.chunk)?;
-        let mut count = [0u8; 4];
-        file.read_exact_at(&mut count, u64::from(entry.offset))?;
-        let count = u32::from_le_bytes(count);
-        if index >= count || 4 + (u64::from(index) + 1) * 32 > u64::from(entry.len) {
+        if index >= u32::from_le_bytes(count[..].try_into().expect("4 bytes")) {
             return Ok(None);
         }
-        let mut key = [0u8; 32];
-        file.read_exact_at(
-            &mut key,
-            u64::from(entry.offset) + 4 + u64::from(index) * 32,
-        )?;
-        Ok(Some(B256::from(key)))
+        let at = 4 + u64::from(index) * 32;
+        Ok(self
+            .read_at(number, at, 32)?
+            .map(|key| B256::from_slice(&key)))
     }
 
     /// Where `hash` is: a block's hash or a transaction's.
@@ -871,6 +873,30 @@ mod tests {
         check(&store.reader(), 3_000);
         write(&mut store, 3_000..3_100);
         check(&store.reader(), 3_100);
+    }
+
+    /// An index entry damaged to point past its chunk (here 4 GiB long)
+    /// is an error for every read, never a huge allocation or a panic.
+    #[test]
+    fn an_entry_pointing_past_its_chunk_is_an_error_for_every_read() {
+        let dir = TestDir::new();
+        let mut store = HistoryStore::open(dir.path()).unwrap();
+        write(&mut store, 0..3);
+        let damaged = Entry {
+            chunk: 0,
+            offset: 0,
+            len: u32::MAX,
+            crc: 0,
+        };
+        store
+            .index
+            .write_all_at(&damaged.encode(), INDEX_ENTRY_BYTES)
+            .unwrap();
+        let reader = store.reader();
+        assert!(reader.record(1).is_err());
+        assert!(reader.read_at(1, 0, 36).is_err());
+        assert!(reader.find(&keys(1)[0]).is_err());
+        assert!(reader.record(2).unwrap().is_some());
     }
 
     #[test]

@@ -67,8 +67,9 @@ fn history(
     };
     let mut rewards = Vec::new();
     for n in oldest..=newest {
-        let block = view.block(n).ok_or_else(header_not_found)?;
-        let header = &block.header;
+        // The header alone (an old block's is read from the history store
+        // without its transactions); the block only for rewards.
+        let (header, _) = view.header(n).ok_or_else(header_not_found)?;
         history
             .base_fee_per_gas
             .push(u128::from(header.base_fee_per_gas.unwrap_or_default()));
@@ -78,15 +79,16 @@ fn history(
         history.base_fee_per_blob_gas.push(1);
         history.blob_gas_used_ratio.push(0.0);
         if let Some(p) = percentiles {
+            let block = view.block(n).ok_or_else(header_not_found)?;
             rewards.push(block_rewards(&block, p));
         }
     }
     assert_eq!(history.gas_used_ratio.len() as u64, count);
     if count > 0 {
         let next = view
-            .block(newest + 1)
-            .map_or(view.open().ctx.base_fee, |b| {
-                b.header.base_fee_per_gas.unwrap_or(0)
+            .header(newest + 1)
+            .map_or(view.open().ctx.base_fee, |(header, _)| {
+                header.base_fee_per_gas.unwrap_or(0)
             });
         history.base_fee_per_gas.push(u128::from(next));
         history.base_fee_per_blob_gas.push(1);

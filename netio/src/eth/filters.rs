@@ -258,8 +258,10 @@ impl Filters {
                 (ok(logs)?, Kind::Logs { filter, next })
             }
             Kind::Blocks { next } => {
+                // Hashes from the view's list, not the blocks (an old one
+                // would be read from disk).
                 let hashes: Vec<B256> = (next..=head)
-                    .filter_map(|n| view.block(n).map(|b| b.hash))
+                    .filter_map(|n| view.block_hashes().get(usize::try_from(n).ok()?).copied())
                     .collect();
                 (ok(hashes)?, Kind::Blocks { next: head + 1 })
             }
@@ -408,6 +410,10 @@ mod tests {
             .expect("a filter method")
     }
 
+    fn pending_filter(filters: &Filters, view: &ChainView) -> Value {
+        call(filters, view, "eth_newPendingTransactionFilter", json!([])).unwrap()
+    }
+
     #[test]
     fn each_kind_reports_what_happened_since_its_last_poll_once() {
         let filters = Filters::default();
@@ -427,13 +433,7 @@ mod tests {
         )
         .unwrap();
         let blocks = call(&filters, &before, "eth_newBlockFilter", json!([])).unwrap();
-        let pending = call(
-            &filters,
-            &before,
-            "eth_newPendingTransactionFilter",
-            json!([]),
-        )
-        .unwrap();
+        let pending = pending_filter(&filters, &before);
         assert_eq!(filters.len(), 4);
         // Nothing new yet.
         for id in [&logs, &blocks, &pending] {
@@ -491,13 +491,7 @@ mod tests {
             pending_per_poll: 3,
             ..Filters::default()
         };
-        let pending = call(
-            &filters,
-            &before,
-            "eth_newPendingTransactionFilter",
-            json!([]),
-        )
-        .unwrap();
+        let pending = pending_filter(&filters, &before);
         let logs = call(&filters, &before, "eth_newFilter", json!([{}])).unwrap();
         // Blocks 4..=6 and the open block 7 each add one tx (block 3's was
         // preconfirmed when the filter was made): 3, then 1, then none.

@@ -157,10 +157,9 @@ fn range(limits: &RpcLimits, view: &ChainView, filter: &Filter) -> Result<Range,
     let head = view.head().header.number;
     let (from_block, to_block) = match filter.block_option {
         FilterBlockOption::AtBlockHash(hash) => {
-            let block = view
-                .block_by_hash(&hash)
+            let n = view
+                .number_of(&hash)
                 .ok_or_else(|| RpcError::server("unknown block"))?;
-            let n = block.header.number;
             check_width(limits, n, n)?;
             return Ok(Range { from: n, to: n });
         }

@@ -198,29 +198,35 @@ pub(crate) fn state_at(
     view: &ChainView,
     id: Option<BlockId>,
 ) -> Result<(HotState, BlockContext), RpcError> {
+    // The number alone first: an old block is not read from disk only to
+    // find that its state is gone.
+    let head = view.head().header.number;
     let number = match id {
         None
         | Some(BlockId::Number(BlockNumberOrTag::Latest))
         | Some(BlockId::Number(BlockNumberOrTag::Pending)) => {
             return Ok((view.state().clone(), view.open().ctx));
         }
-        Some(id) => match block_by_id(view, id)? {
-            Some(block) => block.header.number,
-            None => return Err(header_not_found()),
-        },
+        Some(BlockId::Number(BlockNumberOrTag::Number(n))) if n <= head => n,
+        Some(BlockId::Number(BlockNumberOrTag::Number(_))) => return Err(header_not_found()),
+        Some(BlockId::Number(BlockNumberOrTag::Earliest)) => 0,
+        Some(BlockId::Number(BlockNumberOrTag::Safe)) => view.safe(),
+        Some(BlockId::Number(BlockNumberOrTag::Finalized)) => view.finalized(),
+        Some(BlockId::Hash(hash)) => view
+            .number_of(&hash.block_hash)
+            .ok_or_else(header_not_found)?,
     };
-    let block = view.block(number).ok_or_else(header_not_found)?;
     let state = view.state_at(number).ok_or_else(|| {
         RpcError::server(format!(
             "historical state not available: block {number} is older than the {RECENT_STATES_MAX} most recent blocks this node keeps"
         ))
     })?;
-    Ok((state.clone(), block_context(&block)))
+    let (header, _) = view.header(number).ok_or_else(header_not_found)?;
+    Ok((state.clone(), block_context(&header)))
 }
 
 /// The execution context a sealed block ran in, from its header.
-fn block_context(block: &SealedBlock) -> BlockContext {
-    let header = &block.header;
+fn block_context(header: &alloy_consensus::Header) -> BlockContext {
     BlockContext {
         number: header.number,
         timestamp: header.timestamp,
