@@ -296,6 +296,11 @@ fn every_tx_reaches_l1(hardfork: &str) {
     let last = block_number(node.addr, "latest");
     wait_sealed(node.addr, last + 1);
     wait_safe_past(&node, last, 90, "safe passes the last tx's block");
+    // Freeze L1 so `safe` and both reads of L1 see the same chain: the
+    // batcher keeps posting, and a block mined between them would make
+    // the comparisons race.
+    call(l1.addr, "evm_setIntervalMining", json!([0]));
+    let safe = block_number(node.addr, "safe");
     let (held, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
     assert!(txs >= sent.len(), "{txs} L2 txs in L1, {} sent", sent.len());
     assert_eq!(
@@ -303,7 +308,7 @@ fn every_tx_reaches_l1(hardfork: &str) {
         (held, txs),
         "the verifier's reader agrees"
     );
-    assert!(held >= block_number(node.addr, "safe"));
+    assert!(held >= safe, "safe {safe} is past what L1 holds ({held})");
     // `finalized` follows L1's finalized block (anvil: latest - 64).
     call(l1.addr, "anvil_mine", json!([70]));
     wait_until(30, "finalized passes the last tx's block", || {
