@@ -7,6 +7,16 @@
 //! flush completed. So a crash can only damage the last batch of the last
 //! segment, and anything wrong before that is corruption, never skipped.
 //!
+//! Writes are whole device blocks (O_DIRECT), but batches are not padded to
+//! them: a batch ends with a small batch end record and the next batch
+//! starts right after it. So the write of a batch starts at the block that
+//! holds the durable end, and rewrites that block's durable bytes with the
+//! same values before the new records. A crash during that write leaves
+//! each sector either as it was or as written (sectors are the device's
+//! unit of atomic writes), and the durable bytes are the same in both: only
+//! the new batch can be torn. (Format version 2 padded every batch to the
+//! block instead, some 2 KiB per flush; such logs are read and continued.)
+//!
 //! Layout (log format version 2, see [`crate::record`]): the directory holds
 //! `SALT` and the segments `<number, 20 digits>.seg`. `SALT` is one aligned
 //! block: magic `FLMNSALT` (8 bytes), the format version (1 byte), the salt
@@ -35,7 +45,7 @@ use std::sync::Arc;
 
 use crate::io::{LogFile, SimDisk, SimFile, SimStream, StreamFile};
 use crate::record::{
-    self, HEADER_BYTES, PADDING_BYTES_MIN, RecordError, RecordKind, SALT_BYTES, Salt,
+    self, BATCH_END_BYTES, HEADER_BYTES, RecordError, RecordKind, SALT_BYTES, Salt,
 };
 use crate::scan::{SegmentEnd, scan};
 
@@ -205,7 +215,7 @@ pub enum LogError {
 /// segment first when the rest of the current one is too small).
 pub fn record_payload_bytes_max(segment_bytes: u64, alignment: u64) -> usize {
     let usable = segment_bytes - segment_bytes % alignment.max(1);
-    let fits = usable.saturating_sub((HEADER_BYTES + PADDING_BYTES_MIN) as u64);
+    let fits = usable.saturating_sub((HEADER_BYTES + BATCH_END_BYTES) as u64);
     usize::try_from(fits)
         .unwrap_or(usize::MAX)
         .min(record::PAYLOAD_BYTES_MAX)
@@ -289,10 +299,11 @@ fn read_salt<D: LogDir>(dir: &D, names: &[String]) -> Result<Option<Salt>, Strin
     if &bytes[..8] != SALT_MAGIC || crc32c::crc32c(&bytes[..SALT_HEADER_BYTES]) != stored {
         return Err(format!("{SALT_FILE} is damaged (bad magic or checksum)"));
     }
-    if bytes[8] != record::FORMAT_VERSION {
+    if !(record::FORMAT_VERSION_OLDEST..=record::FORMAT_VERSION).contains(&bytes[8]) {
         return Err(format!(
-            "{SALT_FILE} is of log format version {}, this build reads version {}",
+            "{SALT_FILE} is of log format version {}, this build reads versions {} to {}",
             bytes[8],
+            record::FORMAT_VERSION_OLDEST,
             record::FORMAT_VERSION
         ));
     }
@@ -336,6 +347,9 @@ pub struct Tail {
     pub file_bytes: u64,
     /// Just past its last non-zero byte (torn bytes may reach this far).
     pub dirty_end: u64,
+    /// The last valid record is a batch end (else a crash cut the last
+    /// batch after a record, and opening the log ends the batch there).
+    pub batch_end: bool,
 }
 
 /// Reads every record of the log in `dir` without changing anything: the
@@ -367,8 +381,8 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
     let salt = required_salt(dir, &names)?;
     let ends = scan_segments(dir, &segments, &salt, &mut recovery)?;
     let last = last_written(&ends)?;
-    recovery.bytes = ends[..=last].iter().map(|(_, end, _)| end).sum();
-    let (segment, end, torn) = ends[last].clone();
+    recovery.bytes = ends[..=last].iter().map(|(_, end, ..)| end).sum();
+    let (segment, end, torn, batch_end) = ends[last].clone();
     if let Some(error) = &torn {
         recovery.truncated = Some((
             Position {
@@ -383,7 +397,7 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
         .iter()
         .rposition(|b| *b != 0)
         .map_or(0, |p| p as u64 + 1);
-    let next = ends.get(last + 1).map(|(n, _, _)| *n);
+    let next = ends.get(last + 1).map(|(n, ..)| *n);
     Ok((
         recovery,
         Tail {
@@ -393,12 +407,14 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
             next,
             file_bytes: bytes.len() as u64,
             dirty_end,
+            batch_end,
         },
     ))
 }
 
-/// Where each segment ends: (segment, end of its records, torn tail).
-type SegmentEnds = Vec<(u64, u64, Option<RecordError>)>;
+/// Where each segment ends: (segment, end of its records, torn tail, the
+/// last valid record is a batch end).
+type SegmentEnds = Vec<(u64, u64, Option<RecordError>, bool)>;
 
 /// Scans `segments` in order, adding their records to `recovery`.
 fn scan_segments<D: LogDir>(
@@ -422,9 +438,12 @@ fn scan_segments<D: LogDir>(
         );
         let base = bytes.as_ptr() as usize;
         let mut last_offset = None;
+        let mut batch_end = false;
         let found = scan(&bytes, salt, |offset, record| {
             assert!(last_offset.is_none_or(|last| offset > last));
             last_offset = Some(offset);
+            // Scan only visits padding that is a batch end of this log.
+            batch_end = record.kind == RecordKind::Padding;
             if record.kind != RecordKind::Padding {
                 // The payload is a slice of `bytes`: its place in the map.
                 let start = record.payload.as_ptr() as usize - base;
@@ -444,8 +463,10 @@ fn scan_segments<D: LogDir>(
             detail: c.to_string(),
         })?;
         match found {
-            SegmentEnd::Clean { end } => ends.push((segment, end, None)),
-            SegmentEnd::TornTail { at, error } => ends.push((segment, at, Some(error))),
+            SegmentEnd::Clean { end } => ends.push((segment, end, None, batch_end)),
+            SegmentEnd::TornTail { at, error } => {
+                ends.push((segment, at, Some(error), batch_end));
+            }
         }
     }
     Ok(ends)
@@ -456,9 +477,9 @@ fn scan_segments<D: LogDir>(
 fn last_written(ends: &SegmentEnds) -> Result<usize, LogError> {
     let last = ends
         .iter()
-        .rposition(|(_, end, torn)| *end > 0 || torn.is_some())
+        .rposition(|(_, end, torn, _)| *end > 0 || torn.is_some())
         .unwrap_or(0);
-    for (segment, end, torn) in &ends[..last] {
+    for (segment, end, torn, _) in &ends[..last] {
         if let Some(error) = torn {
             return Err(LogError::Corrupt {
                 segment: *segment,
@@ -472,9 +493,9 @@ fn last_written(ends: &SegmentEnds) -> Result<usize, LogError> {
 
 /// What opening the log writes at the end of its last segment, in this
 /// order: grow the file, zero `[zero_from, zero_to)` and flush, then
-/// rewrite `[block_start, durable_end)` (the valid records of the last block
-/// and a padding record, or zeros when the segment has no room for one) and
-/// flush.
+/// rewrite `[block_start, block_end)` (the valid records of the last block,
+/// a batch end after them when the last batch was cut after a record, and
+/// zeros) and flush.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairPlan {
     /// Segment.
@@ -492,9 +513,15 @@ pub struct RepairPlan {
     pub zero_from: u64,
     /// End of the zeroing (`zero_from` when nothing is zeroed).
     pub zero_to: u64,
-    /// Start of the rewritten block (`durable_end` when none is).
+    /// Start of the rewritten block.
     pub block_start: u64,
-    /// Where writing resumes (aligned).
+    /// End of the rewrite (`block_start` when nothing is rewritten).
+    pub block_end: u64,
+    /// A batch end is written at `end` (the last batch was cut after a
+    /// valid record).
+    pub batch_end: bool,
+    /// Where writing resumes (the end of the segment when a batch end does
+    /// not fit in it).
     pub durable_end: u64,
 }
 
@@ -503,7 +530,7 @@ impl RepairPlan {
     pub fn writes(&self) -> bool {
         self.file_bytes_after != self.file_bytes
             || self.zero_to > self.zero_from
-            || self.durable_end > self.block_start
+            || self.block_end > self.block_start
     }
 }
 
@@ -518,12 +545,15 @@ impl std::fmt::Display for RepairPlan {
             )?,
             None => write!(f, "the records end at offset {}", self.end)?,
         }
-        if self.durable_end > self.block_start {
+        if self.block_end > self.block_start {
             write!(
                 f,
                 "; the block at {} is rewritten up to {}",
-                self.block_start, self.durable_end
+                self.block_start, self.block_end
             )?;
+            if self.batch_end {
+                write!(f, " with a batch end after the records")?;
+            }
         }
         if self.zero_to > self.zero_from {
             write!(f, "; bytes {}..{} are zeroed", self.zero_from, self.zero_to)?;
@@ -575,45 +605,53 @@ pub fn repair_plan(
         });
     }
     let file_bytes_after = tail.file_bytes.next_multiple_of(align).max(segment_bytes);
+    // A batch cut after a valid record (its flush never completed) is
+    // ended where it was cut; with no room for a batch end, the segment
+    // ends with zeros and writing moves on to the next one.
+    let needs_end = end > 0 && !tail.batch_end;
+    let batch_end = needs_end && end + BATCH_END_BYTES as u64 <= file_bytes_after;
+    let data_end = end + if batch_end { BATCH_END_BYTES as u64 } else { 0 };
+    let durable_end = if needs_end && !batch_end {
+        file_bytes_after
+    } else {
+        data_end
+    };
     let block_start = end - end % align;
-    let durable_end = if end.is_multiple_of(align) {
-        end
-    } else {
-        let mut gap = align - end % align;
-        if gap < PADDING_BYTES_MIN as u64 {
-            gap += align;
-        }
-        // No room for a padding record: the segment ends with zeros.
-        (end + gap).min(file_bytes_after)
-    };
-    let rewrite_from = if durable_end > end {
-        block_start
-    } else {
-        durable_end
-    };
     // Torn bytes may lie anywhere up to the last non-zero byte; a grown
-    // file is zero-filled to its new size.
+    // file is zero-filled to its new size. The block holding the end is
+    // rewritten (its records, the batch end, zeros) when it changes.
+    let block_end = data_end.next_multiple_of(align);
+    let rewrite = batch_end || (tail.dirty_end > end && !end.is_multiple_of(align));
+    let zero_from = if rewrite {
+        block_end
+    } else {
+        end.next_multiple_of(align)
+    };
     let zero_to = if tail.file_bytes < file_bytes_after {
         file_bytes_after
     } else {
         tail.dirty_end.next_multiple_of(align).min(file_bytes_after)
     }
-    .max(durable_end);
+    .max(zero_from);
     let plan = RepairPlan {
         segment: tail.segment,
         end,
         torn: tail.torn.clone(),
         file_bytes: tail.file_bytes,
         file_bytes_after,
-        zero_from: durable_end,
+        zero_from,
         zero_to,
-        block_start: rewrite_from,
+        block_start,
+        block_end: if rewrite { block_end } else { block_start },
+        batch_end,
         durable_end,
     };
-    assert!(plan.durable_end.is_multiple_of(align));
     assert!(plan.block_start.is_multiple_of(align));
+    assert!(plan.block_end.is_multiple_of(align));
+    assert!(plan.zero_from.is_multiple_of(align));
     assert!(plan.zero_to.is_multiple_of(align));
     assert!(plan.durable_end <= plan.file_bytes_after);
+    assert!(plan.block_end <= plan.file_bytes_after);
     assert!(plan.zero_to <= plan.file_bytes_after);
     assert!(plan.file_bytes_after.is_multiple_of(align));
     Ok(plan)
@@ -634,12 +672,17 @@ pub struct Log<D: LogDir> {
     segment_end: u64,
     /// The next segment, created ahead of need by [`Self::prepare_next`].
     next: Option<D::File>,
-    /// End of the durable log in the current segment (always aligned).
+    /// End of the durable log in the current segment.
     durable_end: u64,
-    /// Records appended since the last flush, framed, in one or more
-    /// batches: each batch but the last is already padded and goes to a
-    /// segment of its own.
+    /// The durable bytes of the block holding `durable_end` (the next
+    /// write rewrites them unchanged), then the records appended since the
+    /// last flush, framed, in one or more batches: each batch but the last
+    /// already ends with its batch end and goes to a segment of its own.
     batch: Vec<u8>,
+    /// Bytes at the start of `batch` that are already durable.
+    carry: usize,
+    /// A batch rounded up to whole blocks, as it is written.
+    scratch: Vec<u8>,
     /// Where each batch after the first starts in `batch` (each starts a
     /// new segment).
     cuts: Vec<usize>,
@@ -684,7 +727,7 @@ impl<D: LogDir> Log<D> {
         let plan = repair_plan(&tail, segment_bytes, align)?;
         if plan.writes() {
             tracing::info!(%plan, "repairing the end of the log");
-            repair(&mut file, &plan, &salt, align as usize)
+            repair(&mut file, &plan, &salt)
                 .await
                 .map_err(|(offset, source)| LogError::Io {
                     segment: plan.segment,
@@ -701,13 +744,15 @@ impl<D: LogDir> Log<D> {
             }
             None => None,
         };
+        let block_start = plan.durable_end - plan.durable_end % align;
+        let carry = file
+            .read_at(block_start, (plan.durable_end - block_start) as usize)
+            .map_err(io_at(plan.segment, block_start))?;
         let mut log = Self::new(
             dir,
             salt,
             segment_bytes,
-            plan.segment,
-            file,
-            plan.durable_end,
+            (plan.segment, file, plan.durable_end, carry),
             next,
         );
         log.segment_end = plan.file_bytes_after;
@@ -739,21 +784,27 @@ impl<D: LogDir> Log<D> {
             .create(&segment_name(0), segment_bytes)
             .await
             .map_err(io_err)?;
-        Ok(Self::new(dir, salt, segment_bytes, 0, file, 0, None))
+        Ok(Self::new(
+            dir,
+            salt,
+            segment_bytes,
+            (0, file, 0, Vec::new()),
+            None,
+        ))
     }
 
+    /// The log writing `segment` in `file` from `durable_end`, `carry`
+    /// being the durable bytes of the block that holds it.
     fn new(
         dir: D,
         salt: Salt,
         segment_bytes: u64,
-        segment: u64,
-        file: D::File,
-        durable_end: u64,
+        (segment, file, durable_end, carry): (u64, D::File, u64, Vec<u8>),
         next: Option<D::File>,
     ) -> Self {
         let segment_end = file.size();
         assert!(durable_end <= segment_end);
-        assert!(durable_end.is_multiple_of(dir.alignment()));
+        assert!(carry.len() as u64 == durable_end % dir.alignment());
         assert!(segment_end >= segment_bytes);
         Self {
             dir,
@@ -764,7 +815,9 @@ impl<D: LogDir> Log<D> {
             segment_end,
             next,
             durable_end,
-            batch: Vec::new(),
+            carry: carry.len(),
+            batch: carry,
+            scratch: Vec::new(),
             cuts: Vec::new(),
             failed: None,
         }
@@ -801,20 +854,15 @@ impl<D: LogDir> Log<D> {
             });
         }
         let record_bytes = (HEADER_BYTES + payload.len()) as u64;
-        let start = self.cuts.last().copied().unwrap_or(0);
-        let used = (self.batch.len() - start) as u64;
-        if used + record_bytes + PADDING_BYTES_MIN as u64 > self.room() {
+        let end_bytes = BATCH_END_BYTES as u64;
+        if self.batch_bytes() + record_bytes + end_bytes > self.room() {
             // The record goes to the next segment: end this batch here.
-            if used > 0 {
-                record::encode_padding(&self.salt, self.dir.alignment() as usize, &mut self.batch);
+            if self.batch_bytes() > 0 {
+                self.end_batch();
             }
             self.cuts.push(self.batch.len());
         }
-        let start = self.cuts.last().copied().unwrap_or(0);
-        assert!(
-            ((self.batch.len() - start) as u64) + record_bytes + PADDING_BYTES_MIN as u64
-                <= self.room()
-        );
+        assert!(self.batch_bytes() + record_bytes + end_bytes <= self.room());
         let before = self.batch.len();
         record::encode(kind, payload, &mut self.batch).map_err(|_| LogError::TooLarge {
             payload_bytes: payload.len(),
@@ -824,9 +872,37 @@ impl<D: LogDir> Log<D> {
         Ok(())
     }
 
+    /// Where the batch being built starts in `batch`.
+    fn batch_start(&self) -> usize {
+        self.cuts.last().copied().unwrap_or(self.carry)
+    }
+
+    /// Bytes of the batch being built.
+    fn batch_bytes(&self) -> u64 {
+        (self.batch.len() - self.batch_start()) as u64
+    }
+
+    /// Where the block holding the durable end starts: the first batch's
+    /// write starts there, with the carried bytes.
+    fn block_start(&self) -> u64 {
+        self.durable_end - self.carry as u64
+    }
+
+    /// Ends the batch being built with a batch end stating its offset in
+    /// its segment (the first batch goes after the carried bytes, later
+    /// ones start their segments).
+    fn end_batch(&mut self) {
+        let base = match self.cuts.last() {
+            Some(&cut) => self.batch.len() - cut,
+            None => self.block_start() as usize + self.batch.len(),
+        };
+        let end = (base + BATCH_END_BYTES) as u64;
+        record::encode_batch_end(&self.salt, end, &mut self.batch);
+    }
+
     /// Bytes waiting for the next flush.
     pub fn pending_bytes(&self) -> usize {
-        self.batch.len()
+        self.batch.len() - self.carry
     }
 
     /// Where the durable log ends.
@@ -845,49 +921,62 @@ impl<D: LogDir> Log<D> {
         if let Some(why) = &self.failed {
             return Err(LogError::Failed(why.clone()));
         }
-        if self.batch.is_empty() {
+        if self.pending_bytes() == 0 {
             return Ok(self.durable_position());
         }
-        let align = self.dir.alignment() as usize;
-        let start = self.cuts.last().copied().unwrap_or(0);
-        if self.batch.len() > start {
-            record::encode_padding(&self.salt, align, &mut self.batch);
+        if self.batch_bytes() > 0 {
+            self.end_batch();
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut offset = self.block_start();
+        let mut batch = std::mem::take(&mut self.batch);
         let cuts = std::mem::take(&mut self.cuts);
+        let carry = std::mem::take(&mut self.carry);
         let before = self.durable_position();
         let mut from = 0;
         for (i, to) in cuts.iter().copied().chain([batch.len()]).enumerate() {
             if i > 0 {
                 self.rotate().await?;
+                offset = 0;
             }
-            self.write_batch(&batch[from..to]).await?;
+            // The first batch is empty (only carried bytes) when the first
+            // record went to the next segment.
+            let fresh = if i == 0 { to > carry } else { to > from };
+            if fresh {
+                self.write_batch(offset, &batch[from..to]).await?;
+            }
             from = to;
         }
         // The durable end only moves forward.
         assert!(self.durable_position() > before);
-        // The buffer is kept for the next group.
+        // The last batch's bytes in the block holding the new durable end
+        // are carried into the next write; the buffer is kept.
+        let carried = (self.durable_end % self.dir.alignment()) as usize;
+        batch.drain(..batch.len() - carried);
+        self.carry = carried;
         self.batch = batch;
-        self.batch.clear();
         Ok(self.durable_position())
     }
 
-    /// Writes and flushes one padded batch at the durable end.
-    async fn write_batch(&mut self, bytes: &[u8]) -> Result<(), LogError> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
+    /// Writes `bytes` (a batch, after the carried bytes when it is the
+    /// first) at `offset`, rounded up to whole blocks with zeros, and
+    /// flushes.
+    async fn write_batch(&mut self, offset: u64, bytes: &[u8]) -> Result<(), LogError> {
         let align = self.dir.alignment();
-        assert!(self.durable_end.is_multiple_of(align));
-        assert!((bytes.len() as u64).is_multiple_of(align));
-        assert!(self.durable_end + bytes.len() as u64 <= self.segment_end);
-        let offset = self.durable_end;
+        assert!(offset.is_multiple_of(align));
+        // From the block holding the durable end, past it.
+        assert!(offset <= self.durable_end && offset + bytes.len() as u64 > self.durable_end);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(bytes);
+        scratch.resize(bytes.len().next_multiple_of(align as usize), 0);
+        assert!(offset + scratch.len() as u64 <= self.segment_end);
         let segment = self.segment;
         let result = async {
-            self.file.write_at(offset, bytes).await?;
+            self.file.write_at(offset, &scratch).await?;
             self.file.sync().await
         }
         .await;
+        self.scratch = scratch;
         if let Err(source) = result {
             self.failed = Some(source.to_string());
             return Err(LogError::Io {
@@ -897,10 +986,8 @@ impl<D: LogDir> Log<D> {
             });
         }
         // Durable only once written and synced: never past the written end.
-        self.durable_end += bytes.len() as u64;
-        assert!(self.durable_end > offset);
+        self.durable_end = offset + bytes.len() as u64;
         assert!(self.durable_end <= self.segment_end);
-        assert!(self.durable_end.is_multiple_of(align));
         Ok(())
     }
     /// Creates the next segment ahead of need, so that rotation does not
@@ -1003,7 +1090,6 @@ async fn repair<F: LogFile>(
     file: &mut F,
     plan: &RepairPlan,
     salt: &Salt,
-    align: usize,
 ) -> Result<(), (u64, io::Error)> {
     if plan.file_bytes_after > file.size() {
         file.extend(plan.file_bytes_after)
@@ -1023,17 +1109,14 @@ async fn repair<F: LogFile>(
         }
         file.sync().await.map_err(|e| (plan.zero_from, e))?;
     }
-    if plan.durable_end > plan.block_start {
+    if plan.block_end > plan.block_start {
         let mut block = file
             .read_at(plan.block_start, (plan.end - plan.block_start) as usize)
             .map_err(|e| (plan.block_start, e))?;
-        let room = plan.durable_end - plan.block_start;
-        if room >= (block.len() + PADDING_BYTES_MIN) as u64 {
-            record::encode_padding(salt, align, &mut block);
-        } else {
-            block.resize(room as usize, 0);
+        if plan.batch_end {
+            record::encode_batch_end(salt, plan.end + BATCH_END_BYTES as u64, &mut block);
         }
-        assert!(block.len() as u64 == room);
+        block.resize((plan.block_end - plan.block_start) as usize, 0);
         file.write_at(plan.block_start, &block)
             .await
             .map_err(|e| (plan.block_start, e))?;
@@ -1097,6 +1180,58 @@ mod tests {
             positions.windows(2).all(|w| w[0] < w[1]),
             "positions increase"
         );
+    }
+
+    /// A flush costs its records and one batch end, not a padded block:
+    /// small flushes share the device block, which each one rewrites.
+    #[test]
+    fn small_flushes_share_blocks_and_cost_only_their_batch_end() {
+        let disk = SimDisk::new(4, 1 << 22);
+        let (mut log, _) = now(Log::open(disk.clone(), 64 * 1024)).unwrap();
+        let record = [7u8; 100];
+        for _ in 0..100 {
+            log.append(RecordKind::MiniBlock, &record).unwrap();
+            now(log.flush()).unwrap();
+        }
+        let per_flush = (HEADER_BYTES + record.len() + BATCH_END_BYTES) as u64;
+        assert_eq!(log.durable_position().offset, 100 * per_flush);
+        let (recovery, tail) = read_log(&disk).unwrap();
+        assert_eq!(recovery.records.len(), 100);
+        assert_eq!(recovery.bytes, 100 * per_flush);
+        assert!(tail.batch_end && tail.torn.is_none());
+    }
+
+    /// A log written by format version 2 (each batch padded to the block)
+    /// reads as it is and goes on with version 3 batches after it.
+    #[test]
+    fn a_log_with_padded_batches_is_read_and_continued() {
+        let disk = SimDisk::new(5, 1 << 22);
+        let (log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        let salt = log.salt;
+        drop(log);
+        let align = disk.alignment() as usize;
+        let mut old = Vec::new();
+        for i in 0..5 {
+            for j in 0..=i % 2 {
+                record::encode(RecordKind::MiniBlock, &payload(i * 2 + j), &mut old).unwrap();
+            }
+            record::encode_padding(&salt, align, &mut old);
+        }
+        let mut file = disk.open(&segment_name(0)).unwrap();
+        now(file.write_at(0, &old)).unwrap();
+        now(file.sync()).unwrap();
+        let (mut log, recovery) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        let before: Vec<Vec<u8>> = recovery.records.iter().map(|r| r.2.to_vec()).collect();
+        assert_eq!(before.len(), 7);
+        assert_eq!(log.durable_position().offset, old.len() as u64);
+        for i in 0..40 {
+            log.append(RecordKind::MiniBlock, &payload(100 + i))
+                .unwrap();
+            now(log.flush()).unwrap();
+        }
+        let mut expected = before;
+        expected.extend((0..40).map(|i| payload(100 + i)));
+        assert_eq!(payloads(&disk), expected);
     }
 
     /// Crash after every operation count, torn and lost: reopening finds every
@@ -1211,10 +1346,7 @@ mod tests {
     fn a_record_of_the_largest_size_is_written_at_every_fill_level() {
         let align = SimDisk::new(0, 1).alignment();
         let max = record_payload_bytes_max(SEGMENT_BYTES, align);
-        assert_eq!(
-            max,
-            SEGMENT_BYTES as usize - HEADER_BYTES - PADDING_BYTES_MIN
-        );
+        assert_eq!(max, SEGMENT_BYTES as usize - HEADER_BYTES - BATCH_END_BYTES);
         assert_eq!(
             record_payload_bytes_max(8 << 30, 4096),
             record::PAYLOAD_BYTES_MAX
@@ -1227,8 +1359,7 @@ mod tests {
                 let mut expected = Vec::new();
                 // One batch filling `blocks` blocks exactly.
                 if blocks > 0 {
-                    let filler =
-                        blocks as usize * align as usize - HEADER_BYTES - PADDING_BYTES_MIN;
+                    let filler = blocks as usize * align as usize - HEADER_BYTES - BATCH_END_BYTES;
                     expected.push(big(1, filler));
                     log.append(RecordKind::MiniBlock, &expected[0]).unwrap();
                     now(log.flush()).unwrap();
@@ -1368,9 +1499,13 @@ mod tests {
         log.append(RecordKind::MiniBlock, &calldata).unwrap();
         now(log.flush()).unwrap();
         drop(log);
-        // The crash tore the last batch: its first sector never arrived.
+        // The crash tore the last batch: its first sector never arrived
+        // (the sector holds what it held before: the durable batch, zeros).
         let mut file = disk.open(&segment_name(last_batch.segment)).unwrap();
-        now(file.write_at(last_batch.offset, &[0u8; 512])).unwrap();
+        let sector = last_batch.offset - last_batch.offset % 512;
+        let mut old = file.read_at(sector, 512).unwrap();
+        old[(last_batch.offset - sector) as usize..].fill(0);
+        now(file.write_at(sector, &old)).unwrap();
         now(file.sync()).unwrap();
         let (mut log, recovery) = now(Log::open(disk.clone(), 64 * 1024))
             .unwrap_or_else(|e| panic!("a torn tail was taken for corruption: {e}"));

@@ -1,4 +1,4 @@
-//! The log's record framing (format version 2).
+//! The log's record framing (format version 3; version 2 is still read).
 //!
 //! Every record is a 16-byte header followed by its payload. All integers are
 //! little-endian.
@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `0x4E4D4C46` (the bytes `F L M N`) |
 //! | 4 | 1 | kind (see [`RecordKind`]) |
-//! | 5 | 1 | format version, 2 |
+//! | 5 | 1 | format version, 3 (2 in older logs) |
 //! | 6 | 2 | reserved, 0 |
 //! | 8 | 4 | payload length in bytes (at most [`PAYLOAD_BYTES_MAX`]) |
 //! | 12 | 4 | CRC-32C over bytes 4..12 of the header, then the payload |
@@ -18,15 +18,23 @@
 //! version and length, so a torn or corrupt length is caught before the
 //! payload is trusted.
 //!
-//! Batch ends (format version 2). Every batch (one write and one flush) ends
-//! with a padding record whose payload starts with the log's salt: 16 random
-//! bytes chosen when the log is created and kept in the log directory's
-//! `SALT` file (see [`crate::log`]), then zeros up to the alignment. Boot
-//! tells a torn last batch from damage to a durable one by looking for a
-//! batch end after a bad record; record payloads hold user bytes (calldata),
-//! which can carry whole CRC-valid frames, but not the salt, so a user cannot
-//! forge a batch end. A batch end also ends at a multiple of
-//! [`BATCH_ALIGN_BYTES_MIN`].
+//! Batch ends. Every batch (one write and one flush) ends with a padding
+//! record whose payload starts with the log's salt: 16 random bytes chosen
+//! when the log is created and kept in the log directory's `SALT` file (see
+//! [`crate::log`]). Boot tells a torn last batch from damage to a durable one
+//! by looking for a batch end after a bad record; record payloads hold user
+//! bytes (calldata), which can carry whole CRC-valid frames, but not the
+//! salt, so a user cannot forge a batch end.
+//! - Version 3: the salt is followed by the batch end's own end offset in
+//!   its segment (8 bytes), and the next batch starts right after it, in the
+//!   same device block: a flush rewrites the log's last, partly filled block
+//!   with the same bytes it held plus the new records (see [`crate::log`]).
+//!   A batch end that does not end where it says was moved: the segment's
+//!   bytes are shifted.
+//! - Version 2 padded every batch with zeros after the salt up to the
+//!   alignment, so a batch end ended at a multiple of
+//!   [`BATCH_ALIGN_BYTES_MIN`]. A log holding version 2 batches is read as
+//!   it is and continued with version 3 ones.
 //!
 //! Version 1 (before the salt) padded with zeros only. This build does not
 //! read a version 1 log: boot stops with an error naming the format, and the
@@ -34,8 +42,11 @@
 
 /// `F L M N` as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"FLMN");
-/// Format version written (and the only one read) by this code.
-pub const FORMAT_VERSION: u8 = 2;
+/// Format version written by this code.
+pub const FORMAT_VERSION: u8 = 3;
+/// The oldest format version this code reads (its batch ends are aligned
+/// padding; see the module's documentation).
+pub const FORMAT_VERSION_OLDEST: u8 = 2;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 16;
 /// Largest payload a record may carry (a mini-block of ~4096 txs with their
@@ -46,6 +57,9 @@ pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const SALT_BYTES: usize = 16;
 /// The smallest padding record: a header and the salt.
 pub const PADDING_BYTES_MIN: usize = HEADER_BYTES + SALT_BYTES;
+/// A batch end as this version writes it: a header, the salt and its end
+/// offset.
+pub const BATCH_END_BYTES: usize = PADDING_BYTES_MIN + 8;
 /// Every batch ends at a multiple of this (the log's alignment is a multiple
 /// of it: 512 on the simulated disk, 4096 under O_DIRECT).
 pub const BATCH_ALIGN_BYTES_MIN: u64 = 512;
@@ -54,7 +68,7 @@ pub const BATCH_ALIGN_BYTES_MIN: u64 = 512;
 pub type Salt = [u8; SALT_BYTES];
 
 const _: () = assert!(HEADER_BYTES == 4 + 1 + 1 + 2 + 4 + 4);
-const _: () = assert!(PADDING_BYTES_MIN as u64 <= BATCH_ALIGN_BYTES_MIN);
+const _: () = assert!(BATCH_END_BYTES as u64 <= BATCH_ALIGN_BYTES_MIN);
 const _: () = assert!(PAYLOAD_BYTES_MAX < u32::MAX as usize);
 
 /// What a record holds.
@@ -73,8 +87,8 @@ pub enum RecordKind {
     /// index's durable position, so that boot need not rescan old segments;
     /// replay skips it until then.
     CheckpointMarker = 4,
-    /// Filler that aligns the next group commit to the device's block size
-    /// (O_DIRECT writes whole blocks); replay skips it.
+    /// A batch end (salted; see the module's documentation), or filler
+    /// after one in version 2 logs; replay skips it.
     Padding = 5,
 }
 
@@ -181,10 +195,20 @@ pub fn encode(kind: RecordKind, payload: &[u8], out: &mut Vec<u8>) -> Result<(),
     Ok(())
 }
 
-/// Ends the batch in `out` (which starts at an aligned offset) with one
-/// padding record carrying `salt`, so that `out.len()` becomes a multiple of
-/// `alignment`. Every batch ends with one, even an aligned batch (which gets
-/// a whole block of it).
+/// Ends the batch in `out` with a batch end: a padding record carrying
+/// `salt` and `end`, the offset in its segment where the batch end itself
+/// ends (the caller knows where `out` starts).
+pub fn encode_batch_end(salt: &Salt, end: u64, out: &mut Vec<u8>) {
+    let mut payload = [0u8; BATCH_END_BYTES - HEADER_BYTES];
+    payload[..SALT_BYTES].copy_from_slice(salt);
+    payload[SALT_BYTES..].copy_from_slice(&end.to_le_bytes());
+    encode(RecordKind::Padding, &payload, out).expect("a batch end is small");
+}
+
+/// Ends the batch in `out` (which starts at an aligned offset) the way
+/// format version 2 did: one padding record carrying `salt`, then zeros, so
+/// that `out.len()` becomes a multiple of `alignment`. Kept to test that
+/// such logs still read.
 pub fn encode_padding(salt: &Salt, alignment: usize, out: &mut Vec<u8>) {
     assert!(alignment.is_power_of_two());
     assert!(alignment as u64 >= BATCH_ALIGN_BYTES_MIN);
@@ -198,12 +222,24 @@ pub fn encode_padding(salt: &Salt, alignment: usize, out: &mut Vec<u8>) {
     assert!(out.len().is_multiple_of(alignment));
 }
 
+/// The end offset a salted padding record says it has: `Some(end)` for a
+/// version 3 batch end, `None` for a version 2 one (zeros after the salt).
+fn stated_end(record: &Record<'_>) -> Option<u64> {
+    let stamp = record.payload.get(SALT_BYTES..SALT_BYTES + 8)?;
+    let end = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
+    (end != 0).then_some(end)
+}
+
 /// True when `record`, ending at offset `end` of its segment, is a batch end
-/// of the log salted with `salt`.
+/// of the log salted with `salt`: it ends where it says (version 3), or at
+/// a multiple of [`BATCH_ALIGN_BYTES_MIN`] (version 2).
 pub fn is_batch_end(record: &Record<'_>, end: u64, salt: &Salt) -> bool {
     record.kind == RecordKind::Padding
         && record.payload.starts_with(salt)
-        && end.is_multiple_of(BATCH_ALIGN_BYTES_MIN)
+        && match stated_end(record) {
+            Some(stated) => stated == end,
+            None => end.is_multiple_of(BATCH_ALIGN_BYTES_MIN),
+        }
 }
 
 /// True when `bytes` starts where nothing was written yet (zero magic).
@@ -241,7 +277,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
         return Err(RecordError::Checksum { stored, computed });
     }
     // Only trusted once the checksum matched.
-    if bytes[5] != FORMAT_VERSION {
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&bytes[5]) {
         return Err(RecordError::Version(bytes[5]));
     }
     let kind = RecordKind::from_byte(bytes[4]).ok_or(RecordError::UnknownKind(bytes[4]))?;

@@ -41,11 +41,11 @@ pub enum Corruption {
         /// Where the later write was found.
         later_write: u64,
     },
-    /// A batch end of this log (padding with its salt) that does not end on
-    /// a batch boundary: the segment's bytes were shifted (cut or inserted
-    /// before it), which no crash does.
+    /// A batch end of this log (padding with its salt) that does not end
+    /// where it was written to end: the segment's bytes were shifted (cut
+    /// or inserted before it), which no crash does.
     #[error(
-        "the batch end at offset {offset} carries this log's salt but ends at offset {end}, not a multiple of {BATCH_ALIGN_BYTES_MIN}: the segment's bytes are shifted (bytes were cut out of it or inserted before this point), so this is not a torn tail; restore the segment from a copy"
+        "the batch end at offset {offset} carries this log's salt but ends at offset {end}, not where it was written to end (nor, as in format version 2, at a multiple of {BATCH_ALIGN_BYTES_MIN}): the segment's bytes are shifted (bytes were cut out of it or inserted before this point), so this is not a torn tail; restore the segment from a copy"
     )]
     Misaligned {
         /// Offset of the padding record.
@@ -424,6 +424,28 @@ mod forged_frames {
             "{message}"
         );
         assert!(!message.contains("too large"), "{message}");
+    }
+
+    /// The same with version 3 batch ends, which state their end: bytes
+    /// inserted before one (or cut out) make it end elsewhere.
+    #[test]
+    fn a_shifted_batch_end_that_states_its_end_is_named_misaligned() {
+        let mut bytes = Vec::new();
+        encode(RecordKind::MiniBlock, b"record", &mut bytes).unwrap();
+        let end = bytes.len() + crate::record::BATCH_END_BYTES;
+        crate::record::encode_batch_end(&SALT, end as u64, &mut bytes);
+        bytes.extend(std::iter::repeat_n(0u8, 512));
+        let mut visited = 0;
+        assert_eq!(
+            scan(&bytes, &SALT, |_, _| visited += 1),
+            Ok(SegmentEnd::Clean { end: end as u64 })
+        );
+        assert_eq!(visited, 2);
+        let mut inserted = Vec::new();
+        encode(RecordKind::MiniBlock, b"inserted", &mut inserted).unwrap();
+        inserted.extend_from_slice(&bytes);
+        let error = scan(&inserted, &SALT, |_, _| {}).unwrap_err();
+        assert!(matches!(error, Corruption::Misaligned { .. }), "{error}");
     }
 
     #[test]
