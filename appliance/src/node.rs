@@ -137,6 +137,8 @@ struct SeqRole {
     control: mpsc::Receiver<SeqControl>,
     /// A verifier's derived blocks.
     derived: Option<mpsc::Receiver<fulmen_chain::msg::DerivedBlock>>,
+    /// The DA-progress records boot found (checkpoint markers carry them).
+    da_records: Vec<Vec<u8>>,
 }
 
 /// The seq role with its links to the state-root worker and the log.
@@ -258,6 +260,7 @@ pub(crate) fn start(
         links,
         control: control_rx,
         derived: verifier.then_some(derived_rx),
+        da_records: da_records.clone(),
     };
     let (history, history_thread) = start_history(config, history, datadir)?;
     add_core_roles(
@@ -787,6 +790,7 @@ async fn run_seq_role(role: SeqCoreRole, shared: Shared) {
         durable: role.durable,
         checkpoints: Some((role.checkpoints.connect().await, role.checkpoint_blocks)),
         history: role.history,
+        da_records: role.seq.da_records,
     };
     let links = SeqLinks {
         inboxes,

@@ -205,3 +205,54 @@ pub fn block_size(header: &Header, txs_rlp_len: usize) -> u64 {
     let payload = header.length() + txs_list + 1 + 1;
     (payload + length_of_length(payload)) as u64
 }
+
+/// Sealed block hashes kept in RAM: what BLOCKHASH reads (the last 256)
+/// and block filters list, with room for filters polled minutes apart.
+/// Older hashes are read from the history store.
+pub const BLOCK_HASHES_KEPT: usize = 8192;
+
+/// The hashes of the last sealed blocks, by number (a window that moves
+/// with the head, at most [`BLOCK_HASHES_KEPT`] long).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockHashes {
+    /// Number of `hashes[0]`.
+    first: u64,
+    hashes: imbl::Vector<B256>,
+}
+
+impl BlockHashes {
+    /// The window holding `hashes`, the first being block `first`'s.
+    pub fn new(first: u64, hashes: impl IntoIterator<Item = B256>) -> Self {
+        let mut window = Self {
+            first,
+            hashes: hashes.into_iter().collect(),
+        };
+        window.trim();
+        window
+    }
+
+    /// The hash of block `number`, if it is in the window.
+    pub fn get(&self, number: u64) -> Option<B256> {
+        let index = usize::try_from(number.checked_sub(self.first)?).ok()?;
+        self.hashes.get(index).copied()
+    }
+
+    /// The number the next pushed hash has.
+    pub fn next(&self) -> u64 {
+        self.first + self.hashes.len() as u64
+    }
+
+    /// Appends the hash of block [`Self::next`], dropping the oldest past
+    /// the window.
+    pub fn push(&mut self, hash: B256) {
+        self.hashes.push_back(hash);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.hashes.len() > BLOCK_HASHES_KEPT {
+            self.hashes.pop_front();
+            self.first += 1;
+        }
+    }
+}

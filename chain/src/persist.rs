@@ -26,6 +26,16 @@
 //! [`put_logs`]; accounts with nonce u64, balance 32 bytes, code hash; slots
 //! 84 bytes; codes).
 //!
+//! Checkpoint-marker payload, version 1: version u8 1, the block number u64
+//! and hash (32 bytes) of the checkpoint it announces, then the DA-progress
+//! records logged so far (varint count; each with a varint length). The seq
+//! core logs it right after the seal of a block that gets a checkpoint,
+//! before the checkpoint is written, so a checkpoint on disk always has its
+//! marker in the log. Boot from that checkpoint reads the log from the
+//! segment where the block's records start, and takes the DA records from
+//! the marker and the log after it: the DA records of older segments are
+//! not read.
+//!
 //! Block-seal payload: version u8 1, block size u64, then the RLP header.
 //! Everything else a receipt shows (cumulative gas, indexes, price) follows
 //! from the order of the records and is rebuilt on replay.
@@ -388,7 +398,9 @@ pub fn encode_mini_block(
 }
 
 /// Decodes the body of a version 2 mini-block payload (after its version).
-fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadError> {
+/// The block context and mini-block number at the front of a version 2
+/// mini-block payload (after its version).
+fn get_head_v2(r: &mut Reader<'_>) -> Result<(BlockContext, u64), PayloadError> {
     let ctx = BlockContext {
         number: r.varint()?,
         timestamp: r.varint()?,
@@ -397,7 +409,24 @@ fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadEr
         coinbase: r.address()?,
         prevrandao: r.b256()?,
     };
-    let number = r.varint()?;
+    Ok((ctx, r.varint()?))
+}
+
+/// The block number and mini-block number of a mini-block payload, read
+/// from its front without decoding its transactions (boot skips the
+/// records of blocks a checkpoint holds).
+pub fn peek_mini_block(bytes: &[u8]) -> Result<(u64, u64), PayloadError> {
+    let mut r = Reader::new(bytes);
+    let (ctx, number) = match r.u8()? {
+        VERSION => (get_ctx(&mut r)?, r.u64()?),
+        VERSION_COMPACT => get_head_v2(&mut r)?,
+        version => return Err(PayloadError::Version(version)),
+    };
+    Ok((ctx.number, number))
+}
+
+fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadError> {
+    let (ctx, number) = get_head_v2(r)?;
     let count = r.var_count(1 + 1 + 1 + 1 + 3 + 3)?;
     let mut table = AddressTable::default();
     let mut txs = Vec::with_capacity(count);
@@ -576,6 +605,52 @@ pub fn decode_seal(bytes: &[u8]) -> Result<SealRecord, PayloadError> {
         return Err(PayloadError::Trailing(rest.len()));
     }
     Ok(SealRecord { header, size })
+}
+
+/// A checkpoint marker (see the module's documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointMarker {
+    /// The checkpoint's block.
+    pub number: u64,
+    /// Its hash.
+    pub hash: alloy_primitives::B256,
+    /// The DA-progress records' payloads logged before the marker, in log
+    /// order.
+    pub da_records: Vec<Vec<u8>>,
+}
+
+/// Appends the payload of `marker` to `out`.
+pub fn encode_checkpoint_marker(marker: &CheckpointMarker, out: &mut Vec<u8>) {
+    let mut w = Writer(out);
+    w.u8(VERSION);
+    w.u64(marker.number);
+    w.raw(marker.hash.as_slice());
+    w.varint(marker.da_records.len() as u64);
+    for record in &marker.da_records {
+        w.var_bytes(record);
+    }
+}
+
+/// Decodes a checkpoint marker's payload.
+pub fn decode_checkpoint_marker(bytes: &[u8]) -> Result<CheckpointMarker, PayloadError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(PayloadError::Version(version));
+    }
+    let number = r.u64()?;
+    let hash = r.b256()?;
+    let count = r.var_count(1)?;
+    let mut da_records = Vec::with_capacity(count);
+    for _ in 0..count {
+        da_records.push(r.var_bytes()?.to_vec());
+    }
+    r.finish()?;
+    Ok(CheckpointMarker {
+        number,
+        hash,
+        da_records,
+    })
 }
 
 #[cfg(test)]
@@ -847,6 +922,27 @@ mod tests {
                 mutated[at] = next() as u8;
             }
             let _ = decode_mini_block(&mutated);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_marker_round_trips_and_a_mini_block_peeks() {
+        let marker = CheckpointMarker {
+            number: 77,
+            hash: alloy_primitives::B256::repeat_byte(9),
+            da_records: vec![vec![1, 2, 3], Vec::new(), vec![7; 300]],
+        };
+        let mut out = Vec::new();
+        encode_checkpoint_marker(&marker, &mut out);
+        assert_eq!(decode_checkpoint_marker(&out), Ok(marker));
+        for cut in 0..out.len() {
+            assert!(decode_checkpoint_marker(&out[..cut]).is_err());
+        }
+        let (ctx, txs, diffs) = sample();
+        for encode in [encode_mini_block, encode_mini_block_v1] {
+            let mut record = Vec::new();
+            encode(&ctx, 33, &txs, &diffs, &mut record);
+            assert_eq!(peek_mini_block(&record), Ok((ctx.number, 33)));
         }
     }
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use alloy_primitives::B256;
 use fulmen_storage::HotState;
 
-use crate::block::{ExecutedTx, RECENT_STATES_MAX, SealedBlock, TxLocation, UnsealedBlock};
+use crate::block::{
+    BlockHashes, ExecutedTx, RECENT_STATES_MAX, SealedBlock, TxLocation, UnsealedBlock,
+};
 use crate::history::{History, HistoryError};
 
 /// A consistent view of the chain at the last published mini-block. Cloning
@@ -22,8 +24,8 @@ pub struct ChainView {
     /// The history store, when the node has one (else every block stays
     /// in RAM).
     history: Option<History>,
-    /// Sealed block hashes by number (what BLOCKHASH reads).
-    block_hashes: imbl::Vector<B256>,
+    /// The last sealed blocks' hashes by number (what BLOCKHASH reads).
+    block_hashes: BlockHashes,
     /// Numbers of the blocks in RAM by hash.
     by_hash: imbl::HashMap<B256, u64>,
     /// Every preconfirmed transaction, and the sealed ones in RAM.
@@ -57,7 +59,7 @@ impl ChainView {
             blocks: imbl::Vector::new(),
             first: 0,
             history: None,
-            block_hashes: imbl::Vector::new(),
+            block_hashes: BlockHashes::new(0, [hash]),
             by_hash: imbl::HashMap::new(),
             txs: imbl::HashMap::new(),
             unsealed: imbl::Vector::new(),
@@ -66,7 +68,6 @@ impl ChainView {
             da_heads: None,
         };
         view.blocks.push_back(genesis);
-        view.block_hashes.push_back(hash);
         view.by_hash.insert(hash, 0);
         view.recent_states.push_back((0, state));
         view
@@ -121,7 +122,7 @@ impl ChainView {
         );
         let hash = sealed.hash;
         self.blocks.push_back(sealed);
-        self.block_hashes.push_back(hash);
+        self.block_hashes.push(hash);
         self.by_hash.insert(hash, number);
         self.trim();
         if let Some(state) = state {
@@ -220,8 +221,21 @@ impl ChainView {
     }
 
     /// Sealed block hashes by number (what BLOCKHASH reads).
-    pub fn block_hashes(&self) -> &imbl::Vector<B256> {
+    pub fn block_hashes(&self) -> &BlockHashes {
         &self.block_hashes
+    }
+
+    /// The hash of sealed block `number`: from RAM while it is among the
+    /// last ones, else from the history store.
+    pub fn block_hash(&self, number: u64) -> Option<B256> {
+        if number > self.head().header.number {
+            return None;
+        }
+        if let Some(hash) = self.block_hashes.get(number) {
+            return Some(hash);
+        }
+        let history = self.history.as_ref()?;
+        read(history.hash(number), "block hash", number)
     }
 
     /// The sealed blocks kept in RAM, oldest first (all of them without a

@@ -25,7 +25,7 @@ use revm::{
     state::{AccountInfo, EvmState},
 };
 
-use fulmen_chain::block::BlockContext;
+use fulmen_chain::block::{BlockContext, BlockHashes};
 use fulmen_chain::spec::SPEC;
 use fulmen_chain::tx::RecoveredTx;
 
@@ -62,8 +62,8 @@ pub struct AccountOverride {
 pub struct StateDb {
     /// Accounts, storage and code.
     pub state: HotState,
-    /// Hashes of sealed blocks, indexed by number.
-    pub block_hashes: imbl::Vector<B256>,
+    /// Hashes of the last sealed blocks, by number.
+    pub block_hashes: BlockHashes,
     /// Accounts whose storage a full `state` override replaced, with their
     /// whole new storage: reads of these accounts never reach `state`, so a
     /// replacement costs O(override size), not a scan of the state.
@@ -72,7 +72,7 @@ pub struct StateDb {
 
 impl StateDb {
     /// A database over `state` and the sealed block hashes.
-    pub fn new(state: HotState, block_hashes: imbl::Vector<B256>) -> Self {
+    pub fn new(state: HotState, block_hashes: BlockHashes) -> Self {
         Self {
             state,
             block_hashes,
@@ -159,11 +159,8 @@ impl Database for StateDb {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, DbError> {
-        match usize::try_from(number)
-            .ok()
-            .and_then(|n| self.block_hashes.get(n))
-        {
-            Some(hash) => Ok(*hash),
+        match self.block_hashes.get(number) {
+            Some(hash) => Ok(hash),
             None => Err(DbError::BlockHashPending(number)),
         }
     }

@@ -50,6 +50,9 @@ pub struct LogLink {
     /// The history writer: published sealed blocks go there, from the
     /// first one its store does not hold.
     pub history: Option<std::sync::mpsc::SyncSender<Arc<fulmen_chain::block::SealedBlock>>>,
+    /// The DA-progress records replayed at boot, in log order: each
+    /// checkpoint marker carries them and those logged since.
+    pub da_records: Vec<Vec<u8>>,
 }
 
 /// Everything the seq role is connected to.
@@ -90,6 +93,7 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
                     next,
                     gone: false,
                 }),
+                da_records: link.da_records,
             };
             (Some(side), Some(link.acks))
         }
@@ -271,6 +275,7 @@ mod tests {
             durable: true,
             checkpoints: None,
             history: None,
+            da_records: Vec::new(),
         };
         let links = SeqLinks {
             inboxes: vec![inbox_rx],

@@ -38,6 +38,9 @@ pub(super) struct LogSide {
     pub(super) to_checkpoints: Option<ConnectedSender<CheckpointJob>>,
     pub(super) book: Durability,
     pub(super) history: Option<HistoryFeed>,
+    /// The DA-progress records logged so far (replayed and new), in log
+    /// order: what a checkpoint marker carries.
+    pub(super) da_records: Vec<Vec<u8>>,
 }
 
 /// Published sealed blocks on their way to the history writer.
@@ -246,6 +249,9 @@ impl SeqState {
             SeqControl::DaRecord { payload, durable } => {
                 if self.halted() {
                     return;
+                }
+                if let Some(log) = &mut self.log {
+                    log.da_records.push(payload.clone());
                 }
                 self.log(RecordKind::DaProgress, payload);
                 match &mut self.log {
@@ -478,17 +484,40 @@ impl SeqState {
         }
     }
 
-    /// After block `sealed` was logged: schedules its checkpoint when one is
-    /// due, to start once the seal record is durable.
+    /// After block `sealed` was logged: when a checkpoint is due, logs its
+    /// marker (with the DA records so far) and schedules it, to start once
+    /// the seal and the marker are durable.
     fn schedule_checkpoint(&mut self, sealed: &SealedBlock) {
         let number = sealed.header.number;
-        let Some(log) = &mut self.log else {
+        let Some(log) = &self.log else {
             return;
         };
         if log.to_checkpoints.is_none() || !log.book.checkpoint_due_at(number) {
             return;
         }
-        let Some(state) = self.seq.view().state_at(number) else {
+        let Some(state) = self.seq.view().state_at(number).cloned() else {
+            return;
+        };
+        let mut marker = Vec::new();
+        fulmen_chain::persist::encode_checkpoint_marker(
+            &fulmen_chain::persist::CheckpointMarker {
+                number,
+                hash: sealed.hash,
+                da_records: log.da_records.clone(),
+            },
+            &mut marker,
+        );
+        if marker.len() <= self.seq.record_bytes_max() {
+            self.log(RecordKind::CheckpointMarker, marker);
+        } else {
+            // Boot from this checkpoint then reads the whole log.
+            tracing::warn!(
+                number,
+                bytes = marker.len(),
+                "the checkpoint marker (the DA records so far) is larger than a log record may be; it is not logged"
+            );
+        }
+        let Some(log) = &mut self.log else {
             return;
         };
         log.book.schedule_checkpoint(CheckpointJob {
@@ -497,7 +526,7 @@ impl SeqState {
                 hash: sealed.hash,
                 state_root: sealed.header.state_root,
             },
-            state: state.clone(),
+            state,
         });
     }
 

@@ -120,6 +120,11 @@ impl Sequencer {
         }
     }
 
+    /// The largest mini-block record, in bytes (what the log takes).
+    pub fn record_bytes_max(&self) -> usize {
+        self.limits.mini_block_bytes_max
+    }
+
     /// The chain spec.
     pub fn spec(&self) -> &ChainSpec {
         &self.spec
@@ -450,7 +455,7 @@ impl Sequencer {
             .journaled_state
             .database
             .block_hashes
-            .push_back(hash);
+            .push(hash);
         self.run_deferred();
         sealed
     }

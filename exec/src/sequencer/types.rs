@@ -118,7 +118,7 @@ pub struct SequencerParts {
     pub(super) sealing: VecDeque<SealJobMeta>,
     pub(super) mini_block: u64,
     pub(super) state: fulmen_storage::HotState,
-    pub(super) block_hashes: imbl::Vector<alloy_primitives::B256>,
+    pub(super) block_hashes: fulmen_chain::block::BlockHashes,
 }
 
 impl SequencerParts {
@@ -136,8 +136,7 @@ impl SequencerParts {
             size,
         });
         let view = ChainView::genesis(genesis, state.clone());
-        let mut block_hashes = imbl::Vector::new();
-        block_hashes.push_back(hash);
+        let block_hashes = fulmen_chain::block::BlockHashes::new(0, [hash]);
         Self {
             open: OpenBlock::new(ctx),
             view,

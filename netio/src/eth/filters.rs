@@ -258,11 +258,9 @@ impl Filters {
                 (ok(logs)?, Kind::Logs { filter, next })
             }
             Kind::Blocks { next } => {
-                // Hashes from the view's list, not the blocks (an old one
-                // would be read from disk).
-                let hashes: Vec<B256> = (next..=head)
-                    .filter_map(|n| view.block_hashes().get(usize::try_from(n).ok()?).copied())
-                    .collect();
+                // Hashes, not blocks: recent ones are in RAM, older ones
+                // read only their headers from the history store.
+                let hashes: Vec<B256> = (next..=head).filter_map(|n| view.block_hash(n)).collect();
                 (ok(hashes)?, Kind::Blocks { next: head + 1 })
             }
             Kind::PendingTxs {
