@@ -343,6 +343,8 @@ fn report(booted: &policy::Booted, took: std::time::Duration) {
         blocks = stats.seals,
         head = booted.replayed.parts.view().head().header.number,
         from_checkpoint = ?stats.from_checkpoint,
+        from_segment = booted.first_segment,
+        skipped = stats.skipped,
         "replayed the log"
     );
 }

@@ -126,6 +126,98 @@ const CHECKPOINT_EVERY_2: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "
 /// Runs a node that writes no checkpoint.
 const NO_CHECKPOINTS: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "0"];
 
+/// The `name=value` number in the boot's "replayed the log" line.
+fn boot_figure(node: &Proc, name: &str) -> u64 {
+    let line = node
+        .startup
+        .iter()
+        .find(|l| l.contains("replayed the log"))
+        .unwrap_or_else(|| panic!("no boot line:\n{}", node.startup.join("\n")));
+    let at = line.find(&format!(" {name}=")).expect("the figure") + name.len() + 2;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a number")
+}
+
+/// The newest checkpoint's block number in `dir`, if any.
+fn newest_checkpoint(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_dir(dir.join("checkpoint"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".ckpt")?.parse().ok()
+        })
+        .max()
+}
+
+/// With the history store holding a checkpoint's block, a restart reads
+/// the log only from the segment where the blocks after it start: the
+/// older segments are not read, and every answer is the same.
+#[test]
+fn boot_from_a_checkpoint_reads_only_the_log_after_it() {
+    const ARGS: [&str; 5] = [
+        "--dev",
+        "--storage-segment-mb",
+        "1",
+        "--storage-checkpoint-blocks",
+        "2",
+    ];
+    let dir = tempdir::TempDir::new("fulmen-boot-after");
+    let mut node = start_fulmen_in(&dir.0, &ARGS);
+    let sender = signer(3);
+    let calldata = Bytes::from(vec![1u8; 60_000]);
+    let mut hashes = Vec::new();
+    // About 3 MB of log: a few 1 MiB segments, over several blocks.
+    for nonce in 0..48u64 {
+        let to = TxKind::Call(signer(6).address());
+        let raw = sign_1559(&sender, nonce, to, U256::from(nonce), calldata.clone(), 2_450_000);
+        let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+        hashes.push(receipt["transactionHash"].as_str().expect("hash").to_string());
+        if nonce % 12 == 11 {
+            wait_sealed(node.addr, hex_u64(&receipt["blockNumber"]));
+        }
+    }
+    let last = hex_u64(
+        &try_rpc(node.addr, "eth_getTransactionReceipt", json!([hashes.last()])).expect("r")
+            ["blockNumber"],
+    );
+    wait_sealed(node.addr, last);
+    // A checkpoint past the last transaction, its block in the history
+    // store (synced once a second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while newest_checkpoint(&dir.0).is_none_or(|n| n < last + 2) {
+        assert!(Instant::now() < deadline, "no checkpoint after block {last}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = history(node.addr, &hashes, last);
+    let balance = |addr| {
+        try_rpc(addr, "eth_getBalance", json!([signer(6).address(), "latest"])).expect("b")
+    };
+    let funds = balance(node.addr);
+    assert!(node.terminate().success());
+    assert!(std::fs::read_dir(dir.0.join("log")).expect("log").count() > 3);
+
+    let node = start_fulmen_in(&dir.0, &ARGS);
+    assert!(
+        boot_figure(&node, "from_segment") > 0 && boot_figure(&node, "skipped") > 0,
+        "boot read the whole log:\n{}",
+        node.startup.join("\n")
+    );
+    assert_eq!(history(node.addr, &hashes, last), before, "history changed");
+    assert_eq!(balance(node.addr), funds);
+    let raw = transfer_raw(&sender, 48, signer(6).address(), 5);
+    let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+    assert!(hex_u64(&receipt["blockNumber"]) > last);
+    drop(node);
+    let stdout = db_check_ok(&dir.0);
+    assert!(stdout.contains("checkpoint(s) verified"), "{stdout}");
+}
+
 #[test]
 fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
     let dir = tempdir::TempDir::new("fulmen-restart");

@@ -153,7 +153,7 @@ fn execution(c: &mut Criterion) {
         let env = tx_env(&tx);
 
         let mut evm = build_evm(
-            StateDb::new(setup.hot_state(), imbl::Vector::new()),
+            StateDb::new(setup.hot_state(), Default::default()),
             CHAIN_ID,
             &block(),
         );
@@ -366,7 +366,7 @@ fn worst_case_tx(c: &mut Criterion) {
             sender.address,
             AccountState::funded(U256::from(10u64).pow(U256::from(30))),
         );
-        let mut evm = build_evm(StateDb::new(state, imbl::Vector::new()), CHAIN_ID, &block());
+        let mut evm = build_evm(StateDb::new(state, Default::default()), CHAIN_ID, &block());
         evm.ctx.cfg.disable_nonce_check = true;
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -73,6 +73,51 @@ impl ChainView {
         view
     }
 
+    /// The chain at sealed block `head`, as boot from a checkpoint finds
+    /// it: `state` after it, the hashes of the blocks before it (`hashes`
+    /// ends with its own), older blocks in `history`, and `mini_block` the
+    /// last mini-block closed.
+    pub fn at_block(
+        head: Arc<SealedBlock>,
+        state: HotState,
+        block_hashes: BlockHashes,
+        history: History,
+        mini_block: u64,
+    ) -> Self {
+        let number = head.header.number;
+        assert_eq!(
+            block_hashes.get(number),
+            Some(head.hash),
+            "the hashes end with the head's"
+        );
+        assert_eq!(block_hashes.next(), number + 1, "the hashes end at the head");
+        let mut txs = imbl::HashMap::new();
+        for (index, tx) in head.txs.iter().enumerate() {
+            let at = TxLocation {
+                block: number,
+                index: index as u64,
+            };
+            txs.insert(tx.tx.hash, at);
+        }
+        let mut view = Self {
+            state: state.clone(),
+            blocks: imbl::Vector::new(),
+            first: number,
+            history: Some(history),
+            block_hashes,
+            by_hash: imbl::HashMap::new(),
+            txs,
+            unsealed: imbl::Vector::new(),
+            recent_states: imbl::Vector::new(),
+            mini_block,
+            da_heads: None,
+        };
+        view.by_hash.insert(head.hash, number);
+        view.blocks.push_back(head);
+        view.recent_states.push_back((number, state));
+        view
+    }
+
     /// Records where a newly executed transaction sits.
     pub fn record_tx(&mut self, hash: B256, at: TxLocation) {
         debug_assert!(

@@ -13,22 +13,37 @@
 //! state is not its root, or the log's seal contradicts it), boot warns and
 //! replays the whole log from genesis instead: a checkpoint only ever saves
 //! time, it never decides what the chain is.
+//!
+//! Boot time independent of the chain's age: when the history store holds
+//! the checkpoint's block, boot reads the log only from the segment where
+//! that block's records start (the last segment whose first mini-block is
+//! of that block or an older one; found by looking at each segment's first
+//! records, newest first), skips the records of blocks up to the
+//! checkpoint's undecoded, and starts the chain at that block as the store
+//! holds it ([`crate::recover::replay_after`]). The checkpoint's marker,
+//! logged right after its block's seal, must be among the records read: it
+//! carries the DA records logged before it. Without it (a log written
+//! before markers, or a marker too large to log), boot reads the whole log
+//! as above.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
-use fulmen_chain::persist::decode_seal;
+use fulmen_chain::block::BlockHashes;
+use fulmen_chain::persist::{decode_checkpoint_marker, decode_seal, peek_mini_block};
 use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
 use fulmen_storage::HotState;
 use fulmen_storage::checkpoint::{self, CheckpointError, CheckpointMeta};
-use fulmen_storage::log::{LogDir, LogError, Payload, Position, Tail, read_log};
+use fulmen_storage::log::{
+    LogDir, LogError, Payload, Position, Tail, peek_segment, read_log, read_log_from, segments,
+};
 use fulmen_storage::progress::Progress;
 use fulmen_storage::record::{RecordError, RecordKind};
 
 use crate::merkle::StateTrie;
-use crate::recover::{HistoryLink, RecoverError, Replayed, replay};
+use crate::recover::{HistoryLink, RecoverError, Replayed, Resume, replay, replay_after};
 use crate::sequencer::Genesis;
 
 /// What boot found and rebuilt.
@@ -45,6 +60,8 @@ pub struct Booted {
     pub truncated: Option<(Position, RecordError)>,
     /// Time spent reading the log (the rest of boot is the replay).
     pub read: Duration,
+    /// The first segment read (older ones were not needed).
+    pub first_segment: u64,
 }
 
 /// Why boot fails.
@@ -82,8 +99,14 @@ pub fn boot<L: LogDir, C: LogDir>(
     checkpoints: &C,
     (spec, genesis): (&ChainSpec, &Genesis),
     mode: BootMode,
-    history: Option<&mut HistoryLink>,
+    mut history: Option<&mut HistoryLink>,
 ) -> Result<Booted, BootError> {
+    if let BootMode::Start { now_ms } = mode
+        && let Some(link) = history.as_deref_mut()
+        && let Some(booted) = boot_after_checkpoint(log, checkpoints, spec, link, now_ms)?
+    {
+        return Ok(booted);
+    }
     let began = Instant::now();
     let (recovery, tail) = read_log(log)?;
     let read = began.elapsed();
@@ -110,7 +133,164 @@ pub fn boot<L: LogDir, C: LogDir>(
         bytes: recovery.bytes,
         truncated: recovery.truncated,
         read,
+        first_segment: 0,
     })
+}
+
+/// Boot from the newest checkpoint whose block the history store holds,
+/// reading only the log from where that block's records start (see the
+/// module's documentation); `None` when no checkpoint serves so.
+fn boot_after_checkpoint<L: LogDir, C: LogDir>(
+    log: &L,
+    checkpoints: &C,
+    spec: &ChainSpec,
+    link: &mut HistoryLink,
+    now_ms: u64,
+) -> Result<Option<Booted>, BootError> {
+    let began = Instant::now();
+    let found = checkpoint::list(checkpoints).unwrap_or_default();
+    for (number, name) in found {
+        let Ok(Some(hash)) = link.view.hash(number) else {
+            continue;
+        };
+        let Some(first_segment) = start_segment(log, number) else {
+            continue;
+        };
+        let (recovery, tail) = read_log_from(log, first_segment)?;
+        let read = began.elapsed();
+        let records = &recovery.records;
+        if !has_marker(records, number, hash) {
+            tracing::info!(
+                number,
+                "no marker of this checkpoint in the log after it (a log written before markers): the whole log is read"
+            );
+            return Ok(None);
+        }
+        let Some(resume) = resume_at(checkpoints, &name, (number, hash), link, records) else {
+            continue;
+        };
+        match replay_after(spec, resume, iter(records), now_ms, link) {
+            Ok(replayed) => {
+                return Ok(Some(Booted {
+                    replayed,
+                    tail,
+                    records: recovery.records.len(),
+                    bytes: recovery.bytes,
+                    truncated: recovery.truncated,
+                    read,
+                    first_segment,
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(number, error = %e, "the log after the checkpoint does not replay onto it; the whole log is read");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The last segment whose first mini-block is of block `number` or an
+/// older one: the records of later blocks are all in it or after it.
+fn start_segment<L: LogDir>(log: &L, number: u64) -> Option<u64> {
+    for segment in segments(log).ok()?.into_iter().rev() {
+        let mut first = None;
+        let _ = peek_segment(log, segment, |kind, payload| {
+            if kind != RecordKind::MiniBlock {
+                return false;
+            }
+            first = peek_mini_block(payload).ok().map(|(block, _)| block);
+            true
+        });
+        if first.is_some_and(|block| block <= number) {
+            return Some(segment);
+        }
+    }
+    None
+}
+
+/// True when `records` hold the marker of the checkpoint of block
+/// `number` with `hash`.
+fn has_marker(records: &[(Position, RecordKind, Payload)], number: u64, hash: B256) -> bool {
+    records
+        .iter()
+        .filter(|(_, kind, _)| *kind == RecordKind::CheckpointMarker)
+        .filter_map(|(_, _, payload)| decode_checkpoint_marker(payload).ok())
+        .any(|marker| marker.number == number && marker.hash == hash)
+}
+
+/// The checkpoint `name` of block `number` (with `hash`, as the store has
+/// it) and the chain at its block from the store; `None` (reported) when
+/// it does not read back or the store fails.
+fn resume_at<C: LogDir>(
+    checkpoints: &C,
+    name: &str,
+    (number, hash): (u64, B256),
+    link: &HistoryLink,
+    records: &[(Position, RecordKind, Payload)],
+) -> Option<Resume> {
+    let began = Instant::now();
+    let (meta, state) = match checkpoint::read(checkpoints, name) {
+        Ok((meta, state)) if meta.number == number && meta.hash == hash => (meta, state),
+        Ok(_) => {
+            tracing::warn!(name, "checkpoint is not of the history store's block; skipped");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used");
+            return None;
+        }
+    };
+    tracing::info!(
+        number,
+        accounts = state.account_count(),
+        slots = state.slot_count(),
+        load_ms = began.elapsed().as_millis() as u64,
+        "loaded checkpoint"
+    );
+    let from_store = || -> Result<Option<Resume>, fulmen_chain::history::HistoryError> {
+        let Some(head) = link.view.block(number)? else {
+            return Ok(None);
+        };
+        let first = number.saturating_sub(BLOCKHASH_WINDOW - 1);
+        let mut hashes = Vec::new();
+        for n in first..=number {
+            let Some(hash) = link.view.hash(n)? else {
+                return Ok(None);
+            };
+            hashes.push(hash);
+        }
+        Ok(Some(Resume {
+            meta,
+            state,
+            head: std::sync::Arc::new(head),
+            hashes: BlockHashes::new(first, hashes),
+            mini_block: last_mini_block(records, number),
+        }))
+    };
+    match from_store() {
+        Ok(resume) => resume,
+        Err(e) => {
+            tracing::warn!(number, error = %e, "cannot read the checkpoint's block from the history store; the whole log is read");
+            None
+        }
+    }
+}
+
+/// The blocks whose hashes BLOCKHASH reads.
+const BLOCKHASH_WINDOW: u64 = 256;
+
+/// The number of the last mini-block of block `number` or before among
+/// `records` (0 if none).
+fn last_mini_block(records: &[(Position, RecordKind, Payload)], number: u64) -> u64 {
+    records
+        .iter()
+        .filter(|(_, kind, _)| *kind == RecordKind::MiniBlock)
+        .filter_map(|(_, _, payload)| peek_mini_block(payload).ok())
+        .filter(|(block, _)| *block <= number)
+        .map(|(_, mini)| mini)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The log's records as replay takes them, reporting progress (done of

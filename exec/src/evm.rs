@@ -416,7 +416,7 @@ mod tests {
                 },
             ),
         ]);
-        let mut db = StateDb::new(state, imbl::Vector::new());
+        let mut db = StateDb::new(state, BlockHashes::default());
         db.apply_overrides(&overrides);
         let mut read = |address, slot: u64| db.storage(address, U256::from(slot)).expect("read");
         assert_eq!(read(a, 7), U256::from(70));

@@ -12,6 +12,12 @@
 //! from the image and checked against its root, records of blocks up to N
 //! rebuild history only (blocks, receipts, the transaction index), and later
 //! records apply as above. The log's seal of block N must match the image.
+//!
+//! With the history store holding block N ([`replay_after`]), the records
+//! of blocks up to N are skipped without being decoded: the chain starts
+//! at block N as the store holds it, and boot need not read the log's
+//! older segments at all (see `crate::boot`). A checkpoint marker carries
+//! the DA records logged before it, so those are not read either.
 
 use std::collections::VecDeque;
 
@@ -26,7 +32,9 @@ use fulmen_chain::block::SealJob;
 use crate::merkle::StateTrie;
 use crate::seal::Merkleizer;
 use crate::sequencer::{Genesis, PoolLimits, Sequencer, SequencerParts};
-use fulmen_chain::persist::{decode_mini_block, decode_seal};
+use fulmen_chain::persist::{
+    decode_checkpoint_marker, decode_mini_block, decode_seal, peek_mini_block,
+};
 use fulmen_chain::spec::ChainSpec;
 
 /// The history store a replay checks and reads through: blocks it already
@@ -91,6 +99,9 @@ pub struct ReplayStats {
     pub blocks_checked: u64,
     /// The checkpoint the replay started from.
     pub from_checkpoint: Option<u64>,
+    /// Records of blocks up to the checkpoint's skipped undecoded (the
+    /// history store holds those blocks).
+    pub skipped: u64,
 }
 
 /// Why the log does not replay (from genesis, or from a checkpoint).
@@ -168,6 +179,83 @@ struct Replay<'h> {
     stats: ReplayStats,
     check_every_block: bool,
     da_records: Vec<Vec<u8>>,
+    /// Records of blocks up to this one are skipped (the chain starts at
+    /// it, from the history store).
+    skip_until: Option<u64>,
+}
+
+/// Where a replay that skips the blocks a checkpoint holds starts.
+pub struct Resume {
+    /// The checkpoint.
+    pub meta: CheckpointMeta,
+    /// Its state.
+    pub state: HotState,
+    /// Its block, from the history store.
+    pub head: std::sync::Arc<fulmen_chain::block::SealedBlock>,
+    /// The hashes of the blocks up to it (the last ones), from the store.
+    pub hashes: fulmen_chain::block::BlockHashes,
+    /// The last mini-block of its block or before.
+    pub mini_block: u64,
+}
+
+/// Replays `records` onto the chain at `resume`'s checkpoint, whose block
+/// `history`'s store holds: records of blocks up to it are skipped
+/// undecoded (a seal of the block itself must match it).
+pub fn replay_after<'a>(
+    spec: &ChainSpec,
+    resume: Resume,
+    records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
+    now_ms: u64,
+    history: &mut HistoryLink,
+) -> Result<Replayed, RecoverError> {
+    let number = resume.meta.number;
+    let trie = checked_trie(&resume.meta, &resume.state)?;
+    let view = fulmen_chain::view::ChainView::at_block(
+        resume.head,
+        resume.state,
+        resume.hashes,
+        history.view.clone(),
+        resume.mini_block,
+    );
+    let parts = crate::sequencer::SequencerParts::at_block(spec, view, 0);
+    let seq = Sequencer::from_parts(spec.clone(), PoolLimits::default(), parts);
+    let mut replay = Replay {
+        history: Some(history),
+        seq,
+        merkle: Merkleizer::new(trie, number),
+        image: Some(resume.meta),
+        jobs: VecDeque::new(),
+        stats: ReplayStats {
+            from_checkpoint: Some(number),
+            ..ReplayStats::default()
+        },
+        check_every_block: false,
+        da_records: Vec::new(),
+        skip_until: Some(number),
+    };
+    let mut last = Position {
+        segment: 0,
+        offset: 0,
+    };
+    for (at, kind, payload) in records {
+        last = at;
+        replay.record(at, kind, payload)?;
+    }
+    replay.finish(last, now_ms)
+}
+
+/// The state trie of a checkpoint's image, checked against its root.
+fn checked_trie(meta: &CheckpointMeta, state: &HotState) -> Result<StateTrie, RecoverError> {
+    let mut trie = StateTrie::from_state(state);
+    let computed = trie.root();
+    if computed != meta.state_root {
+        return Err(RecoverError::CheckpointRoot {
+            number: meta.number,
+            computed,
+            stated: meta.state_root,
+        });
+    }
+    Ok(trie)
 }
 
 /// Replays `records` (in log order) onto the chain at `genesis`, or from
@@ -214,15 +302,7 @@ impl Replay<'_> {
             None => (Merkleizer::new(genesis.trie.clone(), 0), None),
             Some(_) if check_every_block => return Err(RecoverError::CheckFromCheckpoint),
             Some((meta, state)) => {
-                let mut trie = StateTrie::from_state(&state);
-                let computed = trie.root();
-                if computed != meta.state_root {
-                    return Err(RecoverError::CheckpointRoot {
-                        number: meta.number,
-                        computed,
-                        stated: meta.state_root,
-                    });
-                }
+                let trie = checked_trie(&meta, &state)?;
                 seq.start_from_checkpoint(meta.number, state);
                 stats.from_checkpoint = Some(meta.number);
                 (Merkleizer::new(trie, meta.number), Some(meta))
@@ -237,6 +317,7 @@ impl Replay<'_> {
             stats,
             check_every_block,
             da_records: Vec::new(),
+            skip_until: None,
         })
     }
 
@@ -256,6 +337,13 @@ impl Replay<'_> {
         let fail = |detail: String| RecoverError::Record { at, detail };
         match kind {
             RecordKind::MiniBlock => {
+                if let Some(number) = self.skip_until {
+                    let (block, _) = peek_mini_block(payload).map_err(|e| fail(e.to_string()))?;
+                    if block <= number {
+                        self.stats.skipped += 1;
+                        return Ok(());
+                    }
+                }
                 let record = decode_mini_block(payload).map_err(|e| fail(e.to_string()))?;
                 self.stats.txs += record.txs.len() as u64;
                 self.stats.mini_blocks += 1;
@@ -270,7 +358,13 @@ impl Replay<'_> {
                 self.stats.other += 1;
                 self.da_records.push(payload.to_vec());
             }
-            RecordKind::CheckpointMarker | RecordKind::Padding => {
+            RecordKind::CheckpointMarker => {
+                // It holds every DA record logged before it.
+                let marker = decode_checkpoint_marker(payload).map_err(|e| fail(e.to_string()))?;
+                self.da_records = marker.da_records;
+                self.stats.other += 1;
+            }
+            RecordKind::Padding => {
                 self.stats.other += 1;
             }
         }
@@ -282,6 +376,18 @@ impl Replay<'_> {
     fn seal(&mut self, at: Position, payload: &[u8]) -> Result<(), RecoverError> {
         let fail = |detail: String| RecoverError::Record { at, detail };
         let record = decode_seal(payload).map_err(|e| fail(e.to_string()))?;
+        if let Some(number) = self.skip_until
+            && record.header.number <= number
+        {
+            // The chain starts at the checkpoint's block: its seal must be
+            // that block.
+            let hash = self.image.map(|m| m.hash);
+            if record.header.number == number && Some(record.header.hash_slow()) != hash {
+                return Err(RecoverError::CheckpointMismatch { number, at });
+            }
+            self.stats.skipped += 1;
+            return Ok(());
+        }
         let header = record.header.clone();
         let closed = self
             .seq

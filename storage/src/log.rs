@@ -356,6 +356,41 @@ pub struct Tail {
 /// records, a torn tail (reported, not repaired) and where writing resumes.
 /// Corruption before the tail is an error naming segment and offset.
 pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
+    read_log_from(dir, 0)
+}
+
+/// The log's segment numbers, in order.
+pub fn segments<D: LogDir>(dir: &D) -> io::Result<Vec<u64>> {
+    Ok(segment_numbers(&dir.list()?))
+}
+
+/// Reads segment `segment`'s records from its start, handing each record's
+/// kind and payload to `visit` until it returns true (then returns true),
+/// or until the records end or one does not decode (then returns false).
+/// A quick look at a segment's first records, with no repair and no check
+/// for damage: boot uses it to find where to start reading.
+pub fn peek_segment<D: LogDir>(
+    dir: &D,
+    segment: u64,
+    mut visit: impl FnMut(RecordKind, &[u8]) -> bool,
+) -> io::Result<bool> {
+    let bytes = dir.map(&segment_name(segment))?;
+    let mut at = 0;
+    while at < bytes.len() && !record::is_end(&bytes[at..]) {
+        let Ok(record) = record::decode(&bytes[at..]) else {
+            return Ok(false);
+        };
+        if visit(record.kind, record.payload) {
+            return Ok(true);
+        }
+        at += record.encoded_len();
+    }
+    Ok(false)
+}
+
+/// Like [`read_log`], from segment `first` on: the segments before it are
+/// not read (nor required to exist).
+pub fn read_log_from<D: LogDir>(dir: &D, first: u64) -> Result<(Recovery, Tail), LogError> {
     let io_at = |segment, offset| {
         move |source| LogError::Io {
             segment,
@@ -364,7 +399,8 @@ pub fn read_log<D: LogDir>(dir: &D) -> Result<(Recovery, Tail), LogError> {
         }
     };
     let names = dir.list().map_err(io_at(0, 0))?;
-    let segments = segment_numbers(&names);
+    let mut segments = segment_numbers(&names);
+    segments.retain(|s| *s >= first);
     for pair in segments.windows(2) {
         if pair[1] != pair[0] + 1 {
             return Err(LogError::Corrupt {

@@ -147,6 +147,20 @@ impl SequencerParts {
         }
     }
 
+    /// The chain at the sealed block `view` ends with (see
+    /// [`ChainView::at_block`]), its next block open.
+    pub fn at_block(spec: &ChainSpec, view: ChainView, now_ms: u64) -> Self {
+        let ctx = next_block_ctx(spec, &view.head().header, now_ms);
+        Self {
+            open: OpenBlock::new(ctx),
+            sealing: VecDeque::new(),
+            mini_block: view.mini_block(),
+            state: view.state().clone(),
+            block_hashes: view.block_hashes().clone(),
+            view,
+        }
+    }
+
     /// The view readers see.
     pub fn view(&self) -> &ChainView {
         &self.view
