@@ -345,9 +345,12 @@ fn wait_safe_past(node: &Proc, last: u64, secs: u64, what: &str) {
 fn kill_9_mid_post_leaves_no_gap_and_no_duplicate() {
     let l1 = start_l1("prague", "1");
     let dir = tempdir::TempDir::new("fulmen-da-kill");
-    let config = da_config("");
+    // Checkpoints every 2 blocks: restarts start from one, with the DA
+    // records logged before it taken from its marker.
+    let config = format!("{}[storage]\ncheckpoint_blocks = 2\n", da_config(""));
     let mut node = start_node(&dir.0, &l1.url(), &config);
     let mut nonces = [0; 4];
+    let mut from_checkpoints = 0;
     // Kill at different points after a channel is logged: before, during
     // and after its tx is sent.
     for delay_ms in [0, 20, 80, 250, 600] {
@@ -356,7 +359,14 @@ fn kill_9_mid_post_leaves_no_gap_and_no_duplicate() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         node.kill9();
         node = start_node(&dir.0, &l1.url(), &config);
+        if boot_figure(&node, "skipped") > 0 {
+            from_checkpoints += 1;
+        }
     }
+    assert!(
+        from_checkpoints > 0,
+        "no restart skipped the log before a checkpoint"
+    );
     send_transfers(node.addr, &mut nonces, 50);
     let last = block_number(node.addr, "latest");
     wait_sealed(node.addr, last + 1);

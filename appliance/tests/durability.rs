@@ -126,22 +126,6 @@ const CHECKPOINT_EVERY_2: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "
 /// Runs a node that writes no checkpoint.
 const NO_CHECKPOINTS: [&str; 3] = ["--dev", "--storage-checkpoint-blocks", "0"];
 
-/// The `name=value` number in the boot's "replayed the log" line.
-fn boot_figure(node: &Proc, name: &str) -> u64 {
-    let line = node
-        .startup
-        .iter()
-        .find(|l| l.contains("replayed the log"))
-        .unwrap_or_else(|| panic!("no boot line:\n{}", node.startup.join("\n")));
-    let at = line.find(&format!(" {name}=")).expect("the figure") + name.len() + 2;
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .expect("a number")
-}
-
 /// The newest checkpoint's block number in `dir`, if any.
 fn newest_checkpoint(dir: &std::path::Path) -> Option<u64> {
     std::fs::read_dir(dir.join("checkpoint"))
@@ -174,29 +158,53 @@ fn boot_from_a_checkpoint_reads_only_the_log_after_it() {
     // About 3 MB of log: a few 1 MiB segments, over several blocks.
     for nonce in 0..48u64 {
         let to = TxKind::Call(signer(6).address());
-        let raw = sign_1559(&sender, nonce, to, U256::from(nonce), calldata.clone(), 2_450_000);
+        let raw = sign_1559(
+            &sender,
+            nonce,
+            to,
+            U256::from(nonce),
+            calldata.clone(),
+            2_450_000,
+        );
         let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
-        hashes.push(receipt["transactionHash"].as_str().expect("hash").to_string());
+        hashes.push(
+            receipt["transactionHash"]
+                .as_str()
+                .expect("hash")
+                .to_string(),
+        );
         if nonce % 12 == 11 {
             wait_sealed(node.addr, hex_u64(&receipt["blockNumber"]));
         }
     }
     let last = hex_u64(
-        &try_rpc(node.addr, "eth_getTransactionReceipt", json!([hashes.last()])).expect("r")
-            ["blockNumber"],
+        &try_rpc(
+            node.addr,
+            "eth_getTransactionReceipt",
+            json!([hashes.last()]),
+        )
+        .expect("r")["blockNumber"],
     );
     wait_sealed(node.addr, last);
     // A checkpoint past the last transaction, its block in the history
     // store (synced once a second).
     let deadline = Instant::now() + Duration::from_secs(30);
     while newest_checkpoint(&dir.0).is_none_or(|n| n < last + 2) {
-        assert!(Instant::now() < deadline, "no checkpoint after block {last}");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint after block {last}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500));
     let before = history(node.addr, &hashes, last);
     let balance = |addr| {
-        try_rpc(addr, "eth_getBalance", json!([signer(6).address(), "latest"])).expect("b")
+        try_rpc(
+            addr,
+            "eth_getBalance",
+            json!([signer(6).address(), "latest"]),
+        )
+        .expect("b")
     };
     let funds = balance(node.addr);
     assert!(node.terminate().success());

@@ -90,7 +90,11 @@ impl ChainView {
             Some(head.hash),
             "the hashes end with the head's"
         );
-        assert_eq!(block_hashes.next(), number + 1, "the hashes end at the head");
+        assert_eq!(
+            block_hashes.next(),
+            number + 1,
+            "the hashes end at the head"
+        );
         let mut txs = imbl::HashMap::new();
         for (index, tx) in head.txs.iter().enumerate() {
             let at = TxLocation {

@@ -233,7 +233,10 @@ fn resume_at<C: LogDir>(
     let (meta, state) = match checkpoint::read(checkpoints, name) {
         Ok((meta, state)) if meta.number == number && meta.hash == hash => (meta, state),
         Ok(_) => {
-            tracing::warn!(name, "checkpoint is not of the history store's block; skipped");
+            tracing::warn!(
+                name,
+                "checkpoint is not of the history store's block; skipped"
+            );
             return None;
         }
         Err(e) => {

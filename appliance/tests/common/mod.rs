@@ -496,3 +496,19 @@ pub fn wait_sealed(addr: SocketAddr, number: u64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The `name=value` number in the boot's "replayed the log" line.
+pub fn boot_figure(node: &Proc, name: &str) -> u64 {
+    let line = node
+        .startup
+        .iter()
+        .find(|l| l.contains("replayed the log"))
+        .unwrap_or_else(|| panic!("no boot line:\n{}", node.startup.join("\n")));
+    let at = line.find(&format!(" {name}=")).expect("the figure") + name.len() + 2;
+    line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("a number")
+}
