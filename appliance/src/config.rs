@@ -121,7 +121,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             segment_mb: 64,
-            checkpoint_blocks: 600,
+            checkpoint_blocks: 120,
             memory_blocks: 16,
             disk_free_min_mb: 512,
         }

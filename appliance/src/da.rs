@@ -272,6 +272,15 @@ impl Host for NodeHost {
         })
     }
 
+    fn compacted(&self, records: &[DaRecord]) {
+        let records = records.iter().map(DaRecord::encode).collect();
+        if let Err(e) = self.send(SeqControl::DaCompacted(records)) {
+            // The seq core keeps the longer list: markers grow, nothing
+            // is lost.
+            tracing::warn!(error = %e, "DA: cannot hand the compacted records to the seq core");
+        }
+    }
+
     fn log(&self, record: &DaRecord) -> Result<(), String> {
         let (durable, answer) = oneshot::channel();
         self.send(SeqControl::DaRecord {

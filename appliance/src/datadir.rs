@@ -344,6 +344,7 @@ fn report(booted: &policy::Booted, took: std::time::Duration) {
         head = booted.replayed.parts.view().head().header.number,
         from_checkpoint = ?stats.from_checkpoint,
         from_segment = booted.first_segment,
+        log_mb = format!("{:.1}", (booted.bytes + booted.unread_bytes) as f64 / 1e6),
         skipped = stats.skipped,
         "replayed the log"
     );

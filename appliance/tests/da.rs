@@ -282,11 +282,14 @@ fn derive_with_the_crate(l1: &Proc) -> (u64, usize) {
 }
 
 /// Sends txs, waits until `safe` passes the block holding the last one,
-/// and reads everything back from L1.
-fn every_tx_reaches_l1(hardfork: &str) {
+/// and reads everything back from L1. With `restart`, once `finalized`
+/// passes them (the batcher compacts its records), restarts the node from
+/// a checkpoint taken after that and posts more.
+fn every_tx_reaches_l1(hardfork: &str, restart: bool) {
     let l1 = start_l1(hardfork, "1");
     let dir = tempdir::TempDir::new("fulmen-da");
-    let node = start_node(&dir.0, &l1.url(), &da_config(""));
+    let config = format!("{}[storage]\ncheckpoint_blocks = 2\n", da_config(""));
+    let mut node = start_node(&dir.0, &l1.url(), &config);
     let mut nonces = [0; 4];
     let mut sent = Vec::new();
     for _ in 0..5 {
@@ -314,16 +317,43 @@ fn every_tx_reaches_l1(hardfork: &str) {
     wait_until(30, "finalized passes the last tx's block", || {
         block_number(node.addr, "finalized") > last
     });
+    if !restart {
+        return;
+    }
+    // A checkpoint (every 2 blocks) after the compaction, then a restart
+    // from it: the DA records come from its marker.
+    wait_line(&node, "DA: records compacted", 30);
+    call(l1.addr, "evm_setIntervalMining", json!([1]));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(node.terminate().success());
+    let node = start_node(&dir.0, &l1.url(), &config);
+    assert!(
+        boot_figure(&node, "skipped") > 0,
+        "{}",
+        node.startup.join("\n")
+    );
+    sent.extend(send_transfers(node.addr, &mut nonces, 200));
+    let last = block_number(node.addr, "latest");
+    wait_sealed(node.addr, last + 1);
+    wait_safe_past(
+        &node,
+        last,
+        90,
+        "safe passes the txs sent after the restart",
+    );
+    call(l1.addr, "evm_setIntervalMining", json!([0]));
+    let (_, txs) = check_l1_holds_the_chain(node.addr, l1.addr, last);
+    assert!(txs >= sent.len(), "{txs} L2 txs in L1, {} sent", sent.len());
 }
 
 #[test]
-fn every_sealed_tx_is_in_l1_blobs_on_prague() {
-    every_tx_reaches_l1("prague");
+fn every_sealed_tx_is_in_l1_blobs_on_prague_and_posting_resumes_after_a_restart() {
+    every_tx_reaches_l1("prague", true);
 }
 
 #[test]
 fn every_sealed_tx_is_in_l1_blobs_on_osaka() {
-    every_tx_reaches_l1("osaka");
+    every_tx_reaches_l1("osaka", false);
 }
 
 /// anvil (Prague, 1 s blocks) and a node posting to it with metrics on.

@@ -197,6 +197,10 @@ pub enum SeqControl {
         /// Answered when it is durable.
         durable: futures::channel::oneshot::Sender<()>,
     },
+    /// The DA records logged so far, compacted by the batcher (the DA
+    /// crate's bytes, in order): checkpoint markers carry these from now
+    /// on instead of every record ever logged.
+    DaCompacted(Vec<Vec<u8>>),
     /// Stop taking transactions (they are refused with "shutting down"),
     /// close the open mini-block, and answer on `drained` once every log
     /// record sent is durable, so that nothing acknowledged is lost.

@@ -69,6 +69,10 @@ pub trait Host {
     /// Reports the L2 heads L1 vouches for; `false` if it could not be
     /// delivered now (it is reported again next round).
     fn heads(&self, safe: u64, finalized: u64) -> bool;
+    /// The records logged so far, compacted (a base record, then the
+    /// records of the channels still kept): what checkpoint markers carry
+    /// from now on. Never waits.
+    fn compacted(&self, _records: &[DaRecord]) {}
 }
 
 /// `[da]`, as the driver takes it.
@@ -411,6 +415,7 @@ impl<H: Host> Driver<H> {
     /// batch of this chain is in an earlier L1 block.
     fn l1_start_block(&self) -> Option<u64> {
         self.replayed.iter().find_map(|r| match r {
+            DaRecord::Base { l1_start_block, .. } => Some(*l1_start_block),
             DaRecord::Submitted { submission, .. } => Some(submission.last_l1_origin.0),
             _ => None,
         })
@@ -1000,7 +1005,37 @@ impl<H: Host> Driver<H> {
         if let Some(pruned) = self.tracker.prune(l1_finalized.min(safe_l1)) {
             self.floor = self.floor.max(pruned);
             self.flights.retain(|_, f| f.submission.last_block > pruned);
+            self.compact();
         }
+    }
+
+    /// Replaces the records replayed and logged so far with a base record
+    /// and the records of the channels the tracker still keeps (every
+    /// other one is finalized), and hands the list to the host.
+    fn compact(&mut self) {
+        let Some(first) = self.tracker.kept().next() else {
+            return;
+        };
+        let kept: std::collections::HashSet<_> = self.tracker.kept().map(|p| p.channel).collect();
+        let mut records = vec![DaRecord::Base {
+            l1_start_block: self.l1_start_block().unwrap_or(0),
+            first_block: first.submission.first_block,
+        }];
+        records.extend(
+            self.replayed
+                .iter()
+                .filter(|r| r.channel().is_some_and(|c| kept.contains(&c)))
+                .cloned(),
+        );
+        debug_assert!(Tracker::resume(1, &records).is_ok());
+        tracing::info!(
+            from = self.replayed.len(),
+            to = records.len(),
+            first_block = first.submission.first_block,
+            "DA: records compacted (older channels are finalized)"
+        );
+        self.host.compacted(&records);
+        self.replayed = records;
     }
 
     fn report_heads(&mut self, safe: u64, finalized: u64) {

@@ -8,12 +8,13 @@
 //! | field | bytes |
 //! |---|---|
 //! | version | 1 (`1`) |
-//! | kind | 1: `1` submitted, `2` included, `3` dropped |
+//! | kind | 1: `1` submitted, `2` included, `3` dropped, `4` base |
 //! | channel id | 16 |
 //! | submitted: first L2 block, last L2 block, the last block's L1 origin (number, hash), L1 nonce of its first tx, tx count, tx hashes | 8, 8, 8, 32, 8, 2, 32 each |
 //! | then: fees (max fee per gas, tip, max fee per blob gas), the recipe (blocks pending when built, built full (1) or on timeout (0), blobs per tx) | 16, 16, 16, 4, 1, 1 |
 //! | included: L1 block number, L1 block hash | 8, 32 |
 //! | dropped: nothing more | |
+//! | base (no channel id): the L1 block the chain's first batch was built at, the first L2 block of the first channel kept | 8, 8 |
 //!
 //! `submitted` is logged (and durable) before the channel's first L1 tx is
 //! sent; a replacement logs `submitted` again with the new hashes and fees.
@@ -23,6 +24,12 @@
 //! may have sent before the crash.
 //! `included` is logged once every tx of the channel is in L1 (the L1 block
 //! of its last tx); `dropped` when an L1 reorg removed it.
+//!
+//! `base` starts a compacted list: once channels are finalized on L1, the
+//! batcher replaces the list of every record logged so far with `base` and
+//! the records of the channels it still keeps (the last finalized one and
+//! those after it). Checkpoint markers carry that list, so that boot need
+//! not read the DA records of old log segments; it is never logged alone.
 
 use alloy_primitives::B256;
 
@@ -93,6 +100,14 @@ pub enum DaRecord {
         /// The channel.
         channel: ChannelId,
     },
+    /// The channels before `first_block` are finalized and forgotten (the
+    /// first record of a compacted list).
+    Base {
+        /// The L1 block the chain's first channel was built at.
+        l1_start_block: u64,
+        /// The first L2 block of the first channel kept.
+        first_block: u64,
+    },
 }
 
 /// Why bytes are not a DA record.
@@ -125,12 +140,13 @@ pub enum DaRecordError {
 }
 
 impl DaRecord {
-    /// The channel it is about.
-    pub fn channel(&self) -> ChannelId {
+    /// The channel it is about (none for a base).
+    pub fn channel(&self) -> Option<ChannelId> {
         match self {
             Self::Submitted { channel, .. }
             | Self::Included { channel, .. }
-            | Self::Dropped { channel } => *channel,
+            | Self::Dropped { channel } => Some(*channel),
+            Self::Base { .. } => None,
         }
     }
 
@@ -178,6 +194,14 @@ impl DaRecord {
                 out.push(3);
                 out.extend_from_slice(channel);
             }
+            Self::Base {
+                l1_start_block,
+                first_block,
+            } => {
+                out.push(4);
+                out.extend_from_slice(&l1_start_block.to_be_bytes());
+                out.extend_from_slice(&first_block.to_be_bytes());
+            }
         }
         out
     }
@@ -190,6 +214,16 @@ impl DaRecord {
             return Err(DaRecordError::Version(version));
         }
         let kind = r.take::<1>("kind")?[0];
+        if kind == 4 {
+            let record = Self::Base {
+                l1_start_block: r.u64("L1 start block")?,
+                first_block: r.u64("first L2 block")?,
+            };
+            return match bytes.len() - r.at {
+                0 => Ok(record),
+                extra => Err(DaRecordError::Trailing(extra)),
+            };
+        }
         let channel = r.take::<CHANNEL_ID_BYTES>("channel id")?;
         let record = match kind {
             1 => decode_submitted(&mut r, channel)?,
@@ -331,6 +365,10 @@ mod tests {
                 l1_hash: B256::repeat_byte(9),
             },
             DaRecord::Dropped { channel: [8; 16] },
+            DaRecord::Base {
+                l1_start_block: 12,
+                first_block: 41,
+            },
         ]
     }
 

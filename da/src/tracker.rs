@@ -78,6 +78,11 @@ impl Tracker {
         Ok(tracker)
     }
 
+    /// The channels kept (the last finalized one and those after it).
+    pub fn kept(&self) -> impl Iterator<Item = &Posted> {
+        self.channels.iter()
+    }
+
     /// The last channel posted (where the next one's span starts), if any.
     pub fn last(&self) -> Option<&Posted> {
         self.channels.back()
@@ -135,6 +140,12 @@ impl Tracker {
                     .find_mut(channel)
                     .ok_or(TrackerError::Unknown(*channel))?;
                 posted.included = None;
+            }
+            DaRecord::Base { first_block, .. } => {
+                // A compacted list starts here: what came before is
+                // finalized and forgotten.
+                self.channels.clear();
+                self.first_block = *first_block;
             }
         }
         Ok(())
@@ -243,6 +254,42 @@ mod tests {
         assert_eq!(tracker.l2_head_at(99, 0), 0);
         assert_eq!(tracker.l2_head_at(100, 0), 10);
         assert_eq!(tracker.l2_head_at(500, 0), 25, "channel 3 is not in L1 yet");
+    }
+
+    /// A compacted list (a base, then the kept channels' records) resumes
+    /// to the same tracker as the whole list once the older channels are
+    /// pruned.
+    #[test]
+    fn a_compacted_list_resumes_to_the_pruned_tracker() {
+        let records = [
+            submitted(1, 1, 10, 0),
+            included(1, 100),
+            submitted(2, 11, 25, 1),
+            included(2, 101),
+            submitted(3, 26, 30, 2),
+        ];
+        let mut whole = Tracker::resume(1, &records).unwrap();
+        assert_eq!(whole.prune(100), Some(10));
+        let compacted = [
+            DaRecord::Base {
+                l1_start_block: 101,
+                first_block: 11,
+            },
+            records[2].clone(),
+            records[3].clone(),
+            records[4].clone(),
+        ];
+        let resumed = Tracker::resume(1, &compacted).unwrap();
+        assert_eq!(resumed.next_block(), whole.next_block());
+        assert_eq!(resumed.l2_head_at(500, 0), 25);
+        assert_eq!(
+            resumed.kept().map(|p| p.channel).collect::<Vec<_>>(),
+            whole.kept().map(|p| p.channel).collect::<Vec<_>>()
+        );
+        // A record of a forgotten channel after the base is refused.
+        let mut stale = compacted.to_vec();
+        stale.push(included(1, 100));
+        assert!(Tracker::resume(1, &stale).is_err());
     }
 
     #[test]

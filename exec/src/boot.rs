@@ -37,7 +37,8 @@ use fulmen_chain::view::ChainView;
 use fulmen_storage::HotState;
 use fulmen_storage::checkpoint::{self, CheckpointError, CheckpointMeta};
 use fulmen_storage::log::{
-    LogDir, LogError, Payload, Position, Tail, peek_segment, read_log, read_log_from, segments,
+    LogDir, LogError, Payload, Position, Tail, peek_segment, read_log, read_log_from,
+    segment_written_bytes, segments,
 };
 use fulmen_storage::progress::Progress;
 use fulmen_storage::record::{RecordError, RecordKind};
@@ -62,6 +63,8 @@ pub struct Booted {
     pub read: Duration,
     /// The first segment read (older ones were not needed).
     pub first_segment: u64,
+    /// Bytes of log in the segments not read.
+    pub unread_bytes: u64,
 }
 
 /// Why boot fails.
@@ -134,6 +137,7 @@ pub fn boot<L: LogDir, C: LogDir>(
         truncated: recovery.truncated,
         read,
         first_segment: 0,
+        unread_bytes: 0,
     })
 }
 
@@ -179,6 +183,7 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
                     truncated: recovery.truncated,
                     read,
                     first_segment,
+                    unread_bytes: unread_bytes(log, first_segment),
                 }));
             }
             Err(e) => {
@@ -188,6 +193,17 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
         }
     }
     Ok(None)
+}
+
+/// Bytes of log in the segments before `first` (0 if they cannot be
+/// looked at: this is only reported).
+fn unread_bytes<L: LogDir>(log: &L, first: u64) -> u64 {
+    let older = segments(log).unwrap_or_default();
+    older
+        .into_iter()
+        .filter(|s| *s < first)
+        .map(|s| segment_written_bytes(log, s).unwrap_or(0))
+        .sum()
 }
 
 /// The last segment whose first mini-block is of block `number` or an

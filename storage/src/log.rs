@@ -388,6 +388,17 @@ pub fn peek_segment<D: LogDir>(
     Ok(false)
 }
 
+/// Bytes written in segment `segment`: up to its last non-zero byte (its
+/// records end there, but for zero bytes at the end of the last one).
+/// Reads only the segment's end, back to that byte.
+pub fn segment_written_bytes<D: LogDir>(dir: &D, segment: u64) -> io::Result<u64> {
+    let bytes = dir.map(&segment_name(segment))?;
+    Ok(bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |p| p as u64 + 1))
+}
+
 /// Like [`read_log`], from segment `first` on: the segments before it are
 /// not read (nor required to exist).
 pub fn read_log_from<D: LogDir>(dir: &D, first: u64) -> Result<(Recovery, Tail), LogError> {

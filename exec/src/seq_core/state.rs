@@ -246,6 +246,11 @@ impl SeqState {
                     self.subscribed_cores.remove(&core);
                 }
             }
+            SeqControl::DaCompacted(records) => {
+                if let Some(log) = &mut self.log {
+                    log.da_records = records;
+                }
+            }
             SeqControl::DaRecord { payload, durable } => {
                 if self.halted() {
                     return;
