@@ -256,3 +256,30 @@ impl BlockHashes {
         }
     }
 }
+
+#[cfg(test)]
+mod block_hashes_tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_the_last_hashes_and_reads_none_outside_it() {
+        let hash = |n: u64| B256::from(alloy_primitives::U256::from(n + 1));
+        let mut window = BlockHashes::new(0, [hash(0)]);
+        for n in 1..(BLOCK_HASHES_KEPT as u64 + 100) {
+            assert_eq!(window.next(), n);
+            window.push(hash(n));
+        }
+        let head = BLOCK_HASHES_KEPT as u64 + 99;
+        assert_eq!(window.get(head), Some(hash(head)));
+        assert_eq!(window.get(head + 1), None);
+        let oldest = head + 1 - BLOCK_HASHES_KEPT as u64;
+        assert_eq!(window.get(oldest), Some(hash(oldest)));
+        assert_eq!(window.get(oldest - 1), None);
+        assert_eq!(window.get(0), None);
+        // Built from more hashes than it keeps, it keeps the last ones.
+        let built = BlockHashes::new(10, (10..10 + BLOCK_HASHES_KEPT as u64 + 5).map(hash));
+        assert_eq!(built.get(14), None);
+        assert_eq!(built.get(15), Some(hash(15)));
+        assert_eq!(built.next(), 10 + BLOCK_HASHES_KEPT as u64 + 5);
+    }
+}

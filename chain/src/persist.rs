@@ -30,8 +30,9 @@
 //! and hash (32 bytes) of the checkpoint it announces, then the DA-progress
 //! records logged so far (varint count; each with a varint length). The seq
 //! core logs it right after the seal of a block that gets a checkpoint,
-//! before the checkpoint is written, so a checkpoint on disk always has its
-//! marker in the log. Boot from that checkpoint reads the log from the
+//! before the checkpoint is written, so a checkpoint on disk has its marker
+//! in the log (unless the marker was too large for a log record: then it is
+//! not logged, and boot from that checkpoint reads the whole log). Boot from that checkpoint reads the log from the
 //! segment where the block's records start, and takes the DA records from
 //! the marker and the log after it: the DA records of older segments are
 //! not read.

@@ -283,8 +283,12 @@ impl ChainView {
         if let Some(hash) = self.block_hashes.get(number) {
             return Some(hash);
         }
-        let history = self.history.as_ref()?;
-        read(history.hash(number), "block hash", number)
+        match &self.history {
+            Some(history) if number < self.first => {
+                read(history.hash(number), "block hash", number)
+            }
+            _ => self.block(number).map(|block| block.hash),
+        }
     }
 
     /// The sealed blocks kept in RAM, oldest first (all of them without a

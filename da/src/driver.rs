@@ -71,7 +71,7 @@ pub trait Host {
     fn heads(&self, safe: u64, finalized: u64) -> bool;
     /// The records logged so far, compacted (a base record, then the
     /// records of the channels still kept): what checkpoint markers carry
-    /// from now on. Never waits.
+    /// from now on. Waits at most for room in the node's control channel.
     fn compacted(&self, _records: &[DaRecord]) {}
 }
 
@@ -414,11 +414,7 @@ impl<H: Host> Driver<H> {
     /// The L1 head when the first channel was built (its origin): no
     /// batch of this chain is in an earlier L1 block.
     fn l1_start_block(&self) -> Option<u64> {
-        self.replayed.iter().find_map(|r| match r {
-            DaRecord::Base { l1_start_block, .. } => Some(*l1_start_block),
-            DaRecord::Submitted { submission, .. } => Some(submission.last_l1_origin.0),
-            _ => None,
-        })
+        crate::tracker::l1_start_block(&self.replayed)
     }
 
     /// Rebuilds a logged channel's txs from its recipe, as they were sent.
@@ -427,9 +423,8 @@ impl<H: Host> Driver<H> {
         let parent = self.host.block(s.first_block - 1).ok_or_else(|| {
             DriverError::Held(format!("L2 block {} is not sealed yet", s.first_block - 1))
         })?;
-        let parent_origin = self
-            .channel_before(s.first_block)
-            .map_or(0, |p| p.last_l1_origin.0);
+        let parent_origin =
+            crate::tracker::origin_before(&self.replayed, s.first_block).unwrap_or(0);
         let mut batcher = Batcher::new(
             self.config.chain,
             usize::from(s.recipe.blobs_per_tx),
@@ -498,17 +493,6 @@ impl<H: Host> Driver<H> {
             },
         );
         Ok(())
-    }
-
-    /// The channel that ends at `first_block - 1`, from the records (the
-    /// tracker forgets finalized channels).
-    fn channel_before(&self, first_block: u64) -> Option<&Submission> {
-        self.replayed.iter().rev().find_map(|r| match r {
-            DaRecord::Submitted { submission, .. } if submission.last_block + 1 == first_block => {
-                Some(submission)
-            }
-            _ => None,
-        })
     }
 
     /// Every hash a channel's tx `index` was logged with.
@@ -1013,25 +997,13 @@ impl<H: Host> Driver<H> {
     /// and the records of the channels the tracker still keeps (every
     /// other one is finalized), and hands the list to the host.
     fn compact(&mut self) {
-        let Some(first) = self.tracker.kept().next() else {
+        let Some(records) = crate::tracker::compact(&self.replayed, &self.tracker) else {
             return;
         };
-        let kept: std::collections::HashSet<_> = self.tracker.kept().map(|p| p.channel).collect();
-        let mut records = vec![DaRecord::Base {
-            l1_start_block: self.l1_start_block().unwrap_or(0),
-            first_block: first.submission.first_block,
-        }];
-        records.extend(
-            self.replayed
-                .iter()
-                .filter(|r| r.channel().is_some_and(|c| kept.contains(&c)))
-                .cloned(),
-        );
         debug_assert!(Tracker::resume(1, &records).is_ok());
         tracing::info!(
             from = self.replayed.len(),
             to = records.len(),
-            first_block = first.submission.first_block,
             "DA: records compacted (older channels are finalized)"
         );
         self.host.compacted(&records);

@@ -14,7 +14,7 @@
 //! | then: fees (max fee per gas, tip, max fee per blob gas), the recipe (blocks pending when built, built full (1) or on timeout (0), blobs per tx) | 16, 16, 16, 4, 1, 1 |
 //! | included: L1 block number, L1 block hash | 8, 32 |
 //! | dropped: nothing more | |
-//! | base (no channel id): the L1 block the chain's first batch was built at, the first L2 block of the first channel kept | 8, 8 |
+//! | base (no channel id): the L1 block the chain's first batch was built at, the first L2 block of the first channel kept, the L1 origin number of the block before it | 8, 8, 8 |
 //!
 //! `submitted` is logged (and durable) before the channel's first L1 tx is
 //! sent; a replacement logs `submitted` again with the new hashes and fees.
@@ -27,9 +27,10 @@
 //!
 //! `base` starts a compacted list: once channels are finalized on L1, the
 //! batcher replaces the list of every record logged so far with `base` and
-//! the records of the channels it still keeps (the last finalized one and
-//! those after it). Checkpoint markers carry that list, so that boot need
-//! not read the DA records of old log segments; it is never logged alone.
+//! the records of the channels its tracker still keeps (see
+//! `crate::tracker::compact`). Checkpoint markers carry that list, so that
+//! boot need not read the DA records of old log segments; it is never
+//! logged alone.
 
 use alloy_primitives::B256;
 
@@ -107,6 +108,9 @@ pub enum DaRecord {
         l1_start_block: u64,
         /// The first L2 block of the first channel kept.
         first_block: u64,
+        /// The L1 origin number of the L2 block before it (the span parent
+        /// a rebuild of that channel starts from).
+        parent_l1_origin: u64,
     },
 }
 
@@ -197,10 +201,12 @@ impl DaRecord {
             Self::Base {
                 l1_start_block,
                 first_block,
+                parent_l1_origin,
             } => {
                 out.push(4);
                 out.extend_from_slice(&l1_start_block.to_be_bytes());
                 out.extend_from_slice(&first_block.to_be_bytes());
+                out.extend_from_slice(&parent_l1_origin.to_be_bytes());
             }
         }
         out
@@ -218,6 +224,7 @@ impl DaRecord {
             let record = Self::Base {
                 l1_start_block: r.u64("L1 start block")?,
                 first_block: r.u64("first L2 block")?,
+                parent_l1_origin: r.u64("parent L1 origin")?,
             };
             return match bytes.len() - r.at {
                 0 => Ok(record),
@@ -368,6 +375,7 @@ mod tests {
             DaRecord::Base {
                 l1_start_block: 12,
                 first_block: 41,
+                parent_l1_origin: 12,
             },
         ]
     }

@@ -78,7 +78,8 @@ impl Tracker {
         Ok(tracker)
     }
 
-    /// The channels kept (the last finalized one and those after it).
+    /// The channels kept: those not finalized, and the last finalized one
+    /// while no later one is.
     pub fn kept(&self) -> impl Iterator<Item = &Posted> {
         self.channels.iter()
     }
@@ -204,6 +205,55 @@ impl Tracker {
     }
 }
 
+/// The L1 head when the chain's first channel was built (its origin), from
+/// the records in log order: no batch of this chain is in an earlier L1
+/// block.
+pub fn l1_start_block(records: &[DaRecord]) -> Option<u64> {
+    records.iter().find_map(|r| match r {
+        DaRecord::Base { l1_start_block, .. } => Some(*l1_start_block),
+        DaRecord::Submitted { submission, .. } => Some(submission.last_l1_origin.0),
+        _ => None,
+    })
+}
+
+/// The L1 origin number of L2 block `first_block - 1`, the last block of
+/// the channel before the one starting at `first_block`, from the records
+/// (the tracker forgets finalized channels; a compacted list keeps it in
+/// its base).
+pub fn origin_before(records: &[DaRecord], first_block: u64) -> Option<u64> {
+    records.iter().rev().find_map(|r| match r {
+        DaRecord::Submitted { submission, .. } if submission.last_block + 1 == first_block => {
+            Some(submission.last_l1_origin.0)
+        }
+        DaRecord::Base {
+            first_block: base,
+            parent_l1_origin,
+            ..
+        } if *base == first_block => Some(*parent_l1_origin),
+        _ => None,
+    })
+}
+
+/// `records` (everything logged, in order) compacted to what `tracker`
+/// (resumed from them and pruned) still needs: a base record, then the
+/// records of the channels it keeps. `None` when it keeps none.
+pub fn compact(records: &[DaRecord], tracker: &Tracker) -> Option<Vec<DaRecord>> {
+    let first = tracker.kept().next()?.submission.first_block;
+    let kept: std::collections::HashSet<_> = tracker.kept().map(|p| p.channel).collect();
+    let mut compacted = vec![DaRecord::Base {
+        l1_start_block: l1_start_block(records).unwrap_or(0),
+        first_block: first,
+        parent_l1_origin: origin_before(records, first).unwrap_or(0),
+    }];
+    compacted.extend(
+        records
+            .iter()
+            .filter(|r| r.channel().is_some_and(|c| kept.contains(&c)))
+            .cloned(),
+    );
+    Some(compacted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,7 +308,8 @@ mod tests {
 
     /// A compacted list (a base, then the kept channels' records) resumes
     /// to the same tracker as the whole list once the older channels are
-    /// pruned.
+    /// pruned, and still gives the L1 start block and the span parent's
+    /// origin of the first kept channel, also when that one is pending.
     #[test]
     fn a_compacted_list_resumes_to_the_pruned_tracker() {
         let records = [
@@ -268,28 +319,43 @@ mod tests {
             included(2, 101),
             submitted(3, 26, 30, 2),
         ];
-        let mut whole = Tracker::resume(1, &records).unwrap();
-        assert_eq!(whole.prune(100), Some(10));
-        let compacted = [
-            DaRecord::Base {
-                l1_start_block: 101,
-                first_block: 11,
-            },
-            records[2].clone(),
-            records[3].clone(),
-            records[4].clone(),
-        ];
-        let resumed = Tracker::resume(1, &compacted).unwrap();
-        assert_eq!(resumed.next_block(), whole.next_block());
-        assert_eq!(resumed.l2_head_at(500, 0), 25);
-        assert_eq!(
-            resumed.kept().map(|p| p.channel).collect::<Vec<_>>(),
-            whole.kept().map(|p| p.channel).collect::<Vec<_>>()
-        );
-        // A record of a forgotten channel after the base is refused.
-        let mut stale = compacted.to_vec();
-        stale.push(included(1, 100));
-        assert!(Tracker::resume(1, &stale).is_err());
+        // Channel 2 is kept (the last finalized while 3 is pending), and
+        // then channel 3 alone (finalized ones all pruned).
+        for (finalized, first_kept) in [(100, 11), (101, 26)] {
+            let mut whole = Tracker::resume(1, &records).unwrap();
+            assert!(whole.prune(finalized).is_some());
+            let compacted = compact(&records, &whole).unwrap();
+            assert!(matches!(
+                compacted[0],
+                DaRecord::Base { first_block, .. } if first_block == first_kept
+            ));
+            let resumed = Tracker::resume(1, &compacted).unwrap();
+            assert_eq!(resumed.next_block(), whole.next_block());
+            assert_eq!(resumed.l2_head_at(500, 0), whole.l2_head_at(500, 0));
+            assert_eq!(
+                resumed.kept().map(|p| p.channel).collect::<Vec<_>>(),
+                whole.kept().map(|p| p.channel).collect::<Vec<_>>()
+            );
+            assert_eq!(l1_start_block(&compacted), l1_start_block(&records));
+            for posted in resumed.kept() {
+                let first = posted.submission.first_block;
+                assert_eq!(
+                    origin_before(&compacted, first),
+                    origin_before(&records, first),
+                    "span parent of the channel from {first}"
+                );
+            }
+            // Compacting again (after more records) keeps the answers.
+            let again = compact(&compacted, &resumed).unwrap();
+            assert_eq!(
+                origin_before(&again, first_kept),
+                origin_before(&records, first_kept)
+            );
+            // A record of a forgotten channel after the base is refused.
+            let mut stale = compacted.clone();
+            stale.push(included(1, 100));
+            assert!(Tracker::resume(1, &stale).is_err());
+        }
     }
 
     #[test]

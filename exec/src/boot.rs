@@ -164,11 +164,13 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
         let read = began.elapsed();
         let records = &recovery.records;
         if !has_marker(records, number, hash) {
+            // A log written before markers, a marker too large to log, or
+            // a crash between the marker and the checkpoint's end.
             tracing::info!(
                 number,
-                "no marker of this checkpoint in the log after it (a log written before markers): the whole log is read"
+                "no marker of this checkpoint in the log after it: an older checkpoint, or the whole log, is used"
             );
-            return Ok(None);
+            continue;
         }
         let Some(resume) = resume_at(checkpoints, &name, (number, hash), link, records) else {
             continue;
@@ -271,6 +273,17 @@ fn resume_at<C: LogDir>(
         let Some(head) = link.view.block(number)? else {
             return Ok(None);
         };
+        // The store's block must be the checkpoint's, whole.
+        if head.header.number != number
+            || head.header.hash_slow() != hash
+            || head.header.state_root != meta.state_root
+        {
+            tracing::warn!(
+                number,
+                "the history store's block is not the checkpoint's; the whole log is read"
+            );
+            return Ok(None);
+        }
         let first = number.saturating_sub(BLOCKHASH_WINDOW - 1);
         let mut hashes = Vec::new();
         for n in first..=number {

@@ -309,8 +309,16 @@ fn framed_segments(mode: u8, mut rest: &[u8]) -> Vec<Vec<u8>> {
         let out = segments.last_mut().expect("at least one");
         match tag {
             0 => out.extend_from_slice(payload),
-            // A batch end: salted padding up to a 512-byte boundary.
+            // A version 2 batch end: salted padding up to a 512-byte
+            // boundary.
             0xFE => record::encode_padding(&FUZZ_SALT, 512, out),
+            // A version 3 batch end stating where it ends (true when the
+            // payload's first byte is even, else off by that byte).
+            0xFD => {
+                let end = (out.len() + record::BATCH_END_BYTES) as u64;
+                let off = payload.first().map_or(0, |b| u64::from(b & 1) * u64::from(*b));
+                record::encode_batch_end(&FUZZ_SALT, end + off, out);
+            }
             _ => {
                 let kind = RecordKind::from_byte(1 + tag % 5).expect("1..=5 is a kind");
                 let start = out.len();

@@ -17,7 +17,7 @@
 //! the new batch can be torn. (Format version 2 padded every batch to the
 //! block instead, some 2 KiB per flush; such logs are read and continued.)
 //!
-//! Layout (log format version 2, see [`crate::record`]): the directory holds
+//! Layout (log format version 3, see [`crate::record`]): the directory holds
 //! `SALT` and the segments `<number, 20 digits>.seg`. `SALT` is one aligned
 //! block: magic `FLMNSALT` (8 bytes), the format version (1 byte), the salt
 //! (16 bytes), CRC-32C of those 25 bytes (4 bytes, little-endian), zeros. It
@@ -33,7 +33,8 @@
 //! part is durable.
 //!
 //! Repair: [`repair_plan`] says what opening the log writes at its end (cut
-//! a torn tail, pad the last block, zero torn bytes after the new end, and
+//! a torn tail, end the last batch after its last valid record, zero torn
+//! bytes after the new end, and
 //! extend a segment file that is shorter than a segment or not a multiple of
 //! the alignment). `fulmen db check` reports the same plan. Every write is
 //! aligned, and the zeros go first: the new end is written only once nothing
@@ -392,11 +393,15 @@ pub fn peek_segment<D: LogDir>(
 /// records end there, but for zero bytes at the end of the last one).
 /// Reads only the segment's end, back to that byte.
 pub fn segment_written_bytes<D: LogDir>(dir: &D, segment: u64) -> io::Result<u64> {
-    let bytes = dir.map(&segment_name(segment))?;
-    Ok(bytes
+    Ok(written_end(&dir.map(&segment_name(segment))?))
+}
+
+/// Just past the last non-zero byte of `bytes`.
+fn written_end(bytes: &[u8]) -> u64 {
+    bytes
         .iter()
         .rposition(|b| *b != 0)
-        .map_or(0, |p| p as u64 + 1))
+        .map_or(0, |p| p as u64 + 1)
 }
 
 /// Like [`read_log`], from segment `first` on: the segments before it are
@@ -440,10 +445,7 @@ pub fn read_log_from<D: LogDir>(dir: &D, first: u64) -> Result<(Recovery, Tail),
         ));
     }
     let bytes = dir.map(&segment_name(segment)).map_err(io_at(segment, 0))?;
-    let dirty_end = bytes
-        .iter()
-        .rposition(|b| *b != 0)
-        .map_or(0, |p| p as u64 + 1);
+    let dirty_end = written_end(&bytes);
     let next = ends.get(last + 1).map(|(n, ..)| *n);
     Ok((
         recovery,

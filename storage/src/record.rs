@@ -60,8 +60,9 @@ pub const PADDING_BYTES_MIN: usize = HEADER_BYTES + SALT_BYTES;
 /// A batch end as this version writes it: a header, the salt and its end
 /// offset.
 pub const BATCH_END_BYTES: usize = PADDING_BYTES_MIN + 8;
-/// Every batch ends at a multiple of this (the log's alignment is a multiple
-/// of it: 512 on the simulated disk, 4096 under O_DIRECT).
+/// Every write starts and ends at a multiple of this (the log's alignment
+/// is a multiple of it: 512 on the simulated disk, 4096 under O_DIRECT);
+/// version 2 batches ended at one.
 pub const BATCH_ALIGN_BYTES_MIN: u64 = 512;
 
 /// The log's salt.
@@ -79,13 +80,12 @@ pub enum RecordKind {
     MiniBlock = 1,
     /// The header of a sealed block.
     BlockSeal = 2,
-    /// Data-availability progress (batches posted, L1 inclusion). Reserved
-    /// for the DA batcher (`da/`), which records what it posted; replay
-    /// skips it until then.
+    /// Data-availability progress (batches posted, L1 inclusion): the DA
+    /// batcher's (`da/`) bytes; replay hands them back to it.
     DaProgress = 3,
-    /// A checkpoint was completed at this position. Reserved for the history
-    /// index's durable position, so that boot need not rescan old segments;
-    /// replay skips it until then.
+    /// A checkpoint of the block sealed just before is about to be written
+    /// (its payload: `fulmen_chain::persist::CheckpointMarker`, with the DA
+    /// records so far), so that boot from it need not read older segments.
     CheckpointMarker = 4,
     /// A batch end (salted; see the module's documentation), or filler
     /// after one in version 2 logs; replay skips it.

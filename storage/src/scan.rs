@@ -125,7 +125,8 @@ pub fn scan<'a>(
                 return Err(Corruption::Foreign {
                     offset: at as u64,
                     detail: format!(
-                        "{error} (this build reads log format version {})",
+                        "{error} (this build reads log format versions {} to {})",
+                        record::FORMAT_VERSION_OLDEST,
                         record::FORMAT_VERSION
                     ),
                 });
