@@ -613,6 +613,43 @@ async fn blocks_seal_on_cadence_with_verifiable_roots_and_proofs() {
             block.header.receipts_root,
             "block {n} receipts root"
         );
+        // The raw encodings (debug_getRaw*) decode to the same block.
+        let raw = |method: &str, param: serde_json::Value| {
+            let answer = try_rpc(node.addr, method, json!([param])).expect(method);
+            serde_json::from_value::<Bytes>(answer).expect("bytes")
+        };
+        let header = raw("debug_getRawHeader", json!(format!("{n:#x}")));
+        assert_eq!(keccak256(&header), block.header.hash);
+        let body = raw("debug_getRawBlock", json!(block.header.hash));
+        let decoded =
+            <alloy::consensus::Block<TxEnvelope> as alloy::rlp::Decodable>::decode(&mut &body[..])
+                .expect("rlp");
+        assert_eq!(decoded.header.hash_slow(), block.header.hash);
+        assert_eq!(decoded.body.transactions, txs);
+        assert_eq!(
+            Some(U256::from(body.len())),
+            block.header.size,
+            "block {n} size"
+        );
+        for tx in &txs {
+            let bytes = raw("debug_getRawTransaction", json!(tx.tx_hash()));
+            assert_eq!(keccak256(&bytes), *tx.tx_hash());
+        }
+        let receipts = try_rpc(
+            node.addr,
+            "debug_getRawReceipts",
+            json!([format!("{n:#x}")]),
+        )
+        .expect("raw receipts");
+        let receipts: Vec<ReceiptEnvelope> = serde_json::from_value::<Vec<Bytes>>(receipts)
+            .expect("a list of bytes")
+            .iter()
+            .map(|r| {
+                <ReceiptEnvelope as alloy::eips::eip2718::Decodable2718>::decode_2718(&mut &r[..])
+                    .expect("a receipt")
+            })
+            .collect();
+        assert_eq!(receipts, consensus, "block {n} raw receipts");
     }
 
     // eth_getProof at the sealed head verifies against its state root. A seal

@@ -3,7 +3,8 @@
 //!
 //! [`dispatch`] routes a method to its module: `state` (state and
 //! blocks), `send` (raw transactions), `call` (call, estimate, access list
-//! on the simulation workers), `proof`, `fees`, `logs` and `filters`. They share only
+//! on the simulation workers), `proof`, `fees`, `logs`, `filters` and `raw`
+//! (the `debug_getRaw*` encodings). They share only
 //! [`RpcContext`] and the block-tag resolution in `state`; none of them
 //! knows about WebSocket connections or subscriptions.
 
@@ -14,6 +15,7 @@ pub mod filters;
 pub mod forward;
 pub(crate) mod logs;
 mod proof;
+mod raw;
 mod reply;
 mod send;
 mod state;
@@ -49,6 +51,7 @@ pub async fn dispatch_in_batch(
     if let Some(answer) = node_method(ctx, v, method, params)
         .or_else(|| state::account_or_tx_method(v, method, params))
         .or_else(|| state::block_method(v, bytes_max, method, params))
+        .or_else(|| raw::raw_method(v, bytes_max, method, params))
         .or_else(|| ctx.filters.method(&ctx.limits, v, method, params))
     {
         return answer;

@@ -113,15 +113,26 @@ fn sealed(n: u64, parent_hash: B256, tx: Arc<ExecutedTx>) -> Arc<SealedBlock> {
         gas_used: if n == 0 { 0 } else { TRANSFER_GAS },
         base_fee_per_gas: Some(base_fee(n)),
         logs_bloom,
+        withdrawals_root: Some(alloy_consensus::constants::EMPTY_WITHDRAWALS),
         ..Default::default()
     };
-    let hash = header.hash_slow();
     let txs = if n == 0 { Vec::new() } else { vec![tx] };
+    // Roots and size as a sealed block has them.
+    let envelopes: Vec<_> = txs.iter().map(|t| t.tx.envelope.clone()).collect();
+    let receipts: Vec<_> = txs.iter().map(|t| t.receipt_envelope()).collect();
+    let header = Header {
+        transactions_root: alloy_consensus::proofs::calculate_transaction_root(&envelopes),
+        receipts_root: alloy_consensus::proofs::calculate_receipt_root(&receipts),
+        ..header
+    };
+    let txs_rlp_len = envelopes.iter().map(alloy_rlp::Encodable::length).sum();
+    let size = fulmen_chain::block::block_size(&header, txs_rlp_len);
+    let hash = header.hash_slow();
     Arc::new(SealedBlock {
         header,
         hash,
         txs,
-        size: 0,
+        size,
     })
 }
 
