@@ -129,16 +129,29 @@ pub fn boot<L: LogDir, C: LogDir>(
             replay_from((spec, genesis), image, records, now_ms, history)?
         }
     };
-    Ok(Booted {
-        replayed,
-        tail,
-        records: recovery.records.len(),
-        bytes: recovery.bytes,
-        truncated: recovery.truncated,
-        read,
-        first_segment: 0,
-        unread_bytes: 0,
-    })
+    Ok(Booted::new(replayed, (recovery, tail), read, (0, 0)))
+}
+
+impl Booted {
+    /// What boot found: the chain, the log as read (from segment `first`,
+    /// `unread` bytes before it not read), the time spent reading.
+    fn new(
+        replayed: Replayed,
+        (recovery, tail): (fulmen_storage::log::Recovery, Tail),
+        read: Duration,
+        (first_segment, unread_bytes): (u64, u64),
+    ) -> Self {
+        Self {
+            replayed,
+            tail,
+            records: recovery.records.len(),
+            bytes: recovery.bytes,
+            truncated: recovery.truncated,
+            read,
+            first_segment,
+            unread_bytes,
+        }
+    }
 }
 
 /// Boot from the newest checkpoint whose block the history store holds,
@@ -177,16 +190,14 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
         };
         match replay_after(spec, resume, iter(records), now_ms, link) {
             Ok(replayed) => {
-                return Ok(Some(Booted {
+                let unread = unread_bytes(log, first_segment);
+                let log_read = (recovery, tail);
+                return Ok(Some(Booted::new(
                     replayed,
-                    tail,
-                    records: recovery.records.len(),
-                    bytes: recovery.bytes,
-                    truncated: recovery.truncated,
+                    log_read,
                     read,
-                    first_segment,
-                    unread_bytes: unread_bytes(log, first_segment),
-                }));
+                    (first_segment, unread),
+                )));
             }
             Err(e) => {
                 tracing::warn!(number, error = %e, "the log after the checkpoint does not replay onto it; the whole log is read");
@@ -247,28 +258,7 @@ fn resume_at<C: LogDir>(
     link: &HistoryLink,
     records: &[(Position, RecordKind, Payload)],
 ) -> Option<Resume> {
-    let began = Instant::now();
-    let (meta, state) = match checkpoint::read(checkpoints, name) {
-        Ok((meta, state)) if meta.number == number && meta.hash == hash => (meta, state),
-        Ok(_) => {
-            tracing::warn!(
-                name,
-                "checkpoint is not of the history store's block; skipped"
-            );
-            return None;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used");
-            return None;
-        }
-    };
-    tracing::info!(
-        number,
-        accounts = state.account_count(),
-        slots = state.slot_count(),
-        load_ms = began.elapsed().as_millis() as u64,
-        "loaded checkpoint"
-    );
+    let (meta, state) = load_checkpoint(checkpoints, name, (number, hash))?;
     let from_store = || -> Result<Option<Resume>, fulmen_chain::history::HistoryError> {
         let Some(head) = link.view.block(number)? else {
             return Ok(None);
@@ -403,27 +393,41 @@ fn newest_checkpoint<C: LogDir>(
             );
             continue;
         };
-        let began = Instant::now();
-        match checkpoint::read(dir, &name) {
-            Ok((meta, state)) if meta.number == number && meta.hash == *hash => {
-                tracing::info!(
-                    number,
-                    accounts = state.account_count(),
-                    slots = state.slot_count(),
-                    load_ms = began.elapsed().as_millis() as u64,
-                    "loaded checkpoint"
-                );
-                return Some((meta, state));
-            }
-            Ok(_) => {
-                tracing::warn!(name, "checkpoint does not match the log's block; skipped")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used")
-            }
+        if let Some(loaded) = load_checkpoint(dir, &name, (number, *hash)) {
+            return Some(loaded);
         }
     }
     None
+}
+
+/// The checkpoint `name` when it reads back whole and is of block `number`
+/// with `hash`; `None` (reported) otherwise.
+fn load_checkpoint<C: LogDir>(
+    dir: &C,
+    name: &str,
+    (number, hash): (u64, B256),
+) -> Option<(CheckpointMeta, HotState)> {
+    let began = Instant::now();
+    match checkpoint::read(dir, name) {
+        Ok((meta, state)) if meta.number == number && meta.hash == hash => {
+            tracing::info!(
+                number,
+                accounts = state.account_count(),
+                slots = state.slot_count(),
+                load_ms = began.elapsed().as_millis() as u64,
+                "loaded checkpoint"
+            );
+            Some((meta, state))
+        }
+        Ok(_) => {
+            tracing::warn!(name, "checkpoint does not match the chain's block; skipped");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "not a valid checkpoint; skipped, an older one is used");
+            None
+        }
+    }
 }
 
 /// A checkpoint file boot skips, as `fulmen db check` reports it.

@@ -219,7 +219,7 @@ pub fn replay_after<'a>(
     );
     let parts = crate::sequencer::SequencerParts::at_block(spec, view, 0);
     let seq = Sequencer::from_parts(spec.clone(), PoolLimits::default(), parts);
-    let mut replay = Replay {
+    let replay = Replay {
         history: Some(history),
         seq,
         merkle: Merkleizer::new(trie, number),
@@ -233,15 +233,7 @@ pub fn replay_after<'a>(
         da_records: Vec::new(),
         skip_until: Some(number),
     };
-    let mut last = Position {
-        segment: 0,
-        offset: 0,
-    };
-    for (at, kind, payload) in records {
-        last = at;
-        replay.record(at, kind, payload)?;
-    }
-    replay.finish(last, now_ms)
+    replay.run(records, now_ms)
 }
 
 /// The state trie of a checkpoint's image, checked against its root.
@@ -276,18 +268,27 @@ pub fn replay<'a>(
         replay.seq.attach_history(link.view.clone());
         replay.history = Some(link);
     }
-    let mut last = Position {
-        segment: 0,
-        offset: 0,
-    };
-    for (at, kind, payload) in records {
-        last = at;
-        replay.record(at, kind, payload)?;
-    }
-    replay.finish(last, now_ms)
+    replay.run(records, now_ms)
 }
 
 impl Replay<'_> {
+    /// Applies `records` in order, then hands the chain over.
+    fn run<'a>(
+        mut self,
+        records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
+        now_ms: u64,
+    ) -> Result<Replayed, RecoverError> {
+        let mut last = Position {
+            segment: 0,
+            offset: 0,
+        };
+        for (at, kind, payload) in records {
+            last = at;
+            self.record(at, kind, payload)?;
+        }
+        self.finish(last, now_ms)
+    }
+
     /// The chain at genesis, or at the checkpoint's block (its trie rebuilt
     /// from the image and checked against the image's root).
     fn start(
