@@ -170,6 +170,11 @@ struct RunArgs {
     /// A checkpoint every this many blocks (0: none).
     #[arg(long)]
     storage_checkpoint_blocks: Option<u64>,
+    /// Take legacy transactions without EIP-155 replay protection (no chain
+    /// id), as keyless deployments need (rpc.allow_unprotected_txs; geth's
+    /// --rpc.allow-unprotected-txs).
+    #[arg(long)]
+    allow_unprotected_txs: bool,
     /// Sealed blocks kept in RAM; older ones are read from disk.
     #[arg(long)]
     storage_memory_blocks: Option<u64>,
@@ -224,6 +229,9 @@ impl RunArgs {
         set!(rpc_sync_timeout_ms_max => rpc.sync_timeout_ms_max);
         set!(http_vhosts => rpc.vhosts);
         set!(http_corsdomain => rpc.cors_origins);
+        if self.allow_unprotected_txs {
+            config.rpc.allow_unprotected_txs = true;
+        }
         set!(pool_inbox_capacity => pool.inbox_capacity);
         set!(pool_parked_per_sender_max => pool.parked_per_sender_max);
         set!(durability => durability);

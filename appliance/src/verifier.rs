@@ -335,9 +335,16 @@ impl Follower {
                 continue;
             }
             let mut txs = Vec::with_capacity(block.txs.len());
+            // Replay protection is the sequencer's RPC policy, not a rule of
+            // the chain: it may have taken unprotected txs (with
+            // --allow-unprotected-txs).
+            let rules = fulmen_chain::tx::TxRules {
+                allow_unprotected: true,
+                ..self.spec.tx_rules()
+            };
             for tx in &block.txs {
                 let raw = tx.encoded_2718();
-                let recovered = decode_and_check(&raw, &self.spec.tx_rules()).map_err(|e| {
+                let recovered = decode_and_check(&raw, &rules).map_err(|e| {
                     Stop::Fatal(format!(
                         "L2 block {number}: a tx L1 carries is not valid here: {e}"
                     ))

@@ -293,6 +293,57 @@ async fn sync_send_times_out_with_code_4_when_the_block_is_full() {
     }
 }
 
+/// A keyless deployment (a legacy tx without a chain id, as the CREATE2
+/// deployer's) is taken with `--allow-unprotected-txs`, from a sender it
+/// funded first; without the flag it is refused (see the bad-input test).
+#[test]
+fn unprotected_txs_are_taken_with_the_flag() {
+    let node = start_fulmen(&["--dev", "--allow-unprotected-txs"]);
+    let keyless = PrivateKeySigner::random();
+    let fund = transfer_raw(&signer(0), 0, keyless.address(), 1_000_000_000_000_000_000);
+    try_rpc(node.addr, "eth_sendRawTransactionSync", json!([fund])).expect("fund");
+    let mut deploy = TxLegacy {
+        chain_id: None,
+        nonce: 0,
+        gas_price: 10 * GWEI,
+        gas_limit: 1_000_000,
+        to: TxKind::Create,
+        input: bytecode("Probe"),
+        ..Default::default()
+    };
+    let sig = keyless.sign_transaction_sync(&mut deploy).unwrap();
+    let raw: Bytes = TxEnvelope::from(deploy.into_signed(sig))
+        .encoded_2718()
+        .into();
+    let receipt =
+        try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("keyless deploy");
+    assert_eq!(receipt["status"], "0x1");
+    let contract = receipt["contractAddress"]
+        .as_str()
+        .expect("a contract")
+        .to_string();
+    assert_eq!(
+        contract,
+        keyless.address().create(0).to_string().to_lowercase()
+    );
+    let code = try_rpc(node.addr, "eth_getCode", json!([contract, "latest"])).expect("code");
+    assert!(
+        code.as_str().expect("hex").len() > 2,
+        "no code at {contract}"
+    );
+    let tx = try_rpc(
+        node.addr,
+        "eth_getTransactionByHash",
+        json!([receipt["transactionHash"]]),
+    )
+    .expect("tx");
+    assert!(tx["chainId"].is_null(), "{tx}");
+    assert_eq!(
+        tx["from"],
+        json!(keyless.address().to_string().to_lowercase())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_clear_errors_and_the_node_keeps_serving() {
     let node = start_fulmen(&[

@@ -37,6 +37,7 @@ const RULES: TxRules = TxRules {
     block_gas_limit: 1_000_000_000,
     tx_gas_limit_max: 1 << 24,
     spec: SPEC,
+    allow_unprotected: false,
 };
 
 fn signed_transfer(key: &Key, nonce: u64, to: TxKind, input: Vec<u8>, gas: u64) -> Vec<u8> {

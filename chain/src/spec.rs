@@ -134,6 +134,7 @@ impl ChainSpec {
             block_gas_limit: self.block_gas_limit,
             tx_gas_limit_max: self.tx_gas_limit_max,
             spec: SPEC,
+            allow_unprotected: false,
         }
     }
 

@@ -108,6 +108,10 @@ pub struct TxRules {
     pub tx_gas_limit_max: u64,
     /// Execution rules in force.
     pub spec: SpecId,
+    /// Legacy transactions without EIP-155 replay protection (no chain id)
+    /// are taken (geth's `--rpc.allow-unprotected-txs`): keyless
+    /// deployments, such as the CREATE2 deployer's, need them.
+    pub allow_unprotected: bool,
 }
 
 /// A decoded transaction with its sender, ready for the sequencer.
@@ -246,7 +250,8 @@ fn check_stateless(envelope: &TxEnvelope, rules: &TxRules) -> Result<(), TxError
         return Err(TxError::BlobTxNotSupported);
     }
     match envelope.chain_id() {
-        None => return Err(TxError::NotReplayProtected),
+        None if !rules.allow_unprotected => return Err(TxError::NotReplayProtected),
+        None => {}
         Some(have) if have != rules.chain_id => {
             return Err(TxError::WrongChainId {
                 have,
@@ -356,6 +361,7 @@ pub(crate) mod tests {
         block_gas_limit: 30_000_000,
         tx_gas_limit_max: 1 << 24,
         spec: SPEC,
+        allow_unprotected: false,
     };
 
     fn legacy(signer: &PrivateKeySigner) -> TxEnvelope {
@@ -479,6 +485,33 @@ pub(crate) mod tests {
         assert_eq!(tx.max_cost(), U256::MAX);
         let small = decode_and_check(&dynamic_fee(&signer).encoded_2718(), &RULES).unwrap();
         assert_eq!(small.max_cost(), U256::from(21_000 * 10));
+    }
+
+    #[test]
+    fn unprotected_legacy_txs_are_refused_unless_allowed() {
+        let signer = PrivateKeySigner::random();
+        let mut tx = TxLegacy {
+            chain_id: None,
+            nonce: 0,
+            gas_price: 7,
+            gas_limit: 60_000,
+            to: TxKind::Create,
+            input: Bytes::from_static(&[0x60, 0x00]),
+            ..Default::default()
+        };
+        let sig = signer.sign_transaction_sync(&mut tx).unwrap();
+        let raw = TxEnvelope::from(tx.into_signed(sig)).encoded_2718();
+        assert_eq!(
+            decode_and_check(&raw, &RULES).unwrap_err(),
+            TxError::NotReplayProtected
+        );
+        let allowed = TxRules {
+            allow_unprotected: true,
+            ..RULES
+        };
+        let recovered = decode_and_check(&raw, &allowed).unwrap();
+        assert_eq!(recovered.sender, signer.address());
+        assert_eq!(recovered.envelope.chain_id(), None);
     }
 
     #[test]

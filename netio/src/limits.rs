@@ -65,6 +65,9 @@ pub struct RpcLimits {
     /// Nice value of the simulation workers (0..=19): the kernel preempts
     /// them in favour of the net and seq threads.
     pub simulation_worker_nice: i32,
+    /// Take legacy transactions without EIP-155 replay protection (geth's
+    /// `--rpc.allow-unprotected-txs`).
+    pub allow_unprotected_txs: bool,
 }
 
 impl Default for RpcLimits {
@@ -102,6 +105,7 @@ impl Default for RpcLimits {
             simulation_workers: 2,
             simulation_queue_max: 64,
             simulation_worker_nice: 19,
+            allow_unprotected_txs: false,
         }
     }
 }

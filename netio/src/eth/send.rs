@@ -102,7 +102,11 @@ fn sync_timeout(timeout_ms: u64, hash: B256) -> RpcError {
 }
 
 fn decode(ctx: &RpcContext, raw: &[u8]) -> Result<RecoveredTx, RpcError> {
-    decode_and_check(raw, &ctx.spec.tx_rules()).map_err(|e| {
+    let rules = fulmen_chain::tx::TxRules {
+        allow_unprotected: ctx.limits.allow_unprotected_txs,
+        ..ctx.spec.tx_rules()
+    };
+    decode_and_check(raw, &rules).map_err(|e| {
         METRICS.reject("invalid");
         RpcError::server(e.to_string())
     })
