@@ -575,6 +575,92 @@ mod tests {
     /// and images of other blocks, and falls back to a replay from genesis
     /// when the image's state is not its root: the chain is the same every
     /// time.
+    /// With the history store holding the chain and a checkpoint's marker
+    /// in the log, boot reads only the segments from where the blocks
+    /// after the checkpoint start, skips the older records undecoded, and
+    /// rebuilds the same chain as a replay from genesis; without the
+    /// marker it reads the whole log.
+    #[test]
+    fn boot_after_a_checkpoint_reads_only_the_later_log_and_rebuilds_the_same_chain() {
+        use fulmen_chain::persist::{CheckpointMarker, encode_checkpoint_marker};
+        let (log, full, expected, head) = reference();
+        let spec = spec(GAS_LIMIT);
+        let genesis = Genesis::new(&spec);
+        let dir = std::env::temp_dir().join(format!("fulmen-boot-after-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut store = fulmen_storage::history::HistoryStore::open(&dir).unwrap();
+        let view = full.replayed.parts.view();
+        for n in 0..=head {
+            let (keys, payload) = fulmen_chain::history::encode_block(&view.block(n).unwrap());
+            store.append(n, &keys, &payload).unwrap();
+        }
+        store.sync().unwrap();
+        let reader = store.reader();
+        let mut link = HistoryLink {
+            store,
+            view: fulmen_chain::history::History::new(reader, spec.tx_rules().spec, 4),
+        };
+        let checkpoints = SimDisk::new(5, 1 << 26);
+        let number = head * 2 / 3;
+        let (meta, state) = image(&full, number);
+        now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
+        let mut boot_now = |link: &mut HistoryLink| {
+            let mode = BootMode::Start { now_ms: 0 };
+            boot(&log, &checkpoints, (&spec, &genesis), mode, Some(link)).unwrap()
+        };
+        // No marker yet: the whole log.
+        let mut whole = boot_now(&mut link);
+        assert_eq!(whole.first_segment, 0);
+        assert_eq!(whole.replayed.stats.skipped, 0);
+        assert_eq!(fingerprint(&mut whole), expected);
+        // The marker (here after the chain's records; the seq core logs it
+        // right after the block's seal).
+        let (mut writer, _) = now(Log::open(log.clone(), SEGMENT_BYTES)).unwrap();
+        let mut marker = Vec::new();
+        let da_records = vec![vec![1, 2, 3]];
+        encode_checkpoint_marker(
+            &CheckpointMarker {
+                number,
+                hash: meta.hash,
+                da_records: da_records.clone(),
+            },
+            &mut marker,
+        );
+        writer
+            .append(RecordKind::CheckpointMarker, &marker)
+            .unwrap();
+        now(writer.flush()).unwrap();
+        drop(writer);
+        let mut after = boot_now(&mut link);
+        assert!(
+            after.first_segment > 0,
+            "read from segment {}",
+            after.first_segment
+        );
+        assert!(after.replayed.stats.skipped > 0);
+        assert!(after.unread_bytes > 0);
+        assert_eq!(after.replayed.stats.from_checkpoint, Some(number));
+        assert_eq!(
+            after.replayed.da_records, da_records,
+            "DA records from the marker"
+        );
+        assert_eq!(fingerprint(&mut after), expected);
+        let rebuilt = after.replayed.parts.view();
+        for n in 0..=head {
+            assert_eq!(
+                rebuilt.block_hash(n),
+                Some(view.block(n).unwrap().hash),
+                "block {n}"
+            );
+            assert_eq!(rebuilt.block(n).unwrap().hash, view.block(n).unwrap().hash);
+        }
+        for tx in view.blocks().flat_map(|b| b.txs.clone()) {
+            let (found, _) = rebuilt.tx(&tx.tx.hash).expect("every tx");
+            assert_eq!(found.block_number, tx.block_number);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn boot_takes_the_newest_matching_checkpoint_or_replays_from_genesis() {
         let (log, full, expected, head) = reference();
