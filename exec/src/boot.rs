@@ -604,7 +604,7 @@ mod tests {
         let number = head * 2 / 3;
         let (meta, state) = image(&full, number);
         now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
-        let mut boot_now = |link: &mut HistoryLink| {
+        let boot_now = |link: &mut HistoryLink| {
             let mode = BootMode::Start { now_ms: 0 };
             boot(&log, &checkpoints, (&spec, &genesis), mode, Some(link)).unwrap()
         };
