@@ -27,6 +27,7 @@ pub const RULES: TxRules = TxRules {
     block_gas_limit: 1_000_000_000,
     tx_gas_limit_max: fulmen_chain::spec::TX_GAS_LIMIT_MAX_DEFAULT,
     spec: SPEC,
+    allow_unprotected: false,
 };
 
 /// Batch limit handed to `parse_body` (the node's default order of size).
