@@ -532,6 +532,51 @@ async fn parked_transactions_are_bounded_per_sender() {
     assert!(message.contains("txpool is full"), "{message}");
 }
 
+/// A transaction parked for a nonce gap shows in `txpool_status`,
+/// `txpool_content(From)` and `txpool_inspect` (queued, as geth nests it)
+/// until the gap is filled; then both run and the pool is empty.
+#[test]
+fn txpool_shows_a_parked_transaction_until_its_gap_is_filled() {
+    let node = start_fulmen(&["--dev"]);
+    let alice = signer(7);
+    let bob = signer(9).address();
+    let gap = transfer_raw(&alice, 1, bob, 5);
+    let hash = rpc(node.addr, "eth_sendRawTransaction", json!([hex(&gap)]))["result"].clone();
+    assert!(hash.is_string(), "{hash}");
+    let status = |expected: serde_json::Value| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = try_rpc(node.addr, "txpool_status", json!([])).expect("status");
+            if got == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "txpool_status {got}, not {expected}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    status(json!({"pending": "0x0", "queued": "0x1"}));
+    let sender = alice.address().to_checksum(None);
+    let content = try_rpc(node.addr, "txpool_content", json!([])).expect("content");
+    assert_eq!(content["queued"][&sender]["1"]["hash"], hash, "{content}");
+    assert_eq!(content["pending"], json!({}));
+    let from = try_rpc(node.addr, "txpool_contentFrom", json!([alice.address()])).expect("from");
+    assert_eq!(from["queued"]["1"]["hash"], hash);
+    let inspect = try_rpc(node.addr, "txpool_inspect", json!([])).expect("inspect");
+    let line = inspect["queued"][&sender]["1"].as_str().expect("a line");
+    assert!(
+        line.starts_with(&format!("{}: 5 wei + 21000 gas × ", bob.to_checksum(None))),
+        "{line}"
+    );
+    let fill = transfer_raw(&alice, 0, bob, 5);
+    try_rpc(node.addr, "eth_sendRawTransactionSync", json!([hex(&fill)])).expect("fill");
+    status(json!({"pending": "0x0", "queued": "0x0"}));
+    let receipt = try_rpc(node.addr, "eth_getTransactionReceipt", json!([hash])).expect("r");
+    assert_eq!(receipt["status"], "0x1");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn blocks_seal_on_cadence_with_verifiable_roots_and_proofs() {
     let node = start_fulmen(&["--dev"]);

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256};
 use fulmen_storage::HotState;
 
 use crate::block::{
     BlockHashes, ExecutedTx, RECENT_STATES_MAX, SealedBlock, TxLocation, UnsealedBlock,
 };
 use crate::history::{History, HistoryError};
+use crate::tx::RecoveredTx;
 
 /// A consistent view of the chain at the last published mini-block. Cloning
 /// is cheap (persistent structures); readers never block the sequencer.
@@ -38,6 +39,50 @@ pub struct ChainView {
     mini_block: u64,
     /// The L2 heads L1 vouches for, once the DA batcher reports them.
     da_heads: Option<DaHeads>,
+    /// Transactions the sequencer holds and has not run.
+    pool: TxPoolView,
+}
+
+/// What the sequencer holds and has not run (`txpool_*` shows it):
+/// persistent structures, updated as the pool changes.
+#[derive(Debug, Clone, Default)]
+pub struct TxPoolView {
+    /// Future nonces, by sender and nonce.
+    parked: imbl::OrdMap<(Address, u64), Arc<RecoveredTx>>,
+    /// Ready, waiting for the next block or a parent hash, in order.
+    deferred: imbl::Vector<Arc<RecoveredTx>>,
+}
+
+impl TxPoolView {
+    /// Parked transactions, by sender and nonce.
+    pub fn parked(&self) -> impl Iterator<Item = &Arc<RecoveredTx>> {
+        self.parked.values()
+    }
+
+    /// Deferred transactions, in the order they will run.
+    pub fn deferred(&self) -> impl Iterator<Item = &Arc<RecoveredTx>> {
+        self.deferred.iter()
+    }
+
+    /// `tx` is parked (replacing one of the same sender and nonce).
+    pub fn park(&mut self, tx: Arc<RecoveredTx>) {
+        self.parked.insert((tx.sender, tx.nonce()), tx);
+    }
+
+    /// The parked transaction of `sender` with `nonce` left the pool.
+    pub fn unpark(&mut self, sender: Address, nonce: u64) {
+        self.parked.remove(&(sender, nonce));
+    }
+
+    /// `tx` is deferred, after the others.
+    pub fn defer(&mut self, tx: Arc<RecoveredTx>) {
+        self.deferred.push_back(tx);
+    }
+
+    /// The deferred transactions are being run again.
+    pub fn clear_deferred(&mut self) {
+        self.deferred.clear();
+    }
 }
 
 /// The L2 heads that L1 vouches for.
@@ -66,6 +111,7 @@ impl ChainView {
             recent_states: imbl::Vector::new(),
             mini_block: 0,
             da_heads: None,
+            pool: TxPoolView::default(),
         };
         view.blocks.push_back(genesis);
         view.by_hash.insert(hash, 0);
@@ -115,6 +161,7 @@ impl ChainView {
             recent_states: imbl::Vector::new(),
             mini_block,
             da_heads: None,
+            pool: TxPoolView::default(),
         };
         view.by_hash.insert(head.hash, number);
         view.blocks.push_back(head);
@@ -269,7 +316,17 @@ impl ChainView {
         self.mini_block
     }
 
-    /// Sealed block hashes by number (what BLOCKHASH reads).
+    /// What the sequencer holds and has not run.
+    pub fn pool(&self) -> &TxPoolView {
+        &self.pool
+    }
+
+    /// The pool, for the sequencer to keep up to date.
+    pub fn pool_mut(&mut self) -> &mut TxPoolView {
+        &mut self.pool
+    }
+
+    /// The last sealed blocks' hashes by number (what BLOCKHASH reads).
     pub fn block_hashes(&self) -> &BlockHashes {
         &self.block_hashes
     }

@@ -5,6 +5,7 @@
 //! executed or sealed transaction promotes its sender's next parked one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, U256};
@@ -43,9 +44,15 @@ impl Sequencer {
         if self.deferred.len() >= self.limits.deferred_max {
             return Err(SubmitError::PoolFull);
         }
-        *self.deferred_senders.entry(tx.sender).or_default() += 1;
-        self.deferred.push_back(tx);
+        self.queue_deferred(tx);
         Ok(())
+    }
+
+    /// Appends `tx` to the deferred transactions (and the view's pool).
+    fn queue_deferred(&mut self, tx: RecoveredTx) {
+        *self.deferred_senders.entry(tx.sender).or_default() += 1;
+        self.view.pool_mut().defer(Arc::new(tx.clone()));
+        self.deferred.push_back(tx);
     }
 
     pub(super) fn has_deferred(&self, sender: &Address) -> bool {
@@ -138,6 +145,7 @@ impl Sequencer {
         };
         self.parked_count += 1;
         self.parked_bytes += parked.bytes;
+        self.view.pool_mut().park(Arc::new(parked.tx.clone()));
         self.parked
             .entry(parked.tx.sender)
             .or_default()
@@ -156,6 +164,7 @@ impl Sequencer {
         }
         self.parked_count -= 1;
         self.parked_bytes -= parked.bytes;
+        self.view.pool_mut().unpark(sender, nonce);
         Some(parked)
     }
 
@@ -250,6 +259,7 @@ impl Sequencer {
         self.deferred_for_room = false;
         let mut pending = std::mem::take(&mut self.deferred);
         self.deferred_senders.clear();
+        self.view.pool_mut().clear_deferred();
         while let Some(tx) = pending.pop_front() {
             let sender = tx.sender;
             let (nonce, _) = self.account_nonce_balance(&sender);
@@ -261,8 +271,7 @@ impl Sequencer {
                 Ok(None) => {
                     // Still blocked (execute() deferred it again): keep the remaining order.
                     for tx in pending.drain(..) {
-                        *self.deferred_senders.entry(tx.sender).or_default() += 1;
-                        self.deferred.push_back(tx);
+                        self.queue_deferred(tx);
                     }
                     return;
                 }

@@ -3,8 +3,8 @@
 //!
 //! [`dispatch`] routes a method to its module: `state` (state and
 //! blocks), `send` (raw transactions), `call` (call, estimate, access list
-//! on the simulation workers), `proof`, `fees`, `logs`, `filters` and `raw`
-//! (the `debug_getRaw*` encodings). They share only
+//! on the simulation workers), `proof`, `fees`, `logs`, `filters`, `raw`
+//! (the `debug_getRaw*` encodings) and `txpool`. They share only
 //! [`RpcContext`] and the block-tag resolution in `state`; none of them
 //! knows about WebSocket connections or subscriptions.
 
@@ -21,6 +21,7 @@ mod send;
 mod state;
 #[cfg(test)]
 mod testkit;
+mod txpool;
 
 use alloy_primitives::{Address, Bytes, U64, U256};
 use fulmen_chain::view::ChainView;
@@ -52,6 +53,7 @@ pub async fn dispatch_in_batch(
         .or_else(|| state::account_or_tx_method(v, method, params))
         .or_else(|| state::block_method(v, bytes_max, method, params))
         .or_else(|| raw::raw_method(v, bytes_max, method, params))
+        .or_else(|| txpool::txpool_method(v, bytes_max, method, params))
         .or_else(|| ctx.filters.method(&ctx.limits, v, method, params))
     {
         return answer;
