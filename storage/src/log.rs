@@ -1569,6 +1569,73 @@ mod tests {
         );
     }
 
+    /// A batch cut after a valid record (its batch end never arrived) is
+    /// ended at open with a batch end, here one that crosses a block
+    /// boundary; the log then reads back whole and goes on.
+    #[test]
+    fn a_batch_end_written_at_open_may_cross_a_block() {
+        let disk = SimDisk::new(6, 1 << 22);
+        let (mut log, _) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        // The record ends 10 bytes before the first block's end.
+        let first = vec![7u8; 512 - 10 - HEADER_BYTES];
+        log.append(RecordKind::MiniBlock, &first).unwrap();
+        now(log.flush()).unwrap();
+        drop(log);
+        // The batch end is lost (zeros where it was): a batch cut after
+        // its record.
+        let mut file = disk.open(&segment_name(0)).unwrap();
+        let mut blocks = file.read_at(0, 1024).unwrap();
+        blocks[502..502 + BATCH_END_BYTES].fill(0);
+        now(file.write_at(0, &blocks)).unwrap();
+        now(file.sync()).unwrap();
+        let (_, tail) = read_log(&disk).unwrap();
+        assert!(!tail.batch_end && tail.torn.is_none() && tail.end == 502);
+        let plan = repair_plan(&tail, SEGMENT_BYTES, 512).unwrap();
+        assert!(plan.batch_end);
+        assert_eq!((plan.block_start, plan.block_end), (0, 1024));
+        assert_eq!(plan.durable_end, 502 + BATCH_END_BYTES as u64);
+        let (mut log, recovery) = now(Log::open(disk.clone(), SEGMENT_BYTES)).unwrap();
+        assert_eq!(recovery.records.len(), 1);
+        assert_eq!(log.durable_position().offset, plan.durable_end);
+        log.append(RecordKind::MiniBlock, b"after").unwrap();
+        now(log.flush()).unwrap();
+        assert_eq!(payloads(&disk), vec![first, b"after".to_vec()]);
+        let (_, tail) = read_log(&disk).unwrap();
+        assert!(tail.batch_end);
+    }
+
+    /// A batch cut after a record too close to the segment's end for a
+    /// batch end: the segment ends with zeros and writing moves on to the
+    /// next segment.
+    #[test]
+    fn without_room_for_a_batch_end_the_segment_is_closed() {
+        let segment = 8 * 512;
+        let tail = Tail {
+            segment: 3,
+            end: segment - 20,
+            torn: None,
+            next: None,
+            file_bytes: segment,
+            dirty_end: segment - 20,
+            batch_end: false,
+        };
+        let plan = repair_plan(&tail, segment, 512).unwrap();
+        assert!(!plan.batch_end);
+        assert_eq!(plan.durable_end, segment, "the segment is full");
+        assert_eq!(plan.block_end, plan.block_start, "nothing rewritten");
+        assert!(!plan.writes());
+        // With torn bytes after the records, the block is rewritten with
+        // zeros after them.
+        let torn = Tail {
+            dirty_end: segment,
+            torn: Some(RecordError::BadMagic { found: 1 }),
+            ..tail
+        };
+        let plan = repair_plan(&torn, segment, 512).unwrap();
+        assert_eq!((plan.block_start, plan.block_end), (segment - 512, segment));
+        assert_eq!(plan.durable_end, segment);
+    }
+
     /// A last segment cut to any length past its durable records (a crash
     /// of the filesystem, `truncate -s`) is repaired with aligned writes: the
     /// records before the cut are there and the log keeps working; `read_log`
