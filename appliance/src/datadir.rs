@@ -14,7 +14,7 @@ use fulmen_exec::boot::{self as policy, BootError, BootMode, CheckpointReport};
 use fulmen_exec::recover::{HistoryLink, RecoverError, Replayed};
 use fulmen_exec::sequencer::Genesis;
 use fulmen_storage::disk::DiskDir;
-use fulmen_storage::history::HistoryStore;
+use fulmen_storage::history::{HistoryReader, HistoryStore};
 use fulmen_storage::log::{LogError, Tail, repair_plan};
 
 /// What can go wrong with a data directory, naming the file.
@@ -71,6 +71,9 @@ pub(crate) enum DatadirError {
     /// The storage core would refuse to open the log.
     #[error("the node cannot open this log: {0}")]
     Repair(LogError),
+    /// The log was pruned and no checkpoint serves.
+    #[error("cannot boot {datadir}: {source}")]
+    Pruned { datadir: PathBuf, source: BootError },
 }
 
 impl DatadirError {
@@ -87,6 +90,10 @@ impl DatadirError {
             },
             BootError::ListCheckpoints(source) => Self::ListCheckpoints {
                 dir: checkpoint_dir(datadir),
+                source,
+            },
+            source @ BootError::Pruned { .. } => Self::Pruned {
+                datadir: datadir.to_path_buf(),
                 source,
             },
         }
@@ -221,19 +228,29 @@ pub(crate) fn boot(
     let began = Instant::now();
     let log = DiskDir::for_reading(&log_dir(datadir));
     let checkpoints = DiskDir::for_reading(&checkpoint_dir(datadir));
-    let (mode, mut history) = if check_every_block {
-        (BootMode::CheckEveryBlock, None)
+    let dir = history_dir(datadir);
+    let history_error = |source| DatadirError::History {
+        dir: dir.clone(),
+        source,
+    };
+    let rules = spec.tx_rules().spec;
+    let (mode, mut history) = if !check_every_block {
+        let store = HistoryStore::open(&dir).map_err(history_error)?;
+        let view = History::new(store.reader(), rules, memory_blocks);
+        let link = HistoryLink {
+            store: Some(store),
+            view,
+        };
+        (BootMode::Start { now_ms }, Some(link))
+    } else if log_pruned(&log) {
+        // Older segments were pruned: db check starts from a checkpoint,
+        // the blocks before it read (never changed) from the store.
+        let reader = HistoryReader::open(&dir).map_err(history_error)?;
+        let view = History::new(reader, rules, memory_blocks);
+        let link = HistoryLink { store: None, view };
+        (BootMode::CheckEveryBlock, Some(link))
     } else {
-        let dir = history_dir(datadir);
-        let store = HistoryStore::open(&dir).map_err(|source| DatadirError::History {
-            dir: dir.clone(),
-            source,
-        })?;
-        let view = History::new(store.reader(), spec.tx_rules().spec, memory_blocks);
-        (
-            BootMode::Start { now_ms },
-            Some(HistoryLink { store, view }),
-        )
+        (BootMode::CheckEveryBlock, None)
     };
     let booted = policy::boot(&log, &checkpoints, (spec, genesis), mode, history.as_mut())
         .map_err(|e| DatadirError::boot(datadir, e))?;
@@ -241,8 +258,13 @@ pub(crate) fn boot(
     Ok(Booted {
         replayed: booted.replayed,
         tail: booted.tail,
-        history: history.map(|h| h.store),
+        history: history.and_then(|h| h.store),
     })
+}
+
+/// Whether the log's older segments were pruned (`history = "recent"`).
+fn log_pruned(log: &DiskDir) -> bool {
+    fulmen_storage::log::segments(log).is_ok_and(|s| s.first().is_some_and(|first| *first > 0))
 }
 
 /// `fulmen db check`: the history store's blocks compared with the chain

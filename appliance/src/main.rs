@@ -18,6 +18,7 @@ use alloy_eips::eip1559::BaseFeeParams;
 use alloy_primitives::Address;
 use clap::{Args, Parser, Subcommand};
 use fulmen_chain::spec::{ChainSpec, dev_genesis, load_genesis};
+use fulmen_chain::view::ChainView;
 
 use fulmen_exec::{seq_core, sequencer::Genesis};
 
@@ -615,8 +616,30 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
         booted.replayed.pending.len(),
         began.elapsed().as_secs_f64()
     );
-    let (matching, stored, difference) =
-        datadir::check_history(&config.datadir, &spec, booted.replayed.parts.view())?;
+    if let Some(number) = stats.from_checkpoint {
+        // A pruned log: the replay compared each later block's hash with
+        // the store's as it sealed it; the store's older blocks are its own.
+        println!(
+            "ok: older log segments were pruned (storage.history = \"recent\"): checked from the checkpoint of \
+             block {number}; every later block's hash equals the history store's, which keeps blocks from {} on",
+            booted.replayed.parts.view().oldest_block()
+        );
+    } else {
+        report_history(&config, &spec, booted.replayed.parts.view())?;
+    }
+    let checkpoint_dir = datadir::checkpoint_dir(&config.datadir);
+    for note in skipped {
+        println!("note: {note} (in {})", checkpoint_dir.display());
+    }
+    if let Some(repair) = repair {
+        println!("note: the node repairs the end of the log at its next start: {repair}");
+    }
+    Ok(())
+}
+
+/// `db check`'s comparison of the history store with the replayed chain.
+fn report_history(config: &Config, spec: &ChainSpec, view: &ChainView) -> Result<(), AppError> {
+    let (matching, stored, difference) = datadir::check_history(&config.datadir, spec, view)?;
     match difference {
         None => println!(
             "ok: history store: {matching} block(s) read back and equal to the log's ({stored} stored)"
@@ -626,13 +649,6 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
              the log is intact: remove {} and the node writes the store again from the log at its next start",
             datadir::history_dir(&config.datadir).display()
         ),
-    }
-    let checkpoint_dir = datadir::checkpoint_dir(&config.datadir);
-    for note in skipped {
-        println!("note: {note} (in {})", checkpoint_dir.display());
-    }
-    if let Some(repair) = repair {
-        println!("note: the node repairs the end of the log at its next start: {repair}");
     }
     Ok(())
 }

@@ -229,9 +229,14 @@ impl History {
         self.memory_blocks
     }
 
-    /// Blocks `0..len()` are in the store.
+    /// Blocks `first()..len()` are in the store.
     pub fn len(&self) -> u64 {
         self.reader.len()
+    }
+
+    /// The oldest block in the store (older ones were pruned).
+    pub fn first(&self) -> u64 {
+        self.reader.first()
     }
 
     /// Whether the store holds no block.

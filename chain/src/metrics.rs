@@ -154,6 +154,11 @@ pub struct Metrics {
     pub history_write_errors: AtomicU64,
     /// Blocks in the history store.
     pub history_blocks: AtomicU64,
+    /// The oldest block the history store keeps (`history = "recent"`
+    /// prunes older ones; 0 on an archive node).
+    pub history_oldest_block: AtomicU64,
+    /// Bytes of history chunks and log segments deleted by pruning.
+    pub pruned_bytes: AtomicU64,
     /// Bytes of the datadir's log, checkpoints and history.
     pub datadir_bytes: AtomicU64,
     /// Bytes free for the node on the datadir's filesystem (measured once
@@ -189,6 +194,8 @@ pub static METRICS: Metrics = Metrics {
     ws_slow_consumers: AtomicU64::new(0),
     history_write_errors: AtomicU64::new(0),
     history_blocks: AtomicU64::new(0),
+    history_oldest_block: AtomicU64::new(0),
+    pruned_bytes: AtomicU64::new(0),
     datadir_bytes: AtomicU64::new(0),
     disk_free_bytes: AtomicU64::new(u64::MAX),
     disk_free_min_bytes: AtomicU64::new(0),
@@ -369,6 +376,11 @@ impl Metrics {
                 "History store writes that failed (retried; blocks stay in RAM meanwhile)",
                 &self.history_write_errors,
             ),
+            (
+                "fulmen_pruned_bytes_total",
+                "Bytes of history chunks and log segments deleted by pruning (history = recent)",
+                &self.pruned_bytes,
+            ),
         ] {
             render_one(out, (name, "counter"), help, v.load(Relaxed) as f64);
         }
@@ -401,6 +413,11 @@ impl Metrics {
                 "fulmen_history_blocks",
                 "Sealed blocks in the history store",
                 &self.history_blocks,
+            ),
+            (
+                "fulmen_history_oldest_block",
+                "The oldest sealed block the node serves (older ones were pruned)",
+                &self.history_oldest_block,
             ),
             (
                 "fulmen_datadir_bytes",

@@ -246,6 +246,19 @@ impl ChainView {
         self.history.as_ref()
     }
 
+    /// The oldest sealed block this node serves: older ones were pruned
+    /// from the history store (`history = "recent"`); 0 on an archive node.
+    pub fn oldest_block(&self) -> u64 {
+        self.history
+            .as_ref()
+            .map_or(0, |history| history.first().min(self.first))
+    }
+
+    /// Whether sealed block `number` was pruned (see [`Self::oldest_block`]).
+    pub fn pruned(&self, number: u64) -> bool {
+        number < self.oldest_block()
+    }
+
     /// Drops from RAM the sealed blocks that are both older than the
     /// memory window and in the history store (never the head).
     pub fn trim(&mut self) {

@@ -79,6 +79,16 @@ pub enum BootError {
     /// The checkpoint directory cannot be listed (`fulmen db check`).
     #[error("cannot list the checkpoints: {0}")]
     ListCheckpoints(std::io::Error),
+    /// The log's older segments were pruned and no checkpoint serves.
+    #[error(
+        "the log starts at segment {first_segment}: older segments were pruned (storage.history = \"recent\"), \
+         so the chain can only start from a checkpoint whose block the history store holds and whose marker is \
+         in the log, and none does (see the warnings above); restore the datadir from a backup, or resync"
+    )]
+    Pruned {
+        /// The log's first segment.
+        first_segment: u64,
+    },
 }
 
 /// How far boot checks.
@@ -90,7 +100,9 @@ pub enum BootMode {
         /// Wall clock, in ms since the epoch.
         now_ms: u64,
     },
-    /// `fulmen db check`: from genesis, every block's roots recomputed.
+    /// `fulmen db check`: from genesis, every block's roots recomputed
+    /// (from the oldest checkpoint that serves when older log segments
+    /// were pruned).
     CheckEveryBlock,
 }
 
@@ -104,11 +116,15 @@ pub fn boot<L: LogDir, C: LogDir>(
     mode: BootMode,
     mut history: Option<&mut HistoryLink>,
 ) -> Result<Booted, BootError> {
-    if let BootMode::Start { now_ms } = mode
-        && let Some(link) = history.as_deref_mut()
-        && let Some(booted) = boot_after_checkpoint(log, checkpoints, spec, link, now_ms)?
+    let first_segment = log_start(log)?;
+    if let Some(link) = history.as_deref_mut()
+        && (first_segment > 0 || matches!(mode, BootMode::Start { .. }))
+        && let Some(booted) = boot_after_checkpoint(log, checkpoints, spec, link, mode)?
     {
         return Ok(booted);
+    }
+    if first_segment > 0 {
+        return Err(BootError::Pruned { first_segment });
     }
     let began = Instant::now();
     let (recovery, tail) = read_log(log)?;
@@ -162,10 +178,18 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
     checkpoints: &C,
     spec: &ChainSpec,
     link: &mut HistoryLink,
-    now_ms: u64,
+    mode: BootMode,
 ) -> Result<Option<Booted>, BootError> {
     let began = Instant::now();
-    let found = checkpoint::list(checkpoints).unwrap_or_default();
+    let (now_ms, check_every_block) = match mode {
+        BootMode::Start { now_ms } => (now_ms, false),
+        BootMode::CheckEveryBlock => (0, true),
+    };
+    let mut found = checkpoint::list(checkpoints).unwrap_or_default();
+    if check_every_block {
+        // `db check` checks as much of the chain as the log holds.
+        found.reverse();
+    }
     for (number, name) in found {
         let Ok(Some(hash)) = link.view.hash(number) else {
             continue;
@@ -188,7 +212,13 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
         let Some(resume) = resume_at(checkpoints, &name, (number, hash), link, records) else {
             continue;
         };
-        match replay_after(spec, resume, iter(records), now_ms, link) {
+        match replay_after(
+            spec,
+            resume,
+            iter(records),
+            (now_ms, check_every_block),
+            link,
+        ) {
             Ok(replayed) => {
                 let unread = unread_bytes(log, first_segment);
                 let log_read = (recovery, tail);
@@ -208,6 +238,18 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
     Ok(None)
 }
 
+/// The log's first segment: above 0 once older ones were pruned.
+fn log_start<L: LogDir>(log: &L) -> Result<u64, BootError> {
+    let found = segments(log).map_err(|source| {
+        BootError::Log(LogError::Io {
+            segment: 0,
+            offset: 0,
+            source,
+        })
+    })?;
+    Ok(found.first().copied().unwrap_or(0))
+}
+
 /// Bytes of log in the segments before `first` (0 if they cannot be
 /// looked at: this is only reported).
 fn unread_bytes<L: LogDir>(log: &L, first: u64) -> u64 {
@@ -222,20 +264,27 @@ fn unread_bytes<L: LogDir>(log: &L, first: u64) -> u64 {
 /// The last segment whose first mini-block is of block `number` or an
 /// older one: the records of later blocks are all in it or after it.
 fn start_segment<L: LogDir>(log: &L, number: u64) -> Option<u64> {
-    for segment in segments(log).ok()?.into_iter().rev() {
-        let mut first = None;
-        let _ = peek_segment(log, segment, |kind, payload| {
-            if kind != RecordKind::MiniBlock {
-                return false;
-            }
-            first = peek_mini_block(payload).ok().map(|(block, _)| block);
-            true
-        });
-        if first.is_some_and(|block| block <= number) {
-            return Some(segment);
+    segments(log)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find(|segment| segment_first_block(log, *segment).is_some_and(|block| block <= number))
+}
+
+/// The block of the first mini-block in `segment` (`None` for a segment
+/// without one, e.g. made ahead of need). Every record of a segment before
+/// it is of that block or an older one, which is what boot's choice of
+/// where to start reading and the pruning of old segments rely on.
+pub fn segment_first_block<L: LogDir>(log: &L, segment: u64) -> Option<u64> {
+    let mut first = None;
+    let _ = peek_segment(log, segment, |kind, payload| {
+        if kind != RecordKind::MiniBlock {
+            return false;
         }
-    }
-    None
+        first = peek_mini_block(payload).ok().map(|(block, _)| block);
+        true
+    });
+    first
 }
 
 /// True when `records` hold the marker of the checkpoint of block
@@ -597,7 +646,7 @@ mod tests {
         store.sync().unwrap();
         let reader = store.reader();
         let mut link = HistoryLink {
-            store,
+            store: Some(store),
             view: fulmen_chain::history::History::new(reader, spec.tx_rules().spec, 4),
         };
         let checkpoints = SimDisk::new(5, 1 << 26);
@@ -658,6 +707,44 @@ mod tests {
             let (found, _) = rebuilt.tx(&tx.tx.hash).expect("every tx");
             assert_eq!(found.block_number, tx.block_number);
         }
+        // Pruned (history = "recent"): the segments before the one boot
+        // starts from are deleted. Boot is the same; db check checks from
+        // the checkpoint, reading the store without changing it.
+        for segment in 0..after.first_segment {
+            log.remove(&fulmen_storage::log::segment_name(segment))
+                .unwrap();
+        }
+        let mut pruned = boot_now(&mut link);
+        assert_eq!(pruned.first_segment, after.first_segment);
+        assert_eq!(fingerprint(&mut pruned), expected);
+        let reader = fulmen_storage::history::HistoryReader::open(&dir).unwrap();
+        let mut read_only = HistoryLink {
+            store: None,
+            view: fulmen_chain::history::History::new(reader, spec.tx_rules().spec, 4),
+        };
+        let mode = BootMode::CheckEveryBlock;
+        let checked = boot(
+            &log,
+            &checkpoints,
+            (&spec, &genesis),
+            mode,
+            Some(&mut read_only),
+        )
+        .unwrap();
+        assert_eq!(checked.replayed.stats.from_checkpoint, Some(number));
+        assert_eq!(checked.replayed.stats.blocks_checked, head - number);
+        // Without a checkpoint that serves, a pruned log is a clear error
+        // (never a replay from genesis of a log that lacks its start).
+        let name = checkpoint::list(&checkpoints).unwrap()[0].1.clone();
+        checkpoints.remove(&name).unwrap();
+        let mode = BootMode::Start { now_ms: 0 };
+        let error = boot(&log, &checkpoints, (&spec, &genesis), mode, Some(&mut link))
+            .err()
+            .expect("a pruned log without a checkpoint does not boot");
+        assert!(
+            matches!(error, BootError::Pruned { first_segment } if first_segment == after.first_segment),
+            "{error}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

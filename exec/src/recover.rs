@@ -42,30 +42,34 @@ use fulmen_chain::spec::ChainSpec;
 /// `ChainView::attach_history`), and it is cut where it differs from the
 /// log's chain or runs past its end.
 pub struct HistoryLink {
-    /// The store (boot is its only writer until the node starts).
-    pub store: fulmen_storage::history::HistoryStore,
+    /// The store (boot is its only writer until the node starts); `None`
+    /// to read it without changing it (`fulmen db check`).
+    pub store: Option<fulmen_storage::history::HistoryStore>,
     /// Reads of it, as the chain view makes them.
     pub view: fulmen_chain::history::History,
 }
 
 impl HistoryLink {
     /// Keeps the store's blocks from `number` on only if block `number` is
-    /// `hash`.
+    /// `hash` (read-only: fails if it is not).
     fn check(&mut self, number: u64, hash: B256) -> Result<(), RecoverError> {
-        if number >= self.store.len() {
+        if number >= self.view.len() {
             return Ok(());
         }
         let stored = self.view.hash(number);
         if matches!(stored, Ok(Some(h)) if h == hash) {
             return Ok(());
         }
+        let Some(store) = &mut self.store else {
+            return Err(RecoverError::HistoryDiffers { number });
+        };
         tracing::warn!(
             number,
             stored = ?stored.ok().flatten(),
             log = %hash,
             "the history store differs from the log at this block; it is cut there and written again"
         );
-        self.store.truncate(number).map_err(RecoverError::History)
+        store.truncate(number).map_err(RecoverError::History)
     }
 }
 
@@ -139,6 +143,13 @@ pub enum RecoverError {
     /// The history store cannot be cut to match the log.
     #[error("history store: {0}")]
     History(std::io::Error),
+    /// The history store, read without being changed, differs from the
+    /// log's chain.
+    #[error("the history store's block {number} differs from the log's")]
+    HistoryDiffers {
+        /// The first block that differs.
+        number: u64,
+    },
     /// The log stops before the checkpoint's block.
     #[error("the log ends at block {head}, before the checkpoint of block {number}")]
     CheckpointPastLog {
@@ -205,7 +216,7 @@ pub fn replay_after<'a>(
     spec: &ChainSpec,
     resume: Resume,
     records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
-    now_ms: u64,
+    (now_ms, check_every_block): (u64, bool),
     history: &mut HistoryLink,
 ) -> Result<Replayed, RecoverError> {
     let number = resume.meta.number;
@@ -229,7 +240,7 @@ pub fn replay_after<'a>(
             from_checkpoint: Some(number),
             ..ReplayStats::default()
         },
-        check_every_block: false,
+        check_every_block,
         da_records: Vec::new(),
         skip_until: Some(number),
     };
@@ -445,9 +456,9 @@ impl Replay<'_> {
                 });
             }
         }
-        if let Some(link) = &mut self.history {
+        if let Some(store) = self.history.as_mut().and_then(|link| link.store.as_mut()) {
             // The log ends before the store (a verifier's unwind cut it).
-            link.store
+            store
                 .truncate(head.header.number + 1)
                 .map_err(RecoverError::History)?;
         }

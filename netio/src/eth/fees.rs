@@ -32,11 +32,15 @@ pub(crate) fn fee_history(
             "invalid argument 2 (rewardPercentiles): at most 100 increasing values within [0, 100]",
         ));
     }
-    let newest = block_by_tag(view, newest)
+    let newest = block_by_tag(view, newest)?
         .ok_or_else(header_not_found)?
         .header
         .number;
-    let count = count.to::<u64>().min(blocks_max).min(newest + 1);
+    // Pruned blocks are left out, as blocks before genesis are.
+    let count = count
+        .to::<u64>()
+        .min(blocks_max)
+        .min(newest + 1 - view.oldest_block().min(newest));
     ok(history(view, newest, count, percentiles.as_deref())?)
 }
 

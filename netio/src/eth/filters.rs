@@ -247,7 +247,8 @@ impl Filters {
         let (answer, moved) = match kind {
             Kind::Logs { filter, next } => {
                 let (low, high) = bounds(&filter);
-                let (from, to) = (next.max(low), head.min(high));
+                // An idle filter's next block may have been pruned since.
+                let (from, to) = (next.max(low).max(view.oldest_block()), head.min(high));
                 let (logs, next) = if from <= to {
                     // Past the limits, the rest waits for the next poll.
                     let (logs, read_to) = sealed_logs(limits, view, &filter, (from, to))?;

@@ -6,7 +6,7 @@ use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log};
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
-use super::reply::ok;
+use super::reply::{check_not_pruned, ok};
 use crate::convert;
 use crate::limits::RpcLimits;
 use crate::rpc::{ByteBudget, Params, RpcError};
@@ -168,8 +168,9 @@ fn range(limits: &RpcLimits, view: &ChainView, filter: &Filter) -> Result<Range,
             to_block,
         } => (from_block, to_block),
     };
-    let heads = (head, view.safe(), view.finalized());
+    let heads = (head, view.safe(), view.finalized(), view.oldest_block());
     let (from, _) = resolve(from_block, heads);
+    check_not_pruned(view, from)?;
     // `latest` and `pending` reach the open block; a number may name any
     // block up to it (a preconfirmed receipt's `blockNumber`).
     let open = view.open().ctx.number;
@@ -198,13 +199,16 @@ fn check_width(limits: &RpcLimits, from: u64, to: u64) -> Result<(), RpcError> {
 
 /// A range end as a block number, and whether it reaches the open block:
 /// none, `latest` and `pending` are the head and the blocks after it; `safe` and
-/// `finalized` are what L1 vouches for (`heads`: head, safe, finalized);
-/// `earliest` is genesis.
-fn resolve(tag: Option<BlockNumberOrTag>, (head, safe, finalized): (u64, u64, u64)) -> (u64, bool) {
+/// `finalized` are what L1 vouches for; `earliest` is the oldest block kept
+/// (`heads`: head, safe, finalized, oldest).
+fn resolve(
+    tag: Option<BlockNumberOrTag>,
+    (head, safe, finalized, oldest): (u64, u64, u64, u64),
+) -> (u64, bool) {
     match tag {
         None | Some(BlockNumberOrTag::Latest) | Some(BlockNumberOrTag::Pending) => (head, true),
         Some(BlockNumberOrTag::Number(n)) => (n, false),
-        Some(BlockNumberOrTag::Earliest) => (0, false),
+        Some(BlockNumberOrTag::Earliest) => (oldest, false),
         Some(BlockNumberOrTag::Safe) => (safe, false),
         Some(BlockNumberOrTag::Finalized) => (finalized, false),
     }
@@ -250,7 +254,7 @@ mod tests {
 
     #[test]
     fn range_ends_resolve_like_geth() {
-        let heads = (7, 5, 3);
+        let heads = (7, 5, 3, 0);
         assert_eq!(resolve(None, heads), (7, true));
         assert_eq!(resolve(Some(BlockNumberOrTag::Latest), heads), (7, true));
         assert_eq!(resolve(Some(BlockNumberOrTag::Pending), heads), (7, true));

@@ -11,7 +11,7 @@ use fulmen_chain::block::{BlockContext, RECENT_STATES_MAX, SealedBlock};
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
-use super::reply::{header_not_found, ok};
+use super::reply::{check_not_pruned, header_not_found, ok};
 use crate::convert;
 use crate::rpc::{ByteBudget, Params, RpcError};
 
@@ -40,7 +40,7 @@ pub(crate) fn account_or_tx_method(
         }),
         "eth_getTransactionByBlockNumberAndIndex" => params
             .required(0, "block")
-            .and_then(|tag: BlockNumberOrTag| tx_at(block_by_tag(view, tag), params)),
+            .and_then(|tag: BlockNumberOrTag| tx_at(block_by_tag(view, tag)?, params)),
         "eth_getTransactionByBlockHashAndIndex" => params
             .required(0, "hash")
             .and_then(|hash: B256| tx_at(view.block_by_hash(&hash), params)),
@@ -90,7 +90,7 @@ pub(crate) fn block_method(
     let by_tag = || {
         params
             .required(0, "block")
-            .map(|tag| block_by_tag(view, tag))
+            .and_then(|tag| block_by_tag(view, tag))
     };
     let by_hash = || {
         params
@@ -165,15 +165,23 @@ fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::T
 
 /// A sealed block for a number or tag (`latest` and `pending` are the last
 /// sealed block; `safe` and `finalized` what L1 vouches for, the last sealed
-/// block while nothing is posted; `earliest` is genesis).
-pub(crate) fn block_by_tag(view: &ChainView, tag: BlockNumberOrTag) -> Option<Arc<SealedBlock>> {
-    match tag {
-        BlockNumberOrTag::Number(n) => view.block(n),
-        BlockNumberOrTag::Earliest => view.block(0),
-        BlockNumberOrTag::Safe => view.block(view.safe()),
-        BlockNumberOrTag::Finalized => view.block(view.finalized()),
-        BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => Some(view.head().clone()),
-    }
+/// block while nothing is posted; `earliest` is the oldest block kept,
+/// genesis on an archive node). A pruned block is an error.
+pub(crate) fn block_by_tag(
+    view: &ChainView,
+    tag: BlockNumberOrTag,
+) -> Result<Option<Arc<SealedBlock>>, RpcError> {
+    let number = match tag {
+        BlockNumberOrTag::Number(n) => n,
+        BlockNumberOrTag::Earliest => view.oldest_block(),
+        BlockNumberOrTag::Safe => view.safe(),
+        BlockNumberOrTag::Finalized => view.finalized(),
+        BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => {
+            return Ok(Some(view.head().clone()));
+        }
+    };
+    check_not_pruned(view, number)?;
+    Ok(view.block(number))
 }
 
 /// A sealed block for an EIP-1898 block id; an unknown hash is an error only
@@ -183,7 +191,7 @@ pub(crate) fn block_by_id(
     id: BlockId,
 ) -> Result<Option<Arc<SealedBlock>>, RpcError> {
     match id {
-        BlockId::Number(tag) => Ok(block_by_tag(view, tag)),
+        BlockId::Number(tag) => block_by_tag(view, tag),
         BlockId::Hash(hash) => match view.block_by_hash(&hash.block_hash) {
             Some(block) => Ok(Some(block)),
             None if hash.require_canonical == Some(true) => Err(header_not_found()),
@@ -209,13 +217,14 @@ pub(crate) fn state_at(
         }
         Some(BlockId::Number(BlockNumberOrTag::Number(n))) if n <= head => n,
         Some(BlockId::Number(BlockNumberOrTag::Number(_))) => return Err(header_not_found()),
-        Some(BlockId::Number(BlockNumberOrTag::Earliest)) => 0,
+        Some(BlockId::Number(BlockNumberOrTag::Earliest)) => view.oldest_block(),
         Some(BlockId::Number(BlockNumberOrTag::Safe)) => view.safe(),
         Some(BlockId::Number(BlockNumberOrTag::Finalized)) => view.finalized(),
         Some(BlockId::Hash(hash)) => view
             .number_of(&hash.block_hash)
             .ok_or_else(header_not_found)?,
     };
+    check_not_pruned(view, number)?;
     let state = view.state_at(number).ok_or_else(|| {
         RpcError::server(format!(
             "historical state not available: block {number} is older than the {RECENT_STATES_MAX} most recent blocks this node keeps"
@@ -247,7 +256,7 @@ mod tests {
     #[test]
     fn tags_resolve_to_sealed_blocks() {
         let view = testkit::chain(3);
-        let number = |tag| block_by_tag(&view, tag).map(|b| b.header.number);
+        let number = |tag| block_by_tag(&view, tag).unwrap().map(|b| b.header.number);
         assert_eq!(number(BlockNumberOrTag::Earliest), Some(0));
         assert_eq!(number(BlockNumberOrTag::Number(2)), Some(2));
         assert_eq!(number(BlockNumberOrTag::Number(9)), None);
@@ -268,7 +277,8 @@ mod tests {
             safe: 2,
             finalized: 1,
         });
-        let number = |view: &ChainView, tag| block_by_tag(view, tag).map(|b| b.header.number);
+        let number =
+            |view: &ChainView, tag| block_by_tag(view, tag).unwrap().map(|b| b.header.number);
         assert_eq!(number(&view, BlockNumberOrTag::Safe), Some(2));
         assert_eq!(number(&view, BlockNumberOrTag::Finalized), Some(1));
         assert_eq!(number(&view, BlockNumberOrTag::Latest), Some(3));
