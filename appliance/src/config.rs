@@ -81,6 +81,16 @@ pub(crate) enum Durability {
     Memory,
 }
 
+/// Which history the node keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HistoryMode {
+    /// Every block since genesis.
+    Archive,
+    /// The last `storage.history_blocks` blocks.
+    Recent,
+}
+
 /// `[memory]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -112,6 +122,19 @@ pub(crate) struct StorageConfig {
     /// running, with less than this many MiB free on the datadir's
     /// filesystem (0: no floor). Default 512.
     pub disk_free_min_mb: u64,
+    /// `archive` keeps every block; `recent` keeps the last
+    /// `history_blocks` (and never one whose data is not yet finalized on
+    /// L1, nor the log a kept checkpoint needs): older log segments and
+    /// history chunks are deleted, and older blocks answer "pruned history
+    /// unavailable". Default archive.
+    pub history: HistoryMode,
+    /// Blocks a `recent` node keeps, at least 1 (it keeps more while its
+    /// oldest checkpoint or L1 finality is further back). Default 86400 (a
+    /// day of 1 s blocks).
+    pub history_blocks: u64,
+    /// Size of each history chunk file in MiB, 1..1024: pruning deletes
+    /// whole chunks. Default 1024.
+    pub history_chunk_mb: u64,
 }
 
 /// Most sealed blocks `[storage] memory_blocks` keeps in RAM.
@@ -124,6 +147,9 @@ impl Default for StorageConfig {
             checkpoint_blocks: 120,
             memory_blocks: 16,
             disk_free_min_mb: 512,
+            history: HistoryMode::Archive,
+            history_blocks: 86_400,
+            history_chunk_mb: 1024,
         }
     }
 }
@@ -370,6 +396,7 @@ impl Config {
         if !(1..=MEMORY_BLOCKS_MAX).contains(&self.storage.memory_blocks) {
             return bad("storage.memory_blocks must be between 1 and 100000");
         }
+        self.validate_history()?;
         if self.cores.storage.is_empty() {
             return bad("cores.storage needs at least one CPU (the log writer)");
         }
@@ -381,6 +408,27 @@ impl Config {
         }
         self.da.validate().map_err(ConfigError)?;
         self.validate_cores()
+    }
+
+    /// `[storage]`'s history settings.
+    fn validate_history(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_string()));
+        let storage = &self.storage;
+        if !(1..=1024).contains(&storage.history_chunk_mb) {
+            return bad("storage.history_chunk_mb must be between 1 and 1024");
+        }
+        if storage.history == HistoryMode::Recent {
+            if storage.history_blocks == 0 {
+                return bad("storage.history_blocks must be at least 1");
+            }
+            if storage.checkpoint_blocks == 0 {
+                return bad(
+                    "storage.history = \"recent\" needs checkpoints (storage.checkpoint_blocks > 0): \
+                     a pruned log boots only from one",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Deadlines become `Instant + Duration`: bounded so that no value can

@@ -8,7 +8,25 @@
 //! queue is full, sends the rest at its next publish. A block leaves the
 //! chain view's RAM only once the store holds it, so a slow or failing disk
 //! costs memory, never an answer.
+//!
+//! On a `recent` node (`storage.history = "recent"`) it also prunes, every
+//! few seconds. It keeps every block from the oldest of:
+//! - the retention window (the last `storage.history_blocks`);
+//! - the first block not finalized on L1 (the batcher may post it again);
+//! - the oldest checkpoint on disk (boot starts from a checkpoint, and reads
+//!   the log from the segment where its block's records start).
+//!
+//! Log segments are deleted oldest first while the next segment's first
+//! mini-block is of a block below that point (so every record of a deleted
+//! segment is of an older block: `fulmen_exec::boot::segment_first_block`).
+//! The history store deletes whole chunks below it
+//! (`HistoryStore::prune_below`); a boot from the checkpoint takes the
+//! BLOCKHASH window of the 255 blocks before it from the checkpoint's
+//! marker, not from the store. The log is the durable copy, the store
+//! derived from it: a crash between any two deletions leaves a datadir
+//! that boots, and the next round finishes the job.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +34,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use fulmen_chain::block::SealedBlock;
 use fulmen_chain::history::encode_block;
 use fulmen_chain::metrics::METRICS;
+use fulmen_chain::view::ChainView;
+use fulmen_storage::disk::DiskDir;
 use fulmen_storage::history::HistoryStore;
 
 /// Sealed blocks waiting for the writer.
@@ -34,12 +55,22 @@ const DISK_USE_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the free space of its filesystem is measured (the floor
 /// below which new transactions are refused).
 const DISK_FREE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a `recent` node prunes.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a `recent` node keeps (see the module's documentation).
+pub(crate) struct Retention {
+    /// Blocks kept (`storage.history_blocks`).
+    pub(crate) blocks: u64,
+    /// The chain as the seq core publishes it (head, L1-finalized block).
+    pub(crate) view: Arc<ArcSwap<ChainView>>,
+}
 
 /// Starts the writer over `store`; `on_start` runs first on its thread
 /// (pinning, priority). Returns where the seq core sends sealed blocks.
 pub(crate) fn start(
     store: HistoryStore,
-    datadir: PathBuf,
+    (datadir, retention): (PathBuf, Option<Retention>),
     on_start: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<(SyncSender<Arc<SealedBlock>>, std::thread::JoinHandle<()>)> {
     let (to, from) = std::sync::mpsc::sync_channel(HISTORY_QUEUE_CAPACITY);
@@ -47,15 +78,23 @@ pub(crate) fn start(
         .name("fulmen-history".into())
         .spawn(move || {
             on_start();
-            run(store, &from, &datadir);
+            run(store, &from, &datadir, retention.as_ref());
         })?;
     Ok((to, handle))
 }
 
-fn run(mut store: HistoryStore, blocks: &Receiver<Arc<SealedBlock>>, datadir: &Path) {
+fn run(
+    mut store: HistoryStore,
+    blocks: &Receiver<Arc<SealedBlock>>,
+    datadir: &Path,
+    retention: Option<&Retention>,
+) {
     let mut synced_at = Instant::now();
     let mut measured_at: Option<Instant> = None;
     let mut free_at: Option<Instant> = None;
+    let mut pruned_at = Instant::now();
+    let mut pruner = Pruner::default();
+    METRICS.history_oldest_block.store(store.first(), Relaxed);
     loop {
         match blocks.recv_timeout(SYNC_INTERVAL.min(DISK_FREE_INTERVAL)) {
             Ok(block) => write(&mut store, &block),
@@ -73,6 +112,12 @@ fn run(mut store: HistoryStore, blocks: &Receiver<Arc<SealedBlock>>, datadir: &P
         if free_at.is_none_or(|at| at.elapsed() >= DISK_FREE_INTERVAL) {
             watch_free_space(datadir);
             free_at = Some(Instant::now());
+        }
+        if let Some(retention) = retention
+            && pruned_at.elapsed() >= PRUNE_INTERVAL
+        {
+            pruner.prune(&mut store, retention, datadir);
+            pruned_at = Instant::now();
         }
         if measured_at.is_none_or(|at| at.elapsed() >= DISK_USE_INTERVAL) {
             METRICS
@@ -117,6 +162,91 @@ fn sync(store: &mut HistoryStore) {
     if let Err(error) = store.sync() {
         METRICS.history_write_errors.fetch_add(1, Relaxed);
         tracing::error!(%error, "cannot sync the history store; trying again in a second");
+    }
+}
+
+/// A `recent` node's pruning (see the module's documentation).
+#[derive(Default)]
+struct Pruner {
+    /// Each log segment's first block, once looked at.
+    first_blocks: HashMap<u64, u64>,
+    /// The last failure reported, so a lasting one is not repeated.
+    failing: Option<String>,
+}
+
+impl Pruner {
+    fn prune(&mut self, store: &mut HistoryStore, retention: &Retention, datadir: &Path) {
+        let checkpoints = DiskDir::for_reading(&crate::datadir::checkpoint_dir(datadir));
+        // Newest first: the last is the oldest.
+        let Some(&(checkpoint, _)) = fulmen_storage::checkpoint::list(&checkpoints)
+            .ok()
+            .and_then(|found| found.last().cloned())
+            .as_ref()
+        else {
+            return; // Until the first checkpoint, boot needs the whole log.
+        };
+        let view = retention.view.load();
+        let window = (view.head().header.number + 1).saturating_sub(retention.blocks);
+        let keep_from = window.min(view.finalized() + 1).min(checkpoint);
+        let result = store.prune_below(keep_from).and_then(|freed| {
+            let log = crate::datadir::log_dir(datadir);
+            Ok(freed + self.prune_log(&log, keep_from)?)
+        });
+        METRICS.history_oldest_block.store(store.first(), Relaxed);
+        match result {
+            Ok(freed) => {
+                METRICS.pruned_bytes.fetch_add(freed, Relaxed);
+                if freed > 0 {
+                    tracing::info!(
+                        oldest_block = store.first(),
+                        log_from_block = keep_from,
+                        freed_mb = freed >> 20,
+                        "pruned history (storage.history = \"recent\")"
+                    );
+                }
+                self.failing = None;
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if self.failing.as_ref() != Some(&text) {
+                    tracing::error!(%error, "cannot prune history; trying again in a few seconds");
+                }
+                self.failing = Some(text);
+            }
+        }
+    }
+
+    /// Deletes the log segments, oldest first, whose records are all of
+    /// blocks below `keep_from`; returns the bytes freed.
+    fn prune_log(&mut self, dir: &Path, keep_from: u64) -> std::io::Result<u64> {
+        let log = DiskDir::for_reading(dir);
+        let segments = fulmen_storage::log::segments(&log)?;
+        let mut freed = 0;
+        for pair in segments.windows(2) {
+            let (segment, next) = (pair[0], pair[1]);
+            let first = match self.first_blocks.get(&next) {
+                Some(block) => *block,
+                None => {
+                    let Some(block) = fulmen_exec::boot::segment_first_block(&log, next) else {
+                        break;
+                    };
+                    self.first_blocks.insert(next, block);
+                    block
+                }
+            };
+            if first >= keep_from {
+                break;
+            }
+            let path = dir.join(fulmen_storage::log::segment_name(segment));
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+            std::fs::remove_file(&path)?;
+            self.first_blocks.remove(&segment);
+            freed += bytes;
+        }
+        if freed > 0 {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(freed)
     }
 }
 

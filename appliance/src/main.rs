@@ -182,6 +182,16 @@ struct RunArgs {
     /// MiB that must stay free on the datadir's filesystem (0: no floor).
     #[arg(long)]
     storage_disk_free_min_mb: Option<u64>,
+    /// Keep every block (archive) or the last --storage-history-blocks
+    /// (recent; older log segments and history are deleted).
+    #[arg(long, value_enum)]
+    storage_history: Option<config::HistoryMode>,
+    /// Blocks a `recent` node keeps (at least 1).
+    #[arg(long)]
+    storage_history_blocks: Option<u64>,
+    /// Size of each history chunk file in MiB (pruning deletes whole chunks).
+    #[arg(long)]
+    storage_history_chunk_mb: Option<u64>,
     /// Post the chain's data to this L1 JSON-RPC URL (da.l1_rpc). Without
     /// it nothing leaves the node.
     #[arg(long)]
@@ -240,6 +250,9 @@ impl RunArgs {
         set!(storage_checkpoint_blocks => storage.checkpoint_blocks);
         set!(storage_memory_blocks => storage.memory_blocks);
         set!(storage_disk_free_min_mb => storage.disk_free_min_mb);
+        set!(storage_history => storage.history);
+        set!(storage_history_blocks => storage.history_blocks);
+        set!(storage_history_chunk_mb => storage.history_chunk_mb);
         if self.genesis.is_some() {
             config.genesis = self.genesis.clone();
         }

@@ -262,7 +262,7 @@ pub(crate) fn start(
         derived: verifier.then_some(derived_rx),
         da_records: da_records.clone(),
     };
-    let (history, history_thread) = start_history(config, history, datadir)?;
+    let (history, history_thread) = start_history(config, history, (datadir, &published))?;
     add_core_roles(
         config,
         (seq, history),
@@ -312,14 +312,21 @@ pub(crate) fn start(
 fn start_history(
     config: &Config,
     store: Option<fulmen_storage::history::HistoryStore>,
-    datadir: &Path,
+    (datadir, published): (&Path, &Arc<ArcSwap<ChainView>>),
 ) -> Result<(Option<HistorySender>, Option<std::thread::JoinHandle<()>>), StartError> {
-    let Some(store) = store else {
+    let Some(mut store) = store else {
         return Ok((None, None));
     };
+    store.set_chunk_bytes_max(config.storage.history_chunk_mb << 20);
+    let retention = (config.storage.history == crate::config::HistoryMode::Recent).then(|| {
+        crate::history::Retention {
+            blocks: config.storage.history_blocks,
+            view: published.clone(),
+        }
+    });
     let cpus = sim_cpus(config);
     let on_start = move || lower_this_thread(&cpus, 10);
-    let (to, thread) = crate::history::start(store, datadir.to_path_buf(), on_start)
+    let (to, thread) = crate::history::start(store, (datadir.to_path_buf(), retention), on_start)
         .map_err(StartError::History)?;
     Ok((Some(to), Some(thread)))
 }

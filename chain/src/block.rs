@@ -206,6 +206,9 @@ pub fn block_size(header: &Header, txs_rlp_len: usize) -> u64 {
     (payload + length_of_length(payload)) as u64
 }
 
+/// The blocks whose hashes BLOCKHASH reads: the last 256.
+pub const BLOCKHASH_WINDOW: u64 = 256;
+
 /// Sealed block hashes kept in RAM: what BLOCKHASH reads (the last 256)
 /// and block filters list, with room for filters polled minutes apart.
 /// Older hashes are read from the history store.

@@ -28,14 +28,18 @@
 //!
 //! Checkpoint-marker payload, version 1: version u8 1, the block number u64
 //! and hash (32 bytes) of the checkpoint it announces, then the DA-progress
-//! records logged so far (varint count; each with a varint length). The seq
-//! core logs it right after the seal of a block that gets a checkpoint,
-//! before the checkpoint is written, so a checkpoint on disk has its marker
-//! in the log (unless the marker was too large for a log record: then it is
-//! not logged, and boot from that checkpoint reads the whole log). Boot from that checkpoint reads the log from the
-//! segment where the block's records start, and takes the DA records from
-//! the marker and the log after it: the DA records of older segments are
-//! not read.
+//! records logged so far (varint count; each with a varint length), then
+//! (optional: markers of older builds end before it) the hashes of the
+//! blocks up to it, at most 256, the last its own (varint count; 32 bytes
+//! each). The seq core logs it right after the seal of a block that gets a
+//! checkpoint, before the checkpoint is written, so a checkpoint on disk has
+//! its marker in the log (unless the marker was too large for a log record:
+//! then it is not logged, and boot from that checkpoint reads the whole
+//! log). Boot from that checkpoint reads the log from the segment where the
+//! block's records start, takes the DA records from the marker and the log
+//! after it (the DA records of older segments are not read), and the
+//! BLOCKHASH window from the marker (so a pruned history store need not
+//! hold the 255 blocks before the checkpoint).
 //!
 //! Block-seal payload: version u8 1, block size u64, then the RLP header.
 //! Everything else a receipt shows (cumulative gas, indexes, price) follows
@@ -618,6 +622,9 @@ pub struct CheckpointMarker {
     /// The DA-progress records' payloads logged before the marker, in log
     /// order.
     pub da_records: Vec<Vec<u8>>,
+    /// The hashes of the blocks up to `number` (its own last), at most
+    /// 256; empty in markers of older builds.
+    pub block_hashes: Vec<alloy_primitives::B256>,
 }
 
 /// Appends the payload of `marker` to `out`.
@@ -629,6 +636,10 @@ pub fn encode_checkpoint_marker(marker: &CheckpointMarker, out: &mut Vec<u8>) {
     w.varint(marker.da_records.len() as u64);
     for record in &marker.da_records {
         w.var_bytes(record);
+    }
+    w.varint(marker.block_hashes.len() as u64);
+    for hash in &marker.block_hashes {
+        w.raw(hash.as_slice());
     }
 }
 
@@ -646,11 +657,20 @@ pub fn decode_checkpoint_marker(bytes: &[u8]) -> Result<CheckpointMarker, Payloa
     for _ in 0..count {
         da_records.push(r.var_bytes()?.to_vec());
     }
+    let mut block_hashes = Vec::new();
+    if r.remaining() > 0 {
+        let count = r.var_count(32)?;
+        block_hashes.reserve(count);
+        for _ in 0..count {
+            block_hashes.push(r.b256()?);
+        }
+    }
     r.finish()?;
     Ok(CheckpointMarker {
         number,
         hash,
         da_records,
+        block_hashes,
     })
 }
 
@@ -928,17 +948,27 @@ mod tests {
 
     #[test]
     fn a_checkpoint_marker_round_trips_and_a_mini_block_peeks() {
-        let marker = CheckpointMarker {
+        let mut marker = CheckpointMarker {
             number: 77,
             hash: alloy_primitives::B256::repeat_byte(9),
             da_records: vec![vec![1, 2, 3], Vec::new(), vec![7; 300]],
+            block_hashes: (0..78u8).map(B256::repeat_byte).collect(),
         };
         let mut out = Vec::new();
         encode_checkpoint_marker(&marker, &mut out);
-        assert_eq!(decode_checkpoint_marker(&out), Ok(marker));
+        assert_eq!(decode_checkpoint_marker(&out), Ok(marker.clone()));
+        // A cut inside the hashes is an error; one right before them is an
+        // older build's marker.
+        let without_hashes = out.len() - 1 - 78 * 32;
         for cut in 0..out.len() {
-            assert!(decode_checkpoint_marker(&out[..cut]).is_err());
+            assert_eq!(
+                decode_checkpoint_marker(&out[..cut]).is_ok(),
+                cut == without_hashes,
+                "cut at {cut}"
+            );
         }
+        marker.block_hashes.clear();
+        assert_eq!(decode_checkpoint_marker(&out[..without_hashes]), Ok(marker));
         let (ctx, txs, diffs) = sample();
         for encode in [encode_mini_block, encode_mini_block_v1] {
             let mut record = Vec::new();

@@ -30,8 +30,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
-use fulmen_chain::block::BlockHashes;
-use fulmen_chain::persist::{decode_checkpoint_marker, decode_seal, peek_mini_block};
+use fulmen_chain::block::{BLOCKHASH_WINDOW, BlockHashes};
+use fulmen_chain::persist::{
+    CheckpointMarker, decode_checkpoint_marker, decode_seal, peek_mini_block,
+};
 use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
 use fulmen_storage::HotState;
@@ -200,7 +202,7 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
         let (recovery, tail) = read_log_from(log, first_segment)?;
         let read = began.elapsed();
         let records = &recovery.records;
-        if !has_marker(records, number, hash) {
+        let Some(marker) = find_marker(records, number, hash) else {
             // A log written before markers, a marker too large to log, or
             // a crash between the marker and the checkpoint's end.
             tracing::info!(
@@ -208,8 +210,9 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
                 "no marker of this checkpoint in the log after it: an older checkpoint, or the whole log, is used"
             );
             continue;
-        }
-        let Some(resume) = resume_at(checkpoints, &name, (number, hash), link, records) else {
+        };
+        let at = (number, hash, &marker.block_hashes[..]);
+        let Some(resume) = resume_at(checkpoints, &name, at, link, records) else {
             continue;
         };
         match replay_after(
@@ -287,23 +290,28 @@ pub fn segment_first_block<L: LogDir>(log: &L, segment: u64) -> Option<u64> {
     first
 }
 
-/// True when `records` hold the marker of the checkpoint of block
-/// `number` with `hash`.
-fn has_marker(records: &[(Position, RecordKind, Payload)], number: u64, hash: B256) -> bool {
+/// The marker of the checkpoint of block `number` with `hash`, if
+/// `records` hold it.
+fn find_marker(
+    records: &[(Position, RecordKind, Payload)],
+    number: u64,
+    hash: B256,
+) -> Option<CheckpointMarker> {
     records
         .iter()
         .filter(|(_, kind, _)| *kind == RecordKind::CheckpointMarker)
         .filter_map(|(_, _, payload)| decode_checkpoint_marker(payload).ok())
-        .any(|marker| marker.number == number && marker.hash == hash)
+        .find(|marker| marker.number == number && marker.hash == hash)
 }
 
 /// The checkpoint `name` of block `number` (with `hash`, as the store has
-/// it) and the chain at its block from the store; `None` (reported) when
-/// it does not read back or the store fails.
+/// it) and the chain at its block from the store, the BLOCKHASH window from
+/// its marker's `marked` hashes (or, from an older build's marker, from the
+/// store); `None` (reported) when it does not read back or the store fails.
 fn resume_at<C: LogDir>(
     checkpoints: &C,
     name: &str,
-    (number, hash): (u64, B256),
+    (number, hash, marked): (u64, B256, &[B256]),
     link: &HistoryLink,
     records: &[(Position, RecordKind, Payload)],
 ) -> Option<Resume> {
@@ -324,13 +332,18 @@ fn resume_at<C: LogDir>(
             return Ok(None);
         }
         let first = number.saturating_sub(BLOCKHASH_WINDOW - 1);
-        let mut hashes = Vec::new();
-        for n in first..=number {
-            let Some(hash) = link.view.hash(n)? else {
-                return Ok(None);
-            };
-            hashes.push(hash);
-        }
+        let hashes = if marked.len() as u64 == number + 1 - first && marked.last() == Some(&hash) {
+            marked.to_vec()
+        } else {
+            let mut hashes = Vec::new();
+            for n in first..=number {
+                let Some(hash) = link.view.hash(n)? else {
+                    return Ok(None);
+                };
+                hashes.push(hash);
+            }
+            hashes
+        };
         Ok(Some(Resume {
             meta,
             state,
@@ -347,9 +360,6 @@ fn resume_at<C: LogDir>(
         }
     }
 }
-
-/// The blocks whose hashes BLOCKHASH reads.
-const BLOCKHASH_WINDOW: u64 = 256;
 
 /// The number of the last mini-block of block `number` or before among
 /// `records` (0 if none).
@@ -672,6 +682,9 @@ mod tests {
                 number,
                 hash: meta.hash,
                 da_records: da_records.clone(),
+                block_hashes: (number.saturating_sub(255)..=number)
+                    .map(|n| view.block(n).unwrap().hash)
+                    .collect(),
             },
             &mut marker,
         );
@@ -708,15 +721,28 @@ mod tests {
             assert_eq!(found.block_number, tx.block_number);
         }
         // Pruned (history = "recent"): the segments before the one boot
-        // starts from are deleted. Boot is the same; db check checks from
-        // the checkpoint, reading the store without changing it.
+        // starts from are deleted, and the store's blocks before the
+        // checkpoint's (the BLOCKHASH window comes from the marker). Boot
+        // is the same; db check checks from the checkpoint, reading the
+        // store without changing it.
         for segment in 0..after.first_segment {
             log.remove(&fulmen_storage::log::segment_name(segment))
                 .unwrap();
         }
+        let store = link.store.as_mut().unwrap();
+        store.prune_below(number).unwrap();
+        assert_eq!(store.first(), number);
         let mut pruned = boot_now(&mut link);
         assert_eq!(pruned.first_segment, after.first_segment);
         assert_eq!(fingerprint(&mut pruned), expected);
+        let rebuilt = pruned.replayed.parts.view();
+        assert_eq!(rebuilt.oldest_block(), number);
+        for n in number.saturating_sub(255)..=head {
+            assert_eq!(
+                rebuilt.block_hashes().get(n),
+                Some(view.block(n).unwrap().hash)
+            );
+        }
         let reader = fulmen_storage::history::HistoryReader::open(&dir).unwrap();
         let mut read_only = HistoryLink {
             store: None,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use arc_swap::ArcSwap;
+use fulmen_chain::block::BLOCKHASH_WINDOW;
 use futures::channel::{mpsc, oneshot};
 use glommio::channels::shared_channel::ConnectedSender;
 
@@ -503,12 +504,18 @@ impl SeqState {
         let Some(state) = self.seq.view().state_at(number).cloned() else {
             return;
         };
+        let view = self.seq.view();
+        let block_hashes = (number.saturating_sub(BLOCKHASH_WINDOW - 1)..=number)
+            .map(|n| view.block_hashes().get(n))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
         let mut marker = Vec::new();
         fulmen_chain::persist::encode_checkpoint_marker(
             &fulmen_chain::persist::CheckpointMarker {
                 number,
                 hash: sealed.hash,
                 da_records: log.da_records.clone(),
+                block_hashes,
             },
             &mut marker,
         );
