@@ -269,8 +269,9 @@ fn log_pruned(log: &DiskDir) -> bool {
 
 /// `fulmen db check`: the history store's blocks compared with the chain
 /// the log replayed to (`view` holds every block: db check attaches no
-/// store). Returns how many blocks match from genesis, how many the store
-/// holds, and the first difference, if any.
+/// store). Returns how many blocks match from the store's oldest one (0,
+/// or where a `recent` node pruned it), how many it holds, and the first
+/// difference, if any.
 pub(crate) fn check_history(
     datadir: &Path,
     spec: &ChainSpec,
@@ -282,20 +283,23 @@ pub(crate) fn check_history(
     }
     let reader = fulmen_storage::history::HistoryReader::open(&dir)
         .map_err(|source| DatadirError::History { dir, source })?;
-    let stored = reader.len();
+    // A `recent` store keeps blocks from its oldest one on.
+    let first = reader.first();
+    let stored = reader.len() - first;
     let history = History::new(reader, spec.tx_rules().spec, 1);
     let head = view.head().header.number;
-    for number in 0..stored.min(head + 1) {
+    let end = (first + stored).min(head + 1);
+    for number in first..end {
         let ours = view.block(number).expect("db check keeps every block");
         if let Some(difference) = history_difference(&history, &ours) {
             return Ok((
-                number,
+                number - first,
                 stored,
                 Some(format!("block {number}: {difference}")),
             ));
         }
     }
-    Ok((stored.min(head + 1), stored, None))
+    Ok((end.saturating_sub(first), stored, None))
 }
 
 /// How the store's block differs from the log's `ours`, if it does.

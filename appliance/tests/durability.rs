@@ -792,3 +792,176 @@ fn junk_checkpoint_files_never_displace_valid_ones() {
     let stdout = db_check_ok(&dir.0);
     assert!(stdout.contains("99999999999.ckpt"), "{stdout}");
 }
+
+/// The oldest block a node serves: `earliest`.
+fn earliest(addr: SocketAddr) -> u64 {
+    let block =
+        try_rpc(addr, "eth_getBlockByNumber", json!(["earliest", false])).expect("earliest");
+    hex_u64(&block["number"])
+}
+
+/// The numbers of the files in `dir` named `prefix` + digits.
+fn numbered_files(dir: &std::path::Path, prefix: &str, suffix: &str) -> Vec<u64> {
+    let mut found: Vec<u64> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix(prefix)?
+                .strip_suffix(suffix)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// A `recent` node deletes the log segments and history chunks older than
+/// its window (and its oldest checkpoint), answers older blocks with
+/// geth's "pruned history unavailable" (4444) and everything newer as
+/// before, boots again from a checkpoint, survives `kill -9` while it
+/// prunes with no acknowledged transaction lost, and `db check` checks it
+/// from its oldest checkpoint.
+#[test]
+fn a_recent_node_prunes_old_history_and_answers_pruned_blocks_clearly() {
+    const ARGS: [&str; 11] = [
+        "--dev",
+        "--storage-segment-mb",
+        "1",
+        "--storage-checkpoint-blocks",
+        "3",
+        "--storage-history",
+        "recent",
+        "--storage-history-blocks",
+        "4",
+        "--storage-history-chunk-mb",
+        "1",
+    ];
+    let dir = tempdir::TempDir::new("fulmen-recent");
+    let mut node = start_fulmen_in(&dir.0, &ARGS);
+    let sender = signer(3);
+    let calldata = Bytes::from(vec![1u8; 60_000]);
+    let mut receipts = Vec::new();
+    // About 3 MB of log and of history: several 1 MiB segments and chunks.
+    for nonce in 0..48u64 {
+        let to = TxKind::Call(signer(6).address());
+        let raw = sign_1559(
+            &sender,
+            nonce,
+            to,
+            U256::from(1),
+            calldata.clone(),
+            2_450_000,
+        );
+        receipts
+            .push(try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send"));
+    }
+    let first = hex_u64(&receipts[0]["blockNumber"]);
+    let last = hex_u64(&receipts[47]["blockNumber"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while earliest(node.addr) <= last {
+        assert!(
+            Instant::now() < deadline,
+            "nothing pruned past block {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let oldest = earliest(node.addr);
+    assert!(
+        numbered_files(&dir.0.join("log"), "", ".seg")[0] > 0,
+        "log segment 0 kept"
+    );
+    assert!(
+        numbered_files(&dir.0.join("history"), "blocks-", "")[0] > 0,
+        "history chunk 0 kept"
+    );
+    // Pruned blocks: a clear error, by number, tag, range and state read.
+    let pruned = |method: &str, params: Value| {
+        let (code, message, data) = rpc_error(node.addr, method, params);
+        assert_eq!(
+            (code, message.as_str()),
+            (4444, "pruned history unavailable"),
+            "{method}"
+        );
+        assert_eq!(hex_u64(&data["oldestBlock"]), oldest, "{method}: {data}");
+    };
+    let number = format!("{first:#x}");
+    pruned("eth_getBlockByNumber", json!([number, false]));
+    pruned("eth_getBlockReceipts", json!([number]));
+    pruned(
+        "eth_getLogs",
+        json!([{"fromBlock": number, "toBlock": "latest"}]),
+    );
+    pruned("eth_getBalance", json!([signer(6).address(), number]));
+    pruned(
+        "eth_getTransactionByBlockNumberAndIndex",
+        json!([number, "0x0"]),
+    );
+    pruned("debug_getRawBlock", json!([number]));
+    // A pruned transaction is not found (its hash may leave the index).
+    let old = &receipts[0]["transactionHash"];
+    let receipt = try_rpc(node.addr, "eth_getTransactionReceipt", json!([old])).expect("receipt");
+    assert!(receipt.is_null(), "{receipt}");
+    // What is kept answers as before.
+    let kept = try_rpc(
+        node.addr,
+        "eth_getBlockByNumber",
+        json!([format!("{oldest:#x}"), false]),
+    )
+    .expect("oldest kept");
+    assert_eq!(hex_u64(&kept["number"]), oldest);
+    let logs = try_rpc(node.addr, "eth_getLogs", json!([{"fromBlock": "earliest"}])).expect("logs");
+    assert!(logs.is_array());
+    let fees = try_rpc(
+        node.addr,
+        "eth_feeHistory",
+        json!(["0x400", "latest", [50]]),
+    )
+    .expect("fees");
+    assert!(hex_u64(&fees["oldestBlock"]) >= oldest, "{fees}");
+    // kill -9 while it prunes: nothing acknowledged is lost.
+    let mut nonce = 48;
+    for round in 0..3 {
+        for _ in 0..20 {
+            let raw = transfer_raw(&sender, nonce, signer(6).address(), 1);
+            try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+            nonce += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1_000 + round * 2_500));
+        node.kill9();
+        node = start_fulmen_in(&dir.0, &ARGS);
+        assert!(
+            boot_figure(&node, "from_segment") > 0,
+            "boot read from segment 0:\n{}",
+            node.startup.join("\n")
+        );
+        let count = try_rpc(
+            node.addr,
+            "eth_getTransactionCount",
+            json!([sender.address(), "latest"]),
+        )
+        .expect("nonce");
+        assert_eq!(
+            hex_u64(&count),
+            nonce,
+            "round {round}: an acknowledged transaction was lost"
+        );
+        assert!(earliest(node.addr) >= oldest);
+    }
+    let raw = transfer_raw(&sender, nonce, signer(6).address(), 1);
+    let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+    assert_eq!(receipt["status"], "0x1");
+    assert!(node.terminate().success());
+    let check = db_check(&dir.0);
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        stdout.contains("older log segments were pruned"),
+        "{stdout}"
+    );
+}
