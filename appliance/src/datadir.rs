@@ -72,8 +72,11 @@ pub(crate) enum DatadirError {
     #[error("the node cannot open this log: {0}")]
     Repair(LogError),
     /// The log was pruned and no checkpoint serves.
-    #[error("cannot boot {datadir}: {source}")]
-    Pruned { datadir: PathBuf, source: BootError },
+    #[error("cannot boot {datadir}: {}", BootError::Pruned { first_segment: *first_segment })]
+    Pruned {
+        datadir: PathBuf,
+        first_segment: u64,
+    },
 }
 
 impl DatadirError {
@@ -92,9 +95,9 @@ impl DatadirError {
                 dir: checkpoint_dir(datadir),
                 source,
             },
-            source @ BootError::Pruned { .. } => Self::Pruned {
+            BootError::Pruned { first_segment } => Self::Pruned {
                 datadir: datadir.to_path_buf(),
-                source,
+                first_segment,
             },
         }
     }
