@@ -6,7 +6,7 @@ use std::sync::Arc;
 use alloy_consensus::{Transaction as _, transaction::Recovered};
 use alloy_primitives::{B256, U256};
 use alloy_rpc_types_eth::{Block, BlockTransactions, Header, Log, Transaction, TransactionReceipt};
-use fulmen_chain::block::{ExecutedTx, SealedBlock};
+use fulmen_chain::block::{ExecutedTx, SealRoots, SealedBlock, UnsealedBlock};
 
 /// `blockHash` of a preconfirmed transaction, receipt or log before its block
 /// is sealed: the zero hash. Its `blockNumber` is already the block it will be
@@ -85,6 +85,60 @@ pub fn block(block: &SealedBlock, full: bool) -> Block<Transaction> {
         transactions,
         withdrawals: Some(Default::default()),
     }
+}
+
+/// A block not sealed yet (the open block, or one closed and waiting for
+/// its seal) as `eth_getBlockByNumber` shows it, like geth's pending block:
+/// its number, timestamp, base fee, gas, bloom and transactions so far, on
+/// top of `parent_hash`; `hash` and `nonce` null, and the roots a seal
+/// computes (`stateRoot`, `transactionsRoot`, `receiptsRoot`) null too.
+pub fn unsealed_block(block: &UnsealedBlock, parent_hash: B256, full: bool) -> serde_json::Value {
+    use alloy_rlp::Encodable;
+    let mut bloom = alloy_primitives::Bloom::default();
+    let mut txs_rlp_len = 0;
+    for tx in &block.txs {
+        bloom.accrue_bloom(&tx.bloom());
+        txs_rlp_len += tx.tx.envelope.length();
+    }
+    let roots = SealRoots {
+        number: block.ctx.number,
+        state_root: B256::ZERO,
+        transactions_root: B256::ZERO,
+        receipts_root: B256::ZERO,
+        logs_bloom: bloom,
+        txs_rlp_len,
+    };
+    let header = fulmen_chain::block::build_header(&block.ctx, parent_hash, block.gas_used, &roots);
+    let size = fulmen_chain::block::block_size(&header, txs_rlp_len);
+    let transactions = if full {
+        BlockTransactions::Full(block.txs.iter().map(|t| transaction(t, None)).collect())
+    } else {
+        BlockTransactions::Hashes(block.txs.iter().map(|t| t.tx.hash).collect())
+    };
+    let rpc = Block {
+        header: Header {
+            hash: B256::ZERO,
+            inner: header,
+            total_difficulty: Some(U256::ZERO),
+            size: Some(U256::from(size)),
+        },
+        uncles: Vec::new(),
+        transactions,
+        withdrawals: Some(Default::default()),
+    };
+    let mut value = serde_json::to_value(rpc).expect("a block encodes");
+    if let Some(fields) = value.as_object_mut() {
+        for unknown in [
+            "hash",
+            "nonce",
+            "stateRoot",
+            "transactionsRoot",
+            "receiptsRoot",
+        ] {
+            fields.insert(unknown.into(), serde_json::Value::Null);
+        }
+    }
+    value
 }
 
 /// RPC header of a sealed block (also what `newHeads` sends).

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{Address, B256, U64, U256};
 use fulmen_chain::HotState;
-use fulmen_chain::block::{BlockContext, RECENT_STATES_MAX, SealedBlock};
+use fulmen_chain::block::{
+    BlockContext, ExecutedTx, RECENT_STATES_MAX, SealedBlock, UnsealedBlock,
+};
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
@@ -40,10 +42,10 @@ pub(crate) fn account_or_tx_method(
         }),
         "eth_getTransactionByBlockNumberAndIndex" => params
             .required(0, "block")
-            .and_then(|tag: BlockNumberOrTag| tx_at(block_by_tag(view, tag)?, params)),
+            .and_then(|tag: BlockNumberOrTag| tx_at(any_block_by_tag(view, tag)?, params)),
         "eth_getTransactionByBlockHashAndIndex" => params
             .required(0, "hash")
-            .and_then(|hash: B256| tx_at(view.block_by_hash(&hash), params)),
+            .and_then(|hash: B256| tx_at(view.block_by_hash(&hash).map(AnyBlock::Sealed), params)),
         _ => return None,
     };
     Some(answer)
@@ -90,26 +92,29 @@ pub(crate) fn block_method(
     let by_tag = || {
         params
             .required(0, "block")
-            .and_then(|tag| block_by_tag(view, tag))
+            .and_then(|tag| any_block_by_tag(view, tag))
     };
     let by_hash = || {
         params
             .required(0, "hash")
-            .map(|hash: B256| view.block_by_hash(&hash))
+            .map(|hash: B256| view.block_by_hash(&hash).map(AnyBlock::Sealed))
     };
     let full = || params.optional(1, "full").map(|full| full.unwrap_or(false));
     let answer = match method {
-        "eth_getBlockByNumber" => by_tag().and_then(|b| block_json(bytes_max, b, full()?)),
-        "eth_getBlockByHash" => by_hash().and_then(|b| block_json(bytes_max, b, full()?)),
+        "eth_getBlockByNumber" => by_tag().and_then(|b| block_json(view, bytes_max, b, full()?)),
+        "eth_getBlockByHash" => by_hash().and_then(|b| block_json(view, bytes_max, b, full()?)),
         "eth_getBlockTransactionCountByNumber" => {
-            by_tag().and_then(|b| ok(b.map(|b| U64::from(b.txs.len()))))
+            by_tag().and_then(|b| ok(b.map(|b| U64::from(b.txs().len()))))
         }
         "eth_getBlockTransactionCountByHash" => {
-            by_hash().and_then(|b| ok(b.map(|b| U64::from(b.txs.len()))))
+            by_hash().and_then(|b| ok(b.map(|b| U64::from(b.txs().len()))))
         }
         "eth_getBlockReceipts" => params
             .required(0, "block")
-            .and_then(|id| block_by_id(view, id))
+            .and_then(|id| match id {
+                BlockId::Number(tag) => any_block_by_tag(view, tag),
+                BlockId::Hash(_) => block_by_id(view, id).map(|b| b.map(AnyBlock::Sealed)),
+            })
             .and_then(|block| match block {
                 Some(block) => block_receipts(bytes_max, &block),
                 None => ok(Value::Null),
@@ -121,12 +126,59 @@ pub(crate) fn block_method(
     Some(answer)
 }
 
+/// A block the block methods answer for: sealed, or not sealed yet (the
+/// open block, `pending`, or one closed and waiting for its seal).
+pub(crate) enum AnyBlock {
+    /// A sealed block.
+    Sealed(Arc<SealedBlock>),
+    /// A block not sealed yet.
+    Unsealed(Arc<UnsealedBlock>),
+}
+
+impl AnyBlock {
+    /// Its transactions.
+    fn txs(&self) -> Vec<&Arc<ExecutedTx>> {
+        match self {
+            Self::Sealed(block) => block.txs.iter().collect(),
+            Self::Unsealed(block) => block.txs.iter().collect(),
+        }
+    }
+
+    /// Its hash, once sealed.
+    fn hash(&self) -> Option<B256> {
+        match self {
+            Self::Sealed(block) => Some(block.hash),
+            Self::Unsealed(_) => None,
+        }
+    }
+}
+
+/// The block for a number or tag, sealed or not: `pending` is the open
+/// block, and a number past the last sealed block names a block not sealed
+/// yet (a preconfirmed receipt's `blockNumber`); other tags as
+/// [`block_by_tag`].
+pub(crate) fn any_block_by_tag(
+    view: &ChainView,
+    tag: BlockNumberOrTag,
+) -> Result<Option<AnyBlock>, RpcError> {
+    match tag {
+        BlockNumberOrTag::Pending => Ok(Some(AnyBlock::Unsealed(view.open().clone()))),
+        BlockNumberOrTag::Number(n) if n > view.head().header.number => Ok(view
+            .unsealed()
+            .find(|b| b.ctx.number == n)
+            .cloned()
+            .map(AnyBlock::Unsealed)),
+        _ => Ok(block_by_tag(view, tag)?.map(AnyBlock::Sealed)),
+    }
+}
+
 /// A block's receipts, stopping as soon as they pass the response budget.
-fn block_receipts(bytes_max: usize, block: &SealedBlock) -> Result<Value, RpcError> {
+fn block_receipts(bytes_max: usize, block: &AnyBlock) -> Result<Value, RpcError> {
     let mut budget = ByteBudget::new(bytes_max);
-    let mut out = Vec::with_capacity(block.txs.len());
-    for tx in &block.txs {
-        let receipt = convert::receipt(tx, Some(block.hash));
+    let txs = block.txs();
+    let mut out = Vec::with_capacity(txs.len());
+    for tx in txs {
+        let receipt = convert::receipt(tx, block.hash());
         budget.add(&receipt)?;
         out.push(receipt);
     }
@@ -136,8 +188,9 @@ fn block_receipts(bytes_max: usize, block: &SealedBlock) -> Result<Value, RpcErr
 /// A block, with full transactions when `full`; a block whose transactions
 /// pass the response budget is refused before its JSON is built.
 fn block_json(
+    view: &ChainView,
     bytes_max: usize,
-    block: Option<Arc<SealedBlock>>,
+    block: Option<AnyBlock>,
     full: bool,
 ) -> Result<Value, RpcError> {
     let Some(block) = block else {
@@ -145,22 +198,32 @@ fn block_json(
     };
     if full {
         let mut budget = ByteBudget::new(bytes_max);
-        for tx in &block.txs {
-            budget.add(&convert::transaction(tx, Some(block.hash)))?;
+        for tx in block.txs() {
+            budget.add(&convert::transaction(tx, block.hash()))?;
         }
     }
-    ok(convert::block(&block, full))
+    match block {
+        AnyBlock::Sealed(block) => ok(convert::block(&block, full)),
+        AnyBlock::Unsealed(block) => {
+            let number = block.ctx.number;
+            let parent = view
+                .block_hash(number.saturating_sub(1))
+                .unwrap_or_default();
+            Ok(convert::unsealed_block(&block, parent, full))
+        }
+    }
 }
 
 /// The transaction of `block` at the index in parameter 1.
-fn tx_at(block: Option<Arc<SealedBlock>>, params: &Params) -> Result<Value, RpcError> {
+fn tx_at(block: Option<AnyBlock>, params: &Params) -> Result<Value, RpcError> {
     let index: U64 = params.required(1, "index")?;
     ok(block.and_then(|b| tx_in_block(&b, index)))
 }
 
-fn tx_in_block(block: &SealedBlock, index: U64) -> Option<alloy_rpc_types_eth::Transaction> {
-    let tx = block.txs.get(usize::try_from(index.to::<u64>()).ok()?)?;
-    Some(convert::transaction(tx, Some(block.hash)))
+fn tx_in_block(block: &AnyBlock, index: U64) -> Option<alloy_rpc_types_eth::Transaction> {
+    let txs = block.txs();
+    let tx = txs.get(usize::try_from(index.to::<u64>()).ok()?)?;
+    Some(convert::transaction(tx, block.hash()))
 }
 
 /// A sealed block for a number or tag (`latest` and `pending` are the last
@@ -201,7 +264,8 @@ pub(crate) fn block_by_id(
 }
 
 /// State and block context for a block id. `latest`/`pending` (or none) are
-/// the preconfirmed state with the open block's context.
+/// the preconfirmed state with the open block's context, and so is the open
+/// block by number.
 pub(crate) fn state_at(
     view: &ChainView,
     id: Option<BlockId>,
@@ -216,6 +280,17 @@ pub(crate) fn state_at(
             return Ok((view.state().clone(), view.open().ctx));
         }
         Some(BlockId::Number(BlockNumberOrTag::Number(n))) if n <= head => n,
+        // The open block by number (a preconfirmed receipt's
+        // `blockNumber`): the preconfirmed state, as `pending`.
+        Some(BlockId::Number(BlockNumberOrTag::Number(n))) if n == view.open().ctx.number => {
+            return Ok((view.state().clone(), view.open().ctx));
+        }
+        Some(BlockId::Number(BlockNumberOrTag::Number(n))) if n < view.open().ctx.number => {
+            return Err(RpcError::server(format!(
+                "block {n} is closed and its state root is being computed: its state is readable once it is \
+                 sealed (milliseconds), or now as `pending`"
+            )));
+        }
         Some(BlockId::Number(BlockNumberOrTag::Number(_))) => return Err(header_not_found()),
         Some(BlockId::Number(BlockNumberOrTag::Earliest)) => view.oldest_block(),
         Some(BlockId::Number(BlockNumberOrTag::Safe)) => view.safe(),
@@ -366,6 +441,57 @@ mod tests {
         let error = call("eth_getStorageAt", json!([alice])).unwrap_err();
         assert_eq!(error.code, -32602);
         assert!(account_or_tx_method(&view, "eth_getLogs", &params(json!([]))).is_none());
+    }
+
+    /// The open block answers by number and as `pending`, as geth's
+    /// pending block: its transactions so far, null hash and roots; its
+    /// state is the preconfirmed one.
+    #[test]
+    fn the_open_block_is_addressable_by_number_and_as_pending() {
+        let view = testkit::chain(2);
+        let open = view.open().ctx.number;
+        let hash = view.open().txs[0].tx.hash;
+        let call =
+            |method, p| block_method(&view, 1 << 20, method, &params(p)).expect("a block method");
+        for tag in [json!("pending"), json!(format!("{open:#x}"))] {
+            let block = call("eth_getBlockByNumber", json!([tag, true])).unwrap();
+            assert_eq!(block["number"], json!(format!("{open:#x}")), "{tag}");
+            for null in [
+                "hash",
+                "nonce",
+                "stateRoot",
+                "transactionsRoot",
+                "receiptsRoot",
+            ] {
+                assert_eq!(block[null], Value::Null, "{null}");
+            }
+            assert_eq!(block["parentHash"], json!(view.head().hash));
+            assert_eq!(
+                block["timestamp"],
+                json!(format!("{:#x}", view.open().ctx.timestamp))
+            );
+            assert_eq!(
+                block["baseFeePerGas"],
+                json!(format!("{:#x}", view.open().ctx.base_fee))
+            );
+            assert_eq!(block["transactions"][0]["hash"], json!(hash));
+            let count = call("eth_getBlockTransactionCountByNumber", json!([tag])).unwrap();
+            assert_eq!(count, json!("0x1"));
+            let receipts = call("eth_getBlockReceipts", json!([tag])).unwrap();
+            assert_eq!(receipts[0]["transactionHash"], json!(hash));
+            let tx = account_or_tx_method(
+                &view,
+                "eth_getTransactionByBlockNumberAndIndex",
+                &params(json!([tag, "0x0"])),
+            )
+            .expect("a tx method")
+            .unwrap();
+            assert_eq!(tx["hash"], json!(hash));
+        }
+        let (_, ctx) = state_at(&view, Some(BlockId::number(open))).expect("open by number");
+        assert_eq!(ctx.number, open);
+        let beyond = call("eth_getBlockByNumber", json!([format!("{:#x}", open + 1)])).unwrap();
+        assert_eq!(beyond, Value::Null);
     }
 
     #[test]
