@@ -48,8 +48,28 @@ const probe = deployed.contractAddress;
 const abi = parseAbi(["function bump()", "function counter() view returns (uint256)", "event Bumped(uint256 indexed value, address indexed by)"]);
 const { request: bumpRequest } = await pub.simulateContract({ address: probe, abi, functionName: "bump", account: alice });
 const bumpHash = await wallet.writeContract(bumpRequest);
-await pub.waitForTransactionReceipt({ hash: bumpHash, pollingInterval: 50 });
+const bumpReceipt = await pub.waitForTransactionReceipt({ hash: bumpHash, pollingInterval: 50 });
 assert.equal(await pub.readContract({ address: probe, abi, functionName: "counter" }), 1n);
+
+// The block a preconfirmed receipt names is addressable at once: as a
+// block (geth's pending shape, null hash, until it is sealed), for logs,
+// and for state reads.
+const named = await pub.getBlock({ blockNumber: bumpReceipt.blockNumber });
+assert.equal(named.number, bumpReceipt.blockNumber);
+assert.ok(named.transactions.includes(bumpHash), "the named block holds the tx");
+if (named.hash !== null) assert.notEqual(named.hash, zeroHash);
+const fromReceipt = await pub.getContractEvents({
+  address: probe, abi, eventName: "Bumped", fromBlock: bumpReceipt.blockNumber,
+});
+assert.equal(fromReceipt.length, 1, "logs from the receipt's block");
+assert.equal(
+  await pub.readContract({ address: probe, abi, functionName: "counter", blockNumber: bumpReceipt.blockNumber }),
+  1n,
+  "state at the receipt's block",
+);
+const pending = await pub.getBlock({ blockTag: "pending" });
+assert.ok(pending.number > (await pub.getBlockNumber()) - 1n, "pending is past the last sealed block");
+assert.equal(pending.hash, null);
 const logs = await pub.getContractEvents({ address: probe, abi, eventName: "Bumped", fromBlock: 0n });
 assert.equal(logs.length, 1);
 assert.equal(logs[0].args.value, 1n);

@@ -515,11 +515,18 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     for note in config.cores.unused() {
         tracing::warn!("{note}");
     }
+    let dev = if args.dev {
+        Some(std::sync::Arc::new(
+            dev_accounts().map_err(config::ConfigError)?,
+        ))
+    } else {
+        None
+    };
     let node = node::start(
         &config,
         spec,
         (rpc_addr, ws_addr),
-        (booted, da_mode),
+        (booted, da_mode, dev),
         &config.datadir,
     )?;
     let mut metrics_bound = None;
@@ -648,6 +655,28 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
         println!("note: the node repairs the end of the log at its next start: {repair}");
     }
     Ok(())
+}
+
+/// The standard test mnemonic, whose first ten accounts the dev genesis funds.
+const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+
+/// `--dev`'s unlocked accounts: the dev genesis's ten, derived from the test
+/// mnemonic (m/44'/60'/0'/0/i).
+fn dev_accounts() -> Result<fulmen_netio::eth::DevAccounts, String> {
+    let signers = (0..fulmen_chain::spec::DEV_ACCOUNTS.len() as u32)
+        .map(|i| {
+            alloy_signer_local::MnemonicBuilder::english()
+                .phrase(DEV_MNEMONIC)
+                .index(i)
+                .and_then(|b| b.build())
+                .map_err(|e| format!("cannot derive dev account {i}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let accounts = fulmen_netio::eth::DevAccounts::new(signers);
+    if accounts.addresses() != fulmen_chain::spec::DEV_ACCOUNTS {
+        return Err("the test mnemonic does not derive the dev genesis's accounts".into());
+    }
+    Ok(accounts)
 }
 
 /// `db check`'s comparison of the history store with the replayed chain.

@@ -201,6 +201,8 @@ struct Shared {
     forward: Option<Arc<fulmen_netio::eth::forward::Forwarder>>,
     /// `eth_newFilter` and the like, shared by the net cores.
     filters: Arc<fulmen_netio::eth::filters::Filters>,
+    /// `--dev`'s unlocked accounts.
+    dev: Option<Arc<fulmen_netio::eth::DevAccounts>>,
 }
 
 /// A verifier's forwarder of sends to `[da] sequencer_url`, if set.
@@ -218,7 +220,7 @@ pub(crate) fn start(
     config: &Config,
     spec: ChainSpec,
     addrs: (SocketAddr, Option<SocketAddr>),
-    (booted, da_mode): (Booted, DaMode),
+    (booted, da_mode, dev): (Booted, DaMode, Option<Arc<fulmen_netio::eth::DevAccounts>>),
     datadir: &Path,
 ) -> Result<Node, StartError> {
     raise_open_files_limit(config);
@@ -281,6 +283,7 @@ pub(crate) fn start(
         verifier,
         forward: forwarder(config, verifier),
         filters: Arc::new(fulmen_netio::eth::filters::Filters::default()),
+        dev,
         timing: SeqTiming {
             block_time_ms: config.block_time_ms,
             mini_block_max_ms: config.mini_block_max_ms,
@@ -841,6 +844,7 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         verifier: shared.verifier,
         forward: shared.forward,
         filters: shared.filters,
+        dev: shared.dev,
     };
     let ctx = Rc::new(WsContext {
         rpc,

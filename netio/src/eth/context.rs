@@ -40,4 +40,7 @@ pub struct RpcContext {
     /// The filters of `eth_newFilter` and the like (shared by all net
     /// cores).
     pub filters: Arc<super::filters::Filters>,
+    /// The unlocked test-mnemonic accounts of a `--dev` node (shared by all
+    /// net cores); `None` otherwise.
+    pub dev: Option<Arc<super::dev::DevAccounts>>,
 }

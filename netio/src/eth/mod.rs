@@ -10,6 +10,7 @@
 
 mod call;
 mod context;
+mod dev;
 mod fees;
 pub mod filters;
 pub mod forward;
@@ -28,6 +29,7 @@ use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
 pub use self::context::RpcContext;
+pub use self::dev::DevAccounts;
 use self::reply::ok;
 pub use self::send::{SYNC_NOT_READY_CODE, SYNC_TIMEOUT_CODE};
 pub use crate::limits::RpcLimits;
@@ -49,7 +51,8 @@ pub async fn dispatch_in_batch(
     let view = ctx.view.load_full();
     let v = &view;
     let bytes_max = ctx.limits.response_bytes_max;
-    if let Some(answer) = node_method(ctx, v, method, params)
+    if let Some(answer) = dev::dev_method(ctx.dev.as_deref(), method, params)
+        .or_else(|| node_method(ctx, v, method, params))
         .or_else(|| state::account_or_tx_method(v, method, params))
         .or_else(|| state::block_method(v, bytes_max, method, params))
         .or_else(|| raw::raw_method(v, bytes_max, method, params))
@@ -76,6 +79,8 @@ pub async fn dispatch_in_batch(
             call::off_core(ctx, batch, view, job).await
         }
         "eth_sendRawTransaction" => send::send_raw(ctx, params).await,
+        "eth_sendTransaction" => dev::transaction(ctx, batch, view, (params, true)).await,
+        "eth_signTransaction" => dev::transaction(ctx, batch, view, (params, false)).await,
         // MegaETH's name for the same call, so its clients work unchanged.
         "eth_sendRawTransactionSync" | "realtime_sendRawTransaction" => {
             send::send_sync(ctx, params).await
