@@ -989,6 +989,133 @@ fn cast_drives_the_node() {
     assert!(block.contains("stateRoot"));
 }
 
+/// `--dev` unlocks the ten test-mnemonic accounts: cast sends with
+/// `--unlocked` (one after another without waiting, nonces counted by the
+/// node), and its messages and typed data are signed as cast signs them
+/// offline with the same key. A node without `--dev` has no accounts.
+#[test]
+fn cast_unlocked_sends_and_signs_with_the_dev_accounts() {
+    let node = start_fulmen(&["--dev"]);
+    let url = node.url();
+    let accounts = rpc(node.addr, "eth_accounts", json!([]))["result"].clone();
+    let expected: Vec<String> = (0..10)
+        .map(|i| format!("{:?}", signer(i).address()))
+        .collect();
+    let listed: Vec<String> = serde_json::from_value::<Vec<String>>(accounts)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.to_lowercase())
+        .collect();
+    assert_eq!(listed, expected);
+    let from = format!("{}", signer(2).address());
+    let to = format!("{}", signer(7).address());
+    let before: u128 = cast(&["balance", &to, "--rpc-url", &url]).parse().unwrap();
+    let out = cast(&[
+        "send",
+        "--rpc-url",
+        &url,
+        "--unlocked",
+        "--from",
+        &from,
+        &to,
+        "--value",
+        "1000",
+        "--json",
+    ]);
+    let receipt: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(receipt["status"], "0x1", "{out}");
+    for _ in 0..3 {
+        cast(&[
+            "send",
+            "--rpc-url",
+            &url,
+            "--unlocked",
+            "--from",
+            &from,
+            &to,
+            "--value",
+            "1",
+            "--async",
+        ]);
+    }
+    // Each send is preconfirmed when it returns; the state shows it from
+    // the next mini-block on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nonce: u64 = cast(&["nonce", &from, "--rpc-url", &url]).parse().unwrap();
+        if nonce == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "four sends, nonce {nonce}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after: u128 = cast(&["balance", &to, "--rpc-url", &url]).parse().unwrap();
+    assert_eq!(after - before, 1003);
+    // Signatures equal cast's offline ones with the account's key.
+    let key = format!("{}", B256::from(signer(2).to_bytes()));
+    let offline = cast(&["wallet", "sign", "--private-key", &key, "hello fulmen"]);
+    let message = format!("0x{}", alloy::hex::encode("hello fulmen"));
+    let signed = rpc(node.addr, "personal_sign", json!([message, from]))["result"].clone();
+    assert_eq!(signed, json!(offline));
+    let signed = rpc(node.addr, "eth_sign", json!([from, message]))["result"].clone();
+    assert_eq!(signed, json!(offline));
+    let typed = json!({
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"}
+            ],
+            "Mail": [{"name": "to", "type": "address"}, {"name": "contents", "type": "string"}]
+        },
+        "primaryType": "Mail",
+        "domain": {"name": "fulmen", "version": "1", "chainId": 4242, "verifyingContract": to},
+        "message": {"to": to, "contents": "hi"}
+    });
+    let offline = cast(&[
+        "wallet",
+        "sign",
+        "--private-key",
+        &key,
+        "--data",
+        &typed.to_string(),
+    ]);
+    let signed = rpc(node.addr, "eth_signTypedData_v4", json!([from, typed]))["result"].clone();
+    assert_eq!(signed, json!(offline));
+    let stranger = format!("{}", Address::repeat_byte(7));
+    let (code, message, _) = rpc_error(
+        node.addr,
+        "eth_sendTransaction",
+        json!([{"from": stranger, "to": to}]),
+    );
+    assert_eq!(
+        (code, message),
+        (-32000, format!("unknown account {stranger}"))
+    );
+    drop(node);
+
+    let genesis = json!({
+        "config": {"chainId": 777, "pragueTime": 0, "cancunTime": 0, "shanghaiTime": 0, "londonBlock": 0},
+        "gasLimit": "0x1c9c380", "baseFeePerGas": "0x3b9aca00",
+        "alloc": {from.clone(): {"balance": "0x21e19e0c9bab2400000"}}
+    });
+    let (path, _guard) = temp_file("genesis.json", &genesis.to_string());
+    let node = start_fulmen(&["--genesis", path.to_str().unwrap()]);
+    assert_eq!(
+        rpc(node.addr, "eth_accounts", json!([]))["result"],
+        json!([])
+    );
+    let (code, _, _) = rpc_error(
+        node.addr,
+        "eth_sendTransaction",
+        json!([{"from": from, "to": to}]),
+    );
+    assert_eq!(code, -32601);
+    let (code, _, _) = rpc_error(node.addr, "personal_sign", json!(["0x00", from]));
+    assert_eq!(code, -32601);
+}
+
 #[test]
 fn sigterm_stops_the_node_cleanly() {
     let mut node = start_fulmen(&["--dev"]);
