@@ -14,6 +14,8 @@ assert.ok(url, "usage: node viem-check.mjs RPC_URL");
 const chain = defineChain({
   id: 4242, name: "fulmen-dev", nativeCurrency: { name: "Ether", symbol: "ETH", decimals: 18 },
   rpcUrls: { default: { http: [url] } },
+  // The canonical address, preinstalled in the dev genesis.
+  contracts: { multicall3: { address: "0xcA11bde05977b3631167028862bE2a173976CA11" } },
 });
 const mnemonic = "test test test test test test test test test test test junk";
 const alice = mnemonicToAccount(mnemonic, { addressIndex: 0 });
@@ -67,6 +69,21 @@ assert.equal(
   1n,
   "state at the receipt's block",
 );
+// viem's multicall with the chain's (preinstalled) Multicall3.
+const [counted, bobBalance] = await pub.multicall({
+  contracts: [
+    { address: probe, abi, functionName: "counter" },
+    {
+      address: "0xcA11bde05977b3631167028862bE2a173976CA11",
+      abi: parseAbi(["function getEthBalance(address) view returns (uint256)"]),
+      functionName: "getEthBalance",
+      args: [bob.address],
+    },
+  ],
+  allowFailure: false,
+});
+assert.equal(counted, 1n);
+assert.equal(bobBalance, await pub.getBalance({ address: bob.address }));
 const pending = await pub.getBlock({ blockTag: "pending" });
 assert.ok(pending.number > (await pub.getBlockNumber()) - 1n, "pending is past the last sealed block");
 assert.equal(pending.hash, null);

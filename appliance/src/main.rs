@@ -54,6 +54,17 @@ enum Command {
     /// nohz_full, IRQs, NICs, huge pages, governor, memlock), print a
     /// report and a proposed `[cores]` map; or check a config's map.
     Tune(TuneArgs),
+    /// Print the OP Stack preinstalls (CREATE2 deployer, Multicall3, Safe,
+    /// Permit2, EntryPoint, CreateX) as a geth genesis `alloc` object, to
+    /// merge into a production genesis (the dev genesis has them).
+    Preinstalls(PreinstallsArgs),
+}
+
+#[derive(Args)]
+struct PreinstallsArgs {
+    /// The chain id of the genesis (Permit2's code depends on it).
+    #[arg(long)]
+    chain_id: u64,
 }
 
 #[derive(Args)]
@@ -289,6 +300,13 @@ fn main() {
         Command::Db(DbCommand::Check(args)) => db_check(args),
         Command::Tune(args) => tune(args),
         Command::Top(args) => top::run(&args.metrics, args.interval_ms, args.count),
+        Command::Preinstalls(args) => {
+            let alloc: std::collections::BTreeMap<_, _> =
+                fulmen_chain::preinstalls::genesis_accounts(args.chain_id).collect();
+            let text = serde_json::to_string_pretty(&alloc).expect("accounts encode");
+            println!("{text}");
+            Ok(())
+        }
     };
     if let Err(e) = result {
         tracing::error!("{e}");

@@ -1116,6 +1116,107 @@ fn cast_unlocked_sends_and_signs_with_the_dev_accounts() {
     assert_eq!(code, -32601);
 }
 
+/// The dev genesis holds the OP Stack preinstalls: a salted deploy through
+/// the CREATE2 deployer lands at its CREATE2 address, Multicall3 batches
+/// calls, Permit2 answers its own chain's domain separator, and EntryPoint
+/// v0.7 executes.
+#[test]
+fn the_preinstalls_serve_salted_deploys_multicall_permit2_and_the_entrypoint() {
+    let node = start_fulmen(&["--dev"]);
+    let deployer = Address::from(alloy::primitives::hex!(
+        "4e59b44847b379578588920cA78FbF26c0B4956C"
+    ));
+    let salt = B256::repeat_byte(0x42);
+    let init = bytecode("Probe");
+    let mut data = salt.to_vec();
+    data.extend_from_slice(&init);
+    let raw = sign_1559(
+        &signer(5),
+        0,
+        TxKind::Call(deployer),
+        U256::ZERO,
+        data.into(),
+        3_000_000,
+    );
+    let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    let expected = deployer.create2(salt, keccak256(&init));
+    let code = rpc(node.addr, "eth_getCode", json!([expected, "latest"]))["result"].clone();
+    assert!(
+        code.as_str().unwrap().len() > 2,
+        "no code at the CREATE2 address {expected}"
+    );
+    // Multicall3: getBlockNumber and getEthBalance in one aggregate3.
+    sol! {
+        struct Call3 { address target; bool allowFailure; bytes callData; }
+        struct Result3 { bool success; bytes returnData; }
+        function aggregate3(Call3[] calls) returns (Result3[] returnData);
+        function getEthBalance(address addr) returns (uint256 balance);
+        function DOMAIN_SEPARATOR() returns (bytes32);
+        function getNonce(address sender, uint192 key) returns (uint256 nonce);
+    }
+    let multicall = Address::from(alloy::primitives::hex!(
+        "cA11bde05977b3631167028862bE2a173976CA11"
+    ));
+    let balance_of = getEthBalanceCall {
+        addr: signer(0).address(),
+    }
+    .abi_encode();
+    let calls = aggregate3Call {
+        calls: vec![
+            Call3 {
+                target: multicall,
+                allowFailure: false,
+                callData: balance_of.clone().into(),
+            },
+            Call3 {
+                target: multicall,
+                allowFailure: false,
+                callData: balance_of.into(),
+            },
+        ],
+    };
+    let answer = rpc(
+        node.addr,
+        "eth_call",
+        json!([{"to": multicall, "data": Bytes::from(calls.abi_encode())}, "latest"]),
+    );
+    let out: Bytes = serde_json::from_value(answer["result"].clone()).expect("multicall answers");
+    let results = aggregate3Call::abi_decode_returns(&out).expect("aggregate3 returns");
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.success));
+    // Permit2's domain separator is this chain's.
+    let permit2 = Address::from(alloy::primitives::hex!(
+        "000000000022D473030F116dDEE9F6B43aC78BA3"
+    ));
+    let answer = rpc(
+        node.addr,
+        "eth_call",
+        json!([{"to": permit2, "data": Bytes::from(DOMAIN_SEPARATORCall {}.abi_encode())}]),
+    );
+    let mut domain =
+        keccak256("EIP712Domain(string name,uint256 chainId,address verifyingContract)").to_vec();
+    domain.extend_from_slice(keccak256("Permit2").as_slice());
+    domain.extend_from_slice(&U256::from(4242).to_be_bytes::<32>());
+    domain.extend_from_slice(B256::left_padding_from(permit2.as_slice()).as_slice());
+    assert_eq!(answer["result"], json!(keccak256(&domain)));
+    // EntryPoint v0.7 runs.
+    let entry_point = Address::from(alloy::primitives::hex!(
+        "0000000071727De22E5E9d8BAf0edAc6f37da032"
+    ));
+    let nonce = getNonceCall {
+        sender: signer(1).address(),
+        key: Default::default(),
+    }
+    .abi_encode();
+    let answer = rpc(
+        node.addr,
+        "eth_call",
+        json!([{"to": entry_point, "data": Bytes::from(nonce)}]),
+    );
+    assert_eq!(answer["result"], json!(B256::ZERO), "{answer}");
+}
+
 #[test]
 fn sigterm_stops_the_node_cleanly() {
     let mut node = start_fulmen(&["--dev"]);

@@ -22,6 +22,7 @@ pub mod history;
 pub mod metrics;
 pub mod msg;
 pub mod persist;
+pub mod preinstalls;
 pub mod spec;
 pub mod tx;
 pub mod view;

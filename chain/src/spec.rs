@@ -87,7 +87,8 @@ pub enum GenesisError {
     Invalid(String),
 }
 
-/// The embedded dev genesis: the ten test-mnemonic accounts, 10,000 ETH each.
+/// The embedded dev genesis: the ten test-mnemonic accounts, 10,000 ETH each,
+/// and the OP Stack's preinstalls (`crate::preinstalls`).
 pub fn dev_genesis(gas_limit: u64, base_fee_wei: u64) -> Genesis {
     let mut genesis = Genesis {
         gas_limit,
@@ -102,6 +103,9 @@ pub fn dev_genesis(gas_limit: u64, base_fee_wei: u64) -> Genesis {
             GenesisAccount::default().with_balance(U256::from(DEV_BALANCE_WEI)),
         );
     }
+    genesis
+        .alloc
+        .extend(crate::preinstalls::genesis_accounts(DEV_CHAIN_ID));
     genesis
 }
 
