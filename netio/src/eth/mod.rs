@@ -53,8 +53,8 @@ pub async fn dispatch_in_batch(
     let bytes_max = ctx.limits.response_bytes_max;
     if let Some(answer) = dev::dev_method(ctx.dev.as_deref(), method, params)
         .or_else(|| node_method(ctx, v, method, params))
-        .or_else(|| state::account_or_tx_method(v, method, params))
-        .or_else(|| state::block_method(v, bytes_max, method, params))
+        .or_else(|| state::account_or_tx_method((v, !ctx.verifier), method, params))
+        .or_else(|| state::block_method((v, !ctx.verifier), bytes_max, method, params))
         .or_else(|| raw::raw_method(v, bytes_max, method, params))
         .or_else(|| txpool::txpool_method(v, bytes_max, method, params))
         .or_else(|| ctx.filters.method(&ctx.limits, v, method, params))
@@ -186,8 +186,8 @@ mod tests {
         ] {
             let tables = [
                 constant_method(method).is_some(),
-                state::account_or_tx_method(&view, method, &none).is_some(),
-                state::block_method(&view, 1 << 20, method, &none).is_some(),
+                state::account_or_tx_method((&view, true), method, &none).is_some(),
+                state::block_method((&view, true), 1 << 20, method, &none).is_some(),
             ];
             assert_eq!(tables.iter().filter(|t| **t).count(), 1, "{method}");
         }

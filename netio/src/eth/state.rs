@@ -21,7 +21,7 @@ use crate::rpc::{ByteBudget, Params, RpcError};
 /// `eth_getCode`, `eth_getStorageAt`) and the transaction methods (by
 /// hash, receipt, by block and index); `None` for any other method.
 pub(crate) fn account_or_tx_method(
-    view: &ChainView,
+    (view, unsealed): (&ChainView, bool),
     method: &str,
     params: &Params,
 ) -> Option<Result<Value, RpcError>> {
@@ -40,9 +40,13 @@ pub(crate) fn account_or_tx_method(
                 .tx(&hash)
                 .map(|(tx, block_hash)| convert::receipt(&tx, block_hash)))
         }),
-        "eth_getTransactionByBlockNumberAndIndex" => params
-            .required(0, "block")
-            .and_then(|tag: BlockNumberOrTag| tx_at(any_block_by_tag(view, tag)?, params)),
+        "eth_getTransactionByBlockNumberAndIndex" => {
+            params
+                .required(0, "block")
+                .and_then(|tag: BlockNumberOrTag| {
+                    tx_at(any_block_by_tag(view, tag, unsealed)?, params)
+                })
+        }
         "eth_getTransactionByBlockHashAndIndex" => params
             .required(0, "hash")
             .and_then(|hash: B256| tx_at(view.block_by_hash(&hash).map(AnyBlock::Sealed), params)),
@@ -84,7 +88,7 @@ fn storage(view: &ChainView, params: &Params) -> Result<Value, RpcError> {
 /// The block methods (blocks, their transaction counts, receipts and
 /// uncles); `None` for any other method. `bytes_max` bounds an answer.
 pub(crate) fn block_method(
-    view: &ChainView,
+    (view, unsealed): (&ChainView, bool),
     bytes_max: usize,
     method: &str,
     params: &Params,
@@ -92,7 +96,7 @@ pub(crate) fn block_method(
     let by_tag = || {
         params
             .required(0, "block")
-            .and_then(|tag| any_block_by_tag(view, tag))
+            .and_then(|tag| any_block_by_tag(view, tag, unsealed))
     };
     let by_hash = || {
         params
@@ -112,7 +116,7 @@ pub(crate) fn block_method(
         "eth_getBlockReceipts" => params
             .required(0, "block")
             .and_then(|id| match id {
-                BlockId::Number(tag) => any_block_by_tag(view, tag),
+                BlockId::Number(tag) => any_block_by_tag(view, tag, unsealed),
                 BlockId::Hash(_) => block_by_id(view, id).map(|b| b.map(AnyBlock::Sealed)),
             })
             .and_then(|block| match block {
@@ -156,11 +160,16 @@ impl AnyBlock {
 /// The block for a number or tag, sealed or not: `pending` is the open
 /// block, and a number past the last sealed block names a block not sealed
 /// yet (a preconfirmed receipt's `blockNumber`); other tags as
-/// [`block_by_tag`].
+/// [`block_by_tag`]. Without `unsealed` (a verifier, whose blocks are not
+/// preconfirmations but derivations not checked yet) only sealed blocks.
 pub(crate) fn any_block_by_tag(
     view: &ChainView,
     tag: BlockNumberOrTag,
+    unsealed: bool,
 ) -> Result<Option<AnyBlock>, RpcError> {
+    if !unsealed {
+        return Ok(block_by_tag(view, tag)?.map(AnyBlock::Sealed));
+    }
     match tag {
         BlockNumberOrTag::Pending => Ok(Some(AnyBlock::Unsealed(view.open().clone()))),
         BlockNumberOrTag::Number(n) if n > view.head().header.number => Ok(view
@@ -423,8 +432,9 @@ mod tests {
     fn account_methods_read_the_state_at_the_asked_block() {
         let view = testkit::chain(2);
         let alice = json!(testkit::ALICE);
-        let call =
-            |method, p| account_or_tx_method(&view, method, &params(p)).expect("an account method");
+        let call = |method, p| {
+            account_or_tx_method((&view, true), method, &params(p)).expect("an account method")
+        };
         assert_eq!(
             call("eth_getBalance", json!([alice, "0x1"])).unwrap(),
             json!("0x1")
@@ -440,7 +450,7 @@ mod tests {
         );
         let error = call("eth_getStorageAt", json!([alice])).unwrap_err();
         assert_eq!(error.code, -32602);
-        assert!(account_or_tx_method(&view, "eth_getLogs", &params(json!([]))).is_none());
+        assert!(account_or_tx_method((&view, true), "eth_getLogs", &params(json!([]))).is_none());
     }
 
     /// The open block answers by number and as `pending`, as geth's
@@ -451,8 +461,9 @@ mod tests {
         let view = testkit::chain(2);
         let open = view.open().ctx.number;
         let hash = view.open().txs[0].tx.hash;
-        let call =
-            |method, p| block_method(&view, 1 << 20, method, &params(p)).expect("a block method");
+        let call = |method, p| {
+            block_method((&view, true), 1 << 20, method, &params(p)).expect("a block method")
+        };
         for tag in [json!("pending"), json!(format!("{open:#x}"))] {
             let block = call("eth_getBlockByNumber", json!([tag, true])).unwrap();
             assert_eq!(block["number"], json!(format!("{open:#x}")), "{tag}");
@@ -480,7 +491,7 @@ mod tests {
             let receipts = call("eth_getBlockReceipts", json!([tag])).unwrap();
             assert_eq!(receipts[0]["transactionHash"], json!(hash));
             let tx = account_or_tx_method(
-                &view,
+                (&view, true),
                 "eth_getTransactionByBlockNumberAndIndex",
                 &params(json!([tag, "0x0"])),
             )
@@ -498,7 +509,7 @@ mod tests {
     fn block_methods_answer_null_for_unknown_blocks_and_refuse_oversized_ones() {
         let view = testkit::chain(2);
         let call = |bytes_max, method, p| {
-            block_method(&view, bytes_max, method, &params(p)).expect("a block method")
+            block_method((&view, true), bytes_max, method, &params(p)).expect("a block method")
         };
         let block = call(1 << 20, "eth_getBlockByNumber", json!(["0x1", true])).unwrap();
         assert_eq!(block["number"], json!("0x1"));
@@ -528,8 +539,9 @@ mod tests {
     fn transactions_are_found_by_hash_and_by_position() {
         let view = testkit::chain(2);
         let hash = view.block(2).expect("block 2").txs[0].tx.hash;
-        let call =
-            |method, p| account_or_tx_method(&view, method, &params(p)).expect("a tx method");
+        let call = |method, p| {
+            account_or_tx_method((&view, true), method, &params(p)).expect("a tx method")
+        };
         let tx = call("eth_getTransactionByHash", json!([hash])).unwrap();
         assert_eq!(tx["blockNumber"], json!("0x2"));
         let receipt = call("eth_getTransactionReceipt", json!([hash])).unwrap();
