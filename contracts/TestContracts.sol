@@ -64,3 +64,14 @@ contract Probe {
         counter = x;
     }
 }
+
+/// A passkey (WebAuthn, P-256) check as wallets make it: through the
+/// EIP-7951 / RIP-7212 P256VERIFY precompile at 0x100.
+contract PasskeyCheck {
+    address constant P256VERIFY = address(0x100);
+
+    function verify(bytes32 hash, bytes32 r, bytes32 s, bytes32 x, bytes32 y) external view returns (bool) {
+        (bool ok, bytes memory out) = P256VERIFY.staticcall(abi.encode(hash, r, s, x, y));
+        return ok && out.length == 32 && abi.decode(out, (uint256)) == 1;
+    }
+}

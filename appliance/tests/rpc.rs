@@ -1217,6 +1217,106 @@ fn the_preinstalls_serve_salted_deploys_multicall_permit2_and_the_entrypoint() {
     assert_eq!(answer["result"], json!(B256::ZERO), "{answer}");
 }
 
+/// The dev chain runs Osaka: P256VERIFY at 0x100 (EIP-7951) checks
+/// signatures made by OpenSSL (Node's crypto), directly and through a
+/// passkey-check contract, and CLZ (EIP-7939) exists. A chain whose genesis
+/// schedules no Osaka runs Prague: neither is there.
+#[test]
+fn osaka_rules_bring_p256verify_and_clz_where_the_genesis_schedules_them() {
+    let output = std::process::Command::new("node")
+        .arg(repo_root().join("tools/p256-vectors.mjs"))
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let vectors: serde_json::Value = serde_json::from_slice(&output.stdout).expect("vectors");
+    let one = format!("0x{}1", "0".repeat(63));
+    let precompile = "0x0000000000000000000000000000000000000100";
+    // Returns 32 bytes of 1 for a valid signature, nothing otherwise.
+    let p256 = |addr, input: &serde_json::Value| {
+        rpc(
+            addr,
+            "eth_call",
+            json!([{"to": precompile, "data": input, "gas": "0x20000"}, "latest"]),
+        )["result"]
+            .clone()
+    };
+    // CLZ(1) = 255, from init code run by eth_call: PUSH1 1 CLZ PUSH1 0
+    // MSTORE PUSH1 32 PUSH1 0 RETURN.
+    let clz = json!({"data": "0x6001" .to_owned() + "1e6000526020" + "6000f3"});
+    let node = start_fulmen(&["--dev"]);
+    assert_eq!(p256(node.addr, &vectors["valid"]), json!(one));
+    for bad in ["wrong_hash", "wrong_key", "off_curve"] {
+        assert_eq!(p256(node.addr, &vectors[bad]), json!("0x"), "{bad}");
+    }
+    let clz_answer = rpc(node.addr, "eth_call", json!([clz, "latest"]));
+    assert_eq!(
+        clz_answer["result"],
+        json!(format!("{:#066x}", 255)),
+        "{clz_answer}"
+    );
+    // Through a contract, as a passkey wallet checks.
+    let raw = sign_1559(
+        &signer(6),
+        0,
+        TxKind::Create,
+        U256::ZERO,
+        bytecode("PasskeyCheck"),
+        1_000_000,
+    );
+    let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("deploy");
+    let checker = receipt["contractAddress"].clone();
+    sol! {
+        function verify(bytes32 hash, bytes32 r, bytes32 s, bytes32 x, bytes32 y) returns (bool);
+    }
+    let words = |name: &str| -> Vec<B256> {
+        let bytes: Bytes = serde_json::from_value(vectors[name].clone()).unwrap();
+        bytes.chunks(32).map(B256::from_slice).collect()
+    };
+    for (name, expected) in [("valid", true), ("wrong_hash", false)] {
+        let w = words(name);
+        let call = verifyCall {
+            hash: w[0],
+            r: w[1],
+            s: w[2],
+            x: w[3],
+            y: w[4],
+        }
+        .abi_encode();
+        let answer = rpc(
+            node.addr,
+            "eth_call",
+            json!([{"to": checker, "data": Bytes::from(call)}]),
+        );
+        let word = if expected {
+            B256::with_last_byte(1)
+        } else {
+            B256::ZERO
+        };
+        assert_eq!(answer["result"], json!(word), "{name}: {answer}");
+    }
+    drop(node);
+    let genesis = json!({
+        "config": {"chainId": 777, "pragueTime": 0, "cancunTime": 0, "shanghaiTime": 0, "londonBlock": 0},
+        "gasLimit": "0x1c9c380", "baseFeePerGas": "0x3b9aca00", "alloc": {}
+    });
+    let (path, _guard) = temp_file("genesis.json", &genesis.to_string());
+    let node = start_fulmen(&["--genesis", path.to_str().unwrap()]);
+    assert_eq!(
+        p256(node.addr, &vectors["valid"]),
+        json!("0x"),
+        "no P256VERIFY before Osaka"
+    );
+    let answer = rpc(node.addr, "eth_call", json!([clz, "latest"]));
+    assert!(
+        answer.get("error").is_some(),
+        "no CLZ before Osaka: {answer}"
+    );
+}
+
 #[test]
 fn sigterm_stops_the_node_cleanly() {
     let mut node = start_fulmen(&["--dev"]);

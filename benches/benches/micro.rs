@@ -32,6 +32,12 @@ sol! {
 }
 
 const CHAIN_ID: u64 = 4242;
+/// The chain the EVM benchmarks run on (Prague rules, as on mainnet before
+/// Osaka; the opcodes measured cost the same under both).
+const CHAIN: fulmen_chain::spec::EvmChain = fulmen_chain::spec::EvmChain {
+    chain_id: CHAIN_ID,
+    osaka_time: None,
+};
 const RULES: TxRules = TxRules {
     chain_id: CHAIN_ID,
     block_gas_limit: 1_000_000_000,
@@ -155,7 +161,7 @@ fn execution(c: &mut Criterion) {
 
         let mut evm = build_evm(
             StateDb::new(setup.hot_state(), Default::default()),
-            CHAIN_ID,
+            CHAIN,
             &block(),
         );
         evm.ctx.cfg.disable_nonce_check = true;
@@ -169,7 +175,7 @@ fn execution(c: &mut Criterion) {
             })
         });
 
-        let mut cfg = cfg_env(CHAIN_ID);
+        let mut cfg = cfg_env(CHAIN, 0);
         cfg.disable_nonce_check = true;
         let mut evm = Context::mainnet()
             .with_db(setup.cache_db())
@@ -367,7 +373,7 @@ fn worst_case_tx(c: &mut Criterion) {
             sender.address,
             AccountState::funded(U256::from(10u64).pow(U256::from(30))),
         );
-        let mut evm = build_evm(StateDb::new(state, Default::default()), CHAIN_ID, &block());
+        let mut evm = build_evm(StateDb::new(state, Default::default()), CHAIN, &block());
         evm.ctx.cfg.disable_nonce_check = true;
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -35,8 +35,32 @@ pub const DEV_ACCOUNTS: [Address; 10] = [
 /// Balance of each dev account: 10,000 ETH, as anvil gives.
 pub const DEV_BALANCE_WEI: u128 = 10_000_000_000_000_000_000_000;
 
-/// The execution rules in force. fulmen runs Prague from genesis.
+/// The oldest execution rules fulmen runs (from genesis): Prague. Osaka
+/// follows from the genesis config's `osakaTime` ([`EvmChain::spec_at`]);
+/// transactions' stateless rules (intrinsic gas, types) are the same in
+/// both.
 pub const SPEC: SpecId = SpecId::PRAGUE;
+
+/// What the EVM needs to know of the chain: its id, and which rules hold at
+/// a block's timestamp (geth's `osakaTime`; Prague before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvmChain {
+    /// Chain id.
+    pub chain_id: u64,
+    /// First timestamp of Osaka rules (EIP-7951 P256VERIFY, EIP-7939 CLZ,
+    /// EIP-7823/7883 ModExp), if scheduled.
+    pub osaka_time: Option<u64>,
+}
+
+impl EvmChain {
+    /// The rules of a block with `timestamp`.
+    pub fn spec_at(&self, timestamp: u64) -> SpecId {
+        match self.osaka_time {
+            Some(osaka) if timestamp >= osaka => SpecId::OSAKA,
+            _ => SPEC,
+        }
+    }
+}
 
 /// Default per-transaction gas cap: EIP-7825's 2^24. At this cap the most
 /// expensive work one transaction can buy (precompile loops) holds the seq
@@ -97,6 +121,11 @@ pub fn dev_genesis(gas_limit: u64, base_fee_wei: u64) -> Genesis {
         ..Default::default()
     };
     genesis.config.chain_id = DEV_CHAIN_ID;
+    // Osaka from genesis, as Ethereum since December 2025 (Prague before).
+    genesis.config.shanghai_time = Some(0);
+    genesis.config.cancun_time = Some(0);
+    genesis.config.prague_time = Some(0);
+    genesis.config.osaka_time = Some(0);
     for account in DEV_ACCOUNTS {
         genesis.alloc.insert(
             account,
@@ -131,6 +160,14 @@ pub fn load_genesis(path: &Path) -> Result<Genesis, GenesisError> {
 }
 
 impl ChainSpec {
+    /// What the EVM needs of this chain: its id and fork schedule.
+    pub fn evm_chain(&self) -> EvmChain {
+        EvmChain {
+            chain_id: self.chain_id,
+            osaka_time: self.genesis.config.osaka_time,
+        }
+    }
+
     /// The stateless transaction rules of this chain.
     pub fn tx_rules(&self) -> TxRules {
         TxRules {

@@ -26,7 +26,7 @@ use revm::{
 };
 
 use fulmen_chain::block::{BlockContext, BlockHashes};
-use fulmen_chain::spec::SPEC;
+use fulmen_chain::spec::EvmChain;
 use fulmen_chain::tx::RecoveredTx;
 
 /// Errors the state database can return to revm.
@@ -184,10 +184,14 @@ pub fn block_env(ctx: &BlockContext) -> BlockEnv {
     }
 }
 
-/// The revm configuration for this chain.
-pub fn cfg_env(chain_id: u64) -> CfgEnv {
-    let mut cfg = CfgEnv::new_with_spec(SPEC);
-    cfg.chain_id = chain_id;
+/// The revm configuration for a block of `chain` at `timestamp`. The
+/// per-transaction gas cap is fulmen's own (`tx_gas_limit_max`, checked
+/// when a transaction arrives; simulations have theirs), not revm's Osaka
+/// default.
+pub fn cfg_env(chain: EvmChain, timestamp: u64) -> CfgEnv {
+    let mut cfg = CfgEnv::new_with_spec(chain.spec_at(timestamp));
+    cfg.chain_id = chain.chain_id;
+    cfg.tx_gas_limit_cap = Some(u64::MAX);
     cfg
 }
 
@@ -228,10 +232,10 @@ pub fn tx_env(tx: &RecoveredTx) -> TxEnv {
 pub type Evm = MainnetEvm<revm::handler::MainnetContext<StateDb>>;
 
 /// Builds an EVM over `db` for `block`.
-pub fn build_evm(db: StateDb, chain_id: u64, block: &BlockContext) -> Evm {
+pub fn build_evm(db: StateDb, chain: EvmChain, block: &BlockContext) -> Evm {
     Context::mainnet()
         .with_db(db)
-        .with_cfg(cfg_env(chain_id))
+        .with_cfg(cfg_env(chain, block.timestamp))
         .with_block(block_env(block))
         .build_mainnet()
 }

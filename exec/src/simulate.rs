@@ -153,7 +153,7 @@ impl<CTX> Inspector<CTX, EthInterpreter> for Deadline {
 /// was given, as in geth.
 pub fn simulate(
     db: StateDb,
-    chain_id: u64,
+    chain: fulmen_chain::spec::EvmChain,
     block: &BlockContext,
     call: &CallRequest,
     deadline: Instant,
@@ -166,7 +166,7 @@ pub fn simulate(
         .nonce
         .unwrap_or_else(|| db.state.account(&from).map_or(0, |a| a.nonce));
     let no_fee = call.gas_price.is_none() && call.max_fee_per_gas.is_none();
-    let mut cfg = cfg_env(chain_id);
+    let mut cfg = cfg_env(chain, block.timestamp);
     cfg.disable_base_fee = no_fee;
     cfg.disable_balance_check = no_fee;
     cfg.disable_nonce_check = call.nonce.is_none();
@@ -196,7 +196,7 @@ pub fn simulate(
         value: call.value.unwrap_or_default(),
         data: call.input.clone(),
         nonce,
-        chain_id: Some(chain_id),
+        chain_id: Some(chain.chain_id),
         access_list,
         gas_priority_fee,
         ..Default::default()
@@ -221,6 +221,11 @@ pub fn simulate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CHAIN: fulmen_chain::spec::EvmChain = fulmen_chain::spec::EvmChain {
+        chain_id: 1,
+        osaka_time: None,
+    };
     use std::time::Duration;
 
     /// Hashes 32 KiB of memory in a loop until less than 64 Ki gas is left,
@@ -256,7 +261,7 @@ mod tests {
         for code in [HASH_LOOP, PRECOMPILE_LOOP] {
             let (outcome, _) = simulate(
                 StateDb::default(),
-                1,
+                CHAIN,
                 &block(),
                 &create(code, 2_000_000),
                 far,
@@ -275,7 +280,7 @@ mod tests {
             let soon = Instant::now() + Duration::from_millis(20);
             let result = simulate(
                 StateDb::default(),
-                1,
+                CHAIN,
                 &block(),
                 &create(code, 1_000_000_000),
                 soon,
@@ -285,7 +290,7 @@ mod tests {
         let past = Instant::now();
         let result = simulate(
             StateDb::default(),
-            1,
+            CHAIN,
             &block(),
             &create(HASH_LOOP, 100_000),
             past,

@@ -82,7 +82,11 @@ impl Sequencer {
         } = parts;
         // A transaction of the largest size always fits an empty mini-block.
         let (limits, _) = limits.fitted_to_log(limits.mini_block_bytes_max);
-        let evm = build_evm(StateDb::new(state, block_hashes), spec.chain_id, &open.ctx);
+        let evm = build_evm(
+            StateDb::new(state, block_hashes),
+            spec.evm_chain(),
+            &open.ctx,
+        );
         let mut seq = Self {
             spec,
             limits,
@@ -394,6 +398,7 @@ impl Sequencer {
         self.expire_parked(ctx.timestamp);
         let closed = std::mem::replace(&mut self.open, OpenBlock::new(ctx));
         self.evm.ctx.block = crate::evm::block_env(&ctx);
+        self.evm.ctx.cfg.spec = self.spec.evm_chain().spec_at(ctx.timestamp);
         let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
         assert_eq!(
             txs.iter().map(|tx| tx.gas_used).sum::<u64>(),

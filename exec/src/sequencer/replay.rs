@@ -147,6 +147,7 @@ impl Sequencer {
         debug_assert!(self.open.txs.is_empty());
         self.open.ctx = ctx;
         self.evm.ctx.block = crate::evm::block_env(&ctx);
+        self.evm.ctx.cfg.spec = self.spec.evm_chain().spec_at(ctx.timestamp);
         self.refresh_open_view();
     }
 

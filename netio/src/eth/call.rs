@@ -47,7 +47,7 @@ pub(crate) async fn off_core(
     }
     let mut sim = Sim {
         view,
-        chain_id: ctx.spec.chain_id,
+        chain: ctx.spec.evm_chain(),
         meter,
     };
     let answer = ctx.sim.submit(move || {
@@ -67,7 +67,7 @@ pub(crate) async fn off_core(
 /// may still spend.
 pub(crate) struct Sim {
     view: Arc<ChainView>,
-    chain_id: u64,
+    chain: fulmen_chain::spec::EvmChain,
     meter: Meter,
 }
 
@@ -100,7 +100,7 @@ impl Sim {
         let mut db = StateDb::new(state, self.view.block_hashes().clone());
         db.apply_overrides(state_overrides);
         let deadline = self.meter.deadline();
-        let result = simulate::simulate(db, self.chain_id, &block_ctx, call, deadline);
+        let result = simulate::simulate(db, self.chain, &block_ctx, call, deadline);
         match result {
             Ok((outcome, state)) => {
                 self.meter.charge(outcome.gas_used);
@@ -321,7 +321,10 @@ mod tests {
     fn run_here(view: ChainView, limits: &RpcLimits, job: SimJob) -> Result<Value, RpcError> {
         let mut sim = Sim {
             view: Arc::new(view),
-            chain_id: 1,
+            chain: fulmen_chain::spec::EvmChain {
+                chain_id: 1,
+                osaka_time: None,
+            },
             meter: Meter::new(limits, None, Instant::now()),
         };
         job(&mut sim)
