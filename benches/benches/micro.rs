@@ -333,6 +333,18 @@ fn json_rpc(c: &mut Criterion) {
     });
 }
 
+/// A contract that copies its 160 bytes of calldata to memory and calls
+/// P256VERIFY with them until its gas runs out: CALLDATACOPY(0, 0, 160);
+/// loop: STATICCALL(GAS, 0x100, 0, 160, 160, 32); POP; JUMP loop.
+const P256_LOOP_CODE: [u8; 25] =
+    alloy_primitives::hex!("60a060006000375b602060a060a060006101005afa50600756");
+const P256_LOOP: Address = Address::repeat_byte(0x77);
+/// The chain with Osaka rules (P256VERIFY).
+const OSAKA_CHAIN: fulmen_chain::spec::EvmChain = fulmen_chain::spec::EvmChain {
+    chain_id: CHAIN_ID,
+    osaka_time: Some(0),
+};
+
 /// The longest one transaction at the per-transaction gas cap (2^24) can
 /// hold the seq core: the precompiles with the most time per gas, called
 /// directly by a transaction that spends the whole cap on them.
@@ -358,9 +370,21 @@ fn worst_case_tx(c: &mut Criterion) {
         modexp.extend_from_slice(&word);
     }
     modexp.extend_from_slice(&[0xff; 96]);
+    // P256VERIFY (0x100, Osaka): 6,900 gas per call, so a contract that
+    // calls it in a loop until its gas runs out makes ~2,400 verifications
+    // of one valid signature (made by OpenSSL, tools/p256-vectors.mjs).
+    let p256_vector = alloy_primitives::hex!(
+        "29b2b0b89747e0ad2c2dd119a260a8d15247324cfbe060f85404daa569cd8a2f"
+        "ac6cbeb5e4c12426ebfe844a71e425476acea107cfca578e082a8861c08738e2"
+        "a289d9ae829ab97f4228bfe3f412c8d120e867db89c7e793238221740a734b6b"
+        "cafe074ee73639003ed676d8832a1a5d885072f55734d330b720f615cd41f812"
+        "ceecb832eb390c84f204a82b30354d52e65e6ac52ad93a0dd999627511f40a0d"
+    )
+    .to_vec();
     let cases = [
         ("blake2f_rounds", Address::with_last_byte(9), blake),
         ("modexp_one_call", Address::with_last_byte(5), modexp),
+        ("p256verify_loop", P256_LOOP, p256_vector),
     ];
     let mut group = c.benchmark_group("worst_case_tx_at_2^24_gas");
     group.sample_size(10);
@@ -373,7 +397,17 @@ fn worst_case_tx(c: &mut Criterion) {
             sender.address,
             AccountState::funded(U256::from(10u64).pow(U256::from(30))),
         );
-        let mut evm = build_evm(StateDb::new(state, Default::default()), CHAIN, &block());
+        let code_hash = state.insert_code(Bytecode::new_raw(P256_LOOP_CODE.into()));
+        state.set_account(
+            P256_LOOP,
+            AccountState {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash,
+            },
+        );
+        let chain = if to == P256_LOOP { OSAKA_CHAIN } else { CHAIN };
+        let mut evm = build_evm(StateDb::new(state, Default::default()), chain, &block());
         evm.ctx.cfg.disable_nonce_check = true;
         group.bench_function(name, |b| {
             b.iter(|| {
