@@ -303,9 +303,12 @@ fn fulmen_and_anvil_agree_on_the_same_transactions() {
         "prague",
         "--base-fee",
         "1000000000",
+        // Struct logs (the default tracer) are recorded only with this.
+        "--steps-tracing",
     ]);
 
     let (txs, token, probe, delegated) = workload();
+    let mut hashes = Vec::new();
     for (i, raw) in txs.iter().enumerate() {
         let raw_hex = format!("{raw}");
         let sent_f = rpc(fulmen.addr, "eth_sendRawTransaction", json!([raw_hex]));
@@ -319,6 +322,7 @@ fn fulmen_and_anvil_agree_on_the_same_transactions() {
             Some(hash.as_str()),
             "tx {i} on anvil: {sent_a}"
         );
+        hashes.push(hash.clone());
         let rf = wait_receipt(fulmen.addr, &hash);
         let ra = wait_receipt(anvil.addr, &hash);
         assert_eq!(rf["status"], ra["status"], "tx {i} status");
@@ -379,4 +383,142 @@ fn fulmen_and_anvil_agree_on_the_same_transactions() {
         assert_eq!(f, n, "eth_call to {to}");
         assert!(f.is_string());
     }
+    traces_agree(&fulmen, &anvil, &hashes);
+}
+
+/// `debug_traceTransaction` gives anvil's answer for every transaction of
+/// the workload (creates, calls, reverts, a value transfer, EIP-7702
+/// delegation, legacy and EIP-2930) with each tracer, and `debug_traceCall`
+/// for a call through a precompile.
+fn traces_agree(fulmen: &Proc, anvil: &Proc, hashes: &[String]) {
+    let last = wait_receipt(fulmen.addr, hashes.last().expect("txs"));
+    wait_sealed(fulmen.addr, quantity(&last["blockNumber"]));
+    let tracers = [
+        json!({"tracer": "callTracer"}),
+        json!({"tracer": "callTracer", "tracerConfig": {"withLog": true}}),
+        json!({"tracer": "4byteTracer"}),
+        json!({"tracer": "prestateTracer"}),
+        json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}}),
+        json!({"enableMemory": true}),
+        json!({}),
+    ];
+    for (i, hash) in hashes.iter().enumerate() {
+        for tracer in &tracers {
+            let f = rpc(fulmen.addr, "debug_traceTransaction", json!([hash, tracer]));
+            let a = rpc(anvil.addr, "debug_traceTransaction", json!([hash, tracer]));
+            assert!(f.get("result").is_some(), "tx {i} {tracer} on fulmen: {f}");
+            let (mut f, mut a) = (f["result"].clone(), a["result"].clone());
+            if tracer["tracer"] == "callTracer" {
+                // The top frame's `gas`: the transaction's gas limit, as
+                // geth (and reth) report it; anvil reports what is left
+                // after the intrinsic cost.
+                let tx = rpc(fulmen.addr, "eth_getTransactionByHash", json!([hash]));
+                assert_eq!(f["gas"], tx["result"]["gas"], "tx {i}: the top call's gas");
+                f["gas"] = Value::Null;
+                a["gas"] = Value::Null;
+            }
+            if tracer["tracer"] == "prestateTracer" {
+                // The fee recipient's balance differs with each node's base
+                // fee (blocks differ); its entry is left out of both.
+                let coinbase = "0x0000000000000000000000000000000000000000";
+                for frame in [&mut f, &mut a] {
+                    if let Some(accounts) = frame.as_object_mut() {
+                        accounts.remove(coinbase);
+                        for part in ["pre", "post"] {
+                            if let Some(inner) =
+                                accounts.get_mut(part).and_then(Value::as_object_mut)
+                            {
+                                inner.remove(coinbase);
+                            }
+                        }
+                    }
+                }
+            }
+            if tracer == &json!({"tracer": "prestateTracer"}) {
+                // Accounts empty before the transaction (a created
+                // contract) are left out, as geth leaves them out; anvil
+                // lists them.
+                omit_empty_accounts(&mut a);
+            }
+            if let (Some(fs), Some(as_)) = (f["structLogs"].as_array(), a["structLogs"].as_array())
+            {
+                assert_eq!(fs.len(), as_.len(), "tx {i} {tracer}: struct log length");
+                for (step, (x, y)) in fs.iter().zip(as_).enumerate() {
+                    assert_eq!(x, y, "tx {i} {tracer}: struct log step {step}");
+                }
+            }
+            assert_eq!(f, a, "tx {i} traced with {tracer}");
+        }
+    }
+    // A block's traces are its transactions' traces, in order.
+    let tracer = json!({"tracer": "callTracer"});
+    let block = rpc(fulmen.addr, "eth_getTransactionReceipt", json!([hashes[7]]))["result"].clone();
+    let by_number = rpc(
+        fulmen.addr,
+        "debug_traceBlockByNumber",
+        json!([block["blockNumber"], tracer]),
+    );
+    let by_hash = rpc(
+        fulmen.addr,
+        "debug_traceBlockByHash",
+        json!([block["blockHash"], tracer]),
+    );
+    assert_eq!(by_number["result"], by_hash["result"]);
+    let traces = by_number["result"].as_array().expect("traces").clone();
+    assert!(!traces.is_empty());
+    for entry in traces {
+        let one = rpc(
+            fulmen.addr,
+            "debug_traceTransaction",
+            json!([entry["txHash"], tracer]),
+        );
+        assert_eq!(
+            entry["result"], one["result"],
+            "block trace of {}",
+            entry["txHash"]
+        );
+    }
+    // A call through the SHA-256 precompile (0x02), traced at the latest
+    // block.
+    let call = json!({"from": format!("{}", signer(8).address()), "to": "0x0000000000000000000000000000000000000002", "data": "0x1234"});
+    let tracer = json!({"tracer": "callTracer"});
+    let f = rpc(
+        fulmen.addr,
+        "debug_traceCall",
+        json!([call, "latest", tracer]),
+    );
+    let a = rpc(
+        anvil.addr,
+        "debug_traceCall",
+        json!([call, "latest", tracer]),
+    );
+    let (mut f, mut a) = (f["result"].clone(), a["result"].clone());
+    assert!(f.is_object(), "debug_traceCall on fulmen: {f}");
+    f["gas"] = Value::Null;
+    a["gas"] = Value::Null;
+    assert_eq!(f, a, "debug_traceCall");
+}
+
+/// Removes the accounts of a prestate that were empty (no balance, nonce
+/// or code) before the transaction.
+fn omit_empty_accounts(prestate: &mut Value) {
+    let Some(accounts) = prestate.as_object_mut() else {
+        return;
+    };
+    accounts.retain(|_, account| {
+        let zero = |field: &str| {
+            account
+                .get(field)
+                .is_none_or(|v| v == "0x0" || v == "0x" || v == 0)
+        };
+        !(zero("balance") && zero("nonce") && zero("code"))
+    });
+}
+
+fn quantity(value: &Value) -> u64 {
+    u64::from_str_radix(
+        value.as_str().expect("quantity").trim_start_matches("0x"),
+        16,
+    )
+    .expect("hex")
 }

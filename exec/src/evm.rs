@@ -19,7 +19,7 @@ use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::block::BlobExcessGasAndPrice,
     context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
-    database_interface::{DBErrorMarker, Database},
+    database_interface::{DBErrorMarker, Database, DatabaseRef},
     handler::{ExecuteEvm, MainnetEvm},
     primitives::{KECCAK_EMPTY, eip4844::BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE},
     state::{AccountInfo, EvmState},
@@ -126,10 +126,10 @@ impl StateDb {
     }
 }
 
-impl Database for StateDb {
+impl DatabaseRef for StateDb {
     type Error = DbError;
 
-    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, DbError> {
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, DbError> {
         Ok(self.state.account(&address).map(|account| {
             let code = if account.has_code() {
                 self.state.code(&account.code_hash).cloned()
@@ -146,11 +146,11 @@ impl Database for StateDb {
         }))
     }
 
-    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, DbError> {
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, DbError> {
         Ok(self.state.code(&code_hash).cloned().unwrap_or_default())
     }
 
-    fn storage(&mut self, address: Address, index: U256) -> Result<U256, DbError> {
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, DbError> {
         if let Some(storage) = self.replaced.get(&address) {
             // Slots not named in a full `state` override read as zero.
             return Ok(storage.get(&index).copied().unwrap_or_default());
@@ -158,11 +158,32 @@ impl Database for StateDb {
         Ok(self.state.storage(&address, &index))
     }
 
-    fn block_hash(&mut self, number: u64) -> Result<B256, DbError> {
+    fn block_hash_ref(&self, number: u64) -> Result<B256, DbError> {
         match self.block_hashes.get(number) {
             Some(hash) => Ok(hash),
             None => Err(DbError::BlockHashPending(number)),
         }
+    }
+}
+
+/// Reads never change a `StateDb`: the EVM's reads are its `DatabaseRef`'s.
+impl Database for StateDb {
+    type Error = DbError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, DbError> {
+        self.basic_ref(address)
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, DbError> {
+        self.code_by_hash_ref(code_hash)
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, DbError> {
+        self.storage_ref(address, index)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, DbError> {
+        self.block_hash_ref(number)
     }
 }
 

@@ -18,4 +18,5 @@ pub mod sequencer;
 pub mod simulate;
 #[cfg(test)]
 mod testkit;
+pub mod trace;
 pub mod trie;

@@ -13,7 +13,7 @@ use alloy_eips::eip2930::AccessList;
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use revm::{
     Context, MainBuilder, MainContext,
-    context::TxEnv,
+    context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::result::EVMError,
     inspector::{InspectEvm, Inspector},
     interpreter::{
@@ -161,6 +161,34 @@ pub fn simulate(
     if Instant::now() >= deadline {
         return Err(SimError::DeadlinePassed);
     }
+    let (cfg, block_env, tx) = call_env(&db, chain, block, call);
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_cfg(cfg)
+        .with_block(block_env)
+        .build_mainnet_with_inspector(Deadline::new(deadline));
+    let result = evm.inspect_tx(tx);
+    if evm.inspector.passed() {
+        return Err(SimError::DeadlinePassed);
+    }
+    match result {
+        Ok(result) => Ok((Outcome::from_result(result.result), result.state)),
+        Err(EVMError::Database(e)) => Err(ExecError::Db(e).into()),
+        Err(EVMError::Transaction(e)) => Err(ExecError::Invalid(invalid_tx_message(&e)).into()),
+        Err(e) => Err(ExecError::Invalid(e.to_string()).into()),
+    }
+}
+
+/// The revm configuration, block and transaction of `call` over `db` at
+/// `block`, as geth runs `eth_call`: fee checks relaxed when no fee was
+/// given, any caller (contracts included), the sender's nonce unless one
+/// was given.
+pub fn call_env(
+    db: &StateDb,
+    chain: fulmen_chain::spec::EvmChain,
+    block: &BlockContext,
+    call: &CallRequest,
+) -> (CfgEnv, BlockEnv, TxEnv) {
     let from = call.from.unwrap_or_default();
     let nonce = call
         .nonce
@@ -201,21 +229,7 @@ pub fn simulate(
         gas_priority_fee,
         ..Default::default()
     };
-    let mut evm = Context::mainnet()
-        .with_db(db)
-        .with_cfg(cfg)
-        .with_block(block_env)
-        .build_mainnet_with_inspector(Deadline::new(deadline));
-    let result = evm.inspect_tx(tx);
-    if evm.inspector.passed() {
-        return Err(SimError::DeadlinePassed);
-    }
-    match result {
-        Ok(result) => Ok((Outcome::from_result(result.result), result.state)),
-        Err(EVMError::Database(e)) => Err(ExecError::Db(e).into()),
-        Err(EVMError::Transaction(e)) => Err(ExecError::Invalid(invalid_tx_message(&e)).into()),
-        Err(e) => Err(ExecError::Invalid(e.to_string()).into()),
-    }
+    (cfg, block_env, tx)
 }
 
 #[cfg(test)]

@@ -88,6 +88,47 @@ impl From<RunError> for RpcError {
 }
 
 impl Sim {
+    /// The chain view this request reads.
+    pub(crate) fn view(&self) -> &Arc<ChainView> {
+        &self.view
+    }
+
+    /// The chain's id and fork schedule.
+    pub(crate) fn chain(&self) -> fulmen_chain::spec::EvmChain {
+        self.chain
+    }
+
+    /// Traces over `db` in the block `env` (`fulmen_exec::trace`): `before`
+    /// executed untraced, then each of `traced`; within the request's time
+    /// and gas budget, as a simulation.
+    pub(crate) fn trace(
+        &mut self,
+        db: StateDb,
+        (cfg, block): (revm::context::CfgEnv, revm::context::BlockEnv),
+        (before, traced): (
+            &[revm::context::TxEnv],
+            &[(Option<B256>, revm::context::TxEnv)],
+        ),
+        opts: &alloy_rpc_types_trace::geth::GethDebugTracingOptions,
+    ) -> Result<Vec<alloy_rpc_types_trace::geth::TraceResult>, RpcError> {
+        use fulmen_exec::trace::{TraceEnv, TraceError};
+        self.meter.check_gas()?;
+        let env = TraceEnv {
+            cfg,
+            block,
+            deadline: self.meter.deadline(),
+        };
+        match fulmen_exec::trace::trace(db, &env, before, traced, opts) {
+            Ok((results, gas)) => {
+                self.meter.charge(gas);
+                Ok(results)
+            }
+            Err(TraceError::Sim(SimError::DeadlinePassed)) => Err(self.meter.timeout_error()),
+            Err(e @ TraceError::Config(_)) => Err(RpcError::invalid_params(e.to_string())),
+            Err(e) => Err(RpcError::server(e.to_string())),
+        }
+    }
+
     /// One EVM run at `block` with `state_overrides`, within the budget.
     fn run(
         &mut self,
@@ -263,7 +304,10 @@ pub(crate) fn create_access_list(limits: &RpcLimits, params: &Params) -> Result<
 
 /// The simulation inputs of a JSON transaction request; its gas is capped
 /// at `rpc.call_gas_max`.
-fn call_request(limits: &RpcLimits, request: TransactionRequest) -> Result<CallRequest, RpcError> {
+pub(crate) fn call_request(
+    limits: &RpcLimits,
+    request: TransactionRequest,
+) -> Result<CallRequest, RpcError> {
     if request.blob_versioned_hashes.is_some() || request.sidecar.is_some() {
         return Err(RpcError::invalid_params(
             "blob transactions are not supported on this L2",
@@ -289,7 +333,7 @@ fn call_request(limits: &RpcLimits, request: TransactionRequest) -> Result<CallR
     })
 }
 
-fn overrides(overrides: Option<StateOverride>) -> HashMap<Address, AccountOverride> {
+pub(crate) fn overrides(overrides: Option<StateOverride>) -> HashMap<Address, AccountOverride> {
     overrides
         .into_iter()
         .flatten()

@@ -22,6 +22,7 @@ mod send;
 mod state;
 #[cfg(test)]
 mod testkit;
+mod trace;
 mod txpool;
 
 use alloy_primitives::{Address, Bytes, U64, U256};
@@ -80,6 +81,10 @@ pub async fn dispatch_in_batch(
         }
         "eth_sendRawTransaction" => send::send_raw(ctx, params).await,
         "eth_sendTransaction" => dev::transaction(ctx, batch, view, (params, true)).await,
+        "debug_traceTransaction" => trace::transaction(ctx, batch, view, params).await,
+        "debug_traceCall" => trace::call(ctx, batch, view, params).await,
+        "debug_traceBlockByNumber" => trace::block(ctx, batch, view, (params, false)).await,
+        "debug_traceBlockByHash" => trace::block(ctx, batch, view, (params, true)).await,
         "eth_signTransaction" => dev::transaction(ctx, batch, view, (params, false)).await,
         // MegaETH's name for the same call, so its clients work unchanged.
         "eth_sendRawTransactionSync" | "realtime_sendRawTransaction" => {

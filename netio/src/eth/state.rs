@@ -319,7 +319,7 @@ pub(crate) fn state_at(
 }
 
 /// The execution context a sealed block ran in, from its header.
-fn block_context(header: &alloy_consensus::Header) -> BlockContext {
+pub(crate) fn block_context(header: &alloy_consensus::Header) -> BlockContext {
     BlockContext {
         number: header.number,
         timestamp: header.timestamp,

@@ -1,0 +1,225 @@
+//! Transaction tracing for `debug_traceTransaction`, `debug_traceCall` and
+//! `debug_traceBlockBy*`, in geth's output shapes, with the tracers of
+//! `revm-inspectors` (the crate reth uses): the struct logger (default),
+//! `callTracer`, `prestateTracer` (and its diff mode), `4byteTracer` and
+//! `noopTracer`.
+//!
+//! A trace re-executes: the caller hands the state before the block, the
+//! block's transactions before the traced ones (executed and committed
+//! without a tracer), then the traced ones. Each run is halted by the same
+//! wall-clock [`Deadline`] as a simulation.
+
+use std::time::Instant;
+
+use alloy_primitives::B256;
+use alloy_rpc_types_trace::geth::{
+    FourByteFrame, GethDebugBuiltInTracerType, GethDebugTracerType, GethDebugTracingOptions,
+    GethTrace, NoopFrame, TraceResult,
+};
+use revm::{
+    Context, MainBuilder, MainContext,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    context_interface::result::{EVMError, ResultAndState},
+    inspector::{InspectEvm, Inspector},
+};
+use revm_inspectors::tracing::{FourByteInspector, TracingInspector, TracingInspectorConfig};
+
+use crate::evm::{ExecError, StateDb, invalid_tx_message, state_diff};
+use crate::simulate::{Deadline, SimError};
+
+/// Why a trace has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// A simulation error (deadline, invalid transaction, state).
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// A tracer or tracer option this node does not have.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The tracer's configuration does not parse.
+    #[error("invalid tracer config: {0}")]
+    Config(String),
+}
+
+/// Where and how a trace runs: the chain's rules and block, the deadline.
+pub struct TraceEnv {
+    /// The EVM configuration (chain id, rules of the block).
+    pub cfg: CfgEnv,
+    /// The block.
+    pub block: BlockEnv,
+    /// When the whole trace must stop.
+    pub deadline: Instant,
+}
+
+/// Executes `before` over `db`, committing each, then traces each of
+/// `traced` (committing it too) with `opts`; one result per traced
+/// transaction, with its hash when given. Returns them and the gas all
+/// runs used.
+pub fn trace(
+    mut db: StateDb,
+    env: &TraceEnv,
+    before: &[TxEnv],
+    traced: &[(Option<B256>, TxEnv)],
+    opts: &GethDebugTracingOptions,
+) -> Result<(Vec<TraceResult>, u64), TraceError> {
+    let mut gas = 0;
+    for tx in before {
+        let (result, next, _) = run(db, env, tx.clone(), Deadline::new(env.deadline))?;
+        gas += result.result.tx_gas_used();
+        db = next;
+    }
+    let mut out = Vec::with_capacity(traced.len());
+    for (hash, tx) in traced {
+        let (trace, used, next) = trace_one(db, env, tx.clone(), opts)?;
+        gas += used;
+        db = next;
+        out.push(TraceResult::Success {
+            result: trace,
+            tx_hash: *hash,
+        });
+    }
+    Ok((out, gas))
+}
+
+/// Runs `tx` over `db` with `inspector` (a deadline in it), and commits
+/// its changes to `db`; hands the inspector back.
+fn run<I>(
+    db: StateDb,
+    env: &TraceEnv,
+    tx: TxEnv,
+    inspector: I,
+) -> Result<(ResultAndState, StateDb, I), TraceError>
+where
+    I: Inspector<revm::handler::MainnetContext<StateDb>> + HasDeadline,
+{
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_cfg(env.cfg.clone())
+        .with_block(env.block.clone())
+        .build_mainnet_with_inspector(inspector);
+    let result = evm.inspect_tx(tx);
+    if evm.inspector.deadline_passed() {
+        return Err(SimError::DeadlinePassed.into());
+    }
+    let result = result.map_err(|e| match e {
+        EVMError::Database(e) => SimError::from(ExecError::Db(e)),
+        EVMError::Transaction(e) => SimError::from(ExecError::Invalid(invalid_tx_message(&e))),
+        e => SimError::from(ExecError::Invalid(e.to_string())),
+    })?;
+    let inspector = evm.inspector;
+    let mut db = evm.ctx.journaled_state.database;
+    let diff = state_diff(result.state.clone(), &db.state);
+    db.state.apply(&diff);
+    Ok((result, db, inspector))
+}
+
+/// What tells a run that its deadline passed.
+trait HasDeadline {
+    fn deadline_passed(&self) -> bool;
+}
+
+impl HasDeadline for Deadline {
+    fn deadline_passed(&self) -> bool {
+        self.passed()
+    }
+}
+
+impl<T> HasDeadline for (Deadline, T) {
+    fn deadline_passed(&self) -> bool {
+        self.0.passed()
+    }
+}
+
+/// Traces one transaction with the tracer `opts` names; the trace, the gas
+/// it used and the state after it.
+fn trace_one(
+    db: StateDb,
+    env: &TraceEnv,
+    tx: TxEnv,
+    opts: &GethDebugTracingOptions,
+) -> Result<(GethTrace, u64, StateDb), TraceError> {
+    let deadline = Deadline::new(env.deadline);
+    // The top call frame's `gas` is the transaction's limit, as geth shows it.
+    let gas_limit = tx.gas_limit;
+    let tracer = match &opts.tracer {
+        None => None,
+        Some(GethDebugTracerType::BuiltInTracer(tracer)) => Some(*tracer),
+        Some(GethDebugTracerType::JsTracer(_)) => {
+            return Err(TraceError::Unsupported(
+                "JavaScript tracers are not supported; use callTracer, prestateTracer, 4byteTracer, \
+                 noopTracer or the default struct logger"
+                    .into(),
+            ));
+        }
+    };
+    let config = |e: serde_json::Error| TraceError::Config(e.to_string());
+    let tracing = |config| (deadline, TracingInspector::new(config));
+    match tracer {
+        None => {
+            let inspector = tracing(TracingInspectorConfig::from_geth_config(&opts.config));
+            let (result, db, (_, inspector)) = run(db, env, tx, inspector)?;
+            let used = result.result.tx_gas_used();
+            let output = result.result.output().cloned().unwrap_or_default();
+            let frame = inspector
+                .into_geth_builder()
+                .geth_traces(used, output, opts.config);
+            Ok((GethTrace::Default(frame), used, db))
+        }
+        Some(GethDebugBuiltInTracerType::CallTracer) => {
+            let call = opts
+                .tracer_config
+                .clone()
+                .into_call_config()
+                .map_err(config)?;
+            let inspector = tracing(TracingInspectorConfig::from_geth_call_config(&call));
+            let (result, db, (_, inspector)) = run(db, env, tx, inspector)?;
+            let used = result.result.tx_gas_used();
+            let frame = inspector
+                .with_transaction_gas_limit(gas_limit)
+                .into_geth_builder()
+                .geth_call_traces(call, used);
+            Ok((GethTrace::CallTracer(frame), used, db))
+        }
+        Some(GethDebugBuiltInTracerType::PreStateTracer) => {
+            let prestate = opts
+                .tracer_config
+                .clone()
+                .into_pre_state_config()
+                .map_err(config)?;
+            let before = db.clone();
+            let inspector = tracing(TracingInspectorConfig::from_geth_prestate_config(&prestate));
+            let (result, db, (_, inspector)) = run(db, env, tx, inspector)?;
+            let frame = inspector
+                .into_geth_builder()
+                .geth_prestate_traces(&result, &prestate, &before)
+                .map_err(|e| SimError::from(ExecError::Db(e)))?;
+            Ok((
+                GethTrace::PreStateTracer(frame),
+                result.result.tx_gas_used(),
+                db,
+            ))
+        }
+        Some(GethDebugBuiltInTracerType::FourByteTracer) => {
+            let inspector = (deadline, FourByteInspector::default());
+            let (result, db, (_, inspector)) = run(db, env, tx, inspector)?;
+            let frame = FourByteFrame::from(&inspector);
+            Ok((
+                GethTrace::FourByteTracer(frame),
+                result.result.tx_gas_used(),
+                db,
+            ))
+        }
+        Some(GethDebugBuiltInTracerType::NoopTracer) => {
+            let (result, db, _) = run(db, env, tx, deadline)?;
+            Ok((
+                GethTrace::NoopTracer(NoopFrame::default()),
+                result.result.tx_gas_used(),
+                db,
+            ))
+        }
+        Some(other) => Err(TraceError::Unsupported(format!(
+            "the {other:?} tracer is not supported; use callTracer, prestateTracer, 4byteTracer, \
+             noopTracer or the default struct logger"
+        ))),
+    }
+}
