@@ -489,26 +489,7 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         "starting fulmen"
     );
     report_durability(config.durability);
-    let da_mode = match (&config.da.l1_rpc, args.verifier) {
-        (None, true) => {
-            return Err(config::ConfigError(
-                "--verifier needs --l1-rpc: it derives the chain from L1".into(),
-            )
-            .into());
-        }
-        (Some(_), true) => da::DaMode::Verifier(
-            da::verifier_batcher(&config.da, args.dev).map_err(config::ConfigError)?,
-        ),
-        (Some(_), false) => {
-            da::DaMode::Batcher(da::batcher_key(&config.da, args.dev).map_err(config::ConfigError)?)
-        }
-        (None, false) => {
-            tracing::info!(
-                "DA: no --l1-rpc: nothing is posted to L1; `safe` and `finalized` are the last sealed block"
-            );
-            da::DaMode::Off
-        }
-    };
+    let da_mode = da_mode(&config, &args)?;
     history::guard_disk(&config.datadir, config.storage.disk_free_min_mb << 20)
         .map_err(config::ConfigError)?;
     let genesis = Genesis::new(&spec);
@@ -533,12 +514,11 @@ fn run(args: RunArgs) -> Result<(), AppError> {
     for note in config.cores.unused() {
         tracing::warn!("{note}");
     }
-    let dev = if args.dev {
-        Some(std::sync::Arc::new(
+    let dev = match args.dev {
+        true => Some(std::sync::Arc::new(
             dev_accounts().map_err(config::ConfigError)?,
-        ))
-    } else {
-        None
+        )),
+        false => None,
     };
     let node = node::start(
         &config,
@@ -673,6 +653,32 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
         println!("note: the node repairs the end of the log at its next start: {repair}");
     }
     Ok(())
+}
+
+/// What the node does with L1: post (a batcher), derive (a verifier), or
+/// nothing.
+fn da_mode(config: &Config, args: &RunArgs) -> Result<da::DaMode, AppError> {
+    let mode = match (&config.da.l1_rpc, args.verifier) {
+        (None, true) => {
+            return Err(config::ConfigError(
+                "--verifier needs --l1-rpc: it derives the chain from L1".into(),
+            )
+            .into());
+        }
+        (Some(_), true) => da::DaMode::Verifier(
+            da::verifier_batcher(&config.da, args.dev).map_err(config::ConfigError)?,
+        ),
+        (Some(_), false) => {
+            da::DaMode::Batcher(da::batcher_key(&config.da, args.dev).map_err(config::ConfigError)?)
+        }
+        (None, false) => {
+            tracing::info!(
+                "DA: no --l1-rpc: nothing is posted to L1; `safe` and `finalized` are the last sealed block"
+            );
+            da::DaMode::Off
+        }
+    };
+    Ok(mode)
 }
 
 /// The standard test mnemonic, whose first ten accounts the dev genesis funds.

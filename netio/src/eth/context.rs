@@ -42,5 +42,5 @@ pub struct RpcContext {
     pub filters: Arc<super::filters::Filters>,
     /// The unlocked test-mnemonic accounts of a `--dev` node (shared by all
     /// net cores); `None` otherwise.
-    pub dev: Option<Arc<super::dev::DevAccounts>>,
+    pub dev: Option<Arc<super::accounts::DevAccounts>>,
 }

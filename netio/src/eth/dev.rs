@@ -18,73 +18,21 @@
 //!
 //! Signatures are 65 bytes, `r ‖ s ‖ v` with `v` 27 or 28, as geth returns.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use alloy_consensus::SignableTransaction;
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, U64};
 use alloy_rpc_types_eth::TransactionRequest;
 use alloy_signer::SignerSync;
-use alloy_signer_local::PrivateKeySigner;
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
 use super::RpcContext;
+use super::accounts::DevAccounts;
 use super::reply::ok;
 use crate::rpc::{Params, RpcError};
 use crate::sim::BatchBudget;
-
-/// The unlocked accounts of a `--dev` node.
-pub struct DevAccounts {
-    signers: Vec<PrivateKeySigner>,
-    /// The nonce after each account's last dev send, until the published
-    /// state catches up (a client sends again before the next mini-block).
-    next_nonce: Mutex<HashMap<Address, u64>>,
-}
-
-impl std::fmt::Debug for DevAccounts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevAccounts")
-            .field("accounts", &self.addresses())
-            .finish()
-    }
-}
-
-impl DevAccounts {
-    /// Unlocks `signers` (the test mnemonic's accounts).
-    pub fn new(signers: Vec<PrivateKeySigner>) -> Self {
-        Self {
-            signers,
-            next_nonce: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Their addresses, in order.
-    pub fn addresses(&self) -> Vec<Address> {
-        self.signers.iter().map(PrivateKeySigner::address).collect()
-    }
-
-    fn signer(&self, address: Address) -> Result<&PrivateKeySigner, RpcError> {
-        self.signers
-            .iter()
-            .find(|s| s.address() == address)
-            .ok_or_else(|| RpcError::server(format!("unknown account {address}")))
-    }
-
-    /// The nonce for `address`'s next send: the state's, or past this
-    /// node's last dev send when the state does not show it yet.
-    fn nonce(&self, address: Address, state_nonce: u64) -> u64 {
-        let sent = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
-        sent.get(&address).copied().unwrap_or(0).max(state_nonce)
-    }
-
-    fn sent(&self, address: Address, nonce: u64) {
-        let mut sent = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
-        let next = sent.entry(address).or_insert(0);
-        *next = (*next).max(nonce + 1);
-    }
-}
 
 /// The signing methods (answered on the net core); `None` for any other
 /// method or on a node without `--dev`.
@@ -219,6 +167,7 @@ mod tests {
     use super::*;
     use crate::eth::testkit::params;
     use alloy_primitives::{B256, eip191_hash_message};
+    use alloy_signer_local::PrivateKeySigner;
     use serde_json::json;
 
     fn accounts() -> DevAccounts {

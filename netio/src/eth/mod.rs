@@ -8,6 +8,7 @@
 //! [`RpcContext`] and the block-tag resolution in `state`; none of them
 //! knows about WebSocket connections or subscriptions.
 
+mod accounts;
 mod call;
 mod context;
 mod dev;
@@ -29,8 +30,8 @@ use alloy_primitives::{Address, Bytes, U64, U256};
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
+pub use self::accounts::DevAccounts;
 pub use self::context::RpcContext;
-pub use self::dev::DevAccounts;
 use self::reply::ok;
 pub use self::send::{SYNC_NOT_READY_CODE, SYNC_TIMEOUT_CODE};
 pub use crate::limits::RpcLimits;
