@@ -138,6 +138,31 @@ fn newest_checkpoint(dir: &std::path::Path) -> Option<u64> {
         .max()
 }
 
+/// `count` transactions of 60 KB calldata from signer 3 (nonces from 0),
+/// each acknowledged, waiting for a seal every 12: about 3 MB of log over
+/// several blocks. Their receipts.
+fn send_bulky(addr: SocketAddr, count: u64) -> Vec<Value> {
+    let calldata = Bytes::from(vec![1u8; 60_000]);
+    let to = TxKind::Call(signer(6).address());
+    (0..count)
+        .map(|nonce| {
+            let raw = sign_1559(
+                &signer(3),
+                nonce,
+                to,
+                U256::from(nonce),
+                calldata.clone(),
+                2_450_000,
+            );
+            let receipt = try_rpc(addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
+            if nonce % 12 == 11 {
+                wait_sealed(addr, hex_u64(&receipt["blockNumber"]));
+            }
+            receipt
+        })
+        .collect()
+}
+
 /// With the history store holding a checkpoint's block, a restart reads
 /// the log only from the segment where the blocks after it start: the
 /// older segments are not read, and every answer is the same.
@@ -153,30 +178,15 @@ fn boot_from_a_checkpoint_reads_only_the_log_after_it() {
     let dir = tempdir::TempDir::new("fulmen-boot-after");
     let mut node = start_fulmen_in(&dir.0, &ARGS);
     let sender = signer(3);
-    let calldata = Bytes::from(vec![1u8; 60_000]);
-    let mut hashes = Vec::new();
-    // About 3 MB of log: a few 1 MiB segments, over several blocks.
-    for nonce in 0..48u64 {
-        let to = TxKind::Call(signer(6).address());
-        let raw = sign_1559(
-            &sender,
-            nonce,
-            to,
-            U256::from(nonce),
-            calldata.clone(),
-            2_450_000,
-        );
-        let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send");
-        hashes.push(
+    let hashes: Vec<String> = send_bulky(node.addr, 48)
+        .iter()
+        .map(|receipt| {
             receipt["transactionHash"]
                 .as_str()
                 .expect("hash")
-                .to_string(),
-        );
-        if nonce % 12 == 11 {
-            wait_sealed(node.addr, hex_u64(&receipt["blockNumber"]));
-        }
-    }
+                .to_string()
+        })
+        .collect();
     let last = hex_u64(
         &try_rpc(
             node.addr,
@@ -841,22 +851,8 @@ fn a_recent_node_prunes_old_history_and_answers_pruned_blocks_clearly() {
     let dir = tempdir::TempDir::new("fulmen-recent");
     let mut node = start_fulmen_in(&dir.0, &ARGS);
     let sender = signer(3);
-    let calldata = Bytes::from(vec![1u8; 60_000]);
-    let mut receipts = Vec::new();
     // About 3 MB of log and of history: several 1 MiB segments and chunks.
-    for nonce in 0..48u64 {
-        let to = TxKind::Call(signer(6).address());
-        let raw = sign_1559(
-            &sender,
-            nonce,
-            to,
-            U256::from(1),
-            calldata.clone(),
-            2_450_000,
-        );
-        receipts
-            .push(try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("send"));
-    }
+    let receipts = send_bulky(node.addr, 48);
     let first = hex_u64(&receipts[0]["blockNumber"]);
     let last = hex_u64(&receipts[47]["blockNumber"]);
     let deadline = Instant::now() + Duration::from_secs(90);

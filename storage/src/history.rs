@@ -1204,6 +1204,15 @@ mod tests {
         }
     }
 
+    /// A store of 1 MiB chunks holding blocks `0..blocks`, synced.
+    fn small_chunks(dir: &Path, blocks: u64) -> HistoryStore {
+        let mut store = HistoryStore::open(dir).unwrap();
+        store.set_chunk_bytes_max(1 << 20);
+        write(&mut store, 0..blocks);
+        store.sync().unwrap();
+        store
+    }
+
     fn chunk_count(dir: &Path) -> usize {
         std::fs::read_dir(dir)
             .unwrap()
@@ -1261,10 +1270,7 @@ mod tests {
     #[test]
     fn chunks_left_by_a_crash_during_a_prune_go_at_the_next_one() {
         let dir = TestDir::new();
-        let mut store = HistoryStore::open(dir.path()).unwrap();
-        store.set_chunk_bytes_max(1 << 20);
-        write(&mut store, 0..4_000);
-        store.sync().unwrap();
+        let mut store = small_chunks(dir.path(), 4_000);
         let copy = dir.path().join("copy-of-0");
         std::fs::copy(dir.path().join(chunk_name(0)), &copy).unwrap();
         store.prune_below(3_000).unwrap();
@@ -1310,10 +1316,7 @@ mod tests {
     #[test]
     fn a_cut_below_the_oldest_block_kept_empties_the_store() {
         let dir = TestDir::new();
-        let mut store = HistoryStore::open(dir.path()).unwrap();
-        store.set_chunk_bytes_max(1 << 20);
-        write(&mut store, 0..3_000);
-        store.sync().unwrap();
+        let mut store = small_chunks(dir.path(), 3_000);
         store.prune_below(2_000).unwrap();
         store.truncate(1_500).unwrap();
         assert_eq!((store.first(), store.len()), (1_500, 1_500));
