@@ -20,9 +20,13 @@
 //! mini-block is of a block below that point (so every record of a deleted
 //! segment is of an older block: `fulmen_exec::boot::segment_first_block`).
 //! The history store deletes whole chunks below it
-//! (`HistoryStore::prune_below`); a boot from the checkpoint takes the
+//! (`HistoryStore::prune_below`): a boot from the checkpoint takes the
 //! BLOCKHASH window of the 255 blocks before it from the checkpoint's
-//! marker, not from the store. The log is the durable copy, the store
+//! marker, so nothing is pruned until the oldest checkpoint is one this run
+//! wrote (older builds' markers lack the window). The log is never pruned
+//! past the store's oldest block, and nothing is pruned while the oldest
+//! checkpoint's block is not durable in the store. A verifier prunes
+//! only below a checkpoint that L1 has finalized (its unwinds stop there). The log is the durable copy, the store
 //! derived from it: a crash between any two deletions leaves a datadir
 //! that boots, and the next round finishes the job.
 
@@ -62,6 +66,9 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) struct Retention {
     /// Blocks kept (`storage.history_blocks`).
     pub(crate) blocks: u64,
+    /// A verifier: it may unwind to L1-finalized data, so it prunes only
+    /// below a checkpoint that is finalized.
+    pub(crate) verifier: bool,
     /// The chain as the seq core publishes it (head, L1-finalized block).
     pub(crate) view: Arc<ArcSwap<ChainView>>,
 }
@@ -172,6 +179,8 @@ struct Pruner {
     first_blocks: HashMap<u64, u64>,
     /// The last failure reported, so a lasting one is not repeated.
     failing: Option<String>,
+    /// The head when pruning first looked (about the boot's head).
+    started_at: Option<u64>,
 }
 
 impl Pruner {
@@ -186,11 +195,30 @@ impl Pruner {
             return; // Until the first checkpoint, boot needs the whole log.
         };
         let view = retention.view.load();
+        let started_at = *self.started_at.get_or_insert(view.head().header.number);
+        if checkpoint <= started_at {
+            // Only a checkpoint this run wrote is trusted to carry the
+            // BLOCKHASH window in its marker (older builds' markers do not;
+            // boot then reads those hashes from the store).
+            return;
+        }
+        if checkpoint >= store.synced() {
+            return; // Boot from it needs its block durable in the store.
+        }
+        let finalized = view.finalized();
+        if retention.verifier && (view.da_heads().is_none() || checkpoint > finalized) {
+            // An unwind (to L1-finalized data at worst) must leave a
+            // checkpoint whose log is whole.
+            return;
+        }
         let window = (view.head().header.number + 1).saturating_sub(retention.blocks);
-        let keep_from = window.min(view.finalized() + 1).min(checkpoint);
+        // The finalized block itself is kept (`finalized` answers).
+        let keep_from = window.min(finalized).min(checkpoint);
         let result = store.prune_below(keep_from).and_then(|freed| {
+            // Never past what the store holds: the log is its only source.
+            let log_from = keep_from.min(store.first());
             let log = crate::datadir::log_dir(datadir);
-            Ok(freed + self.prune_log(&log, keep_from)?)
+            Ok(freed + self.prune_log(&log, log_from)?)
         });
         METRICS.history_oldest_block.store(store.first(), Relaxed);
         match result {

@@ -264,7 +264,8 @@ pub(crate) fn start(
         derived: verifier.then_some(derived_rx),
         da_records: da_records.clone(),
     };
-    let (history, history_thread) = start_history(config, history, (datadir, &published))?;
+    let (history, history_thread) =
+        start_history(config, (history, verifier), (datadir, &published))?;
     add_core_roles(
         config,
         (seq, history),
@@ -314,7 +315,7 @@ pub(crate) fn start(
 /// and where the seq core sends it sealed blocks.
 fn start_history(
     config: &Config,
-    store: Option<fulmen_storage::history::HistoryStore>,
+    (store, is_verifier): (Option<fulmen_storage::history::HistoryStore>, bool),
     (datadir, published): (&Path, &Arc<ArcSwap<ChainView>>),
 ) -> Result<(Option<HistorySender>, Option<std::thread::JoinHandle<()>>), StartError> {
     let Some(mut store) = store else {
@@ -324,6 +325,7 @@ fn start_history(
     let retention = (config.storage.history == crate::config::HistoryMode::Recent).then(|| {
         crate::history::Retention {
             blocks: config.storage.history_blocks,
+            verifier: is_verifier,
             view: published.clone(),
         }
     });

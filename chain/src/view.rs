@@ -304,6 +304,12 @@ impl ChainView {
         self.da_heads = Some(heads);
     }
 
+    /// What L1 vouches for, once a DA role has said (`None` without one,
+    /// or before it has heard from L1).
+    pub fn da_heads(&self) -> Option<DaHeads> {
+        self.da_heads
+    }
+
     /// The `safe` block: the last L2 block whose data is in L1 at the
     /// confirmation depth; the last sealed block while nothing is posted
     /// (no `--l1-rpc`).

@@ -233,8 +233,9 @@ fn boot_after_checkpoint<L: LogDir, C: LogDir>(
                 )));
             }
             Err(e) => {
-                tracing::warn!(number, error = %e, "the log after the checkpoint does not replay onto it; the whole log is read");
-                return Ok(None);
+                // An older checkpoint may serve (on a pruned log it is the
+                // only way left); else the whole log is read.
+                tracing::warn!(number, error = %e, "the log after the checkpoint does not replay onto it; an older checkpoint, or the whole log, is used");
             }
         }
     }

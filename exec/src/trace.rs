@@ -39,6 +39,9 @@ pub enum TraceError {
     /// The tracer's configuration does not parse.
     #[error("invalid tracer config: {0}")]
     Config(String),
+    /// The struct logs would pass the byte budget.
+    #[error("the struct logs pass {0} bytes")]
+    TooLarge(usize),
 }
 
 /// Where and how a trace runs: the chain's rules and block, the deadline.
@@ -49,6 +52,43 @@ pub struct TraceEnv {
     pub block: BlockEnv,
     /// When the whole trace must stop.
     pub deadline: Instant,
+    /// Most bytes of struct logs (stack and memory copies per step) one
+    /// trace may record: a loop of steps would otherwise fill RAM long
+    /// before the deadline.
+    pub struct_log_bytes_max: usize,
+}
+
+/// Counts what the struct logger records per step (a fixed part, the stack
+/// and the memory when they are recorded) and halts the run past a budget.
+struct StepBudget {
+    left: usize,
+    stack: bool,
+    memory: bool,
+    passed: bool,
+}
+
+impl<CTX> Inspector<CTX, revm::interpreter::interpreter::EthInterpreter> for StepBudget {
+    fn step(
+        &mut self,
+        interp: &mut revm::interpreter::Interpreter<revm::interpreter::interpreter::EthInterpreter>,
+        _context: &mut CTX,
+    ) {
+        use revm::interpreter::interpreter_types::MemoryTr;
+        let mut cost = 128;
+        if self.stack {
+            cost += interp.stack.len() * 66;
+        }
+        if self.memory {
+            cost += interp.memory.size() * 2;
+        }
+        match self.left.checked_sub(cost) {
+            Some(left) => self.left = left,
+            None => {
+                self.passed = true;
+                interp.halt(revm::interpreter::InstructionResult::OutOfGas);
+            }
+        }
+    }
 }
 
 /// Executes `before` over `db`, committing each, then traces each of
@@ -155,16 +195,7 @@ fn trace_one(
     let config = |e: serde_json::Error| TraceError::Config(e.to_string());
     let tracing = |config| (deadline, TracingInspector::new(config));
     match tracer {
-        None => {
-            let inspector = tracing(TracingInspectorConfig::from_geth_config(&opts.config));
-            let (result, db, (_, inspector)) = run(db, env, tx, inspector)?;
-            let used = result.result.tx_gas_used();
-            let output = result.result.output().cloned().unwrap_or_default();
-            let frame = inspector
-                .into_geth_builder()
-                .geth_traces(used, output, opts.config);
-            Ok((GethTrace::Default(frame), used, db))
-        }
+        None => struct_logs(db, env, tx, opts),
         Some(GethDebugBuiltInTracerType::CallTracer) => {
             let call = opts
                 .tracer_config
@@ -221,5 +252,96 @@ fn trace_one(
             "the {other:?} tracer is not supported; use callTracer, prestateTracer, 4byteTracer, \
              noopTracer or the default struct logger"
         ))),
+    }
+}
+
+/// The default struct logger's trace of `tx`, within the byte budget.
+fn struct_logs(
+    db: StateDb,
+    env: &TraceEnv,
+    tx: TxEnv,
+    opts: &GethDebugTracingOptions,
+) -> Result<(GethTrace, u64, StateDb), TraceError> {
+    let deadline = Deadline::new(env.deadline);
+    let budget = StepBudget {
+        left: env.struct_log_bytes_max,
+        stack: !opts.config.disable_stack.unwrap_or(false),
+        memory: opts.config.enable_memory.unwrap_or(false),
+        passed: false,
+    };
+    let config = TracingInspectorConfig::from_geth_config(&opts.config);
+    let inspector = (deadline, (budget, TracingInspector::new(config)));
+    let (result, db, (_, (budget, inspector))) = run(db, env, tx, inspector)?;
+    if budget.passed {
+        return Err(TraceError::TooLarge(env.struct_log_bytes_max));
+    }
+    let used = result.result.tx_gas_used();
+    let output = result.result.output().cloned().unwrap_or_default();
+    let frame = inspector
+        .into_geth_builder()
+        .geth_traces(used, output, opts.config);
+    Ok((GethTrace::Default(frame), used, db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::{Address, TxKind, U256};
+    use fulmen_storage::{AccountState, HotState};
+    use revm::bytecode::Bytecode;
+
+    /// A contract that loops (JUMPDEST PUSH1 0 JUMP) until its gas runs out:
+    /// ~90k steps with 1M gas.
+    fn looping() -> (StateDb, TraceEnv, TxEnv) {
+        let contract = Address::repeat_byte(0x55);
+        let mut state = HotState::new();
+        let code_hash = state.insert_code(Bytecode::new_raw(vec![0x5b, 0x60, 0x00, 0x56].into()));
+        state.set_account(
+            contract,
+            AccountState {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash,
+            },
+        );
+        let chain = fulmen_chain::spec::EvmChain {
+            chain_id: 1,
+            osaka_time: None,
+        };
+        let mut cfg = crate::evm::cfg_env(chain, 0);
+        cfg.disable_nonce_check = true;
+        cfg.disable_balance_check = true;
+        cfg.disable_base_fee = true;
+        let env = TraceEnv {
+            cfg,
+            block: BlockEnv {
+                gas_limit: 30_000_000,
+                ..Default::default()
+            },
+            deadline: Instant::now() + std::time::Duration::from_secs(30),
+            struct_log_bytes_max: 1 << 20,
+        };
+        let tx = TxEnv {
+            kind: TxKind::Call(contract),
+            gas_limit: 1_000_000,
+            ..Default::default()
+        };
+        (StateDb::new(state, Default::default()), env, tx)
+    }
+
+    #[test]
+    fn struct_logs_past_the_byte_budget_are_refused_and_call_traces_are_not() {
+        let (db, env, tx) = looping();
+        let default = GethDebugTracingOptions::default();
+        let error = trace(db.clone(), &env, &[], &[(None, tx.clone())], &default).unwrap_err();
+        assert!(
+            matches!(error, TraceError::TooLarge(limit) if limit == 1 << 20),
+            "{error}"
+        );
+        let call: GethDebugTracingOptions =
+            serde_json::from_value(serde_json::json!({"tracer": "callTracer"})).unwrap();
+        let (results, gas) = trace(db, &env, &[], &[(None, tx)], &call).unwrap();
+        assert_eq!(results.len(), 1);
+        assert_eq!(gas, 1_000_000, "the loop spends all its gas");
     }
 }

@@ -614,6 +614,11 @@ impl HistoryStore {
         self.shared.first.load(Ordering::Acquire)
     }
 
+    /// Blocks `..synced()` are durable.
+    pub fn synced(&self) -> u64 {
+        self.synced
+    }
+
     /// Starts a new chunk past `bytes` (at least 1 MiB; default
     /// [`CHUNK_BYTES_MAX`]): pruning deletes whole chunks, so smaller ones
     /// free space in finer steps.
@@ -906,6 +911,11 @@ impl HistoryStore {
     /// punched out.
     fn empty_at(&mut self, next: u64) -> io::Result<()> {
         let dir = self.shared.dir.clone();
+        // `HEAD` first: a crash before the files go reopens empty at `next`
+        // (the later blocks fail their checks and are cut).
+        self.shared.first.store(next, Ordering::Release);
+        self.synced = next;
+        self.write_head(next)?;
         for chunk in 0..=self.chunk.0.max(Self::last_chunk(&dir)?) {
             match std::fs::remove_file(dir.join(chunk_name(chunk))) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -923,9 +933,6 @@ impl HistoryStore {
         self.index.set_len(next * INDEX_ENTRY_BYTES)?;
         punch_hole(&self.index, next * INDEX_ENTRY_BYTES)?;
         self.index.sync_data()?;
-        self.shared.first.store(next, Ordering::Release);
-        self.synced = next;
-        self.write_head(next)?;
         sync_dir(&dir)
     }
 }

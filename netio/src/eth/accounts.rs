@@ -46,16 +46,25 @@ impl DevAccounts {
             .ok_or_else(|| RpcError::server(format!("unknown account {address}")))
     }
 
-    /// The nonce for `address`'s next send: the state's, or past this
-    /// node's last dev send when the state does not show it yet.
-    pub(crate) fn nonce(&self, address: Address, state_nonce: u64) -> u64 {
-        let sent = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
-        sent.get(&address).copied().unwrap_or(0).max(state_nonce)
-    }
-
-    pub(crate) fn sent(&self, address: Address, nonce: u64) {
+    /// Takes the nonce for `address`'s next send: the state's, or past this
+    /// node's last dev send when the state does not show it yet (two sends
+    /// at once get two nonces).
+    pub(crate) fn reserve(&self, address: Address, state_nonce: u64) -> u64 {
         let mut sent = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
         let next = sent.entry(address).or_insert(0);
-        *next = (*next).max(nonce + 1);
+        let nonce = (*next).max(state_nonce);
+        *next = nonce + 1;
+        nonce
+    }
+
+    /// Gives back a reserved nonce whose send failed, if it is the last
+    /// one reserved (a concurrent send may hold the next).
+    pub(crate) fn release(&self, address: Address, nonce: u64) {
+        let mut sent = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(next) = sent.get_mut(&address)
+            && *next == nonce + 1
+        {
+            *next = nonce;
+        }
     }
 }

@@ -109,7 +109,7 @@ impl Sim {
             &[revm::context::TxEnv],
             &[(Option<B256>, revm::context::TxEnv)],
         ),
-        opts: &alloy_rpc_types_trace::geth::GethDebugTracingOptions,
+        (opts, bytes_max): (&alloy_rpc_types_trace::geth::GethDebugTracingOptions, usize),
     ) -> Result<Vec<alloy_rpc_types_trace::geth::TraceResult>, RpcError> {
         use fulmen_exec::trace::{TraceEnv, TraceError};
         self.meter.check_gas()?;
@@ -117,6 +117,7 @@ impl Sim {
             cfg,
             block,
             deadline: self.meter.deadline(),
+            struct_log_bytes_max: bytes_max,
         };
         match fulmen_exec::trace::trace(db, &env, before, traced, opts) {
             Ok((results, gas)) => {
@@ -125,6 +126,9 @@ impl Sim {
             }
             Err(TraceError::Sim(SimError::DeadlinePassed)) => Err(self.meter.timeout_error()),
             Err(e @ TraceError::Config(_)) => Err(RpcError::invalid_params(e.to_string())),
+            Err(TraceError::TooLarge(limit)) => {
+                Err(RpcError::response_too_large(limit, limit, true))
+            }
             Err(e) => Err(RpcError::server(e.to_string())),
         }
     }

@@ -25,6 +25,7 @@ use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, U64};
 use alloy_rpc_types_eth::TransactionRequest;
 use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
 use fulmen_chain::view::ChainView;
 use serde_json::Value;
 
@@ -110,8 +111,30 @@ pub(crate) async fn transaction(
         RpcError::invalid_params("invalid argument 0 (transaction): from is required")
     })?;
     let signer = dev.signer(from)?;
-    let request = filled(ctx, batch, view, dev, request).await?;
-    let nonce = request.nonce.unwrap_or_default();
+    let reserved = request.nonce.is_none().then(|| {
+        let state_nonce = view.state().account(&from).map_or(0, |a| a.nonce);
+        dev.reserve(from, state_nonce)
+    });
+    let result = signed_and_sent(ctx, batch, view, (request, reserved), (signer, send)).await;
+    if let (Err(_), Some(nonce)) = (&result, reserved) {
+        dev.release(from, nonce);
+    }
+    result
+}
+
+/// The request filled (with the `reserved` nonce), signed by `signer`, then
+/// sent when `send`, else returned encoded.
+async fn signed_and_sent(
+    ctx: &RpcContext,
+    batch: Option<&BatchBudget>,
+    view: Arc<ChainView>,
+    (request, reserved): (TransactionRequest, Option<u64>),
+    (signer, send): (&PrivateKeySigner, bool),
+) -> Result<Value, RpcError> {
+    let mut request = filled(ctx, batch, view, request).await?;
+    if let Some(nonce) = reserved {
+        request.nonce = Some(nonce);
+    }
     let tx = request.build_consensus_tx().map_err(|e| {
         RpcError::invalid_params(format!("invalid argument 0 (transaction): {}", e.error))
     })?;
@@ -123,9 +146,7 @@ pub(crate) async fn transaction(
     if !send {
         return ok(raw);
     }
-    let hash = super::send::send_raw(ctx, &Params(vec![serde_json::json!(raw)])).await?;
-    dev.sent(from, nonce);
-    Ok(hash)
+    super::send::send_raw(ctx, &Params(vec![serde_json::json!(raw)])).await
 }
 
 /// The request with what a client may leave out filled in (see the
@@ -134,23 +155,21 @@ async fn filled(
     ctx: &RpcContext,
     batch: Option<&BatchBudget>,
     view: Arc<ChainView>,
-    dev: &DevAccounts,
     mut request: TransactionRequest,
 ) -> Result<TransactionRequest, RpcError> {
-    let from = request.from.unwrap_or_default();
     request.chain_id.get_or_insert(ctx.spec.chain_id);
-    if request.nonce.is_none() {
-        let state_nonce = view.state().account(&from).map_or(0, |a| a.nonce);
-        request.nonce = Some(dev.nonce(from, state_nonce));
-    }
     if request.gas_price.is_none() {
         let tip = *request.max_priority_fee_per_gas.get_or_insert(0);
         let base_fee = u128::from(view.open().ctx.base_fee);
         request.max_fee_per_gas.get_or_insert(2 * base_fee + tip);
     }
     if request.gas.is_none() {
+        // Estimated with the state's nonce (a reserved one may be ahead of
+        // the state a simulation sees).
+        let mut estimated = request.clone();
+        estimated.nonce = None;
         let estimate_params =
-            Params(vec![serde_json::to_value(&request).map_err(|e| {
+            Params(vec![serde_json::to_value(&estimated).map_err(|e| {
                 RpcError::internal(format!("cannot encode the request: {e}"))
             })?]);
         let job =
@@ -167,7 +186,6 @@ mod tests {
     use super::*;
     use crate::eth::testkit::params;
     use alloy_primitives::{B256, eip191_hash_message};
-    use alloy_signer_local::PrivateKeySigner;
     use serde_json::json;
 
     fn accounts() -> DevAccounts {
@@ -219,16 +237,23 @@ mod tests {
     }
 
     #[test]
-    fn a_dev_send_counts_past_the_published_nonce() {
+    fn dev_sends_reserve_nonces_past_the_published_one() {
         let dev = accounts();
         let first = dev.addresses()[0];
-        assert_eq!(dev.nonce(first, 4), 4);
-        dev.sent(first, 4);
+        assert_eq!(dev.reserve(first, 4), 4);
         assert_eq!(
-            dev.nonce(first, 4),
+            dev.reserve(first, 4),
             5,
-            "the state does not show the send yet"
+            "the state does not show the first yet"
         );
-        assert_eq!(dev.nonce(first, 7), 7, "the state moved past it");
+        dev.release(first, 5);
+        assert_eq!(
+            dev.reserve(first, 4),
+            5,
+            "a failed send gives its nonce back"
+        );
+        dev.release(first, 4);
+        assert_eq!(dev.reserve(first, 4), 6, "not when a later one is held");
+        assert_eq!(dev.reserve(first, 9), 9, "the state moved past them");
     }
 }

@@ -130,6 +130,8 @@ fn logs_in(
     let head = view.head().header.number;
     for n in range.from..=range.to.min(head) {
         let Some((header, _)) = view.header(n) else {
+            // Pruned while this range was read: say so, never a partial answer.
+            check_not_pruned(view, n)?;
             break;
         };
         if !filter.matches_bloom(header.logs_bloom) {

@@ -39,9 +39,18 @@ struct BlockInputs {
 
 /// The inputs of block `number`: a sealed one whose parent's state is
 /// kept, or the open block over the last sealed one.
-fn block_inputs(view: &ChainView, number: u64) -> Result<BlockInputs, RpcError> {
+fn block_inputs(
+    (view, unsealed): (&ChainView, bool),
+    number: u64,
+) -> Result<BlockInputs, RpcError> {
     check_not_pruned(view, number)?;
     let head = view.head().header.number;
+    if number > head && !unsealed {
+        // A verifier's unsealed block is an unchecked derivation.
+        return Err(RpcError::server(format!(
+            "block {number} is not sealed yet"
+        )));
+    }
     let (ctx, txs) = if number <= head {
         let block = view
             .block(number)
@@ -86,7 +95,7 @@ fn only(results: Vec<TraceResult>) -> Result<Value, RpcError> {
 fn block_job(
     inputs: BlockInputs,
     (from, one): (usize, bool),
-    opts: GethDebugTracingOptions,
+    (opts, bytes_max): (GethDebugTracingOptions, usize),
 ) -> SimJob {
     Box::new(move |sim: &mut Sim| {
         let chain = sim.chain();
@@ -98,7 +107,7 @@ fn block_job(
             .iter()
             .map(|t| (Some(t.tx.hash), tx_env(&t.tx)))
             .collect();
-        let results = sim.trace(db, env, (&before, &traced), &opts)?;
+        let results = sim.trace(db, env, (&before, &traced), (&opts, bytes_max))?;
         if one { only(results) } else { ok(results) }
     })
 }
@@ -116,14 +125,15 @@ pub(crate) async fn transaction(
     let (tx, _) = view
         .tx(&hash)
         .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
-    let inputs = block_inputs(&view, tx.block_number)?;
+    let inputs = block_inputs((&view, !ctx.verifier), tx.block_number)?;
     let index = usize::try_from(tx.index).unwrap_or(usize::MAX);
     if inputs.txs.get(index).map(|t| t.tx.hash) != Some(hash) {
         return Err(RpcError::server(format!(
             "transaction {hash} not found in its block"
         )));
     }
-    call::off_core(ctx, batch, view, block_job(inputs, (index, true), opts)).await
+    let job = block_job(inputs, (index, true), (opts, ctx.limits.response_bytes_max));
+    call::off_core(ctx, batch, view, job).await
 }
 
 /// `debug_traceBlockByNumber(block, options)` and
@@ -143,7 +153,7 @@ pub(crate) async fn block(
     } else {
         let tag: BlockNumberOrTag = params.required(0, "block")?;
         match tag {
-            BlockNumberOrTag::Pending => view.open().ctx.number,
+            BlockNumberOrTag::Pending if !ctx.verifier => view.open().ctx.number,
             tag => {
                 block_by_tag(&view, tag)?
                     .ok_or_else(|| RpcError::server("block not found"))?
@@ -153,8 +163,9 @@ pub(crate) async fn block(
         }
     };
     let opts: GethDebugTracingOptions = params.optional(1, "options")?.unwrap_or_default();
-    let inputs = block_inputs(&view, number)?;
-    call::off_core(ctx, batch, view, block_job(inputs, (0, false), opts)).await
+    let inputs = block_inputs((&view, !ctx.verifier), number)?;
+    let job = block_job(inputs, (0, false), (opts, ctx.limits.response_bytes_max));
+    call::off_core(ctx, batch, view, job).await
 }
 
 /// `debug_traceCall(call, block, options)`: the call as `eth_call` runs it
@@ -177,13 +188,14 @@ pub(crate) async fn call(
     let request = call::call_request(&ctx.limits, request)?;
     let overrides = call::overrides(opts.state_overrides);
     let tracing = opts.tracing_options;
+    let bytes_max = ctx.limits.response_bytes_max;
     let job: SimJob = Box::new(move |sim: &mut Sim| {
         let (state, block_ctx) = state_at(sim.view(), block)?;
         let mut db = StateDb::new(state, sim.view().block_hashes().clone());
         db.apply_overrides(&overrides);
         let (cfg, env, tx) =
             fulmen_exec::simulate::call_env(&db, sim.chain(), &block_ctx, &request);
-        only(sim.trace(db, (cfg, env), (&[], &[(None, tx)]), &tracing)?)
+        only(sim.trace(db, (cfg, env), (&[], &[(None, tx)]), (&tracing, bytes_max))?)
     });
     call::off_core(ctx, batch, view, job).await
 }
