@@ -656,11 +656,7 @@ impl HistoryStore {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        self.shared
-            .chunks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.forget_open_chunks();
         punch_hole(&self.index, first * INDEX_ENTRY_BYTES)?;
         sync_dir(&dir)?;
         Ok(freed)
@@ -893,11 +889,7 @@ impl HistoryStore {
         file.set_len(offset)?;
         self.chunk = (chunk, file, offset);
         self.unsynced_chunks.clear();
-        self.shared
-            .chunks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.forget_open_chunks();
         self.index.sync_data()?;
         self.chunk.1.sync_data()?;
         self.synced = self.synced.min(len);
@@ -906,6 +898,16 @@ impl HistoryStore {
 }
 
 impl HistoryStore {
+    /// Closes the readers' cached chunk descriptors (chunks were deleted or
+    /// cut; readers reopen what they need).
+    fn forget_open_chunks(&self) {
+        self.shared
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Deletes every block (a cut below the oldest one kept): the store
     /// starts again at block `next`, its index entries before `next`
     /// punched out.
@@ -925,11 +927,7 @@ impl HistoryStore {
         let file = open_rw(&dir.join(chunk_name(0)))?;
         self.chunk = (0, file, 0);
         self.unsynced_chunks.clear();
-        self.shared
-            .chunks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.forget_open_chunks();
         self.index.set_len(next * INDEX_ENTRY_BYTES)?;
         punch_hole(&self.index, next * INDEX_ENTRY_BYTES)?;
         self.index.sync_data()?;
