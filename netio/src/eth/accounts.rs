@@ -53,7 +53,7 @@ impl DevAccounts {
         let mut sent = self.next_nonce.lock().unwrap_or_else(|e| e.into_inner());
         let next = sent.entry(address).or_insert(0);
         let nonce = (*next).max(state_nonce);
-        *next = nonce + 1;
+        *next = nonce.saturating_add(1);
         nonce
     }
 

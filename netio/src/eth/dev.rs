@@ -161,7 +161,10 @@ async fn filled(
     if request.gas_price.is_none() {
         let tip = *request.max_priority_fee_per_gas.get_or_insert(0);
         let base_fee = u128::from(view.open().ctx.base_fee);
-        request.max_fee_per_gas.get_or_insert(2 * base_fee + tip);
+        // A tip near u128::MAX is the client's to see refused, not a wrap.
+        request
+            .max_fee_per_gas
+            .get_or_insert(base_fee.saturating_mul(2).saturating_add(tip));
     }
     if request.gas.is_none() {
         // Estimated with the state's nonce (a reserved one may be ahead of
