@@ -1217,6 +1217,61 @@ fn the_preinstalls_serve_salted_deploys_multicall_permit2_and_the_entrypoint() {
     assert_eq!(answer["result"], json!(B256::ZERO), "{answer}");
 }
 
+/// The system contracts answer as on L1: EIP-2935's history gives each
+/// recent block's hash (what `eth_getBlockByNumber` says), and EIP-4788's
+/// beacon roots know each block's timestamp (with the zero root this L2's
+/// headers carry). Read through cast, as a user would.
+#[test]
+fn the_system_contracts_serve_block_hashes_and_beacon_roots() {
+    let node = start_fulmen(&["--dev"]);
+    wait_sealed(node.addr, 3);
+    let url = node.url();
+    for number in 1..=2u64 {
+        let block = rpc(
+            node.addr,
+            "eth_getBlockByNumber",
+            json!([format!("{number:#x}"), false]),
+        );
+        let hash = block["result"]["hash"]
+            .as_str()
+            .expect("a sealed block")
+            .to_string();
+        let word = format!("{:#066x}", number);
+        let answer = cast(&[
+            "call",
+            "0x0000F90827F1C53a10cb7A02335B175320002935",
+            &word,
+            "--rpc-url",
+            &url,
+        ]);
+        assert_eq!(answer, hash, "EIP-2935 history of block {number}");
+        let timestamp = u64::from_str_radix(
+            block["result"]["timestamp"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        let word = format!("{:#066x}", timestamp);
+        let root = cast(&[
+            "call",
+            "0x000F3df6D732807Ef1319fB7B8bB8522d0Beac02",
+            &word,
+            "--rpc-url",
+            &url,
+        ]);
+        assert_eq!(root, format!("{:#066x}", 0), "EIP-4788 root at {timestamp}");
+    }
+    // A timestamp no block has reverts, as on L1.
+    let (_, message, _) = rpc_error(
+        node.addr,
+        "eth_call",
+        json!([{"to": "0x000F3df6D732807Ef1319fB7B8bB8522d0Beac02", "data": format!("{:#066x}", 12345)}]),
+    );
+    assert!(message.contains("execution reverted"), "{message}");
+}
+
 /// The dev chain runs Osaka: P256VERIFY at 0x100 (EIP-7951) checks
 /// signatures made by OpenSSL (Node's crypto), directly and through a
 /// passkey-check contract, and CLZ (EIP-7939) exists. A chain whose genesis

@@ -17,9 +17,10 @@
 //! The dev genesis holds them all; `fulmen preinstalls --chain-id N`
 //! prints them as a geth genesis `alloc` for a production genesis.
 //!
-//! The EIP-4788 beacon-roots and EIP-2935 block-hash-history contracts are
-//! not here: without their system calls at each block (not made yet, see
-//! ARCHITECTURE.md) they would hold nothing.
+//! The EIP-4788 beacon-roots and EIP-2935 block-hash-history contracts
+//! (their code as `alloy_eips` carries it, nonce 1) are here too: the
+//! sequencer makes their system calls at the start of each block
+//! (`fulmen_exec::evm::system_calls`), when their address holds code.
 
 use alloy_genesis::GenesisAccount;
 use alloy_primitives::{Address, B256, Bytes, U256, address, keccak256};
@@ -174,6 +175,18 @@ pub fn preinstalls(chain_id: u64) -> Vec<Preinstall> {
         code: permit2_code(chain_id),
         nonce: 1,
     });
+    all.push(Preinstall {
+        name: "BeaconBlockRoots",
+        address: alloy_eips::eip4788::BEACON_ROOTS_ADDRESS,
+        code: alloy_eips::eip4788::BEACON_ROOTS_CODE.clone(),
+        nonce: 1,
+    });
+    all.push(Preinstall {
+        name: "HistoryStorage",
+        address: alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS,
+        code: alloy_eips::eip2935::HISTORY_STORAGE_CODE.clone(),
+        nonce: 1,
+    });
     all
 }
 
@@ -194,7 +207,7 @@ mod tests {
     #[test]
     fn every_preinstall_has_code_at_a_distinct_address() {
         let all = preinstalls(4242);
-        assert_eq!(all.len(), 14);
+        assert_eq!(all.len(), 16);
         let mut addresses: Vec<_> = all.iter().map(|p| p.address).collect();
         addresses.sort();
         addresses.dedup();

@@ -185,6 +185,13 @@ impl ChainView {
         self.state = state;
     }
 
+    /// Publishes the state of a closed block whose last changes are not a
+    /// mini-block's: its system calls, made at its close when no
+    /// transaction ran in it.
+    pub fn close_block_state(&mut self, state: HotState) {
+        self.state = state;
+    }
+
     /// Installs the open block as it now stands (replacing the previous
     /// snapshot of the same block, or opening the next one).
     pub fn set_open(&mut self, open: Arc<UnsealedBlock>) {

@@ -68,6 +68,11 @@ pub struct StateDb {
     /// whole new storage: reads of these accounts never reach `state`, so a
     /// replacement costs O(override size), not a scan of the state.
     replaced: HashMap<Address, HashMap<U256, U256>>,
+    /// The open block whose system calls ([`system_calls`]) wait for its
+    /// parent's hash: until they are made, reads of the system contracts'
+    /// storage fail as BLOCKHASH of that parent does, and the transaction
+    /// runs again once they are made.
+    pub system_pending: Option<u64>,
 }
 
 impl StateDb {
@@ -77,6 +82,7 @@ impl StateDb {
             state,
             block_hashes,
             replaced: HashMap::new(),
+            system_pending: None,
         }
     }
 
@@ -151,6 +157,11 @@ impl DatabaseRef for StateDb {
     }
 
     fn storage_ref(&self, address: Address, index: U256) -> Result<U256, DbError> {
+        if let Some(number) = self.system_pending
+            && SYSTEM_CONTRACTS.contains(&address)
+        {
+            return Err(DbError::BlockHashPending(number.saturating_sub(1)));
+        }
         if let Some(storage) = self.replaced.get(&address) {
             // Slots not named in a full `state` override read as zero.
             return Ok(storage.get(&index).copied().unwrap_or_default());
@@ -185,6 +196,89 @@ impl Database for StateDb {
     fn block_hash(&mut self, number: u64) -> Result<B256, DbError> {
         self.block_hash_ref(number)
     }
+}
+
+/// The contracts a block's system calls write: EIP-4788's beacon roots
+/// and EIP-2935's block-hash history.
+pub const SYSTEM_CONTRACTS: [Address; 2] = [
+    alloy_eips::eip4788::BEACON_ROOTS_ADDRESS,
+    alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS,
+];
+
+/// The system calls at the start of block `block` of `chain`, over `db`
+/// (the state before the block's transactions): EIP-4788's with the parent
+/// beacon block root (zero on this L2, as its headers say), then
+/// EIP-2935's with the parent block's hash, each when its contract has
+/// code (else it is skipped, as both EIPs say). Returns each call's state
+/// changes, in order; `db` is left as it was. A call that fails changes
+/// nothing (it cannot with the canonical code) and is logged.
+pub fn system_calls(
+    db: &StateDb,
+    chain: EvmChain,
+    block: &BlockContext,
+    parent_hash: B256,
+) -> Vec<StateDiff> {
+    use revm::handler::SystemCallEvm;
+    let mut db = db.clone();
+    db.system_pending = None;
+    let calls = [
+        (alloy_eips::eip4788::BEACON_ROOTS_ADDRESS, B256::ZERO),
+        (alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS, parent_hash),
+    ];
+    let mut evm = build_evm(db, chain, block);
+    let mut diffs = Vec::new();
+    for (address, input) in calls {
+        let db = &evm.ctx.journaled_state.database;
+        if !db.state.account(&address).is_some_and(|a| a.has_code()) {
+            continue;
+        }
+        match evm.system_call_with_caller(
+            alloy_eips::eip4788::SYSTEM_ADDRESS,
+            address,
+            Bytes::copy_from_slice(input.as_slice()),
+        ) {
+            Ok(done) if done.result.is_success() => {
+                let mut state = done.state;
+                // revm loads these as for any call; a system call changes
+                // neither (no fee, no nonce).
+                state.remove(&alloy_eips::eip4788::SYSTEM_ADDRESS);
+                state.remove(&block.coinbase);
+                let db = &mut evm.ctx.journaled_state.database;
+                let diff = state_diff(state, &db.state);
+                db.state.apply(&diff);
+                diffs.push(diff);
+            }
+            Ok(done) => tracing::warn!(
+                %address, block = block.number, result = ?done.result,
+                "system call failed: it changes nothing"
+            ),
+            Err(e) => tracing::warn!(
+                %address, block = block.number, error = %e,
+                "system call failed: it changes nothing"
+            ),
+        }
+    }
+    diffs
+}
+
+/// `db`, the state before block `block`, after the block's system calls:
+/// what its first transaction ran over. Without the parent's hash (not
+/// kept) the calls are left out, and reads of their contracts' storage
+/// fail as in the sequencer while they wait.
+pub fn before_block_txs(mut db: StateDb, chain: EvmChain, block: &BlockContext) -> StateDb {
+    match block
+        .number
+        .checked_sub(1)
+        .and_then(|n| db.block_hashes.get(n))
+    {
+        Some(parent_hash) => {
+            for diff in system_calls(&db, chain, block, parent_hash) {
+                db.state.apply(&diff);
+            }
+        }
+        None => db.system_pending = Some(block.number),
+    }
+    db
 }
 
 /// The revm block environment for `ctx`.

@@ -147,6 +147,10 @@ pub(super) async fn apply_acks(
     }
 }
 
+/// How often the block timer checks whether the parent of the block it
+/// is to close is sealed.
+const SEAL_WAIT_POLL: Duration = Duration::from_millis(1);
+
 /// The block timer: every `period` closes the open block and sends its seal
 /// job to the state-root worker.
 pub(super) async fn close_blocks(
@@ -158,6 +162,12 @@ pub(super) async fn close_blocks(
     loop {
         glommio::timer::sleep(next.saturating_duration_since(Instant::now())).await;
         next += period;
+        // A block closes once its parent is sealed (its system calls need
+        // the parent's hash): with the state-root worker a block behind,
+        // the close waits for it instead of queueing more.
+        while !state.borrow().seq.can_close_block() && !state.borrow().halted() {
+            glommio::timer::sleep(SEAL_WAIT_POLL).await;
+        }
         let began = Instant::now();
         let Some(job) = state.borrow_mut().close_block(now_ms()) else {
             continue;

@@ -433,7 +433,7 @@ impl SeqState {
     /// The block timer fired: closes the open mini-block and the block, and
     /// returns the block's seal job for the state-root worker.
     pub(super) fn close_block(&mut self, now_ms: u64) -> Option<SealJob> {
-        if self.halted() {
+        if self.halted() || !self.seq.can_close_block() {
             return None;
         }
         let mut replies = Vec::new();

@@ -221,6 +221,7 @@ impl Sequencer {
 
     /// Executes a ready transaction. Returns `None` when it was deferred.
     fn execute(&mut self, tx: RecoveredTx) -> Result<Option<Arc<ExecutedTx>>, SubmitError> {
+        self.make_system_calls();
         if self.open.gas_used.saturating_add(tx.gas_limit()) > self.open.ctx.gas_limit {
             self.defer(tx)?;
             return Ok(None);
@@ -283,6 +284,63 @@ impl Sequencer {
         );
         assert_eq!(executed.cumulative_gas_used, self.open.gas_used);
         Ok(Some(executed))
+    }
+
+    /// Makes the open block's system calls (EIP-4788, EIP-2935:
+    /// [`crate::evm::system_calls`]) unless made, and applies their changes
+    /// to the working state. EIP-2935's needs the parent's hash: while the
+    /// parent is being sealed they wait, reads of the system contracts'
+    /// storage defer the transaction as BLOCKHASH of that parent does, and
+    /// the parent's seal makes them. No transaction of the block observes
+    /// the contracts' storage before they are made, so the block's state
+    /// is as if they ran first. Replay makes them at the same points (the
+    /// log holds the transactions' changes, not these). Returns whether
+    /// they are made.
+    fn make_system_calls(&mut self) -> bool {
+        if self.open.system.is_some() {
+            return true;
+        }
+        let number = self.open.ctx.number;
+        if number <= self.history_until {
+            // A checkpoint's image holds this block's changes, these too.
+            self.open.system = Some(Vec::new());
+            return true;
+        }
+        let db = &mut self.evm.ctx.journaled_state.database;
+        let parent_hash = match db.block_hashes.get(number - 1) {
+            Some(hash) => hash,
+            None if !Self::needs_parent_hash(db) => alloy_primitives::B256::ZERO,
+            None => {
+                db.system_pending = Some(number);
+                return false;
+            }
+        };
+        let diffs =
+            crate::evm::system_calls(db, self.spec.evm_chain(), &self.open.ctx, parent_hash);
+        for diff in &diffs {
+            db.state.apply(diff);
+        }
+        db.system_pending = None;
+        self.open.system = Some(diffs);
+        true
+    }
+
+    /// True when EIP-2935's contract has code, so that the block's system
+    /// calls need the parent's hash.
+    fn needs_parent_hash(db: &StateDb) -> bool {
+        db.state
+            .account(&alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS)
+            .is_some_and(|a| a.has_code())
+    }
+
+    /// True when the open block may close: its system calls are made or
+    /// can be (its parent is sealed, or they do not need its hash).
+    pub fn can_close_block(&self) -> bool {
+        let db = &self.evm.ctx.journaled_state.database;
+        self.open.system.is_some()
+            || self.open.ctx.number <= self.history_until
+            || db.block_hashes.get(self.open.ctx.number - 1).is_some()
+            || !Self::needs_parent_hash(db)
     }
 
     /// Applies an executed transaction's changes and adds it to the open
@@ -377,6 +435,16 @@ impl Sequencer {
             self.mini_txs.is_empty(),
             "close the mini-block before the block"
         );
+        let made_now = self.open.system.is_none();
+        assert!(
+            self.make_system_calls(),
+            "a block closes once its parent is sealed (see can_close_block)"
+        );
+        if made_now {
+            // No mini-block publishes these changes: the view takes them.
+            self.view
+                .close_block_state(self.evm.ctx.journaled_state.database.state.clone());
+        }
         let parent = self.open.ctx;
         let gas_used = self.open.gas_used;
         let base_fee = calc_next_block_base_fee(
@@ -415,10 +483,14 @@ impl Sequencer {
             gas_used,
             state: self.evm.ctx.journaled_state.database.state.clone(),
         });
+        // The system calls' changes go first: they ran (or are as if they
+        // ran) before the transactions, and touch only their contracts.
+        let mut diffs = closed.system.unwrap_or_default();
+        diffs.extend(closed.diffs);
         let job = SealJob {
             ctx: closed.ctx,
             txs,
-            diffs: closed.diffs,
+            diffs,
             gas_used,
         };
         self.refresh_open_view();
@@ -461,6 +533,9 @@ impl Sequencer {
             .database
             .block_hashes
             .push(hash);
+        if self.evm.ctx.journaled_state.database.system_pending == Some(self.open.ctx.number) {
+            self.make_system_calls();
+        }
         self.run_deferred();
         sealed
     }
@@ -825,6 +900,61 @@ mod tests {
                 .storage(&PARENT_HASH_CONTRACT, &U256::ZERO),
             U256::from_be_bytes(block2.hash.0)
         );
+    }
+
+    #[test]
+    fn system_calls_record_the_parent_hash_and_reads_of_it_wait_for_the_seal() {
+        let (mut seq, mut merkle) = sequencer(30_000_000);
+        let spec = seq.spec().clone();
+        let history = alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS;
+        let beacon = alloy_eips::eip4788::BEACON_ROOTS_ADDRESS;
+        // EIP-2935's `get`: the hash of the block numbered by the calldata.
+        let read = |nonce: u64, number: u64| {
+            let input = Bytes::from(U256::from(number).to_be_bytes::<32>().to_vec());
+            sign(&spec, 0, nonce, TxKind::Call(history), 0, input, 100_000, 1)
+        };
+        let block1 = seal(&mut seq, &mut merkle, 2_000);
+        let Admission::Executed(done) = seq.submit(read(0, 1)).unwrap() else {
+            panic!("block 2's parent is sealed: the read runs")
+        };
+        assert!(done.success);
+        seq.close_mini_block();
+        let timestamp = seq.view().open().ctx.timestamp;
+        let state = seq.view().state().clone();
+        assert_eq!(
+            state.storage(&history, &U256::from(1)),
+            U256::from_be_bytes(block1.hash.0)
+        );
+        assert_eq!(
+            state.storage(&beacon, &U256::from(timestamp % 8191)),
+            U256::from(timestamp)
+        );
+        // Block 2 closes, its roots not delivered: block 3's system calls
+        // and a read of the history wait; a transfer does not.
+        let job = seq.close_block(3_000);
+        assert!(!seq.can_close_block());
+        assert!(matches!(
+            seq.submit(read(1, 2)).unwrap(),
+            Admission::Parked(ParkReason::Deferred)
+        ));
+        let transfer = tx(&spec, 1, 0, DEV_ACCOUNTS[2], 1, 21_000, 1);
+        assert!(matches!(
+            seq.submit(transfer).unwrap(),
+            Admission::Executed(_)
+        ));
+        let block2 = seq.finish_seal(merkle.seal(&job));
+        assert!(seq.can_close_block());
+        let mini = seq.close_mini_block().expect("the read ran after the seal");
+        assert_eq!(mini.txs.len(), 2);
+        assert!(mini.txs[1].success);
+        assert_eq!(
+            seq.view().state().storage(&history, &U256::from(2)),
+            U256::from_be_bytes(block2.hash.0)
+        );
+        // The seal job carries the system calls' changes.
+        let block3 = seal(&mut seq, &mut merkle, 4_000);
+        let rebuilt = StateTrie::from_state(seq.view().state_at(3).unwrap()).root();
+        assert_eq!(block3.header.state_root, rebuilt);
     }
 
     #[test]

@@ -345,7 +345,11 @@ mod tests {
         seq.submit(tx(&spec, 0, 3, DEV_ACCOUNTS[1], 1, 21_000, 1))
             .unwrap();
         let parked_at = seq.view().open().ctx.timestamp;
-        seq.close_block((parked_at + 5) * 1000);
+        let genesis = crate::sequencer::Genesis::new(seq.spec());
+        let mut merkle = crate::seal::Merkleizer::new(genesis.trie, 0);
+        let job = seq.close_block((parked_at + 5) * 1000);
+        // The next block closes once this one is sealed.
+        seq.finish_seal(merkle.seal(&job));
         assert_eq!(seq.parked_count(), 1);
         seq.close_block((parked_at + 10) * 1000);
         assert_eq!(seq.parked_count(), 0);

@@ -38,6 +38,12 @@ impl Sequencer {
         }
         let mut jobs = Vec::new();
         while self.open.ctx.number < number {
+            if !self.can_close_block() {
+                return Err(fail(format!(
+                    "block {} closes before its parent's seal is logged",
+                    self.open.ctx.number
+                )));
+            }
             let next = (self.open.ctx.number + 1 == number).then_some(record.ctx);
             // Replay passes no clock: a block closed without a record of its
             // successor gets the earliest valid timestamp.
@@ -57,6 +63,10 @@ impl Sequencer {
                 "mini-block {} follows mini-block {}",
                 record.number, self.mini_block
             )));
+        }
+        if !record.txs.is_empty() {
+            // As the first transaction's execution did.
+            self.make_system_calls();
         }
         for tx in record.txs {
             let recovered = fulmen_chain::tx::from_logged(
@@ -97,6 +107,7 @@ impl Sequencer {
         }
         let mut jobs = Vec::new();
         while self.sealing.is_empty() && self.open.ctx.number <= number {
+            // Nothing is being sealed: the open block's parent is sealed.
             jobs.push(self.close_block_with(0, None));
         }
         let expected = self.sealing.front().map(|m| m.ctx.number);

@@ -194,6 +194,10 @@ pub(super) struct OpenBlock {
     pub(super) ctx: BlockContext,
     pub(super) txs: imbl::Vector<Arc<ExecutedTx>>,
     pub(super) diffs: Vec<StateDiff>,
+    /// The state changes of the block's system calls, once made (before
+    /// the first transaction runs when the parent's hash is known, else
+    /// when it is: see `Sequencer::make_system_calls`).
+    pub(super) system: Option<Vec<StateDiff>>,
     pub(super) gas_used: u64,
     pub(super) log_count: u64,
     /// Mini-blocks closed in this block so far.
@@ -206,6 +210,7 @@ impl OpenBlock {
             ctx,
             txs: imbl::Vector::new(),
             diffs: Vec::new(),
+            system: None,
             gas_used: 0,
             log_count: 0,
             mini_blocks: 0,

@@ -19,7 +19,7 @@ use alloy_rpc_types_trace::geth::{
 use fulmen_chain::HotState;
 use fulmen_chain::block::{BlockContext, ExecutedTx, RECENT_STATES_MAX};
 use fulmen_chain::view::ChainView;
-use fulmen_exec::evm::{StateDb, block_env, cfg_env, tx_env};
+use fulmen_exec::evm::{StateDb, before_block_txs, block_env, cfg_env, tx_env};
 use serde_json::Value;
 
 use super::call::{self, Sim, SimJob};
@@ -100,6 +100,7 @@ fn block_job(
     Box::new(move |sim: &mut Sim| {
         let chain = sim.chain();
         let db = StateDb::new(inputs.parent, sim.view().block_hashes().clone());
+        let db = before_block_txs(db, chain, &inputs.ctx);
         let env = (cfg_env(chain, inputs.ctx.timestamp), block_env(&inputs.ctx));
         let before: Vec<_> = inputs.txs[..from].iter().map(|t| tx_env(&t.tx)).collect();
         let end = if one { from + 1 } else { inputs.txs.len() };
