@@ -5,13 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing pinned test tools (cast, anvil, viem, solc) into tools/node_modules"
+echo "== installing pinned test tools (cast, forge, anvil, viem, ethers, solc) into tools/node_modules"
 # Exact versions in tools/package.json plus tools/package-lock.json. `npm ci`
 # refuses this lock because the registry serves only the linux-amd64 builds
 # of foundry's optional per-platform packages; `npm install` honours the lock.
 (cd tools && npm install --no-audit --no-fund --loglevel=error)
 tools/node_modules/.bin/cast --version | head -n1
 tools/node_modules/.bin/anvil --version | head -n1
+tools/node_modules/.bin/forge --version | head -n1
+# web3.py (pinned with its dependencies) in tools/.venv, for
+# appliance/tests/clients.rs; pip skips what is already installed.
+echo "== installing pinned web3.py into tools/.venv"
+[ -x tools/.venv/bin/python ] || python3 -m venv tools/.venv
+tools/.venv/bin/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest (pinned)"

@@ -84,6 +84,34 @@ const [counted, bobBalance] = await pub.multicall({
 });
 assert.equal(counted, 1n);
 assert.equal(bobBalance, await pub.getBalance({ address: bob.address }));
+// viem's simulateCalls (eth_simulateV1): a transfer and a bump in one
+// simulated block, with the ether moves traced, and nothing sent.
+const carol = mnemonicToAccount(mnemonic, { addressIndex: 2 });
+const carolBefore = await pub.getBalance({ address: carol.address });
+const simulated = await pub.simulateCalls({
+  account: alice.address,
+  calls: [
+    { to: carol.address, value: parseEther("2") },
+    { to: probe, abi, functionName: "bump" },
+    { to: probe, abi, functionName: "counter" },
+  ],
+  traceTransfers: true,
+});
+assert.equal(simulated.results.length, 3);
+assert.ok(simulated.results.every((r) => r.status === "success"), JSON.stringify(simulated.results, (_, v) => typeof v === "bigint" ? v.toString() : v));
+assert.equal(simulated.results[2].result, 2n, "the second call sees the first's state");
+assert.equal(simulated.results[1].logs.length, 1, "the bump's event");
+const transferLog = simulated.results[0].logs[0];
+assert.equal(transferLog.address.toLowerCase(), "0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "traceTransfers logs the ether move");
+assert.equal(await pub.getBalance({ address: carol.address }), carolBefore, "a simulation sends nothing");
+// A revert is a failed call with its reason, not a failed request.
+const reverted = await pub.simulateCalls({
+  account: alice.address,
+  calls: [{ to: carol.address, value: 1n }, { to: probe, data: "0xdeadbeef" }],
+});
+assert.equal(reverted.results[0].status, "success");
+assert.equal(reverted.results[1].status, "failure");
+
 const pending = await pub.getBlock({ blockTag: "pending" });
 assert.ok(pending.number > (await pub.getBlockNumber()) - 1n, "pending is past the last sealed block");
 assert.equal(pending.hash, null);

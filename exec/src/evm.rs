@@ -218,11 +218,22 @@ pub fn system_calls(
     block: &BlockContext,
     parent_hash: B256,
 ) -> Vec<StateDiff> {
+    system_calls_with_root(db, chain, block, (parent_hash, B256::ZERO))
+}
+
+/// [`system_calls`] with another parent beacon block root (simulations'
+/// block overrides).
+pub fn system_calls_with_root(
+    db: &StateDb,
+    chain: EvmChain,
+    block: &BlockContext,
+    (parent_hash, beacon_root): (B256, B256),
+) -> Vec<StateDiff> {
     use revm::handler::SystemCallEvm;
     let mut db = db.clone();
     db.system_pending = None;
     let calls = [
-        (alloy_eips::eip4788::BEACON_ROOTS_ADDRESS, B256::ZERO),
+        (alloy_eips::eip4788::BEACON_ROOTS_ADDRESS, beacon_root),
         (alloy_eips::eip2935::HISTORY_STORAGE_ADDRESS, parent_hash),
     ];
     let mut evm = build_evm(db, chain, block);

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use alloy_eips::eip2930::AccessList;
-use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy_primitives::{Address, B256, Bytes, Log, TxKind, U256};
 use revm::{
     Context, MainBuilder, MainContext,
     context::{BlockEnv, CfgEnv, TxEnv},
@@ -23,7 +23,7 @@ use revm::{
 
 use fulmen_chain::block::BlockContext;
 
-pub use crate::evm::{AccountOverride, ExecError, Outcome, StateDb};
+pub use crate::evm::{AccountOverride, ExecError, Outcome, StateDb, system_calls_with_root};
 use crate::evm::{block_env, cfg_env, invalid_tx_message};
 pub use revm::state::EvmState;
 
@@ -179,6 +179,179 @@ pub fn simulate(
     }
 }
 
+/// Runs `call` over `db` in `block` as `eth_simulateV1` does, and commits
+/// its changes to `db`. With `validate` it runs as a transaction would
+/// (nonce, balance, base fee and an EOA sender are checked); without, as
+/// `eth_call` (see [`call_env`]). Returns the outcome and the transaction
+/// it ran (nonce and gas filled in).
+pub fn simulate_commit(
+    db: &mut StateDb,
+    (chain, block): (fulmen_chain::spec::EvmChain, &BlockContext),
+    call: &CallRequest,
+    (validate, transfers): (bool, bool),
+    deadline: Instant,
+) -> Result<(Outcome, TxEnv), SimError> {
+    if Instant::now() >= deadline {
+        return Err(SimError::DeadlinePassed);
+    }
+    let (mut cfg, mut block_env, tx) = call_env(db, chain, block, call);
+    if validate {
+        cfg.disable_base_fee = false;
+        cfg.disable_balance_check = false;
+        cfg.disable_nonce_check = false;
+        cfg.disable_eip3607 = false;
+        block_env.basefee = block.base_fee;
+    }
+    let mut evm = Context::mainnet()
+        .with_db(std::mem::take(db))
+        .with_cfg(cfg)
+        .with_block(block_env)
+        .build_mainnet_with_inspector((Deadline::new(deadline), TransferLogs::new(transfers)));
+    let result = evm.inspect_tx(tx.clone());
+    let passed = evm.inspector.0.passed();
+    let logs = std::mem::take(&mut evm.inspector.1.done);
+    *db = evm.ctx.journaled_state.database;
+    if passed {
+        return Err(SimError::DeadlinePassed);
+    }
+    let result = match result {
+        Ok(result) => result,
+        Err(EVMError::Database(e)) => return Err(ExecError::Db(e).into()),
+        Err(EVMError::Transaction(e)) => {
+            return Err(ExecError::Invalid(invalid_tx_message(&e)).into());
+        }
+        Err(e) => return Err(ExecError::Invalid(e.to_string()).into()),
+    };
+    let diff = crate::evm::state_diff(result.state, &db.state);
+    db.state.apply(&diff);
+    let mut outcome = Outcome::from_result(result.result);
+    if transfers && outcome.success {
+        outcome.logs = logs;
+    }
+    Ok((outcome, tx))
+}
+
+/// Where `eth_simulateV1`'s `traceTransfers` logs ether transfers from
+/// (ERC-7528's native-asset address).
+pub const TRANSFER_LOG_ADDRESS: Address =
+    alloy_primitives::address!("0xEeeeeEeeeEeEeeEeEeEeeEEEeeeeEeeeeeeeEEeE");
+
+/// `eth_simulateV1`'s `traceTransfers`: every ether transfer (a call or
+/// create with value, a self-destruct's balance) as an ERC-20 `Transfer`
+/// log from [`TRANSFER_LOG_ADDRESS`], in order among the contracts' logs.
+/// A frame's logs are kept only if it succeeds, as the EVM's are.
+#[derive(Debug, Default)]
+struct TransferLogs {
+    enabled: bool,
+    /// Logs of each open frame, innermost last.
+    frames: Vec<Vec<Log>>,
+    /// Logs of the finished top frame.
+    done: Vec<Log>,
+}
+
+impl TransferLogs {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            ..Self::default()
+        }
+    }
+
+    fn transfer(from: Address, to: Address, value: U256) -> Log {
+        let topic = alloy_primitives::keccak256("Transfer(address,address,uint256)");
+        Log::new_unchecked(
+            TRANSFER_LOG_ADDRESS,
+            vec![topic, from.into_word(), to.into_word()],
+            Bytes::copy_from_slice(&value.to_be_bytes::<32>()),
+        )
+    }
+
+    /// Closes the innermost frame: its logs join its parent's when it
+    /// succeeded.
+    fn end_frame(&mut self, ok: bool) {
+        let Some(logs) = self.frames.pop() else {
+            return;
+        };
+        if !ok {
+            return;
+        }
+        match self.frames.last_mut() {
+            Some(parent) => parent.extend(logs),
+            None => self.done = logs,
+        }
+    }
+}
+
+impl<CTX> Inspector<CTX, EthInterpreter> for TransferLogs {
+    fn log(&mut self, _context: &mut CTX, log: Log) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.push(log);
+        }
+    }
+
+    fn call(&mut self, _context: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
+        if self.enabled {
+            let mut logs = Vec::new();
+            if inputs.transfers_value() {
+                let value = inputs.transfer_value().unwrap_or_default();
+                logs.push(Self::transfer(
+                    inputs.transfer_from(),
+                    inputs.transfer_to(),
+                    value,
+                ));
+            }
+            self.frames.push(logs);
+        }
+        None
+    }
+
+    fn call_end(&mut self, _context: &mut CTX, _inputs: &CallInputs, outcome: &mut CallOutcome) {
+        if self.enabled {
+            self.end_frame(outcome.result.result.is_ok());
+        }
+    }
+
+    fn create(
+        &mut self,
+        _context: &mut CTX,
+        _inputs: &mut revm::interpreter::CreateInputs,
+    ) -> Option<revm::interpreter::CreateOutcome> {
+        if self.enabled {
+            self.frames.push(Vec::new());
+        }
+        None
+    }
+
+    fn create_end(
+        &mut self,
+        _context: &mut CTX,
+        inputs: &revm::interpreter::CreateInputs,
+        outcome: &mut revm::interpreter::CreateOutcome,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let ok = outcome.result.result.is_ok();
+        if ok
+            && inputs.value() > U256::ZERO
+            && let (Some(to), Some(frame)) = (outcome.address, self.frames.last_mut())
+        {
+            // The value moved before the init code ran.
+            frame.insert(0, Self::transfer(inputs.caller(), to, inputs.value()));
+        }
+        self.end_frame(ok);
+    }
+
+    fn selfdestruct(&mut self, contract: Address, target: Address, value: U256) {
+        if self.enabled
+            && value > U256::ZERO
+            && let Some(frame) = self.frames.last_mut()
+        {
+            frame.push(Self::transfer(contract, target, value));
+        }
+    }
+}
+
 /// The revm configuration, block and transaction of `call` over `db` at
 /// `block`, as geth runs `eth_call`: fee checks relaxed when no fee was
 /// given, any caller (contracts included), the sender's nonce unless one
@@ -197,7 +370,9 @@ pub fn call_env(
     let mut cfg = cfg_env(chain, block.timestamp);
     cfg.disable_base_fee = no_fee;
     cfg.disable_balance_check = no_fee;
-    cfg.disable_nonce_check = call.nonce.is_none();
+    // As geth's eth_call and eth_estimateGas: a given nonce is the
+    // transaction's (a create's address follows it) but is not checked.
+    cfg.disable_nonce_check = true;
     // As geth's eth_call: any address may be the caller, contracts included.
     cfg.disable_eip3607 = true;
     let mut block_env = block_env(block);

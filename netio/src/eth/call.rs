@@ -22,6 +22,9 @@ use crate::limits::RpcLimits;
 use crate::rpc::{Params, RpcError};
 use crate::sim::{BatchBudget, Meter};
 
+mod simulate_v1;
+pub(crate) use simulate_v1::{FeeRule, simulate_v1};
+
 /// Most rounds of `eth_estimateGas`'s binary search (64 halve any u64 range).
 const ESTIMATE_ROUNDS_MAX: u32 = 64;
 /// Most reruns of `eth_createAccessList` until its list stops changing.

@@ -135,6 +135,10 @@ async fn signed_and_sent(
     if let Some(nonce) = reserved {
         request.nonce = Some(nonce);
     }
+    // No `to` (or `to: null`) deploys, as geth's eth_sendTransaction does.
+    if request.to.is_none() {
+        request.to = Some(alloy_primitives::TxKind::Create);
+    }
     let tx = request.build_consensus_tx().map_err(|e| {
         RpcError::invalid_params(format!("invalid argument 0 (transaction): {}", e.error))
     })?;

@@ -75,6 +75,10 @@ enum Kind {
         filter: std::sync::Arc<Filter>,
         /// The first sealed block not yet read.
         next: u64,
+        /// Transactions before this position (a block and an index in it)
+        /// were preconfirmed before the filter was installed: their logs
+        /// are not new to it, though their blocks seal later.
+        skip: (u64, usize),
     },
     Blocks {
         /// The first sealed block not yet reported.
@@ -173,9 +177,11 @@ impl Filters {
                  (use eth_getLogs for one block)",
             ));
         }
+        let open = view.open();
         self.install(Kind::Logs {
             filter: std::sync::Arc::new(filter),
             next: view.head().header.number + 1,
+            skip: (open.ctx.number, open.txs.len()),
         })
     }
 
@@ -245,18 +251,27 @@ impl Filters {
         // Computed without the lock; then the filter moves on (unless it
         // was removed meanwhile).
         let (answer, moved) = match kind {
-            Kind::Logs { filter, next } => {
+            Kind::Logs { filter, next, skip } => {
                 let (low, high) = bounds(&filter);
                 // An idle filter's next block may have been pruned since.
                 let (from, to) = (next.max(low).max(view.oldest_block()), head.min(high));
-                let (logs, next) = if from <= to {
+                let (mut logs, next) = if from <= to {
                     // Past the limits, the rest waits for the next poll.
                     let (logs, read_to) = sealed_logs(limits, view, &filter, (from, to))?;
                     (logs, if read_to > to { head + 1 } else { read_to })
                 } else {
                     (Vec::new(), next.max(head + 1))
                 };
-                (ok(logs)?, Kind::Logs { filter, next })
+                if from <= skip.0 {
+                    logs.retain(|log| {
+                        let at = (
+                            log.block_number.unwrap_or_default(),
+                            log.transaction_index.unwrap_or_default() as usize,
+                        );
+                        at >= skip
+                    });
+                }
+                (ok(logs)?, Kind::Logs { filter, next, skip })
             }
             Kind::Blocks { next } => {
                 // Hashes, not blocks: recent ones are in RAM, older ones

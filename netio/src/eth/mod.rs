@@ -76,6 +76,14 @@ pub async fn dispatch_in_batch(
             let job = call::estimate_gas(limits, ctx.spec.tx_gas_limit_max, params)?;
             call::off_core(ctx, batch, view, job).await
         }
+        "eth_simulateV1" => {
+            let fees = call::FeeRule {
+                params: ctx.spec.base_fee_params,
+                floor: ctx.spec.base_fee_floor_wei,
+            };
+            let job = call::simulate_v1(limits, fees, params)?;
+            call::off_core(ctx, batch, view, job).await
+        }
         "eth_createAccessList" => {
             let job = call::create_access_list(limits, params)?;
             call::off_core(ctx, batch, view, job).await

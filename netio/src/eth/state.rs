@@ -99,9 +99,14 @@ pub(crate) fn block_method(
             .and_then(|tag| any_block_by_tag(view, tag, unsealed))
     };
     let by_hash = || {
-        params
-            .required(0, "hash")
-            .map(|hash: B256| view.block_by_hash(&hash).map(AnyBlock::Sealed))
+        params.required(0, "hash").and_then(|hash: B256| {
+            if hash.is_zero() && unsealed {
+                // A preconfirmed receipt's `blockHash`: the block in
+                // progress (what ethers' `receipt.getBlock()` asks for).
+                return any_block_by_tag(view, BlockNumberOrTag::Pending, unsealed);
+            }
+            Ok(view.block_by_hash(&hash).map(AnyBlock::Sealed))
+        })
     };
     let full = || params.optional(1, "full").map(|full| full.unwrap_or(false));
     let answer = match method {
