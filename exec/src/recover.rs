@@ -409,12 +409,15 @@ impl Replay<'_> {
         if let Some(link) = &mut self.history {
             link.check(header.number, self.seq.view().head().hash)?;
         }
-        let job = self
+        let mut job = self
             .jobs
             .pop_front()
             .filter(|job| job.ctx.number == header.number)
             .ok_or_else(|| fail(format!("no closed block {} to seal", header.number)))?;
         assert!(job.ctx.number == header.number);
+        if let Some(system) = self.seq.take_system_patch(header.number) {
+            job.diffs.splice(0..0, system);
+        }
         if header.number <= self.history_until() {
             // History only: the checkpoint holds this block's state.
             if let Some(meta) = self.image.filter(|m| m.number == header.number)
@@ -461,6 +464,11 @@ impl Replay<'_> {
             store
                 .truncate(head.header.number + 1)
                 .map_err(RecoverError::History)?;
+        }
+        if let Some((number, system)) = self.seq.finish_replayed_system_calls()
+            && let Some(job) = self.jobs.iter_mut().find(|j| j.ctx.number == number)
+        {
+            job.diffs.splice(0..0, system);
         }
         self.seq.refresh_open_timestamp(now_ms);
         Ok(Replayed {

@@ -60,6 +60,9 @@ pub struct Sequencer {
     /// Replay from a checkpoint: blocks up to this one rebuild history only,
     /// their state is already in the checkpoint's image (0: none).
     history_until: u64,
+    /// Replay: the system calls' changes made at the last seal record, by
+    /// block number, for its seal job (see `install_seal`).
+    system_patch: Option<(u64, Vec<StateDiff>)>,
 }
 
 impl Sequencer {
@@ -104,6 +107,7 @@ impl Sequencer {
             deferred: VecDeque::new(),
             deferred_senders: HashMap::new(),
             history_until: 0,
+            system_patch: None,
         };
         seq.refresh_open_view();
         seq
@@ -325,6 +329,60 @@ impl Sequencer {
         true
     }
 
+    /// The system calls of a block replay closed empty with a guessed
+    /// context, made now with `ctx` over the working state (which holds
+    /// no other write to their contracts' storage since: the calls of
+    /// different blocks write different slots) and `state`, the block's
+    /// own. Returns their changes, which its seal job lacks.
+    fn deferred_system_calls(
+        &mut self,
+        ctx: &BlockContext,
+        state: &mut fulmen_storage::HotState,
+    ) -> Vec<StateDiff> {
+        let parent_hash = self.view.head().hash;
+        let db = &mut self.evm.ctx.journaled_state.database;
+        let diffs = crate::evm::system_calls(db, self.spec.evm_chain(), ctx, parent_hash);
+        for diff in &diffs {
+            db.state.apply(diff);
+            state.apply(diff);
+        }
+        if self.mini_txs.is_empty() {
+            self.view.close_block_state(db.state.clone());
+        }
+        diffs
+    }
+
+    /// Replay: the system calls' changes of the block just sealed from its
+    /// record, when they were made at the seal (its seal job lacks them
+    /// and goes first).
+    pub fn take_system_patch(&mut self, number: u64) -> Option<Vec<StateDiff>> {
+        match self.system_patch.take() {
+            Some((at, diffs)) if at == number => Some(diffs),
+            other => {
+                self.system_patch = other;
+                None
+            }
+        }
+    }
+
+    /// End of replay: the closed block still waiting for its seal, if
+    /// replay closed it empty with a guessed context, makes its system
+    /// calls with that context (no record says otherwise, so it is its
+    /// context now); returns their changes for its seal job.
+    pub fn finish_replayed_system_calls(&mut self) -> Option<(u64, Vec<StateDiff>)> {
+        let mut meta = self.sealing.pop_front()?;
+        let patch = meta.system_at_seal.then(|| {
+            meta.system_at_seal = false;
+            let ctx = meta.ctx;
+            (
+                ctx.number,
+                self.deferred_system_calls(&ctx, &mut meta.state),
+            )
+        });
+        self.sealing.push_front(meta);
+        patch
+    }
+
     /// True when EIP-2935's contract has code, so that the block's system
     /// calls need the parent's hash.
     fn needs_parent_hash(db: &StateDb) -> bool {
@@ -436,11 +494,14 @@ impl Sequencer {
             "close the mini-block before the block"
         );
         let made_now = self.open.system.is_none();
+        // Replay: an empty block whose context is a guess makes its system
+        // calls at its seal record (`install_seal`), with the true one.
+        let system_at_seal = made_now && !self.open.ctx_exact && self.open.txs.is_empty();
         assert!(
-            self.make_system_calls(),
+            system_at_seal || self.make_system_calls(),
             "a block closes once its parent is sealed (see can_close_block)"
         );
-        if made_now {
+        if made_now && !system_at_seal {
             // No mini-block publishes these changes: the view takes them.
             self.view
                 .close_block_state(self.evm.ctx.journaled_state.database.state.clone());
@@ -482,6 +543,7 @@ impl Sequencer {
             txs: txs.clone(),
             gas_used,
             state: self.evm.ctx.journaled_state.database.state.clone(),
+            system_at_seal,
         });
         // The system calls' changes go first: they ran (or are as if they
         // ran) before the transactions, and touch only their contracts.
@@ -513,10 +575,22 @@ impl Sequencer {
 
     /// Makes the oldest closed block a sealed block with `header`.
     fn install_seal(&mut self, header: alloy_consensus::Header, size: u64) -> Arc<SealedBlock> {
-        let meta = self
+        let mut meta = self
             .sealing
             .pop_front()
             .expect("a seal follows a closed block");
+        if meta.system_at_seal {
+            let ctx = BlockContext {
+                number: header.number,
+                timestamp: header.timestamp,
+                base_fee: header.base_fee_per_gas.unwrap_or_default(),
+                gas_limit: header.gas_limit,
+                coinbase: header.beneficiary,
+                prevrandao: header.mix_hash,
+            };
+            let diffs = self.deferred_system_calls(&ctx, &mut meta.state);
+            self.system_patch = Some((header.number, diffs));
+        }
         let number = header.number;
         let hash = header.hash_slow();
         let sealed = Arc::new(SealedBlock {

@@ -46,8 +46,10 @@ impl Sequencer {
             }
             let next = (self.open.ctx.number + 1 == number).then_some(record.ctx);
             // Replay passes no clock: a block closed without a record of its
-            // successor gets the earliest valid timestamp.
+            // successor gets the earliest valid timestamp, until its seal
+            // record gives the true one.
             jobs.push(self.close_block_with(0, next));
+            self.open.ctx_exact = next.is_some();
         }
         if self.open.txs.is_empty() && self.open.ctx != record.ctx {
             self.adopt_ctx(record.ctx);
@@ -109,6 +111,7 @@ impl Sequencer {
         while self.sealing.is_empty() && self.open.ctx.number <= number {
             // Nothing is being sealed: the open block's parent is sealed.
             jobs.push(self.close_block_with(0, None));
+            self.open.ctx_exact = false;
         }
         let expected = self.sealing.front().map(|m| m.ctx.number);
         if expected != Some(number) {
@@ -157,6 +160,7 @@ impl Sequencer {
     pub(super) fn adopt_ctx(&mut self, ctx: BlockContext) {
         debug_assert!(self.open.txs.is_empty());
         self.open.ctx = ctx;
+        self.open.ctx_exact = true;
         self.evm.ctx.block = crate::evm::block_env(&ctx);
         self.evm.ctx.cfg.spec = self.spec.evm_chain().spec_at(ctx.timestamp);
         self.refresh_open_view();

@@ -198,6 +198,10 @@ pub(super) struct OpenBlock {
     /// the first transaction runs when the parent's hash is known, else
     /// when it is: see `Sequencer::make_system_calls`).
     pub(super) system: Option<Vec<StateDiff>>,
+    /// False for a block replay opened without a record of its context
+    /// (its timestamp is a guess until its seal record): its system calls,
+    /// which read the timestamp, wait for that record if it stays empty.
+    pub(super) ctx_exact: bool,
     pub(super) gas_used: u64,
     pub(super) log_count: u64,
     /// Mini-blocks closed in this block so far.
@@ -211,6 +215,7 @@ impl OpenBlock {
             txs: imbl::Vector::new(),
             diffs: Vec::new(),
             system: None,
+            ctx_exact: true,
             gas_used: 0,
             log_count: 0,
             mini_blocks: 0,
@@ -223,6 +228,9 @@ pub(super) struct SealJobMeta {
     pub(super) txs: Vec<Arc<ExecutedTx>>,
     pub(super) gas_used: u64,
     pub(super) state: fulmen_storage::HotState,
+    /// Replay closed it empty with a guessed context: its system calls are
+    /// made at its seal, with the logged header's.
+    pub(super) system_at_seal: bool,
 }
 
 pub(super) fn next_block_ctx(
