@@ -454,6 +454,12 @@ impl Config {
                 )));
             }
         }
+        if rpc.witness_blocks > 4096 {
+            return Err(ConfigError(
+                "rpc.witness_blocks must be at most 4096 (each block's witness stays in RAM)"
+                    .into(),
+            ));
+        }
         if !(1..=256).contains(&rpc.simulation_workers)
             || rpc.simulation_queue_max > 65_536
             || rpc.simulation_gas_budget == 0

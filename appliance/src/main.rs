@@ -187,6 +187,10 @@ struct RunArgs {
     /// --rpc.allow-unprotected-txs).
     #[arg(long)]
     allow_unprotected_txs: bool,
+    /// Keep execution witnesses (debug_executionWitness) of this many recent
+    /// blocks (rpc.witness_blocks; 0: none).
+    #[arg(long)]
+    rpc_witness_blocks: Option<usize>,
     /// Sealed blocks kept in RAM; older ones are read from disk.
     #[arg(long)]
     storage_memory_blocks: Option<u64>,
@@ -249,6 +253,7 @@ impl RunArgs {
         set!(rpc_batch_max => rpc.batch_max);
         set!(rpc_logs_block_range_max => rpc.logs_block_range_max);
         set!(rpc_sync_timeout_ms_max => rpc.sync_timeout_ms_max);
+        set!(rpc_witness_blocks => rpc.witness_blocks);
         set!(http_vhosts => rpc.vhosts);
         set!(http_corsdomain => rpc.cors_origins);
         if self.allow_unprotected_txs {

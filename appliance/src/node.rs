@@ -266,13 +266,9 @@ pub(crate) fn start(
     };
     let (history, history_thread) =
         start_history(config, (history, verifier), (datadir, &published))?;
-    add_core_roles(
-        config,
-        (seq, history),
-        replayed.merkle,
-        (datadir, tail),
-        &mut roles,
-    );
+    let mut merkle = replayed.merkle;
+    merkle.keep_witnesses(config.rpc.witness_blocks);
+    add_core_roles(config, (seq, history), merkle, (datadir, tail), &mut roles);
     let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     let shared = Shared {
         published,
@@ -814,7 +810,8 @@ async fn run_seq_role(role: SeqCoreRole, shared: Shared) {
         log: Some(log),
         derived: role.seq.derived,
     };
-    let seq = Sequencer::from_parts(role.seq.spec, role.seq.limits, role.seq.parts);
+    let mut seq = Sequencer::from_parts(role.seq.spec, role.seq.limits, role.seq.parts);
+    seq.record_accesses(shared.limits.witness_blocks > 0);
     seq_core::run_seq(seq, links, shared.timing, role.seq.pending).await;
 }
 

@@ -1217,6 +1217,113 @@ fn the_preinstalls_serve_salted_deploys_multicall_permit2_and_the_entrypoint() {
     assert_eq!(answer["result"], json!(B256::ZERO), "{answer}");
 }
 
+/// `debug_executionWitness` of a block holds every node of the proofs of
+/// the accounts and slots the block touched, against its parent's state
+/// root (compared with `eth_getProof` taken while that parent was the
+/// latest block), the code it ran, the keys, and the parent's header. A
+/// node that keeps none says so.
+#[test]
+fn execution_witnesses_hold_the_parent_state_proofs_of_what_a_block_touched() {
+    let node = start_fulmen(&["--dev", "--rpc-witness-blocks", "8"]);
+    let deploy = sign_1559(
+        &signer(3),
+        0,
+        TxKind::Create,
+        U256::ZERO,
+        bytecode("Probe"),
+        1_000_000,
+    );
+    let receipt =
+        try_rpc(node.addr, "eth_sendRawTransactionSync", json!([deploy])).expect("deploy");
+    let probe: Address = serde_json::from_value(receipt["contractAddress"].clone()).unwrap();
+    let bump = Bytes::copy_from_slice(&keccak256("bump()")[..4]);
+    let block_number = |v: &serde_json::Value| {
+        u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let mut nonce = 0;
+    let (number, proof) = loop {
+        let raw = sign_1559(
+            &signer(4),
+            nonce,
+            TxKind::Call(probe),
+            U256::ZERO,
+            bump.clone(),
+            200_000,
+        );
+        nonce += 1;
+        let receipt = try_rpc(node.addr, "eth_sendRawTransactionSync", json!([raw])).expect("bump");
+        let number = block_number(&receipt["blockNumber"]);
+        let head = || block_number(&rpc(node.addr, "eth_blockNumber", json!([]))["result"]);
+        let before = head();
+        let proof = rpc(
+            node.addr,
+            "eth_getProof",
+            json!([probe, [B256::ZERO], "latest"]),
+        )["result"]
+            .clone();
+        // The proof is of the bump's parent only if no seal came between.
+        if before + 1 == number && head() == before {
+            break (number, proof);
+        }
+        assert!(nonce < 20, "never caught a block before its seal");
+    };
+    wait_sealed(node.addr, number);
+    let witness = rpc(
+        node.addr,
+        "debug_executionWitness",
+        json!([format!("{number:#x}")]),
+    );
+    let witness = &witness["result"];
+    let nodes: std::collections::HashSet<String> = witness["state"]
+        .as_array()
+        .expect("state nodes")
+        .iter()
+        .map(|n| n.as_str().unwrap().to_lowercase())
+        .collect();
+    let parent = rpc(
+        node.addr,
+        "eth_getBlockByNumber",
+        json!([format!("{:#x}", number - 1), false]),
+    );
+    let parent_root: B256 = serde_json::from_value(parent["result"]["stateRoot"].clone()).unwrap();
+    let parent_hash: B256 = serde_json::from_value(parent["result"]["hash"].clone()).unwrap();
+    let mut wanted: Vec<String> = serde_json::from_value(proof["accountProof"].clone()).unwrap();
+    let slot: Vec<String> =
+        serde_json::from_value(proof["storageProof"][0]["proof"].clone()).unwrap();
+    wanted.extend(slot);
+    for n in &wanted {
+        assert!(
+            nodes.contains(&n.to_lowercase()),
+            "the witness lacks proof node {n}"
+        );
+    }
+    let root_node = nodes
+        .iter()
+        .any(|n| keccak256(alloy::primitives::hex::decode(n).unwrap()) == parent_root);
+    assert!(root_node, "the witness holds the parent state root's node");
+    let code = rpc(node.addr, "eth_getCode", json!([probe, "latest"]))["result"].clone();
+    assert!(
+        witness["codes"].as_array().unwrap().contains(&code),
+        "the probe's code"
+    );
+    let keys: Vec<String> = serde_json::from_value(witness["keys"].clone()).unwrap();
+    for (who, address) in [("probe", probe), ("sender", signer(4).address())] {
+        let key = format!("{address:#x}");
+        assert!(
+            keys.iter().any(|k| k.eq_ignore_ascii_case(&key)),
+            "the {who} among the keys"
+        );
+    }
+    let headers = witness["headers"].as_array().unwrap();
+    let last: Bytes = serde_json::from_value(headers.last().unwrap().clone()).unwrap();
+    assert_eq!(keccak256(&last), parent_hash, "the parent's RLP header");
+    // Without witnesses kept, the method says so.
+    let plain = start_fulmen(&["--dev"]);
+    wait_sealed(plain.addr, 1);
+    let (_, message, _) = rpc_error(plain.addr, "debug_executionWitness", json!(["0x1"]));
+    assert!(message.contains("rpc.witness_blocks"), "{message}");
+}
+
 /// The system contracts answer as on L1: EIP-2935's history gives each
 /// recent block's hash (what `eth_getBlockByNumber` says), and EIP-4788's
 /// beacon roots know each block's timestamp (with the zero root this L2's

@@ -136,6 +136,55 @@ pub struct SealJob {
     pub diffs: Vec<StateDiff>,
     /// Gas used by the block.
     pub gas_used: u64,
+    /// What its execution read, when the node keeps execution witnesses
+    /// (`rpc.witness_blocks`); none for blocks replay rebuilt.
+    pub accessed: Option<Box<Accessed>>,
+}
+
+/// What a block's execution read or wrote, for its execution witness
+/// (`debug_executionWitness`): accounts with their storage slots, the
+/// codes run, and the oldest block whose hash BLOCKHASH read.
+#[derive(Debug, Clone, Default)]
+pub struct Accessed {
+    /// Accounts, each with the slots read or written.
+    pub accounts: std::collections::BTreeMap<Address, std::collections::BTreeSet<B256>>,
+    /// Codes loaded, by hash.
+    pub codes: std::collections::BTreeMap<B256, alloy_primitives::Bytes>,
+    /// The oldest block number BLOCKHASH read, if any.
+    pub oldest_hash_read: Option<u64>,
+}
+
+impl Accessed {
+    /// Adds what a state diff wrote.
+    pub fn add_diff(&mut self, diff: &StateDiff) {
+        for (address, _) in &diff.accounts {
+            self.accounts.entry(*address).or_default();
+        }
+        for (address, slot, _) in &diff.storage {
+            self.accounts
+                .entry(*address)
+                .or_default()
+                .insert(B256::from(*slot));
+        }
+    }
+}
+
+/// A block's execution witness, in reth's shape: the trie nodes (of the
+/// state before the block) on the path of every account and slot it read
+/// or wrote, the codes it ran, and the keys' preimages (addresses and
+/// slots). The RPC adds the headers BLOCKHASH needs.
+#[derive(Debug, Clone, Default)]
+pub struct Witness {
+    /// Block number.
+    pub number: u64,
+    /// RLP trie nodes, each once.
+    pub state: Vec<alloy_primitives::Bytes>,
+    /// Bytecodes.
+    pub codes: Vec<alloy_primitives::Bytes>,
+    /// Addresses (20 bytes) and slots (32 bytes).
+    pub keys: Vec<alloy_primitives::Bytes>,
+    /// The oldest block number BLOCKHASH read, if any.
+    pub oldest_hash_read: Option<u64>,
 }
 
 /// Roots computed off the sequencer core.

@@ -155,6 +155,13 @@ pub enum MerkleRequest {
         /// Answer, or the block the trie is at when it cannot serve `block`.
         reply: oneshot::Sender<Result<AccountProof, u64>>,
     },
+    /// The execution witness of block `block`, if kept.
+    Witness {
+        /// Block number.
+        block: u64,
+        /// Answer; `None` when not kept.
+        reply: oneshot::Sender<Option<crate::block::Witness>>,
+    },
 }
 
 /// Merkle proof of one account and some of its slots, as `eth_getProof` returns it.

@@ -73,6 +73,9 @@ pub struct StateDb {
     /// storage fail as BLOCKHASH of that parent does, and the transaction
     /// runs again once they are made.
     pub system_pending: Option<u64>,
+    /// The oldest block number BLOCKHASH read since this was last taken
+    /// (for execution witnesses).
+    pub oldest_hash_read: std::cell::Cell<Option<u64>>,
 }
 
 impl StateDb {
@@ -83,6 +86,7 @@ impl StateDb {
             block_hashes,
             replaced: HashMap::new(),
             system_pending: None,
+            oldest_hash_read: std::cell::Cell::new(None),
         }
     }
 
@@ -171,7 +175,16 @@ impl DatabaseRef for StateDb {
 
     fn block_hash_ref(&self, number: u64) -> Result<B256, DbError> {
         match self.block_hashes.get(number) {
-            Some(hash) => Ok(hash),
+            Some(hash) => {
+                if self
+                    .oldest_hash_read
+                    .get()
+                    .is_none_or(|oldest| number < oldest)
+                {
+                    self.oldest_hash_read.set(Some(number));
+                }
+                Ok(hash)
+            }
             None => Err(DbError::BlockHashPending(number)),
         }
     }
@@ -359,11 +372,20 @@ pub type Evm = MainnetEvm<revm::handler::MainnetContext<StateDb>>;
 
 /// Builds an EVM over `db` for `block`.
 pub fn build_evm(db: StateDb, chain: EvmChain, block: &BlockContext) -> Evm {
-    Context::mainnet()
+    let mut evm = Context::mainnet()
         .with_db(db)
         .with_cfg(cfg_env(chain, block.timestamp))
         .with_block(block_env(block))
-        .build_mainnet()
+        .build_mainnet();
+    evm.precompiles = crate::precompiles::provider(evm.ctx.cfg.spec);
+    evm
+}
+
+/// Sets the rules of `evm` to `spec`, precompiles included (the
+/// sequencer's EVM lives across a fork).
+pub fn set_spec(evm: &mut Evm, spec: revm::primitives::hardfork::SpecId) {
+    evm.ctx.cfg.spec = spec;
+    evm.precompiles = crate::precompiles::provider(spec);
 }
 
 /// What executing one transaction produced.

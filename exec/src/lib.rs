@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod evm;
 pub mod merkle;
+pub mod precompiles;
 pub mod recover;
 pub mod seal;
 pub mod seq_core;

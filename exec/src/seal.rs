@@ -2,8 +2,8 @@
 //! state trie and computes the block's roots, in bounded steps.
 
 use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{Address, B256, Bloom};
-use fulmen_chain::block::{SealJob, SealRoots};
+use alloy_primitives::{Address, B256, Bloom, Bytes, keccak256};
+use fulmen_chain::block::{Accessed, SealJob, SealRoots, Witness};
 use fulmen_chain::msg::AccountProof;
 
 use crate::merkle::StateTrie;
@@ -31,6 +31,7 @@ pub struct SealProgress {
     receipts: Trie,
     logs_bloom: Bloom,
     txs_rlp_len: usize,
+    witnessed: bool,
 }
 
 impl SealProgress {
@@ -46,12 +47,75 @@ pub struct Merkleizer {
     trie: StateTrie,
     /// Last block whose diff the trie holds.
     pub number: u64,
+    /// Execution witnesses of the last blocks sealed (at most
+    /// `witness_blocks`), oldest first.
+    witnesses: std::collections::VecDeque<Witness>,
+    witness_blocks: usize,
 }
 
 impl Merkleizer {
     /// A worker whose trie reflects block `number`.
     pub fn new(trie: StateTrie, number: u64) -> Self {
-        Self { trie, number }
+        Self {
+            trie,
+            number,
+            witnesses: Default::default(),
+            witness_blocks: 0,
+        }
+    }
+
+    /// Keeps the execution witnesses of the last `blocks` blocks sealed
+    /// whose jobs say what they accessed (0: none).
+    pub fn keep_witnesses(&mut self, blocks: usize) {
+        self.witness_blocks = blocks;
+        while self.witnesses.len() > blocks {
+            self.witnesses.pop_front();
+        }
+    }
+
+    /// The kept execution witness of block `number`.
+    pub fn witness(&self, number: u64) -> Option<Witness> {
+        self.witnesses.iter().find(|w| w.number == number).cloned()
+    }
+
+    /// Records `job`'s witness from the trie as it stands (the state before
+    /// the block): the proof nodes of every account and slot it accessed.
+    fn record_witness(&mut self, job: &SealJob, accessed: &Accessed) {
+        let mut nodes: std::collections::BTreeMap<B256, Bytes> = Default::default();
+        let mut keys = Vec::new();
+        let mut add = |proof: &[Bytes]| {
+            for node in proof {
+                nodes.entry(keccak256(node)).or_insert_with(|| node.clone());
+            }
+        };
+        let mut accounts = accessed.accounts.clone();
+        for diff in &job.diffs {
+            let mut written = Accessed::default();
+            written.add_diff(diff);
+            for (address, slots) in written.accounts {
+                accounts.entry(address).or_default().extend(slots);
+            }
+        }
+        for (address, slots) in &accounts {
+            let slots: Vec<B256> = slots.iter().copied().collect();
+            let proof = self.trie.proof(address, &slots);
+            add(&proof.account_proof);
+            for (_, _, storage_proof) in &proof.storage_proofs {
+                add(storage_proof);
+            }
+            keys.push(Bytes::copy_from_slice(address.as_slice()));
+            keys.extend(slots.iter().map(|s| Bytes::copy_from_slice(s.as_slice())));
+        }
+        self.witnesses.push_back(Witness {
+            number: job.ctx.number,
+            state: nodes.into_values().collect(),
+            codes: accessed.codes.values().cloned().collect(),
+            keys,
+            oldest_hash_read: accessed.oldest_hash_read,
+        });
+        while self.witnesses.len() > self.witness_blocks {
+            self.witnesses.pop_front();
+        }
     }
 
     /// Applies the block's state changes without hashing (boot replay: the
@@ -91,6 +155,14 @@ impl Merkleizer {
             "blocks are sealed in order"
         );
         let budget = budget.max(1);
+        if !progress.witnessed {
+            progress.witnessed = true;
+            if let Some(accessed) = job.accessed.as_deref()
+                && self.witness_blocks > 0
+            {
+                self.record_witness(job, accessed);
+            }
+        }
         match progress.phase {
             SealPhase::Stage => {
                 let end = progress.next.saturating_add(budget).min(job.diffs.len());

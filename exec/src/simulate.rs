@@ -29,10 +29,15 @@ pub use revm::state::EvmState;
 
 /// Accounts and slots a simulated call touched, minus the implicit ones, in
 /// the shape of an EIP-2930 access list.
-pub fn touched_access_list(state: &EvmState, excluded: &HashSet<Address>) -> AccessList {
+pub fn touched_access_list(
+    state: &EvmState,
+    excluded: &HashSet<Address>,
+    spec: revm::primitives::hardfork::SpecId,
+) -> AccessList {
+    let precompiles = crate::precompiles::provider(spec);
     let mut items: Vec<_> = state
         .iter()
-        .filter(|(address, _)| !excluded.contains(*address) && !is_precompile(address))
+        .filter(|(address, _)| !excluded.contains(*address) && !precompiles.contains(address))
         .map(|(address, account)| {
             let mut keys: Vec<B256> = account.storage.keys().map(|k| B256::from(*k)).collect();
             keys.sort();
@@ -44,12 +49,6 @@ pub fn touched_access_list(state: &EvmState, excluded: &HashSet<Address>) -> Acc
         .collect();
     items.sort_by_key(|item| item.address);
     AccessList(items)
-}
-
-/// Prague precompiles live at 0x01..=0x11.
-pub fn is_precompile(address: &Address) -> bool {
-    let bytes = address.as_slice();
-    bytes[..19].iter().all(|b| *b == 0) && (1..=0x11).contains(&bytes[19])
 }
 
 /// Simulation inputs (`eth_call`, `eth_estimateGas`).
@@ -162,11 +161,13 @@ pub fn simulate(
         return Err(SimError::DeadlinePassed);
     }
     let (cfg, block_env, tx) = call_env(&db, chain, block, call);
+    let spec = cfg.spec;
     let mut evm = Context::mainnet()
         .with_db(db)
         .with_cfg(cfg)
         .with_block(block_env)
         .build_mainnet_with_inspector(Deadline::new(deadline));
+    evm.precompiles = crate::precompiles::provider(spec);
     let result = evm.inspect_tx(tx);
     if evm.inspector.passed() {
         return Err(SimError::DeadlinePassed);
@@ -202,11 +203,13 @@ pub fn simulate_commit(
         cfg.disable_eip3607 = false;
         block_env.basefee = block.base_fee;
     }
+    let spec = cfg.spec;
     let mut evm = Context::mainnet()
         .with_db(std::mem::take(db))
         .with_cfg(cfg)
         .with_block(block_env)
         .build_mainnet_with_inspector((Deadline::new(deadline), TransferLogs::new(transfers)));
+    evm.precompiles = crate::precompiles::provider(spec);
     let result = evm.inspect_tx(tx.clone());
     let passed = evm.inspector.0.passed();
     let logs = std::mem::take(&mut evm.inspector.1.done);

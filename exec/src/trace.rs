@@ -137,6 +137,7 @@ where
         .with_cfg(env.cfg.clone())
         .with_block(env.block.clone())
         .build_mainnet_with_inspector(inspector);
+    evm.precompiles = crate::precompiles::provider(env.cfg.spec);
     let result = evm.inspect_tx(tx);
     if evm.inspector.deadline_passed() {
         return Err(SimError::DeadlinePassed.into());

@@ -68,6 +68,10 @@ pub struct RpcLimits {
     /// Take legacy transactions without EIP-155 replay protection (geth's
     /// `--rpc.allow-unprotected-txs`).
     pub allow_unprotected_txs: bool,
+    /// Execution witnesses (`debug_executionWitness`) kept for this many of
+    /// the last sealed blocks (0: none; each costs the state-root worker
+    /// the proofs of every key its block touched).
+    pub witness_blocks: usize,
 }
 
 impl Default for RpcLimits {
@@ -106,6 +110,7 @@ impl Default for RpcLimits {
             simulation_queue_max: 64,
             simulation_worker_nice: 19,
             allow_unprotected_txs: false,
+            witness_blocks: 0,
         }
     }
 }

@@ -204,6 +204,9 @@ pub async fn run_merkle(
                 };
                 let _ = reply.send(answer);
             }
+            MerkleRequest::Witness { block, reply } => {
+                let _ = reply.send(merkle.witness(block));
+            }
         }
         glommio::yield_if_needed().await;
     }

@@ -63,6 +63,9 @@ pub struct Sequencer {
     /// Replay: the system calls' changes made at the last seal record, by
     /// block number, for its seal job (see `install_seal`).
     system_patch: Option<(u64, Vec<StateDiff>)>,
+    /// Blocks opened from now on record what they access (execution
+    /// witnesses, `rpc.witness_blocks`).
+    record_accesses: bool,
 }
 
 impl Sequencer {
@@ -108,6 +111,7 @@ impl Sequencer {
             deferred_senders: HashMap::new(),
             history_until: 0,
             system_patch: None,
+            record_accesses: false,
         };
         seq.refresh_open_view();
         seq
@@ -238,6 +242,7 @@ impl Sequencer {
             }
             Err(ExecError::Invalid(message)) => return Err(SubmitError::Invalid(message)),
         };
+        self.note_accesses(&changes);
         let diff = state_diff(changes, &self.evm.ctx.journaled_state.database.state);
         let entry_bytes = fulmen_chain::persist::tx_entry_bytes(
             tx.envelope.encode_2718_len(),
@@ -290,6 +295,39 @@ impl Sequencer {
         Ok(Some(executed))
     }
 
+    /// Records what each block accesses from the next one on (the open
+    /// block too when nothing ran in it yet), for execution witnesses.
+    pub fn record_accesses(&mut self, on: bool) {
+        self.record_accesses = on;
+        if on && self.open.txs.is_empty() && self.open.system.is_none() {
+            self.open.accessed = Some(Default::default());
+        }
+    }
+
+    /// Adds what a transaction's run loaded to the open block's accesses.
+    fn note_accesses(&mut self, changes: &revm::state::EvmState) {
+        let Some(accessed) = &mut self.open.accessed else {
+            return;
+        };
+        for (address, account) in changes {
+            let slots = accessed.accounts.entry(*address).or_default();
+            slots.extend(
+                account
+                    .storage
+                    .keys()
+                    .map(|slot| alloy_primitives::B256::from(*slot)),
+            );
+            if let Some(code) = &account.info.code
+                && account.info.code_hash != revm::primitives::KECCAK_EMPTY
+            {
+                accessed
+                    .codes
+                    .entry(account.info.code_hash)
+                    .or_insert_with(|| code.original_bytes());
+            }
+        }
+    }
+
     /// Makes the open block's system calls (EIP-4788, EIP-2935:
     /// [`crate::evm::system_calls`]) unless made, and applies their changes
     /// to the working state. EIP-2935's needs the parent's hash: while the
@@ -325,6 +363,9 @@ impl Sequencer {
             db.state.apply(diff);
         }
         db.system_pending = None;
+        if let Some(accessed) = &mut self.open.accessed {
+            diffs.iter().for_each(|diff| accessed.add_diff(diff));
+        }
         self.open.system = Some(diffs);
         true
     }
@@ -525,9 +566,22 @@ impl Sequencer {
         };
         let ctx = next.unwrap_or(ctx);
         self.expire_parked(ctx.timestamp);
-        let closed = std::mem::replace(&mut self.open, OpenBlock::new(ctx));
+        let mut closed = std::mem::replace(&mut self.open, OpenBlock::new(ctx));
+        let hash_read = self
+            .evm
+            .ctx
+            .journaled_state
+            .database
+            .oldest_hash_read
+            .take();
+        if let Some(accessed) = &mut closed.accessed {
+            accessed.oldest_hash_read = hash_read;
+        }
+        if self.record_accesses {
+            self.open.accessed = Some(Default::default());
+        }
         self.evm.ctx.block = crate::evm::block_env(&ctx);
-        self.evm.ctx.cfg.spec = self.spec.evm_chain().spec_at(ctx.timestamp);
+        crate::evm::set_spec(&mut self.evm, self.spec.evm_chain().spec_at(ctx.timestamp));
         let txs: Vec<Arc<ExecutedTx>> = closed.txs.iter().cloned().collect();
         assert_eq!(
             txs.iter().map(|tx| tx.gas_used).sum::<u64>(),
@@ -554,6 +608,7 @@ impl Sequencer {
             txs,
             diffs,
             gas_used,
+            accessed: closed.accessed.map(Box::new),
         };
         self.refresh_open_view();
         self.run_deferred();

@@ -162,7 +162,7 @@ impl Sequencer {
         self.open.ctx = ctx;
         self.open.ctx_exact = true;
         self.evm.ctx.block = crate::evm::block_env(&ctx);
-        self.evm.ctx.cfg.spec = self.spec.evm_chain().spec_at(ctx.timestamp);
+        crate::evm::set_spec(&mut self.evm, self.spec.evm_chain().spec_at(ctx.timestamp));
         self.refresh_open_view();
     }
 

@@ -202,6 +202,8 @@ pub(super) struct OpenBlock {
     /// (its timestamp is a guess until its seal record): its system calls,
     /// which read the timestamp, wait for that record if it stays empty.
     pub(super) ctx_exact: bool,
+    /// What its execution read and wrote, when witnesses are kept.
+    pub(super) accessed: Option<fulmen_chain::block::Accessed>,
     pub(super) gas_used: u64,
     pub(super) log_count: u64,
     /// Mini-blocks closed in this block so far.
@@ -216,6 +218,7 @@ impl OpenBlock {
             diffs: Vec::new(),
             system: None,
             ctx_exact: true,
+            accessed: None,
             gas_used: 0,
             log_count: 0,
             mini_blocks: 0,

@@ -294,7 +294,8 @@ pub(crate) fn create_access_list(limits: &RpcLimits, params: &Params) -> Result<
         for _ in 0..ACCESS_LIST_ROUNDS_MAX {
             call.access_list = Some(list.clone());
             let (outcome, state) = sim.run(&call, block, &none)?;
-            let found: AccessList = simulate::touched_access_list(&state, &excluded);
+            let spec = sim.chain.spec_at(block_ctx.timestamp);
+            let found: AccessList = simulate::touched_access_list(&state, &excluded, spec);
             if found == list {
                 let error = (!outcome.success).then(|| revert_error(&outcome).message);
                 return ok(AccessListResult {

@@ -92,6 +92,7 @@ pub async fn dispatch_in_batch(
         "eth_sendTransaction" => dev::transaction(ctx, batch, view, (params, true)).await,
         "debug_traceTransaction" => trace::transaction(ctx, batch, view, params).await,
         "debug_traceCall" => trace::call(ctx, batch, view, params).await,
+        "debug_executionWitness" => proof::execution_witness(ctx, v, params).await,
         "debug_traceBlockByNumber" => trace::block(ctx, batch, view, (params, false)).await,
         "debug_traceBlockByHash" => trace::block(ctx, batch, view, (params, true)).await,
         "eth_signTransaction" => dev::transaction(ctx, batch, view, (params, false)).await,

@@ -97,6 +97,64 @@ fn response(
     })
 }
 
+/// `debug_executionWitness(block)`: what a stateless verifier or a prover
+/// needs to re-execute a sealed block, in reth's shape: the trie nodes of
+/// the state before it on the path of every account and slot the block
+/// read or wrote, the codes it ran, the keys' preimages, and the RLP
+/// headers from the oldest block BLOCKHASH read (or the parent) to the
+/// parent. Kept by the state-root worker for the last `rpc.witness_blocks`
+/// blocks it sealed.
+pub(crate) async fn execution_witness(
+    ctx: &RpcContext,
+    view: &ChainView,
+    params: &Params,
+) -> Result<Value, RpcError> {
+    params.at_most(1)?;
+    let tag: alloy_eips::BlockNumberOrTag = params.required(0, "block")?;
+    let block = super::state::block_by_tag(view, tag)?.ok_or_else(header_not_found)?;
+    let number = block.header.number;
+    let not_kept = || {
+        RpcError::server(format!(
+            "the execution witness of block {number} is not kept: this node keeps those of the \
+             last {} blocks it sealed since it started (rpc.witness_blocks)",
+            ctx.limits.witness_blocks
+        ))
+    };
+    if ctx.limits.witness_blocks == 0 || number == 0 {
+        return Err(not_kept());
+    }
+    let (reply, answer) = oneshot::channel();
+    let request = MerkleRequest::Witness {
+        block: number,
+        reply,
+    };
+    if ctx.merkle.try_send(request).is_err() {
+        return Err(RpcError::server("proof queue is full, retry shortly"));
+    }
+    let witness = match answer.await {
+        Ok(Some(witness)) => witness,
+        Ok(None) => return Err(not_kept()),
+        Err(_) => return Err(RpcError::internal("the state-root worker stopped")),
+    };
+    let first = witness
+        .oldest_hash_read
+        .unwrap_or(number - 1)
+        .min(number - 1);
+    let mut headers = Vec::with_capacity((number - first) as usize);
+    for n in first..number {
+        let (header, _) = view.header(n).ok_or_else(|| {
+            RpcError::server(format!("header {n}, which the witness needs, is not kept"))
+        })?;
+        headers.push(alloy_primitives::Bytes::from(alloy_rlp::encode(&header)));
+    }
+    ok(serde_json::json!({
+        "state": witness.state,
+        "codes": witness.codes,
+        "keys": witness.keys,
+        "headers": headers,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
