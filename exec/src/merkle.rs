@@ -169,6 +169,27 @@ impl StateTrie {
         }
     }
 
+    /// The nodes that removing `address` (when `account` is set) and its
+    /// `slots` would merge into their parents (see `Trie::removal_sibling`).
+    pub fn removal_siblings(
+        &mut self,
+        address: &Address,
+        account: bool,
+        slots: &[U256],
+    ) -> Vec<alloy_primitives::Bytes> {
+        let mut out = Vec::new();
+        if account {
+            out.extend(self.accounts.removal_sibling(keccak256(address)));
+        } else if let Some(trie) = self.storage.get_mut(address) {
+            out.extend(
+                slots
+                    .iter()
+                    .filter_map(|slot| trie.removal_sibling(slot_key(slot))),
+            );
+        }
+        out
+    }
+
     fn storage_root(&mut self, address: &Address) -> B256 {
         match self.storage.get_mut(address) {
             Some(trie) if !trie.is_empty() => trie.root(),

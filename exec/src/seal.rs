@@ -96,6 +96,19 @@ impl Merkleizer {
                 accounts.entry(address).or_default().extend(slots);
             }
         }
+        for diff in &job.diffs {
+            for (address, account) in &diff.accounts {
+                add(&self.trie.removal_siblings(address, account.is_none(), &[]));
+            }
+            let cleared: Vec<_> = diff
+                .storage
+                .iter()
+                .filter(|(_, _, v)| v.is_zero())
+                .collect();
+            for (address, slot, _) in cleared {
+                add(&self.trie.removal_siblings(address, false, &[*slot]));
+            }
+        }
         for (address, slots) in &accounts {
             let slots: Vec<B256> = slots.iter().copied().collect();
             let proof = self.trie.proof(address, &slots);

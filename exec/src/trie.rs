@@ -164,18 +164,12 @@ impl Trie {
         let mut at = 0;
         let mut buf = Vec::with_capacity(600);
         loop {
-            buf.clear();
+            if !matches!(node, Node::Empty) {
+                out.push(encode_node(node, &mut buf));
+            }
             match node {
-                Node::Empty => return out,
-                Node::Leaf(leaf) => {
-                    LeafNodeRef::new(&leaf.key, &leaf.value).rlp(&mut buf);
-                    out.push(Bytes::copy_from_slice(&buf));
-                    return out;
-                }
+                Node::Empty | Node::Leaf(_) => return out,
                 Node::Extension(ext) => {
-                    let child = cached(&ext.child);
-                    ExtensionNodeRef::new(&ext.key, &child).rlp(&mut buf);
-                    out.push(Bytes::copy_from_slice(&buf));
                     if !path.slice(at..).starts_with(&ext.key) {
                         return out;
                     }
@@ -183,13 +177,52 @@ impl Trie {
                     node = &ext.child;
                 }
                 Node::Branch(branch) => {
-                    let (stack, mask) = branch_stack(branch);
-                    BranchNodeRef::new(&stack, mask).rlp(&mut buf);
-                    out.push(Bytes::copy_from_slice(&buf));
                     node = &branch.children[path.get_unchecked(at) as usize];
                     at += 1;
                 }
             }
+        }
+    }
+
+    /// The node that removing `key` would merge into its parent: when the
+    /// leaf of `key` hangs from a branch with one other child, that child's
+    /// encoding (a stateless verifier needs it to collapse the branch);
+    /// `None` otherwise.
+    pub fn removal_sibling(&mut self, key: B256) -> Option<Bytes> {
+        self.root();
+        let path = Nibbles::unpack(key);
+        let mut node = &self.root;
+        let mut at = 0;
+        let mut last_branch = None;
+        loop {
+            match node {
+                Node::Empty => return None,
+                Node::Leaf(leaf) if path.slice(at..) == leaf.key => break,
+                Node::Leaf(_) => return None,
+                Node::Extension(ext) => {
+                    if !path.slice(at..).starts_with(&ext.key) {
+                        return None;
+                    }
+                    at += ext.key.len();
+                    node = &ext.child;
+                }
+                Node::Branch(branch) => {
+                    let nibble = path.get_unchecked(at) as usize;
+                    last_branch = Some((branch, nibble));
+                    node = &branch.children[nibble];
+                    at += 1;
+                }
+            }
+        }
+        let (branch, nibble) = last_branch?;
+        let mut others = branch
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(i, child)| *i != nibble && !matches!(child, Node::Empty));
+        match (others.next(), others.next()) {
+            (Some((_, only)), None) => Some(encode_node(only, &mut Vec::new())),
+            _ => None,
         }
     }
 }
@@ -355,6 +388,25 @@ fn cached(node: &Node) -> RlpNode {
     cache.expect("rlp_node() refreshes every cache before proofs are built")
 }
 
+/// The RLP encoding of a node whose caches are fresh (not `Empty`).
+fn encode_node(node: &Node, buf: &mut Vec<u8>) -> Bytes {
+    buf.clear();
+    match node {
+        Node::Empty => {}
+        Node::Leaf(leaf) => {
+            LeafNodeRef::new(&leaf.key, &leaf.value).rlp(buf);
+        }
+        Node::Extension(ext) => {
+            ExtensionNodeRef::new(&ext.key, &cached(&ext.child)).rlp(buf);
+        }
+        Node::Branch(branch) => {
+            let (stack, mask) = branch_stack(branch);
+            BranchNodeRef::new(&stack, mask).rlp(buf);
+        }
+    }
+    Bytes::copy_from_slice(buf)
+}
+
 fn branch_stack(branch: &Branch) -> (Vec<RlpNode>, TrieMask) {
     let mut stack = Vec::with_capacity(16);
     let mut mask = TrieMask::default();
@@ -456,6 +508,26 @@ mod tests {
 
     fn value(i: u64, round: u64) -> Vec<u8> {
         alloy_rlp::encode(U256::from(i * 1_000 + round + 1))
+    }
+
+    #[test]
+    fn a_removal_sibling_is_the_node_a_collapsing_branch_merges() {
+        let at = |nibble: u8| {
+            let mut key = B256::ZERO;
+            key.0[0] = nibble << 4;
+            key
+        };
+        let mut trie = Trie::new();
+        for n in [1, 2] {
+            trie.insert(at(n), value(u64::from(n), 0));
+        }
+        // Two leaves under the root branch: removing one merges the other.
+        let sibling = trie.removal_sibling(at(1)).expect("the branch collapses");
+        assert_eq!(Some(&sibling), trie.proof(at(2)).last());
+        assert_eq!(trie.removal_sibling(at(3)), None, "not in the trie");
+        // Three: the branch stays.
+        trie.insert(at(3), value(3, 0));
+        assert_eq!(trie.removal_sibling(at(1)), None);
     }
 
     #[test]
