@@ -450,6 +450,44 @@ fn traces_agree(fulmen: &Proc, anvil: &Proc, hashes: &[String]) {
             assert_eq!(f, a, "tx {i} traced with {tracer}");
         }
     }
+    // muxTracer gives each of its tracers' traces; flatCallTracer has one
+    // entry per call frame of callTracer's tree, each with its position.
+    fn frames(call: &Value) -> usize {
+        1 + call["calls"]
+            .as_array()
+            .map_or(0, |c| c.iter().map(frames).sum())
+    }
+    for hash in hashes {
+        let trace = |tracer: Value| {
+            rpc(fulmen.addr, "debug_traceTransaction", json!([hash, tracer]))["result"].clone()
+        };
+        let call = trace(json!({"tracer": "callTracer"}));
+        let mux = trace(
+            json!({"tracer": "muxTracer", "tracerConfig": {"callTracer": {}, "4byteTracer": null}}),
+        );
+        assert_eq!(mux["callTracer"], call, "{hash}: mux's callTracer");
+        assert_eq!(
+            mux["4byteTracer"],
+            trace(json!({"tracer": "4byteTracer"})),
+            "{hash}: mux's 4byteTracer"
+        );
+        let flat = trace(json!({"tracer": "flatCallTracer"}));
+        let flat = flat
+            .as_array()
+            .unwrap_or_else(|| panic!("{hash}: flat calls {flat}"));
+        assert_eq!(
+            flat.len(),
+            frames(&call),
+            "{hash}: one flat entry per frame"
+        );
+        assert_eq!(flat[0]["traceAddress"], json!([]), "{hash}");
+        assert_eq!(flat[0]["transactionHash"], json!(hash), "{hash}");
+        assert_eq!(
+            flat[0]["action"]["from"].as_str().map(str::to_lowercase),
+            call["from"].as_str().map(str::to_lowercase),
+            "{hash}"
+        );
+    }
     // A block's traces are its transactions' traces, in order.
     let tracer = json!({"tracer": "callTracer"});
     let block = rpc(fulmen.addr, "eth_getTransactionReceipt", json!([hashes[7]]))["result"].clone();

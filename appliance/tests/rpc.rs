@@ -1324,6 +1324,60 @@ fn execution_witnesses_hold_the_parent_state_proofs_of_what_a_block_touched() {
     assert!(message.contains("rpc.witness_blocks"), "{message}");
 }
 
+/// `eth_call`'s fourth parameter and `debug_traceCall`'s `blockOverrides`
+/// set the block the call sees: number, timestamp and fee recipient.
+#[test]
+fn calls_and_traced_calls_see_the_block_overrides() {
+    let node = start_fulmen(&["--dev"]);
+    let deploy = sign_1559(
+        &signer(3),
+        0,
+        TxKind::Create,
+        U256::ZERO,
+        bytecode("Probe"),
+        1_000_000,
+    );
+    let receipt =
+        try_rpc(node.addr, "eth_sendRawTransactionSync", json!([deploy])).expect("deploy");
+    let probe: Address = serde_json::from_value(receipt["contractAddress"].clone()).unwrap();
+    let env = format!("{}", Bytes::copy_from_slice(&keccak256("env()")[..4]));
+    let recipient = Address::repeat_byte(0xcc);
+    let overrides = json!({"number": "0x123456", "time": "0x7fffffff", "feeRecipient": recipient});
+    let word = |out: &str, i: usize| out[2 + 64 * i..2 + 64 * (i + 1)].to_string();
+    let call = json!({"to": probe, "data": env});
+    let out = rpc(
+        node.addr,
+        "eth_call",
+        json!([call, "latest", {}, overrides]),
+    )["result"]
+        .clone();
+    let out = out.as_str().expect("env() output").to_string();
+    assert_eq!(word(&out, 0), format!("{:064x}", 0x123456), "block.number");
+    assert_eq!(
+        word(&out, 1),
+        format!("{:064x}", 0x7fffffffu64),
+        "block.timestamp"
+    );
+    assert_eq!(
+        word(&out, 3),
+        format!("{:0>64}", alloy::primitives::hex::encode(recipient)),
+        "block.coinbase"
+    );
+    let traced = rpc(
+        node.addr,
+        "debug_traceCall",
+        json!([call, "latest", {"tracer": "callTracer", "blockOverrides": overrides}]),
+    );
+    assert_eq!(
+        traced["result"]["output"].as_str(),
+        Some(out.as_str()),
+        "{traced}"
+    );
+    // Without them, the pending block's.
+    let plain = rpc(node.addr, "eth_call", json!([call, "latest"]))["result"].clone();
+    assert_ne!(word(plain.as_str().unwrap(), 0), word(&out, 0));
+}
+
 /// The system contracts answer as on L1: EIP-2935's history gives each
 /// recent block's hash (what `eth_getBlockByNumber` says), and EIP-4788's
 /// beacon roots know each block's timestamp (with the zero root this L2's

@@ -22,7 +22,9 @@ use revm::{
     context_interface::result::{EVMError, ResultAndState},
     inspector::{InspectEvm, Inspector},
 };
-use revm_inspectors::tracing::{FourByteInspector, TracingInspector, TracingInspectorConfig};
+use revm_inspectors::tracing::{
+    DebugInspector, FourByteInspector, TracingInspector, TracingInspectorConfig, TransactionContext,
+};
 
 use crate::evm::{ExecError, StateDb, invalid_tx_message, state_diff};
 use crate::simulate::{Deadline, SimError};
@@ -110,7 +112,7 @@ pub fn trace(
     }
     let mut out = Vec::with_capacity(traced.len());
     for (hash, tx) in traced {
-        let (trace, used, next) = trace_one(db, env, tx.clone(), opts)?;
+        let (trace, used, next) = trace_one(db, env, (*hash, tx.clone()), opts)?;
         gas += used;
         db = next;
         out.push(TraceResult::Success {
@@ -176,7 +178,7 @@ impl<T> HasDeadline for (Deadline, T) {
 fn trace_one(
     db: StateDb,
     env: &TraceEnv,
-    tx: TxEnv,
+    (hash, tx): (Option<B256>, TxEnv),
     opts: &GethDebugTracingOptions,
 ) -> Result<(GethTrace, u64, StateDb), TraceError> {
     let deadline = Deadline::new(env.deadline);
@@ -188,7 +190,7 @@ fn trace_one(
         Some(GethDebugTracerType::JsTracer(_)) => {
             return Err(TraceError::Unsupported(
                 "JavaScript tracers are not supported; use callTracer, prestateTracer, 4byteTracer, \
-                 noopTracer or the default struct logger"
+                 muxTracer, flatCallTracer, noopTracer or the default struct logger"
                     .into(),
             ));
         }
@@ -241,6 +243,23 @@ fn trace_one(
                 db,
             ))
         }
+        Some(
+            GethDebugBuiltInTracerType::MuxTracer | GethDebugBuiltInTracerType::FlatCallTracer,
+        ) => {
+            // revm-inspectors' own dispatcher builds these two.
+            let debug =
+                DebugInspector::new(opts.clone()).map_err(|e| TraceError::Config(e.to_string()))?;
+            let mut before = db.clone();
+            let (result, db, (_, mut debug)) = run(db, env, tx.clone(), (deadline, debug))?;
+            let context = TransactionContext {
+                tx_hash: hash,
+                ..Default::default()
+            };
+            let trace = debug
+                .get_result(Some(context), &tx, &env.block, &result, &mut before)
+                .map_err(|e| TraceError::Sim(SimError::from(ExecError::Invalid(e.to_string()))))?;
+            Ok((trace, result.result.tx_gas_used(), db))
+        }
         Some(GethDebugBuiltInTracerType::NoopTracer) => {
             let (result, db, _) = run(db, env, tx, deadline)?;
             Ok((
@@ -251,7 +270,7 @@ fn trace_one(
         }
         Some(other) => Err(TraceError::Unsupported(format!(
             "the {other:?} tracer is not supported; use callTracer, prestateTracer, 4byteTracer, \
-             noopTracer or the default struct logger"
+             muxTracer, flatCallTracer, noopTracer or the default struct logger"
         ))),
     }
 }

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use alloy_eips::{BlockId, eip2930::AccessList};
 use alloy_primitives::{Address, B256, U64, U256};
-use alloy_rpc_types_eth::{AccessListResult, TransactionRequest, state::StateOverride};
+use alloy_rpc_types_eth::{
+    AccessListResult, BlockOverrides, TransactionRequest, state::StateOverride,
+};
 use fulmen_chain::view::ChainView;
 use fulmen_exec::simulate::{
     self, AccountOverride, CallRequest, EvmState, ExecError, Outcome, SimError, StateDb,
@@ -143,8 +145,22 @@ impl Sim {
         block: Option<BlockId>,
         state_overrides: &HashMap<Address, AccountOverride>,
     ) -> Result<(Outcome, EvmState), RunError> {
+        self.run_with(call, (block, None), state_overrides)
+    }
+
+    /// [`Self::run`] with the block's fields overridden.
+    fn run_with(
+        &mut self,
+        call: &CallRequest,
+        (block, block_overrides): (Option<BlockId>, Option<&BlockOverrides>),
+        state_overrides: &HashMap<Address, AccountOverride>,
+    ) -> Result<(Outcome, EvmState), RunError> {
         self.meter.check_gas().map_err(RunError::Budget)?;
         let (state, block_ctx) = state_at(&self.view, block).map_err(RunError::Call)?;
+        let block_ctx = match block_overrides {
+            Some(o) => with_block_overrides(block_ctx, o).map_err(RunError::Call)?,
+            None => block_ctx,
+        };
         let mut db = StateDb::new(state, self.view.block_hashes().clone());
         db.apply_overrides(state_overrides);
         let deadline = self.meter.deadline();
@@ -209,15 +225,43 @@ fn revert_error(outcome: &Outcome) -> RpcError {
     }
 }
 
+/// The block context `ctx` with a call's block overrides (geth's
+/// `eth_call` fourth parameter, `debug_traceCall`'s `blockOverrides`).
+pub(crate) fn with_block_overrides(
+    mut ctx: fulmen_chain::block::BlockContext,
+    o: &BlockOverrides,
+) -> Result<fulmen_chain::block::BlockContext, RpcError> {
+    let too_large =
+        |what: &str| RpcError::invalid_params(format!("blockOverrides.{what} too large"));
+    if o.block_hash.is_some() {
+        return Err(RpcError::invalid_params(
+            "blockOverrides.blockHash is not supported",
+        ));
+    }
+    if let Some(number) = o.number {
+        ctx.number = u64::try_from(number).map_err(|_| too_large("number"))?;
+    }
+    if let Some(fee) = o.base_fee {
+        ctx.base_fee = u64::try_from(fee).map_err(|_| too_large("baseFeePerGas"))?;
+    }
+    ctx.timestamp = o.time.unwrap_or(ctx.timestamp);
+    ctx.gas_limit = o.gas_limit.unwrap_or(ctx.gas_limit);
+    ctx.coinbase = o.coinbase.unwrap_or(ctx.coinbase);
+    ctx.prevrandao = o.random.unwrap_or(ctx.prevrandao);
+    Ok(ctx)
+}
+
 /// `eth_call`: the call's output, or its revert.
 pub(crate) fn call(limits: &RpcLimits, params: &Params) -> Result<SimJob, RpcError> {
-    params.at_most(3)?;
+    params.at_most(4)?;
     let request: TransactionRequest = params.required(0, "transaction")?;
     let block: Option<BlockId> = params.optional(1, "block")?;
     let state_overrides = overrides(params.optional(2, "stateOverrides")?);
+    let block_overrides: Option<BlockOverrides> = params.optional(3, "blockOverrides")?;
     let call = call_request(limits, request)?;
     Ok(Box::new(move |sim| {
-        let (outcome, _) = sim.run(&call, block, &state_overrides)?;
+        let at = (block, block_overrides.as_ref());
+        let (outcome, _) = sim.run_with(&call, at, &state_overrides)?;
         if !outcome.success {
             return Err(revert_error(&outcome));
         }

@@ -181,17 +181,17 @@ pub(crate) async fn call(
     let request: TransactionRequest = params.required(0, "transaction")?;
     let block: Option<BlockId> = params.optional(1, "block")?;
     let opts: GethDebugTracingCallOptions = params.optional(2, "options")?.unwrap_or_default();
-    if opts.block_overrides.is_some() {
-        return Err(RpcError::invalid_params(
-            "invalid argument 2 (options): blockOverrides are not supported",
-        ));
-    }
     let request = call::call_request(&ctx.limits, request)?;
     let overrides = call::overrides(opts.state_overrides);
     let tracing = opts.tracing_options;
+    let block_overrides = opts.block_overrides;
     let bytes_max = ctx.limits.response_bytes_max;
     let job: SimJob = Box::new(move |sim: &mut Sim| {
         let (state, block_ctx) = state_at(sim.view(), block)?;
+        let block_ctx = match &block_overrides {
+            Some(o) => call::with_block_overrides(block_ctx, o)?,
+            None => block_ctx,
+        };
         let mut db = StateDb::new(state, sim.view().block_hashes().clone());
         db.apply_overrides(&overrides);
         let (cfg, env, tx) =
