@@ -1024,6 +1024,23 @@ fn cast_unlocked_sends_and_signs_with_the_dev_accounts() {
     ]);
     let receipt: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(receipt["status"], "0x1", "{out}");
+    // cast rpc debug_traceTransaction: the transfer as one CALL frame.
+    let hash = receipt["transactionHash"]
+        .as_str()
+        .expect("a hash")
+        .to_string();
+    let trace = cast(&[
+        "rpc",
+        "--rpc-url",
+        &url,
+        "debug_traceTransaction",
+        &hash,
+        r#"{"tracer":"callTracer"}"#,
+    ]);
+    let trace: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    assert_eq!(trace["type"], "CALL", "{trace}");
+    assert_eq!(trace["value"], "0x3e8", "{trace}");
+    assert!(trace["to"].as_str().unwrap().eq_ignore_ascii_case(&to));
     for _ in 0..3 {
         cast(&[
             "send",
