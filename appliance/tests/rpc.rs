@@ -1242,17 +1242,7 @@ fn the_preinstalls_serve_salted_deploys_multicall_permit2_and_the_entrypoint() {
 #[test]
 fn execution_witnesses_hold_the_parent_state_proofs_of_what_a_block_touched() {
     let node = start_fulmen(&["--dev", "--rpc-witness-blocks", "8"]);
-    let deploy = sign_1559(
-        &signer(3),
-        0,
-        TxKind::Create,
-        U256::ZERO,
-        bytecode("Probe"),
-        1_000_000,
-    );
-    let receipt =
-        try_rpc(node.addr, "eth_sendRawTransactionSync", json!([deploy])).expect("deploy");
-    let probe: Address = serde_json::from_value(receipt["contractAddress"].clone()).unwrap();
+    let probe = deploy_probe(node.addr, 3);
     let bump = Bytes::copy_from_slice(&keccak256("bump()")[..4]);
     let block_number = |v: &serde_json::Value| {
         u64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
@@ -1341,22 +1331,28 @@ fn execution_witnesses_hold_the_parent_state_proofs_of_what_a_block_touched() {
     assert!(message.contains("rpc.witness_blocks"), "{message}");
 }
 
+/// Deploys the `Probe` test contract from dev account `from` (its first
+/// transaction); its address.
+fn deploy_probe(addr: std::net::SocketAddr, from: u32) -> Address {
+    let code = bytecode("Probe");
+    let deploy = sign_1559(
+        &signer(from),
+        0,
+        TxKind::Create,
+        U256::ZERO,
+        code,
+        1_000_000,
+    );
+    let receipt = try_rpc(addr, "eth_sendRawTransactionSync", json!([deploy])).expect("deploy");
+    serde_json::from_value(receipt["contractAddress"].clone()).expect("a contract address")
+}
+
 /// `eth_call`'s fourth parameter and `debug_traceCall`'s `blockOverrides`
 /// set the block the call sees: number, timestamp and fee recipient.
 #[test]
 fn calls_and_traced_calls_see_the_block_overrides() {
     let node = start_fulmen(&["--dev"]);
-    let deploy = sign_1559(
-        &signer(3),
-        0,
-        TxKind::Create,
-        U256::ZERO,
-        bytecode("Probe"),
-        1_000_000,
-    );
-    let receipt =
-        try_rpc(node.addr, "eth_sendRawTransactionSync", json!([deploy])).expect("deploy");
-    let probe: Address = serde_json::from_value(receipt["contractAddress"].clone()).unwrap();
+    let probe = deploy_probe(node.addr, 3);
     let env = format!("{}", Bytes::copy_from_slice(&keccak256("env()")[..4]));
     let recipient = Address::repeat_byte(0xcc);
     let overrides = json!({"number": "0x123456", "time": "0x7fffffff", "feeRecipient": recipient});

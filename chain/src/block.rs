@@ -30,6 +30,20 @@ pub struct BlockContext {
     pub prevrandao: B256,
 }
 
+impl BlockContext {
+    /// The context a sealed block ran in, from its header.
+    pub fn of_header(header: &Header) -> Self {
+        Self {
+            number: header.number,
+            timestamp: header.timestamp,
+            base_fee: header.base_fee_per_gas.unwrap_or_default(),
+            gas_limit: header.gas_limit,
+            coinbase: header.beneficiary,
+            prevrandao: header.mix_hash,
+        }
+    }
+}
+
 /// How many sealed blocks keep a full state snapshot for historical reads
 /// (as geth keeps 128 in-memory layers).
 pub const RECENT_STATES_MAX: usize = 128;

@@ -105,15 +105,23 @@ impl Trie {
 
     /// The value stored at `key`.
     pub fn get(&self, key: B256) -> Option<&[u8]> {
+        self.leaf(key, |_, _| {}).map(|leaf| leaf.value.as_slice())
+    }
+
+    /// The leaf of `key`, if there is one; `branch` sees each branch on
+    /// the way with the child index taken.
+    fn leaf<'a>(
+        &'a self,
+        key: B256,
+        mut branch: impl FnMut(&'a Branch, usize),
+    ) -> Option<&'a Leaf> {
         let path = Nibbles::unpack(key);
         let mut node = &self.root;
         let mut at = 0;
         loop {
             match node {
                 Node::Empty => return None,
-                Node::Leaf(leaf) => {
-                    return (leaf.key == path.slice(at..)).then_some(leaf.value.as_slice());
-                }
+                Node::Leaf(leaf) => return (leaf.key == path.slice(at..)).then_some(&**leaf),
                 Node::Extension(ext) => {
                     if !path.slice(at..).starts_with(&ext.key) {
                         return None;
@@ -121,8 +129,10 @@ impl Trie {
                     at += ext.key.len();
                     node = &ext.child;
                 }
-                Node::Branch(branch) => {
-                    node = &branch.children[path.get_unchecked(at) as usize];
+                Node::Branch(b) => {
+                    let nibble = path.get_unchecked(at) as usize;
+                    branch(b, nibble);
+                    node = &b.children[nibble];
                     at += 1;
                 }
             }
@@ -190,30 +200,8 @@ impl Trie {
     /// `None` otherwise.
     pub fn removal_sibling(&mut self, key: B256) -> Option<Bytes> {
         self.root();
-        let path = Nibbles::unpack(key);
-        let mut node = &self.root;
-        let mut at = 0;
         let mut last_branch = None;
-        loop {
-            match node {
-                Node::Empty => return None,
-                Node::Leaf(leaf) if path.slice(at..) == leaf.key => break,
-                Node::Leaf(_) => return None,
-                Node::Extension(ext) => {
-                    if !path.slice(at..).starts_with(&ext.key) {
-                        return None;
-                    }
-                    at += ext.key.len();
-                    node = &ext.child;
-                }
-                Node::Branch(branch) => {
-                    let nibble = path.get_unchecked(at) as usize;
-                    last_branch = Some((branch, nibble));
-                    node = &branch.children[nibble];
-                    at += 1;
-                }
-            }
-        }
+        self.leaf(key, |branch, nibble| last_branch = Some((branch, nibble)))?;
         let (branch, nibble) = last_branch?;
         let mut others = branch
             .children

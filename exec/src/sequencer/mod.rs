@@ -635,14 +635,7 @@ impl Sequencer {
             .pop_front()
             .expect("a seal follows a closed block");
         if meta.system_at_seal {
-            let ctx = BlockContext {
-                number: header.number,
-                timestamp: header.timestamp,
-                base_fee: header.base_fee_per_gas.unwrap_or_default(),
-                gas_limit: header.gas_limit,
-                coinbase: header.beneficiary,
-                prevrandao: header.mix_hash,
-            };
+            let ctx = BlockContext::of_header(&header);
             let diffs = self.deferred_system_calls(&ctx, &mut meta.state);
             self.system_patch = Some((header.number, diffs));
         }

@@ -325,14 +325,7 @@ pub(crate) fn state_at(
 
 /// The execution context a sealed block ran in, from its header.
 pub(crate) fn block_context(header: &alloy_consensus::Header) -> BlockContext {
-    BlockContext {
-        number: header.number,
-        timestamp: header.timestamp,
-        base_fee: header.base_fee_per_gas.unwrap_or_default(),
-        gas_limit: header.gas_limit,
-        coinbase: header.beneficiary,
-        prevrandao: header.mix_hash,
-    }
+    BlockContext::of_header(header)
 }
 
 #[cfg(test)]
