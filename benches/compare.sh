@@ -58,26 +58,38 @@ print(f'{sys.argv[1]:<34} tps {r[\"tps\"]:>9.0f}  preconf {r[\"tps_preconfirmed\
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%FT%TZ)"
 echo "workload: $WORKLOAD; latency: $LAT_TXS sync sends at 1 in flight; throughput: $TXS sends at $CONCURRENCY in flight"
 
+# The node's CPU time (utime + stime of its process, per thread too) over
+# the throughput run, per transaction: the figure that carries over to a
+# bigger box. The PID is the last server started.
+last_pid() { tail -n1 "$PIDFILE"; }
+
 url=$(start_fulmen)
 f_lat=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$LAT_TXS" --concurrency 1 --sync --accounts 16 --json)
+pid=$(last_pid); before=$(cpu_times "$pid")
 f_tps=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$TXS" --concurrency "$CONCURRENCY" --accounts 1024 --seed 2 --json)
+f_cpu=$(cpu_per_tx "$before" "$(cpu_times "$pid")" "$TXS")
 stop_all
 
 url=$(start_anvil)
 a_lat=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$LAT_TXS" --concurrency 1 --sync --accounts 16 --json)
 stop_all
 url=$(start_anvil --block-time 1 --gas-limit 1000000000)
+pid=$(last_pid); before=$(cpu_times "$pid")
 a_tps=$($LOAD --rpc "$url" --workload "$WORKLOAD" --txs "$TXS" --concurrency "$CONCURRENCY" --accounts 1024 --seed 2 --json)
+a_cpu=$(cpu_per_tx "$before" "$(cpu_times "$pid")" "$TXS")
 stop_all
 
 show "fulmen  sync, 1 in flight" "$f_lat"
 show "anvil   sync, 1 in flight (automine)" "$a_lat"
 show "fulmen  async, $CONCURRENCY in flight" "$f_tps"
 show "anvil   async, $CONCURRENCY in flight (bt=1s)" "$a_tps"
-python3 - "$f_lat" "$a_lat" "$f_tps" "$a_tps" <<'PY'
+python3 - "$f_lat" "$a_lat" "$f_tps" "$a_tps" "$f_cpu" "$a_cpu" <<'PY'
 import json, sys
-fl, al, ft, at = (json.loads(x) for x in sys.argv[1:5])
+fl, al, ft, at, fc, ac = (json.loads(x) for x in sys.argv[1:7])
 tps = ft["tps_preconfirmed"] / max(at["tps_preconfirmed"], 1e-9)
 p50 = fl["p50_ms"] / max(al["p50_ms"], 1e-9)
-print(f"ratio fulmen/anvil tps={tps:.2f} p50={p50:.3f}")
+print(f"node CPU-us per tx (throughput run): fulmen {fc['cpu_us_per_tx']:.1f}, anvil {ac['cpu_us_per_tx']:.1f}")
+print("  fulmen by thread: " + ", ".join(f"{n} {v:.1f}" for n, v in fc["threads"].items()))
+cpu = fc["cpu_us_per_tx"] / max(ac["cpu_us_per_tx"], 1e-9)
+print(f"ratio fulmen/anvil tps={tps:.2f} p50={p50:.3f} cpu_per_tx={cpu:.2f}")
 PY
