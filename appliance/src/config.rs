@@ -189,17 +189,35 @@ pub(crate) struct CoreMap {
     /// DA core: the batcher thread is pinned to it. Default none: the
     /// batcher shares the exec CPUs at a lower priority.
     pub da: Option<usize>,
-    /// How long an idle executor spins before it sleeps. Default 200 µs:
-    /// waking a sleeping core costs a syscall and, in a VM, timer and IPI
-    /// exits; spinning trades that for CPU time (see BENCHMARKS.md).
-    pub spin_before_park_us: u64,
+    /// How long an idle executor spins before it sleeps. Spinning saves the
+    /// wake-up of a sleeping core (a syscall and, in a VM, timer and IPI
+    /// exits) at the price of CPU time, which pays only on a CPU no other
+    /// work wants. Default (unset): 200 µs on the CPUs the kernel isolates
+    /// (`/sys/devices/system/cpu/isolated`, from `isolcpus=`), 0 on shared
+    /// ones (see BENCHMARKS.md); a value applies to every executor.
+    pub spin_before_park_us: Option<u64>,
     /// Refuse to start when seq shares its CPU or its physical core (SMT
     /// siblings) with another role, or DA shares seq's core. Default false:
     /// small machines must share.
     pub strict: bool,
 }
 
+/// How long an executor on an isolated CPU spins before it sleeps, unless
+/// `cores.spin_before_park_us` says.
+pub(crate) const SPIN_ON_ISOLATED_US: u64 = 200;
+
 impl CoreMap {
+    /// How long the executor of `cpu` spins before it sleeps, given the
+    /// CPUs the kernel isolates.
+    pub(crate) fn spin_us(&self, cpu: usize, isolated: &[usize]) -> u64 {
+        self.spin_before_park_us
+            .unwrap_or(if isolated.contains(&cpu) {
+                SPIN_ON_ISOLATED_US
+            } else {
+                0
+            })
+    }
+
     /// The CPU of the state-root worker: the first exec CPU, else seq's.
     /// (Every exec CPU runs simulation workers.)
     pub(crate) fn merkle_cpu(&self) -> usize {
@@ -292,7 +310,7 @@ impl Default for CoreMap {
             exec: vec![0],
             storage: vec![other],
             da: None,
-            spin_before_park_us: 200,
+            spin_before_park_us: None,
             strict: false,
         }
     }
@@ -482,7 +500,7 @@ impl Config {
         if map.net.is_empty() {
             return Err(ConfigError("cores.net needs at least one CPU".into()));
         }
-        if map.spin_before_park_us > 10_000 {
+        if map.spin_before_park_us.is_some_and(|us| us > 10_000) {
             return Err(ConfigError(
                 "cores.spin_before_park_us must be at most 10000".into(),
             ));
@@ -620,6 +638,16 @@ mod tests {
         assert_eq!(config.storage.segment_mb, 16);
         assert_eq!(config.storage.checkpoint_blocks, 50);
         assert!(config.cores.exec.is_empty());
+        assert_eq!(config.cores.spin_before_park_us, Some(0));
+    }
+
+    #[test]
+    fn executors_spin_by_default_only_on_isolated_cpus() {
+        let mut map = CoreMap::default();
+        assert_eq!(map.spin_us(1, &[1, 2]), SPIN_ON_ISOLATED_US);
+        assert_eq!(map.spin_us(0, &[1, 2]), 0);
+        map.spin_before_park_us = Some(50);
+        assert_eq!(map.spin_us(0, &[]), 50);
     }
 
     #[test]

@@ -526,13 +526,20 @@ fn spawn_executors(
     shared: Shared,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let mut threads = Vec::new();
+    // The CPUs the kernel keeps other work off: spinning pays only there.
+    let isolated = std::fs::read_to_string("/sys/devices/system/cpu/isolated")
+        .ok()
+        .and_then(|text| fulmen_tuning::parse_cpu_list(text.trim()))
+        .unwrap_or_default();
     for (cpu, mut roles) in roles {
         roles.figures = Some(METRICS.register_core(cpu, roles.names()));
         let shared = shared.clone();
+        let spin_us = config.cores.spin_us(cpu, &isolated);
+        tracing::info!(cpu, spin_us, isolated = isolated.contains(&cpu), "executor");
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fulmen-cpu{cpu}"))
             .io_memory(IO_MEMORY_BYTES)
-            .spin_before_park(Duration::from_micros(config.cores.spin_before_park_us));
+            .spin_before_park(Duration::from_micros(spin_us));
         let handle = builder
             .spawn(move || run_core(roles, shared))
             .map_err(|e| StartError::Executor {
