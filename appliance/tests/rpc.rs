@@ -1391,6 +1391,72 @@ fn calls_and_traced_calls_see_the_block_overrides() {
     assert_ne!(word(plain.as_str().unwrap(), 0), word(&out, 0));
 }
 
+/// `eth_simulateV1` keeps geth's limits and codes, links its simulated
+/// blocks (BLOCKHASH of the previous simulated block is its hash, numbers
+/// skipped are filled), and its `validation` checks nonces.
+#[test]
+fn simulate_v1_links_blocks_and_keeps_geths_limits() {
+    let node = start_fulmen(&["--dev"]);
+    let probe = deploy_probe(node.addr, 3);
+    let parent_hash = format!(
+        "{}",
+        Bytes::copy_from_slice(&keccak256("parentHash()")[..4])
+    );
+    let call = json!({"to": probe, "data": parent_hash});
+    // Over `latest`, the preconfirmed state (the probe is there): the
+    // first simulated block follows the open block.
+    let base =
+        rpc(node.addr, "eth_getBlockByNumber", json!(["pending", false]))["result"]["number"]
+            .clone();
+    let base = u64::from_str_radix(base.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let first = base + 10;
+    let payload = json!({"blockStateCalls": [
+        {"blockOverrides": {"number": format!("{first:#x}")}, "calls": []},
+        {"calls": [call]},
+    ]});
+    let answer = rpc(node.addr, "eth_simulateV1", json!([payload, "latest"]));
+    let blocks = answer["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("blocks: {answer}"));
+    // Numbers up to `first` are filled (how many depends on the open block
+    // when the call arrived), then `first + 1`, each the next number.
+    let numbers: Vec<u64> = blocks
+        .iter()
+        .map(|b| {
+            u64::from_str_radix(b["number"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+    assert_eq!(numbers.last(), Some(&(first + 1)));
+    let (last, before) = (&blocks[blocks.len() - 1], &blocks[blocks.len() - 2]);
+    assert_eq!(last["parentHash"], before["hash"]);
+    assert_eq!(
+        last["calls"][0]["returnData"], before["hash"],
+        "BLOCKHASH of a simulated block"
+    );
+    assert_eq!(last["calls"][0]["status"], "0x1");
+    // Geth's codes.
+    let too_many: Vec<serde_json::Value> = (0..257).map(|_| json!({"calls": []})).collect();
+    let (code, _, _) = rpc_error(
+        node.addr,
+        "eth_simulateV1",
+        json!([{"blockStateCalls": too_many}]),
+    );
+    assert_eq!(code, -38026);
+    let backwards = json!({"blockStateCalls": [
+        {"blockOverrides": {"number": format!("{first:#x}")}},
+        {"blockOverrides": {"number": format!("{:#x}", first - 1)}},
+    ]});
+    let (code, message, _) = rpc_error(node.addr, "eth_simulateV1", json!([backwards, "latest"]));
+    assert_eq!(code, -38020, "{message}");
+    let from = signer(5).address();
+    let far_nonce = json!({"validation": true, "blockStateCalls": [{"calls": [
+        {"from": from, "to": from, "nonce": "0x9", "maxFeePerGas": "0x3b9aca00"}
+    ]}]});
+    let (code, message, _) = rpc_error(node.addr, "eth_simulateV1", json!([far_nonce, "latest"]));
+    assert_eq!(code, -38011, "{message}");
+}
+
 /// The system contracts answer as on L1: EIP-2935's history gives each
 /// recent block's hash (what `eth_getBlockByNumber` says), and EIP-4788's
 /// beacon roots know each block's timestamp (with the zero root this L2's

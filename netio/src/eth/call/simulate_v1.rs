@@ -23,7 +23,8 @@ use alloy_rpc_types_eth::simulate::{
 };
 use alloy_rpc_types_eth::{BlockOverrides, TransactionRequest};
 use fulmen_chain::block::{
-    BlockContext, ExecutedTx, SealRoots, SealedBlock, block_size, build_header, next_prevrandao,
+    BLOCKHASH_WINDOW, BlockContext, BlockHashes, ExecutedTx, SealRoots, SealedBlock, block_size,
+    build_header, next_prevrandao,
 };
 use fulmen_chain::tx::RecoveredTx;
 use fulmen_exec::simulate::{
@@ -187,11 +188,14 @@ impl Sim {
                 .header(ctx.number)
                 .map_or(0, |(header, _)| header.gas_used)
         };
-        let mut hashes = self.view.block_hashes().clone();
-        // The open block has no hash yet: BLOCKHASH of it reads zero.
-        while hashes.next() <= ctx.number {
-            hashes.push(B256::ZERO);
-        }
+        // The BLOCKHASH window ends at the base block, so that the simulated
+        // blocks' hashes follow it (the open block has none yet: zero).
+        let kept = self.view.block_hashes();
+        let first = ctx.number.saturating_sub(BLOCKHASH_WINDOW - 1);
+        let hashes = BlockHashes::new(
+            first,
+            (first..=ctx.number).map(|n| kept.get(n).unwrap_or_default()),
+        );
         let hash = hashes.get(ctx.number).unwrap_or_default();
         let mut db = StateDb::new(state, hashes);
         let mut parent = Parent {
