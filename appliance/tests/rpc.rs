@@ -1410,9 +1410,10 @@ fn simulate_v1_links_blocks_and_keeps_geths_limits() {
             .clone();
     let base = u64::from_str_radix(base.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let first = base + 10;
+    let root = B256::repeat_byte(0x42);
     let payload = json!({"blockStateCalls": [
         {"blockOverrides": {"number": format!("{first:#x}")}, "calls": []},
-        {"calls": [call]},
+        {"blockOverrides": {"beaconRoot": root}, "calls": [call]},
     ]});
     let answer = rpc(node.addr, "eth_simulateV1", json!([payload, "latest"]));
     let blocks = answer["result"]
@@ -1435,6 +1436,11 @@ fn simulate_v1_links_blocks_and_keeps_geths_limits() {
         "BLOCKHASH of a simulated block"
     );
     assert_eq!(last["calls"][0]["status"], "0x1");
+    assert_eq!(
+        last["parentBeaconBlockRoot"],
+        json!(root),
+        "the overridden beacon root"
+    );
     // Geth's codes.
     let too_many: Vec<serde_json::Value> = (0..257).map(|_| json!({"calls": []})).collect();
     let (code, _, _) = rpc_error(

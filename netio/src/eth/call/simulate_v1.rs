@@ -330,7 +330,7 @@ impl Sim {
             txs.push(Arc::new(executed));
             results.push(outcome);
         }
-        let sealed = seal(&ctx, parent.hash, gas_used, txs);
+        let sealed = seal(&ctx, (parent.hash, beacon_root), gas_used, txs);
         let mut value = serde_json::to_value(convert::block(&sealed, options.full))
             .map_err(|e| RpcError::internal(e.to_string()))?;
         let calls: Vec<SimCallResult> = sealed
@@ -420,10 +420,11 @@ fn executed_tx(
     }
 }
 
-/// The simulated block with its transactions, header and hash.
+/// The simulated block with its transactions, header (with the parent
+/// beacon root its EIP-4788 call stored) and hash.
 fn seal(
     ctx: &BlockContext,
-    parent_hash: B256,
+    (parent_hash, beacon_root): (B256, B256),
     gas_used: u64,
     txs: Vec<Arc<ExecutedTx>>,
 ) -> SealedBlock {
@@ -444,7 +445,8 @@ fn seal(
             .map(|e| alloy_rlp::Encodable::length(*e))
             .sum(),
     };
-    let header = build_header(ctx, parent_hash, gas_used, &roots);
+    let mut header = build_header(ctx, parent_hash, gas_used, &roots);
+    header.parent_beacon_block_root = Some(beacon_root);
     let size = block_size(&header, roots.txs_rlp_len);
     SealedBlock {
         hash: header.hash_slow(),
