@@ -160,7 +160,7 @@ pub enum MerkleRequest {
         /// Block number.
         block: u64,
         /// Answer; `None` when not kept.
-        reply: oneshot::Sender<Option<crate::block::Witness>>,
+        reply: oneshot::Sender<Option<std::sync::Arc<crate::block::Witness>>>,
     },
 }
 

@@ -49,7 +49,7 @@ pub struct Merkleizer {
     pub number: u64,
     /// Execution witnesses of the last blocks sealed (at most
     /// `witness_blocks`), oldest first.
-    witnesses: std::collections::VecDeque<Witness>,
+    witnesses: std::collections::VecDeque<std::sync::Arc<Witness>>,
     witness_blocks: usize,
 }
 
@@ -73,8 +73,9 @@ impl Merkleizer {
         }
     }
 
-    /// The kept execution witness of block `number`.
-    pub fn witness(&self, number: u64) -> Option<Witness> {
+    /// The kept execution witness of block `number` (shared: serving one
+    /// copies nothing on this worker).
+    pub fn witness(&self, number: u64) -> Option<std::sync::Arc<Witness>> {
         self.witnesses.iter().find(|w| w.number == number).cloned()
     }
 
@@ -119,13 +120,13 @@ impl Merkleizer {
             keys.push(Bytes::copy_from_slice(address.as_slice()));
             keys.extend(slots.iter().map(|s| Bytes::copy_from_slice(s.as_slice())));
         }
-        self.witnesses.push_back(Witness {
+        self.witnesses.push_back(std::sync::Arc::new(Witness {
             number: job.ctx.number,
             state: nodes.into_values().collect(),
             codes: accessed.codes.values().cloned().collect(),
             keys,
             oldest_hash_read: accessed.oldest_hash_read,
-        });
+        }));
         while self.witnesses.len() > self.witness_blocks {
             self.witnesses.pop_front();
         }
