@@ -630,6 +630,46 @@ fn a_clean_stop_in_memory_mode_flushes_every_acknowledged_transaction() {
     }
 }
 
+/// An idle node's log holds only seal records; its first block's context
+/// (timestamp, so its EIP-4788 system call) is known only from that seal.
+/// A restart must replay those blocks to the same state and hashes.
+#[test]
+fn an_idle_node_restarts_onto_the_same_chain() {
+    let dir = tempdir::TempDir::new("fulmen-idle");
+    let mut node = start_fulmen_in(&dir.0, &["--dev"]);
+    let block = |addr: SocketAddr, n: u64| {
+        rpc(
+            addr,
+            "eth_getBlockByNumber",
+            json!([format!("{n:#x}"), false]),
+        )["result"]
+            .clone()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while hex_u64(&rpc(node.addr, "eth_blockNumber", json!([]))["result"]) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no block 3 after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let before: Vec<Value> = (1..=3).map(|n| block(node.addr, n)).collect();
+    assert!(node.terminate().success());
+    let node = start_fulmen_in(&dir.0, &["--dev"]);
+    for (n, sealed) in (1..=3).zip(&before) {
+        let now = block(node.addr, n);
+        assert_eq!(
+            now["hash"], sealed["hash"],
+            "block {n} changed across a restart"
+        );
+        assert_eq!(now["stateRoot"], sealed["stateRoot"]);
+    }
+    // And the chain goes on: a transfer lands on top of the replayed state.
+    let raw = transfer_raw(&signer(5), 0, signer(9).address(), 1);
+    let receipt = rpc(node.addr, "eth_sendRawTransactionSync", json!([raw]));
+    assert_eq!(receipt["result"]["status"], "0x1", "{receipt}");
+}
+
 /// Receipts of `count` transfers from `sender`, each acknowledged.
 fn send_transfers(addr: SocketAddr, sender: u32, count: u64) -> Vec<Value> {
     let key = signer(sender);

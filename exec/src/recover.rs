@@ -309,6 +309,7 @@ impl Replay<'_> {
         check_every_block: bool,
     ) -> Result<Self, RecoverError> {
         let mut seq = Sequencer::new(spec.clone(), PoolLimits::default(), genesis, 0);
+        seq.begin_replay();
         let mut stats = ReplayStats::default();
         let (merkle, image) = match checkpoint {
             None => (Merkleizer::new(genesis.trie.clone(), 0), None),

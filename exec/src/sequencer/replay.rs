@@ -145,6 +145,14 @@ impl Sequencer {
         Ok(jobs)
     }
 
+    /// Starts a replay: the open block's context is the constructor's
+    /// guess until a record gives the true one, so if the log holds only
+    /// its seal (an idle first block) its system calls wait for that seal,
+    /// as every later block's do.
+    pub fn begin_replay(&mut self) {
+        self.open.ctx_exact = false;
+    }
+
     /// Starts a replay from a checkpoint: `state` is the state after block
     /// `number`; the records of blocks up to it rebuild blocks, receipts and
     /// the transaction index without touching the state (their seal jobs
