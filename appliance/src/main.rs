@@ -93,6 +93,10 @@ struct TuneArgs {
     /// Check as `cores.strict = true` would, whatever the file says.
     #[arg(long)]
     strict: bool,
+    /// Print the machine's key facts and the proposed map as one JSON
+    /// object (for provisioning tools) instead of the report.
+    #[arg(long, conflicts_with = "check")]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -366,6 +370,10 @@ fn configure(args: &RunArgs) -> Result<(Config, ChainSpec), AppError> {
 fn tune(args: TuneArgs) -> Result<(), AppError> {
     let machine = fulmen_tuning::Machine::read(&args.sysfs_root);
     let Some(path) = args.check else {
+        if args.json {
+            println!("{}", tune_json(&machine));
+            return Ok(());
+        }
         print!("{}", machine.report());
         let (map, why) = fulmen_tuning::propose(&machine);
         println!();
@@ -394,6 +402,26 @@ fn tune(args: TuneArgs) -> Result<(), AppError> {
     Err(AppError::CoreMapInvalid {
         path,
         errors: checked.errors,
+    })
+}
+
+/// `fulmen tune --json`: the proposed map with the reasons, and the facts a
+/// provisioning tool needs to fit the host to it.
+fn tune_json(machine: &fulmen_tuning::Machine) -> serde_json::Value {
+    let (map, why) = fulmen_tuning::propose(machine);
+    serde_json::json!({
+        "cores": {
+            "net": map.net,
+            "seq": map.seq,
+            "exec": map.exec,
+            "storage": map.storage,
+            "da": map.da,
+        },
+        "reasons": why,
+        "cpus": machine.cpus.iter().map(|cpu| cpu.id).collect::<Vec<_>>(),
+        "isolated": machine.isolated,
+        "nohz_full": machine.nohz_full,
+        "thp": machine.thp,
     })
 }
 

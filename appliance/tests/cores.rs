@@ -116,6 +116,17 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
+    // The same proposal as JSON, for provisioning tools (ansible/).
+    let out = tune(&["--sysfs-root", &fixture(), "--json"]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        report["cores"],
+        json!({"net": [0], "seq": 1, "exec": [0], "storage": [1], "da": null})
+    );
+    assert_eq!(report["cpus"], json!([0, 1]));
+    assert_eq!(report["thp"], "madvise");
+    assert!(report["reasons"][0].as_str().unwrap().contains("two CPUs"));
     // The proposal, written to a file, passes --check.
     let proposal = &stdout[stdout.find("[cores]").unwrap()..];
     let (good, _g) = temp_file("proposal.toml", proposal);
@@ -248,6 +259,108 @@ fn metrics_parse_as_prometheus_text_and_move_under_load_and_top_shows_them() {
         stdout.contains("seq+storage") && stdout.contains("txs/s received"),
         "{stdout}"
     );
+}
+
+/// The metric names in Prometheus text (histograms' series included).
+fn exported_names(url: &str) -> std::collections::BTreeSet<String> {
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to metrics");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+/// The `fulmen_*` names a PromQL expression reads.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("fulmen_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+/// The operators' Grafana dashboard (ansible/) reads only metrics the node
+/// exports: every panel has a query, and every name in every query (and in
+/// the instance picker) is on a dev node's /metrics.
+#[test]
+fn every_grafana_panel_queries_metrics_the_node_exports() {
+    let node = start_fulmen(&["--dev", "--metrics-addr", "127.0.0.1:0"]);
+    let url = node
+        .startup
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .expect("the node prints its metrics URL")
+        .to_string();
+    // A sync send, so that the histograms have samples.
+    let raw = transfer_raw(&signer(4), 0, signer(9).address(), 1);
+    rpc(node.addr, "eth_sendRawTransactionSync", json!([raw]));
+    let exported = exported_names(&url);
+    let path = repo_root().join("ansible/roles/fulmen/files/grafana-fulmen.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut queries = vec![(
+        "instance variable".to_string(),
+        dashboard["templating"]["list"][1]["definition"]
+            .as_str()
+            .expect("instance query")
+            .to_string(),
+    )];
+    for panel in panels {
+        let title = panel["title"].as_str().expect("title");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {title:?} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr");
+            assert!(
+                !metric_names(expr).is_empty(),
+                "{title:?}: {expr} reads no fulmen metric"
+            );
+            queries.push((title.to_string(), expr.to_string()));
+        }
+    }
+    for (title, expr) in queries {
+        for name in metric_names(&expr) {
+            assert!(
+                exported.contains(&name),
+                "panel {title:?} queries {name}, which /metrics does not export"
+            );
+        }
+    }
+    // What operators watch is all there.
+    let titles: Vec<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "Busy fraction per core",
+        "Queue depths",
+        "Preconfirmation latency (sync send)",
+        "Log flush latency",
+        "Rejections by reason",
+        "Transactions per second",
+        "State size",
+        "DA lag",
+    ] {
+        assert!(
+            titles.contains(&wanted),
+            "no {wanted:?} panel in {titles:?}"
+        );
+    }
 }
 
 #[test]
