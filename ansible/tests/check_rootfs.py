@@ -62,12 +62,12 @@ check("fulmen" in groups, "group fulmen")
 
 # Directories and files, owners and modes.
 owned("/var/lib/fulmen", "fulmen", "fulmen", 0o750)
-owned("/var/log/fulmen", "fulmen", "fulmen", 0o750)
+owned("/var/log/fulmen", "root", "fulmen", 0o750)
 owned("/etc/fulmen", "root", "fulmen", 0o750)
 owned("/etc/fulmen/node.toml", "root", "fulmen", 0o640)
 owned("/etc/fulmen/batcher.key", "fulmen", "fulmen", 0o600)
 check(text("/etc/fulmen/batcher.key").strip() == key, "batcher.key holds the vault's key")
-release = f"/opt/fulmen/releases/{version}/fulmen"
+release = f"/opt/fulmen/releases/{version}-{sha256[:12]}/fulmen"
 owned(release, "root", "root", 0o755)
 with open(path(release), "rb") as f:
     check(hashlib.sha256(f.read()).hexdigest() == sha256, "the installed binary has the checksum")
@@ -92,7 +92,8 @@ for line in [
     f"ExecStart={release} run --config /etc/fulmen/node.toml --dev",
     "User=fulmen", "Group=fulmen", "CPUAffinity=0 1", "LimitMEMLOCK=infinity",
     "LimitNOFILE=1048576", "Restart=on-failure", "KillSignal=SIGTERM", "TimeoutStopSec=60",
-    "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/fulmen /var/log/fulmen",
+    "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/fulmen\n",
+    "RequiresMountsFor=/var/lib/fulmen",
     "PrivateTmp=yes", "ProtectHome=yes", "CapabilityBoundingSet=\n", 'Environment="RUST_LOG=info"',
 ]:
     check(line in unit, f"unit has {line.strip()}")
@@ -107,8 +108,9 @@ for unit_file in ["fulmen.service", "fulmen-irq-affinity.service"]:
 # Host tuning.
 sysctl = text("/etc/sysctl.d/90-fulmen.conf")
 for line in ["net.core.somaxconn = 65535", "net.core.rmem_max = 67108864", "vm.swappiness = 1",
-             "vm.max_map_count = 1048576", "fs.nr_open = 2097152", "vm.nr_hugepages = 0"]:
+             "vm.max_map_count = 1048576", "fs.nr_open = 2097152"]:
     check(line in sysctl, f"sysctl {line}")
+check("nr_hugepages" not in sysctl, "vm.nr_hugepages left alone (fulmen_huge_pages_2m = 0)")
 tmpfiles = text("/etc/tmpfiles.d/fulmen.conf")
 check("w /sys/kernel/mm/transparent_hugepage/enabled - - - - madvise" in tmpfiles, "THP mode")
 check("scaling_governor - - - - performance" in tmpfiles, "governor")
@@ -123,7 +125,7 @@ owned("/usr/local/lib/fulmen-irq-affinity", "root", "root", 0o755)
 
 # Monitoring.
 scrape = text("/etc/prometheus/scrape.d/fulmen.yml")
-check('targets: ["127.0.0.1:19001"]' in scrape and "job_name: fulmen" in scrape, "Prometheus scrape config")
+check('targets: ["127.0.0.1:19001"]' in scrape and "job_name: fulmen-rootfs" in scrape, "Prometheus scrape config")
 with open(path("/var/lib/grafana/dashboards/fulmen/fulmen.json")) as f:
     check(len(json.load(f)["panels"]) >= 10, "Grafana dashboard")
 check("path: /var/lib/grafana/dashboards/fulmen" in text("/etc/grafana/provisioning/dashboards/fulmen.yml"),

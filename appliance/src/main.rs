@@ -419,6 +419,7 @@ fn tune_json(machine: &fulmen_tuning::Machine) -> serde_json::Value {
         },
         "reasons": why,
         "cpus": machine.cpus.iter().map(|cpu| cpu.id).collect::<Vec<_>>(),
+        "physical_cores": machine.physical_cores(),
         "isolated": machine.isolated,
         "nohz_full": machine.nohz_full,
         "thp": machine.thp,

@@ -125,6 +125,7 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
         json!({"net": [0], "seq": 1, "exec": [0], "storage": [1], "da": null})
     );
     assert_eq!(report["cpus"], json!([0, 1]));
+    assert_eq!(report["physical_cores"], json!([[0], [1]]));
     assert_eq!(report["thp"], "madvise");
     assert!(report["reasons"][0].as_str().unwrap().contains("two CPUs"));
     // The proposal, written to a file, passes --check.
