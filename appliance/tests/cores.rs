@@ -162,7 +162,8 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
 }
 
-fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
+/// The body of a GET of the node's /metrics, checked to be Prometheus text.
+fn metrics_body(url: &str) -> String {
     let host = url.trim_start_matches("http://").split('/').next().unwrap();
     let mut stream = std::net::TcpStream::connect(host).expect("connect to metrics");
     use std::io::{Read, Write};
@@ -176,6 +177,11 @@ fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_string()
+}
+
+fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
+    let body = metrics_body(url);
     let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .expect("valid Prometheus text");
     let mut out = std::collections::BTreeMap::new();
@@ -264,18 +270,8 @@ fn metrics_parse_as_prometheus_text_and_move_under_load_and_top_shows_them() {
 
 /// The metric names in Prometheus text (histograms' series included).
 fn exported_names(url: &str) -> std::collections::BTreeSet<String> {
-    let host = url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to metrics");
-    use std::io::{Read, Write};
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    body.lines()
+    metrics_body(url)
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
         .collect()
