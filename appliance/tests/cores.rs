@@ -162,6 +162,18 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
 }
 
+/// A dev node serving /metrics, and that URL.
+fn node_with_metrics() -> (Proc, String) {
+    let node = start_fulmen(&["--dev", "--metrics-addr", "127.0.0.1:0"]);
+    let url = node
+        .startup
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .expect("the node prints its metrics URL")
+        .to_string();
+    (node, url)
+}
+
 /// The body of a GET of the node's /metrics, checked to be Prometheus text.
 fn metrics_body(url: &str) -> String {
     let host = url.trim_start_matches("http://").split('/').next().unwrap();
@@ -205,13 +217,7 @@ fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_move_under_load_and_top_shows_them() {
-    let node = start_fulmen(&["--dev", "--metrics-addr", "127.0.0.1:0"]);
-    let url = node
-        .startup
-        .iter()
-        .find_map(|l| l.strip_prefix("metrics on "))
-        .expect("the node prints its metrics URL")
-        .to_string();
+    let (node, url) = node_with_metrics();
     let before = scrape(&url);
     for key in [
         "fulmen_core_busy_ratio{cpu=0,roles=net+exec}",
@@ -297,13 +303,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 /// the instance picker) is on a dev node's /metrics.
 #[test]
 fn every_grafana_panel_queries_metrics_the_node_exports() {
-    let node = start_fulmen(&["--dev", "--metrics-addr", "127.0.0.1:0"]);
-    let url = node
-        .startup
-        .iter()
-        .find_map(|l| l.strip_prefix("metrics on "))
-        .expect("the node prints its metrics URL")
-        .to_string();
+    let (node, url) = node_with_metrics();
     // A sync send, so that the histograms have samples.
     let raw = transfer_raw(&signer(4), 0, signer(9).address(), 1);
     rpc(node.addr, "eth_sendRawTransactionSync", json!([raw]));
