@@ -21,9 +21,28 @@ const flipped = Buffer.from(hash);
 flipped[0] ^= 1;
 const offCurve = Buffer.from(y);
 offCurve[31] ^= 1;
+// EIP-7951's edge cases: s and n - s both verify (no low-s rule); r or s
+// of 0 or >= n, the point at infinity, coordinates >= p, and an input of
+// another length than 160 bytes do not.
+const n = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+const p = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffffn;
+const word = (v) => Buffer.from(v.toString(16).padStart(64, "0"), "hex");
+const r = signature.subarray(0, 32);
+const s = signature.subarray(32, 64);
+const highS = word(n - BigInt("0x" + s.toString("hex")));
+const zero = Buffer.alloc(32);
 console.log(JSON.stringify({
   valid: hex(hash, signature, x, y),
+  high_s: hex(hash, r, highS, x, y),
   wrong_hash: hex(flipped, signature, x, y),
   wrong_key: hex(hash, signature, ox, oy),
   off_curve: hex(hash, signature, x, offCurve),
+  r_zero: hex(hash, zero, s, x, y),
+  s_zero: hex(hash, r, zero, x, y),
+  r_is_n: hex(hash, word(n), s, x, y),
+  s_is_n: hex(hash, r, word(n), x, y),
+  infinity: hex(hash, signature, zero, zero),
+  x_is_p: hex(hash, signature, word(p), y),
+  short: hex(hash, signature, x, y.subarray(0, 31)),
+  long: hex(hash, signature, x, y, Buffer.alloc(1)),
 }));

@@ -1550,7 +1550,20 @@ fn osaka_rules_bring_p256verify_and_clz_where_the_genesis_schedules_them() {
     let clz = json!({"data": "0x6001" .to_owned() + "1e6000526020" + "6000f3"});
     let node = start_fulmen(&["--dev"]);
     assert_eq!(p256(node.addr, &vectors["valid"]), json!(one));
-    for bad in ["wrong_hash", "wrong_key", "off_curve"] {
+    assert_eq!(p256(node.addr, &vectors["high_s"]), json!(one), "no low-s rule");
+    for bad in [
+        "wrong_hash",
+        "wrong_key",
+        "off_curve",
+        "r_zero",
+        "s_zero",
+        "r_is_n",
+        "s_is_n",
+        "infinity",
+        "x_is_p",
+        "short",
+        "long",
+    ] {
         assert_eq!(p256(node.addr, &vectors[bad]), json!("0x"), "{bad}");
     }
     let clz_answer = rpc(node.addr, "eth_call", json!([clz, "latest"]));
