@@ -229,6 +229,17 @@ impl CoreMap {
         self.storage.first().copied().unwrap_or(self.seq)
     }
 
+    /// The CPUs that hash state roots together: every exec CPU, when there
+    /// are two or more and none also runs net, seq or storage (the
+    /// state-root worker then hashes a block's trie in one go rather than
+    /// in short steps, which only a CPU of its own can afford).
+    pub(crate) fn state_hash_cpus(&self) -> Option<Vec<usize>> {
+        let own = |cpu: &usize| {
+            !self.net.contains(cpu) && *cpu != self.seq && !self.storage.contains(cpu)
+        };
+        (self.exec.len() > 1 && self.exec.iter().all(own)).then(|| self.exec.clone())
+    }
+
     /// What the map asks for that the node does not use, to say at start-up.
     pub(crate) fn unused(&self) -> Vec<String> {
         let mut notes = Vec::new();
@@ -540,6 +551,29 @@ mod tests {
         let mut config = config;
         config.cores = defaults.cores.clone();
         assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    }
+
+    /// State roots are hashed on several CPUs only when the exec CPUs are
+    /// two or more and run nothing else.
+    #[test]
+    fn state_roots_use_the_exec_cpus_only_when_they_are_their_own() {
+        let map = |text: &str| -> Config { toml::from_str(text).expect("parses") };
+        let own = map("[cores]\nnet = [0, 1]\nseq = 2\nstorage = [3]\nexec = [4, 5, 6]\n");
+        assert_eq!(own.cores.state_hash_cpus(), Some(vec![4, 5, 6]));
+        let one = map("[cores]\nnet = [0]\nseq = 1\nstorage = [1]\nexec = [2]\n");
+        assert_eq!(
+            one.cores.state_hash_cpus(),
+            None,
+            "one exec CPU: budgeted steps"
+        );
+        let shared = map("[cores]\nnet = [0]\nseq = 1\nstorage = [1]\nexec = [0, 2]\n");
+        assert_eq!(
+            shared.cores.state_hash_cpus(),
+            None,
+            "exec shares CPU 0 with net"
+        );
+        let default = Config::default();
+        assert_eq!(default.cores.state_hash_cpus(), None, "the 2-CPU default");
     }
 
     #[test]

@@ -268,6 +268,10 @@ pub(crate) fn start(
         start_history(config, (history, verifier), (datadir, &published))?;
     let mut merkle = replayed.merkle;
     merkle.keep_witnesses(config.rpc.witness_blocks);
+    if let Some(cpus) = config.cores.state_hash_cpus() {
+        tracing::info!(?cpus, "state roots hashed on these CPUs together");
+        merkle.hash_on(cpus, pin_this_thread);
+    }
     add_core_roles(config, (seq, history), merkle, (datadir, tail), &mut roles);
     let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
     let shared = Shared {
@@ -674,30 +678,45 @@ fn sim_cpus(config: &Config) -> Vec<usize> {
     cpus
 }
 
-/// Pins the calling thread to `cpus` (all of them: the kernel balances the
-/// workers among them) and sets its nice value. Failures are logged, not
-/// fatal: an unpinned or un-niced worker still keeps simulations off the
-/// net executors.
-fn lower_this_thread(cpus: &[usize], nice: i32) {
+/// Pins the calling thread to `cpus` (ids past CPU_SETSIZE are left out;
+/// with none left, nothing changes).
+fn set_affinity(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_SET stays within it for ids
     // below CPU_SETSIZE, which is checked.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         let mut any = false;
-        for &cpu in cpus {
-            if cpu < libc::CPU_SETSIZE as usize {
-                libc::CPU_SET(cpu, &mut set);
-                any = true;
-            }
+        for &cpu in cpus.iter().filter(|&&cpu| cpu < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(cpu, &mut set);
+            any = true;
         }
         if any && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), ?cpus, "cannot pin a simulation worker");
+            return Err(std::io::Error::last_os_error());
         }
-        // With PRIO_PROCESS and 0, Linux applies the nice value to the
-        // calling thread only.
-        if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower a simulation worker's priority");
-        }
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu` (a state-root hashing helper).
+fn pin_this_thread(cpu: usize) {
+    if let Err(error) = set_affinity(&[cpu]) {
+        tracing::warn!(%error, cpu, "cannot pin a state-root helper");
+    }
+}
+
+/// Pins the calling thread to `cpus` (all of them: the kernel balances the
+/// workers among them) and sets its nice value. Failures are logged, not
+/// fatal: an unpinned or un-niced worker still keeps simulations off the
+/// net executors.
+fn lower_this_thread(cpus: &[usize], nice: i32) {
+    if let Err(error) = set_affinity(cpus) {
+        tracing::warn!(%error, ?cpus, "cannot pin a simulation worker");
+    }
+    // With PRIO_PROCESS and 0, Linux applies the nice value to the calling
+    // thread only.
+    // SAFETY: a plain syscall on this thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower a simulation worker's priority");
     }
 }
 

@@ -1550,7 +1550,11 @@ fn osaka_rules_bring_p256verify_and_clz_where_the_genesis_schedules_them() {
     let clz = json!({"data": "0x6001" .to_owned() + "1e6000526020" + "6000f3"});
     let node = start_fulmen(&["--dev"]);
     assert_eq!(p256(node.addr, &vectors["valid"]), json!(one));
-    assert_eq!(p256(node.addr, &vectors["high_s"]), json!(one), "no low-s rule");
+    assert_eq!(
+        p256(node.addr, &vectors["high_s"]),
+        json!(one),
+        "no low-s rule"
+    );
     for bad in [
         "wrong_hash",
         "wrong_key",

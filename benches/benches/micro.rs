@@ -255,7 +255,7 @@ fn account(i: u64) -> Address {
 }
 
 /// Incremental state root: `changed` accounts (balance updates) over a state
-/// of `size` accounts, on one core.
+/// of `size` accounts, on one thread and on two.
 fn state_root(c: &mut Criterion) {
     let mut sizes = vec![1_000_000u64];
     if std::env::var("FULMEN_BENCH_10M").is_ok() {
@@ -272,8 +272,22 @@ fn state_root(c: &mut Criterion) {
         drop(state);
         trie.root();
         let mut round = 0u64;
-        for changed in [1_000u64, 10_000, 100_000] {
-            group.bench_function(format!("{changed}_changed_of_{size}"), |b| {
+        // One thread (the state-root worker alone, in budgeted steps in the
+        // node), and the top-level subtries split over two (`cores.exec`
+        // with two CPUs of their own).
+        let cases = [
+            (1_000u64, 1),
+            (10_000, 1),
+            (10_000, 2),
+            (100_000, 1),
+            (100_000, 2),
+        ];
+        for (changed, threads) in cases {
+            let name = match threads {
+                1 => format!("{changed}_changed_of_{size}"),
+                n => format!("{changed}_changed_of_{size}_on_{n}_threads"),
+            };
+            group.bench_function(name, |b| {
                 b.iter_batched(
                     || {
                         round += 1;
@@ -294,8 +308,16 @@ fn state_root(c: &mut Criterion) {
                         }
                     },
                     |diff| {
-                        trie.apply([&diff]);
-                        black_box(trie.root())
+                        if threads == 1 {
+                            trie.apply([&diff]);
+                            black_box(trie.root())
+                        } else {
+                            // As the state-root worker does with several
+                            // exec CPUs of their own.
+                            trie.stage(&diff);
+                            trie.commit_staged_parallel(threads, &|_| {});
+                            black_box(trie.root_parallel(threads, &|_| {}))
+                        }
                     },
                     BatchSize::LargeInput,
                 )

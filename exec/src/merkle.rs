@@ -1,7 +1,7 @@
 //! The state trie: the account trie plus one storage trie per contract,
 //! updated incrementally from each block's diff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_rlp::Decodable as _;
@@ -10,7 +10,7 @@ use fulmen_storage::{AccountState, HotState, StateDiff};
 
 use fulmen_chain::msg::AccountProof;
 
-use crate::trie::Trie;
+use crate::trie::{Trie, in_shares};
 
 /// Account trie and storage tries of the whole state.
 #[derive(Debug, Default, Clone)]
@@ -97,13 +97,7 @@ impl StateTrie {
         let batch: Vec<_> = self.committing.drain(keep..).collect();
         for (address, change) in batch {
             let key = keccak256(address);
-            let account = match change {
-                Some(Some(account)) => Some(account),
-                Some(None) => None,
-                // Only storage changed: keep the header the trie already has.
-                None => self.accounts.get(key).and_then(decode_account),
-            };
-            match account {
+            match self.account_after(key, change) {
                 Some(account) => {
                     let storage_root = self.storage_root(&address);
                     self.accounts
@@ -118,6 +112,63 @@ impl StateTrie {
         self.committing.is_empty() && self.staged.is_empty()
     }
 
+    /// Writes the leaves of every staged account at once on `threads`
+    /// threads (see [`Trie::root_parallel`] for `on_start`): the changed
+    /// storage tries' roots, the account keys and leaves, then the
+    /// inserts under each top-level child of the account trie; removals
+    /// one by one. The same trie as [`Self::commit_staged`].
+    pub fn commit_staged_parallel(&mut self, threads: usize, on_start: &(dyn Fn(usize) + Sync)) {
+        let mut staged: Vec<(Address, Option<Option<AccountState>>)> =
+            self.committing.drain(..).collect();
+        staged.extend(self.staged.drain());
+        // The storage roots: each storage trie on one thread.
+        let touched: HashSet<Address> = staged
+            .iter()
+            .filter(|(_, change)| !matches!(change, Some(None)))
+            .map(|(address, _)| *address)
+            .collect();
+        let tries: Vec<&mut Trie> = self
+            .storage
+            .iter_mut()
+            .filter(|(address, trie)| touched.contains(*address) && !trie.is_empty())
+            .map(|(_, trie)| trie)
+            .collect();
+        in_shares(tries, threads, on_start, |trie| {
+            trie.root();
+        });
+        // Keys and leaves (the storage roots are cached now).
+        let mut leaves = Vec::with_capacity(staged.len());
+        let mut removed = Vec::new();
+        for (address, change) in staged {
+            let key = keccak256(address);
+            match self.account_after(key, change) {
+                Some(account) => {
+                    let storage_root = self.storage_root(&address);
+                    leaves.push((key, encode_account(&account, storage_root)));
+                }
+                None => removed.push((key, address)),
+            }
+        }
+        for (key, address) in removed {
+            self.accounts.remove(key);
+            self.storage.remove(&address);
+        }
+        self.accounts.insert_parallel(leaves, threads, on_start);
+    }
+
+    /// The account at `key` after a staged `change` (`None`: deleted).
+    fn account_after(
+        &self,
+        key: B256,
+        change: Option<Option<AccountState>>,
+    ) -> Option<AccountState> {
+        match change {
+            Some(change) => change,
+            // Only storage changed: keep the header the trie already has.
+            None => self.accounts.get(key).and_then(decode_account),
+        }
+    }
+
     /// Hashes at most `budget` account-trie nodes; the root once done
     /// (see [`Trie::root_step`]).
     pub fn root_step(&mut self, budget: usize) -> Option<B256> {
@@ -126,6 +177,17 @@ impl StateTrie {
             "commit staged accounts before hashing"
         );
         self.accounts.root_step(budget)
+    }
+
+    /// The state root with the account trie's top-level subtries hashed on
+    /// `threads` threads (see [`Trie::root_parallel`]). Staged diffs must
+    /// have been committed.
+    pub fn root_parallel(&mut self, threads: usize, on_start: &(dyn Fn(usize) + Sync)) -> B256 {
+        assert!(
+            self.staged.is_empty() && self.committing.is_empty(),
+            "commit staged accounts before hashing"
+        );
+        self.accounts.root_parallel(threads, on_start)
     }
 
     /// The state root. Staged diffs must have been committed.
@@ -243,6 +305,61 @@ mod tests {
             let leaf = encode_account(account, storage_root);
             (*address, TrieAccount::decode(&mut &leaf[..]).unwrap())
         }))
+    }
+
+    /// The parallel commit and hash give the state the sequential path
+    /// gives, through creations, balance changes, storage writes and
+    /// clears on several contracts, and account deletions.
+    #[test]
+    fn parallel_commit_and_root_equal_the_sequential_ones() {
+        let account = |i: u64| Address::from_word(keccak256(i.to_be_bytes()));
+        let mut state = HotState::new();
+        for i in 0..3_000u64 {
+            state.set_account(account(i), AccountState::funded(U256::from(i + 1)));
+        }
+        for c in 0..20u64 {
+            for slot in 0..50u64 {
+                state.set_storage(account(c), U256::from(slot), U256::from(slot + 1));
+            }
+        }
+        let mut sequential = StateTrie::from_state(&state);
+        let mut parallel = sequential.clone();
+        let threads = std::sync::atomic::AtomicUsize::new(0);
+        let on_start = |_: usize| {
+            threads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        for round in 1..5u64 {
+            let accounts = (0..3_500u64)
+                .step_by(3)
+                .map(|i| {
+                    let change = (i % 11 != 0 || i < 20)
+                        .then(|| AccountState::funded(U256::from(i * round + 7)));
+                    (account(i), change)
+                })
+                .collect();
+            let storage = (0..20u64)
+                .flat_map(|c| {
+                    (0..60u64).step_by(c as usize % 3 + 1).map(move |slot| {
+                        let value = if slot % 5 == 0 { 0 } else { slot * round };
+                        (account(c), U256::from(slot), U256::from(value))
+                    })
+                })
+                .collect();
+            let diff = StateDiff {
+                accounts,
+                storage,
+                codes: vec![],
+            };
+            state.apply(&diff);
+            sequential.apply([&diff]);
+            parallel.stage(&diff);
+            parallel.commit_staged_parallel(1 + round as usize, &on_start);
+            let root = parallel.root_parallel(1 + round as usize, &on_start);
+            assert_eq!(root, sequential.root(), "round {round}");
+            assert_eq!(root, full_root(&state), "round {round}");
+            assert_eq!(parallel.accounts.len(), sequential.accounts.len());
+        }
+        assert!(threads.into_inner() > 0, "helpers ran");
     }
 
     #[test]

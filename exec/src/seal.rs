@@ -51,6 +51,18 @@ pub struct Merkleizer {
     /// `witness_blocks`), oldest first.
     witnesses: std::collections::VecDeque<std::sync::Arc<Witness>>,
     witness_blocks: usize,
+    /// `None`: the trie is written and hashed in budgeted steps on this
+    /// worker alone.
+    hash_cpus: Option<HashCpus>,
+}
+
+/// CPUs that write and hash the state trie together, and how a helper
+/// thread pins itself to one.
+#[derive(Debug)]
+struct HashCpus {
+    /// This worker's first.
+    cpus: Vec<usize>,
+    pin: fn(usize),
 }
 
 impl Merkleizer {
@@ -61,7 +73,18 @@ impl Merkleizer {
             number,
             witnesses: Default::default(),
             witness_blocks: 0,
+            hash_cpus: None,
         }
+    }
+
+    /// Writes and hashes the state trie on these CPUs together, the
+    /// worker's own first (two or more; fewer keeps the budgeted steps):
+    /// the worker then commits a block's accounts and computes its state
+    /// root in one go each, with helper threads that `pin` themselves to
+    /// the other CPUs. For a worker whose CPU does
+    /// nothing else, such as one of several exec CPUs.
+    pub fn hash_on(&mut self, cpus: Vec<usize>, pin: fn(usize)) {
+        self.hash_cpus = (cpus.len() > 1).then_some(HashCpus { cpus, pin });
     }
 
     /// Keeps the execution witnesses of the last `blocks` blocks sealed
@@ -189,12 +212,29 @@ impl Merkleizer {
                 }
             }
             SealPhase::Commit => {
-                if self.trie.commit_staged(budget) {
+                let done = match &self.hash_cpus {
+                    Some(HashCpus { cpus, pin }) => {
+                        self.trie
+                            .commit_staged_parallel(cpus.len(), &|index| pin(cpus[index]));
+                        true
+                    }
+                    None => self.trie.commit_staged(budget),
+                };
+                if done {
                     progress.advance(SealPhase::StateHash);
                 }
             }
             SealPhase::StateHash => {
-                if let Some(root) = self.trie.root_step(budget) {
+                let root = match &self.hash_cpus {
+                    // All at once: the worker's CPU is its own, and the
+                    // helpers' are exec CPUs.
+                    Some(HashCpus { cpus, pin }) => Some(
+                        self.trie
+                            .root_parallel(cpus.len(), &|index| pin(cpus[index])),
+                    ),
+                    None => self.trie.root_step(budget),
+                };
+                if let Some(root) = root {
                     progress.state_root = root;
                     progress.advance(SealPhase::BlockItems);
                 }

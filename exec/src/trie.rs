@@ -163,6 +163,79 @@ impl Trie {
         node.as_hash().unwrap_or_else(|| keccak256(node.as_slice()))
     }
 
+    /// The root hash, with the subtries under the top branch hashed on
+    /// `threads` threads (this one and `threads - 1` scoped helpers, each
+    /// of which first calls `on_start` with its index, 1 and up: to pin
+    /// itself). The same hash as [`Self::root`]; the top-level subtries are
+    /// disjoint, so each thread owns its share of the nodes outright.
+    pub fn root_parallel(&mut self, threads: usize, on_start: &(dyn Fn(usize) + Sync)) -> B256 {
+        let top = match &mut self.root {
+            Node::Branch(branch) => Some(branch),
+            Node::Extension(ext) => match &mut ext.child {
+                Node::Branch(branch) => Some(branch),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(top) = top.filter(|top| top.cache.is_none())
+            && threads > 1
+        {
+            let dirty: Vec<&mut Node> = top
+                .children
+                .iter_mut()
+                .filter(|child| !is_hashed(child))
+                .collect();
+            in_shares(dirty, threads, on_start, |node| {
+                rlp_node(node, &mut Vec::with_capacity(600));
+            });
+        }
+        self.root()
+    }
+
+    /// Inserts or replaces every `(key, value)` (values not empty), the
+    /// keys under each child of the top branch on one of `threads`
+    /// threads (as [`Self::root_parallel`]); one by one when the top is
+    /// not a branch. The top branch itself only loses its cache: an insert
+    /// below a branch never changes the branch's shape.
+    pub fn insert_parallel(
+        &mut self,
+        entries: Vec<(B256, Vec<u8>)>,
+        threads: usize,
+        on_start: &(dyn Fn(usize) + Sync),
+    ) {
+        assert!(
+            entries.iter().all(|(_, value)| !value.is_empty()),
+            "inserts only"
+        );
+        let Node::Branch(top) = &mut self.root else {
+            for (key, value) in entries {
+                self.insert(key, value);
+            }
+            return;
+        };
+        let mut groups: [Vec<(Nibbles, Vec<u8>)>; 16] = Default::default();
+        for (key, value) in entries {
+            let path = Nibbles::unpack(key);
+            groups[path.get_unchecked(0) as usize].push((path.slice(1..), value));
+        }
+        top.cache = None;
+        let added = std::sync::atomic::AtomicUsize::new(0);
+        let work: Vec<_> = top
+            .children
+            .iter_mut()
+            .zip(groups)
+            .filter(|(_, group)| !group.is_empty())
+            .collect();
+        in_shares(work, threads, on_start, |(child, group)| {
+            let mut new = 0;
+            for (path, value) in group {
+                new += usize::from(insert(child, path, value));
+            }
+            added.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
+        });
+        self.len += added.into_inner();
+    }
+
     /// The RLP-encoded nodes from the root down to `key` (or to where the path
     /// for `key` ends, for an exclusion proof), as `eth_getProof` returns them.
     pub fn proof(&mut self, key: B256) -> Vec<Bytes> {
@@ -435,6 +508,44 @@ fn rlp_node_limited(node: &mut Node, buf: &mut Vec<u8>, budget: &mut usize) -> O
     }
 }
 
+/// Runs `work` on every item, the items dealt round-robin into `threads`
+/// shares: the first share on this thread, each other non-empty one on a
+/// scoped helper that calls `on_start` with its index (1 and up) first.
+pub fn in_shares<T: Send>(
+    items: Vec<T>,
+    threads: usize,
+    on_start: &(dyn Fn(usize) + Sync),
+    work: impl Fn(T) + Sync,
+) {
+    let threads = threads.max(1);
+    let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % threads].push(item);
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        for (index, share) in shares.enumerate().filter(|(_, s)| !s.is_empty()) {
+            scope.spawn(move || {
+                on_start(index + 1);
+                share.into_iter().for_each(work);
+            });
+        }
+        mine.into_iter().for_each(work);
+    });
+}
+
+/// True when `node`'s reference is cached (or it is empty).
+fn is_hashed(node: &Node) -> bool {
+    match node {
+        Node::Empty => true,
+        Node::Leaf(leaf) => leaf.cache.is_some(),
+        Node::Extension(ext) => ext.cache.is_some(),
+        Node::Branch(branch) => branch.cache.is_some(),
+    }
+}
+
 fn rlp_node(node: &mut Node, buf: &mut Vec<u8>) -> RlpNode {
     match node {
         Node::Empty => RlpNode::from_rlp(&[alloy_rlp::EMPTY_STRING_CODE]),
@@ -547,6 +658,42 @@ mod tests {
             ordered.root(),
             alloy_trie::root::ordered_trie_root_encoded(&items)
         );
+    }
+
+    #[test]
+    fn parallel_hashing_gives_the_same_root_through_updates() {
+        let mut trie = Trie::new();
+        let mut reference = BTreeMap::new();
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let count = |_: usize| {
+            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        for round in 0..4u64 {
+            // Inserts, updates and (from round 2) removals, then a root on
+            // 1, 2, 3 and 5 threads in turn.
+            for i in (round * 500)..(round * 500 + 3_000) {
+                trie.insert(key(i), value(i, round));
+                reference.insert(key(i), value(i, round));
+            }
+            if round >= 2 {
+                for i in (0..3_000).step_by(7) {
+                    trie.remove(key(i));
+                    reference.remove(&key(i));
+                }
+            }
+            let threads = [1, 2, 3, 5][round as usize];
+            assert_eq!(
+                trie.root_parallel(threads, &count),
+                reference_root(&reference),
+                "round {round}, {threads} threads"
+            );
+        }
+        assert!(started.into_inner() >= 1 + 2 + 4, "the helpers ran");
+        // A trie whose top is one leaf, or that is unchanged, needs no helper.
+        let mut one = Trie::new();
+        one.insert(key(1), value(1, 0));
+        assert_eq!(one.root_parallel(4, &|_| panic!("no helper")), one.root());
+        assert_eq!(trie.root_parallel(4, &|_| panic!("no helper")), trie.root());
     }
 
     #[test]
