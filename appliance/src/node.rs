@@ -250,7 +250,15 @@ pub(crate) fn start(
     let published = Arc::new(ArcSwap::from_pointee(view));
     let da_records = replayed.da_records;
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
-    let links = add_net_roles(config, &bound, &control, &mut roles)?;
+    let resume = (config.durability == Durability::Durable).then(|| {
+        Arc::new(fulmen_netio::resume::ResumeSource {
+            log_dir: crate::datadir::log_dir(datadir),
+            chain: spec.evm_chain(),
+            active: std::sync::atomic::AtomicUsize::new(0),
+            max: config.ws.resumes_max,
+        })
+    });
+    let links = add_net_roles(config, (&bound, resume), &control, &mut roles)?;
     let (derived_tx, derived_rx) =
         futures::channel::mpsc::channel(crate::verifier::DERIVED_QUEUE_CAPACITY);
     let verifier = matches!(da_mode, DaMode::Verifier(_));
@@ -439,11 +447,17 @@ struct NetLinks {
 /// sockets and its channels to seq, the state-root worker and back.
 fn add_net_roles(
     config: &Config,
-    bound: &[std::net::TcpListener],
+    (bound, resume): (
+        &[std::net::TcpListener],
+        Option<Arc<fulmen_netio::resume::ResumeSource>>,
+    ),
     control: &mpsc::Sender<SeqControl>,
     roles: &mut BTreeMap<usize, CoreRoles>,
 ) -> Result<NetLinks, StartError> {
-    let ws_shared = Arc::new(WsShared::default());
+    let ws_shared = Arc::new(WsShared {
+        resume,
+        ..WsShared::default()
+    });
     let http_shared = Arc::new(HttpShared::default());
     let mut links = NetLinks {
         inboxes: Vec::new(),

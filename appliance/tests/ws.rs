@@ -748,3 +748,374 @@ fn limits_give_clear_errors() {
     // The others kept working throughout.
     assert_eq!(a.call("eth_chainId", json!([])), json!("0x1092"));
 }
+
+/// A raw WebSocket subscriber that reads with a short timeout, so that a
+/// test can tell "nothing more came" from a hang.
+struct Reader {
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    /// Notifications read while waiting for a response.
+    kept: VecDeque<Value>,
+}
+
+impl Reader {
+    fn connect(addr: std::net::SocketAddr) -> Self {
+        let (socket, _) = tungstenite::connect(format!("ws://{addr}")).expect("WebSocket connect");
+        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+            tcp.set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("read timeout");
+        }
+        Self {
+            socket,
+            kept: VecDeque::new(),
+        }
+    }
+
+    /// Sends one call; its response comes first on a fresh connection.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let call = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params});
+        self.socket
+            .send(Message::Text(call.to_string().into()))
+            .expect("send");
+        let began = Instant::now();
+        loop {
+            match self.read() {
+                Some(message) if message["method"] == "eth_subscription" => {
+                    self.kept.push_back(message);
+                }
+                Some(message) => return message,
+                None => assert!(began.elapsed() < WAIT_MAX, "no answer to {method}"),
+            }
+        }
+    }
+
+    /// The next notification, `None` after a read timeout.
+    fn next(&mut self) -> Option<Value> {
+        if let Some(message) = self.kept.pop_front() {
+            return Some(message);
+        }
+        self.read()
+    }
+
+    /// The next JSON message, `None` after a read timeout.
+    fn read(&mut self) -> Option<Value> {
+        match self.socket.read() {
+            Ok(Message::Text(text)) => Some(serde_json::from_str(&text).expect("JSON")),
+            Ok(Message::Close(frame)) => panic!("the node closed the connection: {frame:?}"),
+            Ok(_) => None,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// Every notification's result until none comes for a second.
+    fn drain(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < Duration::from_secs(1) {
+            if let Some(message) = self.next() {
+                out.push(message["params"]["result"].clone());
+                quiet_since = Instant::now();
+            }
+        }
+        out
+    }
+}
+
+/// The documented mini-block hash, recomputed from a `miniBlocks`
+/// notification alone.
+fn recomputed_mini_block_hash(mini: &Value) -> B256 {
+    let mut bytes = Vec::new();
+    let parent: B256 =
+        serde_json::from_value(mini["parent_mini_block_hash"].clone()).expect("parent");
+    bytes.extend_from_slice(parent.as_slice());
+    for field in ["mini_block_number", "block_number", "mini_block_timestamp"] {
+        bytes.extend_from_slice(&mini[field].as_u64().expect(field).to_be_bytes());
+    }
+    for tx in mini["transactions"].as_array().expect("transactions") {
+        let hash: B256 = serde_json::from_value(tx["hash"].clone()).expect("hash");
+        bytes.extend_from_slice(hash.as_slice());
+    }
+    keccak256(&bytes)
+}
+
+/// Sends `count` transactions from each of `senders` as fast as the node
+/// takes them (transfers, and every fourth a bump of `probe`, which logs
+/// and writes storage); returns every hash.
+fn send_load(
+    addr: std::net::SocketAddr,
+    senders: Vec<PrivateKeySigner>,
+    probe: Address,
+    count: u64,
+) -> Vec<B256> {
+    let threads: Vec<_> = senders
+        .into_iter()
+        .map(|sender| {
+            std::thread::spawn(move || {
+                let to = signer(9).address();
+                (0..count)
+                    .map(|nonce| {
+                        let raw = if nonce % 4 == 3 {
+                            sign_1559(
+                                &sender,
+                                nonce,
+                                TxKind::Call(probe),
+                                U256::ZERO,
+                                bump_call(),
+                                200_000,
+                            )
+                        } else {
+                            // Bulky, so that the log spans several segments.
+                            let input = Bytes::from(vec![0u8; 1000]);
+                            sign_1559(
+                                &sender,
+                                nonce,
+                                TxKind::Call(to),
+                                U256::from(1),
+                                input,
+                                100_000,
+                            )
+                        };
+                        let hash = http_result(addr, "eth_sendRawTransaction", json!([raw]));
+                        serde_json::from_value::<B256>(hash).expect("hash")
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("sender"))
+        .collect()
+}
+
+/// A subscriber that drops its connection at random moments and resumes
+/// with `fromMiniBlock` gets every mini-block once, in order and chained by
+/// hash, while the node sequences under load; what it reassembles equals
+/// the sealed blocks. `logs` and `stateChanges` replayed from the log (from
+/// several 1 MiB segments) equal what a live subscriber received.
+#[test]
+fn a_subscriber_that_resumes_with_from_mini_block_misses_nothing() {
+    let dir = tempdir::TempDir::new("fulmen-resume");
+    let node = start_fulmen_in(&dir.0, &["--dev", "--storage-segment-mb", "1"]);
+    let probe = deploy_probe(node.addr, &signer(0), 0);
+    let mut live = Reader::connect(node.addr);
+    let live_logs = live.call("eth_subscribe", json!(["logs", {}]))["result"].clone();
+    let live_changes = live.call("eth_subscribe", json!(["stateChanges"]))["result"].clone();
+    let live_thread = std::thread::spawn(move || {
+        // Read all along (the send buffer is bounded), until quiet.
+        let mut got: Vec<Value> = Vec::new();
+        let began = Instant::now();
+        loop {
+            let batch = live.drain();
+            let quiet = batch.is_empty();
+            got.extend(batch);
+            if quiet && began.elapsed() > Duration::from_secs(5) {
+                return got;
+            }
+        }
+    });
+
+    let load_node = node.addr;
+    let load =
+        std::thread::spawn(move || send_load(load_node, (1..=4).map(signer).collect(), probe, 600));
+    // Resume over and over with a random stretch per connection, dropping
+    // each without a close.
+    let mut minis: Vec<Value> = Vec::new();
+    let mut next = 1u64;
+    let mut parent = B256::ZERO;
+    let mut random = 0x2545_f491_4f6c_dd1d_u64;
+    let mut txs_seen = 0usize;
+    let mut resumes = 0;
+    let total_txs = 1 + 4 * 600;
+    let began = Instant::now();
+    while txs_seen < total_txs {
+        assert!(
+            began.elapsed() < WAIT_MAX * 2,
+            "{txs_seen} of {total_txs} txs seen"
+        );
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        let stretch = 1 + random % 40;
+        let mut sub = Reader::connect(node.addr);
+        let answer = sub.call(
+            "eth_subscribe",
+            json!(["miniBlocks", {"fromMiniBlock": next}]),
+        );
+        assert!(answer["result"].is_string(), "{answer}");
+        resumes += 1;
+        let mut read = 0;
+        while read < stretch && txs_seen < total_txs {
+            assert!(
+                began.elapsed() < WAIT_MAX * 2,
+                "{txs_seen} of {total_txs} txs seen"
+            );
+            let Some(message) = sub.next() else { continue };
+            let mini = &message["params"]["result"];
+            assert_eq!(mini["mini_block_number"], json!(next), "{mini}");
+            let hash: B256 = serde_json::from_value(mini["mini_block_hash"].clone()).expect("hash");
+            if next > 1 {
+                assert_eq!(mini["parent_mini_block_hash"], json!(parent), "chained");
+            }
+            assert_eq!(recomputed_mini_block_hash(mini), hash, "{mini}");
+            parent = hash;
+            txs_seen += mini["transactions"].as_array().expect("txs").len();
+            minis.push(mini.clone());
+            next += 1;
+            read += 1;
+        }
+        drop(sub);
+    }
+    let sent = load.join().expect("load");
+    eprintln!(
+        "{resumes} resumes over {} mini-blocks and {txs_seen} txs in {:?}",
+        minis.len(),
+        began.elapsed()
+    );
+    assert!(resumes > 10, "only {resumes} resumes");
+
+    // The reassembled stream is the chain: each sealed block's transactions
+    // are its mini-blocks' in order, indexes from 0.
+    let last_block = minis.last().expect("mini-blocks")["block_number"]
+        .as_u64()
+        .expect("block");
+    wait_sealed(node.addr, last_block);
+    let mut by_block: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for mini in &minis {
+        let block = mini["block_number"].as_u64().expect("block");
+        let index = mini["index"].as_u64().expect("index");
+        let list = by_block.entry(block).or_default();
+        assert_eq!(index, list.len() as u64, "indexes from 0 in block {block}");
+        list.push(mini.clone());
+    }
+    let mut hashes = HashSet::new();
+    for (block, list) in &by_block {
+        let sealed = http_result(
+            node.addr,
+            "eth_getBlockByNumber",
+            json!([format!("{block:#x}"), false]),
+        );
+        let from_minis: Vec<Value> = list
+            .iter()
+            .flat_map(|m| {
+                m["transactions"]
+                    .as_array()
+                    .expect("txs")
+                    .iter()
+                    .map(|t| t["hash"].clone())
+            })
+            .collect();
+        assert_eq!(&sealed["transactions"], &json!(from_minis), "block {block}");
+        for mini in list {
+            for receipt in mini["receipts"].as_array().expect("receipts") {
+                let sealed = http_result(
+                    node.addr,
+                    "eth_getTransactionReceipt",
+                    json!([receipt["transactionHash"]]),
+                );
+                for field in [
+                    "transactionIndex",
+                    "cumulativeGasUsed",
+                    "gasUsed",
+                    "status",
+                    "logs",
+                ] {
+                    let (ours, theirs) = (&receipt[field], &sealed[field]);
+                    if field == "logs" {
+                        // Preconfirmed logs name no block hash yet.
+                        assert_eq!(
+                            ours.as_array().map(Vec::len),
+                            theirs.as_array().map(Vec::len)
+                        );
+                        for (a, b) in ours
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .zip(theirs.as_array().into_iter().flatten())
+                        {
+                            assert_eq!((&a["logIndex"], &a["data"]), (&b["logIndex"], &b["data"]));
+                        }
+                    } else {
+                        assert_eq!(ours, theirs, "{field} of {}", receipt["transactionHash"]);
+                    }
+                }
+            }
+            hashes.extend(
+                mini["transactions"]
+                    .as_array()
+                    .expect("txs")
+                    .iter()
+                    .map(|t| t["hash"].clone()),
+            );
+        }
+    }
+    for hash in &sent {
+        assert!(hashes.contains(&json!(hash)), "{hash} not in a mini-block");
+    }
+    let segments = std::fs::read_dir(dir.0.join("log"))
+        .expect("log")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .count();
+    assert!(segments >= 3, "the log spans {segments} segments");
+
+    // Replayed from mini-block 1, logs and state changes equal what was
+    // delivered live from the first mini-block the live subscriber saw on.
+    let live_got = live_thread.join().expect("live reader");
+    let _ = (live_logs, live_changes);
+    let first_live = live_got
+        .iter()
+        .map(|r| r["mini_block_number"].as_u64().expect("mini_block_number"))
+        .min()
+        .expect("live notifications");
+    let mut replay = Reader::connect(node.addr);
+    let logs_id = replay.call(
+        "eth_subscribe",
+        json!(["logs", {"fromMiniBlock": first_live}]),
+    )["result"]
+        .clone();
+    assert!(logs_id.is_string(), "{logs_id}");
+    let changes_id = replay.call(
+        "eth_subscribe",
+        json!(["stateChanges", {"fromMiniBlock": "0x1"}]),
+    )["result"]
+        .clone();
+    assert!(changes_id.is_string(), "{changes_id}");
+    let replayed = replay.drain();
+    let is_log = |r: &Value| r.get("logIndex").is_some();
+    let live_logs: Vec<&Value> = live_got.iter().filter(|r| is_log(r)).collect();
+    let live_changes: Vec<&Value> = live_got.iter().filter(|r| !is_log(r)).collect();
+    let replayed_logs: Vec<&Value> = replayed.iter().filter(|r| is_log(r)).collect();
+    let replayed_changes: Vec<&Value> = replayed
+        .iter()
+        .filter(|r| !is_log(r) && r["mini_block_number"].as_u64() >= Some(first_live))
+        .collect();
+    assert!(live_logs.len() >= 600, "{} live logs", live_logs.len());
+    assert_eq!(
+        replayed_logs, live_logs,
+        "logs replayed from the log = live"
+    );
+    assert_eq!(
+        replayed_changes, live_changes,
+        "state changes replayed = live"
+    );
+
+    // A start past the newest is refused clearly.
+    let mut far = Reader::connect(node.addr);
+    let answer = far.call(
+        "eth_subscribe",
+        json!(["miniBlocks", {"fromMiniBlock": 1_000_000_000}]),
+    );
+    let message = answer["error"]["message"].as_str().expect("an error");
+    assert!(
+        message.contains("does not exist yet: the newest is"),
+        "{message}"
+    );
+}

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod msg;
 pub mod persist;
 pub mod preinstalls;
+pub mod resume;
 pub mod spec;
 pub mod tx;
 pub mod view;

@@ -1,5 +1,5 @@
-//! Payloads of the log's mini-block records (format version 2; version 1
-//! is still read) and block-seal records (version 1).
+//! Payloads of the log's mini-block records (format version 3; versions 1
+//! and 2 are still read) and block-seal records (version 1).
 //!
 //! Decoding never trusts a count further than the bytes that remain, so
 //! arbitrary input is an error, never a panic or a huge allocation.
@@ -17,6 +17,18 @@
 //! | transactions | varint count, then per transaction: sender (address); EIP-2718 bytes (varint length first); flags u8 (1 success, 2 created a contract); gas used varint; created contract (address, when flagged); logs; state diff |
 //! | logs | varint count; per log: address, u8 topic count, topics 32 bytes each, data (varint length first) |
 //! | state diff | accounts (varint count; address, flags u8 (1 present, 2 code hash other than the empty one), then if present nonce varint, balance minimal U256, code hash 32 bytes if flagged), slots (varint count; address, slot and value minimal U256s), codes (varint count; hash 32 bytes, code with a varint length) |
+//!
+//! Version 3 is version 2 with the version byte 3, two more fields after
+//! the mini-block number, and one more section after the transactions:
+//!
+//! | field | encoding |
+//! |---|---|
+//! | close time | varint, µs since the Unix epoch |
+//! | parent | 32 bytes: the previous mini-block's hash ([`crate::events::mini_block_hash`]) |
+//! | net changes | [`NetChanges`]: unchanged accounts (varint count, addresses), changed code hashes (varint count, addresses), unchanged slots (varint count; address, slot minimal U256) |
+//!
+//! A version 2 record reads with close time 0, a zero parent and no net
+//! changes (every account and slot written counts as changed).
 //!
 //! Version 1 (written before; integers little-endian and fixed width, byte
 //! strings and lists with a u32 length or count): version u8 1; context
@@ -49,7 +61,7 @@ use std::sync::Arc;
 
 use alloy_consensus::{Header, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
-use alloy_primitives::{Address, Bytes, Log, LogData};
+use alloy_primitives::{Address, B256, Bytes, Log, LogData};
 use alloy_rlp::{Decodable, Encodable};
 use fulmen_storage::codec::{Reader, Writer};
 use fulmen_storage::{AccountState, StateDiff};
@@ -58,12 +70,15 @@ use revm::primitives::KECCAK_EMPTY;
 
 use crate::block::BlockContext;
 use crate::block::ExecutedTx;
+use crate::events::{NetChanges, mini_block_hash};
 
 /// Version of the seal payload, and of the first mini-block payload (still
 /// read: datadirs written before version 2).
 const VERSION: u8 = 1;
-/// Version of the mini-block payload written now.
+/// Version of the compact mini-block payload (still read).
 const VERSION_COMPACT: u8 = 2;
+/// Version of the mini-block payload written now.
+const VERSION_CHAINED: u8 = 3;
 
 pub use fulmen_storage::codec::PayloadError;
 
@@ -95,8 +110,41 @@ pub struct MiniBlockRecord {
     pub ctx: BlockContext,
     /// Global mini-block number.
     pub number: u64,
+    /// When it closed, in µs since the Unix epoch (0 in older records).
+    pub timestamp_us: u64,
+    /// The previous mini-block's hash (zero in older records).
+    pub parent: B256,
+    /// What its diffs wrote without changing.
+    pub net: NetChanges,
     /// Its transactions in order.
     pub txs: Vec<LoggedTx>,
+}
+
+impl MiniBlockRecord {
+    /// Its [`mini_block_hash`].
+    pub fn hash(&self) -> B256 {
+        mini_block_hash(
+            &self.parent,
+            self.number,
+            self.ctx.number,
+            self.timestamp_us,
+            self.txs.iter().map(|tx| tx.envelope.tx_hash()),
+        )
+    }
+}
+
+/// What a mini-block record holds besides its block's context and its
+/// transactions.
+#[derive(Debug, Clone, Copy)]
+pub struct MiniBlockMeta<'a> {
+    /// Global mini-block number.
+    pub number: u64,
+    /// Close time, µs since the Unix epoch.
+    pub timestamp_us: u64,
+    /// The previous mini-block's hash.
+    pub parent: B256,
+    /// What its diffs wrote without changing.
+    pub net: &'a NetChanges,
 }
 
 /// A decoded block-seal record.
@@ -187,8 +235,10 @@ pub fn tx_entry_bytes(
     const VARINT: usize = 10;
     const ADDRESS: usize = 1 + 20;
     const U256_MIN: usize = 1 + 32;
-    const ACCOUNT_BYTES: usize = VARINT + U256_MIN + 32;
-    const SLOT_BYTES: usize = ADDRESS + U256_MIN + U256_MIN;
+    // The net changes may name each account written twice (unchanged, or
+    // its code changed) and each slot written once more.
+    const ACCOUNT_BYTES: usize = VARINT + U256_MIN + 32 + 2 * ADDRESS;
+    const SLOT_BYTES: usize = ADDRESS + U256_MIN + U256_MIN + ADDRESS + U256_MIN;
     let logs_bytes: usize = logs
         .iter()
         .map(|log| ADDRESS + 1 + 32 * log.topics().len() + VARINT + log.data.data.len())
@@ -196,7 +246,16 @@ pub fn tx_entry_bytes(
     let accounts_bytes: usize = diff
         .accounts
         .iter()
-        .map(|(_, account)| ADDRESS + 1 + if account.is_some() { ACCOUNT_BYTES } else { 0 })
+        .map(|(_, account)| {
+            ADDRESS
+                + 1
+                + 2 * ADDRESS
+                + if account.is_some() {
+                    ACCOUNT_BYTES - 2 * ADDRESS
+                } else {
+                    0
+                }
+        })
         .sum();
     let codes_bytes: usize = diff
         .codes
@@ -221,7 +280,7 @@ pub fn tx_entry_bytes(
 
 /// Most bytes [`encode_mini_block`] writes before the first transaction
 /// entry.
-pub const MINI_BLOCK_HEADER_BYTES: usize = 1 + 4 * 10 + 20 + 32 + 10 + 10;
+pub const MINI_BLOCK_HEADER_BYTES: usize = 1 + 4 * 10 + 20 + 32 + 10 + 10 + 32 + 10;
 
 /// Addresses a record has written so far: a later mention is its index.
 #[derive(Default)]
@@ -359,26 +418,28 @@ fn get_logs_v2(r: &mut Reader<'_>, table: &mut AddressTable) -> Result<Vec<Log>,
     Ok(logs)
 }
 
-/// Encodes a mini-block (format version 2): its block's context, its
-/// number, and each transaction with its outcome and state changes
-/// (`diffs[i]` belongs to `txs[i]`).
+/// Encodes a mini-block (format version 3): its block's context, `meta`,
+/// each transaction with its outcome and state changes (`diffs[i]` belongs
+/// to `txs[i]`), and the net changes.
 pub fn encode_mini_block(
     ctx: &BlockContext,
-    number: u64,
+    meta: MiniBlockMeta<'_>,
     txs: &[Arc<ExecutedTx>],
     diffs: &[StateDiff],
     out: &mut Vec<u8>,
 ) {
     debug_assert_eq!(txs.len(), diffs.len());
     let mut w = Writer(out);
-    w.u8(VERSION_COMPACT);
+    w.u8(VERSION_CHAINED);
     w.varint(ctx.number);
     w.varint(ctx.timestamp);
     w.varint(ctx.base_fee);
     w.varint(ctx.gas_limit);
     w.raw(ctx.coinbase.as_slice());
     w.raw(ctx.prevrandao.as_slice());
-    w.varint(number);
+    w.varint(meta.number);
+    w.varint(meta.timestamp_us);
+    w.raw(meta.parent.as_slice());
     w.varint(txs.len() as u64);
     let mut refs = AddressRefs::default();
     let mut raw = Vec::new();
@@ -400,11 +461,38 @@ pub fn encode_mini_block(
         put_logs_v2(&mut w, &mut refs, &tx.logs);
         put_diff_v2(&mut w, &mut refs, diff);
     }
+    put_net(&mut w, &mut refs, meta.net);
 }
 
-/// Decodes the body of a version 2 mini-block payload (after its version).
-/// The block context and mini-block number at the front of a version 2
-/// mini-block payload (after its version).
+fn put_net(w: &mut Writer<'_>, refs: &mut AddressRefs, net: &NetChanges) {
+    for list in [&net.unchanged_accounts, &net.code_changed] {
+        w.varint(list.len() as u64);
+        for address in list {
+            refs.put(w, address);
+        }
+    }
+    w.varint(net.unchanged_slots.len() as u64);
+    for (address, slot) in &net.unchanged_slots {
+        refs.put(w, address);
+        w.u256_min(slot);
+    }
+}
+
+fn get_net(r: &mut Reader<'_>, table: &mut AddressTable) -> Result<NetChanges, PayloadError> {
+    let mut net = NetChanges::default();
+    for list in [&mut net.unchanged_accounts, &mut net.code_changed] {
+        for _ in 0..r.var_count(1)? {
+            list.push(table.get(r)?);
+        }
+    }
+    for _ in 0..r.var_count(2)? {
+        net.unchanged_slots.push((table.get(r)?, r.u256_min()?));
+    }
+    Ok(net)
+}
+
+/// The block context and mini-block number at the front of a version 2 or
+/// 3 mini-block payload (after its version).
 fn get_head_v2(r: &mut Reader<'_>) -> Result<(BlockContext, u64), PayloadError> {
     let ctx = BlockContext {
         number: r.varint()?,
@@ -424,14 +512,24 @@ pub fn peek_mini_block(bytes: &[u8]) -> Result<(u64, u64), PayloadError> {
     let mut r = Reader::new(bytes);
     let (ctx, number) = match r.u8()? {
         VERSION => (get_ctx(&mut r)?, r.u64()?),
-        VERSION_COMPACT => get_head_v2(&mut r)?,
+        VERSION_COMPACT | VERSION_CHAINED => get_head_v2(&mut r)?,
         version => return Err(PayloadError::Version(version)),
     };
     Ok((ctx.number, number))
 }
 
-fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadError> {
+/// Decodes the body of a version 2 or 3 (`chained`) mini-block payload
+/// (after its version).
+fn decode_mini_block_v2(
+    r: &mut Reader<'_>,
+    chained: bool,
+) -> Result<MiniBlockRecord, PayloadError> {
     let (ctx, number) = get_head_v2(r)?;
+    let (timestamp_us, parent) = if chained {
+        (r.varint()?, r.b256()?)
+    } else {
+        (0, B256::ZERO)
+    };
     let count = r.var_count(1 + 1 + 1 + 1 + 3 + 3)?;
     let mut table = AddressTable::default();
     let mut txs = Vec::with_capacity(count);
@@ -463,7 +561,19 @@ fn decode_mini_block_v2(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadEr
             diff,
         });
     }
-    Ok(MiniBlockRecord { ctx, number, txs })
+    let net = if chained {
+        get_net(r, &mut table)?
+    } else {
+        NetChanges::default()
+    };
+    Ok(MiniBlockRecord {
+        ctx,
+        number,
+        timestamp_us,
+        parent,
+        net,
+        txs,
+    })
 }
 
 /// A created contract: u8 1 and its 20 bytes, or u8 0 (version 1 records
@@ -550,7 +660,8 @@ pub fn decode_mini_block(bytes: &[u8]) -> Result<MiniBlockRecord, PayloadError> 
     let mut r = Reader::new(bytes);
     let record = match r.u8()? {
         VERSION => decode_mini_block_v1(&mut r)?,
-        VERSION_COMPACT => decode_mini_block_v2(&mut r)?,
+        VERSION_COMPACT => decode_mini_block_v2(&mut r, false)?,
+        VERSION_CHAINED => decode_mini_block_v2(&mut r, true)?,
         version => return Err(PayloadError::Version(version)),
     };
     r.finish()?;
@@ -585,7 +696,14 @@ fn decode_mini_block_v1(r: &mut Reader<'_>) -> Result<MiniBlockRecord, PayloadEr
             diff,
         });
     }
-    Ok(MiniBlockRecord { ctx, number, txs })
+    Ok(MiniBlockRecord {
+        ctx,
+        number,
+        timestamp_us: 0,
+        parent: B256::ZERO,
+        net: NetChanges::default(),
+        txs,
+    })
 }
 
 /// Encodes a block seal.
@@ -810,7 +928,8 @@ mod tests {
     fn a_mini_block_round_trips_within_its_predicted_size_and_old_records_still_read() {
         let (ctx, txs, diffs) = sample();
         let mut out = Vec::new();
-        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        let net = sample_net(&diffs);
+        encode_mini_block(&ctx, meta(&net), &txs, &diffs, &mut out);
         let predicted: usize = MINI_BLOCK_HEADER_BYTES
             + txs
                 .iter()
@@ -822,9 +941,47 @@ mod tests {
                 .sum::<usize>();
         assert!(out.len() <= predicted, "{} > {predicted}", out.len());
         check_decoded(&out, &ctx, &txs, &diffs);
+        let record = decode_mini_block(&out).unwrap();
+        assert_eq!(record.net, net);
+        assert_eq!(record.timestamp_us, 1_700_000_123_456);
+        assert_eq!(record.parent, B256::repeat_byte(7));
+        let hashes: Vec<B256> = txs.iter().map(|tx| tx.tx.hash).collect();
+        assert_eq!(
+            record.hash(),
+            mini_block_hash(&record.parent, 33, ctx.number, record.timestamp_us, &hashes)
+        );
         let mut old = Vec::new();
         encode_mini_block_v1(&ctx, 33, &txs, &diffs, &mut old);
         check_decoded(&old, &ctx, &txs, &diffs);
+        let old = decode_mini_block(&old).unwrap();
+        assert_eq!((old.timestamp_us, old.parent), (0, B256::ZERO));
+        assert_eq!(old.net, NetChanges::default());
+    }
+
+    /// Net changes naming every account and slot of `diffs`: the most a
+    /// record holds.
+    fn sample_net(diffs: &[StateDiff]) -> NetChanges {
+        let accounts: Vec<Address> = diffs
+            .iter()
+            .flat_map(|d| d.accounts.iter().map(|(a, _)| *a))
+            .collect();
+        NetChanges {
+            unchanged_accounts: accounts.clone(),
+            code_changed: accounts,
+            unchanged_slots: diffs
+                .iter()
+                .flat_map(|d| d.storage.iter().map(|(a, s, _)| (*a, *s)))
+                .collect(),
+        }
+    }
+
+    fn meta(net: &NetChanges) -> MiniBlockMeta<'_> {
+        MiniBlockMeta {
+            number: 33,
+            timestamp_us: 1_700_000_123_456,
+            parent: B256::repeat_byte(7),
+            net,
+        }
     }
 
     /// A native transfer: its envelope, its sender, recipient and the fee
@@ -864,7 +1021,12 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        // The fee recipient was touched without a tip: unchanged.
+        let net = NetChanges {
+            unchanged_accounts: vec![ctx.coinbase],
+            ..NetChanges::default()
+        };
+        encode_mini_block(&ctx, meta(&net), &txs, &diffs, &mut out);
         let envelopes: usize = txs.iter().map(|tx| tx.tx.encoded().len()).sum();
         let overhead = (out.len() - envelopes) / txs.len();
         assert!(
@@ -897,17 +1059,18 @@ mod tests {
     fn truncations_and_other_versions_are_errors() {
         let (ctx, txs, diffs) = sample();
         let mut out = Vec::new();
-        encode_mini_block(&ctx, 33, &txs, &diffs, &mut out);
+        let net = sample_net(&diffs);
+        encode_mini_block(&ctx, meta(&net), &txs, &diffs, &mut out);
         for len in 0..out.len() {
             assert!(
                 decode_mini_block(&out[..len]).is_err(),
                 "prefix of {len} bytes"
             );
         }
-        out[0] = VERSION_COMPACT + 1;
+        out[0] = VERSION_CHAINED + 1;
         assert!(matches!(
             decode_mini_block(&out),
-            Err(PayloadError::Version(3))
+            Err(PayloadError::Version(4))
         ));
     }
 
@@ -915,7 +1078,8 @@ mod tests {
     fn arbitrary_bytes_are_errors_not_panics() {
         let (ctx, txs, diffs) = sample();
         let mut valid = Vec::new();
-        encode_mini_block(&ctx, 33, &txs, &diffs, &mut valid);
+        let net = sample_net(&diffs);
+        encode_mini_block(&ctx, meta(&net), &txs, &diffs, &mut valid);
         // A deterministic xorshift stream: random payloads, and the valid
         // record with bytes overwritten.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
@@ -929,11 +1093,7 @@ mod tests {
             let len = (next() % 600) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             if round % 2 == 0 && !bytes.is_empty() {
-                bytes[0] = if round % 4 == 0 {
-                    VERSION
-                } else {
-                    VERSION_COMPACT
-                };
+                bytes[0] = [VERSION, VERSION_COMPACT, VERSION_CHAINED][(round / 2) % 3];
             }
             let _ = decode_mini_block(&bytes);
             let _ = decode_seal(&bytes);
@@ -970,9 +1130,12 @@ mod tests {
         marker.block_hashes.clear();
         assert_eq!(decode_checkpoint_marker(&out[..without_hashes]), Ok(marker));
         let (ctx, txs, diffs) = sample();
-        for encode in [encode_mini_block, encode_mini_block_v1] {
-            let mut record = Vec::new();
-            encode(&ctx, 33, &txs, &diffs, &mut record);
+        let net = NetChanges::default();
+        let mut current = Vec::new();
+        encode_mini_block(&ctx, meta(&net), &txs, &diffs, &mut current);
+        let mut old = Vec::new();
+        encode_mini_block_v1(&ctx, 33, &txs, &diffs, &mut old);
+        for record in [current, old] {
             assert_eq!(peek_mini_block(&record), Ok((ctx.number, 33)));
         }
     }

@@ -293,9 +293,24 @@ impl Replay<'_> {
             segment: 0,
             offset: 0,
         };
+        let mut last_mini_block = None;
         for (at, kind, payload) in records {
             last = at;
+            if kind == RecordKind::MiniBlock {
+                last_mini_block = Some((at, payload));
+            }
             self.record(at, kind, payload)?;
+        }
+        if self.stats.mini_blocks == 0
+            && let Some((at, payload)) = last_mini_block
+        {
+            // Every mini-block was skipped: the next one's parent is the
+            // last one read.
+            let record = decode_mini_block(payload).map_err(|e| RecoverError::Record {
+                at,
+                detail: e.to_string(),
+            })?;
+            self.seq.set_mini_block_hash(record.hash());
         }
         self.finish(last, now_ms)
     }
@@ -633,7 +648,7 @@ pub(crate) mod tests {
             }
             let mini = seq.close_mini_block().expect("transactions ran");
             let mut payload = Vec::new();
-            seq.mini_block_record(&mini, &mut payload);
+            seq.mini_block_record(&mini, &Default::default(), &mut payload);
             if clean {
                 let root = StateTrie::from_state(seq.view().state()).root();
                 run.roots_by_mini_block.insert(mini.number, root);
@@ -768,7 +783,7 @@ pub(crate) mod tests {
         );
         let mini = seq.close_mini_block().unwrap();
         let mut payload = Vec::new();
-        seq.mini_block_record(&mini, &mut payload);
+        seq.mini_block_record(&mini, &Default::default(), &mut payload);
         log.append(RecordKind::MiniBlock, &payload).unwrap();
         now(log.flush()).unwrap_or_else(|e| panic!("{what}: flush after recovery: {e}"));
         let again = replay_disk(&disk).unwrap_or_else(|e| panic!("{what}: second boot: {e}"));

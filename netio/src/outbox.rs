@@ -40,6 +40,8 @@ pub(crate) const CLOSE_AWAY: u16 = 1001;
 pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code 1013: try again later (the node dropped events for this core).
 pub(crate) const CLOSE_TRY_LATER: u16 = 1013;
+/// Close code 1011: the server met an error it cannot serve past.
+pub(crate) const CLOSE_INTERNAL: u16 = 1011;
 
 /// The push did not fit: the connection is closing.
 #[derive(Debug, PartialEq, Eq)]

@@ -118,7 +118,7 @@ pub struct Call {
 }
 
 /// Positional parameters with named extraction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Params(pub Vec<Value>);
 
 impl Params {

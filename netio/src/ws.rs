@@ -59,6 +59,9 @@ pub struct WsLimits {
     /// After a close frame is queued, how long the peer has to finish the
     /// close before the socket is dropped.
     pub close_grace_ms: u64,
+    /// Subscriptions replaying from the log (`fromMiniBlock`) at once, on
+    /// the node; each has a reader thread while it replays.
+    pub resumes_max: usize,
 }
 
 impl Default for WsLimits {
@@ -79,6 +82,7 @@ impl Default for WsLimits {
             ping_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
             close_grace_ms: 5_000,
+            resumes_max: 16,
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct WsShared {
     /// Bytes of HTTP answers not yet written to their clients (bounded by
     /// `rpc.responses_in_flight_bytes_max`).
     pub responses_in_flight_bytes: Arc<AtomicUsize>,
+    /// The log that subscriptions resume from (`fromMiniBlock`); `None`
+    /// when the node keeps none.
+    pub resume: Option<Arc<crate::resume::ResumeSource>>,
 }
 
 /// One net core's context for connections on the RPC port: what the eth
@@ -406,7 +413,7 @@ fn on_message(ctx: &Rc<WsContext>, conn: &Rc<Conn>, running: &mut Running, text:
         && is_subscription_method(&call.method)
     {
         let (reply, new) = run_subscription_call(ctx, conn, call, &mut renderer);
-        answer(conn, call.id.clone(), reply, new.into_iter().collect());
+        answer(ctx, conn, call.id.clone(), reply, new.into_iter().collect());
         return;
     }
     let ctx = ctx.clone();
@@ -444,7 +451,7 @@ fn on_message(ctx: &Rc<WsContext>, conn: &Rc<Conn>, running: &mut Running, text:
                 (Value::Null, (!out.is_empty()).then_some(out))
             }
         };
-        answer(&conn, id, reply, new);
+        answer(&ctx, &conn, id, reply, new);
     }));
 }
 
@@ -455,10 +462,11 @@ fn is_subscription_method(method: &str) -> bool {
 /// Answers up to this size are never refused for the node-wide budget.
 const SMALL_ANSWER_BYTES: usize = 64 * 1024;
 
-/// Queues `reply` (if any), then starts the subscriptions it created. When
-/// the node-wide send budget is spent, a large answer is replaced by -32005
-/// (with `id`, null for a batch), and the subscriptions stay inactive.
-fn answer(conn: &Conn, id: Value, reply: Option<String>, new: Vec<String>) {
+/// Queues `reply` (if any), then starts the subscriptions it created (and
+/// the catch-up of those that resume). When the node-wide send budget is
+/// spent, a large answer is replaced by -32005 (with `id`, null for a
+/// batch), and the subscriptions are removed.
+fn answer(ctx: &WsContext, conn: &Rc<Conn>, id: Value, reply: Option<String>, new: Vec<String>) {
     if let Some(reply) = reply {
         // Small answers go as notifications do (a connection with nothing
         // outstanding always gets them): `eth_chainId` must not fail because
@@ -486,7 +494,14 @@ fn answer(conn: &Conn, id: Value, reply: Option<String>, new: Vec<String>) {
         }
     }
     for id in new {
-        conn.activate(&id);
+        if let Some(catchup) = conn.activate(&id) {
+            let context = crate::pubsub::CatchupContext {
+                view: ctx.rpc.view.clone(),
+                queue_bytes: (ctx.limits.send_buffer_bytes_max / 2).max(1),
+            };
+            let task = crate::pubsub::catch_up(Rc::downgrade(conn), id, catchup, context);
+            glommio::spawn_local(task).detach();
+        }
     }
 }
 
@@ -520,10 +535,12 @@ fn run_subscription_call(
     renderer: &mut Renderer,
 ) -> (Option<String>, Option<String>) {
     let (result, created) = if call.method == "eth_subscribe" {
+        let view = ctx.rpc.view.load();
         match ctx.hub.subscribe(
             conn,
             &call.params,
             ctx.limits.subscriptions_per_connection_max,
+            (ctx.shared.resume.as_ref(), &view),
         ) {
             Ok(id) => (Ok(Value::String(id.clone())), Some(id)),
             Err(e) => (Err(e), None),

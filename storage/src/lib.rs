@@ -25,6 +25,7 @@ pub mod history;
 pub mod io;
 pub mod log;
 pub mod progress;
+pub mod reader;
 pub mod record;
 pub mod scan;
 pub mod writer;

@@ -259,7 +259,7 @@ pub fn segment_name(segment: u64) -> String {
     format!("{segment:020}.seg")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     name.strip_suffix(".seg")?.parse().ok()
 }
 

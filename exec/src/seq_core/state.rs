@@ -13,9 +13,8 @@ use fulmen_chain::block::BLOCKHASH_WINDOW;
 use futures::channel::{mpsc, oneshot};
 use glommio::channels::shared_channel::ConnectedSender;
 
-use fulmen_chain::HotState;
 use fulmen_chain::block::{SealJob, SealedBlock};
-use fulmen_chain::events::{ChainEvent, EventBus, MiniBlockEvent};
+use fulmen_chain::events::{ChainEvent, EventBus, MiniBlockEvent, NetChanges};
 use fulmen_chain::metrics::METRICS;
 use fulmen_chain::msg::{
     Admission, Drained, ParkReason, SeqControl, SeqReply, SeqRequest, SubmitError,
@@ -618,18 +617,27 @@ impl SeqState {
     /// it with `replies` and the waiters it wakes.
     pub(super) fn close_and_release(&mut self, replies: &mut Replies) {
         let before = self.seq.view().state().clone();
-        if let Some(mini) = self.seq.close_mini_block() {
+        if let Some(mini) = self.seq.close_mini_block_at(now_us()) {
             METRICS.mini_blocks.fetch_add(1, Relaxed);
             self.mini_opened = None;
-            if self.log.is_some() {
+            let logs = self.log.is_some();
+            let events = self.builds_events();
+            let net = if logs || events {
+                let diffs = self.seq.mini_block_diffs(&mini);
+                NetChanges::compute(diffs, &before, self.seq.view().state())
+            } else {
+                NetChanges::default()
+            };
+            if logs {
                 let mut payload = Vec::with_capacity(512 * mini.txs.len());
-                self.seq.mini_block_record(&mini, &mut payload);
+                self.seq.mini_block_record(&mini, &net, &mut payload);
                 self.log(RecordKind::MiniBlock, payload);
             }
             // Nobody subscribed anywhere: skip copying the diffs. (A client
-            // subscribing now gets mini-blocks that close after it.)
-            if self.builds_events() {
-                let event = self.mini_block_event(&mini, before);
+            // subscribing now gets mini-blocks that close after it, or
+            // resumes from the log.)
+            if events {
+                let event = self.mini_block_event(&mini, net);
                 self.pending_events
                     .push(ChainEvent::MiniBlock(Arc::new(event)));
             }
@@ -661,18 +669,19 @@ impl SeqState {
     }
 
     /// The subscription event of `mini`, the mini-block just closed.
-    fn mini_block_event(&self, mini: &ClosedMiniBlock, before: HotState) -> MiniBlockEvent {
+    fn mini_block_event(&self, mini: &ClosedMiniBlock, net: NetChanges) -> MiniBlockEvent {
         MiniBlockEvent {
             number: mini.number,
             block: mini.block,
             block_timestamp: mini.txs.first().map_or(0, |t| t.block_timestamp),
             index: mini.index,
-            timestamp_us: now_us(),
+            timestamp_us: mini.timestamp_us,
             gas_used: mini.txs.iter().map(|t| t.gas_used).sum(),
             txs: mini.txs.clone(),
             diffs: self.seq.mini_block_diffs(mini).to_vec(),
-            before,
-            after: self.seq.view().state().clone(),
+            net,
+            parent_hash: mini.parent_hash,
+            hash: mini.hash,
         }
     }
 }

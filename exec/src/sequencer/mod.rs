@@ -43,6 +43,8 @@ pub struct Sequencer {
     /// Transactions of the open mini-block.
     mini_txs: Vec<Arc<ExecutedTx>>,
     mini_block: u64,
+    /// The last closed mini-block's hash.
+    mini_block_hash: alloy_primitives::B256,
     view: ChainView,
     /// Closed blocks waiting for their roots, oldest first.
     sealing: VecDeque<SealJobMeta>,
@@ -83,6 +85,7 @@ impl Sequencer {
             view,
             sealing,
             mini_block,
+            mini_block_hash,
             state,
             block_hashes,
         } = parts;
@@ -100,6 +103,7 @@ impl Sequencer {
             open,
             mini_txs: Vec::new(),
             mini_block,
+            mini_block_hash,
             view,
             sealing,
             parked: HashMap::new(),
@@ -127,6 +131,7 @@ impl Sequencer {
             view: self.view,
             sealing: self.sealing,
             mini_block: self.mini_block,
+            mini_block_hash: self.mini_block_hash,
             state: db.state,
             block_hashes: db.block_hashes,
         }
@@ -487,14 +492,28 @@ impl Sequencer {
         executed
     }
 
-    /// Closes the open mini-block and publishes a new view. Returns `None`
-    /// when it held no transaction.
+    /// Closes the open mini-block at close time 0 (tests, tools).
     pub fn close_mini_block(&mut self) -> Option<ClosedMiniBlock> {
+        self.close_mini_block_at(0)
+    }
+
+    /// Closes the open mini-block at `timestamp_us` (µs since the Unix
+    /// epoch) and publishes a new view. Returns `None` when it held no
+    /// transaction.
+    pub fn close_mini_block_at(&mut self, timestamp_us: u64) -> Option<ClosedMiniBlock> {
         if self.mini_txs.is_empty() {
             return None;
         }
         self.mini_block += 1;
         let txs = std::mem::take(&mut self.mini_txs);
+        let parent_hash = self.mini_block_hash;
+        self.mini_block_hash = fulmen_chain::events::mini_block_hash(
+            &parent_hash,
+            self.mini_block,
+            self.open.ctx.number,
+            timestamp_us,
+            txs.iter().map(|tx| &tx.tx.hash),
+        );
         self.mini_bytes = 0;
         self.view.close_mini_block(
             self.mini_block,
@@ -507,6 +526,9 @@ impl Sequencer {
             number: self.mini_block,
             block: self.open.ctx.number,
             index,
+            timestamp_us,
+            parent_hash,
+            hash: self.mini_block_hash,
             txs,
         })
     }
@@ -667,16 +689,28 @@ impl Sequencer {
     }
 
     /// The record of the mini-block `closed`, which must be the last one
-    /// closed (its transactions' state changes are the open block's last).
-    pub fn mini_block_record(&self, closed: &ClosedMiniBlock, out: &mut Vec<u8>) {
+    /// closed (its transactions' state changes are the open block's last),
+    /// with its net changes `net`.
+    pub fn mini_block_record(
+        &self,
+        closed: &ClosedMiniBlock,
+        net: &fulmen_chain::events::NetChanges,
+        out: &mut Vec<u8>,
+    ) {
         let diffs = self.mini_block_diffs(closed);
-        fulmen_chain::persist::encode_mini_block(
-            &self.open.ctx,
-            closed.number,
-            &closed.txs,
-            diffs,
-            out,
-        );
+        let meta = fulmen_chain::persist::MiniBlockMeta {
+            number: closed.number,
+            timestamp_us: closed.timestamp_us,
+            parent: closed.parent_hash,
+            net,
+        };
+        fulmen_chain::persist::encode_mini_block(&self.open.ctx, meta, &closed.txs, diffs, out);
+    }
+
+    /// Sets the last mini-block's hash (boot, when replay read the last
+    /// mini-block's record without replaying it).
+    pub fn set_mini_block_hash(&mut self, hash: alloy_primitives::B256) {
+        self.mini_block_hash = hash;
     }
 
     /// The state changes of each transaction of `closed`, which must be the
@@ -764,7 +798,7 @@ mod tests {
         while seq.mini_block_has_txs() {
             let closed = seq.close_mini_block().unwrap();
             let mut record = Vec::new();
-            seq.mini_block_record(&closed, &mut record);
+            seq.mini_block_record(&closed, &Default::default(), &mut record);
             assert!(
                 record.len() <= limits.mini_block_bytes_max,
                 "{}",

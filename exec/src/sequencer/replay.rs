@@ -70,6 +70,10 @@ impl Sequencer {
             // As the first transaction's execution did.
             self.make_system_calls();
         }
+        // The chain of mini-block hashes goes on from what the record
+        // names (zero in records of older builds).
+        self.mini_block_hash = record.parent;
+        let timestamp_us = record.timestamp_us;
         for tx in record.txs {
             let recovered = fulmen_chain::tx::from_logged(
                 tx.envelope,
@@ -86,7 +90,7 @@ impl Sequencer {
                 tx.diff,
             );
         }
-        self.close_mini_block();
+        self.close_mini_block_at(timestamp_us);
         Ok(jobs)
     }
 

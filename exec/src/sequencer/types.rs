@@ -80,6 +80,12 @@ pub struct ClosedMiniBlock {
     pub block: u64,
     /// Its position in that block, from 0.
     pub index: u64,
+    /// When it closed, in µs since the Unix epoch.
+    pub timestamp_us: u64,
+    /// The previous mini-block's hash.
+    pub parent_hash: alloy_primitives::B256,
+    /// Its hash ([`fulmen_chain::events::mini_block_hash`]).
+    pub hash: alloy_primitives::B256,
     /// Transactions it preconfirmed.
     pub txs: Vec<Arc<ExecutedTx>>,
 }
@@ -117,6 +123,7 @@ pub struct SequencerParts {
     pub(super) view: ChainView,
     pub(super) sealing: VecDeque<SealJobMeta>,
     pub(super) mini_block: u64,
+    pub(super) mini_block_hash: alloy_primitives::B256,
     pub(super) state: fulmen_storage::HotState,
     pub(super) block_hashes: fulmen_chain::block::BlockHashes,
 }
@@ -142,6 +149,7 @@ impl SequencerParts {
             view,
             sealing: VecDeque::new(),
             mini_block: 0,
+            mini_block_hash: alloy_primitives::B256::ZERO,
             state,
             block_hashes,
         }
@@ -155,6 +163,8 @@ impl SequencerParts {
             open: OpenBlock::new(ctx),
             sealing: VecDeque::new(),
             mini_block: view.mini_block(),
+            // Replay sets it from the log's last mini-block.
+            mini_block_hash: alloy_primitives::B256::ZERO,
             state: view.state().clone(),
             block_hashes: view.block_hashes().clone(),
             view,

@@ -554,13 +554,18 @@ fn payloads(txs: &[(String, TxEnvelope, bool)]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) 
             diffs.push(diff);
         }
         let mut out = Vec::new();
-        persist::encode_mini_block(
-            &ctx(1 + m as u64 / 2),
-            m as u64,
-            &executed,
-            &diffs,
-            &mut out,
-        );
+        let net = fulmen_chain::events::NetChanges {
+            unchanged_accounts: vec![Address::repeat_byte(0xde)],
+            code_changed: created.into_iter().collect(),
+            unchanged_slots: vec![(Address::repeat_byte(0x42), U256::from(m))],
+        };
+        let meta = persist::MiniBlockMeta {
+            number: m as u64,
+            timestamp_us: 1_700_000_000_000_000 + m as u64,
+            parent: B256::repeat_byte(m as u8 ^ 0x77),
+            net: &net,
+        };
+        persist::encode_mini_block(&ctx(1 + m as u64 / 2), meta, &executed, &diffs, &mut out);
         minis.push(out);
         let c = ctx(1 + m as u64);
         let header = Header {

@@ -1,0 +1,395 @@
+//! Mini-blocks read back from the log, as subscribers saw them live: what
+//! `eth_subscribe(..., {"fromMiniBlock": N})` replays before it hands off
+//! to the live stream. Runs on any thread ([`fulmen_storage::reader`]
+//! reads the log with `pread` while the storage core appends).
+//!
+//! A mini-block's receipts need its place in its block (transaction and
+//! log indexes, cumulative gas), so reading starts at the first mini-block
+//! of the requested one's block. The oldest mini-block that can be served
+//! is the first one of the oldest block whose start the log still holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fulmen_storage::reader::{SegmentReader, segments_in};
+use fulmen_storage::record::RecordKind;
+
+use crate::block::ExecutedTx;
+use crate::events::MiniBlockEvent;
+use crate::persist::{MiniBlockRecord, decode_mini_block, peek_mini_block};
+use crate::spec::EvmChain;
+
+/// Why mini-blocks cannot be read from where they were asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The log no longer holds the start.
+    #[error(
+        "mini-block {requested} is pruned: the oldest available is {oldest} (resume from it, or read older history with eth_getBlockByNumber)"
+    )]
+    Pruned {
+        /// What was asked for.
+        requested: u64,
+        /// The oldest mini-block that can be served.
+        oldest: u64,
+    },
+    /// Past the newest durable mini-block and the next one.
+    #[error("mini-block {requested} does not exist yet: the newest is {newest}")]
+    Future {
+        /// What was asked for.
+        requested: u64,
+        /// The newest durable mini-block.
+        newest: u64,
+    },
+    /// The log could not be read.
+    #[error("reading the log: {0}")]
+    Io(String),
+    /// The log does not hold what it should (a mini-block durable but not
+    /// found, out of order, or not decodable).
+    #[error("the log is damaged: {0}")]
+    Damaged(String),
+}
+
+fn io(e: std::io::Error) -> ResumeError {
+    ResumeError::Io(e.to_string())
+}
+
+/// The place in its block of the next mini-block read.
+#[derive(Debug, Default, Clone, Copy)]
+struct BlockPlace {
+    number: u64,
+    mini_blocks: u64,
+    txs: u64,
+    gas: u64,
+    logs: u64,
+}
+
+/// Reads mini-blocks from the log in order, from a given number on.
+#[derive(Debug)]
+pub struct MiniBlockLog {
+    dir: PathBuf,
+    chain: EvmChain,
+    cursor: SegmentReader,
+    place: Option<BlockPlace>,
+    /// The next mini-block to return.
+    next: u64,
+    /// The last mini-block read.
+    last_read: Option<u64>,
+}
+
+/// The number and block of segment `segment`'s first mini-block.
+fn first_mini_block(dir: &Path, segment: u64) -> Result<Option<First>, ResumeError> {
+    let mut reader = SegmentReader::open(dir, segment).map_err(io)?;
+    while let Some((kind, payload)) = reader.peek().map_err(io)? {
+        if kind == RecordKind::MiniBlock {
+            let (block, number) =
+                peek_mini_block(payload).map_err(|e| ResumeError::Damaged(e.to_string()))?;
+            return Ok(Some((number, block)));
+        }
+        reader.advance();
+    }
+    Ok(None)
+}
+
+/// Whether segment `segment` exists and holds a record.
+fn written(dir: &Path, segment: u64) -> Result<bool, ResumeError> {
+    match SegmentReader::open(dir, segment) {
+        Ok(mut reader) => Ok(reader.peek().map_err(io)?.is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The first mini-block of the first block that starts in `segment` (the
+/// oldest segment left), or the segment's first when it is segment 0.
+fn oldest_servable(dir: &Path, segment: u64) -> Result<Option<u64>, ResumeError> {
+    let mut reader = SegmentReader::open(dir, segment).map_err(io)?;
+    let mut first_block = None;
+    while let Some((kind, payload)) = reader.peek().map_err(io)? {
+        if kind == RecordKind::MiniBlock {
+            let (block, number) =
+                peek_mini_block(payload).map_err(|e| ResumeError::Damaged(e.to_string()))?;
+            match first_block {
+                None if segment == 0 => return Ok(Some(number)),
+                None => first_block = Some(block),
+                Some(b) if b != block => return Ok(Some(number)),
+                Some(_) => {}
+            }
+        }
+        reader.advance();
+    }
+    Ok(None)
+}
+
+/// A segment's first mini-block: its number and its block's.
+type First = (u64, u64);
+
+/// Segments' first mini-blocks, read once each.
+struct Firsts<'a> {
+    dir: &'a Path,
+    segments: &'a [u64],
+    read: std::collections::HashMap<usize, Option<First>>,
+}
+
+impl Firsts<'_> {
+    /// The number and block of the first mini-block in segment `i`, or in
+    /// the nearest one before it that holds one, with that segment's index.
+    fn at(&mut self, i: usize) -> Result<Option<(usize, First)>, ResumeError> {
+        for j in (0..=i).rev() {
+            let first = match self.read.get(&j) {
+                Some(first) => *first,
+                None => {
+                    let first = first_mini_block(self.dir, self.segments[j])?;
+                    self.read.insert(j, first);
+                    first
+                }
+            };
+            if let Some(first) = first {
+                return Ok(Some((j, first)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The last segment whose first mini-block satisfies `before`, a test
+    /// true for a prefix of the segments (a binary search: a long log is
+    /// not read segment by segment). Segments without a mini-block count
+    /// as the one before them.
+    fn last(&mut self, before: impl Fn((u64, u64)) -> bool) -> Result<Option<usize>, ResumeError> {
+        let (mut low, mut high) = (0, self.segments.len());
+        while low < high {
+            let mid = (low + high) / 2;
+            if self.at(mid)?.is_some_and(|(_, first)| before(first)) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        match low.checked_sub(1) {
+            Some(i) => Ok(self.at(i)?.map(|(j, _)| j)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl MiniBlockLog {
+    /// A reader of the log in `dir` that returns mini-block `from` first
+    /// (`from` 0 reads as 1). `newest` is the newest durable mini-block:
+    /// `from` may be at most one past it (then nothing is read until more
+    /// is durable).
+    pub fn open(dir: &Path, chain: EvmChain, from: u64, newest: u64) -> Result<Self, ResumeError> {
+        let from = from.max(1);
+        if from > newest + 1 {
+            return Err(ResumeError::Future {
+                requested: from,
+                newest,
+            });
+        }
+        let segments = segments_in(dir).map_err(io)?;
+        let Some(&oldest_segment) = segments.first() else {
+            return Err(ResumeError::Damaged("the log has no segment".into()));
+        };
+        // Where the block of `from` (or of the newest, when `from` is not
+        // durable yet) starts.
+        let locate = from.min(newest);
+        if locate == 0 {
+            return Self::at_segment(dir, chain, from, oldest_segment);
+        }
+        let oldest = oldest_servable(dir, oldest_segment)?;
+        let pruned = ResumeError::Pruned {
+            requested: from,
+            oldest: oldest.unwrap_or(newest + 1),
+        };
+        if oldest.is_none_or(|oldest| from < oldest) {
+            return Err(pruned);
+        }
+        let mut firsts = Firsts {
+            dir,
+            segments: &segments,
+            read: Default::default(),
+        };
+        let Some(i) = firsts.last(|(number, _)| number <= locate)? else {
+            return Err(pruned);
+        };
+        let block = Self::block_of(dir, segments[i], locate)?;
+        let start = match firsts.last(|(_, b)| b < block)? {
+            Some(i) => segments[i],
+            None if oldest_segment == 0 => 0,
+            None => return Err(pruned),
+        };
+        Self::at_segment(dir, chain, from, start)
+    }
+
+    fn at_segment(
+        dir: &Path,
+        chain: EvmChain,
+        from: u64,
+        segment: u64,
+    ) -> Result<Self, ResumeError> {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            chain,
+            cursor: SegmentReader::open(dir, segment).map_err(io)?,
+            place: None,
+            next: from,
+            last_read: None,
+        })
+    }
+
+    /// The block of mini-block `number` (or of the last one before it in
+    /// the segment and the log after it), read from `segment` on.
+    fn block_of(dir: &Path, segment: u64, number: u64) -> Result<u64, ResumeError> {
+        let mut block = None;
+        let mut reader = SegmentReader::open(dir, segment).map_err(io)?;
+        loop {
+            let at = reader.segment();
+            match reader.peek().map_err(io)? {
+                Some((RecordKind::MiniBlock, payload)) => {
+                    let (b, n) = peek_mini_block(payload)
+                        .map_err(|e| ResumeError::Damaged(e.to_string()))?;
+                    if n > number {
+                        break;
+                    }
+                    block = Some(b);
+                    if n == number {
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None if written(dir, at + 1)? => {
+                    reader = SegmentReader::open(dir, at + 1).map_err(io)?;
+                    continue;
+                }
+                None => break,
+            }
+            reader.advance();
+        }
+        block.ok_or_else(|| ResumeError::Damaged(format!("mini-block {number} not found")))
+    }
+
+    /// The next mini-block it returns.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The next mini-block if its number is at most `until` (every
+    /// mini-block up to `until` must be durable); `None` once `until` is
+    /// reached.
+    pub fn next_until(&mut self, until: u64) -> Result<Option<MiniBlockEvent>, ResumeError> {
+        if self.next > until {
+            return Ok(None);
+        }
+        loop {
+            let Some(record) = self.read_record(until)? else {
+                continue;
+            };
+            if let Some(last) = self.last_read
+                && record.number != last + 1
+            {
+                return Err(ResumeError::Damaged(format!(
+                    "mini-block {} follows mini-block {last}",
+                    record.number
+                )));
+            }
+            self.last_read = Some(record.number);
+            let event = self.event(record);
+            if event.number < self.next {
+                continue;
+            }
+            if event.number > self.next {
+                return Err(ResumeError::Damaged(format!(
+                    "mini-block {} is not in the log (the next one read is {})",
+                    self.next, event.number
+                )));
+            }
+            self.next += 1;
+            return Ok(Some(event));
+        }
+    }
+
+    /// The next mini-block record, `None` when the record read was of
+    /// another kind; moves to the next segment at the end of one.
+    fn read_record(&mut self, until: u64) -> Result<Option<MiniBlockRecord>, ResumeError> {
+        let Some((kind, payload)) = self.cursor.peek().map_err(io)? else {
+            // The rest is in later segments, if the next one was written
+            // (the writer fills segments in order).
+            let next = self.cursor.segment() + 1;
+            if !written(&self.dir, next)? {
+                return Err(ResumeError::Damaged(format!(
+                    "mini-block {} (up to {until} durable) is not in the log after segment {} offset {}",
+                    self.next,
+                    self.cursor.segment(),
+                    self.cursor.offset()
+                )));
+            }
+            self.cursor = SegmentReader::open(&self.dir, next).map_err(io)?;
+            return Ok(None);
+        };
+        let record = (kind == RecordKind::MiniBlock)
+            .then(|| decode_mini_block(payload))
+            .transpose()
+            .map_err(|e| {
+                ResumeError::Damaged(format!(
+                    "segment {} offset {}: {e}",
+                    self.cursor.segment(),
+                    self.cursor.offset()
+                ))
+            })?;
+        self.cursor.advance();
+        Ok(record)
+    }
+
+    /// The live event `record` made, its receipts placed in its block.
+    fn event(&mut self, record: MiniBlockRecord) -> MiniBlockEvent {
+        let ctx = record.ctx;
+        let place = match self.place {
+            Some(place) if place.number == ctx.number => place,
+            _ => BlockPlace {
+                number: ctx.number,
+                ..BlockPlace::default()
+            },
+        };
+        let mut next = place;
+        next.mini_blocks += 1;
+        let spec = self.chain.spec_at(ctx.timestamp);
+        let hash = record.hash();
+        let mut txs = Vec::with_capacity(record.txs.len());
+        let mut diffs = Vec::with_capacity(record.txs.len());
+        for logged in record.txs {
+            let tx =
+                crate::tx::from_logged(logged.envelope, logged.sender, logged.encoded_len, spec);
+            next.gas += logged.gas_used;
+            let logs = logged.logs.len() as u64;
+            txs.push(Arc::new(ExecutedTx {
+                effective_gas_price: tx.effective_gas_price(ctx.base_fee),
+                tx,
+                success: logged.success,
+                gas_used: logged.gas_used,
+                cumulative_gas_used: next.gas,
+                logs: logged.logs,
+                contract_address: logged.contract_address,
+                block_number: ctx.number,
+                block_timestamp: ctx.timestamp,
+                index: next.txs,
+                first_log_index: next.logs,
+                mini_block: record.number,
+            }));
+            diffs.push(logged.diff);
+            next.txs += 1;
+            next.logs += logs;
+        }
+        self.place = Some(next);
+        MiniBlockEvent {
+            number: record.number,
+            block: ctx.number,
+            block_timestamp: ctx.timestamp,
+            index: place.mini_blocks,
+            timestamp_us: record.timestamp_us,
+            gas_used: next.gas - place.gas,
+            txs,
+            diffs,
+            net: record.net,
+            parent_hash: record.parent,
+            hash,
+        }
+    }
+}
