@@ -846,6 +846,26 @@ fn junk_checkpoint_files_never_displace_valid_ones() {
 }
 
 /// The oldest block a node serves: `earliest`.
+/// Subscribes over WebSocket with `params`: the first notification's
+/// result, or the error message.
+fn first_notification(addr: SocketAddr, params: Value) -> Result<Value, String> {
+    let (mut socket, _) = tungstenite::connect(format!("ws://{addr}")).expect("WebSocket connect");
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": params});
+    socket
+        .send(tungstenite::Message::Text(call.to_string().into()))
+        .expect("send");
+    let mut read = || loop {
+        if let tungstenite::Message::Text(text) = socket.read().expect("read") {
+            return serde_json::from_str::<Value>(&text).expect("JSON");
+        }
+    };
+    let answer = read();
+    if let Some(message) = answer["error"]["message"].as_str() {
+        return Err(message.to_string());
+    }
+    Ok(read()["params"]["result"].clone())
+}
+
 fn earliest(addr: SocketAddr) -> u64 {
     let block =
         try_rpc(addr, "eth_getBlockByNumber", json!(["earliest", false])).expect("earliest");
@@ -958,6 +978,22 @@ fn a_recent_node_prunes_old_history_and_answers_pruned_blocks_clearly() {
     )
     .expect("fees");
     assert!(hex_u64(&fees["oldestBlock"]) >= oldest, "{fees}");
+    // A subscription resuming from a pruned mini-block gets the oldest kept;
+    // resuming from that one replays it first.
+    let message = first_notification(node.addr, json!(["miniBlocks", {"fromMiniBlock": 1}]))
+        .expect_err("mini-block 1 is pruned");
+    let kept = message
+        .split("the oldest available is ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no oldest mini-block in {message:?}"));
+    assert!(message.contains("mini-block 1 is pruned"), "{message}");
+    assert!(kept > 1, "{message}");
+    let first = first_notification(node.addr, json!(["miniBlocks", {"fromMiniBlock": kept}]))
+        .expect("the oldest kept mini-block resumes");
+    assert_eq!(first["mini_block_number"], json!(kept), "{first}");
+    assert_eq!(first["index"], json!(0), "a block's first mini-block");
     // kill -9 while it prunes: nothing acknowledged is lost.
     let mut nonce = 48;
     for round in 0..3 {

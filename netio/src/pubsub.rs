@@ -35,6 +35,9 @@ struct Subscription {
     active: bool,
     /// Replaying from the log: live mini-blocks wait in it, not rendered.
     catchup: Option<Rc<RefCell<Catchup>>>,
+    /// Mini-blocks below this one were sent by a catch-up: a live event of
+    /// one of them (still on its way to this core) is not sent again.
+    skip_below: u64,
 }
 
 /// One WebSocket connection as the fan-out sees it.
@@ -75,6 +78,7 @@ impl Conn {
             kind,
             active: false,
             catchup: catchup.map(|c| Rc::new(RefCell::new(c))),
+            skip_below: 0,
         });
         self.hub.count_subscriptions(1, 0);
         Ok(())
@@ -98,12 +102,14 @@ impl Conn {
         self.subscriptions.borrow().iter().any(|s| s.id == id)
     }
 
-    /// Ends subscription `id`'s catch-up: the live mini-blocks it held are
+    /// Ends subscription `id`'s catch-up, which sent every mini-block
+    /// before `next`: the live mini-blocks it held (from `next` on) are
     /// queued, and later ones go straight to it.
-    fn go_live(&self, id: &str, held: Vec<Arc<MiniBlockEvent>>) {
+    fn go_live(&self, id: &str, held: Vec<Arc<MiniBlockEvent>>, next: u64) {
         let mut out = Vec::new();
         for sub in self.subscriptions.borrow_mut().iter_mut() {
             if sub.id == id {
+                sub.skip_below = next;
                 for event in held.iter().cloned() {
                     let event = ChainEvent::MiniBlock(event);
                     Rendered::new(&event).notifications(&sub.id, &sub.kind, &mut out);
@@ -307,6 +313,7 @@ impl Hub {
                 match (&sub.catchup, &published.event) {
                     (Some(catchup), ChainEvent::MiniBlock(mini)) => catchup.borrow_mut().hold(mini),
                     (Some(_), ChainEvent::Sealed(_)) => {}
+                    (None, ChainEvent::MiniBlock(mini)) if mini.number < sub.skip_below => {}
                     (None, _) if sub.active => rendered.notifications(&sub.id, &sub.kind, &mut out),
                     (None, _) => {}
                 }
@@ -385,8 +392,9 @@ pub(crate) async fn catch_up(
 
 /// Where the catch-up reads up to now: the first live mini-block held
 /// minus one, or the newest durable one. `None` once it is over: the
-/// subscription went live (the held mini-blocks reached `next`), or the
-/// connection or subscription is gone, or it fell too far behind (closed).
+/// subscription went live (the replay reached the held mini-blocks or the
+/// newest durable one), or the connection or subscription is gone, or it
+/// fell too far behind (closed).
 fn catchup_target(
     conn: &Weak<Conn>,
     id: &str,
@@ -413,16 +421,20 @@ fn catchup_target(
     while c.buffer.front().is_some_and(|e| e.number < next) {
         c.buffer.pop_front();
     }
+    let newest = view.load().mini_block();
     match c.buffer.front().map(|e| e.number) {
-        Some(first) if first == next => {
-            let held: Vec<_> = c.buffer.drain(..).collect();
-            drop(c);
-            conn.go_live(id, held);
-            None
-        }
-        Some(first) => Some(first - 1),
-        None => Some(view.load().mini_block()),
+        // Every mini-block before the first held one was sent; or every
+        // durable one was, and later ones are yet to be published (the
+        // view goes out before its events), so all of them will arrive.
+        Some(first) if first == next => {}
+        None if next > newest => {}
+        Some(first) => return Some(first - 1),
+        None => return Some(newest),
     }
+    let held: Vec<_> = c.buffer.drain(..).collect();
+    drop(c);
+    conn.go_live(id, held, next);
+    None
 }
 
 /// Queues `text` once the connection's queue holds less than `queue_bytes`

@@ -9,6 +9,13 @@
 //!
 //! Figures per subscriber count: p50/p99 over every (transaction,
 //! subscriber) delivery, and p50/p99 of the last subscriber per transaction.
+//!
+//!   fulmen-ws-bench --rpc ... --resume-from 1    # resume throughput
+//!
+//! With `--resume-from N` it measures instead how fast one `miniBlocks`
+//! subscription replays the chain's history from mini-block N (fulmen's
+//! `fromMiniBlock`): mini-blocks, transactions and bytes per second until
+//! the stream has been quiet for a second (run it on an idle node).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -56,6 +63,9 @@ struct Args {
     /// Print one JSON object per subscriber count instead of a table.
     #[arg(long)]
     json: bool,
+    /// Measure resume throughput from this mini-block instead.
+    #[arg(long)]
+    resume_from: Option<u64>,
 }
 
 /// The transaction in flight and who has seen its log.
@@ -107,6 +117,9 @@ fn tx(key: &Key, chain_id: u64, nonce: u64, to: TxKind, input: Bytes, gas: u64) 
 
 async fn run(args: Args) -> Result<(), String> {
     let addr = endpoint(&args.rpc)?;
+    if let Some(from) = args.resume_from {
+        return resume_throughput(addr, from).await;
+    }
     let keys = dev_keys();
     let mut probe = Probe::deploy(addr, keys[0].clone()).await?;
     let load_sent = Arc::new(AtomicU64::new(0));
@@ -488,4 +501,63 @@ async fn background_load(
         next += period;
         tokio::time::sleep_until(next).await;
     }
+}
+
+/// Replays the chain from mini-block `from` on one `miniBlocks`
+/// subscription and prints how fast it came.
+async fn resume_throughput(addr: SocketAddr, from: u64) -> Result<(), String> {
+    let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20));
+    let (mut socket, _) =
+        async_tungstenite::tokio::connect_async_with_config(format!("ws://{addr}"), Some(config))
+            .await
+            .map_err(|e| e.to_string())?;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+        "params": ["miniBlocks", {"fromMiniBlock": from}]});
+    futures::SinkExt::send(&mut socket, Message::Text(call.to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let began = Instant::now();
+    let (mut minis, mut txs, mut bytes, mut last_number) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_at = began;
+    let mut report_at = began;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(1), socket.next()).await;
+        let Ok(Some(Ok(Message::Text(text)))) = next else {
+            if next.is_err() {
+                break;
+            }
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if let Some(error) = message.get("error") {
+            return Err(format!("eth_subscribe: {error}"));
+        }
+        let result = &message["params"]["result"];
+        let Some(number) = result["mini_block_number"].as_u64() else {
+            continue;
+        };
+        if minis > 0 && number != last_number + 1 {
+            return Err(format!("mini-block {number} after {last_number}"));
+        }
+        last_number = number;
+        minis += 1;
+        txs += result["transactions"].as_array().map_or(0, Vec::len) as u64;
+        bytes += text.len() as u64;
+        last_at = Instant::now();
+        if report_at.elapsed() >= Duration::from_secs(2) {
+            report_at = Instant::now();
+            eprintln!("replayed {minis} mini-blocks (up to {number}), {txs} txs");
+        }
+    }
+    let seconds = last_at.duration_since(began).as_secs_f64().max(1e-9);
+    println!(
+        "resume from {from}: {minis} mini-blocks ({txs} txs, {:.1} MB of JSON) in {seconds:.3} s: \
+         {:.0} mini-blocks/s, {:.0} txs/s, {:.1} MB/s",
+        bytes as f64 / 1e6,
+        minis as f64 / seconds,
+        txs as f64 / seconds,
+        bytes as f64 / 1e6 / seconds
+    );
+    Ok(())
 }
