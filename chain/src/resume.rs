@@ -74,6 +74,8 @@ pub struct MiniBlockLog {
     next: u64,
     /// The last mini-block read.
     last_read: Option<u64>,
+    /// Mini-blocks of older blocks are skipped without being decoded.
+    skip_below_block: u64,
 }
 
 /// The number and block of segment `segment`'s first mini-block.
@@ -210,13 +212,23 @@ impl MiniBlockLog {
         let Some(i) = firsts.last(|(number, _)| number <= locate)? else {
             return Err(pruned);
         };
-        let block = Self::block_of(dir, segments[i], locate)?;
+        let (block, start) = Self::block_of(dir, segments[i], locate)?;
+        if let Some((segment, offset)) = start {
+            let mut log = Self::at_segment(dir, chain, from, segment)?;
+            log.cursor.seek(offset);
+            return Ok(log);
+        }
+        // The block may start in an older segment: read from the last one
+        // that starts with an older block (its records of older blocks are
+        // skipped undecoded).
         let start = match firsts.last(|(_, b)| b < block)? {
             Some(i) => segments[i],
             None if oldest_segment == 0 => 0,
             None => return Err(pruned),
         };
-        Self::at_segment(dir, chain, from, start)
+        let mut log = Self::at_segment(dir, chain, from, start)?;
+        log.skip_below_block = block;
+        Ok(log)
     }
 
     fn at_segment(
@@ -232,22 +244,34 @@ impl MiniBlockLog {
             place: None,
             next: from,
             last_read: None,
+            skip_below_block: 0,
         })
     }
 
     /// The block of mini-block `number` (or of the last one before it in
-    /// the segment and the log after it), read from `segment` on.
-    fn block_of(dir: &Path, segment: u64, number: u64) -> Result<u64, ResumeError> {
+    /// the segment and the log after it), read from `segment` on, and where
+    /// that block's first mini-block record is when the read saw its start
+    /// (a mini-block of an older block before it).
+    fn block_of(
+        dir: &Path,
+        segment: u64,
+        number: u64,
+    ) -> Result<(u64, Option<(u64, u64)>), ResumeError> {
         let mut block = None;
+        let mut start = None;
         let mut reader = SegmentReader::open(dir, segment).map_err(io)?;
         loop {
             let at = reader.segment();
+            let offset = reader.offset();
             match reader.peek().map_err(io)? {
                 Some((RecordKind::MiniBlock, payload)) => {
                     let (b, n) = peek_mini_block(payload)
                         .map_err(|e| ResumeError::Damaged(e.to_string()))?;
                     if n > number {
                         break;
+                    }
+                    if block.is_some_and(|older| older < b) {
+                        start = Some((at, offset));
                     }
                     block = Some(b);
                     if n == number {
@@ -263,7 +287,9 @@ impl MiniBlockLog {
             }
             reader.advance();
         }
-        block.ok_or_else(|| ResumeError::Damaged(format!("mini-block {number} not found")))
+        let block =
+            block.ok_or_else(|| ResumeError::Damaged(format!("mini-block {number} not found")))?;
+        Ok((block, start))
     }
 
     /// The next mini-block it returns.
@@ -324,7 +350,9 @@ impl MiniBlockLog {
             self.cursor = SegmentReader::open(&self.dir, next).map_err(io)?;
             return Ok(None);
         };
-        let record = (kind == RecordKind::MiniBlock)
+        let skipped = kind == RecordKind::MiniBlock
+            && peek_mini_block(payload).is_ok_and(|(block, _)| block < self.skip_below_block);
+        let record = (kind == RecordKind::MiniBlock && !skipped)
             .then(|| decode_mini_block(payload))
             .transpose()
             .map_err(|e| {

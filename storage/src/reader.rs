@@ -143,6 +143,12 @@ impl SegmentReader {
         &self.raw[self.shift..self.shift + self.len]
     }
 
+    /// Moves the cursor to file offset `offset` (where a record starts).
+    pub fn seek(&mut self, offset: u64) {
+        self.offset = offset;
+        self.len = 0;
+    }
+
     /// Moves past the record [`Self::peek`] returned.
     pub fn advance(&mut self) {
         let start = (self.offset - self.buf_at) as usize;

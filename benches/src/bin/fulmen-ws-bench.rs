@@ -520,6 +520,7 @@ async fn resume_throughput(addr: SocketAddr, from: u64) -> Result<(), String> {
     let began = Instant::now();
     let (mut minis, mut txs, mut bytes, mut last_number) = (0u64, 0u64, 0u64, 0u64);
     let mut last_at = began;
+    let mut first_at = None;
     let mut report_at = began;
     loop {
         let next = tokio::time::timeout(Duration::from_secs(1), socket.next()).await;
@@ -541,6 +542,7 @@ async fn resume_throughput(addr: SocketAddr, from: u64) -> Result<(), String> {
             return Err(format!("mini-block {number} after {last_number}"));
         }
         last_number = number;
+        first_at.get_or_insert_with(Instant::now);
         minis += 1;
         txs += result["transactions"].as_array().map_or(0, Vec::len) as u64;
         bytes += text.len() as u64;
@@ -551,9 +553,10 @@ async fn resume_throughput(addr: SocketAddr, from: u64) -> Result<(), String> {
         }
     }
     let seconds = last_at.duration_since(began).as_secs_f64().max(1e-9);
+    let first_ms = first_at.map_or(0.0, |at| at.duration_since(began).as_secs_f64() * 1e3);
     println!(
-        "resume from {from}: {minis} mini-blocks ({txs} txs, {:.1} MB of JSON) in {seconds:.3} s: \
-         {:.0} mini-blocks/s, {:.0} txs/s, {:.1} MB/s",
+        "resume from {from}: first after {first_ms:.2} ms; {minis} mini-blocks ({txs} txs, \
+         {:.1} MB of JSON) in {seconds:.3} s: {:.0} mini-blocks/s, {:.0} txs/s, {:.1} MB/s",
         bytes as f64 / 1e6,
         minis as f64 / seconds,
         txs as f64 / seconds,
