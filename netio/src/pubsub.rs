@@ -103,24 +103,12 @@ impl Conn {
     }
 
     /// Ends subscription `id`'s catch-up, which sent every mini-block
-    /// before `next`: the live mini-blocks it held (from `next` on) are
-    /// queued, and later ones go straight to it.
-    fn go_live(&self, id: &str, held: Vec<Arc<MiniBlockEvent>>, next: u64) {
-        let mut out = Vec::new();
+    /// before `next`: later ones go straight to it.
+    fn go_live(&self, id: &str, next: u64) {
         for sub in self.subscriptions.borrow_mut().iter_mut() {
             if sub.id == id {
                 sub.skip_below = next;
-                for event in held.iter().cloned() {
-                    let event = ChainEvent::MiniBlock(event);
-                    Rendered::new(&event).notifications(&sub.id, &sub.kind, &mut out);
-                }
                 sub.catchup = None;
-            }
-        }
-        for text in out {
-            METRICS.ws_notifications.fetch_add(1, Relaxed);
-            if self.outbox.push(text).is_err() {
-                break;
             }
         }
     }
@@ -338,10 +326,10 @@ pub(crate) struct CatchupContext {
 }
 
 /// Runs subscription `id`'s catch-up: replays the log from its start to
-/// the first live mini-block it holds, queuing as the connection drains,
-/// then hands it to the live stream. Ends with the connection, the
-/// subscription, or a close (1013 when the replay fell too far behind the
-/// chain, 1011 when the log could not be read).
+/// the first live mini-block it holds, then the held ones, queuing as the
+/// connection drains, then hands it to the live stream. Ends with the
+/// connection, the subscription, or a close (1013 when it fell too far
+/// behind the chain, 1011 when the log could not be read).
 pub(crate) async fn catch_up(
     conn: Weak<Conn>,
     id: String,
@@ -358,22 +346,34 @@ pub(crate) async fn catch_up(
         }
     };
     let Some(log) = log else { return };
-    let mut reader = match spawn_reader(log, id.clone(), kind) {
+    let mut reader = match spawn_reader(log, id.clone(), kind.clone()) {
         Ok(reader) => reader,
         Err(e) => return close(CLOSE_INTERNAL, format!("cannot start a resume: {e}")),
     };
     let mut requested = next.saturating_sub(1);
+    let mut reached_held = false;
     loop {
-        let Some(target) = catchup_target(&conn, &id, &catchup, next, &ctx.view) else {
-            return;
+        let target = match catchup_step(&conn, &id, &catchup, (next, reached_held), &ctx.view) {
+            Step::Done => return,
+            Step::Held(event) => {
+                // Held live mini-blocks go out as the connection drains too:
+                // the stream goes live only once none is left.
+                reached_held = true;
+                next = event.number + 1;
+                let mut out = Vec::new();
+                Rendered::new(&ChainEvent::MiniBlock(event)).notifications(&id, &kind, &mut out);
+                for text in out {
+                    if !queue_when_room(&conn, text, ctx.queue_bytes).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Step::Read(target) => target,
         };
-        if target >= next && target > requested {
+        if target > requested {
             reader.read_until(target);
             requested = target;
-        }
-        if next > requested {
-            glommio::timer::sleep(Duration::from_millis(2)).await;
-            continue;
         }
         let Some(chunk) = reader.chunks.next().await else {
             return close(CLOSE_INTERNAL, "the resume's reader stopped".into());
@@ -390,21 +390,33 @@ pub(crate) async fn catch_up(
     }
 }
 
-/// Where the catch-up reads up to now: the first live mini-block held
-/// minus one, or the newest durable one. `None` once it is over: the
-/// subscription went live (the replay reached the held mini-blocks or the
-/// newest durable one), or the connection or subscription is gone, or it
-/// fell too far behind (closed).
-fn catchup_target(
+/// What a catch-up does next.
+enum Step {
+    /// Read the log up to this mini-block (at least `next`).
+    Read(u64),
+    /// Send this held live mini-block (number `next`).
+    Held(Arc<MiniBlockEvent>),
+    /// It is over: the subscription went live, or the connection or the
+    /// subscription is gone, or it fell too far behind (closed).
+    Done,
+}
+
+/// The catch-up's next step, at mini-block `next`, `reached_held` once it
+/// sent a held one: read the log up to the first held mini-block (or the
+/// newest durable one), send the first held one, or go live when nothing
+/// is held and nothing durable is left to read.
+fn catchup_step(
     conn: &Weak<Conn>,
     id: &str,
     catchup: &Rc<RefCell<Catchup>>,
-    next: u64,
+    (next, reached_held): (u64, bool),
     view: &ArcSwap<ChainView>,
-) -> Option<u64> {
-    let conn = conn.upgrade()?;
+) -> Step {
+    let Some(conn) = conn.upgrade() else {
+        return Step::Done;
+    };
     if conn.outbox.is_closing() || !conn.has(id) {
-        return None;
+        return Step::Done;
     }
     let mut c = catchup.borrow_mut();
     if c.overflowed {
@@ -416,25 +428,32 @@ fn catchup_target(
                 crate::resume::CATCHUP_BUFFER_MAX
             ),
         );
-        return None;
+        return Step::Done;
     }
     while c.buffer.front().is_some_and(|e| e.number < next) {
         c.buffer.pop_front();
     }
-    let newest = view.load().mini_block();
     match c.buffer.front().map(|e| e.number) {
-        // Every mini-block before the first held one was sent; or every
-        // durable one was, and later ones are yet to be published (the
-        // view goes out before its events), so all of them will arrive.
-        Some(first) if first == next => {}
-        None if next > newest => {}
-        Some(first) => return Some(first - 1),
-        None => return Some(newest),
+        Some(first) if first == next => {
+            let event = c.buffer.pop_front().expect("checked above");
+            return Step::Held(event);
+        }
+        Some(first) => return Step::Read(first - 1),
+        None => {
+            let newest = view.load().mini_block();
+            // Mini-blocks from `next` on that are durable but not held
+            // reached this core before the subscription existed: read them.
+            // Once a held one was sent, or past the newest durable one
+            // (the view goes out before its events), every later
+            // mini-block is still to come to this core.
+            if !reached_held && next <= newest {
+                return Step::Read(newest);
+            }
+        }
     }
-    let held: Vec<_> = c.buffer.drain(..).collect();
     drop(c);
-    conn.go_live(id, held, next);
-    None
+    conn.go_live(id, next);
+    Step::Done
 }
 
 /// Queues `text` once the connection's queue holds less than `queue_bytes`

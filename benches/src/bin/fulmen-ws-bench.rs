@@ -523,12 +523,17 @@ async fn resume_throughput(addr: SocketAddr, from: u64) -> Result<(), String> {
     let mut first_at = None;
     let mut report_at = began;
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(1), socket.next()).await;
-        let Ok(Some(Ok(Message::Text(text)))) = next else {
-            if next.is_err() {
-                break;
+        let text = match tokio::time::timeout(Duration::from_secs(1), socket.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Err(format!(
+                    "the node closed the stream after {minis} mini-blocks: {frame:?}"
+                ));
             }
-            continue;
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(format!("after {minis} mini-blocks: {e}")),
+            Ok(None) => return Err(format!("the stream ended after {minis} mini-blocks")),
         };
         let message: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         if let Some(error) = message.get("error") {
