@@ -250,14 +250,7 @@ pub(crate) fn start(
     let published = Arc::new(ArcSwap::from_pointee(view));
     let da_records = replayed.da_records;
     let mut roles: BTreeMap<usize, CoreRoles> = BTreeMap::new();
-    let resume = (config.durability == Durability::Durable).then(|| {
-        Arc::new(fulmen_netio::resume::ResumeSource {
-            log_dir: crate::datadir::log_dir(datadir),
-            chain: spec.evm_chain(),
-            active: std::sync::atomic::AtomicUsize::new(0),
-            max: config.ws.resumes_max,
-        })
-    });
+    let resume = resume_source(config, &spec, datadir);
     let links = add_net_roles(config, (&bound, resume), &control, &mut roles)?;
     let (derived_tx, derived_rx) =
         futures::channel::mpsc::channel(crate::verifier::DERIVED_QUEUE_CAPACITY);
@@ -434,6 +427,23 @@ fn pool_limits(config: &Config) -> PoolLimits {
         );
     }
     limits
+}
+
+/// What subscriptions resume from (`fromMiniBlock`): the log, when the
+/// node keeps it durably.
+fn resume_source(
+    config: &Config,
+    spec: &ChainSpec,
+    datadir: &Path,
+) -> Option<Arc<fulmen_netio::resume::ResumeSource>> {
+    (config.durability == Durability::Durable).then(|| {
+        Arc::new(fulmen_netio::resume::ResumeSource {
+            log_dir: crate::datadir::log_dir(datadir),
+            chain: spec.evm_chain(),
+            active: std::sync::atomic::AtomicUsize::new(0),
+            max: config.ws.resumes_max,
+        })
+    })
 }
 
 /// The seq core's ends of the channels to the net cores.

@@ -62,15 +62,22 @@ struct WsClient {
     next_id: u64,
 }
 
+/// A WebSocket to the node at `addr` whose reads time out after `timeout`.
+fn ws_connect(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> WebSocket<MaybeTlsStream<TcpStream>> {
+    let (socket, _) = tungstenite::connect(format!("ws://{addr}")).expect("WebSocket connect");
+    if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
+        tcp.set_read_timeout(Some(timeout)).expect("read timeout");
+    }
+    socket
+}
+
 impl WsClient {
     fn connect(addr: std::net::SocketAddr) -> Self {
-        let (socket, _) = tungstenite::connect(format!("ws://{addr}")).expect("WebSocket connect");
-        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
-            tcp.set_read_timeout(Some(Duration::from_secs(30)))
-                .expect("read timeout");
-        }
         Self {
-            socket,
+            socket: ws_connect(addr, Duration::from_secs(30)),
             notifications: VecDeque::new(),
             next_id: 1,
         }
@@ -161,6 +168,18 @@ fn bump_call() -> Bytes {
     Bytes::copy_from_slice(&keccak256("bump()")[..4])
 }
 
+/// `from`'s transaction `nonce` calling `bump()` on `probe`.
+fn bump_raw(from: &PrivateKeySigner, nonce: u64, probe: Address) -> Bytes {
+    sign_1559(
+        from,
+        nonce,
+        TxKind::Call(probe),
+        U256::ZERO,
+        bump_call(),
+        200_000,
+    )
+}
+
 fn deploy_probe(addr: std::net::SocketAddr, alice: &PrivateKeySigner, nonce: u64) -> Address {
     let raw = sign_1559(
         alice,
@@ -196,14 +215,7 @@ fn mini_block_events_equal_the_sealed_blocks_and_arrive_once_each() {
     let mut sent = vec![];
     for nonce in 1..=12u64 {
         let raw = if nonce % 3 == 0 {
-            sign_1559(
-                &alice,
-                nonce,
-                TxKind::Call(probe),
-                U256::ZERO,
-                bump_call(),
-                200_000,
-            )
+            bump_raw(&alice, nonce, probe)
         } else {
             transfer_raw(&alice, nonce, bob, 1_000 + nonce)
         };
@@ -759,13 +771,8 @@ struct Reader {
 
 impl Reader {
     fn connect(addr: std::net::SocketAddr) -> Self {
-        let (socket, _) = tungstenite::connect(format!("ws://{addr}")).expect("WebSocket connect");
-        if let MaybeTlsStream::Plain(tcp) = socket.get_ref() {
-            tcp.set_read_timeout(Some(Duration::from_millis(500)))
-                .expect("read timeout");
-        }
         Self {
-            socket,
+            socket: ws_connect(addr, Duration::from_millis(500)),
             kept: VecDeque::new(),
         }
     }
@@ -862,14 +869,7 @@ fn send_load(
                 (0..count)
                     .map(|nonce| {
                         let raw = if nonce % 4 == 3 {
-                            sign_1559(
-                                &sender,
-                                nonce,
-                                TxKind::Call(probe),
-                                U256::ZERO,
-                                bump_call(),
-                                200_000,
-                            )
+                            bump_raw(&sender, nonce, probe)
                         } else {
                             // Bulky, so that the log spans several segments.
                             let input = Bytes::from(vec![0u8; 1000]);

@@ -20,6 +20,7 @@ pub mod events;
 pub mod header_diff;
 pub mod history;
 pub mod metrics;
+pub mod mini_block;
 pub mod msg;
 pub mod persist;
 pub mod preinstalls;

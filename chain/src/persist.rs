@@ -24,7 +24,7 @@
 //! | field | encoding |
 //! |---|---|
 //! | close time | varint, µs since the Unix epoch |
-//! | parent | 32 bytes: the previous mini-block's hash ([`crate::events::mini_block_hash`]) |
+//! | parent | 32 bytes: the previous mini-block's hash ([`crate::mini_block::mini_block_hash`]) |
 //! | net changes | [`NetChanges`]: unchanged accounts (varint count, addresses), changed code hashes (varint count, addresses), unchanged slots (varint count; address, slot minimal U256) |
 //!
 //! A version 2 record reads with close time 0, a zero parent and no net
@@ -70,7 +70,7 @@ use revm::primitives::KECCAK_EMPTY;
 
 use crate::block::BlockContext;
 use crate::block::ExecutedTx;
-use crate::events::{NetChanges, mini_block_hash};
+use crate::mini_block::{NetChanges, mini_block_hash};
 
 /// Version of the seal payload, and of the first mini-block payload (still
 /// read: datadirs written before version 2).

@@ -13,7 +13,7 @@ use alloy_eips::eip2718::Encodable2718;
 use fulmen_chain::persist;
 use fulmen_chain::spec::{DEV_CHAIN_ID, SPEC};
 use fulmen_chain::tx::{self, TxRules};
-use fulmen_netio::pubsub;
+use fulmen_netio::notify;
 use fulmen_netio::rpc::{self, Body, Params};
 use fulmen_storage::checkpoint;
 use fulmen_storage::io::SimDisk;
@@ -71,7 +71,7 @@ pub fn tx_decode(data: &[u8]) -> bool {
 
 /// `rpc_request`: a request body as the HTTP and WebSocket servers hand it
 /// over, then the typed parameters of the methods that take any, as
-/// `eth.rs` and `pubsub.rs` extract them. Returns the number of calls that
+/// `eth.rs` and `notify.rs` extract them. Returns the number of calls that
 /// parsed.
 pub fn rpc_request(data: &[u8]) -> usize {
     let calls = match rpc::parse_body(data, BATCH_MAX) {
@@ -184,7 +184,7 @@ fn params(method: &str, p: &Params) -> Result<(), rpc::RpcError> {
             let _ = filter.get_block_hash();
         }
         "eth_subscribe" => {
-            pubsub::Kind::parse(p)?;
+            notify::Subscribe::parse(p)?;
         }
         "eth_unsubscribe" => {
             p.required::<String>(0, "subscription id")?;

@@ -556,7 +556,7 @@ fn payloads(txs: &[(String, TxEnvelope, bool)]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) 
         let mut out = Vec::new();
         let net = fulmen_chain::events::NetChanges {
             unchanged_accounts: vec![Address::repeat_byte(0xde)],
-            code_changed: created.into_iter().collect(),
+            code_changed: executed.iter().filter_map(|tx| tx.contract_address).collect(),
             unchanged_slots: vec![(Address::repeat_byte(0x42), U256::from(m))],
         };
         let meta = persist::MiniBlockMeta {
