@@ -903,7 +903,21 @@ fn send_load(
 #[test]
 fn a_subscriber_that_resumes_with_from_mini_block_misses_nothing() {
     let dir = tempdir::TempDir::new("fulmen-resume");
-    let node = start_fulmen_in(&dir.0, &["--dev", "--storage-segment-mb", "1"]);
+    let metrics_port = free_port();
+    let (config, _config_dir) = temp_file(
+        "node.toml",
+        &format!("metrics_addr = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    let node = start_fulmen_in(
+        &dir.0,
+        &[
+            "--dev",
+            "--storage-segment-mb",
+            "1",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
     let probe = deploy_probe(node.addr, &signer(0), 0);
     let mut live = Reader::connect(node.addr);
     let live_logs = live.call("eth_subscribe", json!(["logs", {}]))["result"].clone();
@@ -980,6 +994,9 @@ fn a_subscriber_that_resumes_with_from_mini_block_misses_nothing() {
         began.elapsed()
     );
     assert!(resumes > 10, "only {resumes} resumes");
+    // Some stretches came from the log (the rest live, after a hand-off).
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    assert!(metric(&metrics, "fulmen_ws_resumed_mini_blocks_total") > 0.0);
 
     // The reassembled stream is the chain: each sealed block's transactions
     // are its mini-blocks' in order, indexes from 0.

@@ -150,6 +150,10 @@ pub struct Metrics {
     pub ws_notifications: AtomicU64,
     /// WebSocket connections closed because their send buffer was full.
     pub ws_slow_consumers: AtomicU64,
+    /// Subscriptions replaying from the log (`fromMiniBlock`) now.
+    pub ws_resumes: AtomicU64,
+    /// Mini-blocks read back from the log for resuming subscriptions.
+    pub ws_resumed_mini_blocks: AtomicU64,
     /// History writes that failed (retried).
     pub history_write_errors: AtomicU64,
     /// Blocks in the history store.
@@ -192,6 +196,8 @@ pub static METRICS: Metrics = Metrics {
     ws_subscriptions: AtomicU64::new(0),
     ws_notifications: AtomicU64::new(0),
     ws_slow_consumers: AtomicU64::new(0),
+    ws_resumes: AtomicU64::new(0),
+    ws_resumed_mini_blocks: AtomicU64::new(0),
     history_write_errors: AtomicU64::new(0),
     history_blocks: AtomicU64::new(0),
     history_oldest_block: AtomicU64::new(0),
@@ -367,6 +373,11 @@ impl Metrics {
                 &self.ws_slow_consumers,
             ),
             (
+                "fulmen_ws_resumed_mini_blocks_total",
+                "Mini-blocks read back from the log for subscriptions resuming with fromMiniBlock",
+                &self.ws_resumed_mini_blocks,
+            ),
+            (
                 "fulmen_history_read_errors_total",
                 "History reads that failed (IO or a damaged record; answered as missing)",
                 &crate::history::READ_ERRORS,
@@ -408,6 +419,11 @@ impl Metrics {
                 "fulmen_ws_subscriptions",
                 "Active eth_subscribe subscriptions",
                 &self.ws_subscriptions,
+            ),
+            (
+                "fulmen_ws_resumes",
+                "Subscriptions replaying from the log (fromMiniBlock) now",
+                &self.ws_resumes,
             ),
             (
                 "fulmen_history_blocks",

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fulmen_chain::events::{ChainEvent, MiniBlockEvent};
+use fulmen_chain::metrics::METRICS;
 use fulmen_chain::resume::{MiniBlockLog, ResumeError};
 use fulmen_chain::spec::EvmChain;
 use futures::channel::mpsc;
@@ -70,6 +71,7 @@ impl Catchup {
         newest: u64,
     ) -> Result<Self, RpcError> {
         let active = source.active.fetch_add(1, Ordering::Relaxed);
+        METRICS.ws_resumes.fetch_add(1, Ordering::Relaxed);
         let mut catchup = Self {
             buffer: VecDeque::new(),
             overflowed: false,
@@ -110,6 +112,7 @@ impl Catchup {
 impl Drop for Catchup {
     fn drop(&mut self) {
         self.source.active.fetch_sub(1, Ordering::Relaxed);
+        METRICS.ws_resumes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -171,6 +174,9 @@ fn read(
             while read < CHUNK_MINI_BLOCKS_MAX && bytes < CHUNK_BYTES_MAX {
                 match log.next_until(until) {
                     Ok(Some(event)) => {
+                        METRICS
+                            .ws_resumed_mini_blocks
+                            .fetch_add(1, Ordering::Relaxed);
                         let event = ChainEvent::MiniBlock(Arc::new(event));
                         let before = chunk.notifications.len();
                         Rendered::new(&event).notifications(id, kind, &mut chunk.notifications);
