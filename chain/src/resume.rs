@@ -102,11 +102,21 @@ fn written(dir: &Path, segment: u64) -> Result<bool, ResumeError> {
 }
 
 /// The first mini-block of the first block that starts in `segment` (the
-/// oldest segment left), or the segment's first when it is segment 0.
+/// oldest segment left) or after it, or the segment's first when it is
+/// segment 0 (the chain starts there).
 fn oldest_servable(dir: &Path, segment: u64) -> Result<Option<u64>, ResumeError> {
     let mut reader = SegmentReader::open(dir, segment).map_err(io)?;
     let mut first_block = None;
-    while let Some((kind, payload)) = reader.peek().map_err(io)? {
+    loop {
+        let at = reader.segment();
+        let Some((kind, payload)) = reader.peek().map_err(io)? else {
+            // A block longer than the segment: its start is in a later one.
+            if written(dir, at + 1)? {
+                reader = SegmentReader::open(dir, at + 1).map_err(io)?;
+                continue;
+            }
+            return Ok(None);
+        };
         if kind == RecordKind::MiniBlock {
             let (block, number) =
                 peek_mini_block(payload).map_err(|e| ResumeError::Damaged(e.to_string()))?;
@@ -119,7 +129,6 @@ fn oldest_servable(dir: &Path, segment: u64) -> Result<Option<u64>, ResumeError>
         }
         reader.advance();
     }
-    Ok(None)
 }
 
 /// A segment's first mini-block: its number and its block's.
@@ -419,5 +428,124 @@ impl MiniBlockLog {
             parent_hash: record.parent,
             hash,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockContext;
+    use crate::mini_block::NetChanges;
+    use crate::persist::{MiniBlockMeta, encode_mini_block};
+    use alloy_primitives::B256;
+    use fulmen_storage::log::segment_name;
+
+    /// Writes segments of mini-blocks (number, block) as the log would.
+    fn write_log(dir: &Path, segments: &[&[(u64, u64)]]) {
+        std::fs::create_dir_all(dir).unwrap();
+        let net = NetChanges::default();
+        for (segment, minis) in segments.iter().enumerate() {
+            let mut bytes = Vec::new();
+            for &(number, block) in *minis {
+                let ctx = BlockContext {
+                    number: block,
+                    timestamp: 1_000 + block,
+                    base_fee: 7,
+                    gas_limit: 30_000_000,
+                    coinbase: Default::default(),
+                    prevrandao: B256::ZERO,
+                };
+                let meta = MiniBlockMeta {
+                    number,
+                    timestamp_us: number * 10_000,
+                    parent: B256::repeat_byte(number as u8),
+                    net: &net,
+                };
+                let mut payload = Vec::new();
+                encode_mini_block(&ctx, meta, &[], &[], &mut payload);
+                fulmen_storage::record::encode(RecordKind::MiniBlock, &payload, &mut bytes)
+                    .unwrap();
+            }
+            bytes.resize(bytes.len() + 4096, 0);
+            std::fs::write(dir.join(segment_name(segment as u64)), bytes).unwrap();
+        }
+    }
+
+    fn chain() -> EvmChain {
+        EvmChain {
+            chain_id: 1,
+            osaka_time: None,
+        }
+    }
+
+    /// (number, block, index) of what `log` returns up to `until`.
+    fn read(log: &mut MiniBlockLog, until: u64) -> Vec<(u64, u64, u64)> {
+        std::iter::from_fn(|| log.next_until(until).unwrap())
+            .map(|e| (e.number, e.block, e.index))
+            .collect()
+    }
+
+    #[test]
+    fn a_resume_finds_its_block_across_segments_and_names_the_oldest_kept() {
+        let dir = std::env::temp_dir().join(format!("fulmen-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Block 2 spans segments 0 and 1; block 5 spans 2 and 3.
+        write_log(
+            &dir,
+            &[
+                &[(1, 1), (2, 1), (3, 2)],
+                &[(4, 2), (5, 2)],
+                &[(6, 3), (7, 4), (8, 5)],
+                &[(9, 5), (10, 6)],
+            ],
+        );
+        let mut log = MiniBlockLog::open(&dir, chain(), 5, 10).unwrap();
+        assert_eq!(read(&mut log, 7), vec![(5, 2, 2), (6, 3, 0), (7, 4, 0)]);
+        assert_eq!(read(&mut log, 10), vec![(8, 5, 0), (9, 5, 1), (10, 6, 0)]);
+        let mut log = MiniBlockLog::open(&dir, chain(), 9, 10).unwrap();
+        assert_eq!(read(&mut log, 10), vec![(9, 5, 1), (10, 6, 0)]);
+        let mut log = MiniBlockLog::open(&dir, chain(), 0, 10).unwrap();
+        assert_eq!(read(&mut log, 2), vec![(1, 1, 0), (2, 1, 1)]);
+        // One past the newest waits for it; further is refused.
+        let mut log = MiniBlockLog::open(&dir, chain(), 11, 10).unwrap();
+        assert_eq!(read(&mut log, 10), vec![]);
+        assert_eq!(
+            MiniBlockLog::open(&dir, chain(), 12, 10).unwrap_err(),
+            ResumeError::Future {
+                requested: 12,
+                newest: 10
+            }
+        );
+        // Segments 0 and 1 pruned: what is left may start inside block 3
+        // (nothing says where it began), so block 4 is the oldest whole one.
+        std::fs::remove_file(dir.join(segment_name(0))).unwrap();
+        std::fs::remove_file(dir.join(segment_name(1))).unwrap();
+        let pruned = |from| MiniBlockLog::open(&dir, chain(), from, 10).unwrap_err();
+        assert_eq!(
+            pruned(5),
+            ResumeError::Pruned {
+                requested: 5,
+                oldest: 7
+            }
+        );
+        assert_eq!(
+            pruned(6),
+            ResumeError::Pruned {
+                requested: 6,
+                oldest: 7
+            }
+        );
+        let mut log = MiniBlockLog::open(&dir, chain(), 7, 10).unwrap();
+        assert_eq!(read(&mut log, 8), vec![(7, 4, 0), (8, 5, 0)]);
+        std::fs::remove_file(dir.join(segment_name(2))).unwrap();
+        // Segment 3 starts inside block 5: its first block start is 10.
+        assert_eq!(
+            pruned(9),
+            ResumeError::Pruned {
+                requested: 9,
+                oldest: 10
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
