@@ -240,7 +240,7 @@ impl Hub {
             (Some(_), None) => {
                 return Err(RpcError::invalid_params(
                     "invalid argument 1 (fromMiniBlock): this node keeps no log to resume from \
-                     (storage.durability = \"memory\")",
+                     (durability = \"memory\")",
                 ));
             }
             (Some(from), Some(source)) => {
