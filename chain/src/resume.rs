@@ -76,6 +76,21 @@ pub struct MiniBlockLog {
     last_read: Option<u64>,
     /// Mini-blocks of older blocks are skipped without being decoded.
     skip_below_block: u64,
+    /// Where the first read looks for the start of the block of this
+    /// mini-block, before it reads anything: a scan of up to a segment,
+    /// left to the reader's thread (see [`Self::open`]).
+    to_locate: Option<Locate>,
+}
+
+/// The search [`MiniBlockLog::open`] leaves to the first read.
+#[derive(Debug, Clone, Copy)]
+struct Locate {
+    /// The segment where the mini-block's block is looked for.
+    segment: u64,
+    /// The mini-block whose block is wanted.
+    number: u64,
+    /// The oldest mini-block served (for the pruned error).
+    oldest: u64,
 }
 
 /// The number and block of segment `segment`'s first mini-block.
@@ -221,23 +236,50 @@ impl MiniBlockLog {
         let Some(i) = firsts.last(|(number, _)| number <= locate)? else {
             return Err(pruned);
         };
-        let (block, start) = Self::block_of(dir, segments[i], locate)?;
+        // The scan for the block's start reads up to a segment: it is left
+        // to the first read, which runs on the reader's thread, not on the
+        // net core that answers `eth_subscribe`.
+        let mut log = Self::at_segment(dir, chain, from, segments[i])?;
+        log.to_locate = Some(Locate {
+            segment: segments[i],
+            number: locate,
+            oldest: oldest.unwrap_or(newest + 1),
+        });
+        Ok(log)
+    }
+
+    /// Puts the cursor at the start of the block of the mini-block that
+    /// `locate` names.
+    fn locate(&mut self, locate: Locate) -> Result<(), ResumeError> {
+        let dir = self.dir.clone();
+        let (block, start) = Self::block_of(&dir, locate.segment, locate.number)?;
         if let Some((segment, offset)) = start {
-            let mut log = Self::at_segment(dir, chain, from, segment)?;
-            log.cursor.seek(offset);
-            return Ok(log);
+            self.cursor = SegmentReader::open(&dir, segment).map_err(io)?;
+            self.cursor.seek(offset);
+            return Ok(());
         }
         // The block may start in an older segment: read from the last one
         // that starts with an older block (its records of older blocks are
         // skipped undecoded).
+        let segments = segments_in(&dir).map_err(io)?;
+        let mut firsts = Firsts {
+            dir: &dir,
+            segments: &segments,
+            read: Default::default(),
+        };
         let start = match firsts.last(|(_, b)| b < block)? {
             Some(i) => segments[i],
-            None if oldest_segment == 0 => 0,
-            None => return Err(pruned),
+            None if segments.first() == Some(&0) => 0,
+            None => {
+                return Err(ResumeError::Pruned {
+                    requested: self.next,
+                    oldest: locate.oldest,
+                });
+            }
         };
-        let mut log = Self::at_segment(dir, chain, from, start)?;
-        log.skip_below_block = block;
-        Ok(log)
+        self.cursor = SegmentReader::open(&dir, start).map_err(io)?;
+        self.skip_below_block = block;
+        Ok(())
     }
 
     fn at_segment(
@@ -254,6 +296,7 @@ impl MiniBlockLog {
             next: from,
             last_read: None,
             skip_below_block: 0,
+            to_locate: None,
         })
     }
 
@@ -312,6 +355,9 @@ impl MiniBlockLog {
     pub fn next_until(&mut self, until: u64) -> Result<Option<MiniBlockEvent>, ResumeError> {
         if self.next > until {
             return Ok(None);
+        }
+        if let Some(locate) = self.to_locate.take() {
+            self.locate(locate)?;
         }
         loop {
             let Some(record) = self.read_record(until)? else {

@@ -327,6 +327,8 @@ pub fn state_changes_json(mini: &MiniBlockEvent) -> Vec<(Address, Value)> {
     }
     let net = &mini.net;
     let unchanged_slots: HashSet<&(Address, U256)> = net.unchanged_slots.iter().collect();
+    let unchanged_accounts: HashSet<&Address> = net.unchanged_accounts.iter().collect();
+    let code_changed: HashSet<&Address> = net.code_changed.iter().collect();
     let mut out = Vec::new();
     for address in order {
         let mut storage = serde_json::Map::new();
@@ -338,7 +340,7 @@ pub fn state_changes_json(mini: &MiniBlockEvent) -> Vec<(Address, Value)> {
                 );
             }
         }
-        if net.unchanged_accounts.contains(&address) && storage.is_empty() {
+        if unchanged_accounts.contains(&address) && storage.is_empty() {
             continue;
         }
         // A missing account reads as an empty one (deleted, or not created).
@@ -355,7 +357,7 @@ pub fn state_changes_json(mini: &MiniBlockEvent) -> Vec<(Address, Value)> {
             "block_number": mini.block,
             "mini_block_number": mini.number,
         });
-        if net.code_changed.contains(&address) {
+        if code_changed.contains(&address) {
             change["code_hash"] = json!(after.code_hash);
         }
         out.push((address, change));
