@@ -167,6 +167,9 @@ pub(crate) enum DaMode {
     Batcher(PrivateKeySigner),
     /// Rebuilds the chain from what this batcher posted.
     Verifier(Address),
+    /// Not L1: a replica, following this upstream's WebSocket URL
+    /// (`crate::replica`). It posts nothing.
+    Replica(String),
 }
 
 /// The verifier's batcher address: `[da] batcher_address`, or with `--dev`

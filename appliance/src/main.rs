@@ -9,6 +9,7 @@ mod metrics_http;
 mod node;
 mod top;
 mod unwind;
+mod replica;
 mod verifier;
 
 use std::net::SocketAddr;
@@ -229,6 +230,15 @@ struct RunArgs {
     /// (da.sequencer_url); without it, sends are refused.
     #[arg(long)]
     sequencer_url: Option<String>,
+    /// Follow an upstream (--sequencer) mini-block by mini-block: apply its
+    /// records, check every seal, serve reads and subscriptions, forward
+    /// sends to it.
+    #[arg(long, requires = "sequencer", conflicts_with_all = ["verifier", "l1_rpc"])]
+    replica: bool,
+    /// A replica's upstream: the sequencer's (or another replica's)
+    /// WebSocket URL, ws://HOST:PORT.
+    #[arg(long, requires = "replica")]
+    sequencer: Option<String>,
 }
 
 impl RunArgs {
@@ -528,6 +538,18 @@ fn run(args: RunArgs) -> Result<(), AppError> {
         .map_err(config::ConfigError)?;
     let genesis = Genesis::new(&spec);
     datadir.bind_genesis(genesis.header.hash_slow())?;
+    if matches!(da_mode, da::DaMode::Replica(_)) {
+        let done = unwind::cut_to_sealed(&config.datadir)
+            .map_err(|e| config::ConfigError(format!("replica: {e}")))?;
+        if done.bytes_cut > 0 {
+            tracing::info!(
+                keep = done.keep,
+                bytes_cut = done.bytes_cut,
+                "replica: the log is cut after its last sealed block {}; the rest comes from the upstream again",
+                done.keep
+            );
+        }
+    }
     if let Some(done) = unwind::apply_requested(&config.datadir).map_err(config::ConfigError)? {
         tracing::warn!(
             keep = done.keep,
@@ -692,6 +714,10 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
 /// What the node does with L1: post (a batcher), derive (a verifier), or
 /// nothing.
 fn da_mode(config: &Config, args: &RunArgs) -> Result<da::DaMode, AppError> {
+    if let (true, Some(upstream)) = (args.replica, &args.sequencer) {
+        replica::http_url(upstream).map_err(config::ConfigError)?;
+        return Ok(da::DaMode::Replica(upstream.clone()));
+    }
     let mode = match (&config.da.l1_rpc, args.verifier) {
         (None, true) => {
             return Err(config::ConfigError(

@@ -137,6 +137,8 @@ struct SeqRole {
     control: mpsc::Receiver<SeqControl>,
     /// A verifier's derived blocks.
     derived: Option<mpsc::Receiver<fulmen_chain::msg::DerivedBlock>>,
+    /// A replica's records from its upstream.
+    upstream: Option<mpsc::Receiver<fulmen_chain::msg::Upstream>>,
     /// The DA-progress records boot found (checkpoint markers carry them).
     da_records: Vec<Vec<u8>>,
 }
@@ -205,13 +207,30 @@ struct Shared {
     dev: Option<Arc<fulmen_netio::eth::DevAccounts>>,
 }
 
-/// A verifier's forwarder of sends to `[da] sequencer_url`, if set.
+/// A verifier's forwarder of sends to `[da] sequencer_url`, if set, or a
+/// replica's to its upstream.
 fn forwarder(
     config: &Config,
-    verifier: bool,
+    da_mode: &DaMode,
 ) -> Option<Arc<fulmen_netio::eth::forward::Forwarder>> {
-    let url = config.da.sequencer_url.as_deref().filter(|_| verifier)?;
-    Some(Arc::new(fulmen_netio::eth::forward::Forwarder::new(url)))
+    let url = match da_mode {
+        DaMode::Verifier(_) => config.da.sequencer_url.clone()?,
+        DaMode::Replica(upstream) => crate::replica::http_url(upstream).ok()?,
+        _ => return None,
+    };
+    Some(Arc::new(fulmen_netio::eth::forward::Forwarder::new(&url)))
+}
+
+/// The first mini-block a replica asks its upstream for: the one after the
+/// last of its sealed blocks (every record after it belongs to blocks not
+/// sealed here).
+fn replica_from(view: &ChainView) -> u64 {
+    let unsealed = view
+        .unsealed()
+        .flat_map(|block| block.txs.front())
+        .map(|tx| tx.mini_block)
+        .min();
+    unsealed.unwrap_or(view.mini_block() + 1)
 }
 
 /// Starts every role on the chain `booted` rebuilt from `datadir`;
@@ -255,6 +274,10 @@ pub(crate) fn start(
     let (derived_tx, derived_rx) =
         futures::channel::mpsc::channel(crate::verifier::DERIVED_QUEUE_CAPACITY);
     let verifier = matches!(da_mode, DaMode::Verifier(_));
+    let replica = matches!(da_mode, DaMode::Replica(_));
+    let (upstream_tx, upstream_rx) =
+        futures::channel::mpsc::channel(crate::replica::UPSTREAM_QUEUE_CAPACITY);
+    let replica_from = replica_from(replayed.parts.view());
     let seq = SeqRole {
         spec: spec.clone(),
         limits: pool_limits(config),
@@ -263,6 +286,7 @@ pub(crate) fn start(
         links,
         control: control_rx,
         derived: verifier.then_some(derived_rx),
+        upstream: replica.then_some(upstream_rx),
         da_records: da_records.clone(),
     };
     let (history, history_thread) =
@@ -283,7 +307,7 @@ pub(crate) fn start(
         da_unposted_bytes_max: matches!(da_mode, DaMode::Batcher(_))
             .then_some(config.da.unposted_bytes_max),
         verifier,
-        forward: forwarder(config, verifier),
+        forward: forwarder(config, &da_mode),
         filters: Arc::new(fulmen_netio::eth::filters::Filters::default()),
         dev,
         timing: SeqTiming {
@@ -297,7 +321,7 @@ pub(crate) fn start(
         da_mode,
         &shared,
         (da_records, derived_tx, &control),
-        datadir,
+        (datadir, upstream_tx, replica_from),
     );
     let mut threads = spawn_executors(config, roles, shared)?;
     threads.extend(history_thread);
@@ -350,10 +374,19 @@ fn l1_role(
         futures::channel::mpsc::Sender<fulmen_chain::msg::DerivedBlock>,
         &mpsc::Sender<SeqControl>,
     ),
-    datadir: &Path,
+    (datadir, upstream_tx, replica_from): (
+        &Path,
+        futures::channel::mpsc::Sender<fulmen_chain::msg::Upstream>,
+        u64,
+    ),
 ) -> Option<L1Role> {
     match da_mode {
         DaMode::Off => None,
+        DaMode::Replica(upstream) => Some(L1Role::Replica(crate::replica::ReplicaStart {
+            upstream,
+            from: replica_from,
+            to_seq: upstream_tx,
+        })),
         DaMode::Batcher(key) => Some(L1Role::Batcher(Box::new(crate::da::DaStart {
             config: config.da.clone(),
             key,
@@ -382,6 +415,7 @@ fn l1_role(
 enum L1Role {
     Batcher(Box<crate::da::DaStart>),
     Verifier(Box<crate::verifier::VerifierStart>),
+    Replica(crate::replica::ReplicaStart),
 }
 
 /// Starts the L1 thread: pinned to `cores.da` at normal priority, or to
@@ -396,6 +430,7 @@ fn start_l1_role(config: &Config, role: L1Role) -> Result<std::thread::JoinHandl
     match role {
         L1Role::Batcher(da) => crate::da::start(*da, on_start),
         L1Role::Verifier(v) => crate::verifier::start(*v, on_start),
+        L1Role::Replica(r) => crate::replica::start(r, on_start).map_err(|e| e.to_string()),
     }
     .map_err(StartError::Da)
 }
@@ -859,6 +894,7 @@ async fn run_seq_role(role: SeqCoreRole, shared: Shared) {
         events: EventBus::new(events),
         log: Some(log),
         derived: role.seq.derived,
+        upstream: role.seq.upstream,
     };
     let mut seq = Sequencer::from_parts(role.seq.spec, role.seq.limits, role.seq.parts);
     seq.record_accesses(shared.limits.witness_blocks > 0);

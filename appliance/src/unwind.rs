@@ -85,13 +85,68 @@ pub(crate) fn apply_requested(datadir: &Path) -> Result<Option<Unwound>, String>
     Ok(Some(unwound))
 }
 
-/// Cuts the log of `datadir` after block `keep`'s seal and removes the
-/// checkpoints of later blocks.
-fn cut_after(datadir: &Path, keep: u64) -> Result<Unwound, String> {
+/// A replica's start: cuts its log after the last block whose seal, and
+/// every earlier block's, the log holds before any record of a later
+/// block, so that boot ends on a sealed block with nothing after it. The
+/// records cut are asked from the upstream again (their blocks' contexts
+/// and seals are the upstream's to give: an empty block closed before a
+/// crash would otherwise be closed at boot with a guessed timestamp).
+pub(crate) fn cut_to_sealed(datadir: &Path) -> Result<Unwound, String> {
+    let (logs, recovery, segments) = read_for_cut(datadir)?;
+    let blocks = record_blocks(&recovery)?;
+    let mut keep = blocks
+        .iter()
+        .filter(|(_, seal, _)| *seal)
+        .map(|(_, _, block)| *block)
+        .max()
+        .unwrap_or(0);
+    loop {
+        let cut = blocks.iter().position(|(_, _, block)| *block > keep);
+        let lost = cut.and_then(|i| {
+            blocks[i..]
+                .iter()
+                .filter(|(_, seal, block)| *seal && *block <= keep)
+                .map(|(_, _, block)| *block)
+                .min()
+        });
+        match lost {
+            Some(seal) => keep = seal - 1,
+            None => break,
+        }
+    }
+    let cut = blocks
+        .iter()
+        .find(|(_, _, block)| *block > keep)
+        .map(|(at, _, _)| *at);
+    apply_cut(datadir, (&logs, &recovery, &segments), cut, keep)
+}
+
+/// Each mini-block and seal record: where it is, whether it is a seal,
+/// and its block.
+fn record_blocks(
+    recovery: &fulmen_storage::log::Recovery,
+) -> Result<Vec<(fulmen_storage::log::Position, bool, u64)>, String> {
+    let mut blocks = Vec::new();
+    for (at, kind, payload) in &recovery.records {
+        let block = match kind {
+            RecordKind::MiniBlock => decode_mini_block(payload).map(|m| (false, m.ctx.number)),
+            RecordKind::BlockSeal => decode_seal(payload).map(|s| (true, s.header.number)),
+            _ => continue,
+        }
+        .map_err(|e| format!("the record at {at:?} does not decode: {e}"))?;
+        blocks.push((*at, block.0, block.1));
+    }
+    Ok(blocks)
+}
+
+/// The log of `datadir` read whole, and its segments in order.
+fn read_for_cut(
+    datadir: &Path,
+) -> Result<(std::path::PathBuf, fulmen_storage::log::Recovery, Vec<u64>), String> {
     let logs = log_dir(datadir);
     let dir = DiskDir::for_reading(&logs);
     let (recovery, _) =
-        read_log(&dir).map_err(|e| format!("cannot read the log to unwind it: {e}"))?;
+        read_log(&dir).map_err(|e| format!("cannot read the log to cut it: {e}"))?;
     let names = dir
         .list()
         .map_err(|e| format!("cannot list {}: {e}", logs.display()))?;
@@ -100,23 +155,33 @@ fn cut_after(datadir: &Path, keep: u64) -> Result<Unwound, String> {
         .filter_map(|n| n.strip_suffix(".seg")?.parse().ok())
         .collect();
     segments.sort_unstable();
+    Ok((logs, recovery, segments))
+}
+
+/// Cuts the log of `datadir` after block `keep`'s seal and removes the
+/// checkpoints of later blocks.
+fn cut_after(datadir: &Path, keep: u64) -> Result<Unwound, String> {
+    let (logs, recovery, segments) = read_for_cut(datadir)?;
     // The first record of a later block. A block's seal may follow the
     // next block's first mini-blocks (the root is computed while the next
     // block runs): such a seal is cut too, and boot seals that block again
     // from its mini-blocks, as after a crash.
-    let mut cut = None;
-    for (at, kind, payload) in &recovery.records {
-        let block = match kind {
-            RecordKind::MiniBlock => decode_mini_block(payload).map(|m| m.ctx.number),
-            RecordKind::BlockSeal => decode_seal(payload).map(|s| s.header.number),
-            _ => continue,
-        }
-        .map_err(|e| format!("unwind: the record at {at:?} does not decode: {e}"))?;
-        if block > keep {
-            cut = Some(*at);
-            break;
-        }
-    }
+    let cut = record_blocks(&recovery)
+        .map_err(|e| format!("unwind: {e}"))?
+        .into_iter()
+        .find(|(_, _, block)| *block > keep)
+        .map(|(at, _, _)| at);
+    apply_cut(datadir, (&logs, &recovery, &segments), cut, keep)
+}
+
+/// Cuts the log at `cut` (nothing when `None`) and removes the
+/// checkpoints of blocks after `keep`.
+fn apply_cut(
+    datadir: &Path,
+    (logs, recovery, segments): (&Path, &fulmen_storage::log::Recovery, &[u64]),
+    cut: Option<fulmen_storage::log::Position>,
+    keep: u64,
+) -> Result<Unwound, String> {
     let bytes_cut = cut.map_or(0, |cut| {
         recovery
             .records
@@ -135,7 +200,7 @@ fn cut_after(datadir: &Path, keep: u64) -> Result<Unwound, String> {
         });
     };
     let io_error = |what: &str, e: io::Error| format!("unwind: cannot {what}: {e}");
-    let flush_dir = || File::open(&logs)?.sync_all();
+    let flush_dir = || File::open(logs)?.sync_all();
     // Later segments go from the last one back, each unlink flushed, so
     // that a crash leaves consecutive segments; then the cut segment is
     // truncated (one metadata change: the bytes after the cut are gone or

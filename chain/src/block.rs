@@ -14,7 +14,7 @@ use fulmen_storage::StateDiff;
 use crate::tx::RecoveredTx;
 
 /// Block-level inputs to execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockContext {
     /// Block number.
     pub number: u64,

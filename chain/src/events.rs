@@ -48,6 +48,8 @@ pub struct MiniBlockEvent {
     pub parent_hash: B256,
     /// This mini-block's [`mini_block_hash`].
     pub hash: B256,
+    /// Its block's context (what a replica's copy of its record needs).
+    pub ctx: crate::block::BlockContext,
 }
 
 /// One event.

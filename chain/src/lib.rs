@@ -24,6 +24,7 @@ pub mod mini_block;
 pub mod msg;
 pub mod persist;
 pub mod preinstalls;
+pub mod replication;
 pub mod resume;
 pub mod spec;
 pub mod tx;

@@ -154,6 +154,17 @@ pub struct Metrics {
     pub ws_resumes: AtomicU64,
     /// Mini-blocks read back from the log for resuming subscriptions.
     pub ws_resumed_mini_blocks: AtomicU64,
+    /// A replica: from a mini-block's close on its upstream's clock to it
+    /// being visible here (durable in this node's log).
+    pub replica_lag: Histogram,
+    /// A replica: the newest mini-block it knows its upstream has.
+    pub replica_upstream_mini_block: AtomicU64,
+    /// A replica: mini-blocks its upstream has that it does not serve yet.
+    pub replica_lag_mini_blocks: AtomicU64,
+    /// A replica: the last mini-block's lag, in microseconds.
+    pub replica_lag_us: AtomicU64,
+    /// A replica: connections to its upstream made again after a loss.
+    pub replica_reconnects: AtomicU64,
     /// History writes that failed (retried).
     pub history_write_errors: AtomicU64,
     /// Blocks in the history store.
@@ -198,6 +209,11 @@ pub static METRICS: Metrics = Metrics {
     ws_slow_consumers: AtomicU64::new(0),
     ws_resumes: AtomicU64::new(0),
     ws_resumed_mini_blocks: AtomicU64::new(0),
+    replica_lag: Histogram::new(),
+    replica_upstream_mini_block: AtomicU64::new(0),
+    replica_lag_mini_blocks: AtomicU64::new(0),
+    replica_lag_us: AtomicU64::new(0),
+    replica_reconnects: AtomicU64::new(0),
     history_write_errors: AtomicU64::new(0),
     history_blocks: AtomicU64::new(0),
     history_oldest_block: AtomicU64::new(0),
@@ -266,6 +282,11 @@ impl Metrics {
             &mut out,
             "fulmen_sync_send_seconds",
             "eth_sendRawTransactionSync latency from request decoded to receipt",
+        );
+        self.replica_lag.render(
+            &mut out,
+            "fulmen_replica_lag_seconds",
+            "A replica: from a mini-block's close on its upstream (upstream clock) to it being served here",
         );
         out
     }
@@ -373,6 +394,11 @@ impl Metrics {
                 &self.ws_slow_consumers,
             ),
             (
+                "fulmen_replica_reconnects_total",
+                "A replica: connections to its upstream made again after a loss",
+                &self.replica_reconnects,
+            ),
+            (
                 "fulmen_ws_resumed_mini_blocks_total",
                 "Mini-blocks read back from the log for subscriptions resuming with fromMiniBlock",
                 &self.ws_resumed_mini_blocks,
@@ -419,6 +445,21 @@ impl Metrics {
                 "fulmen_ws_subscriptions",
                 "Active eth_subscribe subscriptions",
                 &self.ws_subscriptions,
+            ),
+            (
+                "fulmen_replica_upstream_mini_block",
+                "A replica: the newest mini-block it knows its upstream has",
+                &self.replica_upstream_mini_block,
+            ),
+            (
+                "fulmen_replica_lag_mini_blocks",
+                "A replica: mini-blocks its upstream has that it does not serve yet",
+                &self.replica_lag_mini_blocks,
+            ),
+            (
+                "fulmen_replica_lag_microseconds",
+                "A replica: the last mini-block's lag behind its upstream's close (upstream clock)",
+                &self.replica_lag_us,
             ),
             (
                 "fulmen_ws_resumes",

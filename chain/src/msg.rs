@@ -116,6 +116,22 @@ pub struct DerivedBlock {
     pub expected: Option<alloy_consensus::Header>,
 }
 
+/// What a replica's upstream sent, checked and decoded by its follower
+/// thread, in the upstream's log order.
+#[derive(Debug)]
+pub enum Upstream {
+    /// A mini-block, applied from its record (its logged state changes,
+    /// no re-execution).
+    MiniBlock {
+        /// The record.
+        record: crate::persist::MiniBlockRecord,
+        /// Its hash as the upstream computed it: the replica's must match.
+        hash: alloy_primitives::B256,
+    },
+    /// A block's seal: the header this node's must equal.
+    Seal(crate::persist::SealRecord),
+}
+
 /// What a net core asks of the sequencer.
 #[derive(Debug)]
 pub struct SeqRequest {

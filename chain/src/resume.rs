@@ -16,7 +16,7 @@ use fulmen_storage::record::RecordKind;
 
 use crate::block::ExecutedTx;
 use crate::events::MiniBlockEvent;
-use crate::persist::{MiniBlockRecord, decode_mini_block, peek_mini_block};
+use crate::persist::{MiniBlockRecord, SealRecord, decode_mini_block, decode_seal, peek_mini_block};
 use crate::spec::EvmChain;
 
 /// Why mini-blocks cannot be read from where they were asked for.
@@ -80,6 +80,19 @@ pub struct MiniBlockLog {
     /// mini-block, before it reads anything: a scan of up to a segment,
     /// left to the reader's thread (see [`Self::open`]).
     to_locate: Option<Locate>,
+    /// A reader made by [`MiniBlockLog::with_seals`]: whether seal records
+    /// are returned yet (they are once the mini-block before the first one
+    /// returned was read). `None`: never.
+    seals: Option<bool>,
+}
+
+/// A record of the log a replication stream sends.
+#[derive(Debug)]
+pub enum LogItem {
+    /// A mini-block.
+    MiniBlock(MiniBlockEvent),
+    /// A block's seal.
+    Seal(SealRecord),
 }
 
 /// The search [`MiniBlockLog::open`] leaves to the first read.
@@ -297,6 +310,7 @@ impl MiniBlockLog {
             last_read: None,
             skip_below_block: 0,
             to_locate: None,
+            seals: None,
         })
     }
 
@@ -356,69 +370,157 @@ impl MiniBlockLog {
         if self.next > until {
             return Ok(None);
         }
+        loop {
+            match self.next_item(until, 0)? {
+                Some(LogItem::MiniBlock(event)) => return Ok(Some(event)),
+                Some(LogItem::Seal(_)) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// A reader that also returns the block seals: every mini-block and
+    /// seal record logged after mini-block `from - 1`'s (from the log's
+    /// start when `from` is 0 or 1), in log order. This is what a replica
+    /// needs to resume: the seals of its blocks not sealed yet all follow
+    /// the last mini-block of its sealed ones.
+    pub fn with_seals(
+        dir: &Path,
+        chain: EvmChain,
+        from: u64,
+        newest: u64,
+    ) -> Result<Self, ResumeError> {
+        let from = from.max(1);
+        if from > newest + 1 {
+            return Err(ResumeError::Future {
+                requested: from,
+                newest,
+            });
+        }
+        let mut log = if from == 1 {
+            let segments = segments_in(dir).map_err(io)?;
+            if segments.first() != Some(&0) {
+                let oldest = match segments.first() {
+                    Some(&first) => oldest_servable(dir, first)?.map_or(newest + 1, |o| o + 1),
+                    None => newest + 1,
+                };
+                return Err(ResumeError::Pruned {
+                    requested: 1,
+                    oldest,
+                });
+            }
+            let mut log = Self::at_segment(dir, chain, 1, 0)?;
+            log.seals = Some(true);
+            log
+        } else {
+            let mut log = Self::open(dir, chain, from - 1, newest).map_err(|e| match e {
+                // The record before `from` must be there too.
+                ResumeError::Pruned { oldest, .. } => ResumeError::Pruned {
+                    requested: from,
+                    oldest: oldest + 1,
+                },
+                other => other,
+            })?;
+            log.seals = Some(false);
+            log
+        };
+        log.next = from;
+        Ok(log)
+    }
+
+    /// The next record for a reader made [`Self::with_seals`] (seals only
+    /// there): a mini-block up to `until` or a seal of a block up to
+    /// `until_seal`, both durable; `None` at the first record past them or
+    /// at the end of what is written once `until` is read.
+    pub fn next_item(
+        &mut self,
+        until: u64,
+        until_seal: u64,
+    ) -> Result<Option<LogItem>, ResumeError> {
         if let Some(locate) = self.to_locate.take() {
             self.locate(locate)?;
         }
         loop {
-            let Some(record) = self.read_record(until)? else {
-                continue;
+            let at = (self.cursor.segment(), self.cursor.offset());
+            let damaged = move |e: crate::persist::PayloadError| {
+                ResumeError::Damaged(format!("segment {} offset {}: {e}", at.0, at.1))
             };
-            if let Some(last) = self.last_read
-                && record.number != last + 1
-            {
-                return Err(ResumeError::Damaged(format!(
-                    "mini-block {} follows mini-block {last}",
-                    record.number
-                )));
-            }
-            self.last_read = Some(record.number);
-            let event = self.event(record);
-            if event.number < self.next {
-                continue;
-            }
-            if event.number > self.next {
-                return Err(ResumeError::Damaged(format!(
-                    "mini-block {} is not in the log (the next one read is {})",
-                    self.next, event.number
-                )));
-            }
-            self.next += 1;
-            return Ok(Some(event));
-        }
-    }
-
-    /// The next mini-block record, `None` when the record read was of
-    /// another kind; moves to the next segment at the end of one.
-    fn read_record(&mut self, until: u64) -> Result<Option<MiniBlockRecord>, ResumeError> {
-        let Some((kind, payload)) = self.cursor.peek().map_err(io)? else {
-            // The rest is in later segments, if the next one was written
-            // (the writer fills segments in order).
-            let next = self.cursor.segment() + 1;
-            if !written(&self.dir, next)? {
+            let Some((kind, payload)) = self.cursor.peek().map_err(io)? else {
+                // The rest is in later segments, if the next one was
+                // written (the writer fills segments in order).
+                let next = self.cursor.segment() + 1;
+                if written(&self.dir, next)? {
+                    self.cursor = SegmentReader::open(&self.dir, next).map_err(io)?;
+                    continue;
+                }
+                if self.next > until {
+                    return Ok(None);
+                }
                 return Err(ResumeError::Damaged(format!(
                     "mini-block {} (up to {until} durable) is not in the log after segment {} offset {}",
                     self.next,
                     self.cursor.segment(),
                     self.cursor.offset()
                 )));
+            };
+            match kind {
+                RecordKind::MiniBlock => {
+                    let (block, number) =
+                        peek_mini_block(payload).map_err(damaged)?;
+                    if number >= self.next && number > until {
+                        return Ok(None);
+                    }
+                    if block < self.skip_below_block {
+                        self.cursor.advance();
+                        continue;
+                    }
+                    let record = decode_mini_block(payload).map_err(damaged)?;
+                    self.cursor.advance();
+                    if let Some(event) = self.take(record)? {
+                        return Ok(Some(LogItem::MiniBlock(event)));
+                    }
+                }
+                RecordKind::BlockSeal if self.seals == Some(true) => {
+                    let record = decode_seal(payload).map_err(damaged)?;
+                    if record.header.number > until_seal {
+                        return Ok(None);
+                    }
+                    self.cursor.advance();
+                    return Ok(Some(LogItem::Seal(record)));
+                }
+                _ => self.cursor.advance(),
             }
-            self.cursor = SegmentReader::open(&self.dir, next).map_err(io)?;
+        }
+    }
+
+    /// A mini-block record read in order: its event when it is the next
+    /// one to return, `None` when it comes before it.
+    fn take(&mut self, record: MiniBlockRecord) -> Result<Option<MiniBlockEvent>, ResumeError> {
+        if let Some(last) = self.last_read
+            && record.number != last + 1
+        {
+            return Err(ResumeError::Damaged(format!(
+                "mini-block {} follows mini-block {last}",
+                record.number
+            )));
+        }
+        self.last_read = Some(record.number);
+        let event = self.event(record);
+        if self.seals.is_some() && event.number + 1 == self.next {
+            // Seals after this one's record belong to the stream.
+            self.seals = Some(true);
+        }
+        if event.number < self.next {
             return Ok(None);
-        };
-        let skipped = kind == RecordKind::MiniBlock
-            && peek_mini_block(payload).is_ok_and(|(block, _)| block < self.skip_below_block);
-        let record = (kind == RecordKind::MiniBlock && !skipped)
-            .then(|| decode_mini_block(payload))
-            .transpose()
-            .map_err(|e| {
-                ResumeError::Damaged(format!(
-                    "segment {} offset {}: {e}",
-                    self.cursor.segment(),
-                    self.cursor.offset()
-                ))
-            })?;
-        self.cursor.advance();
-        Ok(record)
+        }
+        if event.number > self.next {
+            return Err(ResumeError::Damaged(format!(
+                "mini-block {} is not in the log (the next one read is {})",
+                self.next, event.number
+            )));
+        }
+        self.next += 1;
+        Ok(Some(event))
     }
 
     /// The live event `record` made, its receipts placed in its block.
@@ -473,6 +575,7 @@ impl MiniBlockLog {
             net: record.net,
             parent_hash: record.parent,
             hash,
+            ctx,
         }
     }
 }

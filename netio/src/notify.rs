@@ -36,6 +36,9 @@ pub enum Kind {
     MiniBlocks,
     /// Each changed account per mini-block, optionally only these.
     StateChanges(Option<HashSet<Address>>),
+    /// The log's records, mini-blocks and seals in log order, for replicas
+    /// (`fulmen_chain::replication`).
+    Replication,
 }
 
 /// A parsed `eth_subscribe`.
@@ -122,16 +125,29 @@ impl Subscribe {
                 Kind::MiniBlocks
             }
             "stateChanges" => Kind::StateChanges(state_changes_addresses(&rest)?),
+            "replication" => {
+                if rest
+                    .0
+                    .get(1)
+                    .is_some_and(|o| o.as_object().is_none_or(|o| !o.is_empty()))
+                {
+                    return Err(RpcError::invalid_params(format!(
+                        "invalid argument 1 (options): replication takes only {{\"{FROM}\": N}}"
+                    )));
+                }
+                Kind::Replication
+            }
             other => {
                 return Err(RpcError::invalid_params(format!(
                     "invalid argument 0 (subscription name): unsupported subscription {other:?}; \
-                     supported: newHeads, logs, newPendingTransactions, miniBlocks, stateChanges"
+                     supported: newHeads, logs, newPendingTransactions, miniBlocks, stateChanges, \
+                     replication"
                 )));
             }
         };
         if from.is_some() && matches!(kind, Kind::NewHeads | Kind::PendingTransactions { .. }) {
             return Err(RpcError::invalid_params(format!(
-                "invalid argument 1: {FROM} applies to miniBlocks, logs and stateChanges"
+                "invalid argument 1: {FROM} applies to miniBlocks, logs, stateChanges and replication"
             )));
         }
         Ok(Self { kind, from })
@@ -189,6 +205,7 @@ pub(crate) struct Rendered<'a> {
     hashes: Option<Vec<String>>,
     full_txs: Option<Vec<String>>,
     state_changes: Option<Vec<(Address, String)>>,
+    record: Option<String>,
 }
 
 impl<'a> Rendered<'a> {
@@ -201,6 +218,7 @@ impl<'a> Rendered<'a> {
             hashes: None,
             full_txs: None,
             state_changes: None,
+            record: None,
         }
     }
 
@@ -213,6 +231,18 @@ impl<'a> Rendered<'a> {
                     .head
                     .get_or_insert_with(|| to_json(&convert::header(block)));
                 out.push(notification(id, head));
+            }
+            (ChainEvent::Sealed(block), Kind::Replication) => {
+                let record = self.record.get_or_insert_with(|| {
+                    fulmen_chain::replication::seal_message(&block.header, &block.hash, block.size)
+                });
+                out.push(notification(id, record));
+            }
+            (ChainEvent::MiniBlock(mini), Kind::Replication) => {
+                let record = self
+                    .record
+                    .get_or_insert_with(|| fulmen_chain::replication::mini_block_message(mini));
+                out.push(notification(id, record));
             }
             (ChainEvent::Sealed(_), _) | (ChainEvent::MiniBlock(_), Kind::NewHeads) => {}
             (ChainEvent::MiniBlock(mini), Kind::Logs(filter)) => {
@@ -579,6 +609,7 @@ mod tests {
             net,
             parent_hash: B256::ZERO,
             hash: B256::ZERO,
+            ctx: fulmen_chain::block::BlockContext::default(),
         };
         let changes = state_changes_json(&mini);
         let addresses: Vec<Address> = changes.iter().map(|(address, _)| *address).collect();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use alloy_primitives::B256;
 use arc_swap::ArcSwap;
-use fulmen_chain::events::{ChainEvent, MiniBlockEvent, Published};
+use fulmen_chain::events::{ChainEvent, Published};
 use fulmen_chain::metrics::METRICS;
 use fulmen_chain::msg::SeqControl;
 use fulmen_chain::view::ChainView;
@@ -38,6 +38,9 @@ struct Subscription {
     /// Mini-blocks below this one were sent by a catch-up: a live event of
     /// one of them (still on its way to this core) is not sent again.
     skip_below: u64,
+    /// Seals of blocks up to this one were sent by a catch-up
+    /// (`replication`).
+    skip_seals_to: u64,
 }
 
 /// One WebSocket connection as the fan-out sees it.
@@ -79,6 +82,7 @@ impl Conn {
             active: false,
             catchup: catchup.map(|c| Rc::new(RefCell::new(c))),
             skip_below: 0,
+            skip_seals_to: 0,
         });
         self.hub.count_subscriptions(1, 0);
         Ok(())
@@ -103,11 +107,13 @@ impl Conn {
     }
 
     /// Ends subscription `id`'s catch-up, which sent every mini-block
-    /// before `next`: later ones go straight to it.
-    fn go_live(&self, id: &str, next: u64) {
+    /// before `next` (and every seal up to `last_seal`): later ones go
+    /// straight to it.
+    fn go_live(&self, id: &str, next: u64, last_seal: u64) {
         for sub in self.subscriptions.borrow_mut().iter_mut() {
             if sub.id == id {
                 sub.skip_below = next;
+                sub.skip_seals_to = last_seal;
                 sub.catchup = None;
             }
         }
@@ -243,9 +249,11 @@ impl Hub {
                      (durability = \"memory\")",
                 ));
             }
-            (Some(from), Some(source)) => {
-                Some(Catchup::start(source, from, resume.1.mini_block())?)
-            }
+            (Some(from), Some(source)) => Some(Catchup::start(
+                source,
+                (from, matches!(kind, Kind::Replication)),
+                resume.1.mini_block(),
+            )?),
         };
         let id = self.next_id();
         conn.add(kind, id.clone(), max, catchup)?;
@@ -299,9 +307,10 @@ impl Hub {
             let mut out = Vec::new();
             for sub in conn.subscriptions.borrow().iter() {
                 match (&sub.catchup, &published.event) {
-                    (Some(catchup), ChainEvent::MiniBlock(mini)) => catchup.borrow_mut().hold(mini),
-                    (Some(_), ChainEvent::Sealed(_)) => {}
+                    (Some(catchup), event) => catchup.borrow_mut().hold(event),
                     (None, ChainEvent::MiniBlock(mini)) if mini.number < sub.skip_below => {}
+                    (None, ChainEvent::Sealed(block))
+                        if block.header.number <= sub.skip_seals_to => {}
                     (None, _) if sub.active => rendered.notifications(&sub.id, &sub.kind, &mut out),
                     (None, _) => {}
                 }
@@ -336,7 +345,7 @@ pub(crate) async fn catch_up(
     (kind, catchup): (Kind, Rc<RefCell<Catchup>>),
     ctx: CatchupContext,
 ) {
-    let (log, mut next) = {
+    let (log, next) = {
         let mut c = catchup.borrow_mut();
         (c.log.take(), c.from)
     };
@@ -350,18 +359,27 @@ pub(crate) async fn catch_up(
         Ok(reader) => reader,
         Err(e) => return close(CLOSE_INTERNAL, format!("cannot start a resume: {e}")),
     };
-    let mut requested = next.saturating_sub(1);
-    let mut reached_held = false;
+    let mut at = At {
+        next,
+        last_seal: 0,
+        read_to: (next.saturating_sub(1), 0),
+        reached_held: false,
+    };
     loop {
-        let target = match catchup_step(&conn, &id, &catchup, (next, reached_held), &ctx.view) {
+        let (until, until_seal) = match catchup_step(&conn, &id, &catchup, &at, &ctx.view) {
             Step::Done => return,
             Step::Held(event) => {
-                // Held live mini-blocks go out as the connection drains too:
+                // Held live records go out as the connection drains too:
                 // the stream goes live only once none is left.
-                reached_held = true;
-                next = event.number + 1;
+                match &event {
+                    ChainEvent::MiniBlock(mini) => {
+                        at.reached_held = true;
+                        at.next = mini.number + 1;
+                    }
+                    ChainEvent::Sealed(block) => at.last_seal = block.header.number,
+                }
                 let mut out = Vec::new();
-                Rendered::new(&ChainEvent::MiniBlock(event)).notifications(&id, &kind, &mut out);
+                Rendered::new(&event).notifications(&id, &kind, &mut out);
                 for text in out {
                     if !queue_when_room(&conn, text, ctx.queue_bytes).await {
                         return;
@@ -369,47 +387,71 @@ pub(crate) async fn catch_up(
                 }
                 continue;
             }
-            Step::Read(target) => target,
+            Step::Read(until, until_seal) => (until, until_seal),
         };
-        if target > requested {
-            reader.read_until(target);
-            requested = target;
-        }
-        let Some(chunk) = reader.chunks.next().await else {
-            return close(CLOSE_INTERNAL, "the resume's reader stopped".into());
-        };
-        if let Some(error) = chunk.error {
-            return close(CLOSE_INTERNAL, format!("resume failed: {error}"));
-        }
-        for text in chunk.notifications {
-            if !queue_when_room(&conn, text, ctx.queue_bytes).await {
-                return;
+        reader.read_until(until, until_seal);
+        loop {
+            let Some(chunk) = reader.chunks.next().await else {
+                return close(CLOSE_INTERNAL, "the resume's reader stopped".into());
+            };
+            if let Some(error) = chunk.error {
+                return close(CLOSE_INTERNAL, format!("resume failed: {error}"));
+            }
+            for text in chunk.notifications {
+                if !queue_when_room(&conn, text, ctx.queue_bytes).await {
+                    return;
+                }
+            }
+            at.next = chunk.next;
+            at.last_seal = chunk.last_seal.unwrap_or(at.last_seal);
+            if chunk.finished {
+                // A read up to the first held mini-block stops there, not
+                // at a seal bound.
+                let seals_to = if until_seal == u64::MAX {
+                    at.last_seal
+                } else {
+                    until_seal
+                };
+                at.read_to = (until, seals_to);
+                break;
             }
         }
-        next = chunk.next;
     }
+}
+
+/// Where a catch-up is.
+struct At {
+    /// The next mini-block to send.
+    next: u64,
+    /// The newest seal sent (`replication`).
+    last_seal: u64,
+    /// The bounds of the last read the reader finished: mini-blocks and
+    /// seals up to them are sent.
+    read_to: (u64, u64),
+    /// A held live mini-block was sent: every later record comes live.
+    reached_held: bool,
 }
 
 /// What a catch-up does next.
 enum Step {
-    /// Read the log up to this mini-block (at least `next`).
-    Read(u64),
-    /// Send this held live mini-block (number `next`).
-    Held(Arc<MiniBlockEvent>),
+    /// Read the log up to this mini-block and this seal.
+    Read(u64, u64),
+    /// Send this held live record (the next one).
+    Held(ChainEvent),
     /// It is over: the subscription went live, or the connection or the
     /// subscription is gone, or it fell too far behind (closed).
     Done,
 }
 
-/// The catch-up's next step, at mini-block `next`, `reached_held` once it
-/// sent a held one: read the log up to the first held mini-block (or the
-/// newest durable one), send the first held one, or go live when nothing
-/// is held and nothing durable is left to read.
+/// The catch-up's next step: read the log up to the first held
+/// mini-block (or the newest durable records), send the first held
+/// record, or go live when nothing is held and nothing durable is left to
+/// read. A held seal the replay has not reached yet is read from the log.
 fn catchup_step(
     conn: &Weak<Conn>,
     id: &str,
     catchup: &Rc<RefCell<Catchup>>,
-    (next, reached_held): (u64, bool),
+    at: &At,
     view: &ArcSwap<ChainView>,
 ) -> Step {
     let Some(conn) = conn.upgrade() else {
@@ -424,35 +466,49 @@ fn catchup_step(
             CLOSE_TRY_LATER,
             format!(
                 "the resume fell {} mini-blocks behind the chain; resubscribe with \
-                 fromMiniBlock {next}",
-                crate::resume::CATCHUP_BUFFER_MAX
+                 fromMiniBlock {}",
+                crate::resume::CATCHUP_BUFFER_MAX,
+                at.next
             ),
         );
         return Step::Done;
     }
-    while c.buffer.front().is_some_and(|e| e.number < next) {
+    while c.buffer.front().is_some_and(|e| match e {
+        ChainEvent::MiniBlock(mini) => mini.number < at.next,
+        // Read past (or, before the stream's start, not part of it).
+        ChainEvent::Sealed(block) => block.header.number <= at.last_seal.max(at.read_to.1),
+    }) {
         c.buffer.pop_front();
     }
-    match c.buffer.front().map(|e| e.number) {
-        Some(first) if first == next => {
-            let event = c.buffer.pop_front().expect("checked above");
-            return Step::Held(event);
+    let first_held = c.buffer.iter().find_map(|e| match e {
+        ChainEvent::MiniBlock(mini) => Some(mini.number),
+        ChainEvent::Sealed(_) => None,
+    });
+    let front_is_seal = matches!(c.buffer.front(), Some(ChainEvent::Sealed(_)));
+    match (c.buffer.front(), first_held) {
+        (Some(ChainEvent::MiniBlock(mini)), _) if mini.number == at.next => {
+            return Step::Held(c.buffer.pop_front().expect("checked above"));
         }
-        Some(first) => return Step::Read(first - 1),
-        None => {
-            let newest = view.load().mini_block();
-            // Mini-blocks from `next` on that are durable but not held
-            // reached this core before the subscription existed: read them.
-            // Once a held one was sent, or past the newest durable one
-            // (the view goes out before its events), every later
-            // mini-block is still to come to this core.
-            if !reached_held && next <= newest {
-                return Step::Read(newest);
-            }
+        (Some(_), _) if front_is_seal && at.reached_held => {
+            return Step::Held(c.buffer.pop_front().expect("checked above"));
         }
+        (Some(_), Some(first)) => return Step::Read(first - 1, u64::MAX),
+        _ => {}
+    }
+    // Nothing held but seals the replay did not reach, or nothing held at
+    // all: records durable but not held reached this core before the
+    // subscription existed (and a held seal is durable too): read them.
+    // Once a held mini-block was sent, or past the newest durable records
+    // (the view goes out before its events), every later one is still
+    // to come to this core.
+    let view = view.load();
+    let (newest, head) = (view.mini_block(), view.head().header.number);
+    let seals_left = c.seals && at.read_to.1 < head;
+    if !at.reached_held && (at.next <= newest || seals_left || front_is_seal) {
+        return Step::Read(newest.max(at.next.saturating_sub(1)), head);
     }
     drop(c);
-    conn.go_live(id, next);
+    conn.go_live(id, at.next, at.last_seal);
     Step::Done
 }
 

@@ -16,9 +16,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fulmen_chain::events::{ChainEvent, MiniBlockEvent};
+use fulmen_chain::block::SealedBlock;
+use fulmen_chain::events::ChainEvent;
 use fulmen_chain::metrics::METRICS;
-use fulmen_chain::resume::{MiniBlockLog, ResumeError};
+use fulmen_chain::resume::{LogItem, MiniBlockLog, ResumeError};
 use fulmen_chain::spec::EvmChain;
 use futures::channel::mpsc;
 
@@ -50,14 +51,17 @@ pub struct ResumeSource {
 /// live events into it) and its catch-up task.
 #[derive(Debug)]
 pub(crate) struct Catchup {
-    /// Live mini-blocks that arrived since the subscription was made.
-    pub(crate) buffer: VecDeque<Arc<MiniBlockEvent>>,
+    /// Live mini-blocks (and for `replication`, seals) that arrived since
+    /// the subscription was made.
+    pub(crate) buffer: VecDeque<ChainEvent>,
     /// More than [`CATCHUP_BUFFER_MAX`] arrived.
     pub(crate) overflowed: bool,
     /// The log reader, until the reader thread takes it.
     pub(crate) log: Option<MiniBlockLog>,
     /// The first mini-block to send.
     pub(crate) from: u64,
+    /// `replication`: seals are part of the stream.
+    pub(crate) seals: bool,
     source: Arc<ResumeSource>,
 }
 
@@ -67,7 +71,7 @@ impl Catchup {
     /// many resumes at once.
     pub(crate) fn start(
         source: &Arc<ResumeSource>,
-        from: u64,
+        (from, seals): (u64, bool),
         newest: u64,
     ) -> Result<Self, RpcError> {
         let active = source.active.fetch_add(1, Ordering::Relaxed);
@@ -77,6 +81,7 @@ impl Catchup {
             overflowed: false,
             log: None,
             from: from.max(1),
+            seals,
             source: source.clone(),
         };
         if active >= source.max {
@@ -85,8 +90,13 @@ impl Catchup {
                 source.max
             )));
         }
+        let open = if seals {
+            MiniBlockLog::with_seals
+        } else {
+            MiniBlockLog::open
+        };
         let log =
-            MiniBlockLog::open(&source.log_dir, source.chain, from, newest).map_err(
+            open(&source.log_dir, source.chain, from, newest).map_err(
                 |e| match e {
                     ResumeError::Pruned { .. } | ResumeError::Future { .. } => {
                         RpcError::invalid_params(format!("invalid argument 1 (fromMiniBlock): {e}"))
@@ -98,8 +108,11 @@ impl Catchup {
         Ok(catchup)
     }
 
-    /// Holds live mini-block `event` until the replay reaches it.
-    pub(crate) fn hold(&mut self, event: &Arc<MiniBlockEvent>) {
+    /// Holds live `event` until the replay reaches it.
+    pub(crate) fn hold(&mut self, event: &ChainEvent) {
+        if matches!(event, ChainEvent::Sealed(_)) && !self.seals {
+            return;
+        }
         if self.buffer.len() >= CATCHUP_BUFFER_MAX {
             self.overflowed = true;
             self.buffer.clear();
@@ -123,6 +136,10 @@ pub(crate) struct Chunk {
     pub(crate) notifications: Vec<String>,
     /// The next mini-block the reader will read.
     pub(crate) next: u64,
+    /// The newest seal it sent (`replication`).
+    pub(crate) last_seal: Option<u64>,
+    /// It read all it was asked for.
+    pub(crate) finished: bool,
     /// Why it stopped, when the log could not be read.
     pub(crate) error: Option<String>,
 }
@@ -130,16 +147,17 @@ pub(crate) struct Chunk {
 /// The net core's side of a reader thread.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    targets: std::sync::mpsc::Sender<u64>,
+    targets: std::sync::mpsc::Sender<(u64, u64)>,
     /// What it read.
     pub(crate) chunks: mpsc::Receiver<Chunk>,
 }
 
 impl Reader {
-    /// Asks for every mini-block up to `until` (all durable).
-    pub(crate) fn read_until(&self, until: u64) {
+    /// Asks for every mini-block up to `until` and (`replication`) every
+    /// seal up to `until_seal` (all durable).
+    pub(crate) fn read_until(&self, until: u64, until_seal: u64) {
         // The thread ends only when the chunks' receiver is gone.
-        let _ = self.targets.send(until);
+        let _ = self.targets.send((until, until_seal));
     }
 }
 
@@ -153,54 +171,73 @@ pub(crate) fn spawn_reader(log: MiniBlockLog, id: String, kind: Kind) -> std::io
     Ok(Reader { targets, chunks })
 }
 
-/// The reader thread: for each target, the mini-blocks up to it in
-/// chunks, rendered for the subscription.
+/// The reader thread: for each target, the records up to it in chunks,
+/// rendered for the subscription.
 fn read(
     mut log: MiniBlockLog,
     id: &str,
     kind: &Kind,
-    requests: &std::sync::mpsc::Receiver<u64>,
+    requests: &std::sync::mpsc::Receiver<(u64, u64)>,
     mut out: mpsc::Sender<Chunk>,
 ) {
-    while let Ok(until) = requests.recv() {
+    while let Ok((until, until_seal)) = requests.recv() {
         loop {
             let mut chunk = Chunk {
                 notifications: Vec::new(),
                 next: log.next(),
+                last_seal: None,
+                finished: false,
                 error: None,
             };
             let mut bytes = 0;
             let mut read = 0;
             while read < CHUNK_MINI_BLOCKS_MAX && bytes < CHUNK_BYTES_MAX {
-                match log.next_until(until) {
-                    Ok(Some(event)) => {
+                let item = if matches!(kind, Kind::Replication) {
+                    log.next_item(until, until_seal)
+                } else {
+                    log.next_until(until).map(|e| e.map(LogItem::MiniBlock))
+                };
+                let event = match item {
+                    Ok(Some(LogItem::MiniBlock(event))) => {
                         METRICS
                             .ws_resumed_mini_blocks
                             .fetch_add(1, Ordering::Relaxed);
-                        let event = ChainEvent::MiniBlock(Arc::new(event));
-                        let before = chunk.notifications.len();
-                        Rendered::new(&event).notifications(id, kind, &mut chunk.notifications);
-                        bytes += chunk.notifications[before..]
-                            .iter()
-                            .map(String::len)
-                            .sum::<usize>();
-                        read += 1;
+                        ChainEvent::MiniBlock(Arc::new(event))
                     }
-                    Ok(None) => break,
+                    Ok(Some(LogItem::Seal(seal))) => {
+                        chunk.last_seal = Some(seal.header.number);
+                        ChainEvent::Sealed(Arc::new(SealedBlock {
+                            hash: seal.header.hash_slow(),
+                            header: seal.header,
+                            txs: Vec::new(),
+                            size: seal.size,
+                        }))
+                    }
+                    Ok(None) => {
+                        chunk.finished = true;
+                        break;
+                    }
                     Err(e) => {
                         chunk.error = Some(e.to_string());
                         break;
                     }
-                }
+                };
+                let before = chunk.notifications.len();
+                Rendered::new(&event).notifications(id, kind, &mut chunk.notifications);
+                bytes += chunk.notifications[before..]
+                    .iter()
+                    .map(String::len)
+                    .sum::<usize>();
+                read += 1;
             }
             chunk.next = log.next();
             let stop = chunk.error.is_some();
-            let done = log.next() > until;
+            let finished = chunk.finished;
             if futures::executor::block_on(futures::SinkExt::send(&mut out, chunk)).is_err() || stop
             {
                 return;
             }
-            if done {
+            if finished {
                 break;
             }
         }

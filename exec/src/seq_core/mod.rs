@@ -9,6 +9,7 @@ mod actors;
 mod durability;
 mod state;
 mod timing;
+mod upstream;
 
 pub use timing::{
     LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, STORAGE_QUEUE_CAPACITY, SeqTiming, now_ms,
@@ -74,6 +75,9 @@ pub struct SeqLinks {
     /// A verifier's blocks derived from L1: blocks close when one is
     /// executed, not on the block timer (and `inboxes` is empty).
     pub derived: Option<mpsc::Receiver<fulmen_chain::msg::DerivedBlock>>,
+    /// A replica's records from its upstream: mini-blocks and blocks close
+    /// as the upstream's did (and `inboxes` is not read).
+    pub upstream: Option<mpsc::Receiver<fulmen_chain::msg::Upstream>>,
 }
 
 /// Runs the seq role on the current executor until every inbox closes.
@@ -130,7 +134,12 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
         sealed.clone(),
     ));
     let control = glommio::spawn_local(actors::obey_control(state.clone()));
-    if let Some(derived) = links.derived {
+    if let Some(upstream) = links.upstream {
+        state.borrow_mut().replica = true;
+        upstream::take_upstream(state, upstream, links.to_merkle, progress, sealed).await;
+        // Serve what was replicated until the process ends.
+        futures::future::pending::<()>().await;
+    } else if let Some(derived) = links.derived {
         state.borrow_mut().verifier = true;
         actors::take_derived(state, derived, links.to_merkle, progress, sealed).await;
         // Serve what was derived until the process ends.
@@ -289,6 +298,7 @@ mod tests {
             events: EventBus::new(vec![event_tx]),
             log: Some(link),
             derived: None,
+            upstream: None,
         };
         let timing = SeqTiming {
             block_time_ms: 600_000,

@@ -98,6 +98,13 @@ pub(super) struct SeqState {
     /// A verifier: views are published only when every executed block is
     /// sealed (and so checked).
     pub(super) verifier: bool,
+    /// A replica: blocks seal only against the upstream's header, and
+    /// their roots wait here for it when they come first.
+    pub(super) replica: bool,
+    roots_waiting: std::collections::VecDeque<fulmen_chain::block::SealRoots>,
+    /// A replica: mini-blocks not yet published and when their upstream
+    /// closed them (µs), for the lag metric.
+    lag_marks: std::collections::VecDeque<(u64, u64)>,
     /// Set by [`SeqControl::Stop`]: who waits for the log to drain.
     stopping: Option<Vec<std::sync::mpsc::SyncSender<Drained>>>,
     /// When the open mini-block took its first transaction.
@@ -127,6 +134,9 @@ impl SeqState {
             halted: None,
             expected: std::collections::BTreeMap::new(),
             verifier: false,
+            replica: false,
+            roots_waiting: Default::default(),
+            lag_marks: Default::default(),
             stopping: None,
             mini_opened: None,
             mini_block_max,
@@ -165,6 +175,11 @@ impl SeqState {
     /// one more transaction of the largest size.
     pub(super) fn mini_block_full(&self) -> bool {
         self.seq.mini_txs_len() >= MINI_BLOCK_TXS_MAX || self.seq.mini_block_full()
+    }
+
+    /// True when the log has as many records in flight as it may.
+    pub(super) fn log_full(&self) -> bool {
+        !self.halted() && self.in_flight() >= LOG_RECORDS_IN_FLIGHT_MAX
     }
 
     /// True when a full mini-block must wait for the log before taking more.
@@ -380,6 +395,9 @@ impl SeqState {
             if let Some(feed) = self.log.as_mut().and_then(|log| log.history.as_mut()) {
                 feed.feed(&view);
             }
+            if self.replica {
+                self.note_lag(view.mini_block());
+            }
             self.published.store(view);
         }
         for (reply, answer) in released.replies {
@@ -453,15 +471,26 @@ impl SeqState {
         if self.halted() {
             return;
         }
+        // A replica seals a block only against its upstream's header.
+        if self.replica && !self.expected.contains_key(&roots.number) {
+            self.roots_waiting.push_back(roots);
+            return;
+        }
         let sealed = self.seq.finish_seal(roots);
-        // A verifier never makes visible a block whose header is not the
-        // one the sequencer sealed: it stops, naming the first difference.
+        // A verifier or a replica never makes visible a block whose header
+        // is not the one the sequencer sealed: it stops, naming the first
+        // difference.
         if let Some(expected) = self.expected.remove(&sealed.header.number)
             && let Some(diff) =
                 fulmen_chain::header_diff::first_difference(&sealed.header, &expected)
         {
+            let role = if self.replica {
+                "replica: block"
+            } else {
+                "verifier: L2 block"
+            };
             self.halt(format!(
-                "verifier: L2 block {} is not the sequencer's: {diff} (this block is not served)",
+                "{role} {} is not the sequencer's: {diff} (this block is not served)",
                 sealed.header.number
             ));
             return;
@@ -616,8 +645,30 @@ impl SeqState {
     /// Closes the mini-block (if any transaction ran), logs it, and releases
     /// it with `replies` and the waiters it wakes.
     pub(super) fn close_and_release(&mut self, replies: &mut Replies) {
+        self.close_and_release_at(now_us(), None, replies);
+    }
+
+    /// [`Self::close_and_release`] at close time `timestamp_us`; when
+    /// `expect` is given (a replica: the upstream's hash of this
+    /// mini-block), a mini-block whose hash differs halts the node
+    /// instead.
+    pub(super) fn close_and_release_at(
+        &mut self,
+        timestamp_us: u64,
+        expect: Option<alloy_primitives::B256>,
+        replies: &mut Replies,
+    ) {
         let before = self.seq.view().state().clone();
-        if let Some(mini) = self.seq.close_mini_block_at(now_us()) {
+        let closed = self.seq.close_mini_block_at(timestamp_us);
+        if let (Some(mini), Some(expected)) = (&closed, expect)
+            && mini.hash != expected
+        {
+            self.halt(format!(
+                "replica: mini-block {} here hashes to {}, the upstream's to {expected} \
+                 (it is not served)",
+                mini.number, mini.hash
+            ));
+        } else if let Some(mini) = closed {
             METRICS.mini_blocks.fetch_add(1, Relaxed);
             self.mini_opened = None;
             let logs = self.log.is_some();
@@ -663,6 +714,63 @@ impl SeqState {
         self.release(replies);
     }
 
+    /// A replica: the upstream's header of block `header.number`, which
+    /// this node's must equal; seals roots that waited for it.
+    pub(super) fn expect_header(&mut self, header: alloy_consensus::Header) {
+        self.expected.insert(header.number, header);
+        while let Some(roots) = self.roots_waiting.pop_front() {
+            if !self.expected.contains_key(&roots.number) {
+                self.roots_waiting.push_front(roots);
+                break;
+            }
+            self.finish_seal(roots);
+        }
+    }
+
+    /// A replica: whether the upstream's header of block `number` is here.
+    pub(super) fn expected_header(&self, number: u64) -> Option<&alloy_consensus::Header> {
+        self.expected.get(&number)
+    }
+
+    /// A replica: mini-block `number`, closed by the upstream at
+    /// `timestamp_us`, waits for its release.
+    pub(super) fn mark_lag(&mut self, number: u64, timestamp_us: u64) {
+        self.lag_marks.push_back((number, timestamp_us));
+    }
+
+    /// A replica published every mini-block up to `newest`: their lag.
+    fn note_lag(&mut self, newest: u64) {
+        let now = now_us();
+        while let Some(&(number, closed_us)) = self.lag_marks.front() {
+            if number > newest {
+                break;
+            }
+            self.lag_marks.pop_front();
+            let lag = now.saturating_sub(closed_us);
+            METRICS
+                .replica_lag
+                .observe(Duration::from_micros(lag));
+            METRICS.replica_lag_us.store(lag, Relaxed);
+        }
+        let upstream = METRICS.replica_upstream_mini_block.load(Relaxed);
+        METRICS
+            .replica_lag_mini_blocks
+            .store(upstream.saturating_sub(newest), Relaxed);
+    }
+
+    /// A replica: closes the open block where the upstream did, and
+    /// publishes the view with its state; the seal job is returned.
+    pub(super) fn close_upstream_block(
+        &mut self,
+        next: Option<fulmen_chain::block::BlockContext>,
+    ) -> SealJob {
+        let job = self.seq.close_upstream_block(next);
+        if !self.halted() {
+            self.release(&mut Vec::new());
+        }
+        job
+    }
+
     /// Whether some net core has subscribers.
     fn builds_events(&self) -> bool {
         !self.subscribed_cores.is_empty()
@@ -682,6 +790,7 @@ impl SeqState {
             net,
             parent_hash: mini.parent_hash,
             hash: mini.hash,
+            ctx: self.seq.open_ctx(),
         }
     }
 }

@@ -26,6 +26,7 @@ use fulmen_chain::view::ChainView;
 
 mod pool;
 mod replay;
+mod replica;
 mod types;
 
 pub use types::{
