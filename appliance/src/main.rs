@@ -7,9 +7,9 @@ mod error;
 mod history;
 mod metrics_http;
 mod node;
+mod replica;
 mod top;
 mod unwind;
-mod replica;
 mod verifier;
 
 use std::net::SocketAddr;

@@ -204,14 +204,24 @@ fn connect(url: &str) -> Result<Socket, String> {
 /// record, checked and handed to the seq core.
 fn take(start: &mut ReplicaStart, text: &str) -> Result<(), Failure> {
     let message: Value = serde_json::from_str(text).map_err(|e| {
-        Failure::Fatal(format!("the upstream sent a message that is not JSON ({e})"))
+        Failure::Fatal(format!(
+            "the upstream sent a message that is not JSON ({e})"
+        ))
     })?;
     if let Some(error) = message.get("error") {
-        return Err(Failure::Fatal(format!(
-            "the upstream refused to stream from mini-block {}: {}",
-            start.from,
-            error.get("message").unwrap_or(error)
-        )));
+        let text = error.get("message").unwrap_or(error).to_string();
+        let reason = format!(
+            "the upstream refused to stream from mini-block {}: {text}",
+            start.from
+        );
+        // An upstream behind this node (a replica restarted and catching
+        // up) or busy gets asked again; one that pruned what this node
+        // needs never has it again.
+        return Err(if text.contains("is pruned") {
+            Failure::Fatal(reason)
+        } else {
+            Failure::Lost(reason)
+        });
     }
     let Some(result) = message.get("params").and_then(|p| p.get("result")) else {
         // The subscription's id.

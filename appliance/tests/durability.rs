@@ -1029,6 +1029,19 @@ fn a_recent_node_prunes_old_history_and_answers_pruned_blocks_clearly() {
         .expect("the oldest kept mini-block resumes");
     assert_eq!(first["mini_block_number"], json!(kept), "{first}");
     assert_eq!(first["index"], json!(0), "a block's first mini-block");
+    // A replica's stream (records after mini-block N - 1) the same way.
+    let message = first_notification(node.addr, json!(["replication", {"fromMiniBlock": 1}]))
+        .expect_err("the replication stream from 1 is pruned");
+    assert!(
+        message.contains("mini-block 1 is pruned: the oldest available is"),
+        "{message}"
+    );
+    let record = first_notification(
+        node.addr,
+        json!(["replication", {"fromMiniBlock": kept + 1}]),
+    )
+    .expect("a replica resumes after the oldest kept mini-block");
+    assert!(record["record"].as_str().is_some(), "{record}");
     // kill -9 while it prunes: nothing acknowledged is lost.
     let mut nonce = 48;
     for round in 0..3 {

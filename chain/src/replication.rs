@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::events::MiniBlockEvent;
 use crate::msg::Upstream;
-use crate::persist::{MiniBlockMeta, decode_mini_block, decode_seal, encode_mini_block, encode_seal};
+use crate::persist::{
+    MiniBlockMeta, decode_mini_block, decode_seal, encode_mini_block, encode_seal,
+};
 
 /// The message of mini-block `mini`: its record as the log holds it.
 pub fn mini_block_message(mini: &MiniBlockEvent) -> String {
@@ -84,7 +86,8 @@ pub fn parse_message(result: &Value) -> Result<Upstream, String> {
     }
     match kind {
         "miniBlock" => {
-            let record = decode_mini_block(&record).map_err(|e| format!("mini-block {number}: {e}"))?;
+            let record =
+                decode_mini_block(&record).map_err(|e| format!("mini-block {number}: {e}"))?;
             if record.number != number {
                 return Err(format!(
                     "the message of mini-block {number} holds mini-block {}",

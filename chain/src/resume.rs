@@ -16,7 +16,9 @@ use fulmen_storage::record::RecordKind;
 
 use crate::block::ExecutedTx;
 use crate::events::MiniBlockEvent;
-use crate::persist::{MiniBlockRecord, SealRecord, decode_mini_block, decode_seal, peek_mini_block};
+use crate::persist::{
+    MiniBlockRecord, SealRecord, decode_mini_block, decode_seal, peek_mini_block,
+};
 use crate::spec::EvmChain;
 
 /// Why mini-blocks cannot be read from where they were asked for.
@@ -465,8 +467,7 @@ impl MiniBlockLog {
             };
             match kind {
                 RecordKind::MiniBlock => {
-                    let (block, number) =
-                        peek_mini_block(payload).map_err(damaged)?;
+                    let (block, number) = peek_mini_block(payload).map_err(damaged)?;
                     if number >= self.next && number > until {
                         return Ok(None);
                     }

@@ -95,15 +95,12 @@ impl Catchup {
         } else {
             MiniBlockLog::open
         };
-        let log =
-            open(&source.log_dir, source.chain, from, newest).map_err(
-                |e| match e {
-                    ResumeError::Pruned { .. } | ResumeError::Future { .. } => {
-                        RpcError::invalid_params(format!("invalid argument 1 (fromMiniBlock): {e}"))
-                    }
-                    other => RpcError::server(format!("cannot resume: {other}")),
-                },
-            )?;
+        let log = open(&source.log_dir, source.chain, from, newest).map_err(|e| match e {
+            ResumeError::Pruned { .. } | ResumeError::Future { .. } => {
+                RpcError::invalid_params(format!("invalid argument 1 (fromMiniBlock): {e}"))
+            }
+            other => RpcError::server(format!("cannot resume: {other}")),
+        })?;
         catchup.log = Some(log);
         Ok(catchup)
     }

@@ -747,9 +747,7 @@ impl SeqState {
             }
             self.lag_marks.pop_front();
             let lag = now.saturating_sub(closed_us);
-            METRICS
-                .replica_lag
-                .observe(Duration::from_micros(lag));
+            METRICS.replica_lag.observe(Duration::from_micros(lag));
             METRICS.replica_lag_us.store(lag, Relaxed);
         }
         let upstream = METRICS.replica_upstream_mini_block.load(Relaxed);
@@ -771,9 +769,15 @@ impl SeqState {
         job
     }
 
-    /// Whether some net core has subscribers.
+    /// Whether events are built: while some net core has subscribers, and
+    /// always on a node that keeps a log. A subscription resuming from the
+    /// log goes live once it has read the newest durable mini-block; were
+    /// events built only from the seq core's next look at the control
+    /// channel on, a mini-block closing in between would reach it neither
+    /// way (seen as a gap by a replica's subscriber that reconnected while
+    /// its core had no other subscriber).
     fn builds_events(&self) -> bool {
-        !self.subscribed_cores.is_empty()
+        self.log.is_some() || !self.subscribed_cores.is_empty()
     }
 
     /// The subscription event of `mini`, the mini-block just closed.

@@ -83,7 +83,9 @@ pub(super) async fn take_upstream(
             s.drain_control();
             let run = run_queue(&mut s, &mut follow);
             run.unwrap_or_else(|reason| {
-                s.halt(format!("replica: {reason} (the upstream's stream is not served)"));
+                s.halt(format!(
+                    "replica: {reason} (the upstream's stream is not served)"
+                ));
                 Vec::new()
             })
         };
@@ -123,7 +125,9 @@ pub(super) async fn take_upstream(
         let mut next = Some(first);
         while let Some(message) = next {
             if let Err(reason) = note(&mut s, &mut follow, message) {
-                s.halt(format!("replica: {reason} (the upstream's stream is not served)"));
+                s.halt(format!(
+                    "replica: {reason} (the upstream's stream is not served)"
+                ));
                 return;
             }
             next = futures::FutureExt::now_or_never(upstream.next()).flatten();
