@@ -118,6 +118,8 @@ pub struct DerivedBlock {
 
 /// What a replica's upstream sent, checked and decoded by its follower
 /// thread, in the upstream's log order.
+// Moved once per record, through one bounded channel.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Upstream {
     /// A mini-block, applied from its record (its logged state changes,
@@ -129,7 +131,7 @@ pub enum Upstream {
         hash: alloy_primitives::B256,
     },
     /// A block's seal: the header this node's must equal.
-    Seal(crate::persist::SealRecord),
+    Seal(Box<crate::persist::SealRecord>),
 }
 
 /// What a net core asks of the sequencer.

@@ -105,7 +105,7 @@ pub fn parse_message(result: &Value) -> Result<Upstream, String> {
                     seal.header.hash_slow()
                 ));
             }
-            Ok(Upstream::Seal(seal))
+            Ok(Upstream::Seal(Box::new(seal)))
         }
         other => Err(format!("unknown message type {other:?}")),
     }

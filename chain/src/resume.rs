@@ -89,12 +89,14 @@ pub struct MiniBlockLog {
 }
 
 /// A record of the log a replication stream sends.
+// Returned once per record, moved at once into an event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LogItem {
     /// A mini-block.
     MiniBlock(MiniBlockEvent),
     /// A block's seal.
-    Seal(SealRecord),
+    Seal(Box<SealRecord>),
 }
 
 /// The search [`MiniBlockLog::open`] leaves to the first read.
@@ -487,7 +489,7 @@ impl MiniBlockLog {
                         return Ok(None);
                     }
                     self.cursor.advance();
-                    return Ok(Some(LogItem::Seal(record)));
+                    return Ok(Some(LogItem::Seal(Box::new(record))));
                 }
                 _ => self.cursor.advance(),
             }

@@ -202,6 +202,7 @@ fn read(
                         ChainEvent::MiniBlock(Arc::new(event))
                     }
                     Ok(Some(LogItem::Seal(seal))) => {
+                        let seal = *seal;
                         chunk.last_seal = Some(seal.header.number);
                         ChainEvent::Sealed(Arc::new(SealedBlock {
                             hash: seal.header.hash_slow(),

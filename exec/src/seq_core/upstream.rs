@@ -121,20 +121,32 @@ pub(super) async fn take_upstream(
             Some(None) => return,
             None => continue,
         };
-        let mut s = state.borrow_mut();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            if let Err(reason) = note(&mut s, &mut follow, message) {
-                s.halt(format!(
-                    "replica: {reason} (the upstream's stream is not served)"
-                ));
-                return;
-            }
-            next = futures::FutureExt::now_or_never(upstream.next()).flatten();
+        if !note_waiting(&mut state.borrow_mut(), &mut follow, first, &mut upstream) {
+            return;
         }
-        drop(s);
         glommio::yield_if_needed().await;
     }
+}
+
+/// Takes `first` and every message already waiting; false when one
+/// halted the node.
+fn note_waiting(
+    s: &mut SeqState,
+    follow: &mut Follow,
+    first: Upstream,
+    upstream: &mut mpsc::Receiver<Upstream>,
+) -> bool {
+    let mut next = Some(first);
+    while let Some(message) = next {
+        if let Err(reason) = note(s, follow, message) {
+            s.halt(format!(
+                "replica: {reason} (the upstream's stream is not served)"
+            ));
+            return false;
+        }
+        next = futures::FutureExt::now_or_never(upstream.next()).flatten();
+    }
+    true
 }
 
 /// Takes one upstream message: a mini-block joins the queue; a seal's
