@@ -75,23 +75,29 @@ impl Sequencer {
         self.mini_block_hash = record.parent;
         let timestamp_us = record.timestamp_us;
         for tx in record.txs {
-            let recovered = fulmen_chain::tx::from_logged(
-                tx.envelope,
-                tx.sender,
-                tx.encoded_len,
-                self.spec.tx_rules().spec,
-            );
-            self.record(
-                recovered,
-                tx.success,
-                tx.gas_used,
-                tx.logs,
-                tx.contract_address,
-                tx.diff,
-            );
+            self.record_logged(tx);
         }
         self.close_mini_block_at(timestamp_us);
         Ok(jobs)
+    }
+
+    /// Applies a logged transaction (its receipt and state changes) to the
+    /// open block, as replay and a replica do.
+    pub(super) fn record_logged(&mut self, tx: fulmen_chain::persist::LoggedTx) {
+        let recovered = fulmen_chain::tx::from_logged(
+            tx.envelope,
+            tx.sender,
+            tx.encoded_len,
+            self.spec.tx_rules().spec,
+        );
+        self.record(
+            recovered,
+            tx.success,
+            tx.gas_used,
+            tx.logs,
+            tx.contract_address,
+            tx.diff,
+        );
     }
 
     /// Replays a logged block seal; closes the block first when the log

@@ -98,18 +98,8 @@ impl Sequencer {
         }
         // As the first transaction's execution did.
         self.make_system_calls();
-        let spec = self.spec.tx_rules().spec;
         for tx in record.txs {
-            let recovered =
-                fulmen_chain::tx::from_logged(tx.envelope, tx.sender, tx.encoded_len, spec);
-            self.record(
-                recovered,
-                tx.success,
-                tx.gas_used,
-                tx.logs,
-                tx.contract_address,
-                tx.diff,
-            );
+            self.record_logged(tx);
         }
         Ok(())
     }
