@@ -207,6 +207,14 @@ pub enum SeqControl {
         core: usize,
         /// Whether it has any subscription.
         any: bool,
+        /// Where the seq core notes, with this report's `generation`, the
+        /// first mini-block it builds events for from now on (`u64::MAX`
+        /// when `any` is false): a subscription resuming from the log goes
+        /// live only from there, never at a mini-block that closed before
+        /// the seq core read the core's latest report.
+        events_from: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
+        /// The report's number, from the net core's count.
+        generation: u64,
     },
     /// The DA batcher's view of L1: the L2 blocks L1 vouches for. Published
     /// with the next release of the chain view (the next mini-block or seal,

@@ -110,3 +110,78 @@ pub fn parse_message(result: &Value) -> Result<Upstream, String> {
         other => Err(format!("unknown message type {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockContext;
+    use crate::mini_block::NetChanges;
+
+    fn mini_block() -> MiniBlockEvent {
+        MiniBlockEvent {
+            number: 7,
+            block: 3,
+            block_timestamp: 1_000,
+            index: 0,
+            timestamp_us: 1_000_000_123,
+            gas_used: 0,
+            txs: vec![],
+            diffs: vec![],
+            net: NetChanges::default(),
+            parent_hash: B256::repeat_byte(1),
+            hash: B256::repeat_byte(2),
+            ctx: BlockContext {
+                number: 3,
+                timestamp: 1_000,
+                base_fee: 7,
+                gas_limit: 30_000_000,
+                ..BlockContext::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_message_reads_back_and_any_damage_is_refused() {
+        let text = mini_block_message(&mini_block());
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let Ok(Upstream::MiniBlock { record, hash }) = parse_message(&value) else {
+            panic!("a mini-block")
+        };
+        assert_eq!(
+            (record.number, record.ctx.number, hash),
+            (7, 3, B256::repeat_byte(2))
+        );
+        assert_eq!(record.parent, B256::repeat_byte(1));
+        // One hex digit changed: the CRC says so.
+        let mut damaged = value.clone();
+        let hex = damaged["record"].as_str().unwrap().to_string();
+        let last = if hex.ends_with('0') { "1" } else { "0" };
+        damaged["record"] = Value::from(format!("{}{last}", &hex[..hex.len() - 1]));
+        assert!(parse_message(&damaged).unwrap_err().contains("CRC-32C"));
+        // A number that is not the record's.
+        let mut renumbered = value.clone();
+        renumbered["number"] = Value::from(8);
+        assert!(
+            parse_message(&renumbered)
+                .unwrap_err()
+                .contains("holds mini-block 7")
+        );
+        let mut unknown = value;
+        unknown["type"] = Value::from("block");
+        assert!(parse_message(&unknown).unwrap_err().contains("unknown"));
+
+        let header = alloy_consensus::Header {
+            number: 3,
+            ..Default::default()
+        };
+        let hash = header.hash_slow();
+        let seal: Value = serde_json::from_str(&seal_message(&header, &hash, 600)).unwrap();
+        let Ok(Upstream::Seal(read)) = parse_message(&seal) else {
+            panic!("a seal")
+        };
+        assert_eq!((read.header.hash_slow(), read.size), (hash, 600));
+        let mut wrong = seal;
+        wrong["hash"] = Value::from(B256::ZERO.to_string());
+        assert!(parse_message(&wrong).unwrap_err().contains("holds block 3"));
+    }
+}

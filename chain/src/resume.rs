@@ -592,13 +592,25 @@ mod tests {
     use alloy_primitives::B256;
     use fulmen_storage::log::segment_name;
 
-    /// Writes segments of mini-blocks (number, block) as the log would.
+    /// Writes segments of mini-blocks (number, block) as the log would;
+    /// number 0 is the seal of that block.
     fn write_log(dir: &Path, segments: &[&[(u64, u64)]]) {
         std::fs::create_dir_all(dir).unwrap();
         let net = NetChanges::default();
         for (segment, minis) in segments.iter().enumerate() {
             let mut bytes = Vec::new();
             for &(number, block) in *minis {
+                if number == 0 {
+                    let header = alloy_consensus::Header {
+                        number: block,
+                        ..Default::default()
+                    };
+                    let mut payload = Vec::new();
+                    crate::persist::encode_seal(&header, 500, &mut payload);
+                    fulmen_storage::record::encode(RecordKind::BlockSeal, &payload, &mut bytes)
+                        .unwrap();
+                    continue;
+                }
                 let ctx = BlockContext {
                     number: block,
                     timestamp: 1_000 + block,
@@ -635,6 +647,52 @@ mod tests {
         std::iter::from_fn(|| log.next_until(until).unwrap())
             .map(|e| (e.number, e.block, e.index))
             .collect()
+    }
+
+    /// What a reader made with seals returns up to the bounds: mini-block
+    /// numbers, and seals as `1000 + block`.
+    fn items(log: &mut MiniBlockLog, until: u64, until_seal: u64) -> Vec<u64> {
+        std::iter::from_fn(|| log.next_item(until, until_seal).unwrap())
+            .map(|item| match item {
+                LogItem::MiniBlock(e) => e.number,
+                LogItem::Seal(s) => 1000 + s.header.number,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replication_read_returns_every_record_after_the_one_before_its_start() {
+        let dir = std::env::temp_dir().join(format!("fulmen-resume-seals-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Seals of blocks 0 and 1 follow the next block's first mini-block.
+        write_log(
+            &dir,
+            &[
+                &[(0, 0), (1, 1), (2, 2), (0, 1), (3, 2)],
+                &[(0, 2), (4, 3), (0, 3)],
+            ],
+        );
+        let mut log = MiniBlockLog::with_seals(&dir, chain(), 1, 4).unwrap();
+        assert_eq!(
+            items(&mut log, 4, 3),
+            vec![1000, 1, 2, 1001, 3, 1002, 4, 1003]
+        );
+        // From 3: after mini-block 2's record, so block 1's seal too.
+        let mut log = MiniBlockLog::with_seals(&dir, chain(), 3, 4).unwrap();
+        assert_eq!(items(&mut log, 4, 2), vec![1001, 3, 1002, 4]);
+        // Then the rest, once block 3's seal is durable.
+        assert_eq!(items(&mut log, 4, 3), vec![1003]);
+        // Up to a mini-block: its trailing seals, not the next mini-block.
+        let mut log = MiniBlockLog::with_seals(&dir, chain(), 2, 4).unwrap();
+        assert_eq!(items(&mut log, 3, u64::MAX), vec![2, 1001, 3, 1002]);
+        assert_eq!(
+            MiniBlockLog::with_seals(&dir, chain(), 6, 4).unwrap_err(),
+            ResumeError::Future {
+                requested: 6,
+                newest: 4
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

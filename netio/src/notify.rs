@@ -113,28 +113,12 @@ impl Subscribe {
                 Kind::PendingTransactions { full }
             }
             "miniBlocks" => {
-                if rest
-                    .0
-                    .get(1)
-                    .is_some_and(|o| o.as_object().is_none_or(|o| !o.is_empty()))
-                {
-                    return Err(RpcError::invalid_params(format!(
-                        "invalid argument 1 (options): miniBlocks takes only {{\"{FROM}\": N}}"
-                    )));
-                }
+                only_from(&rest, "miniBlocks")?;
                 Kind::MiniBlocks
             }
             "stateChanges" => Kind::StateChanges(state_changes_addresses(&rest)?),
             "replication" => {
-                if rest
-                    .0
-                    .get(1)
-                    .is_some_and(|o| o.as_object().is_none_or(|o| !o.is_empty()))
-                {
-                    return Err(RpcError::invalid_params(format!(
-                        "invalid argument 1 (options): replication takes only {{\"{FROM}\": N}}"
-                    )));
-                }
+                only_from(&rest, "replication")?;
                 Kind::Replication
             }
             other => {
@@ -152,6 +136,21 @@ impl Subscribe {
         }
         Ok(Self { kind, from })
     }
+}
+
+/// Refuses options other than `fromMiniBlock` (already taken out of
+/// `rest`) for subscription `name`.
+fn only_from(rest: &Params, name: &str) -> Result<(), RpcError> {
+    if rest
+        .0
+        .get(1)
+        .is_some_and(|o| o.as_object().is_none_or(|o| !o.is_empty()))
+    {
+        return Err(RpcError::invalid_params(format!(
+            "invalid argument 1 (options): {name} takes only {{\"{FROM}\": N}}"
+        )));
+    }
+    Ok(())
 }
 
 /// `stateChanges`' addresses: argument 1 is the list, or an object with
@@ -453,6 +452,11 @@ mod tests {
         assert!(error(json!(["miniBlocks", {"fromMiniBlock": -1}])).contains("fromMiniBlock"));
         assert!(error(json!(["miniBlocks", {"fromMiniBlock": "7"}])).contains("hex quantity"));
         assert!(error(json!(["miniBlocks", {"from": 7}])).contains("takes only"));
+        assert_eq!(
+            from(json!(["replication", {"fromMiniBlock": 9}])).unwrap(),
+            Some(9)
+        );
+        assert!(error(json!(["replication", {"from": 9}])).contains("replication takes only"));
         assert!(error(json!(["newHeads", {"fromMiniBlock": 1}])).contains("too many arguments"));
         assert!(
             error(json!(["newPendingTransactions", {"fromMiniBlock": 1}])).contains("argument 1")

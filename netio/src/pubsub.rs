@@ -159,6 +159,11 @@ struct SubscriberReport {
     core: usize,
     to_seq: RefCell<mpsc::Sender<SeqControl>>,
     reported_any: Cell<bool>,
+    /// The seq core's answer to a report: its generation and the first
+    /// mini-block it builds events for since.
+    events_from: Arc<std::sync::Mutex<(u64, u64)>>,
+    /// The latest report's generation.
+    generation: Cell<u64>,
 }
 
 impl Hub {
@@ -187,6 +192,8 @@ impl Hub {
                 core,
                 to_seq: RefCell::new(to_seq),
                 reported_any: Cell::new(false),
+                events_from: Arc::new(std::sync::Mutex::new((0, u64::MAX))),
+                generation: Cell::new(0),
             },
         }
     }
@@ -204,16 +211,35 @@ impl Hub {
         if any == report.reported_any.get() {
             return;
         }
+        let generation = report.generation.get() + 1;
         let message = SeqControl::Subscribers {
             core: report.core,
             any,
+            events_from: report.events_from.clone(),
+            generation,
         };
         // Each sender has a guaranteed slot and the seq core reads control
         // messages at once, so this fails only if the seq core is gone; a
         // failed report is retried at the next change.
         match report.to_seq.borrow_mut().try_send(message) {
-            Ok(()) => report.reported_any.set(any),
+            Ok(()) => {
+                report.reported_any.set(any);
+                report.generation.set(generation);
+            }
             Err(e) => tracing::warn!(error = %e, "cannot tell the seq core about subscribers"),
+        }
+    }
+
+    /// The first mini-block sure to reach this core as an event (while it
+    /// keeps a subscriber).
+    fn events_from(&self) -> u64 {
+        let report = &self.seq_control;
+        let (generation, from) = *report.events_from.lock().unwrap_or_else(|e| e.into_inner());
+        if generation == report.generation.get() {
+            from
+        } else {
+            // The seq core has not read the latest report yet.
+            u64::MAX
         }
     }
 
@@ -388,6 +414,10 @@ pub(crate) async fn catch_up(
                 continue;
             }
             Step::Read(until, until_seal) => (until, until_seal),
+            Step::Wait => {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
         };
         reader.read_until(until, until_seal);
         loop {
@@ -438,6 +468,9 @@ enum Step {
     Read(u64, u64),
     /// Send this held live record (the next one).
     Held(ChainEvent),
+    /// Look again shortly: the seq core has not yet read that this core
+    /// has subscribers, so the next mini-block may come as no event.
+    Wait,
     /// It is over: the subscription went live, or the connection or the
     /// subscription is gone, or it fell too far behind (closed).
     Done,
@@ -504,8 +537,16 @@ fn catchup_step(
     let view = view.load();
     let (newest, head) = (view.mini_block(), view.head().header.number);
     let seals_left = c.seals && at.read_to.1 < head;
-    if !at.reached_held && (at.next <= newest || seals_left || front_is_seal) {
+    // Live from `next` on only if every mini-block from it will come as an
+    // event; before that, what closed is read from the log.
+    let events_reach = at.next >= conn.hub.events_from();
+    if (!at.reached_held && (at.next <= newest || seals_left || front_is_seal))
+        || (!events_reach && at.next <= newest)
+    {
         return Step::Read(newest.max(at.next.saturating_sub(1)), head);
+    }
+    if !events_reach {
+        return Step::Wait;
     }
     drop(c);
     conn.go_live(id, at.next, at.last_seal);

@@ -277,7 +277,12 @@ mod tests {
         let (mut control, control_rx) = mpsc::channel(SEQ_CONTROL_CAPACITY);
         // Mini-block events are built only while some net core has subscribers.
         control
-            .try_send(SeqControl::Subscribers { core: 0, any: true })
+            .try_send(SeqControl::Subscribers {
+                core: 0,
+                any: true,
+                events_from: Default::default(),
+                generation: 0,
+            })
             .unwrap();
         glommio::spawn_local(fulmen_storage::writer::run_writer(log, append_rx, ack_tx)).detach();
         glommio::spawn_local(run_merkle(merkle, vec![seal_rx], roots_tx)).detach();

@@ -27,9 +27,7 @@ use fulmen_storage::writer::AppendRequest;
 
 use super::durability::{Durability, Released, Replies};
 
-/// How far ahead of the verifier's clock a derived block's timestamp may be.
-const DERIVED_TIMESTAMP_AHEAD_MAX_S: u64 = 3600;
-use super::timing::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, now_us};
+use super::timing::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, TIMESTAMP_AHEAD_MAX_S, now_us};
 use crate::sequencer::{ClosedMiniBlock, Sequencer};
 
 /// The seq core's side of the log.
@@ -254,12 +252,22 @@ impl SeqState {
     /// A control message.
     pub(super) fn control(&mut self, message: SeqControl) {
         match message {
-            SeqControl::Subscribers { core, any } => {
-                if any {
+            SeqControl::Subscribers {
+                core,
+                any,
+                events_from,
+                generation,
+            } => {
+                // Every mini-block that closes from now on gets an event
+                // (one still open too: events are built at its close).
+                let from = if any {
                     self.subscribed_cores.insert(core);
+                    self.seq.view().mini_block() + 1
                 } else {
                     self.subscribed_cores.remove(&core);
-                }
+                    u64::MAX
+                };
+                *events_from.lock().unwrap_or_else(|e| e.into_inner()) = (generation, from);
             }
             SeqControl::DaCompacted(records) => {
                 if let Some(log) = &mut self.log {
@@ -595,10 +603,10 @@ impl SeqState {
         // The sequencer stamps blocks with its clock: a timestamp far ahead
         // of ours is not one of its blocks (and near u64::MAX the next
         // block's `parent + 1` would overflow).
-        let latest_s = super::timing::now_ms() / 1000 + DERIVED_TIMESTAMP_AHEAD_MAX_S;
+        let latest_s = super::timing::now_ms() / 1000 + TIMESTAMP_AHEAD_MAX_S;
         if block.timestamp > latest_s {
             return Err(format!(
-                "block {number} has timestamp {}, more than {DERIVED_TIMESTAMP_AHEAD_MAX_S} s ahead of this clock",
+                "block {number} has timestamp {}, more than {TIMESTAMP_AHEAD_MAX_S} s ahead of this clock",
                 block.timestamp
             ));
         }
@@ -769,15 +777,9 @@ impl SeqState {
         job
     }
 
-    /// Whether events are built: while some net core has subscribers, and
-    /// always on a node that keeps a log. A subscription resuming from the
-    /// log goes live once it has read the newest durable mini-block; were
-    /// events built only from the seq core's next look at the control
-    /// channel on, a mini-block closing in between would reach it neither
-    /// way (seen as a gap by a replica's subscriber that reconnected while
-    /// its core had no other subscriber).
+    /// Whether some net core has subscribers.
     fn builds_events(&self) -> bool {
-        self.log.is_some() || !self.subscribed_cores.is_empty()
+        !self.subscribed_cores.is_empty()
     }
 
     /// The subscription event of `mini`, the mini-block just closed.

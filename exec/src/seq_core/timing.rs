@@ -37,3 +37,7 @@ pub const LOG_RECORDS_IN_FLIGHT_MAX: u64 = 64;
 /// Capacity of the seq → storage channel: the in-flight bound plus room for
 /// block seals and the mini-blocks a block close forces.
 pub const STORAGE_QUEUE_CAPACITY: usize = LOG_RECORDS_IN_FLIGHT_MAX as usize + 64;
+
+/// How far ahead of this node's clock a block timestamp from outside (a
+/// verifier's derived block, a replica's upstream) may be.
+pub(super) const TIMESTAMP_AHEAD_MAX_S: u64 = 3600;

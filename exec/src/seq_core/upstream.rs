@@ -31,13 +31,21 @@ use fulmen_chain::persist::MiniBlockRecord;
 
 use super::actors::Shared;
 use super::state::SeqState;
+use super::timing::TIMESTAMP_AHEAD_MAX_S;
 
 /// How often a replica's seq core, waiting for the upstream, checks
 /// whether it halted.
 const HALT_POLL: Duration = Duration::from_millis(100);
-/// Mini-blocks that may wait for a seal before the upstream is called
-/// broken (a block's seal follows its mini-blocks by a few at most).
+/// Records that may wait for the seal they need before the upstream is
+/// called broken (a block's seal follows its mini-blocks by a few at most).
 const WAITING_MAX: usize = 1 << 16;
+/// Records queued before the seq core stops taking more (unless the front
+/// waits for a seal still to come): the follower thread then waits on the
+/// bounded channel, so a long stream of empty blocks is taken at the pace
+/// they seal here.
+const QUEUED_MAX: usize = 4096;
+/// Blocks closed here and not yet sealed before closing another waits.
+const UNSEALED_MAX: usize = 64;
 
 /// The upstream's records in its log order, as the seq core runs them.
 #[derive(Debug)]
@@ -55,6 +63,18 @@ struct Follow {
     last_mini_block: u64,
     /// The newest block whose seal was noted.
     last_seal: u64,
+    /// The queue's front waits for a seal the upstream has not sent yet.
+    needs_seal: bool,
+}
+
+/// Why the open block does not close now.
+enum Closing {
+    /// It closed: its seal job.
+    Closed(SealJob),
+    /// Its context (it is empty) comes with its seal, not here yet.
+    NeedsSeal,
+    /// Its parent, or too many blocks, are not sealed here yet.
+    NeedsLocalSeal,
 }
 
 /// The replica's input: the upstream's records, applied in order; each
@@ -75,6 +95,7 @@ pub(super) async fn take_upstream(
             queue: VecDeque::new(),
             last_mini_block: s.seq.view().mini_block(),
             last_seal: s.seq.view().head().header.number,
+            needs_seal: false,
         }
     };
     loop {
@@ -104,12 +125,16 @@ pub(super) async fn take_upstream(
             let _ = progress.acquire(1).await;
             continue;
         }
-        // The next message, or a seal here (a block may close now), or the
-        // halt poll.
+        // The next message (unless enough wait here already), or a seal
+        // here (a block may close now), or the halt poll.
         let message = {
             let tick = std::pin::pin!(glommio::timer::sleep(HALT_POLL));
             let seal = std::pin::pin!(sealed.acquire(1));
             let either = futures::future::select(tick, seal);
+            if follow.queue.len() >= QUEUED_MAX && !follow.needs_seal {
+                either.await;
+                continue;
+            }
             match futures::future::select(upstream.next(), either).await {
                 futures::future::Either::Left((message, _)) => Some(message),
                 futures::future::Either::Right(_) => None,
@@ -172,7 +197,7 @@ fn note(s: &mut SeqState, follow: &mut Follow, message: Upstream) -> Result<(), 
             }
             if follow.queue.len() >= WAITING_MAX {
                 return Err(format!(
-                    "{WAITING_MAX} mini-blocks arrived without the seal they wait for"
+                    "{WAITING_MAX} records arrived without the seal they wait for"
                 ));
             }
             follow.last_mini_block = number;
@@ -203,6 +228,12 @@ fn note(s: &mut SeqState, follow: &mut Follow, message: Upstream) -> Result<(), 
                     follow.last_seal
                 ));
             }
+            check_ctx(&BlockContext::of_header(&seal.header))?;
+            if follow.queue.len() >= WAITING_MAX {
+                return Err(format!(
+                    "{WAITING_MAX} records arrived without the seal they wait for"
+                ));
+            }
             follow.last_seal = number;
             s.expect_header(seal.header);
             follow.queue.push_back(Ordered::EndOfBlock(number));
@@ -215,6 +246,7 @@ fn note(s: &mut SeqState, follow: &mut Follow, message: Upstream) -> Result<(), 
 /// returns the seal jobs of the blocks it closed.
 fn run_queue(s: &mut SeqState, follow: &mut Follow) -> Result<Vec<SealJob>, String> {
     let mut jobs = Vec::new();
+    follow.needs_seal = false;
     while !s.halted() {
         let open = s.seq.open_number();
         match follow.queue.front() {
@@ -230,14 +262,19 @@ fn run_queue(s: &mut SeqState, follow: &mut Follow) -> Result<Vec<SealJob>, Stri
                 if block > open {
                     let next = (block == open + 1).then_some(record.ctx);
                     match close_open(s, next)? {
-                        Some(job) => jobs.push(job),
-                        None => break,
+                        Closing::Closed(job) => jobs.push(job),
+                        Closing::NeedsSeal => {
+                            follow.needs_seal = true;
+                            break;
+                        }
+                        Closing::NeedsLocalSeal => break,
                     }
                     continue;
                 }
                 if s.log_full() {
                     break;
                 }
+                check_ctx(&record.ctx)?;
                 let Some(Ordered::MiniBlock(record, hash)) = follow.queue.pop_front() else {
                     unreachable!("the front is a mini-block");
                 };
@@ -254,8 +291,9 @@ fn run_queue(s: &mut SeqState, follow: &mut Follow) -> Result<Vec<SealJob>, Stri
                 }
                 if block == open {
                     match close_open(s, None)? {
-                        Some(job) => jobs.push(job),
-                        None => break,
+                        Closing::Closed(job) => jobs.push(job),
+                        // Its seal is noted: only a seal here is missing.
+                        Closing::NeedsSeal | Closing::NeedsLocalSeal => break,
                     }
                 }
                 follow.queue.pop_front();
@@ -268,17 +306,32 @@ fn run_queue(s: &mut SeqState, follow: &mut Follow) -> Result<Vec<SealJob>, Stri
 /// Closes the open block if it can close now: its context is the
 /// upstream's (an empty block's comes from its seal) and its parent is
 /// sealed here. `next` is the next block's context when known.
-fn close_open(s: &mut SeqState, next: Option<BlockContext>) -> Result<Option<SealJob>, String> {
+fn close_open(s: &mut SeqState, next: Option<BlockContext>) -> Result<Closing, String> {
     let open = s.seq.open_number();
     if s.seq.open_is_empty() {
         let Some(header) = s.expected_header(open) else {
-            return Ok(None);
+            return Ok(Closing::NeedsSeal);
         };
         let ctx = BlockContext::of_header(header);
         s.seq.take_upstream_ctx(ctx)?;
     }
-    if !s.seq.can_close_block() {
-        return Ok(None);
+    if !s.seq.can_close_block() || s.seq.unsealed_blocks() >= UNSEALED_MAX {
+        return Ok(Closing::NeedsLocalSeal);
     }
-    Ok(Some(s.close_upstream_block(next)))
+    Ok(Closing::Closed(s.close_upstream_block(next)))
+}
+
+/// A block context from the upstream, before anything runs with it: the
+/// sequencer stamps blocks with its clock, so a timestamp far ahead of
+/// this one is not one of its blocks (and near `u64::MAX` the next
+/// block's `timestamp + 1` would overflow).
+fn check_ctx(ctx: &BlockContext) -> Result<(), String> {
+    let latest_s = super::timing::now_ms() / 1000 + TIMESTAMP_AHEAD_MAX_S;
+    if ctx.timestamp > latest_s {
+        return Err(format!(
+            "block {} has timestamp {}, more than {TIMESTAMP_AHEAD_MAX_S} s ahead of this clock",
+            ctx.number, ctx.timestamp
+        ));
+    }
+    Ok(())
 }

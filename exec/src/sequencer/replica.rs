@@ -40,6 +40,11 @@ impl Sequencer {
         }
     }
 
+    /// Blocks closed and not yet sealed.
+    pub fn unsealed_blocks(&self) -> usize {
+        self.sealing.len()
+    }
+
     /// The hash of the newest mini-block.
     pub fn mini_block_hash(&self) -> B256 {
         self.mini_block_hash
@@ -87,6 +92,18 @@ impl Sequencer {
         }
         if record.txs.is_empty() {
             return Err(format!("mini-block {} has no transaction", record.number));
+        }
+        // A block's gas stays within its limit (and so within u64).
+        let gas = record
+            .txs
+            .iter()
+            .try_fold(self.open.gas_used, |sum, tx| sum.checked_add(tx.gas_used))
+            .filter(|&gas| gas <= record.ctx.gas_limit);
+        if gas.is_none() {
+            return Err(format!(
+                "mini-block {} takes its block past its gas limit {}",
+                record.number, record.ctx.gas_limit
+            ));
         }
         if self.open_is_empty() {
             self.take_upstream_ctx(record.ctx)?;
