@@ -6,6 +6,7 @@
 //!
 //!   fulmen-ws-bench --rpc http://127.0.0.1:8545 --subscribers 1,100,1000 --txs 300
 //!   fulmen-ws-bench --rpc ... --load-tps 2000      # under load
+//!   fulmen-ws-bench --rpc SEQUENCER --subscribe-rpc REPLICA   # on a replica
 //!
 //! Figures per subscriber count: p50/p99 over every (transaction,
 //! subscriber) delivery, and p50/p99 of the last subscriber per transaction.
@@ -66,6 +67,10 @@ struct Args {
     /// Measure resume throughput from this mini-block instead.
     #[arg(long)]
     resume_from: Option<u64>,
+    /// Subscribe on this node (a replica of --rpc, for instance) while
+    /// transactions go to --rpc. Default: --rpc.
+    #[arg(long)]
+    subscribe_rpc: Option<String>,
 }
 
 /// The transaction in flight and who has seen its log.
@@ -122,6 +127,25 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let keys = dev_keys();
     let mut probe = Probe::deploy(addr, keys[0].clone()).await?;
+    if let Some(url) = &args.subscribe_rpc {
+        probe.subscribe_at = endpoint(url)?;
+        // The emitter must exist there before anyone subscribes to it.
+        let mut there = Conn::connect(probe.subscribe_at)
+            .await
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while there
+            .call("eth_getCode", json!([probe.emitter, "latest"]))
+            .await?
+            .as_str()
+            .is_none_or(|code| code == "0x")
+        {
+            if Instant::now() > deadline {
+                return Err(format!("the emitter is not on {url} within 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let load_sent = Arc::new(AtomicU64::new(0));
     if args.load_tps > 0 {
         spawn_load(
@@ -153,7 +177,8 @@ async fn run(args: Args) -> Result<(), String> {
 
 /// The sender of the measured transactions and the contract they call.
 struct Probe {
-    addr: SocketAddr,
+    /// Where the subscribers connect.
+    subscribe_at: SocketAddr,
     http: Conn,
     chain_id: u64,
     sender: Key,
@@ -182,7 +207,7 @@ impl Probe {
             .await?;
         let emitter = wait_receipt(&mut http, deploy_hash).await?;
         Ok(Self {
-            addr,
+            subscribe_at: addr,
             http,
             chain_id,
             sender,
@@ -291,7 +316,7 @@ async fn measure(
     });
     let mut tasks = Vec::new();
     for _ in 0..count {
-        tasks.push(subscriber(probe.addr, probe.emitter, shared.clone()).await?);
+        tasks.push(subscriber(probe.subscribe_at, probe.emitter, shared.clone()).await?);
     }
     let load_began = (load_sent.load(Relaxed), Instant::now());
     let outcome = rounds(probe, &shared, txs).await;
