@@ -367,6 +367,12 @@ impl MiniBlockLog {
         self.next
     }
 
+    /// Returns nothing before mini-block `next` (sent by other means); the
+    /// reading goes on from where it is.
+    pub fn skip_to(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+
     /// The next mini-block if its number is at most `until` (every
     /// mini-block up to `until` must be durable); `None` once `until` is
     /// reached.

@@ -22,7 +22,7 @@ use futures::channel::mpsc;
 
 use crate::notify::{Kind, Rendered, Subscribe};
 use crate::outbox::{CLOSE_INTERNAL, CLOSE_TRY_LATER, Outbox};
-use crate::resume::{Catchup, ResumeSource, spawn_reader};
+use crate::resume::{Catchup, ResumeSource, Target, spawn_reader};
 use crate::rpc::{Params, RpcError};
 
 /// One subscription of a connection.
@@ -390,6 +390,7 @@ pub(crate) async fn catch_up(
         last_seal: 0,
         read_to: (next.saturating_sub(1), 0),
         reached_held: false,
+        read_once: false,
     };
     loop {
         let (until, until_seal) = match catchup_step(&conn, &id, &catchup, &at, &ctx.view) {
@@ -419,7 +420,12 @@ pub(crate) async fn catch_up(
                 continue;
             }
         };
-        reader.read_until(until, until_seal);
+        reader.read(Target {
+            next: at.next,
+            last_seal: at.last_seal,
+            until,
+            until_seal,
+        });
         loop {
             let Some(chunk) = reader.chunks.next().await else {
                 return close(CLOSE_INTERNAL, "the resume's reader stopped".into());
@@ -443,6 +449,7 @@ pub(crate) async fn catch_up(
                     until_seal
                 };
                 at.read_to = (until, seals_to);
+                at.read_once = true;
                 break;
             }
         }
@@ -460,6 +467,9 @@ struct At {
     read_to: (u64, u64),
     /// A held live mini-block was sent: every later record comes live.
     reached_held: bool,
+    /// A read finished (for `replication`, the seals logged right after
+    /// the mini-block before the start come only from the log).
+    read_once: bool,
 }
 
 /// What a catch-up does next.
@@ -519,7 +529,9 @@ fn catchup_step(
     });
     let front_is_seal = matches!(c.buffer.front(), Some(ChainEvent::Sealed(_)));
     match (c.buffer.front(), first_held) {
-        (Some(ChainEvent::MiniBlock(mini)), _) if mini.number == at.next => {
+        (Some(ChainEvent::MiniBlock(mini)), _)
+            if mini.number == at.next && (at.read_once || !c.seals) =>
+        {
             return Step::Held(c.buffer.pop_front().expect("checked above"));
         }
         (Some(_), _) if front_is_seal && at.reached_held => {

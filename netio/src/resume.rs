@@ -141,20 +141,35 @@ pub(crate) struct Chunk {
     pub(crate) error: Option<String>,
 }
 
+/// What a reader thread is asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    /// The first mini-block not sent yet (held live ones may have gone
+    /// ahead of the reader).
+    pub(crate) next: u64,
+    /// The newest seal sent.
+    pub(crate) last_seal: u64,
+    /// Read mini-blocks up to this one.
+    pub(crate) until: u64,
+    /// And seals of blocks up to this one.
+    pub(crate) until_seal: u64,
+}
+
 /// The net core's side of a reader thread.
 #[derive(Debug)]
 pub(crate) struct Reader {
-    targets: std::sync::mpsc::Sender<(u64, u64)>,
+    targets: std::sync::mpsc::Sender<Target>,
     /// What it read.
     pub(crate) chunks: mpsc::Receiver<Chunk>,
 }
 
 impl Reader {
-    /// Asks for every mini-block up to `until` and (`replication`) every
-    /// seal up to `until_seal` (all durable).
-    pub(crate) fn read_until(&self, until: u64, until_seal: u64) {
+    /// Asks for every mini-block up to `target.until` and (`replication`)
+    /// every seal up to `target.until_seal` (all durable), leaving out what
+    /// was already sent.
+    pub(crate) fn read(&self, target: Target) {
         // The thread ends only when the chunks' receiver is gone.
-        let _ = self.targets.send((until, until_seal));
+        let _ = self.targets.send(target);
     }
 }
 
@@ -174,10 +189,14 @@ fn read(
     mut log: MiniBlockLog,
     id: &str,
     kind: &Kind,
-    requests: &std::sync::mpsc::Receiver<(u64, u64)>,
+    requests: &std::sync::mpsc::Receiver<Target>,
     mut out: mpsc::Sender<Chunk>,
 ) {
-    while let Ok((until, until_seal)) = requests.recv() {
+    while let Ok(target) = requests.recv() {
+        let Target {
+            until, until_seal, ..
+        } = target;
+        log.skip_to(target.next);
         loop {
             let mut chunk = Chunk {
                 notifications: Vec::new(),
@@ -200,6 +219,9 @@ fn read(
                             .ws_resumed_mini_blocks
                             .fetch_add(1, Ordering::Relaxed);
                         ChainEvent::MiniBlock(Arc::new(event))
+                    }
+                    Ok(Some(LogItem::Seal(seal))) if seal.header.number <= target.last_seal => {
+                        continue;
                     }
                     Ok(Some(LogItem::Seal(seal))) => {
                         let seal = *seal;
