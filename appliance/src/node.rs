@@ -602,6 +602,7 @@ fn spawn_executors(
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("fulmen-cpu{cpu}"))
             .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(PREEMPT_TIMER)
             .spin_before_park(Duration::from_micros(spin_us));
         let handle = builder
             .spawn(move || run_core(roles, shared))
@@ -779,16 +780,23 @@ fn lower_this_thread(cpus: &[usize], nice: i32) {
     }
 }
 
+/// How long a task may run before the executor lets another task queue
+/// run (glommio's preemption timer, for every queue): background work
+/// (merkleization, checkpoints) yields to RPC, sequencing and the log
+/// within this.
+const PREEMPT_TIMER: Duration = Duration::from_millis(1);
+
 /// Runs one executor's roles until they end. Latency-sensitive work (RPC,
 /// sequencing, the log) runs above background work (merkleization,
 /// checkpoints, sampling).
 async fn run_core(roles: CoreRoles, shared: Shared) {
     let executor = glommio::executor();
-    let fast = executor.create_task_queue(
-        Shares::Static(1000),
-        Latency::Matters(Duration::from_millis(1)),
-        "fast",
-    );
+    // Not `Latency::Matters`: glommio makes every wake of such a queue's
+    // task from another thread write the executor's eventfd, awake or not
+    // (a syscall per reply and per inbox push). Preemption stays within
+    // `PREEMPT_TIMER` through the executor's own timer, and the shares keep
+    // this queue ahead of the background one.
+    let fast = executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "fast");
     let background =
         executor.create_task_queue(Shares::Static(100), Latency::NotImportant, "background");
     let mut tasks = Vec::new();

@@ -6,6 +6,7 @@
 //! starts, and the client is a minimal keep-alive HTTP/1.1 writer/reader.
 
 pub mod client;
+pub mod proc_cpu;
 pub mod runner;
 pub mod sign;
 pub mod stats;

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::client::{Conn, parse_response, quantity};
+use crate::proc_cpu::CpuSample;
 use crate::stats::{Report, error_kind, histogram, record};
 use crate::workload::{Plan, PlanConfig, Prepared, Workload, prepare};
 
@@ -37,6 +38,10 @@ pub struct RunConfig {
     pub settle_timeout_s: u64,
     /// No progress lines on stderr.
     pub quiet: bool,
+    /// The node's process: its CPU time over the send phase (from the
+    /// first send until the last transaction is sealed) is reported per
+    /// transaction.
+    pub node_pid: Option<u32>,
 }
 
 /// The figures of a run, plus the raw latencies for plotting.
@@ -215,6 +220,8 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
     let start_block =
         quantity(&conn.call("eth_blockNumber", json!([])).await?).ok_or("bad block number")? as u64;
 
+    let cpu_before = args.node_pid.map(CpuSample::read).transpose();
+    let cpu_before = cpu_before.map_err(|e| format!("--node-pid: {e}"))?;
     let start = Instant::now();
     let sent_lanes = send_lanes(addr, &plan, args.rate, start).await?;
     let ok_txs = sent_lanes.ok_txs;
@@ -226,6 +233,14 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
         wait_preconfirmed(addr, &plan, settle).await
     };
     let sealed = wait_sealed(addr, start_block, ok_txs, settle).await;
+    let node_cpu = match (args.node_pid, &cpu_before) {
+        (Some(pid), Some(before)) => Some(
+            CpuSample::read(pid)
+                .map_err(|e| format!("--node-pid: {e}"))?
+                .since(before, ok_txs),
+        ),
+        _ => None,
+    };
 
     let mut report = describe(args, lanes);
     report.errors = sent_lanes.errors;
@@ -246,6 +261,7 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
     }
     report.set_latencies(&sent_lanes.histogram);
     report.requests = sent_lanes.histogram.len();
+    report.node_cpu = node_cpu;
     Ok(RunOutput {
         report,
         points: sent_lanes.points,

@@ -54,6 +54,9 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Wall time of the send phase.
     pub duration_s: f64,
+    /// The node's CPU time over the send phase, per transaction sent
+    /// without error (with `--node-pid`).
+    pub node_cpu: Option<crate::proc_cpu::CpuPerTx>,
 }
 
 impl Report {
@@ -92,6 +95,17 @@ impl Report {
             self.p999_ms,
             self.max_ms
         );
+        if let Some(cpu) = &self.node_cpu {
+            out.push_str(&format!(
+                "node CPU-us per tx  {:.1}  (user {:.1} + kernel {:.1})\n",
+                cpu.cpu_us_per_tx, cpu.user_us_per_tx, cpu.sys_us_per_tx
+            ));
+            for (name, [total, user, sys]) in &cpu.threads {
+                out.push_str(&format!(
+                    "  {name:<16} {total:>8.1}  ({user:.1} + {sys:.1})\n"
+                ));
+            }
+        }
         for (kind, count) in &self.errors {
             out.push_str(&format!("  error x{count}: {kind}\n"));
         }

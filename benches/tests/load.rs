@@ -88,6 +88,7 @@ fn config(url: &str, workload: Workload, txs: u64) -> RunConfig {
         seed: 11,
         settle_timeout_s: 30,
         quiet: true,
+        node_pid: None,
     }
 }
 
@@ -109,6 +110,7 @@ async fn nonce_sum(url: &str, seed: u64, accounts: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn closed_loop_counts_and_percentiles_match_what_was_sent() {
     let node = start_node();
+    let mut node_cpu = Vec::new();
     for workload in [
         Workload::Transfers,
         Workload::Erc20,
@@ -117,8 +119,17 @@ async fn closed_loop_counts_and_percentiles_match_what_was_sent() {
     ] {
         let mut cfg = config(&node.url, workload, 120);
         cfg.seed = 100 + workload as u64;
+        cfg.node_pid = Some(node.child.id());
         let out = run(&cfg).await.unwrap();
         let r = &out.report;
+        // The node's CPU over the send phase, read from /proc: user plus
+        // kernel, split by thread (the executors are named by their CPU).
+        let cpu = r.node_cpu.clone().expect("node_pid reports the node's CPU");
+        assert!(
+            (cpu.user_us_per_tx + cpu.sys_us_per_tx - cpu.cpu_us_per_tx).abs() < 1e-6,
+            "{workload:?}: {cpu:?}"
+        );
+        node_cpu.push(cpu);
         assert_eq!(r.txs, 120, "{workload:?}");
         assert!(r.errors.is_empty(), "{workload:?}: {:?}", r.errors);
         let expected_requests = if workload == Workload::Mixed {
@@ -144,6 +155,16 @@ async fn closed_loop_counts_and_percentiles_match_what_was_sent() {
         // The node agrees: exactly the sent transactions were executed.
         assert_eq!(nonce_sum(&node.url, cfg.seed, 8).await, 120, "{workload:?}");
     }
+    // CPU time is counted in 10 ms ticks: over the four runs (each waits
+    // for a seal) the node's executors used some.
+    assert!(
+        node_cpu.iter().any(|cpu| cpu.cpu_us_per_tx > 0.0
+            && cpu
+                .threads
+                .keys()
+                .any(|name| name.starts_with("fulmen-cpu"))),
+        "{node_cpu:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -57,6 +57,12 @@ enum Handle {
     Buffered(BufferedFile),
 }
 
+/// `path` made absolute: glommio refuses to open a directory by a relative
+/// path (EBADF), so every path a `DiskDir` hands it is absolute.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 impl DiskDir {
     /// Uses (and creates) `path`. Must run on a glommio executor: it probes
     /// whether the filesystem takes O_DIRECT.
@@ -86,7 +92,7 @@ impl DiskDir {
         };
         let _ = std::fs::remove_file(&probe);
         Ok(Self {
-            path: path.to_path_buf(),
+            path: absolute(path),
             mode,
         })
     }
@@ -95,7 +101,7 @@ impl DiskDir {
     /// work; `create` and `open` must not be called.
     pub fn for_reading(path: &Path) -> Self {
         Self {
-            path: path.to_path_buf(),
+            path: absolute(path),
             mode: WriteMode::Buffered,
         }
     }
@@ -106,7 +112,7 @@ impl DiskDir {
     /// directory lists no file).
     pub fn buffered(path: &Path) -> Self {
         Self {
-            path: path.to_path_buf(),
+            path: absolute(path),
             mode: WriteMode::Buffered,
         }
     }

@@ -52,6 +52,11 @@ struct Args {
     /// Seconds to wait for preconfirmation and sealing after the last send.
     #[arg(long, default_value_t = 120)]
     settle_timeout_s: u64,
+    /// PID of the node under test (on this machine): report its CPU time
+    /// (utime + stime, and per thread) per transaction over the send phase,
+    /// from the first send until the last transaction is sealed.
+    #[arg(long)]
+    node_pid: Option<u32>,
 }
 
 #[tokio::main]
@@ -69,6 +74,7 @@ async fn main() {
         seed: args.seed,
         settle_timeout_s: args.settle_timeout_s,
         quiet: args.json,
+        node_pid: args.node_pid,
     };
     let mut output = match run(&config).await {
         Ok(output) => output,
