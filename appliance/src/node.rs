@@ -938,6 +938,7 @@ async fn run_net_role(role: NetRole, shared: Shared) {
         forward: shared.forward,
         filters: shared.filters,
         dev: shared.dev,
+        fee_tips: Default::default(),
     };
     let ctx = Rc::new(WsContext {
         rpc,

@@ -43,4 +43,6 @@ pub struct RpcContext {
     /// The unlocked test-mnemonic accounts of a `--dev` node (shared by all
     /// net cores); `None` otherwise.
     pub dev: Option<Arc<super::accounts::DevAccounts>>,
+    /// This core's tip tables for `eth_feeHistory` reward percentiles.
+    pub fee_tips: std::cell::RefCell<super::fees::TipCache>,
 }

@@ -1,7 +1,11 @@
 //! Fee methods: `eth_feeHistory` and the geth-style reward percentiles.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
 use alloy_eips::BlockNumberOrTag;
-use alloy_primitives::U64;
+use alloy_primitives::{B256, U64};
 use alloy_rpc_types_eth::FeeHistory;
 use fulmen_chain::block::SealedBlock;
 use fulmen_chain::view::ChainView;
@@ -14,10 +18,79 @@ use crate::rpc::{Params, RpcError};
 /// Most reward percentiles one `eth_feeHistory` may ask for.
 pub(crate) const REWARD_PERCENTILES_MAX: usize = 100;
 
+/// Bytes of tip tables one net core keeps for `eth_feeHistory`.
+pub const TIP_CACHE_BYTES_MAX: usize = 8 << 20;
+
+/// A sealed block's effective tips, ascending, each distinct tip once with
+/// the gas of its transactions: all that reward percentiles need.
+type Tips = Arc<[(u128, u64)]>;
+
+/// Tip tables of recent `eth_feeHistory` answers, by block number and hash,
+/// bounded in bytes (oldest entry out first). Wallets ask for the same
+/// blocks' percentiles again and again; without it each call reads and
+/// sorts every transaction of every block asked for, from the history
+/// store for old ones.
+#[derive(Debug)]
+pub struct TipCache {
+    tables: HashMap<(u64, B256), Tips>,
+    order: VecDeque<(u64, B256)>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Default for TipCache {
+    fn default() -> Self {
+        Self::new(TIP_CACHE_BYTES_MAX)
+    }
+}
+
+impl TipCache {
+    /// An empty cache of at most `bytes_max` bytes.
+    pub fn new(bytes_max: usize) -> Self {
+        Self {
+            tables: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            bytes_max,
+        }
+    }
+
+    fn entry_bytes(tips: &Tips) -> usize {
+        64 + std::mem::size_of_val(&tips[..])
+    }
+
+    fn get(&self, key: &(u64, B256)) -> Option<Tips> {
+        self.tables.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: (u64, B256), tips: Tips) {
+        let bytes = Self::entry_bytes(&tips);
+        if bytes > self.bytes_max || self.tables.contains_key(&key) {
+            return;
+        }
+        while self.bytes + bytes > self.bytes_max {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.tables.remove(&old) {
+                self.bytes -= Self::entry_bytes(&gone);
+            }
+        }
+        self.bytes += bytes;
+        self.order.push_back(key);
+        self.tables.insert(key, tips);
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// `eth_feeHistory` over at most `blocks_max` blocks ending at the newest
-/// one asked for.
+/// one asked for; reward percentiles from `cache` where it has the block.
 pub(crate) fn fee_history(
-    blocks_max: u64,
+    (blocks_max, cache): (u64, &RefCell<TipCache>),
     view: &ChainView,
     params: &Params,
 ) -> Result<Value, RpcError> {
@@ -41,7 +114,8 @@ pub(crate) fn fee_history(
         .to::<u64>()
         .min(blocks_max)
         .min(newest + 1 - view.oldest_block().min(newest));
-    ok(history(view, newest, count, percentiles.as_deref())?)
+    let rewards = percentiles.as_deref().map(|p| (p, cache));
+    ok(history(view, newest, count, rewards)?)
 }
 
 /// At most [`REWARD_PERCENTILES_MAX`] values, each within [0, 100], none
@@ -58,7 +132,7 @@ fn history(
     view: &ChainView,
     newest: u64,
     count: u64,
-    percentiles: Option<&[f64]>,
+    percentiles: Option<(&[f64], &RefCell<TipCache>)>,
 ) -> Result<FeeHistory, RpcError> {
     assert!(
         count <= newest + 1,
@@ -73,7 +147,7 @@ fn history(
     for n in oldest..=newest {
         // The header alone (an old block's is read from the history store
         // without its transactions); the block only for rewards.
-        let (header, _) = view.header(n).ok_or_else(header_not_found)?;
+        let (header, hash) = view.header(n).ok_or_else(header_not_found)?;
         history
             .base_fee_per_gas
             .push(u128::from(header.base_fee_per_gas.unwrap_or_default()));
@@ -82,9 +156,19 @@ fn history(
             .push(header.gas_used as f64 / header.gas_limit.max(1) as f64);
         history.base_fee_per_blob_gas.push(1);
         history.blob_gas_used_ratio.push(0.0);
-        if let Some(p) = percentiles {
-            let block = view.block(n).ok_or_else(header_not_found)?;
-            rewards.push(block_rewards(&block, p));
+        if let Some((p, cache)) = percentiles {
+            let key = (n, hash);
+            let cached = cache.borrow().get(&key);
+            let tips = match cached {
+                Some(tips) => tips,
+                None => {
+                    let block = view.block(n).ok_or_else(header_not_found)?;
+                    let tips = block_tips(&block);
+                    cache.borrow_mut().insert(key, tips.clone());
+                    tips
+                }
+            };
+            rewards.push(tips_at_percentiles(&tips, p));
         }
     }
     assert_eq!(history.gas_used_ratio.len() as u64, count);
@@ -103,31 +187,41 @@ fn history(
     Ok(history)
 }
 
-/// Effective tips at the given gas-weighted percentiles, as geth computes them.
-fn block_rewards(block: &SealedBlock, percentiles: &[f64]) -> Vec<u128> {
+/// A block's effective tips (above its base fee), ascending, each distinct
+/// tip once with the gas used at it.
+fn block_tips(block: &SealedBlock) -> Tips {
     let base_fee = u128::from(block.header.base_fee_per_gas.unwrap_or_default());
-    let tips: Vec<(u128, u64)> = block
+    let mut tips: Vec<(u128, u64)> = block
         .txs
         .iter()
         .map(|t| (t.effective_gas_price.saturating_sub(base_fee), t.gas_used))
         .collect();
-    tips_at_percentiles(tips, percentiles)
+    tips.sort_unstable();
+    let mut merged: Vec<(u128, u64)> = Vec::with_capacity(tips.len().min(64));
+    for (tip, gas) in tips {
+        match merged.last_mut() {
+            Some((last, sum)) if *last == tip => *sum += gas,
+            _ => merged.push((tip, gas)),
+        }
+    }
+    merged.into()
 }
 
 /// For each percentile, the smallest tip at which the gas of the cheaper
-/// transactions reaches that share of the block's gas; zeros for no tips.
-fn tips_at_percentiles(mut tips: Vec<(u128, u64)>, percentiles: &[f64]) -> Vec<u128> {
+/// transactions reaches that share of the block's gas, as geth computes
+/// it; zeros for no tips. `tips` is ascending.
+fn tips_at_percentiles(tips: &[(u128, u64)], percentiles: &[f64]) -> Vec<u128> {
+    debug_assert!(tips.windows(2).all(|w| w[0].0 <= w[1].0), "tips ascend");
     if tips.is_empty() {
         return vec![0; percentiles.len()];
     }
-    tips.sort_unstable();
     let total: u64 = tips.iter().map(|(_, g)| g).sum();
     percentiles
         .iter()
         .map(|p| {
             let threshold = (total as f64 * p / 100.0) as u64;
             let mut sum = 0;
-            for (tip, gas) in &tips {
+            for (tip, gas) in tips {
                 sum += gas;
                 if sum >= threshold {
                     return *tip;
@@ -146,13 +240,57 @@ mod tests {
 
     #[test]
     fn tips_are_weighted_by_gas() {
-        let tips = vec![(30, 10), (10, 70), (20, 20)];
+        let tips = [(10, 70), (20, 20), (30, 10)];
         assert_eq!(
-            tips_at_percentiles(tips, &[0.0, 50.0, 70.0, 71.0, 90.0, 100.0]),
+            tips_at_percentiles(&tips, &[0.0, 50.0, 70.0, 71.0, 90.0, 100.0]),
             vec![10, 10, 10, 20, 20, 30]
         );
-        assert_eq!(tips_at_percentiles(Vec::new(), &[10.0, 90.0]), vec![0, 0]);
-        assert!(tips_at_percentiles(vec![(5, 1)], &[]).is_empty());
+        assert_eq!(tips_at_percentiles(&[], &[10.0, 90.0]), vec![0, 0]);
+        assert!(tips_at_percentiles(&[(5, 1)], &[]).is_empty());
+    }
+
+    /// Equal tips merged into one entry give the percentiles the separate
+    /// transactions gave.
+    #[test]
+    fn merged_equal_tips_give_the_same_percentiles() {
+        let separate = [(10, 30), (10, 40), (20, 20), (30, 5), (30, 5)];
+        let merged = [(10, 70), (20, 20), (30, 10)];
+        let p = [0.0, 29.0, 50.0, 70.0, 71.0, 90.0, 95.0, 100.0];
+        assert_eq!(
+            tips_at_percentiles(&separate, &p),
+            tips_at_percentiles(&merged, &p)
+        );
+    }
+
+    fn cache() -> RefCell<TipCache> {
+        RefCell::new(TipCache::default())
+    }
+
+    /// A second call is answered from the cache, with the same rewards; a
+    /// full cache drops its oldest tables and stays within its bound.
+    #[test]
+    fn rewards_come_from_the_cache_the_second_time_and_the_cache_is_bounded() {
+        let view = testkit::chain(3);
+        let tips = cache();
+        let ask = params(json!(["0x3", "latest", [10.0, 50.0, 90.0]]));
+        let first = fee_history((1024, &tips), &view, &ask).unwrap();
+        assert_eq!(tips.borrow().tables.len(), 3);
+        let held = tips.borrow().bytes();
+        assert!(held > 0);
+        let again = fee_history((1024, &tips), &view, &ask).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(tips.borrow().bytes(), held, "nothing new was cached");
+        // Without a cache entry the answer is the same.
+        assert_eq!(fee_history((1024, &cache()), &view, &ask).unwrap(), first);
+
+        let one = TipCache::entry_bytes(&Tips::from(vec![(1u128, 21_000u64)]));
+        let mut small = TipCache::new(2 * one);
+        for n in 0..5u64 {
+            small.insert((n, B256::ZERO), Tips::from(vec![(u128::from(n), 21_000)]));
+            assert!(small.bytes() <= 2 * one);
+        }
+        assert_eq!(small.tables.len(), 2);
+        assert!(small.get(&(4, B256::ZERO)).is_some() && small.get(&(0, B256::ZERO)).is_none());
     }
 
     #[test]
@@ -169,7 +307,12 @@ mod tests {
     #[test]
     fn the_history_ends_with_the_next_base_fee_and_is_bounded() {
         let view = testkit::chain(3);
-        let answer = fee_history(1024, &view, &params(json!(["0x2", "latest", [50.0]]))).unwrap();
+        let answer = fee_history(
+            (1024, &cache()),
+            &view,
+            &params(json!(["0x2", "latest", [50.0]])),
+        )
+        .unwrap();
         let history: FeeHistory = serde_json::from_value(answer).expect("a fee history");
         assert_eq!(history.oldest_block, 2);
         assert_eq!(
@@ -182,7 +325,7 @@ mod tests {
         );
         assert_eq!(history.gas_used_ratio.len(), 2);
         assert_eq!(history.reward.map(|r| r.len()), Some(2));
-        let answer = fee_history(2, &view, &params(json!(["0x10", "0x1"]))).unwrap();
+        let answer = fee_history((2, &cache()), &view, &params(json!(["0x10", "0x1"]))).unwrap();
         let history: FeeHistory = serde_json::from_value(answer).expect("a fee history");
         assert_eq!(history.oldest_block, 0);
         assert_eq!(
@@ -190,16 +333,22 @@ mod tests {
             Some(&u128::from(testkit::base_fee(2)))
         );
         assert!(history.reward.is_none());
-        let error = fee_history(2, &view, &params(json!(["0x1", "0x9"]))).unwrap_err();
+        let error = fee_history((2, &cache()), &view, &params(json!(["0x1", "0x9"]))).unwrap_err();
         assert_eq!(error.message, "header not found");
-        let error = fee_history(2, &view, &params(json!(["0x1", "latest", [9, 1]]))).unwrap_err();
+        let error = fee_history(
+            (2, &cache()),
+            &view,
+            &params(json!(["0x1", "latest", [9, 1]])),
+        )
+        .unwrap_err();
         assert_eq!(error.code, -32602);
     }
 
     #[test]
     fn no_blocks_means_no_next_base_fee() {
         let view = testkit::chain(1);
-        let answer = fee_history(1024, &view, &params(json!(["0x0", "latest"]))).unwrap();
+        let answer =
+            fee_history((1024, &cache()), &view, &params(json!(["0x0", "latest"]))).unwrap();
         let history: FeeHistory = serde_json::from_value(answer).expect("a fee history");
         assert_eq!(history.oldest_block, 2);
         assert!(history.base_fee_per_gas.is_empty());

@@ -12,7 +12,7 @@ mod accounts;
 mod call;
 mod context;
 mod dev;
-mod fees;
+pub mod fees;
 pub mod filters;
 pub mod forward;
 pub(crate) mod logs;
@@ -65,7 +65,9 @@ pub async fn dispatch_in_batch(
     }
     let limits = &ctx.limits;
     match method {
-        "eth_feeHistory" => fees::fee_history(limits.fee_history_blocks_max, v, params),
+        "eth_feeHistory" => {
+            fees::fee_history((limits.fee_history_blocks_max, &ctx.fee_tips), v, params)
+        }
         "eth_getProof" => proof::get_proof(ctx, v, params).await,
         "eth_getLogs" => logs::get_logs(limits, v, params),
         "eth_call" => {
