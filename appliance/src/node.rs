@@ -793,7 +793,7 @@ async fn run_core(roles: CoreRoles, shared: Shared) {
     let executor = glommio::executor();
     // Not `Latency::Matters`: glommio makes every wake of such a queue's
     // task from another thread write the executor's eventfd, awake or not
-    // (a syscall per reply and per inbox push). Preemption stays within
+    // (a syscall per reply to a send). Preemption stays within
     // `PREEMPT_TIMER` through the executor's own timer, and the shares keep
     // this queue ahead of the background one.
     let fast = executor.create_task_queue(Shares::Static(1000), Latency::NotImportant, "fast");
