@@ -55,7 +55,6 @@ start_anvil() {
 stop_all() { cleanup; }
 # Half the preconfirmed rate of a throughput run's JSON report.
 half_rate() { python3 -c "import json,sys; print(max(1, int(json.loads(sys.argv[1])['tps_preconfirmed'] / 2)))" "$1"; }
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 show() { python3 -c "
 import json,sys
 r=json.loads(sys.argv[2])
@@ -96,6 +95,7 @@ stop_all
 # sync send's latency (it varies several-fold from day to day).
 fsync_p99=$(target/release/fulmen-storage-bench log --dir "$WORK/fsync" --flushes 1000 --records 2000 |
   awk -F'|' '/bare write \+ fdatasync/ { gsub(/ /, "", $5); print $5 }')
+[ -n "$fsync_p99" ] || { echo "fulmen-storage-bench log printed no bare fdatasync row" >&2; exit 1; }
 
 show "fulmen  sync, 1 in flight" "$f_lat"
 show "anvil   sync, 1 in flight (automine)" "$a_lat"
