@@ -441,8 +441,62 @@ fn worst_case_tx(c: &mut Criterion) {
     group.finish();
 }
 
+/// The hot state tables at 1M accounts and 1M slots, as the seq core uses
+/// them: a snapshot published before every write (so each write copies the
+/// nodes on its path, as after a mini-block's publish; the last 16
+/// snapshots stay alive, as readers' views do), then a transfer's three
+/// account writes and an ERC-20's two slot writes; and point reads.
+fn hot_state(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    fn addr(i: u64) -> Address {
+        Address::from_word(keccak256(i.to_be_bytes()))
+    }
+    let token = addr(u64::MAX);
+    let mut state = HotState::new();
+    for i in 0..N {
+        state.set_account(addr(i), AccountState::funded(U256::from(i + 1)));
+        state.set_storage(token, U256::from(i), U256::from(i + 1));
+    }
+    let mut group = c.benchmark_group("hot_state_1M_accounts_1M_slots");
+    let mut i = 0u64;
+    let mut snapshots = std::collections::VecDeque::new();
+    group.bench_function("snapshot_then_transfer_and_erc20_writes", |b| {
+        b.iter(|| {
+            snapshots.push_back(state.clone());
+            if snapshots.len() > 16 {
+                snapshots.pop_front();
+            }
+            i = i.wrapping_add(0x9e37_79b9);
+            let (from, to, fee) = (addr(i % N), addr((i / 7) % N), addr(0));
+            let account = |n: u64| Some(AccountState::funded(U256::from(n)));
+            state.apply(&StateDiff {
+                accounts: vec![
+                    (from, account(i)),
+                    (to, account(i + 1)),
+                    (fee, account(i + 2)),
+                ],
+                storage: vec![
+                    (token, U256::from(i % N), U256::from(i)),
+                    (token, U256::from((i / 7) % N), U256::from(i + 1)),
+                ],
+                codes: vec![],
+            });
+        })
+    });
+    drop(snapshots);
+    group.bench_function("read_account_and_slot", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(0x9e37_79b9);
+            black_box(state.account(&addr(i % N)));
+            black_box(state.storage(&token, &U256::from(i % N)));
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    hot_state,
     decode_and_recover,
     execution,
     state_root,

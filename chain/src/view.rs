@@ -4,12 +4,16 @@ use std::sync::Arc;
 
 use alloy_primitives::{Address, B256};
 use fulmen_storage::HotState;
+use fulmen_storage::pmap::PMap;
 
 use crate::block::{
     BlockHashes, ExecutedTx, RECENT_STATES_MAX, SealedBlock, TxLocation, UnsealedBlock,
 };
 use crate::history::{History, HistoryError};
 use crate::tx::RecoveredTx;
+
+/// The view's hash indexes: persistent, compact, seeded against chosen keys.
+type HashTable<K, V> = PMap<K, V, fulmen_storage::StateHasher>;
 
 /// A consistent view of the chain at the last published mini-block. Cloning
 /// is cheap (persistent structures); readers never block the sequencer.
@@ -28,9 +32,9 @@ pub struct ChainView {
     /// The last sealed blocks' hashes by number (what BLOCKHASH reads).
     block_hashes: BlockHashes,
     /// Numbers of the blocks in RAM by hash.
-    by_hash: imbl::HashMap<B256, u64>,
+    by_hash: HashTable<B256, u64>,
     /// Every preconfirmed transaction, and the sealed ones in RAM.
-    txs: imbl::HashMap<B256, TxLocation>,
+    txs: HashTable<B256, TxLocation>,
     /// Blocks not yet sealed, oldest first; the last one is open.
     unsealed: imbl::Vector<Arc<UnsealedBlock>>,
     /// State at the end of each recent sealed block, oldest first.
@@ -105,8 +109,8 @@ impl ChainView {
             first: 0,
             history: None,
             block_hashes: BlockHashes::new(0, [hash]),
-            by_hash: imbl::HashMap::new(),
-            txs: imbl::HashMap::new(),
+            by_hash: HashTable::default(),
+            txs: HashTable::default(),
             unsealed: imbl::Vector::new(),
             recent_states: imbl::Vector::new(),
             mini_block: 0,
@@ -141,7 +145,7 @@ impl ChainView {
             number + 1,
             "the hashes end at the head"
         );
-        let mut txs = imbl::HashMap::new();
+        let mut txs = HashTable::default();
         for (index, tx) in head.txs.iter().enumerate() {
             let at = TxLocation {
                 block: number,
@@ -155,7 +159,7 @@ impl ChainView {
             first: number,
             history: Some(history),
             block_hashes,
-            by_hash: imbl::HashMap::new(),
+            by_hash: HashTable::default(),
             txs,
             unsealed: imbl::Vector::new(),
             recent_states: imbl::Vector::new(),

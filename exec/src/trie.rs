@@ -27,7 +27,8 @@ enum Node {
 #[derive(Debug, Clone)]
 struct Leaf {
     key: Nibbles,
-    value: Vec<u8>,
+    /// Exactly the value's bytes (no spare capacity).
+    value: Box<[u8]>,
     cache: Option<RlpNode>,
 }
 
@@ -105,7 +106,7 @@ impl Trie {
 
     /// The value stored at `key`.
     pub fn get(&self, key: B256) -> Option<&[u8]> {
-        self.leaf(key, |_, _| {}).map(|leaf| leaf.value.as_slice())
+        self.leaf(key, |_, _| {}).map(|leaf| &*leaf.value)
     }
 
     /// The leaf of `key`, if there is one; `branch` sees each branch on
@@ -292,7 +293,7 @@ fn nibble(n: u8) -> Nibbles {
     Nibbles::from_nibbles_unchecked([n])
 }
 
-fn new_leaf(key: Nibbles, value: Vec<u8>) -> Node {
+fn new_leaf(key: Nibbles, value: Box<[u8]>) -> Node {
     Node::Leaf(Box::new(Leaf {
         key,
         value,
@@ -321,12 +322,12 @@ fn new_extension(key: Nibbles, child: Node) -> Node {
 fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
     match node {
         Node::Empty => {
-            *node = new_leaf(path, value);
+            *node = new_leaf(path, value.into_boxed_slice());
             true
         }
         Node::Leaf(leaf) => {
             if leaf.key == path {
-                leaf.value = value;
+                leaf.value = value.into_boxed_slice();
                 leaf.cache = None;
                 return false;
             }
@@ -342,7 +343,7 @@ fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
             branch.children[old.key.get_unchecked(common) as usize] =
                 new_leaf(old.key.slice(common + 1..), old.value);
             branch.children[path.get_unchecked(common) as usize] =
-                new_leaf(path.slice(common + 1..), value);
+                new_leaf(path.slice(common + 1..), value.into_boxed_slice());
             *node = new_extension(path.slice(..common), Node::Branch(branch));
             true
         }
@@ -360,7 +361,7 @@ fn insert(node: &mut Node, path: Nibbles, value: Vec<u8>) -> bool {
             branch.children[old.key.get_unchecked(common) as usize] =
                 new_extension(old.key.slice(common + 1..), old.child);
             branch.children[path.get_unchecked(common) as usize] =
-                new_leaf(path.slice(common + 1..), value);
+                new_leaf(path.slice(common + 1..), value.into_boxed_slice());
             *node = new_extension(path.slice(..common), Node::Branch(branch));
             true
         }

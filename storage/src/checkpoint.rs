@@ -474,21 +474,23 @@ fn decode_header(r: &mut Reader<'_>) -> Result<CheckpointMeta, PayloadError> {
 }
 
 fn decode_state(r: &mut Reader<'_>) -> Result<HotState, PayloadError> {
-    let mut state = HotState::new();
     let count = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("count"))?;
     let mut progress =
         crate::progress::Progress::new("loading the checkpoint", "accounts", count as u64);
-    for done in 0..r.check_count(count, 92)? {
+    let count = r.check_count(count, 92)?;
+    let mut accounts = Vec::with_capacity(count);
+    for done in 0..count {
         if done % 1024 == 0 {
             progress.tick(done as u64);
         }
-        let address = r.address()?;
-        state.set_account(address, r.account()?);
+        accounts.push((r.address()?, r.account()?));
     }
     let count = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("count"))?;
     let mut progress =
         crate::progress::Progress::new("loading the checkpoint", "slots", count as u64);
-    for done in 0..r.check_count(count, 84)? {
+    let count = r.check_count(count, 84)?;
+    let mut slots = Vec::with_capacity(count);
+    for done in 0..count {
         if done % 1024 == 0 {
             progress.tick(done as u64);
         }
@@ -496,17 +498,20 @@ fn decode_state(r: &mut Reader<'_>) -> Result<HotState, PayloadError> {
         if value.is_zero() {
             return Err(PayloadError::Invalid("zero storage value"));
         }
-        state.set_storage(address, slot, value);
+        slots.push(((address, slot), value));
     }
     let count = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("count"))?;
-    for _ in 0..r.check_count(count, 36)? {
+    let count = r.check_count(count, 36)?;
+    let mut codes = Vec::with_capacity(count);
+    for _ in 0..count {
         let (hash, code) = r.code()?;
-        if state.insert_code(code) != hash {
+        if code.hash_slow() != hash {
             return Err(PayloadError::Invalid("code hash"));
         }
+        codes.push((hash, code));
     }
     r.finish()?;
-    Ok(state)
+    Ok(HotState::from_entries(accounts, slots, codes))
 }
 
 #[cfg(test)]

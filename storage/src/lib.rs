@@ -2,8 +2,9 @@
 //!
 //! All accounts, storage slots and code live in RAM. The sequencer core is the
 //! only writer. Readers on other cores take an immutable snapshot: the tables
-//! are persistent (structurally shared) hash maps, so cloning a table is O(1)
-//! and the writer's later updates copy only the paths they touch. The
+//! are persistent (structurally shared) hash maps with compact nodes
+//! ([`pmap`]), so cloning a table is O(1) and the writer's later updates copy
+//! only the paths they touch. The
 //! sequencer publishes one snapshot per mini-block; a reader holding an older
 //! snapshot never blocks the writer and never sees a half-applied mini-block.
 //!
@@ -24,6 +25,7 @@ pub mod disk;
 pub mod history;
 pub mod io;
 pub mod log;
+pub mod pmap;
 pub mod progress;
 pub mod reader;
 pub mod record;
@@ -38,7 +40,7 @@ use revm::primitives::KECCAK_EMPTY;
 /// users, so the hasher is seeded per process to resist collision flooding.
 pub type StateHasher = foldhash::fast::RandomState;
 
-type Table<K, V> = imbl::GenericHashMap<K, V, StateHasher, imbl::shared_ptr::DefaultSharedPtr>;
+type Table<K, V> = pmap::PMap<K, V, StateHasher>;
 
 /// One account's header: everything but its storage and code bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,23 @@ impl HotState {
         Self::default()
     }
 
+    /// A state of these entries, each table built in one pass
+    /// ([`pmap::PMap::from_entries`]): how boot loads a checkpoint. A later
+    /// entry replaces an earlier one with the same key; zero slots are
+    /// left out.
+    pub fn from_entries(
+        accounts: Vec<(Address, AccountState)>,
+        mut slots: Vec<((Address, U256), U256)>,
+        codes: Vec<(B256, Bytecode)>,
+    ) -> Self {
+        slots.retain(|(_, value)| !value.is_zero());
+        Self {
+            accounts: Table::from_entries(accounts, StateHasher::default()),
+            storage: Table::from_entries(slots, StateHasher::default()),
+            codes: Table::from_entries(codes, StateHasher::default()),
+        }
+    }
+
     /// The account at `address`, if it exists.
     pub fn account(&self, address: &Address) -> Option<&AccountState> {
         self.accounts.get(address)
@@ -152,7 +171,7 @@ impl HotState {
     /// be deleted (EIP-6780 and EIP-161), so a deletion touches no slot.
     pub fn apply(&mut self, diff: &StateDiff) {
         for (hash, code) in &diff.codes {
-            self.codes.entry(*hash).or_insert_with(|| code.clone());
+            self.codes.insert_if_absent(*hash, || code.clone());
         }
         for (address, account) in &diff.accounts {
             match account {
