@@ -12,6 +12,11 @@ use fulmen_chain::msg::AccountProof;
 
 use crate::trie::{Trie, in_shares};
 
+/// A contract's slots and values.
+type Slots = Vec<(U256, U256)>;
+/// Trie keys and leaf values.
+type Leaves = Vec<(B256, Vec<u8>)>;
+
 /// Account trie and storage tries of the whole state.
 #[derive(Debug, Default, Clone)]
 pub struct StateTrie {
@@ -25,37 +30,93 @@ pub struct StateTrie {
 }
 
 impl StateTrie {
-    /// Builds the tries of `state` (genesis or a checkpoint).
+    /// Builds the tries of `state` (genesis or a checkpoint), each trie in
+    /// bulk from its entries ([`Trie::from_entries`]). Hashing is deferred
+    /// to [`Self::root`], but for the storage roots the account leaves embed.
     pub fn from_state(state: &HotState) -> Self {
-        let mut trie = Self::default();
+        Self::from_state_on(state, 1)
+    }
+
+    /// [`Self::from_state`] on `threads` threads (boot, before the node
+    /// serves: it may use every CPU): the key hashes, the storage tries
+    /// and their roots, and the account trie's 16 subtries are each dealt
+    /// among them.
+    pub fn from_state_on(state: &HotState, threads: usize) -> Self {
+        let threads = threads.max(1);
         let mut progress = fulmen_storage::progress::Progress::new(
             "building the state trie",
             "slots",
             state.slot_count() as u64,
         );
+        let mut slots: HashMap<Address, Slots> = HashMap::new();
         for (done, ((address, slot), value)) in state.slots().enumerate() {
-            if done % 1024 == 0 {
+            if done % 4096 == 0 {
                 progress.tick(done as u64);
             }
-            trie.storage
-                .entry(*address)
-                .or_default()
-                .insert(slot_key(slot), alloy_rlp::encode(value));
+            slots.entry(*address).or_default().push((*slot, *value));
         }
-        let mut progress = fulmen_storage::progress::Progress::new(
+        let mut storage: Vec<(Address, Slots, Trie)> = slots
+            .into_iter()
+            .map(|(address, slots)| (address, slots, Trie::new()))
+            .collect();
+        let work = storage
+            .iter_mut()
+            .map(|(_, slots, trie)| (std::mem::take(slots), trie))
+            .collect();
+        in_shares(work, threads, &|_| {}, |(slots, trie)| {
+            let entries = slots
+                .iter()
+                .map(|(slot, value)| (slot_key(slot), alloy_rlp::encode(value)))
+                .collect();
+            *trie = Trie::from_entries(entries);
+            trie.root();
+        });
+        let mut trie = Self {
+            storage: storage
+                .into_iter()
+                .map(|(address, _, trie)| (address, trie))
+                .collect(),
+            ..Self::default()
+        };
+        // The account leaves: share `t` takes every `threads`-th account.
+        let progress = std::sync::Mutex::new(fulmen_storage::progress::Progress::new(
             "building the state trie",
             "accounts",
             state.account_count() as u64,
-        );
-        for (done, (address, account)) in state.accounts().enumerate() {
-            if done % 1024 == 0 {
-                progress.tick(done as u64);
+        ));
+        let storage = &trie.storage;
+        let mut shares: Vec<(usize, Leaves)> = (0..threads).map(|t| (t, Vec::new())).collect();
+        let work = shares.iter_mut().collect();
+        in_shares(work, threads, &|_| {}, |(share, leaves)| {
+            leaves.reserve(state.account_count() / threads + 1);
+            let accounts = state.accounts().enumerate();
+            for (done, (address, account)) in accounts.skip(*share).step_by(threads) {
+                if *share == 0
+                    && done % 4096 == 0
+                    && let Ok(mut progress) = progress.lock()
+                {
+                    progress.tick(done as u64);
+                }
+                let storage_root = storage
+                    .get(address)
+                    .and_then(Trie::cached_root)
+                    .unwrap_or(EMPTY_ROOT_HASH);
+                leaves.push((keccak256(address), encode_account(account, storage_root)));
             }
-            let storage_root = trie.storage_root(address);
-            trie.accounts
-                .insert(keccak256(address), encode_account(account, storage_root));
-        }
+        });
+        let leaves = shares.into_iter().flat_map(|(_, leaves)| leaves).collect();
+        trie.accounts = Trie::from_entries_on(leaves, threads);
         trie
+    }
+
+    /// The root hash on `threads` threads ([`Trie::root_parallel`],
+    /// helpers not pinned).
+    pub fn root_on(&mut self, threads: usize) -> B256 {
+        assert!(
+            self.staged.is_empty() && self.committing.is_empty(),
+            "commit staged accounts before hashing"
+        );
+        self.accounts.root_parallel(threads, &|_| {})
     }
 
     /// Applies diffs in order. Hashing is deferred to [`Self::root`].

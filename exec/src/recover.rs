@@ -247,10 +247,13 @@ pub fn replay_after<'a>(
     replay.run(records, now_ms)
 }
 
-/// The state trie of a checkpoint's image, checked against its root.
+/// The state trie of a checkpoint's image, checked against its root. Boot
+/// runs before the node serves, so it builds and hashes the trie on every
+/// CPU the process may use.
 fn checked_trie(meta: &CheckpointMeta, state: &HotState) -> Result<StateTrie, RecoverError> {
-    let mut trie = StateTrie::from_state(state);
-    let computed = trie.root();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut trie = StateTrie::from_state_on(state, threads);
+    let computed = trie.root_on(threads);
     if computed != meta.state_root {
         return Err(RecoverError::CheckpointRoot {
             number: meta.number,
