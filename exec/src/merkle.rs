@@ -55,13 +55,14 @@ impl StateTrie {
             }
             slots.entry(*address).or_default().push((*slot, *value));
         }
-        let mut storage: Vec<(Address, Slots, Trie)> = slots
-            .into_iter()
-            .map(|(address, slots)| (address, slots, Trie::new()))
+        let groups: Vec<(Address, Slots)> = slots.into_iter().collect();
+        let mut tries: Vec<Trie> = std::iter::repeat_with(Trie::new)
+            .take(groups.len())
             .collect();
-        let work = storage
-            .iter_mut()
-            .map(|(_, slots, trie)| (std::mem::take(slots), trie))
+        let work = groups
+            .iter()
+            .map(|(_, slots)| slots)
+            .zip(&mut tries)
             .collect();
         in_shares(work, threads, &|_| {}, |(slots, trie)| {
             let entries = slots
@@ -72,9 +73,10 @@ impl StateTrie {
             trie.root();
         });
         let mut trie = Self {
-            storage: storage
+            storage: groups
                 .into_iter()
-                .map(|(address, _, trie)| (address, trie))
+                .map(|(address, _)| address)
+                .zip(tries)
                 .collect(),
             ..Self::default()
         };
