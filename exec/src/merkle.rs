@@ -111,14 +111,30 @@ impl StateTrie {
         trie
     }
 
-    /// The root hash on `threads` threads ([`Trie::root_parallel`],
-    /// helpers not pinned).
+    /// The root hash on `threads` threads (as [`Trie::root_parallel`],
+    /// helpers not pinned), logging progress as the account trie's
+    /// subtries are hashed (boot, `db check`).
     pub fn root_on(&mut self, threads: usize) -> B256 {
         assert!(
             self.staged.is_empty() && self.committing.is_empty(),
             "commit staged accounts before hashing"
         );
-        self.accounts.root_parallel(threads, &|_| {})
+        let progress = std::sync::Mutex::new(None);
+        self.accounts
+            .hash_subtries(threads.max(1), &|_| {}, &|done, of| {
+                if let Ok(mut progress) = progress.lock() {
+                    progress
+                        .get_or_insert_with(|| {
+                            fulmen_storage::progress::Progress::new(
+                                "hashing the state trie",
+                                "subtries",
+                                of as u64,
+                            )
+                        })
+                        .tick(done as u64);
+                }
+            });
+        self.accounts.root()
     }
 
     /// Applies diffs in order. Hashing is deferred to [`Self::root`].

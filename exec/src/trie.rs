@@ -231,6 +231,24 @@ impl Trie {
     /// itself). The same hash as [`Self::root`]; the top-level subtries are
     /// disjoint, so each thread owns its share of the nodes outright.
     pub fn root_parallel(&mut self, threads: usize, on_start: &(dyn Fn(usize) + Sync)) -> B256 {
+        if threads > 1 {
+            self.hash_subtries(threads, on_start, &|_, _| {});
+        }
+        self.root()
+    }
+
+    /// Hashes the subtries under the top branch that are not hashed yet,
+    /// on `threads` threads as [`Self::root_parallel`] (on this one alone
+    /// when `threads` is 1), calling `on_hashed(done, of)` before the
+    /// first (`done` 0) and as each one is done (`of` subtries in all):
+    /// long work reports progress with it. The top branch itself is left
+    /// to [`Self::root`].
+    pub fn hash_subtries(
+        &mut self,
+        threads: usize,
+        on_start: &(dyn Fn(usize) + Sync),
+        on_hashed: &(dyn Fn(usize, usize) + Sync),
+    ) {
         let top = match &mut self.root {
             Node::Branch(branch) => Some(branch),
             Node::Extension(ext) => match &mut ext.child {
@@ -239,19 +257,22 @@ impl Trie {
             },
             _ => None,
         };
-        if let Some(top) = top.filter(|top| top.cache.is_none())
-            && threads > 1
-        {
-            let dirty: Vec<&mut Node> = top
-                .children
-                .iter_mut()
-                .filter(|child| !is_hashed(child))
-                .collect();
-            in_shares(dirty, threads, on_start, |node| {
-                rlp_node(node, &mut Vec::with_capacity(600));
-            });
-        }
-        self.root()
+        let Some(top) = top.filter(|top| top.cache.is_none()) else {
+            return;
+        };
+        let dirty: Vec<&mut Node> = top
+            .children
+            .iter_mut()
+            .filter(|child| !is_hashed(child))
+            .collect();
+        let of = dirty.len();
+        on_hashed(0, of);
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        in_shares(dirty, threads, on_start, |node| {
+            rlp_node(node, &mut Vec::with_capacity(600));
+            let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            on_hashed(done, of);
+        });
     }
 
     /// Inserts or replaces every `(key, value)` (values not empty), the
@@ -793,6 +814,37 @@ mod tests {
         one.insert(key(1), value(1, 0));
         assert_eq!(one.root_parallel(4, &|_| panic!("no helper")), one.root());
         assert_eq!(trie.root_parallel(4, &|_| panic!("no helper")), trie.root());
+    }
+
+    #[test]
+    fn hashing_the_subtries_reports_each_one_and_leaves_the_root_to_compute() {
+        for threads in [1, 3] {
+            let mut trie = Trie::new();
+            let mut reference = BTreeMap::new();
+            for i in 0..2_000 {
+                trie.insert(key(i), value(i, 0));
+                reference.insert(key(i), value(i, 0));
+            }
+            let reports = std::sync::Mutex::new(Vec::new());
+            trie.hash_subtries(threads, &|_| {}, &|done, of| {
+                reports.lock().unwrap().push((done, of));
+            });
+            let mut reports = reports.into_inner().unwrap();
+            assert_eq!(reports[0], (0, 16), "{threads} threads: told first");
+            reports.sort_unstable();
+            assert_eq!(
+                reports,
+                (0..=16).map(|done| (done, 16)).collect::<Vec<_>>(),
+                "{threads} threads: each subtrie once"
+            );
+            assert_eq!(trie.root(), reference_root(&reference));
+            // Nothing is left to hash: no report but the first.
+            let again = std::sync::Mutex::new(Vec::new());
+            trie.hash_subtries(threads, &|_| panic!("no helper"), &|done, of| {
+                again.lock().unwrap().push((done, of));
+            });
+            assert!(again.into_inner().unwrap().is_empty());
+        }
     }
 
     #[test]
