@@ -38,7 +38,13 @@
 //!
 //! Readers (the net cores) read with `pread` on their own descriptors;
 //! they never wait for the writer, and the writer publishes a block (`len`)
-//! only after its record, index entry and keys are written.
+//! only after its record, index entry and keys are written. The writer
+//! maps the key tables (`MmapMut`, shared): an insert is a memory write
+//! that readers see through the page cache, where a `pread` and a `pwrite`
+//! per key cost two syscalls per transaction. A table's blocks are
+//! allocated before it is mapped (`fallocate`: ext4, XFS, btrfs, tmpfs),
+//! so a full disk fails the allocation with an error, not a write through
+//! the map with SIGBUS.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -50,6 +56,7 @@ use std::sync::{Arc, Mutex};
 
 use alloy_primitives::B256;
 use arc_swap::ArcSwap;
+use memmap2::MmapMut;
 
 /// Bytes per block in `index`.
 pub const INDEX_ENTRY_BYTES: u64 = 16;
@@ -371,11 +378,64 @@ fn read_slot(file: &File, slot: u64) -> io::Result<(u64, u64)> {
     ))
 }
 
-/// One key table as the writer keeps it.
+/// One key table as the writer keeps it: mapped.
 struct TableWriter {
-    file: File,
+    map: MmapMut,
     slots: u64,
     used: u64,
+}
+
+impl TableWriter {
+    /// Maps `file`, `slots` slots long, after allocating its blocks (see
+    /// the module's documentation).
+    fn map(file: &File, slots: u64, used: u64) -> io::Result<Self> {
+        allocate(file, slots * SLOT_BYTES)?;
+        // SAFETY: the file is one of this store's tables, which only this
+        // writer writes and nothing truncates while it is mapped: `open`
+        // sizes it before mapping it, and `grow` maps the new file it
+        // renames over the old one (whose mapping is then dropped).
+        let map = unsafe { MmapMut::map_mut(file)? };
+        if map.len() as u64 != slots * SLOT_BYTES {
+            return Err(invalid(format!(
+                "history table mapped at {} bytes, not {}",
+                map.len(),
+                slots * SLOT_BYTES
+            )));
+        }
+        Ok(Self { map, slots, used })
+    }
+
+    fn slot(&self, slot: u64) -> (u64, u64) {
+        let at = (slot * SLOT_BYTES) as usize;
+        let word = |i: usize| u64::from_le_bytes(self.map[at + i..at + i + 8].try_into().unwrap());
+        (word(0), word(8))
+    }
+
+    fn set(&mut self, slot: u64, key: u64, value: u64) {
+        let at = (slot * SLOT_BYTES) as usize;
+        self.map[at..at + 8].copy_from_slice(&key.to_le_bytes());
+        self.map[at + 8..at + 16].copy_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Allocates the disk blocks of `file`'s first `len` bytes (its holes),
+/// keeping its content. A filesystem that cannot (no `fallocate`) leaves
+/// them to be allocated on write.
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = libc::off_t::try_from(len) else {
+        return Err(invalid(format!("history table of {len} bytes")));
+    };
+    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(error),
+    }
 }
 
 /// The history store's only writer.
@@ -501,7 +561,7 @@ impl HistoryStore {
                 file: File::open(&path)?,
                 slots,
             }));
-            tables.push(TableWriter { file, slots, used });
+            tables.push(TableWriter::map(&file, slots, used)?);
         }
         let index = open_rw(&dir.join("index"))?;
         let shared = Arc::new(Shared {
@@ -728,7 +788,7 @@ impl HistoryStore {
         if (self.tables[shard].used + 1) * 2 > self.tables[shard].slots {
             self.grow(shard)?;
         }
-        while !self.try_insert(shard, key, value)? {
+        while !self.try_insert(shard, key, value) {
             // A whole probe found no empty slot: the table's use was
             // undercounted (a crash before its first sync). Growing
             // recounts it.
@@ -739,26 +799,23 @@ impl HistoryStore {
 
     /// Inserts into `shard` unless the same entry is there; false when no
     /// slot is empty.
-    fn try_insert(&mut self, shard: usize, key: u64, value: u64) -> io::Result<bool> {
+    fn try_insert(&mut self, shard: usize, key: u64, value: u64) -> bool {
         let table = &mut self.tables[shard];
         let mask = table.slots - 1;
         let mut slot = key & mask;
         for _ in 0..table.slots {
-            let (k, v) = read_slot(&table.file, slot)?;
+            let (k, v) = table.slot(slot);
             if k == 0 {
-                let mut bytes = [0u8; SLOT_BYTES as usize];
-                bytes[..8].copy_from_slice(&key.to_le_bytes());
-                bytes[8..].copy_from_slice(&value.to_le_bytes());
-                table.file.write_all_at(&bytes, slot * SLOT_BYTES)?;
+                table.set(slot, key, value);
                 table.used += 1;
-                return Ok(true);
+                return true;
             }
             if k == key && v == value {
-                return Ok(true);
+                return true;
             }
             slot = (slot + 1) & mask;
         }
-        Ok(false)
+        false
     }
 
     /// Rebuilds a full table without the keys of pruned blocks, at twice
@@ -768,8 +825,7 @@ impl HistoryStore {
     /// and those already reading finish on the old one.
     fn grow(&mut self, shard: usize) -> io::Result<()> {
         let old = &self.tables[shard];
-        let mut bytes = vec![0u8; (old.slots * SLOT_BYTES) as usize];
-        old.file.read_exact_at(&mut bytes, 0)?;
+        let bytes = &old.map[..];
         let first = self.first();
         let live = |slot: &&[u8]| {
             let key = u64::from_le_bytes(slot[..8].try_into().unwrap());
@@ -806,7 +862,7 @@ impl HistoryStore {
             file: File::open(&path)?,
             slots,
         }));
-        self.tables[shard] = TableWriter { file, slots, used };
+        self.tables[shard] = TableWriter::map(&file, slots, used)?;
         Ok(())
     }
 
@@ -822,7 +878,7 @@ impl HistoryStore {
         self.chunk.1.sync_data()?;
         self.index.sync_data()?;
         for table in &self.tables {
-            table.file.sync_data()?;
+            table.map.flush()?;
         }
         self.write_head(len)?;
         self.synced = len;
@@ -1064,6 +1120,39 @@ mod tests {
         drop(store);
         let store = HistoryStore::open(dir.path()).unwrap();
         check(&store.reader(), 20_100);
+    }
+
+    /// The writer writes the key tables through a map: each table's disk
+    /// blocks are allocated before it is mapped (new, reopened or grown),
+    /// so that a full disk cannot fault a write through the map.
+    #[test]
+    fn mapped_key_tables_have_no_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = TestDir::new();
+        let holes = || {
+            (0..KEY_SHARDS)
+                .map(|shard| std::fs::metadata(dir.path().join(shard_name(shard))).unwrap())
+                .filter(|m| m.blocks() * 512 < m.len())
+                .count()
+        };
+        drop(HistoryStore::open(dir.path()).unwrap());
+        assert_eq!(holes(), 0, "new tables");
+        // A table left sparse (by an older version, or punched): still
+        // empty here, so punching it loses nothing.
+        let table = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(shard_name(0)))
+            .unwrap();
+        punch_hole(&table, table.metadata().unwrap().len()).unwrap();
+        if holes() == 0 {
+            return; // This filesystem cannot punch holes: nothing to check.
+        }
+        let mut store = HistoryStore::open(dir.path()).unwrap();
+        assert_eq!(holes(), 0, "reopened tables");
+        write(&mut store, 0..5_000);
+        store.sync().unwrap();
+        assert_eq!(holes(), 0, "grown tables");
+        check(&store.reader(), 5_000);
     }
 
     /// A crash before the first sync leaves no `HEAD`: the tables are
