@@ -80,9 +80,20 @@ assert.equal(receipt.hash, tx.hash);
 assert.equal(receipt.logs.length, 1);
 assert.equal(await probe.counter(), 1n);
 // ethers looks the block up by the receipt's blockHash (eth_getBlockByHash).
+// A preconfirmed receipt's blockHash is the zero hash, which the node
+// answers with the block in progress: the receipt's block, unless that block
+// sealed since the receipt was read (a known limit of the zero hash: the
+// request does not say which block it means). The sealed case is checked
+// strictly below, once the receipt names its block's real hash.
 const block = await receipt.getBlock();
-assert.equal(block.number, receipt.blockNumber, "receipt.getBlock() is the receipt's block");
-assert.ok(block.transactions.includes(tx.hash), "the receipt's block holds the tx");
+if (receipt.blockHash === ZeroHash) {
+  assert.ok(block.number >= receipt.blockNumber, "receipt.getBlock() is the block in progress");
+} else {
+  assert.equal(block.number, receipt.blockNumber, "receipt.getBlock() is the receipt's block");
+}
+if (block.number === receipt.blockNumber) {
+  assert.ok(block.transactions.includes(tx.hash), "the receipt's block holds the tx");
+}
 const byNumber = await http.getBlock(receipt.blockNumber);
 assert.ok(byNumber, "getBlock(receipt.blockNumber)");
 assert.ok(byNumber.transactions.includes(tx.hash));

@@ -1910,7 +1910,12 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer().filter(|_| !keep_latency) {
+        // fulmen patch: a kept timer that fired since (its completion
+        // consumed above) is armed again here, so a slice never runs
+        // without one.
+        if let Some(preempt) =
+            preempt_timer().filter(|_| !pending(&self.latency_preemption_timeout_src))
+        {
             self.latency_preemption_deadline
                 .set(Some(Instant::now() + preempt));
             self.latency_preemption_timeout_src
