@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex};
 
 use alloy_primitives::B256;
 use arc_swap::ArcSwap;
-use memmap2::MmapMut;
+use memmap2::{MmapMut, UncheckedAdvice};
 
 /// Bytes per block in `index`.
 pub const INDEX_ENTRY_BYTES: u64 = 16;
@@ -879,6 +879,15 @@ impl HistoryStore {
         self.index.sync_data()?;
         for table in &self.tables {
             table.map.flush()?;
+            // The synced pages are clean: dropping them from the map keeps
+            // the writer's resident memory to what it wrote since the last
+            // sync, however large the tables grow (they stay in the page
+            // cache). Only memory is at stake, so a failure is ignored.
+            // SAFETY: MADV_DONTNEED on a shared file mapping only unmaps
+            // this process's pages; the file keeps its contents (a dirty
+            // page's state moves to the page cache), and the next access
+            // reads them back.
+            let _ = unsafe { table.map.unchecked_advise(UncheckedAdvice::DontNeed) };
         }
         self.write_head(len)?;
         self.synced = len;
