@@ -856,13 +856,16 @@ impl HistoryStore {
         file.set_len(0)?;
         file.write_all_at(&grown, 0)?;
         file.sync_data()?;
+        // Mapped before the rename: if mapping fails, the old table stays
+        // the one both the writer and the readers use.
+        let table = TableWriter::map(&file, slots, used)?;
         std::fs::rename(&tmp, &path)?;
         sync_dir(dir)?;
         self.shared.tables[shard].store(Arc::new(TableFile {
             file: File::open(&path)?,
             slots,
         }));
-        self.tables[shard] = TableWriter::map(&file, slots, used)?;
+        self.tables[shard] = table;
         Ok(())
     }
 
