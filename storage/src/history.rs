@@ -422,12 +422,19 @@ impl TableWriter {
 /// keeping its content. A filesystem that cannot (no `fallocate`) leaves
 /// them to be allocated on write.
 fn allocate(file: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let Ok(len) = libc::off_t::try_from(len) else {
         return Err(invalid(format!("history table of {len} bytes")));
     };
+    fallocate(file, 0, len)
+}
+
+/// `fallocate(2)` with `mode` over `file`'s first `len` bytes; a
+/// filesystem without it (`EOPNOTSUPP`) is not an error: the callers only
+/// save space or reserve it early.
+fn fallocate(file: &File, mode: libc::c_int, len: libc::off_t) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     // SAFETY: a plain syscall on an open descriptor; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, len) };
     if rc == 0 {
         return Ok(());
     }
@@ -1007,7 +1014,6 @@ impl HistoryStore {
 /// blocks), keeping its length; they read back as zeros. A filesystem that
 /// cannot punch holes keeps them: only space is lost.
 fn punch_hole(file: &File, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let len = len & !4095;
     if len == 0 {
         return Ok(());
@@ -1015,23 +1021,11 @@ fn punch_hole(file: &File, len: u64) -> io::Result<()> {
     let Ok(len) = libc::off_t::try_from(len) else {
         return Ok(());
     };
-    // SAFETY: a plain syscall on an open descriptor; no memory is passed.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            0,
-            len,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => Ok(()),
-        _ => Err(error),
-    }
+    fallocate(
+        file,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        len,
+    )
 }
 
 #[cfg(test)]
