@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex};
 
 use alloy_primitives::B256;
 use arc_swap::ArcSwap;
-use memmap2::{MmapMut, UncheckedAdvice};
+use memmap2::{MmapMut, MmapOptions, UncheckedAdvice};
 
 /// Bytes per block in `index`.
 pub const INDEX_ENTRY_BYTES: u64 = 16;
@@ -390,18 +390,16 @@ impl TableWriter {
     /// the module's documentation).
     fn map(file: &File, slots: u64, used: u64) -> io::Result<Self> {
         allocate(file, slots * SLOT_BYTES)?;
+        let len = usize::try_from(slots * SLOT_BYTES)
+            .map_err(|_| invalid(format!("history table of {slots} slots")))?;
+        // Exactly the slots: bytes past them (a file whose length is not a
+        // whole number of slots) are ignored, as the readers ignore them.
         // SAFETY: the file is one of this store's tables, which only this
-        // writer writes and nothing truncates while it is mapped: `open`
-        // sizes it before mapping it, and `grow` maps the new file it
+        // writer writes and nothing truncates while it is mapped; it is at
+        // least `len` long (`open` takes `slots` from its length or sizes
+        // it, `grow` writes it whole), and `grow` maps the new file it
         // renames over the old one (whose mapping is then dropped).
-        let map = unsafe { MmapMut::map_mut(file)? };
-        if map.len() as u64 != slots * SLOT_BYTES {
-            return Err(invalid(format!(
-                "history table mapped at {} bytes, not {}",
-                map.len(),
-                slots * SLOT_BYTES
-            )));
-        }
+        let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
         Ok(Self { map, slots, used })
     }
 
@@ -1031,6 +1029,7 @@ fn punch_hole(file: &File, len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     /// A directory removed when dropped.
     struct TestDir(PathBuf);
@@ -1126,6 +1125,30 @@ mod tests {
         drop(store);
         let store = HistoryStore::open(dir.path()).unwrap();
         check(&store.reader(), 20_100);
+    }
+
+    /// A table whose length is not a whole number of slots (bytes a tool
+    /// or a damaged disk added) still opens: the writer maps, and readers
+    /// read, its whole slots only.
+    #[test]
+    fn a_table_with_a_partial_slot_at_its_end_still_opens() {
+        let dir = TestDir::new();
+        let mut store = HistoryStore::open(dir.path()).unwrap();
+        write(&mut store, 0..2_000);
+        store.sync().unwrap();
+        drop(store);
+        for shard in 0..KEY_SHARDS {
+            let file = OpenOptions::new()
+                .append(true)
+                .open(dir.path().join(shard_name(shard)))
+                .unwrap();
+            (&file).write_all(&[7; 5]).unwrap();
+        }
+        let mut store = HistoryStore::open(dir.path()).unwrap();
+        check(&store.reader(), 2_000);
+        write(&mut store, 2_000..4_000);
+        store.sync().unwrap();
+        check(&store.reader(), 4_000);
     }
 
     /// The writer writes the key tables through a map: each table's disk
