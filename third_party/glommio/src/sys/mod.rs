@@ -306,6 +306,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // fulmen patch: pairs with the SeqCst fence the sleeper issues after
+        // `prepare_to_sleep` (upstream relied on a `sys_membarrier()` there):
+        // either this thread sees the flag set, or the sleeper sees what was
+        // sent before this call.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
