@@ -29,6 +29,11 @@ pub(crate) struct Config {
     pub block_time_ms: u64,
     /// Longest a mini-block stays open. Default 10 ms.
     pub mini_block_max_ms: u64,
+    /// Group commit under load: while transactions arrive densely, a
+    /// mini-block waits up to this long for more once the log is idle, so
+    /// that one flush carries many. Never at light load; 0 turns it off.
+    /// Default 1000 µs.
+    pub group_commit_us: u64,
     /// Block gas limit. Default 1,000,000,000 (an L2 block is 1 s of traffic).
     pub block_gas_limit: u64,
     /// Most gas one transaction may ask for. Default 16,777,216 (2^24,
@@ -276,6 +281,7 @@ impl Default for Config {
             genesis: None,
             block_time_ms: 1000,
             mini_block_max_ms: 10,
+            group_commit_us: 1000,
             block_gas_limit: 1_000_000_000,
             tx_gas_limit_max: fulmen_chain::spec::TX_GAS_LIMIT_MAX_DEFAULT,
             tx_record_bytes_max: fulmen_exec::sequencer::PoolLimits::default().tx_record_bytes_max,
@@ -340,6 +346,15 @@ impl Config {
         toml::from_str(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))
     }
 
+    /// The sequencer's timing.
+    pub(crate) fn seq_timing(&self) -> fulmen_exec::seq_core::SeqTiming {
+        fulmen_exec::seq_core::SeqTiming {
+            block_time_ms: self.block_time_ms,
+            mini_block_max_ms: self.mini_block_max_ms,
+            group_commit_us: self.group_commit_us,
+        }
+    }
+
     /// Checks values that would otherwise fail later or silently misbehave.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError(m.to_string()));
@@ -349,6 +364,9 @@ impl Config {
         }
         if self.mini_block_max_ms == 0 || self.mini_block_max_ms > self.block_time_ms {
             return bad("mini_block_max_ms must be between 1 and block_time_ms");
+        }
+        if self.group_commit_us > self.mini_block_max_ms * 1000 {
+            return bad("group_commit_us must be at most mini_block_max_ms (in µs)");
         }
         if self.block_gas_limit < 21_000 {
             return bad("block_gas_limit must be at least 21000");

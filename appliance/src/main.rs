@@ -141,6 +141,10 @@ struct RunArgs {
     /// Longest a mini-block stays open, in ms.
     #[arg(long)]
     mini_block_max_ms: Option<u64>,
+    /// Group commit under load: longest a mini-block waits for more
+    /// transactions once the log is idle, in µs (0: off).
+    #[arg(long)]
+    group_commit_us: Option<u64>,
     /// Block gas limit.
     #[arg(long)]
     block_gas_limit: Option<u64>,
@@ -260,6 +264,7 @@ impl RunArgs {
         }
         set!(block_time_ms => block_time_ms);
         set!(mini_block_max_ms => mini_block_max_ms);
+        set!(group_commit_us => group_commit_us);
         set!(block_gas_limit => block_gas_limit);
         set!(tx_gas_limit_max => tx_gas_limit_max);
         set!(base_fee_floor_wei => base_fee_floor_wei);

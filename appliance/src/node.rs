@@ -310,10 +310,7 @@ pub(crate) fn start(
         forward: forwarder(config, &da_mode),
         filters: Arc::new(fulmen_netio::eth::filters::Filters::default()),
         dev,
-        timing: SeqTiming {
-            block_time_ms: config.block_time_ms,
-            mini_block_max_ms: config.mini_block_max_ms,
-        },
+        timing: config.seq_timing(),
         ready,
     };
     let l1_role = l1_role(

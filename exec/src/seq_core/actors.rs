@@ -20,26 +20,83 @@ use super::timing::{MINI_BLOCK_TXS_MAX, now_ms};
 /// The shared state, as each actor holds it.
 pub(super) type Shared = Rc<RefCell<SeqState>>;
 
+/// What [`next_request`] waited for.
+enum Next {
+    Request(Box<SeqRequest>),
+    /// A group-commit wait ended or began.
+    Linger,
+    /// Every inbox is closed.
+    Closed,
+}
+
+/// The next transaction, or the end or start of a group-commit wait
+/// ([`super::linger`]). While the open mini-block waits for more
+/// transactions the executor's sleeps are quiet until its deadline: the
+/// net cores' sends do not wake it one by one, and it takes them all when
+/// the deadline passes.
+async fn next_request(
+    state: &Shared,
+    requests: &mut SelectAll<ConnectedReceiver<SeqRequest>>,
+    linger_wake: &glommio::sync::Semaphore,
+) -> Next {
+    use futures::future::{Either, select};
+    let deadline = state.borrow().linger_deadline();
+    let request = match deadline {
+        Some(deadline) => {
+            glommio::executor().defer_remote_wakes_until(Some(deadline));
+            let timer = std::pin::pin!(glommio::timer::sleep(
+                deadline.saturating_duration_since(Instant::now())
+            ));
+            let next = select(requests.next(), timer).await;
+            glommio::executor().defer_remote_wakes_until(None);
+            match next {
+                Either::Left((request, _)) => request,
+                Either::Right(_) => return Next::Linger,
+            }
+        }
+        None => {
+            let woken = std::pin::pin!(linger_wake.acquire(1));
+            match select(requests.next(), woken).await {
+                Either::Left((request, _)) => request,
+                Either::Right(_) => {
+                    state.borrow_mut().disarm_linger();
+                    return Next::Linger;
+                }
+            }
+        }
+    };
+    request.map_or(Next::Closed, |request| Next::Request(Box::new(request)))
+}
+
 /// Transactions from the net cores: drains what already waits into the open
-/// mini-block, then closes it or holds it while the log flushes. A full
-/// mini-block that cannot close waits for the log (`progress`), and the
-/// inboxes fill meanwhile (the net cores answer "inbox full").
+/// mini-block, then closes it or holds it while the log flushes (or, under
+/// load, for more transactions). A full mini-block that cannot close waits
+/// for the log (`progress`), and the inboxes fill meanwhile (the net cores
+/// answer "inbox full").
 pub(super) async fn take_requests(
     state: Shared,
     mut requests: SelectAll<ConnectedReceiver<SeqRequest>>,
-    progress: Rc<glommio::sync::Semaphore>,
+    (progress, linger_wake): (Rc<glommio::sync::Semaphore>, Rc<glommio::sync::Semaphore>),
     mini_block_max: Duration,
 ) {
     let mut replies = Vec::new();
-    while let Some(first) = requests.next().await {
+    loop {
+        let first = match next_request(&state, &mut requests, &linger_wake).await {
+            Next::Request(request) => Some(*request),
+            Next::Linger => None,
+            Next::Closed => break,
+        };
         {
             let mut state = state.borrow_mut();
             state.drain_control();
-            state.handle(first, &mut replies);
+            let mut batch = 0;
+            if let Some(first) = first {
+                state.handle(first, &mut replies);
+                batch = 1;
+            }
             // Under load one mini-block carries many transactions; at low
             // load each transaction closes its own.
             let opened = Instant::now();
-            let mut batch = 1;
             while batch < MINI_BLOCK_TXS_MAX
                 && !state.mini_block_full()
                 && opened.elapsed() < mini_block_max
@@ -48,7 +105,11 @@ pub(super) async fn take_requests(
                 state.handle(more, &mut replies);
                 batch += 1;
             }
-            state.close_or_hold(&mut replies);
+            if batch == 0 {
+                state.close_if_due();
+            } else {
+                state.close_or_hold(&mut replies);
+            }
         }
         while state.borrow().must_wait_for_log() {
             let _ = progress.acquire(1).await;

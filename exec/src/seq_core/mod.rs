@@ -7,6 +7,7 @@
 
 mod actors;
 mod durability;
+mod linger;
 mod state;
 mod timing;
 mod upstream;
@@ -104,12 +105,20 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
         None => (None, None),
     };
     let mini_block_max = Duration::from_millis(timing.mini_block_max_ms);
+    // Replicas and verifiers close mini-blocks as their source did.
+    let linger_max = if links.upstream.is_some() || links.derived.is_some() {
+        Duration::ZERO
+    } else {
+        Duration::from_micros(timing.group_commit_us)
+    };
+    let linger_wake = Rc::new(glommio::sync::Semaphore::new(0));
     let state = Rc::new(RefCell::new(SeqState::new(
         seq,
         (links.published, links.events),
         links.control,
         log,
-        mini_block_max,
+        (mini_block_max, linger_max),
+        linger_wake.clone(),
     )));
     for job in pending {
         if links
@@ -148,7 +157,8 @@ pub async fn run_seq(seq: Sequencer, links: SeqLinks, timing: SeqTiming, pending
         let period = Duration::from_millis(timing.block_time_ms.max(1));
         let sealer =
             glommio::spawn_local(actors::close_blocks(state.clone(), links.to_merkle, period));
-        actors::take_requests(state, select_all(links.inboxes), progress, mini_block_max).await;
+        let inboxes = select_all(links.inboxes);
+        actors::take_requests(state, inboxes, (progress, linger_wake), mini_block_max).await;
         sealer.cancel().await;
     }
     finisher.cancel().await;
@@ -255,6 +265,10 @@ mod tests {
     }
 
     async fn start(disk: SimDisk) -> Harness {
+        start_with(disk, 0).await
+    }
+
+    async fn start_with(disk: SimDisk, group_commit_us: u64) -> Harness {
         let spec = spec(30_000_000);
         let genesis = Genesis::new(&spec);
         let seq = Sequencer::new(spec.clone(), PoolLimits::default(), &genesis, 1_000);
@@ -308,6 +322,7 @@ mod tests {
         let timing = SeqTiming {
             block_time_ms: 600_000,
             mini_block_max_ms: 1,
+            group_commit_us,
         };
         let seq_task = glommio::spawn_local(run_seq(seq, links, timing, Vec::new()));
         Harness {
@@ -348,6 +363,60 @@ mod tests {
                 }
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
+        }
+    }
+
+    /// The transactions of each mini-block record that survives a crash of
+    /// `disk`, in log order.
+    fn durable_mini_blocks(disk: &SimDisk) -> Vec<usize> {
+        let (recovery, _) = read_log(&disk.crash(CrashMode::TearUnflushed)).unwrap();
+        recovery
+            .records
+            .iter()
+            .filter(|(_, kind, _)| *kind == RecordKind::MiniBlock)
+            .map(|(_, _, payload)| {
+                fulmen_chain::persist::decode_mini_block(payload)
+                    .unwrap()
+                    .txs
+                    .len()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn under_dense_arrivals_an_idle_log_waits_for_more_and_the_wait_ends_by_itself() {
+        // Two bursts 1 ms apart, with a 50 ms group-commit wait: the first
+        // burst's mini-block waits (the log is idle, the arrivals dense),
+        // the second joins it, and with nothing more arriving the wait
+        // ends at its deadline: one record, every sender answered. With
+        // group commit off the first burst closes at once.
+        for (group_commit_us, records) in [(50_000, vec![8]), (0, vec![4, 4])] {
+            let durable = run(async move || {
+                let disk = SimDisk::new(17, 1 << 24);
+                let node = start_with(disk.clone(), group_commit_us).await;
+                let bob = DEV_ACCOUNTS[1];
+                let mut answers = Vec::new();
+                for nonce in 0..8 {
+                    if nonce == 4 {
+                        // Let the seq core take the first burst alone.
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                    let (reply, answer) = oneshot::channel();
+                    let request = SeqRequest {
+                        tx: tx(&node.spec, 0, nonce, bob, 1, 21_000, 1),
+                        reply,
+                        wait_for_receipt: false,
+                    };
+                    node.inbox.send(request).await.expect("seq is running");
+                    answers.push(answer);
+                }
+                for answer in answers {
+                    let reply = answer.await.expect("seq answers");
+                    assert!(matches!(reply, SeqReply::Preconfirmed(_)), "{reply:?}");
+                }
+                durable_mini_blocks(&disk)
+            });
+            assert_eq!(durable, records, "{group_commit_us} µs");
         }
     }
 

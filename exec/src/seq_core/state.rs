@@ -26,6 +26,7 @@ use fulmen_storage::record::RecordKind;
 use fulmen_storage::writer::AppendRequest;
 
 use super::durability::{Durability, Released, Replies};
+use super::linger::Linger;
 
 use super::timing::{LOG_RECORDS_IN_FLIGHT_MAX, MINI_BLOCK_TXS_MAX, TIMESTAMP_AHEAD_MAX_S, now_us};
 use crate::sequencer::{ClosedMiniBlock, Sequencer};
@@ -109,6 +110,12 @@ pub(super) struct SeqState {
     mini_opened: Option<Instant>,
     /// Longest a mini-block stays open while the log flushes.
     mini_block_max: Duration,
+    /// Group commit under load: whether a mini-block waits for more
+    /// transactions once the log is idle.
+    linger: Linger,
+    /// Wakes [`super::actors::take_requests`] when a wait begins with the
+    /// log idle.
+    linger_wake: std::rc::Rc<glommio::sync::Semaphore>,
 }
 
 impl SeqState {
@@ -117,7 +124,8 @@ impl SeqState {
         (published, events): (Arc<ArcSwap<ChainView>>, EventBus),
         control: mpsc::Receiver<SeqControl>,
         log: Option<LogSide>,
-        mini_block_max: Duration,
+        (mini_block_max, linger_max): (Duration, Duration),
+        linger_wake: std::rc::Rc<glommio::sync::Semaphore>,
     ) -> Self {
         published.store(Arc::new(seq.view().clone()));
         Self {
@@ -138,6 +146,8 @@ impl SeqState {
             stopping: None,
             mini_opened: None,
             mini_block_max,
+            linger: Linger::new(linger_max),
+            linger_wake,
         }
     }
 
@@ -150,8 +160,10 @@ impl SeqState {
     }
 
     /// True when the open mini-block should close now: the log has no flush
-    /// in flight, or (within the in-flight bound) the mini-block is old
-    /// enough, or the node keeps no log or answers before durability.
+    /// in flight (and under load the mini-block is full enough or has waited
+    /// long enough, [`Linger`]), or (within the in-flight bound) the
+    /// mini-block is old enough, or the node keeps no log or answers before
+    /// durability.
     pub(super) fn should_close(&self) -> bool {
         let Some(log) = &self.log else {
             return true;
@@ -160,12 +172,53 @@ impl SeqState {
         if !log.book.waits_for_log() {
             return in_flight < LOG_RECORDS_IN_FLIGHT_MAX;
         }
-        in_flight == 0
+        (in_flight == 0 && self.linger_deadline().is_none())
             || (in_flight < LOG_RECORDS_IN_FLIGHT_MAX
                 && (self.mini_block_full()
                     || self
                         .mini_opened
                         .is_some_and(|t| t.elapsed() >= self.mini_block_max)))
+    }
+
+    /// Until when the open mini-block waits for more transactions with the
+    /// log idle; `None` when it should not wait (see [`Linger`]).
+    pub(super) fn linger_deadline(&self) -> Option<Instant> {
+        let opened = self.mini_opened?;
+        // Only a log that answers after the flush has a flush to share.
+        let waits = self
+            .log
+            .as_ref()
+            .is_some_and(|log| log.book.waits_for_log());
+        if !waits || self.in_flight() > 0 || self.mini_block_full() || self.halted() {
+            return None;
+        }
+        self.linger
+            .deadline(opened, self.seq.mini_txs_len(), Instant::now())
+    }
+
+    /// The log became idle with the mini-block held: wakes
+    /// [`super::actors::take_requests`] (which may be waiting for
+    /// transactions with no deadline) if the hold is a group-commit wait.
+    fn arm_linger(&mut self) {
+        if !self.linger.armed && self.linger_deadline().is_some() {
+            self.linger.armed = true;
+            self.linger_wake.signal(1);
+        }
+    }
+
+    /// `take_requests` took the wake-up.
+    pub(super) fn disarm_linger(&mut self) {
+        self.linger.armed = false;
+    }
+
+    /// Closes the open mini-block if it has transactions and should close
+    /// now (a group-commit wait is over, or the log became idle).
+    pub(super) fn close_if_due(&mut self) {
+        if !self.halted() && self.seq.mini_block_has_txs() && self.should_close() {
+            let mut replies = Vec::new();
+            self.close_and_release(&mut replies);
+            self.resume_deferred();
+        }
     }
 
     /// True when the open mini-block takes no more transactions until it
@@ -201,6 +254,7 @@ impl SeqState {
             return;
         }
         let hash = request.tx.hash;
+        self.linger.on_arrival(Instant::now());
         match self.seq.submit(request.tx) {
             Ok(Admission::Executed(tx)) => {
                 self.mini_opened.get_or_insert_with(Instant::now);
@@ -445,11 +499,8 @@ impl SeqState {
             .storage_in_flight
             .store(log.book.in_flight(), Relaxed);
         self.publish(released);
-        if !self.halted() && self.seq.mini_block_has_txs() && self.should_close() {
-            let mut replies = Vec::new();
-            self.close_and_release(&mut replies);
-            self.resume_deferred();
-        }
+        self.close_if_due();
+        self.arm_linger();
         if self.stopping.is_some() {
             self.answer_drained();
         }

@@ -13,6 +13,10 @@ pub struct SeqTiming {
     pub block_time_ms: u64,
     /// Longest a mini-block stays open while transactions keep arriving.
     pub mini_block_max_ms: u64,
+    /// Group commit under load: longest a mini-block waits for more
+    /// transactions once the log is idle, while they arrive densely (0:
+    /// never waits).
+    pub group_commit_us: u64,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -2218,6 +2218,18 @@ impl ExecutorProxy {
         };
     }
 
+    /// fulmen patch: until `until` (`None`: from now on, not at all), a
+    /// sleep of this executor that one of its timers ends by then is quiet:
+    /// it does not ask other threads to wake it, so what they send it (over
+    /// shared channels, or by waking its tasks) waits for that timer instead
+    /// of costing a wake-up each. For a task that batches what arrives and
+    /// has its own deadline to act by.
+    ///
+    /// If called from a [`LocalExecutor`], applies to it; otherwise panics.
+    pub fn defer_remote_wakes_until(&self, until: Option<std::time::Instant>) {
+        self.reactor().sys.set_quiet_until(until);
+    }
+
     /// Returns the id of the current executor
     ///
     /// If called from a [`LocalExecutor`], returns the id of the executor.

@@ -1215,6 +1215,11 @@ impl UringCommon for SleepableRing {
     }
 }
 
+/// fulmen patch: how far past the quiet period a sleep's timer may end
+/// and still be quiet (a timer set for the period's end is armed a little
+/// after it was computed).
+const QUIET_SLACK: Duration = Duration::from_micros(100);
+
 pub(crate) struct Reactor {
     // FIXME: it is starting to feel we should clean this up to a Inner pattern
     main_ring: RefCell<SleepableRing>,
@@ -1225,6 +1230,9 @@ pub(crate) struct Reactor {
     /// fulmen patch: when the latency ring's timer fires, if it was armed
     /// as a preemption timer (`None` for a sleep's user timer).
     latency_preemption_deadline: Cell<Option<Instant>>,
+    // fulmen patch: until then, a sleep that a timer ends by then does not
+    // ask other threads to wake this executor (`defer_remote_wakes_until`).
+    quiet_until: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1365,6 +1373,7 @@ impl Reactor {
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
             latency_preemption_deadline: Cell::new(None),
+            quiet_until: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1878,7 +1887,27 @@ impl Reactor {
             && main_ring.can_sleep()
             && lat_ring.can_sleep();
 
-        if should_sleep {
+        // fulmen patch: a quiet sleep (see `set_quiet_until`) ends at a
+        // timer no later than the quiet period: other threads are not asked
+        // to wake it, and what they sent waits for the timer.
+        let quiet = match (self.quiet_until.get(), user_timer) {
+            (Some(until), Some(dur)) => Instant::now() + dur <= until + QUIET_SLACK,
+            _ => false,
+        };
+        if should_sleep && quiet {
+            if let Some(dur) = user_timer {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                assert!(flush_rings!(lat_ring)? > 0);
+            }
+            if self.eventfd_src.is_installed().unwrap() {
+                self.link_rings_and_sleep(&mut main_ring)
+                    .expect("some error");
+                flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
+                flush_rings!(lat_ring, poll_ring, main_ring)?;
+                consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+            }
+        } else if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
@@ -1934,6 +1963,12 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// fulmen patch: until `until`, sleeps that a timer ends by then are
+    /// quiet (see `ExecutorProxy::defer_remote_wakes_until`).
+    pub(crate) fn set_quiet_until(&self, until: Option<Instant>) {
+        self.quiet_until.set(until);
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
