@@ -173,6 +173,8 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+    // fulmen patch: the latency ring's SQ flags (`IORING_SQ_TASKRUN`).
+    preempt_ptr_flags: *const AtomicU32,
 }
 
 impl Reactor {
@@ -184,7 +186,7 @@ impl Reactor {
         blocking_thread: BlockingThreadPool,
     ) -> io::Result<Reactor> {
         let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
-        let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
+        let (preempt_ptr_head, preempt_ptr_tail, preempt_ptr_flags) = sys.preempt_pointers();
         Ok(Reactor {
             sys,
             timers: RefCell::new(Timers::new()),
@@ -193,6 +195,7 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            preempt_ptr_flags: preempt_ptr_flags as _,
         })
     }
 
@@ -206,7 +209,15 @@ impl Reactor {
 
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) }
+        // fulmen patch: a latency-ring completion the kernel holds for this
+        // thread to enter it (`IORING_SQ_TASKRUN`) preempts as the posted
+        // completion would.
+        unsafe {
+            *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire)
+                || (*self.preempt_ptr_flags).load(Ordering::Relaxed)
+                    & crate::uring_sys::IORING_SQ_TASKRUN
+                    != 0
+        }
     }
 
     pub(crate) fn id(&self) -> usize {

@@ -92,6 +92,14 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// fulmen patch: completions do not interrupt the task (no
+        /// inter-processor interrupt); they are posted at its next entry to
+        /// the kernel (Linux 5.19).
+        const COOP_TASKRUN = 1 << 8;
+        /// fulmen patch: with `COOP_TASKRUN`, the kernel sets
+        /// `IORING_SQ_TASKRUN` in the SQ ring's flags while completions wait
+        /// for the task to enter it (Linux 5.19).
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

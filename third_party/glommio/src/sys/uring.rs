@@ -903,8 +903,21 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // fulmen patch: completions do not interrupt the running thread
+        // with an inter-processor interrupt (one per socket arrival on a
+        // busy net core); the kernel flags them instead (`IORING_SQ_TASKRUN`),
+        // `need_preempt` sees the flag as it would the completion, and
+        // `consume_one_event` enters the kernel to have them posted. A
+        // kernel older than 5.19 refuses the flags: the ring is set up as
+        // upstream's.
+        let ring = iou::IoUring::new_with_flags(
+            size as _,
+            iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+            iou::SetupFeatures::empty(),
+        )
+        .or_else(|_| iou::IoUring::new(size as _))?;
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1107,6 +1120,34 @@ impl SleepableRing {
     }
 }
 
+impl SleepableRing {
+    /// fulmen patch: completions the kernel holds for this thread to enter
+    /// it (`IORING_SETUP_COOP_TASKRUN`) are posted now, with an
+    /// `io_uring_enter` that only collects. A ring without the flag never
+    /// has it set.
+    fn post_deferred_completions(&mut self) {
+        let raw = self.ring.raw();
+        // SAFETY: `kflags` points into the ring's mapping, alive as long as
+        // the ring; the kernel changes it atomically.
+        let flags = unsafe { (*(raw.sq.kflags as *const std::sync::atomic::AtomicU32)).load(std::sync::atomic::Ordering::Acquire) };
+        if flags & uring_sys::IORING_SQ_TASKRUN != 0 {
+            // SAFETY: a plain io_uring_enter on this ring's fd, submitting
+            // nothing and waiting for nothing.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_enter,
+                    raw.ring_fd,
+                    0,
+                    0,
+                    uring_sys::IORING_ENTER_GETEVENTS,
+                    std::ptr::null::<libc::c_void>(),
+                    0,
+                );
+            }
+        }
+    }
+}
+
 impl UringCommon for SleepableRing {
     fn name(&self) -> &'static str {
         self.name
@@ -1163,6 +1204,7 @@ impl UringCommon for SleepableRing {
     }
 
     fn consume_one_event(&mut self) -> Option<bool> {
+        self.post_deferred_completions();
         let source_map = self.source_map.clone();
         process_one_event(
             self.ring.peek_for_cqe(),
@@ -1975,10 +2017,13 @@ impl Reactor {
         self.blocking_thread.flush()
     }
 
-    pub(crate) fn preempt_pointers(&self) -> (*const u32, *const u32) {
+    /// The latency ring's CQ head and tail, and (fulmen patch) its SQ
+    /// flags, where the kernel flags completions that wait for this thread
+    /// to enter it (`IORING_SQ_TASKRUN`).
+    pub(crate) fn preempt_pointers(&self) -> (*const u32, *const u32, *const u32) {
         let mut lat_ring = self.latency_ring.borrow_mut();
-        let cq = unsafe { &lat_ring.ring.raw_mut().cq };
-        (cq.khead, cq.ktail)
+        let raw = unsafe { lat_ring.ring.raw_mut() };
+        (raw.cq.khead, raw.cq.ktail, raw.sq.kflags)
     }
 
     /// RAII-truncate asynchronously files that required it, e.g. because of
