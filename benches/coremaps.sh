@@ -6,8 +6,9 @@
 #   benches/coremaps.sh
 #   TXS=50000 benches/coremaps.sh
 #
-# Maps (2-CPU machine): all roles on CPU 0; net+exec | seq+storage (the
-# default); net | seq+storage+exec (state-root worker on the seq core).
+# Maps (2-CPU machine): all roles on CPU 0; net+exec | net+seq+storage (the
+# default: an acceptor on each CPU); net+exec | seq+storage; net |
+# seq+storage+exec (state-root worker on the seq core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,5 +47,6 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "| core map | sync p50 ms (1 in flight) | sync p99 ms | transfers/s preconfirmed (32 in flight) | paced rate /s | paced sync p50 ms | paced sync p99 ms | paced errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 run_map "all-on-cpu0" '[cores]\nnet = [0]\nseq = 0\nexec = []\nstorage = [0]\n'
+run_map "net+exec-0_net+seq+storage-1" '[cores]\nnet = [0, 1]\nseq = 1\nexec = [0]\nstorage = [1]\n'
 run_map "net+exec-0_seq+storage-1" '[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\n'
 run_map "net-0_seq+storage+exec-1" '[cores]\nnet = [0]\nseq = 1\nexec = []\nstorage = [1]\n'

@@ -78,7 +78,7 @@ config = tomllib.loads(text("/etc/fulmen/node.toml"))
 check(config["rpc_addr"] == "127.0.0.1:18545", "rpc_addr")
 check(config["metrics_addr"] == "127.0.0.1:19001", "metrics_addr on the management address")
 check(config["datadir"] == "/var/lib/fulmen", "datadir")
-check(config["cores"] == {"net": [0], "seq": 1, "exec": [0], "storage": [1], "strict": False},
+check(config["cores"] == {"net": [0, 1], "seq": 1, "exec": [0], "storage": [1], "strict": False},
       f"[cores] {config['cores']}")
 check(config["da"] == {"batcher_key": "/etc/fulmen/batcher.key"}, f"[da] {config['da']}")
 check(config["storage"]["checkpoint_blocks"] == 60 and config["rpc"]["batch_max"] == 500,

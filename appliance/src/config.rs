@@ -322,7 +322,8 @@ impl Default for CoreMap {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let other = usize::from(cpus > 1);
         Self {
-            net: vec![0],
+            // Two CPUs: an acceptor on each (`fulmen tune`'s 2-CPU map).
+            net: if cpus == 2 { vec![0, 1] } else { vec![0] },
             seq: other,
             exec: vec![0],
             storage: vec![other],

@@ -66,6 +66,10 @@ fn the_node_serves_with_every_role_on_one_cpu_and_with_the_2_cpu_map() {
         ),
         (
             "two-cpu",
+            "[cores]\nnet = [0, 1]\nseq = 1\nexec = [0]\nstorage = [1]\n",
+        ),
+        (
+            "two-cpu-net-0",
             "[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\n",
         ),
     ] {
@@ -109,7 +113,7 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
         "CPUs: 2 online, 2 physical cores",
         "memlock limit: 8192 KiB",
         "transparent huge pages: madvise",
-        "[cores]\nnet = [0]\nseq = 1\nexec = [0]\nstorage = [1]\n",
+        "[cores]\nnet = [0, 1]\nseq = 1\nexec = [0]\nstorage = [1]\n",
     ] {
         assert!(
             stdout.contains(expected),
@@ -122,7 +126,7 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(
         report["cores"],
-        json!({"net": [0], "seq": 1, "exec": [0], "storage": [1], "da": null})
+        json!({"net": [0, 1], "seq": 1, "exec": [0], "storage": [1], "da": null})
     );
     assert_eq!(report["cpus"], json!([0, 1]));
     assert_eq!(report["physical_cores"], json!([[0], [1]]));
@@ -159,7 +163,9 @@ fn tune_reports_proposes_and_checks_against_a_captured_machine() {
         "--strict",
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with storage"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("strict: seq shares CPU 1 with net, storage")
+    );
 }
 
 /// A dev node serving /metrics, and that URL.
@@ -221,7 +227,7 @@ fn metrics_parse_as_prometheus_text_and_move_under_load_and_top_shows_them() {
     let before = scrape(&url);
     for key in [
         "fulmen_core_busy_ratio{cpu=0,roles=net+exec}",
-        "fulmen_core_busy_ratio{cpu=1,roles=seq+storage}",
+        "fulmen_core_busy_ratio{cpu=1,roles=net+seq+storage}",
         "fulmen_queue_depth{queue=seq_inbox}",
         "fulmen_log_flush_seconds{}",
     ] {

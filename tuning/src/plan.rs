@@ -308,11 +308,13 @@ fn propose_small(online: &[usize]) -> (CoreMap, Vec<String>) {
     assert!(online.len() <= 2);
     if let [first, second] = *online {
         let why = format!(
-            "two CPUs: net and the state-root worker on CPU {first}, seq and storage on CPU {second} \
-             (the log writer's work is the seq's own critical path)"
+            "two CPUs: a net acceptor on each (sender recovery is most of a transaction's CPU, \
+             and group commit leaves the seq CPU mostly idle), the state-root worker on CPU \
+             {first}, seq and storage on CPU {second} (the log writer's work is the seq's own \
+             critical path)"
         );
         let map = CoreMap {
-            net: vec![first],
+            net: vec![first, second],
             seq: second,
             exec: vec![first],
             storage: vec![second],

@@ -128,7 +128,7 @@ fn the_2_core_vm_gets_the_default_map_and_its_memlock_limit_is_read() {
     assert_eq!(
         map,
         CoreMap {
-            net: vec![0],
+            net: vec![0, 1],
             seq: 1,
             exec: vec![0],
             storage: vec![1],
@@ -138,11 +138,11 @@ fn the_2_core_vm_gets_the_default_map_and_its_memlock_limit_is_read() {
     assert!(!why.is_empty());
     let ok = check(&machine, &map, false);
     assert!(ok.errors.is_empty(), "{ok:?}");
-    // seq shares CPU 1 with storage: allowed, but strict refuses it.
+    // seq shares CPU 1 with net and storage: allowed, but strict refuses it.
     assert!(
         ok.warnings
             .iter()
-            .any(|w| w.contains("seq shares CPU 1 with storage"))
+            .any(|w| w.contains("seq shares CPU 1 with net, storage"))
     );
     let strict = check(&machine, &map, true);
     assert!(
