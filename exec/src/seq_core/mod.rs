@@ -422,18 +422,7 @@ mod tests {
 
     /// Transactions in the mini-block records that survive a crash of `disk`.
     fn durable_txs(disk: &SimDisk) -> usize {
-        let (recovery, _) = read_log(&disk.crash(CrashMode::TearUnflushed)).unwrap();
-        recovery
-            .records
-            .iter()
-            .filter(|(_, kind, _)| *kind == RecordKind::MiniBlock)
-            .map(|(_, _, payload)| {
-                fulmen_chain::persist::decode_mini_block(payload)
-                    .unwrap()
-                    .txs
-                    .len()
-            })
-            .sum()
+        durable_mini_blocks(disk).iter().sum()
     }
 
     fn run<T: Send + 'static>(test: impl AsyncFnOnce() -> T + Send + 'static) -> T {
