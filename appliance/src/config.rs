@@ -366,7 +366,7 @@ impl Config {
         if self.mini_block_max_ms == 0 || self.mini_block_max_ms > self.block_time_ms {
             return bad("mini_block_max_ms must be between 1 and block_time_ms");
         }
-        if self.group_commit_us > self.mini_block_max_ms * 1000 {
+        if self.group_commit_us > self.mini_block_max_ms.saturating_mul(1000) {
             return bad("group_commit_us must be at most mini_block_max_ms (in µs)");
         }
         if self.block_gas_limit < 21_000 {
@@ -722,6 +722,25 @@ mod tests {
                 .to_string()
                 .contains("block_time_ms")
         );
+        // Group commit waits no longer than a mini-block may stay open; a
+        // huge mini-block bound does not overflow the check.
+        let config = Config {
+            group_commit_us: 11_000,
+            ..Default::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("group_commit_us")
+        );
+        let config = Config {
+            block_time_ms: u64::MAX,
+            mini_block_max_ms: u64::MAX,
+            ..Default::default()
+        };
+        assert!(config.validate().is_ok());
         let mut config = Config::default();
         config.cores.net = vec![];
         assert!(

@@ -20,17 +20,11 @@ use super::timing::{MINI_BLOCK_TXS_MAX, now_ms};
 /// The shared state, as each actor holds it.
 pub(super) type Shared = Rc<RefCell<SeqState>>;
 
-/// What [`next_request`] waited for.
-enum Next {
-    Request(Box<SeqRequest>),
-    /// A group-commit wait ended or began.
-    Linger,
-    /// Every inbox is closed.
-    Closed,
-}
+/// Every inbox is closed.
+struct Closed;
 
-/// The next transaction, or the end or start of a group-commit wait
-/// ([`super::linger`]). While the open mini-block waits for more
+/// The next transaction, or `None` at the end or start of a group-commit
+/// wait ([`super::linger`]). While the open mini-block waits for more
 /// transactions the executor's sleeps are quiet until its deadline: the
 /// net cores' sends do not wake it one by one, and it takes them all when
 /// the deadline passes.
@@ -38,7 +32,7 @@ async fn next_request(
     state: &Shared,
     requests: &mut SelectAll<ConnectedReceiver<SeqRequest>>,
     linger_wake: &glommio::sync::Semaphore,
-) -> Next {
+) -> Result<Option<SeqRequest>, Closed> {
     use futures::future::{Either, select};
     let deadline = state.borrow().linger_deadline();
     let request = match deadline {
@@ -51,7 +45,7 @@ async fn next_request(
             glommio::executor().defer_remote_wakes_until(None);
             match next {
                 Either::Left((request, _)) => request,
-                Either::Right(_) => return Next::Linger,
+                Either::Right(_) => return Ok(None),
             }
         }
         None => {
@@ -60,12 +54,12 @@ async fn next_request(
                 Either::Left((request, _)) => request,
                 Either::Right(_) => {
                     state.borrow_mut().disarm_linger();
-                    return Next::Linger;
+                    return Ok(None);
                 }
             }
         }
     };
-    request.map_or(Next::Closed, |request| Next::Request(Box::new(request)))
+    request.map(Some).ok_or(Closed)
 }
 
 /// Transactions from the net cores: drains what already waits into the open
@@ -81,10 +75,8 @@ pub(super) async fn take_requests(
 ) {
     let mut replies = Vec::new();
     loop {
-        let first = match next_request(&state, &mut requests, &linger_wake).await {
-            Next::Request(request) => Some(*request),
-            Next::Linger => None,
-            Next::Closed => break,
+        let Ok(first) = next_request(&state, &mut requests, &linger_wake).await else {
+            break;
         };
         {
             let mut state = state.borrow_mut();

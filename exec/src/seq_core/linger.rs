@@ -2,14 +2,19 @@
 //! is idle) should first wait a little for more transactions. Plain
 //! bookkeeping with no executor, unit-tested alone.
 //!
-//! Every log flush has a fixed cost on the seq core (closing and encoding
-//! the mini-block, the write and the fdatasync, the wake-ups when it is
-//! durable, publishing the view) whatever it carries. At saturation on a
-//! small box the transactions arrive a few tens of microseconds apart and a
-//! flush takes one or two hundred, so a mini-block that closes the moment
-//! the log is idle carries one or two of them and each pays most of a
-//! flush. Waiting up to `max` for up to [`Linger::TARGET_TXS`] cuts that
-//! cost per transaction several-fold.
+//! At saturation on a small box the transactions arrive a few tens of
+//! microseconds apart and a flush takes one or two hundred, so a
+//! mini-block that closes the moment the log is idle carries one or two of
+//! them. Fewer, fuller flushes alone saved little (about 5 CPU-µs per
+//! transaction, BENCHMARKS.md); what costs is the seq executor waking for
+//! each arrival. So while a mini-block waits (up to `max`, for up to
+//! [`Linger::TARGET_TXS`]) `take_requests` makes the executor's sleeps
+//! quiet until the deadline, and it takes what arrived all at once: the
+//! seq thread went from 46 to 17.5 CPU-µs per transaction.
+//!
+//! The price is latency under load: at 7,000 tx/s the node's own sync
+//! latency rose about 0.75 ms (BENCHMARKS.md). `group_commit_us = 0` turns
+//! it off.
 //!
 //! At light load it never waits: only while the recent arrivals are dense
 //! (their mean gap, an exponentially weighted average, at most
