@@ -27,6 +27,11 @@ use revm::{
     state::AccountInfo,
 };
 
+// As in the node (`appliance/src/main.rs`): allocation-heavy figures
+// (the state trie's) depend on it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 sol! {
     function transfer(address to, uint256 value) external returns (bool);
 }
