@@ -85,23 +85,16 @@ pub fn endpoint(url: &str) -> Result<SocketAddr, String> {
 }
 
 async fn run_lane(
-    addr: SocketAddr,
+    (addr, mut conn): (SocketAddr, Conn),
     requests: Vec<Prepared>,
-    schedule: Option<(Instant, Duration, usize, usize)>,
+    mut schedule: Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
     start: Instant,
 ) -> Result<LaneResult, String> {
-    let mut conn = Conn::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
     let mut result = LaneResult::empty();
-    for (k, request) in requests.iter().enumerate() {
-        // Open loop: request k of lane l is due at start + (k * lanes + l) * interval.
-        let begin = match schedule {
-            Some((t0, interval, lanes, lane)) => {
-                let due = t0 + interval * u32::try_from(k * lanes + lane).unwrap_or(u32::MAX);
-                tokio::time::sleep_until(due.into()).await;
-                due
-            }
+    for request in &requests {
+        // Open loop: the pacer says when each request is due.
+        let begin = match &mut schedule {
+            Some(due) => due.recv().await.ok_or("the pacer stopped")?,
             None => Instant::now(),
         };
         let sent_at = Instant::now();
@@ -222,8 +215,7 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
 
     let cpu_before = args.node_pid.map(CpuSample::read).transpose();
     let cpu_before = cpu_before.map_err(|e| format!("--node-pid: {e}"))?;
-    let start = Instant::now();
-    let sent_lanes = send_lanes(addr, &plan, args.rate, start).await?;
+    let (start, sent_lanes) = send_lanes(addr, &plan, args.rate).await?;
     let ok_txs = sent_lanes.ok_txs;
     let sent = start.elapsed();
     let settle = Duration::from_secs(args.settle_timeout_s);
@@ -269,21 +261,72 @@ pub async fn run(args: &RunConfig) -> Result<RunOutput, String> {
     })
 }
 
+/// The open loop's clock: request `k` of lane `l` (of `lanes`) is due at
+/// `start + (k * lanes + l) * interval`, and at that moment its lane is
+/// told so. tokio's timers round up to the next millisecond, which would
+/// add up to a millisecond to every latency measured from the due time;
+/// this thread sleeps on the OS's high-resolution timer instead.
+fn pace(
+    start: Instant,
+    interval: Duration,
+    lanes: Vec<(tokio::sync::mpsc::UnboundedSender<Instant>, usize)>,
+) {
+    let count = lanes.len();
+    let longest = lanes.iter().map(|(_, len)| *len).max().unwrap_or(0);
+    for k in 0..longest {
+        for (l, (lane, len)) in lanes.iter().enumerate() {
+            if k >= *len {
+                continue;
+            }
+            let due = start + interval * u32::try_from(k * count + l).unwrap_or(u32::MAX);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // A lane that failed has dropped its receiver: nothing to tell.
+            let _ = lane.send(due);
+        }
+    }
+}
+
 /// Sends every lane of `plan` on its own connection, at `rate` requests per
 /// second over all lanes (open loop) or back to back (closed loop), and
-/// merges what the lanes saw.
+/// merges what the lanes saw. The clock starts (the instant returned) once
+/// every connection is open, so that no request is due before its lane
+/// can send it.
 async fn send_lanes(
     addr: SocketAddr,
     plan: &Plan,
     rate: Option<f64>,
-    start: Instant,
-) -> Result<LaneResult, String> {
-    let lanes = plan.lanes.len();
-    let schedule = rate.map(|rate| Duration::from_secs_f64(1.0 / rate.max(0.001)));
+) -> Result<(Instant, LaneResult), String> {
+    let connects = plan.lanes.iter().map(|_| Conn::connect(addr));
+    let conns = futures::future::join_all(connects).await;
+    let conns = conns
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("connect: {e}"))?;
+    let start = Instant::now();
+    let interval = rate.map(|rate| Duration::from_secs_f64(1.0 / rate.max(0.001)));
+    let mut dues = Vec::new();
     let mut tasks = Vec::new();
-    for (lane, requests) in plan.lanes.iter().cloned().enumerate() {
-        let sched = schedule.map(|interval| (start, interval, lanes, lane));
-        tasks.push(tokio::spawn(run_lane(addr, requests, sched, start)));
+    for (requests, conn) in plan.lanes.iter().cloned().zip(conns) {
+        let schedule = interval.map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            dues.push((tx, requests.len()));
+            rx
+        });
+        tasks.push(tokio::spawn(run_lane(
+            (addr, conn),
+            requests,
+            schedule,
+            start,
+        )));
+    }
+    if let Some(interval) = interval {
+        std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || pace(start, interval, dues))
+            .map_err(|e| format!("pacer thread: {e}"))?;
     }
     let mut total = LaneResult::empty();
     for task in tasks {
@@ -298,7 +341,7 @@ async fn send_lanes(
         total.ok_txs += lane.ok_txs;
         total.points.extend(lane.points);
     }
-    Ok(total)
+    Ok((start, total))
 }
 
 /// A report naming what was run: endpoint, workload, method and mode.

@@ -239,6 +239,7 @@ mod tests {
     //! subscription event), and what was acknowledged is on the disk. A stop
     //! refuses new transactions and answers once the log is drained.
 
+    use fulmen_chain::metrics::METRICS;
     use fulmen_storage::io::{CrashMode, Fault, SimDisk};
     use fulmen_storage::log::{Log, read_log};
     use glommio::channels::shared_channel;
@@ -386,17 +387,27 @@ mod tests {
     #[test]
     fn under_dense_arrivals_an_idle_log_waits_for_more_and_the_wait_ends_by_itself() {
         // Two bursts 1 ms apart, with a 50 ms group-commit wait: the first
-        // burst's mini-block waits (the log is idle, the arrivals dense),
-        // the second joins it, and with nothing more arriving the wait
-        // ends at its deadline: one record, every sender answered. With
-        // group commit off the first burst closes at once.
-        for (group_commit_us, records) in [(50_000, vec![8]), (0, vec![4, 4])] {
+        // burst's mini-block waits (the log is idle, the arrivals dense,
+        // a core loaded), the second joins it, and with nothing more
+        // arriving the wait ends at its deadline: one record, every
+        // sender answered. With group commit off, or no core loaded, the
+        // first burst closes at once. (No core has been loaded before the
+        // first case: nothing else in this process notes it.)
+        let cases = [
+            (50_000, false, vec![4, 4]),
+            (0, true, vec![4, 4]),
+            (50_000, true, vec![8]),
+        ];
+        for (group_commit_us, loaded, records) in cases {
             let durable = run(async move || {
                 let disk = SimDisk::new(17, 1 << 24);
                 let node = start_with(disk.clone(), group_commit_us).await;
                 let bob = DEV_ACCOUNTS[1];
                 let mut answers = Vec::new();
                 for nonce in 0..8 {
+                    if loaded {
+                        METRICS.note_loaded();
+                    }
                     if nonce == 4 {
                         // Let the seq core take the first burst alone.
                         glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -416,7 +427,7 @@ mod tests {
                 }
                 durable_mini_blocks(&disk)
             });
-            assert_eq!(durable, records, "{group_commit_us} µs");
+            assert_eq!(durable, records, "{group_commit_us} µs, loaded: {loaded}");
         }
     }
 

@@ -189,7 +189,13 @@ impl SeqState {
             .log
             .as_ref()
             .is_some_and(|log| log.book.waits_for_log());
-        if !waits || self.in_flight() > 0 || self.mini_block_full() || self.halted() {
+        // With headroom on every core, latency comes first.
+        if !waits
+            || self.in_flight() > 0
+            || self.mini_block_full()
+            || self.halted()
+            || !METRICS.loaded()
+        {
             return None;
         }
         self.linger
