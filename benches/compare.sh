@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TXS=${TXS:-20000}
+TXS=${TXS:-30000}
 LAT_TXS=${LAT_TXS:-2000}
 HALF_TXS=${HALF_TXS:-4000}
 CONCURRENCY=${CONCURRENCY:-32}

@@ -29,10 +29,11 @@ pub(crate) struct Config {
     pub block_time_ms: u64,
     /// Longest a mini-block stays open. Default 10 ms.
     pub mini_block_max_ms: u64,
-    /// Group commit under load: while transactions arrive densely, a
-    /// mini-block waits up to this long for more once the log is idle, so
-    /// that one flush carries many. Never at light load; 0 turns it off.
-    /// Default 1000 µs.
+    /// Group commit under load: while a core is loaded and transactions
+    /// arrive densely, a mini-block waits up to this long for more once
+    /// the log is idle, so that one flush carries many. Never with
+    /// headroom on every core, nor where waiting slows the senders down;
+    /// 0 turns it off. Default 1000 µs.
     pub group_commit_us: u64,
     /// Block gas limit. Default 1,000,000,000 (an L2 block is 1 s of traffic).
     pub block_gas_limit: u64,
