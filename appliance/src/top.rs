@@ -147,8 +147,9 @@ fn render(now: &Sample, before: &Sample) -> String {
     );
     let _ = writeln!(
         out,
-        "mini-blocks/s {:.0}  blocks {:.0}  seq inbox {:.0}  storage in flight {:.0}",
+        "mini-blocks/s {:.0} (waited {:.0})  blocks {:.0}  seq inbox {:.0}  storage in flight {:.0}",
         rate(now, before, "fulmen_mini_blocks_total", secs),
+        rate(now, before, "fulmen_group_commit_waits_total", secs),
         get("fulmen_blocks_total"),
         get("fulmen_queue_depth{queue=seq_inbox}"),
         get("fulmen_queue_depth{queue=storage}")

@@ -124,6 +124,9 @@ pub struct Metrics {
     pub parked: AtomicU64,
     /// Mini-blocks closed.
     pub mini_blocks: AtomicU64,
+    /// Mini-blocks that waited for more transactions with the log idle
+    /// (group commit under load).
+    pub group_commit_waits: AtomicU64,
     /// Blocks sealed.
     pub blocks: AtomicU64,
     /// Requests net cores put in the seq inboxes.
@@ -197,6 +200,7 @@ pub static METRICS: Metrics = Metrics {
     preconfirmed: AtomicU64::new(0),
     parked: AtomicU64::new(0),
     mini_blocks: AtomicU64::new(0),
+    group_commit_waits: AtomicU64::new(0),
     blocks: AtomicU64::new(0),
     inbox_sent: AtomicU64::new(0),
     inbox_taken: AtomicU64::new(0),
@@ -380,6 +384,11 @@ impl Metrics {
                 "fulmen_mini_blocks_total",
                 "Mini-blocks closed",
                 &self.mini_blocks,
+            ),
+            (
+                "fulmen_group_commit_waits_total",
+                "Mini-blocks that waited for more transactions with the log idle (group commit at saturation)",
+                &self.group_commit_waits,
             ),
             ("fulmen_blocks_total", "Blocks sealed", &self.blocks),
             (

@@ -37,6 +37,7 @@ async fn next_request(
     let deadline = state.borrow().linger_deadline();
     let request = match deadline {
         Some(deadline) => {
+            state.borrow_mut().note_linger_wait();
             glommio::executor().defer_remote_wakes_until(Some(deadline));
             let timer = std::pin::pin!(glommio::timer::sleep(
                 deadline.saturating_duration_since(Instant::now())

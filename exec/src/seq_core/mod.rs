@@ -399,6 +399,9 @@ mod tests {
             (50_000, true, vec![8]),
         ];
         for (group_commit_us, loaded, records) in cases {
+            let waits = METRICS
+                .group_commit_waits
+                .load(std::sync::atomic::Ordering::Relaxed);
             let durable = run(async move || {
                 let disk = SimDisk::new(17, 1 << 24);
                 let node = start_with(disk.clone(), group_commit_us).await;
@@ -428,6 +431,11 @@ mod tests {
                 durable_mini_blocks(&disk)
             });
             assert_eq!(durable, records, "{group_commit_us} µs, loaded: {loaded}");
+            let waited = METRICS
+                .group_commit_waits
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - waits;
+            assert_eq!(waited, u64::from(records.len() == 1), "counted waits");
         }
     }
 

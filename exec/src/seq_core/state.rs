@@ -113,6 +113,8 @@ pub(super) struct SeqState {
     /// Group commit under load: whether a mini-block waits for more
     /// transactions once the log is idle.
     linger: Linger,
+    /// The open mini-block has waited (for `fulmen_group_commit_waits_total`).
+    mini_waited: bool,
     /// Wakes [`super::actors::take_requests`] when a wait begins with the
     /// log idle.
     linger_wake: std::rc::Rc<glommio::sync::Semaphore>,
@@ -147,6 +149,7 @@ impl SeqState {
             mini_opened: None,
             mini_block_max,
             linger: Linger::new(linger_max),
+            mini_waited: false,
             linger_wake,
         }
     }
@@ -210,6 +213,11 @@ impl SeqState {
             self.linger.armed = true;
             self.linger_wake.signal(1);
         }
+    }
+
+    /// `take_requests` starts a group-commit wait for the open mini-block.
+    pub(super) fn note_linger_wait(&mut self) {
+        self.mini_waited = true;
     }
 
     /// `take_requests` took the wake-up.
@@ -736,6 +744,9 @@ impl SeqState {
         } else if let Some(mini) = closed {
             METRICS.mini_blocks.fetch_add(1, Relaxed);
             self.mini_opened = None;
+            if std::mem::take(&mut self.mini_waited) {
+                METRICS.group_commit_waits.fetch_add(1, Relaxed);
+            }
             let logs = self.log.is_some();
             let events = self.builds_events();
             let net = if logs || events {
