@@ -6,11 +6,12 @@ use std::collections::{HashMap, HashSet};
 use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_rlp::Decodable as _;
 use alloy_trie::{EMPTY_ROOT_HASH, TrieAccount};
+use either::Either;
 use fulmen_storage::{AccountState, HotState, StateDiff};
 
 use fulmen_chain::msg::AccountProof;
 
-use crate::trie::{Trie, in_shares};
+use crate::trie::{Trie, in_shares, map_in_shares};
 
 /// A contract's slots and values.
 type Slots = Vec<(U256, U256)>;
@@ -215,17 +216,24 @@ impl StateTrie {
         in_shares(tries, threads, on_start, |trie| {
             trie.root();
         });
-        // Keys and leaves (the storage roots are cached now).
-        let mut leaves = Vec::with_capacity(staged.len());
-        let mut removed = Vec::new();
-        for (address, change) in staged {
+        // Keys and leaves (the storage roots are cached now), in shares.
+        let this = &*self;
+        let computed = map_in_shares(staged, threads, on_start, |(address, change)| {
             let key = keccak256(address);
-            match self.account_after(key, change) {
+            match this.account_after(key, change) {
                 Some(account) => {
-                    let storage_root = self.storage_root(&address);
-                    leaves.push((key, encode_account(&account, storage_root)));
+                    let storage_root = this.cached_storage_root(&address);
+                    Either::Left((key, encode_account(&account, storage_root)))
                 }
-                None => removed.push((key, address)),
+                None => Either::Right((key, address)),
+            }
+        });
+        let mut leaves = Vec::with_capacity(computed.len());
+        let mut removed = Vec::new();
+        for change in computed {
+            match change {
+                Either::Left(leaf) => leaves.push(leaf),
+                Either::Right(gone) => removed.push(gone),
             }
         }
         for (key, address) in removed {
@@ -329,6 +337,16 @@ impl StateTrie {
             );
         }
         out
+    }
+
+    /// [`Self::storage_root`] once the changed storage tries are hashed.
+    fn cached_storage_root(&self, address: &Address) -> B256 {
+        match self.storage.get(address) {
+            Some(trie) if !trie.is_empty() => trie
+                .cached_root()
+                .expect("changed storage tries are hashed before their leaves"),
+            _ => EMPTY_ROOT_HASH,
+        }
     }
 
     fn storage_root(&mut self, address: &Address) -> B256 {

@@ -683,6 +683,46 @@ pub fn in_shares<T: Send>(
     });
 }
 
+/// `work` on every item, on `threads` threads as [`in_shares`] does (here
+/// in contiguous shares), and the results in the items' order.
+pub fn map_in_shares<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    on_start: &(dyn Fn(usize) + Sync),
+    work: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.max(1);
+    let size = items.len().div_ceil(threads).max(1);
+    let mut items = items.into_iter();
+    let mut shares: Vec<Vec<T>> = (0..threads)
+        .map(|_| items.by_ref().take(size).collect())
+        .collect();
+    shares.retain(|share| !share.is_empty());
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut shares = shares.into_iter();
+        let mine = shares.next().unwrap_or_default();
+        let helpers: Vec<_> = shares
+            .enumerate()
+            .map(|(index, share)| {
+                scope.spawn(move || {
+                    on_start(index + 1);
+                    share.into_iter().map(work).collect::<Vec<R>>()
+                })
+            })
+            .collect();
+        let mut out: Vec<R> = mine.into_iter().map(work).collect();
+        for helper in helpers {
+            out.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        out
+    })
+}
+
 /// True when `node`'s reference is cached (or it is empty).
 fn is_hashed(node: &Node) -> bool {
     match node {
