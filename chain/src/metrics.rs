@@ -185,7 +185,7 @@ pub struct Metrics {
     /// Below this many free bytes the node takes no transactions (0: no
     /// floor).
     pub disk_free_min_bytes: AtomicU64,
-    /// When (µs since the Unix epoch) a core last ended a
+    /// When (µs on [`now_us`]'s monotonic clock) a core last ended a
     /// [`LOAD_WINDOW`] at least [`LOADED_BUSY_PPM`] busy ([`Metrics::loaded`]).
     busy_at_us: AtomicU64,
     /// The DA batcher's figures.
@@ -523,10 +523,13 @@ pub const LOAD_WINDOW: Duration = Duration::from_millis(100);
 /// not; at saturation 0.86–0.99.
 pub const LOADED_BUSY_PPM: u64 = 800_000;
 
+/// Microseconds on a monotonic clock (from the first call in this
+/// process, plus one so that it is never 0): a wall-clock step must not
+/// hold the load gate open or shut.
 fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    start.elapsed().as_micros() as u64 + 1
 }
 
 impl Metrics {

@@ -656,7 +656,8 @@ fn rlp_node_limited(node: &mut Node, buf: &mut Vec<u8>, budget: &mut usize) -> O
 }
 
 /// Runs `work` on every item, the items dealt round-robin into `threads`
-/// shares: the first share on this thread, each other non-empty one on a
+/// shares (so every thread gets work while there are enough items): the
+/// first share on this thread, each other non-empty one on a
 /// scoped helper that calls `on_start` with its index (1 and up) first.
 pub fn in_shares<T: Send>(
     items: Vec<T>,
@@ -664,27 +665,11 @@ pub fn in_shares<T: Send>(
     on_start: &(dyn Fn(usize) + Sync),
     work: impl Fn(T) + Sync,
 ) {
-    let threads = threads.max(1);
-    let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, item) in items.into_iter().enumerate() {
-        shares[i % threads].push(item);
-    }
-    let work = &work;
-    std::thread::scope(|scope| {
-        let mut shares = shares.into_iter();
-        let mine = shares.next().unwrap_or_default();
-        for (index, share) in shares.enumerate().filter(|(_, s)| !s.is_empty()) {
-            scope.spawn(move || {
-                on_start(index + 1);
-                share.into_iter().for_each(work);
-            });
-        }
-        mine.into_iter().for_each(work);
-    });
+    map_in_shares(items, threads, on_start, work);
 }
 
-/// `work` on every item, on `threads` threads as [`in_shares`] does (here
-/// in contiguous shares), and the results in the items' order.
+/// [`in_shares`], returning `work`'s results: this thread's share first,
+/// then each helper's (not in the items' order).
 pub fn map_in_shares<T: Send, R: Send>(
     items: Vec<T>,
     threads: usize,
@@ -692,11 +677,10 @@ pub fn map_in_shares<T: Send, R: Send>(
     work: impl Fn(T) -> R + Sync,
 ) -> Vec<R> {
     let threads = threads.max(1);
-    let size = items.len().div_ceil(threads).max(1);
-    let mut items = items.into_iter();
-    let mut shares: Vec<Vec<T>> = (0..threads)
-        .map(|_| items.by_ref().take(size).collect())
-        .collect();
+    let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % threads].push(item);
+    }
     shares.retain(|share| !share.is_empty());
     let work = &work;
     std::thread::scope(|scope| {
