@@ -1333,6 +1333,35 @@ fn execution_witnesses_hold_the_parent_state_proofs_of_what_a_block_touched() {
 
 /// Deploys the `Probe` test contract from dev account `from` (its first
 /// transaction); its address.
+/// `eth_getProof` at `latest` follows the head: each seal moves the state
+/// trie on a moment before the new block is published, and a proof asked
+/// for in that moment is taken at the new head, never refused. Asked in a
+/// loop across three seals, every proof is served.
+#[test]
+fn proofs_at_latest_are_served_across_seals() {
+    let node = start_fulmen(&["--dev"]);
+    let head = || {
+        let head = rpc(node.addr, "eth_blockNumber", json!([]))["result"].clone();
+        u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    };
+    let first = head();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut proofs = 0;
+    while head() < first + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three seals did not come in 30 s"
+        );
+        let proof = try_rpc(
+            node.addr,
+            "eth_getProof",
+            json!([Address::ZERO, [B256::ZERO], "latest"]),
+        );
+        assert!(proof.is_ok(), "after {proofs} proofs: {proof:?}");
+        proofs += 1;
+    }
+}
+
 fn deploy_probe(addr: std::net::SocketAddr, from: u32) -> Address {
     let code = bytecode("Probe");
     let deploy = sign_1559(

@@ -1,7 +1,10 @@
 //! `eth_getProof`: the state-root worker builds the Merkle proof (it owns
 //! the trie); the account fields come from the chain view.
 
-use alloy_eips::BlockId;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{Address, B256, U256};
 use alloy_rpc_types_eth::{EIP1186AccountProofResponse, EIP1186StorageProof};
 use fulmen_chain::msg::{AccountProof, MerkleRequest};
@@ -17,13 +20,52 @@ use crate::rpc::{Params, RpcError};
 /// Most storage keys one `eth_getProof` may ask for.
 pub(crate) const PROOF_KEYS_MAX: usize = 1024;
 
+/// Times a proof at the head is asked again because a seal moved the
+/// state trie on between reading the head and the worker's answer.
+const HEAD_ATTEMPTS: u32 = 8;
+
+/// How long to wait for the view to publish the block the state trie has
+/// sealed: the seq core publishes it once the roots are back, within a
+/// mini-block.
+const PUBLISH_WAIT: Duration = Duration::from_millis(500);
+
 /// `eth_getProof` at a sealed block (the latest one when none is named).
+/// A proof at the head follows the head: a seal that lands while it is
+/// asked for is waited out and the proof taken at the new head, so
+/// `latest` never fails for being a moment old.
 pub(crate) async fn get_proof(
     ctx: &RpcContext,
     view: &ChainView,
     params: &Params,
 ) -> Result<Value, RpcError> {
-    let (address, slots, number) = parse(view, params)?;
+    let (address, slots, asked) = parse(view, params)?;
+    let mut newer: Option<Arc<ChainView>> = None;
+    let mut attempts = 0;
+    loop {
+        let view = newer.as_deref().unwrap_or(view);
+        let number = asked.unwrap_or_else(|| view.head().header.number);
+        match ask(ctx, number, address, slots.clone()).await? {
+            Ok(proof) => return response(view, number, address, proof),
+            Err(at) if asked.is_none() && at > number && attempts < HEAD_ATTEMPTS => {
+                attempts += 1;
+                newer = Some(published(ctx, at).await);
+            }
+            Err(at) => {
+                return Err(RpcError::server(format!(
+                    "proofs are served for the latest sealed block only (the state trie is at block {at}, asked for {number})"
+                )));
+            }
+        }
+    }
+}
+
+/// The worker's proof at `number`, or the block its trie is at.
+async fn ask(
+    ctx: &RpcContext,
+    number: u64,
+    address: Address,
+    slots: Vec<B256>,
+) -> Result<Result<AccountProof, u64>, RpcError> {
     let (reply, answer) = oneshot::channel();
     let request = MerkleRequest::Proof {
         block: number,
@@ -34,20 +76,27 @@ pub(crate) async fn get_proof(
     if ctx.merkle.try_send(request).is_err() {
         return Err(RpcError::server("proof queue is full, retry shortly"));
     }
-    let proof = match answer.await {
-        Ok(Ok(proof)) => proof,
-        Ok(Err(at)) => {
-            return Err(RpcError::server(format!(
-                "proofs are served for the latest sealed block only (the state trie is at block {at}, asked for {number})"
-            )));
-        }
-        Err(_) => return Err(RpcError::internal("the state-root worker stopped")),
-    };
-    response(view, number, address, proof)
+    answer
+        .await
+        .map_err(|_| RpcError::internal("the state-root worker stopped"))
 }
 
-/// The account, its storage keys and the number of the block asked for.
-fn parse(view: &ChainView, params: &Params) -> Result<(Address, Vec<B256>, u64), RpcError> {
+/// The published view once its head reaches `number` (or the newest one
+/// after [`PUBLISH_WAIT`], if a halt stops publishing).
+async fn published(ctx: &RpcContext, number: u64) -> Arc<ChainView> {
+    let deadline = Instant::now() + PUBLISH_WAIT;
+    loop {
+        let view = ctx.view.load_full();
+        if view.head().header.number >= number || Instant::now() >= deadline {
+            return view;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The account, its storage keys and the number of the block asked for
+/// (`None`: the head, `latest` or `pending`).
+fn parse(view: &ChainView, params: &Params) -> Result<(Address, Vec<B256>, Option<u64>), RpcError> {
     params.at_most(3)?;
     let address: Address = params.required(0, "address")?;
     let slots: Vec<B256> = params.required(1, "storageKeys")?;
@@ -58,13 +107,13 @@ fn parse(view: &ChainView, params: &Params) -> Result<(Address, Vec<B256>, u64),
     }
     let id: Option<BlockId> = params.optional(2, "block")?;
     let number = match id {
-        None => view.head().header.number,
-        Some(id) => {
+        None | Some(BlockId::Number(BlockNumberOrTag::Latest | BlockNumberOrTag::Pending)) => None,
+        Some(id) => Some(
             block_by_id(view, id)?
                 .ok_or_else(header_not_found)?
                 .header
-                .number
-        }
+                .number,
+        ),
     };
     Ok((address, slots, number))
 }
@@ -162,15 +211,22 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_block_defaults_to_the_head_and_key_lists_are_bounded() {
+    fn the_block_defaults_to_following_the_head_and_key_lists_are_bounded() {
         let view = testkit::chain(3);
         let who = json!(testkit::ALICE);
         let (address, slots, number) = parse(&view, &params(json!([who, []]))).unwrap();
         assert_eq!(address, testkit::ALICE);
         assert!(slots.is_empty());
-        assert_eq!(number, 3);
+        assert_eq!(
+            number, None,
+            "the head, whichever it is when the worker answers"
+        );
+        let (_, _, number) = parse(&view, &params(json!([who, [], "pending"]))).unwrap();
+        assert_eq!(number, None);
+        let (_, _, number) = parse(&view, &params(json!([who, [], "0x3"]))).unwrap();
+        assert_eq!(number, Some(3), "a number is that block, even the head's");
         let (_, _, number) = parse(&view, &params(json!([who, [], "0x1"]))).unwrap();
-        assert_eq!(number, 1);
+        assert_eq!(number, Some(1));
         let error = parse(&view, &params(json!([who, [], "0x9"]))).unwrap_err();
         assert_eq!(error.message, "header not found");
         let keys = vec![B256::ZERO; PROOF_KEYS_MAX + 1];
