@@ -9,5 +9,6 @@ pub mod client;
 pub mod proc_cpu;
 pub mod runner;
 pub mod sign;
+pub mod state_reads;
 pub mod stats;
 pub mod workload;

@@ -3,16 +3,18 @@
 //! ```text
 //! fulmen-storage-bench log --dir /var/tmp/x          # flush latency vs bare fdatasync, append throughput
 //! fulmen-storage-bench state --accounts 1000000     # RSS per account and slot, checkpoint write/load, boot
+//! fulmen-storage-bench reads --accounts 1000000     # state reads alone, writes alone, reads under full write load
 //! ```
 //!
 //! Everything runs on one glommio executor through the same io_uring path
 //! the node's storage core uses. Figures are printed, never asserted.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{B256, U256};
 use clap::{Parser, Subcommand};
+use fulmen_benches::state_reads::{self, ReadLoad, account, contract, slot};
 use fulmen_benches::stats::{histogram, record};
 use fulmen_exec::merkle::StateTrie;
 use fulmen_storage::checkpoint::{self, CheckpointMeta};
@@ -65,6 +67,29 @@ enum Command {
         #[arg(long, default_value = "target/storage-bench")]
         dir: PathBuf,
     },
+    /// Reads of the hot state (an account and a slot each, from the newest
+    /// published snapshot) alone, then the seq core's writes alone (a
+    /// snapshot published per mini-block), then both at once.
+    Reads {
+        /// Funded accounts.
+        #[arg(long, default_value_t = 1_000_000)]
+        accounts: u64,
+        /// Storage slots (spread over 1,000 contracts).
+        #[arg(long, default_value_t = 1_000_000)]
+        slots: u64,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Transactions per published snapshot (one mini-block).
+        #[arg(long, default_value_t = 20)]
+        txs_per_mini_block: u64,
+        /// The writer's pace in transactions per second; 0: unpaced.
+        #[arg(long, default_value_t = 0)]
+        txs_per_s: u64,
+        /// Reader threads.
+        #[arg(long, default_value_t = 1)]
+        readers: usize,
+    },
 }
 
 fn main() {
@@ -83,6 +108,21 @@ fn main() {
                     slots,
                     dir,
                 } => state_bench(&dir, accounts, slots).await,
+                Command::Reads {
+                    accounts,
+                    slots,
+                    seconds,
+                    txs_per_mini_block,
+                    txs_per_s,
+                    readers,
+                } => reads_bench(&ReadLoad {
+                    accounts,
+                    slots,
+                    phase: Duration::from_secs_f64(seconds),
+                    txs_per_mini_block,
+                    txs_per_s,
+                    readers,
+                }),
             }
         })
         .expect("start executor")
@@ -294,12 +334,26 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-fn address(i: u64) -> Address {
-    let mut bytes = [0u8; 20];
-    // Spread like real addresses: not in sorted order.
-    bytes[..8].copy_from_slice(&(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
-    bytes[8..16].copy_from_slice(&i.to_be_bytes());
-    Address::from(bytes)
+fn reads_bench(load: &ReadLoad) -> Result<(), String> {
+    let began = Instant::now();
+    let state = state_reads::build(load);
+    println!(
+        "hot state: {} accounts, {} slots over {} contracts, built in {:.1} s; {} reader thread(s), {} txs per snapshot, writer pace {}",
+        load.accounts,
+        load.slots,
+        state_reads::CONTRACTS,
+        began.elapsed().as_secs_f64(),
+        load.readers,
+        load.txs_per_mini_block,
+        if load.txs_per_s == 0 {
+            "unpaced".to_string()
+        } else {
+            format!("{} txs/s", load.txs_per_s)
+        }
+    );
+    let phases = state_reads::run(state, load);
+    print!("{}", state_reads::table(&phases));
+    Ok(())
 }
 
 async fn state_bench(base: &Path, accounts: u64, slots: u64) -> Result<(), String> {
@@ -315,7 +369,7 @@ fn build_state(accounts: u64, slots: u64) -> (HotState, StateTrie, B256) {
     let mut state = HotState::new();
     for i in 0..accounts {
         state.set_account(
-            address(i),
+            account(i),
             AccountState::funded(U256::from(i + 1) * U256::from(10u64.pow(18))),
         );
     }
@@ -323,8 +377,7 @@ fn build_state(accounts: u64, slots: u64) -> (HotState, StateTrie, B256) {
     let after_accounts = rss();
     let began = Instant::now();
     for i in 0..slots {
-        let slot = U256::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        state.set_storage(address(u64::MAX - i % 1_000), slot, U256::from(i + 1));
+        state.set_storage(contract(i), slot(i), U256::from(i + 1));
     }
     let build_slots = began.elapsed();
     let after_slots = rss();
