@@ -65,6 +65,15 @@ pub(crate) enum AppError {
     /// The datadir cannot be used.
     #[error(transparent)]
     Datadir(#[from] DatadirError),
+    /// `fulmen db check` found checkpoints that boot would use but that
+    /// are wrong.
+    #[error("damaged checkpoint(s) in {dir}:\n  {}", notes.join("\n  "))]
+    CheckpointsDamaged {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What is wrong with each.
+        notes: Vec<String>,
+    },
     /// Port 0 could not be resolved to a free port.
     #[error("cannot bind {addr}: {source}")]
     Bind {

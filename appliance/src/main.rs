@@ -681,6 +681,12 @@ fn db_check(args: RunArgs) -> Result<(), AppError> {
     let head = booted.replayed.parts.view().head();
     let report = datadir::check_checkpoints(&config.datadir, booted.replayed.parts.view())?;
     let (checkpoints, skipped) = (report.verified, report.skipped);
+    if !report.damaged.is_empty() {
+        return Err(AppError::CheckpointsDamaged {
+            dir: datadir::checkpoint_dir(&config.datadir),
+            notes: report.damaged.iter().map(ToString::to_string).collect(),
+        });
+    }
     let segment_bytes = config.storage.segment_mb << 20;
     let repair = datadir::planned_repair(&config.datadir, &booted.tail, segment_bytes)?;
     println!(

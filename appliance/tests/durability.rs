@@ -374,6 +374,23 @@ fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
         "the restart did not start from a checkpoint:\n{}",
         node.startup.join("\n")
     );
+    // With the trie references the state-root worker exported for it:
+    // boot did not hash the trie again, and they fit.
+    assert!(
+        node.startup
+            .iter()
+            .any(|l| l.contains("built the state trie") && l.contains("stored_hashes=true")),
+        "the checkpoint had no trie references:\n{}",
+        node.startup.join("\n")
+    );
+    assert!(
+        !node
+            .startup
+            .iter()
+            .any(|l| l.contains("trie references do not fit")),
+        "{}",
+        node.startup.join("\n")
+    );
     let after = history(node.addr, &hashes, last);
     assert_eq!(
         before, after,

@@ -153,7 +153,16 @@ pub struct SealJob {
     /// What its execution read, when the node keeps execution witnesses
     /// (`rpc.witness_blocks`); none for blocks replay rebuilt.
     pub accessed: Option<Box<Accessed>>,
+    /// Set for a block that gets a checkpoint: the state-root worker puts
+    /// the state trie's references after the block here before it answers
+    /// with the roots, so that the checkpoint keeps them and boot need not
+    /// hash the trie again.
+    pub trie_export: Option<TrieExportSlot>,
 }
+
+/// Where the state-root worker leaves a block's trie references (see
+/// [`SealJob::trie_export`]).
+pub type TrieExportSlot = Arc<std::sync::Mutex<Option<Vec<u8>>>>;
 
 /// What a block's execution read or wrote, for its execution witness
 /// (`debug_executionWitness`): accounts with their storage slots, the

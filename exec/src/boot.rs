@@ -36,8 +36,7 @@ use fulmen_chain::persist::{
 };
 use fulmen_chain::spec::ChainSpec;
 use fulmen_chain::view::ChainView;
-use fulmen_storage::HotState;
-use fulmen_storage::checkpoint::{self, CheckpointError, CheckpointMeta};
+use fulmen_storage::checkpoint::{self, Checkpoint, CheckpointError};
 use fulmen_storage::log::{
     LogDir, LogError, Payload, Position, Tail, peek_segment, read_log, read_log_from,
     segment_written_bytes, segments,
@@ -316,7 +315,7 @@ fn resume_at<C: LogDir>(
     link: &HistoryLink,
     records: &[(Position, RecordKind, Payload)],
 ) -> Option<Resume> {
-    let (meta, state) = load_checkpoint(checkpoints, name, (number, hash))?;
+    let Checkpoint { meta, state, trie } = load_checkpoint(checkpoints, name, (number, hash))?;
     let from_store = || -> Result<Option<Resume>, fulmen_chain::history::HistoryError> {
         let Some(head) = link.view.block(number)? else {
             return Ok(None);
@@ -348,6 +347,7 @@ fn resume_at<C: LogDir>(
         Ok(Some(Resume {
             meta,
             state,
+            trie,
             head: std::sync::Arc::new(head),
             hashes: BlockHashes::new(first, hashes),
             mini_block: last_mini_block(records, number),
@@ -396,7 +396,7 @@ fn iter(
 /// it does not replay.
 fn replay_from(
     (spec, genesis): (&ChainSpec, &Genesis),
-    image: Option<(CheckpointMeta, HotState)>,
+    image: Option<Checkpoint>,
     records: &[(Position, RecordKind, Payload)],
     now_ms: u64,
     mut history: Option<&mut HistoryLink>,
@@ -404,7 +404,7 @@ fn replay_from(
     let Some(image) = image else {
         return replay(spec, genesis, None, iter(records), now_ms, false, history);
     };
-    let number = image.0.number;
+    let number = image.meta.number;
     let first = replay(
         spec,
         genesis,
@@ -435,7 +435,7 @@ fn sealed_hashes(records: &[(Position, RecordKind, Payload)]) -> HashMap<u64, B2
 fn newest_checkpoint<C: LogDir>(
     dir: &C,
     records: &[(Position, RecordKind, Payload)],
-) -> Option<(CheckpointMeta, HotState)> {
+) -> Option<Checkpoint> {
     let found = match checkpoint::list(dir) {
         Ok(found) if found.is_empty() => return None,
         Ok(found) => found,
@@ -466,18 +466,20 @@ fn load_checkpoint<C: LogDir>(
     dir: &C,
     name: &str,
     (number, hash): (u64, B256),
-) -> Option<(CheckpointMeta, HotState)> {
+) -> Option<Checkpoint> {
     let began = Instant::now();
     match checkpoint::read(dir, name) {
-        Ok((meta, state)) if meta.number == number && meta.hash == hash => {
+        Ok(image) if image.meta.number == number && image.meta.hash == hash => {
+            let state = &image.state;
             tracing::info!(
                 number,
                 accounts = state.account_count(),
                 slots = state.slot_count(),
+                trie_mb = format!("{:.1}", image.trie.len() as f64 / 1e6),
                 load_ms = began.elapsed().as_millis() as u64,
                 "loaded checkpoint"
             );
-            Some((meta, state))
+            Some(image)
         }
         Ok(_) => {
             tracing::warn!(name, "checkpoint does not match the chain's block; skipped");
@@ -518,6 +520,20 @@ pub enum SkippedCheckpoint {
         /// The root of the state in the image.
         state_root: B256,
     },
+    /// Its state is the block's, but the trie references stored with it
+    /// are not its trie's: boot would take them, and later roots would be
+    /// wrong.
+    #[error(
+        "checkpoint {name} (block {number}): the trie references stored with it are not its state's ({error}); remove the file (boot would use them)"
+    )]
+    TrieHashes {
+        /// The file.
+        name: String,
+        /// The block its name gives.
+        number: u64,
+        /// What differs.
+        error: crate::merkle::ImageHashesError,
+    },
 }
 
 /// What checking the checkpoints found.
@@ -528,11 +544,14 @@ pub struct CheckpointReport {
     /// Files boot skips (junk, damaged or partial images, blocks the log
     /// never sealed): notes, as boot's warnings, not failures.
     pub skipped: Vec<SkippedCheckpoint>,
+    /// Images boot would use that are wrong: failures.
+    pub damaged: Vec<SkippedCheckpoint>,
 }
 
 /// Checks every checkpoint in `dir` against the replayed chain `view`:
-/// checksum, block hash, and the root of its state against the block's
-/// sealed state root.
+/// checksum, block hash, the root of its state against the block's
+/// sealed state root, and its stored trie references against its state's
+/// trie.
 pub fn check_checkpoints<C: LogDir>(
     dir: &C,
     view: &ChainView,
@@ -540,7 +559,7 @@ pub fn check_checkpoints<C: LogDir>(
     let found = checkpoint::list(dir).map_err(BootError::ListCheckpoints)?;
     let mut report = CheckpointReport::default();
     for (number, name) in found {
-        let (meta, state) = match checkpoint::read(dir, &name) {
+        let Checkpoint { meta, state, trie } = match checkpoint::read(dir, &name) {
             Ok(image) => image,
             Err(e) => {
                 report.skipped.push(SkippedCheckpoint::Unreadable(e));
@@ -553,7 +572,8 @@ pub fn check_checkpoints<C: LogDir>(
                 .push(SkippedCheckpoint::NotSealed { name, number });
             continue;
         };
-        let state_root = StateTrie::from_state(&state).root();
+        let mut state_trie = StateTrie::from_state(&state);
+        let state_root = state_trie.root();
         if meta.number != number || meta.hash != block.hash || state_root != block.header.state_root
         {
             // Boot skips such an image (it replays without it), so the
@@ -566,6 +586,16 @@ pub fn check_checkpoints<C: LogDir>(
             });
             continue;
         }
+        if !trie.is_empty()
+            && let Err(error) = state_trie.verify_image(&trie)
+        {
+            report.damaged.push(SkippedCheckpoint::TrieHashes {
+                name,
+                number,
+                error,
+            });
+            continue;
+        }
         report.verified += 1;
     }
     Ok(report)
@@ -573,6 +603,10 @@ pub fn check_checkpoints<C: LogDir>(
 
 #[cfg(test)]
 mod tests {
+    use fulmen_storage::HotState;
+    use fulmen_storage::checkpoint::CheckpointMeta;
+
+    use crate::merkle::hashes_of;
     use fulmen_storage::io::{CrashMode, Fault, SimDisk, StreamFile, ready as now};
     use fulmen_storage::log::Log;
 
@@ -663,7 +697,13 @@ mod tests {
         let checkpoints = SimDisk::new(5, 1 << 26);
         let number = head * 2 / 3;
         let (meta, state) = image(&full, number);
-        now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
+        now(checkpoint::write(
+            &checkpoints,
+            &meta,
+            &state,
+            &hashes_of(&state),
+        ))
+        .unwrap();
         let boot_now = |link: &mut HistoryLink| {
             let mode = BootMode::Start { now_ms: 0 };
             boot(&log, &checkpoints, (&spec, &genesis), mode, Some(link)).unwrap()
@@ -785,7 +825,13 @@ mod tests {
         assert_eq!(fingerprint(&mut none), expected);
         for number in [head / 3, head / 2] {
             let (meta, state) = image(&full, number);
-            now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
+            now(checkpoint::write(
+                &checkpoints,
+                &meta,
+                &state,
+                &hashes_of(&state),
+            ))
+            .unwrap();
         }
         // Junk past the chain, and a whole image of another block under a
         // newer block's name: skipped.
@@ -796,7 +842,13 @@ mod tests {
         now(junk.write_all(b"junk")).unwrap();
         now(junk.close_synced()).unwrap();
         let named_wrong = checkpoint::file_name(head / 2 + 1);
-        now(checkpoint::write(&checkpoints, &meta, &state)).unwrap();
+        now(checkpoint::write(
+            &checkpoints,
+            &meta,
+            &state,
+            &hashes_of(&state),
+        ))
+        .unwrap();
         checkpoints
             .rename(&checkpoint::file_name(head / 4), &named_wrong)
             .unwrap();
@@ -807,11 +859,33 @@ mod tests {
         let report = check_checkpoints(&checkpoints, full.replayed.parts.view()).unwrap();
         assert_eq!(report.verified, 2);
         assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+        // Trie references altered in place (the shape kept): boot would
+        // take them, so `db check` fails on the image.
+        let altered = SimDisk::new(4, 1 << 26);
+        let (meta, state) = image(&full, head / 2);
+        let mut trie = hashes_of(&state);
+        let at = trie.len() - 5;
+        trie[at] ^= 1;
+        now(checkpoint::write(&altered, &meta, &state, &trie)).unwrap();
+        let report = check_checkpoints(&altered, full.replayed.parts.view()).unwrap();
+        assert_eq!(report.verified, 0);
+        assert!(
+            matches!(&report.damaged[..], [SkippedCheckpoint::TrieHashes { number, .. }] if *number == head / 2),
+            "{:?}",
+            report.damaged
+        );
         // An image whose state is not its root (a bug that wrote the wrong
         // state, with a valid checksum): boot replays from genesis.
         let (meta, _) = image(&full, head / 2 + 2);
         let (_, other_state) = image(&full, head / 2 + 1);
-        now(checkpoint::write(&checkpoints, &meta, &other_state)).unwrap();
+        now(checkpoint::write(
+            &checkpoints,
+            &meta,
+            &other_state,
+            &hashes_of(&other_state),
+        ))
+        .unwrap();
         let mut fallback = boot_on(&log, &checkpoints, BootMode::Start { now_ms: 0 });
         assert_eq!(fallback.replayed.stats.from_checkpoint, None);
         assert_eq!(fingerprint(&mut fallback), expected);
@@ -832,12 +906,24 @@ mod tests {
             let prepare = |seed| {
                 let disk = SimDisk::new(seed, 1 << 26);
                 if with_older {
-                    now(checkpoint::write(&disk, &older, &older_state)).unwrap();
+                    now(checkpoint::write(
+                        &disk,
+                        &older,
+                        &older_state,
+                        &hashes_of(&older_state),
+                    ))
+                    .unwrap();
                 }
                 disk
             };
             let write_newer = |disk: &SimDisk| -> bool {
-                now(checkpoint::write(disk, &newer, &newer_state)).is_ok()
+                now(checkpoint::write(
+                    disk,
+                    &newer,
+                    &newer_state,
+                    &hashes_of(&newer_state),
+                ))
+                .is_ok()
                     && now(checkpoint::prune(
                         disk,
                         checkpoint::KEEP,

@@ -11,12 +11,27 @@ use fulmen_storage::{AccountState, HotState, StateDiff};
 
 use fulmen_chain::msg::AccountProof;
 
-use crate::trie::{Trie, in_shares, map_in_shares};
+use crate::trie::{Buckets, HashesError, Trie, in_shares, map_in_shares};
+
+mod hashes;
+use hashes::ImageHashes;
+pub use hashes::{ImageHashesError, StateHashExport};
+
+/// The trie references a checkpoint of `state` keeps (tests).
+#[cfg(test)]
+pub(crate) fn hashes_of(state: &HotState) -> Vec<u8> {
+    let mut trie = StateTrie::from_state(state);
+    trie.root();
+    let mut export = trie.export_hashes();
+    while !export.step(usize::MAX).expect("hashed") {}
+    export.into_bytes()
+}
 
 /// A contract's slots and values.
 type Slots = Vec<(U256, U256)>;
-/// Trie keys and leaf values.
-type Leaves = Vec<(B256, Vec<u8>)>;
+
+/// The first storage trie whose stored references did not fit.
+type FirstFailure = std::sync::Mutex<Option<(Address, HashesError)>>;
 
 /// Account trie and storage tries of the whole state.
 #[derive(Debug, Default, Clone)]
@@ -43,6 +58,77 @@ impl StateTrie {
     /// and their roots, and the account trie's 16 subtries are each dealt
     /// among them.
     pub fn from_state_on(state: &HotState, threads: usize) -> Self {
+        Self::build_on(state, threads, None)
+    }
+
+    /// [`Self::from_state_on`] taking the branch and extension references
+    /// from `hashes` (a checkpoint's [`StateHashExport`]) instead of
+    /// hashing them, so that only the storage tries of one leaf are hashed
+    /// here. A trie whose records do not fit its keys is hashed in full;
+    /// the error says which, and the root check after catches the rest.
+    pub fn from_image_on(
+        state: &HotState,
+        hashes: &[u8],
+        threads: usize,
+    ) -> (Self, Result<(), ImageHashesError>) {
+        match ImageHashes::parse(hashes) {
+            Ok(image) => {
+                let failed = std::sync::Mutex::new(None);
+                let mut trie = Self::build_on(state, threads, Some((&image, &failed)));
+                if let Err(e) = trie.accounts.import_hashes(image.accounts) {
+                    return (trie, Err(ImageHashesError::Accounts(e)));
+                }
+                let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+                let result = match failed {
+                    Some((address, e)) => Err(ImageHashesError::Storage(address, e)),
+                    None => Ok(()),
+                };
+                (trie, result)
+            }
+            Err(e) => (Self::from_state_on(state, threads), Err(e)),
+        }
+    }
+
+    /// Checks `hashes` (a checkpoint's [`StateHashExport`]) against this
+    /// trie's own references, recomputed (`db check`).
+    pub fn verify_image(&mut self, hashes: &[u8]) -> Result<(), ImageHashesError> {
+        let image = ImageHashes::parse(hashes)?;
+        self.accounts
+            .verify_hashes(image.accounts)
+            .map_err(ImageHashesError::Accounts)?;
+        for (address, records) in &image.storage {
+            let trie = self
+                .storage
+                .get_mut(address)
+                .ok_or(ImageHashesError::NoStorage(*address))?;
+            trie.verify_hashes(records)
+                .map_err(|e| ImageHashesError::Storage(*address, e))?;
+        }
+        let listed = self
+            .storage
+            .iter()
+            .filter(|(_, trie)| trie.has_inner_nodes())
+            .count();
+        if listed != image.storage.len() {
+            return Err(ImageHashesError::StorageCount {
+                listed: image.storage.len(),
+                tries: listed,
+            });
+        }
+        Ok(())
+    }
+
+    /// The export of this trie's references (hashed: [`Self::root`] since
+    /// the last change), to be written in steps.
+    pub fn export_hashes(&self) -> StateHashExport<'_> {
+        StateHashExport::new(self)
+    }
+
+    fn build_on(
+        state: &HotState,
+        threads: usize,
+        image: Option<(&ImageHashes<'_>, &FirstFailure)>,
+    ) -> Self {
         let threads = threads.max(1);
         let mut progress = fulmen_storage::progress::Progress::new(
             "building the state trie",
@@ -60,17 +146,20 @@ impl StateTrie {
         let mut tries: Vec<Trie> = std::iter::repeat_with(Trie::new)
             .take(groups.len())
             .collect();
-        let work = groups
-            .iter()
-            .map(|(_, slots)| slots)
-            .zip(&mut tries)
-            .collect();
-        in_shares(work, threads, &|_| {}, |(slots, trie)| {
+        let work = groups.iter().map(|(a, s)| (a, s)).zip(&mut tries).collect();
+        in_shares(work, threads, &|_| {}, |((address, slots), trie)| {
             let entries = slots
                 .iter()
                 .map(|(slot, value)| (slot_key(slot), alloy_rlp::encode(value)))
                 .collect();
             *trie = Trie::from_entries(entries);
+            if let Some((image, failed)) = image
+                && let Some(records) = image.storage.get(address)
+                && let Err(e) = trie.import_hashes(records)
+                && let Ok(mut failed) = failed.lock()
+            {
+                failed.get_or_insert((*address, e));
+            }
             trie.root();
         });
         let mut trie = Self {
@@ -88,27 +177,31 @@ impl StateTrie {
             state.account_count() as u64,
         ));
         let storage = &trie.storage;
-        let mut shares: Vec<(usize, Leaves)> = (0..threads).map(|t| (t, Vec::new())).collect();
+        let mut shares: Vec<(usize, Buckets)> =
+            (0..threads).map(|t| (t, Buckets::default())).collect();
         let work = shares.iter_mut().collect();
+        let done = std::sync::atomic::AtomicU64::new(0);
         in_shares(work, threads, &|_| {}, |(share, leaves)| {
-            leaves.reserve(state.account_count() / threads + 1);
-            let accounts = state.accounts().enumerate();
-            for (done, (address, account)) in accounts.skip(*share).step_by(threads) {
-                if *share == 0
-                    && done % 4096 == 0
-                    && let Ok(mut progress) = progress.lock()
-                {
-                    progress.tick(done as u64);
+            leaves.reserve(state.account_count() / threads);
+            for (i, (address, account)) in state.accounts_share(*share, threads).enumerate() {
+                if i % 4096 == 4095 {
+                    let done = done.fetch_add(4096, std::sync::atomic::Ordering::Relaxed);
+                    if let Ok(mut progress) = progress.try_lock() {
+                        progress.tick(done + 4096);
+                    }
                 }
                 let storage_root = storage
                     .get(address)
                     .and_then(Trie::cached_root)
                     .unwrap_or(EMPTY_ROOT_HASH);
-                leaves.push((keccak256(address), encode_account(account, storage_root)));
+                leaves.push(keccak256(address), encode_account(account, storage_root));
             }
         });
-        let leaves = shares.into_iter().flat_map(|(_, leaves)| leaves).collect();
-        trie.accounts = Trie::from_entries_on(leaves, threads);
+        let mut leaves = Buckets::default();
+        for (_, mut share) in shares {
+            leaves.append(&mut share);
+        }
+        trie.accounts = Trie::from_buckets_on(leaves, threads);
         trie
     }
 

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 
 use alloy_primitives::B256;
 use fulmen_storage::HotState;
-use fulmen_storage::checkpoint::CheckpointMeta;
+use fulmen_storage::checkpoint::{Checkpoint, CheckpointMeta};
 use fulmen_storage::log::Position;
 use fulmen_storage::record::RecordKind;
 
@@ -201,6 +201,8 @@ pub struct Resume {
     pub meta: CheckpointMeta,
     /// Its state.
     pub state: HotState,
+    /// Its trie references (empty: none).
+    pub trie: Vec<u8>,
     /// Its block, from the history store.
     pub head: std::sync::Arc<fulmen_chain::block::SealedBlock>,
     /// The hashes of the blocks up to it (the last ones), from the store.
@@ -220,7 +222,7 @@ pub fn replay_after<'a>(
     history: &mut HistoryLink,
 ) -> Result<Replayed, RecoverError> {
     let number = resume.meta.number;
-    let trie = checked_trie(&resume.meta, &resume.state)?;
+    let trie = checked_trie(&resume.meta, &resume.state, &resume.trie)?;
     let view = fulmen_chain::view::ChainView::at_block(
         resume.head,
         resume.state,
@@ -248,12 +250,32 @@ pub fn replay_after<'a>(
 }
 
 /// The state trie of a checkpoint's image, checked against its root. Boot
-/// runs before the node serves, so it builds and hashes the trie on every
-/// CPU the process may use.
-fn checked_trie(meta: &CheckpointMeta, state: &HotState) -> Result<StateTrie, RecoverError> {
+/// runs before the node serves, so it builds the trie on every CPU the
+/// process may use; with the image's trie references (`hashes`) it hashes
+/// only what they leave out, and hashes the whole trie when they do not fit.
+fn checked_trie(
+    meta: &CheckpointMeta,
+    state: &HotState,
+    hashes: &[u8],
+) -> Result<StateTrie, RecoverError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut trie = StateTrie::from_state_on(state, threads);
+    let began = std::time::Instant::now();
+    let mut trie = if hashes.is_empty() {
+        StateTrie::from_state_on(state, threads)
+    } else {
+        let (trie, imported) = StateTrie::from_image_on(state, hashes, threads);
+        if let Err(e) = imported {
+            tracing::warn!(number = meta.number, error = %e, "the checkpoint's trie references do not fit its state; hashing the trie instead");
+        }
+        trie
+    };
     let computed = trie.root_on(threads);
+    tracing::info!(
+        number = meta.number,
+        stored_hashes = !hashes.is_empty(),
+        ms = began.elapsed().as_millis() as u64,
+        "built the state trie"
+    );
     if computed != meta.state_root {
         return Err(RecoverError::CheckpointRoot {
             number: meta.number,
@@ -270,7 +292,7 @@ fn checked_trie(meta: &CheckpointMeta, state: &HotState) -> Result<StateTrie, Re
 pub fn replay<'a>(
     spec: &ChainSpec,
     genesis: &Genesis,
-    checkpoint: Option<(CheckpointMeta, HotState)>,
+    checkpoint: Option<Checkpoint>,
     records: impl IntoIterator<Item = (Position, RecordKind, &'a [u8])>,
     now_ms: u64,
     check_every_block: bool,
@@ -323,7 +345,7 @@ impl Replay<'_> {
     fn start(
         spec: &ChainSpec,
         genesis: &Genesis,
-        checkpoint: Option<(CheckpointMeta, HotState)>,
+        checkpoint: Option<Checkpoint>,
         check_every_block: bool,
     ) -> Result<Self, RecoverError> {
         let mut seq = Sequencer::new(spec.clone(), PoolLimits::default(), genesis, 0);
@@ -332,8 +354,8 @@ impl Replay<'_> {
         let (merkle, image) = match checkpoint {
             None => (Merkleizer::new(genesis.trie.clone(), 0), None),
             Some(_) if check_every_block => return Err(RecoverError::CheckFromCheckpoint),
-            Some((meta, state)) => {
-                let trie = checked_trie(&meta, &state)?;
+            Some(Checkpoint { meta, state, trie }) => {
+                let trie = checked_trie(&meta, &state, &trie)?;
                 seq.start_from_checkpoint(meta.number, state);
                 stats.from_checkpoint = Some(meta.number);
                 (Merkleizer::new(trie, meta.number), Some(meta))
@@ -555,6 +577,15 @@ pub(crate) mod tests {
     use fulmen_chain::msg::Admission;
     use fulmen_chain::tx::RecoveredTx;
     use fulmen_storage::io::ready as now;
+
+    /// The checkpoint of `state` at `meta`, with its trie references.
+    fn with_hashes(meta: CheckpointMeta, state: HotState) -> Checkpoint {
+        Checkpoint {
+            meta,
+            trie: crate::merkle::hashes_of(&state),
+            state,
+        }
+    }
 
     pub(crate) const SEGMENT_BYTES: u64 = 16 * 1024;
     pub(crate) const GAS_LIMIT: u64 = 30_000_000;
@@ -869,7 +900,7 @@ pub(crate) mod tests {
         let from = replay(
             &spec,
             &genesis,
-            Some((meta, image.clone())),
+            Some(with_hashes(meta, image.clone())),
             records(),
             1_000_000,
             false,
@@ -917,7 +948,7 @@ pub(crate) mod tests {
             .err()
             .unwrap()
         };
-        let err = refused((wrong_hash, image.clone()), false);
+        let err = refused(with_hashes(wrong_hash, image.clone()), false);
         // Named as the checkpoint's fault, at the log's seal of its block.
         assert!(
             matches!(err, RecoverError::CheckpointMismatch { number: n, at } if n == number && at != Position { segment: 0, offset: 0 }),
@@ -928,7 +959,27 @@ pub(crate) mod tests {
             Address::repeat_byte(0x77),
             fulmen_storage::AccountState::funded(U256::from(1)),
         );
-        let err = refused((meta, damaged), false);
+        // With the image's own trie references (which then do not fit),
+        // and without any.
+        let err = refused(
+            Checkpoint {
+                trie: crate::merkle::hashes_of(&image),
+                ..with_hashes(meta, damaged.clone())
+            },
+            false,
+        );
+        assert!(
+            matches!(err, RecoverError::CheckpointRoot { number: n, .. } if n == number),
+            "{err}"
+        );
+        let err = refused(
+            Checkpoint {
+                meta,
+                state: damaged,
+                trie: Vec::new(),
+            },
+            false,
+        );
         // A checkpoint whose state is not its root: the checkpoint's fault,
         // not "log record at segment 0, offset 0".
         assert!(
@@ -941,12 +992,12 @@ pub(crate) mod tests {
             number: head + 5,
             ..meta
         };
-        let err = refused((past, image.clone()), false);
+        let err = refused(with_hashes(past, image.clone()), false);
         assert!(
             matches!(err, RecoverError::CheckpointPastLog { number: n, head: h } if n == head + 5 && h == head),
             "{err}"
         );
-        let err = refused((meta, image), true);
+        let err = refused(with_hashes(meta, image), true);
         assert!(matches!(err, RecoverError::CheckFromCheckpoint), "{err}");
     }
 

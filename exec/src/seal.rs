@@ -279,6 +279,12 @@ impl Merkleizer {
         None
     }
 
+    /// The export of the state trie's references at block
+    /// [`Self::number`], to be written in steps (a checkpoint's).
+    pub fn export_hashes(&self) -> crate::merkle::StateHashExport<'_> {
+        self.trie.export_hashes()
+    }
+
     /// Proof against the state root of block [`Self::number`].
     pub fn proof(&mut self, address: &Address, slots: &[B256]) -> AccountProof {
         self.trie.proof(address, slots)

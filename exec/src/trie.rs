@@ -45,6 +45,37 @@ struct Branch {
     cache: Option<RlpNode>,
 }
 
+/// Entries of a trie to build, dealt by their keys' first nibble.
+#[derive(Debug, Default)]
+pub struct Buckets([Vec<(B256, Box<[u8]>)>; 16]);
+
+impl Buckets {
+    /// Adds an entry (an empty value is left out).
+    pub fn push(&mut self, key: B256, value: Vec<u8>) {
+        if !value.is_empty() {
+            self.0[key_nibble(&key, 0)].push((key, value.into_boxed_slice()));
+        }
+    }
+
+    /// Room for about `entries` more, spread evenly (random keys).
+    pub fn reserve(&mut self, entries: usize) {
+        for bucket in &mut self.0 {
+            bucket.reserve(entries / 16 + entries / 256 + 16);
+        }
+    }
+
+    /// Moves `other`'s entries into these.
+    pub fn append(&mut self, other: &mut Self) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0.iter_mut()) {
+            if mine.is_empty() {
+                std::mem::swap(mine, theirs);
+            } else {
+                mine.append(theirs);
+            }
+        }
+    }
+}
+
 /// A secure Merkle Patricia Trie keyed by 32-byte hashes.
 #[derive(Debug, Default, Clone)]
 pub struct Trie {
@@ -68,9 +99,9 @@ impl Trie {
         self.len == 0
     }
 
-    /// A trie of `entries` (empty values are left out; of equal keys the
-    /// last wins), each node made once from the sorted keys: several times
-    /// faster than inserting them one by one (checkpoint load, genesis).
+    /// A trie of `entries` (distinct keys; empty values are left out), each
+    /// node made once from the sorted keys: several times faster than
+    /// inserting them one by one (checkpoint load, genesis).
     pub fn from_entries(entries: Vec<(B256, Vec<u8>)>) -> Self {
         Self::from_entries_on(entries, 1)
     }
@@ -79,30 +110,35 @@ impl Trie {
     /// by their first nibble, and each of the 16 subtries is sorted and
     /// built on one of them (see [`in_shares`]; the helpers are not pinned).
     pub fn from_entries_on(entries: Vec<(B256, Vec<u8>)>, threads: usize) -> Self {
-        let mut buckets: [Vec<(B256, Box<[u8]>)>; 16] = Default::default();
+        let mut buckets = Buckets::default();
         for (key, value) in entries {
-            if !value.is_empty() {
-                buckets[key_nibble(&key, 0)].push((key, value.into_boxed_slice()));
-            }
+            buckets.push(key, value);
         }
+        Self::from_buckets_on(buckets, threads)
+    }
+
+    /// [`Self::from_entries_on`] of entries already dealt by first nibble
+    /// (several threads may each fill their own, then [`Buckets::append`]).
+    pub fn from_buckets_on(mut buckets: Buckets, threads: usize) -> Self {
         let mut children: [Node; 16] = Default::default();
         let work: Vec<_> = buckets
+            .0
             .iter_mut()
             .zip(children.iter_mut())
             .filter(|(bucket, _)| !bucket.is_empty())
             .collect();
         let top = work.len();
         in_shares(work, threads, &|_| {}, |(bucket, child)| {
-            // Stable, so equal keys keep their order; then keep the last.
-            bucket.sort_by_key(|entry| entry.0);
-            bucket.reverse();
+            // Random keys: an unstable sort is faster and needs no buffer.
+            bucket.sort_unstable_by_key(|entry| entry.0);
+            // Keys are distinct; of equal ones (a caller's bug) one is kept,
+            // so that `build` never sees two leaves at one path.
             bucket.dedup_by(|later, kept| later.0 == kept.0);
-            bucket.reverse();
             // Build at depth 1 under a top branch, or at 0 when every key
             // falls under one nibble (no branch of one child).
             *child = build(bucket, if top > 1 { 1 } else { 0 });
         });
-        let len = buckets.iter().map(Vec::len).sum();
+        let len = buckets.0.iter().map(Vec::len).sum();
         let root = match top {
             0 => Node::Empty,
             1 => children
@@ -350,6 +386,48 @@ impl Trie {
         }
     }
 
+    /// Takes the references of its branches and extensions from `bytes`
+    /// (a [`HashExport`] of a trie with the same keys), so that [`Self::root`]
+    /// hashes only leaves, and those lazily, as their branches change. All
+    /// or nothing: when the records do not fit, every reference is
+    /// dropped again (the trie is then hashed in full) and the error says
+    /// where.
+    pub fn import_hashes(&mut self, bytes: &[u8]) -> Result<(), HashesError> {
+        let imported = self.read_hashes(bytes, false);
+        if imported.is_err() {
+            clear_references(&mut self.root);
+        }
+        imported
+    }
+
+    /// Checks `bytes` (a [`HashExport`]) against this trie's own
+    /// references, recomputed first (`db check`).
+    pub fn verify_hashes(&mut self, bytes: &[u8]) -> Result<(), HashesError> {
+        self.root();
+        self.read_hashes(bytes, true)
+    }
+
+    fn read_hashes(&mut self, bytes: &[u8], verify: bool) -> Result<(), HashesError> {
+        let mut import = HashImport {
+            bytes,
+            record: 0,
+            verify,
+        };
+        import.node(&mut self.root)?;
+        if !import.bytes.is_empty() {
+            return Err(HashesError::Trailing {
+                bytes: import.bytes.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// True when the root is a branch or an extension: a [`HashExport`] of
+    /// the trie has records.
+    pub fn has_inner_nodes(&self) -> bool {
+        matches!(self.root, Node::Branch(_) | Node::Extension(_))
+    }
+
     /// The node that removing `key` would merge into its parent: when the
     /// leaf of `key` hangs from a branch with one other child, that child's
     /// encoding (a stateless verifier needs it to collapse the branch);
@@ -367,6 +445,215 @@ impl Trie {
         match (others.next(), others.next()) {
             (Some((_, only)), None) => Some(encode_node(only, &mut Vec::new())),
             _ => None,
+        }
+    }
+}
+
+/// Record kinds of [`HashExport`]: a branch (its child mask, which of its
+/// children are leaves, its reference), an extension (its key's length,
+/// its reference).
+const RECORD_BRANCH: u8 = 0;
+const RECORD_EXTENSION: u8 = 1;
+
+/// Why a trie's exported hashes do not fit it (see [`Trie::import_hashes`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashesError {
+    /// The export ends before the trie's nodes do.
+    #[error("the hashes end at record {record}, before the trie's nodes do")]
+    Short {
+        /// Records read.
+        record: usize,
+    },
+    /// A record is not of the node at its place in the trie.
+    #[error("record {record} does not fit the trie's node there ({what})")]
+    Shape {
+        /// Its index, in depth-first order.
+        record: usize,
+        /// What differs.
+        what: &'static str,
+    },
+    /// A reference differs from the one the trie computed.
+    #[error("record {record}: the stored reference differs from the node's")]
+    Differs {
+        /// Its index, in depth-first order.
+        record: usize,
+    },
+    /// Bytes are left after the last node.
+    #[error("{bytes} bytes left after the trie's last node")]
+    Trailing {
+        /// Bytes left.
+        bytes: usize,
+    },
+    /// A node to export is not hashed.
+    #[error("a node to export is not hashed")]
+    Unhashed,
+}
+
+/// The references of a trie's branches and extensions, written in
+/// depth-first order (leaves are left out: each is one keccak of what the
+/// tables hold, done when its branch is next rehashed). A checkpoint keeps
+/// them so that boot builds the trie from the state without hashing it.
+/// Written in steps so that a worker sharing its core can yield.
+#[derive(Debug)]
+pub struct HashExport<'a> {
+    stack: Vec<&'a Node>,
+}
+
+impl<'a> HashExport<'a> {
+    /// The export of `trie` (hashed: [`Trie::root`] since its last change).
+    pub fn new(trie: &'a Trie) -> Self {
+        Self {
+            stack: vec![&trie.root],
+        }
+    }
+
+    /// Appends the records of nodes to `out` while `budget` (counted down
+    /// per node) lasts; true once every node is written.
+    pub fn step(&mut self, budget: &mut usize, out: &mut Vec<u8>) -> Result<bool, HashesError> {
+        while *budget > 0 {
+            let Some(node) = self.stack.pop() else {
+                return Ok(true);
+            };
+            *budget -= 1;
+            match node {
+                Node::Empty | Node::Leaf(_) => {}
+                Node::Extension(ext) => {
+                    let cache = ext.cache.as_ref().ok_or(HashesError::Unhashed)?;
+                    out.push(RECORD_EXTENSION);
+                    out.push(ext.key.len() as u8);
+                    out.push(cache.len() as u8);
+                    out.extend_from_slice(cache.as_slice());
+                    self.stack.push(&ext.child);
+                }
+                Node::Branch(branch) => {
+                    let cache = branch.cache.as_ref().ok_or(HashesError::Unhashed)?;
+                    let (mask, leaves) = branch_masks(branch);
+                    out.push(RECORD_BRANCH);
+                    out.extend_from_slice(&mask.to_le_bytes());
+                    out.extend_from_slice(&leaves.to_le_bytes());
+                    out.push(cache.len() as u8);
+                    out.extend_from_slice(cache.as_slice());
+                    // Popped in order: the first child's subtrie first.
+                    self.stack.extend(
+                        branch
+                            .children
+                            .iter()
+                            .rev()
+                            .filter(|child| matches!(child, Node::Branch(_) | Node::Extension(_))),
+                    );
+                }
+            }
+        }
+        Ok(self.stack.is_empty())
+    }
+}
+
+/// Which children a branch has, and which of them are leaves (bit `i`:
+/// child `i`).
+fn branch_masks(branch: &Branch) -> (u16, u16) {
+    let (mut mask, mut leaves) = (0u16, 0u16);
+    for (i, child) in branch.children.iter().enumerate() {
+        if !matches!(child, Node::Empty) {
+            mask |= 1 << i;
+        }
+        if matches!(child, Node::Leaf(_)) {
+            leaves |= 1 << i;
+        }
+    }
+    (mask, leaves)
+}
+
+/// Reads [`HashExport`]'s records into (or, `verify`, against) the
+/// references of the trie under `node`, in the same order.
+struct HashImport<'b> {
+    bytes: &'b [u8],
+    record: usize,
+    verify: bool,
+}
+
+impl HashImport<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], HashesError> {
+        if self.bytes.len() < n {
+            return Err(HashesError::Short {
+                record: self.record,
+            });
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn shape(&self, what: &'static str) -> HashesError {
+        HashesError::Shape {
+            record: self.record,
+            what,
+        }
+    }
+
+    /// The reference that ends a record, set into or checked against `cache`.
+    fn reference(&mut self, cache: &mut Option<RlpNode>) -> Result<(), HashesError> {
+        let len = usize::from(self.take(1)?[0]);
+        let raw = self.take(len)?;
+        let stored = RlpNode::from_raw(raw).ok_or_else(|| self.shape("reference length"))?;
+        if self.verify {
+            if cache.as_ref() != Some(&stored) {
+                return Err(HashesError::Differs {
+                    record: self.record,
+                });
+            }
+        } else {
+            *cache = Some(stored);
+        }
+        self.record += 1;
+        Ok(())
+    }
+
+    fn node(&mut self, node: &mut Node) -> Result<(), HashesError> {
+        match node {
+            Node::Empty | Node::Leaf(_) => Ok(()),
+            Node::Extension(ext) => {
+                if self.take(1)?[0] != RECORD_EXTENSION {
+                    return Err(self.shape("an extension"));
+                }
+                if usize::from(self.take(1)?[0]) != ext.key.len() {
+                    return Err(self.shape("extension key length"));
+                }
+                self.reference(&mut ext.cache)?;
+                self.node(&mut ext.child)
+            }
+            Node::Branch(branch) => {
+                if self.take(1)?[0] != RECORD_BRANCH {
+                    return Err(self.shape("a branch"));
+                }
+                let (mask, leaves) = branch_masks(branch);
+                let stored = self.take(4)?;
+                if stored[..2] != mask.to_le_bytes() {
+                    return Err(self.shape("branch children"));
+                }
+                if stored[2..] != leaves.to_le_bytes() {
+                    return Err(self.shape("branch leaves"));
+                }
+                self.reference(&mut branch.cache)?;
+                for child in branch.children.iter_mut() {
+                    self.node(child)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Forgets the references of every branch and extension under `node`.
+fn clear_references(node: &mut Node) {
+    match node {
+        Node::Empty | Node::Leaf(_) => {}
+        Node::Extension(ext) => {
+            ext.cache = None;
+            clear_references(&mut ext.child);
+        }
+        Node::Branch(branch) => {
+            branch.cache = None;
+            branch.children.iter_mut().for_each(clear_references);
         }
     }
 }
@@ -562,7 +849,10 @@ fn join_prefix(prefix: Nibbles, child: Node) -> Node {
 fn cached(node: &Node) -> RlpNode {
     let cache = match node {
         Node::Empty => None,
-        Node::Leaf(leaf) => leaf.cache.clone(),
+        // A leaf under an imported branch is hashed when first needed.
+        Node::Leaf(leaf) => Some(leaf.cache.clone().unwrap_or_else(|| {
+            LeafNodeRef::new(&leaf.key, &leaf.value).rlp(&mut Vec::with_capacity(128))
+        })),
         Node::Extension(ext) => ext.cache.clone(),
         Node::Branch(branch) => branch.cache.clone(),
     };
@@ -926,12 +1216,7 @@ mod tests {
                     reference.insert(k, value(i, 0));
                 }
             }
-            // A later duplicate wins; an empty value is left out.
-            if count > 0 {
-                entries.push((key(0), value(0, 9)));
-                inserted.insert(key(0), value(0, 9));
-                reference.insert(key(0), value(0, 9));
-            }
+            // An empty value is left out.
             entries.push((key(u64::MAX), Vec::new()));
             let mut on_threads = Trie::from_entries_on(entries.clone(), 3);
             let mut built = Trie::from_entries(entries);

@@ -399,12 +399,14 @@ pub fn checkpoint_image(data: &[u8]) -> bool {
         &owned
     };
     match checkpoint::decode(image) {
-        Ok((meta, state)) => {
+        Ok(checkpoint::Checkpoint { meta, state, trie }) => {
             // Encoding what was read and reading it again gives the same
-            // state (duplicates in the input collapse).
-            let again = checkpoint::encode(&meta, &state);
-            let (meta2, state2) = checkpoint::decode(&again).expect("own encoding decodes");
+            // state (duplicates in the input collapse) and trie section.
+            let again = checkpoint::encode(&meta, &state, &trie);
+            let read = checkpoint::decode(&again).expect("own encoding decodes");
+            let (meta2, state2) = (read.meta, read.state);
             assert_eq!(meta, meta2);
+            assert_eq!(trie, read.trie);
             assert_eq!(state.account_count(), state2.account_count());
             assert_eq!(state.slot_count(), state2.slot_count());
             assert_eq!(state.code_count(), state2.code_count());

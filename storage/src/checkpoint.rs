@@ -2,7 +2,8 @@
 //! boot loads the newest valid image and replays only the log after it.
 //!
 //! One file per checkpoint, `checkpoint/<block number, 20 digits>.ckpt`,
-//! format version 1 (the codec of [`crate::codec`]):
+//! format version 2 (the codec of [`crate::codec`]; version 1, without the
+//! trie section, is still read):
 //!
 //! | field | encoding |
 //! |---|---|
@@ -12,6 +13,7 @@
 //! | accounts | u64 count; per account: address 20 bytes, nonce u64, balance 32 bytes BE, code hash 32 bytes |
 //! | slots | u64 count; per slot: address 20 bytes, slot 32 bytes BE, value 32 bytes BE |
 //! | codes | u64 count; per code: hash 32 bytes, u32 length, bytes |
+//! | trie | u64 length, bytes: the state trie's branch references at the block (the state-root worker's export, opaque here; empty when it had none), so that boot need not hash the trie again |
 //! | checksum | u32 CRC32C of everything before it |
 //!
 //! A file is written under a temporary name, made durable (fdatasync), then
@@ -44,7 +46,9 @@ use crate::io::StreamFile;
 use crate::log::LogDir;
 
 const MAGIC: &[u8; 8] = b"FULMCKPT";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Images without the trie section.
+const VERSION_1: u32 = 1;
 /// Encoded bytes handed to the file at a time: small enough that the
 /// encoder yields to latency-sensitive tasks on the same core every ~0.2 ms.
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -71,6 +75,19 @@ pub struct CheckpointJob {
     pub meta: CheckpointMeta,
     /// Its state (a snapshot).
     pub state: HotState,
+    /// The state trie's references at the block (empty: none).
+    pub trie: Vec<u8>,
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The block.
+    pub meta: CheckpointMeta,
+    /// Its state.
+    pub state: HotState,
+    /// The state trie's references at the block, as written (empty: none).
+    pub trie: Vec<u8>,
 }
 
 /// How many checkpoints are kept; older ones are removed once a newer one
@@ -91,12 +108,13 @@ pub async fn run_checkpoints(
     let mut junk = HashSet::new();
     while let Some(job) = inbox.recv().await {
         let began = std::time::Instant::now();
-        match write(&disk, &job.meta, &job.state).await {
+        match write(&disk, &job.meta, &job.state, &job.trie).await {
             Ok(bytes) => {
                 tracing::info!(
                     number = job.meta.number,
                     accounts = job.state.account_count(),
                     slots = job.state.slot_count(),
+                    trie_mb = format!("{:.1}", job.trie.len() as f64 / 1e6),
                     mb = format!("{:.1}", bytes as f64 / 1e6),
                     ms = began.elapsed().as_millis() as u64,
                     "checkpoint written"
@@ -244,7 +262,7 @@ fn encode_header(meta: &CheckpointMeta, state: &HotState, out: &mut Vec<u8>) {
 
 /// Encodes a whole image in memory (tests and tools; the node streams it
 /// with [`write()`]).
-pub fn encode(meta: &CheckpointMeta, state: &HotState) -> Vec<u8> {
+pub fn encode(meta: &CheckpointMeta, state: &HotState, trie: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_header(meta, state, &mut out);
     let mut w = Writer(&mut out);
@@ -260,6 +278,8 @@ pub fn encode(meta: &CheckpointMeta, state: &HotState) -> Vec<u8> {
     for (hash, code) in state.codes() {
         w.code(hash, code);
     }
+    w.u64(trie.len() as u64);
+    w.raw(trie);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
@@ -302,7 +322,12 @@ impl<S: StreamFile> Chunks<S> {
 /// durably, yielding to other tasks between chunks; returns its size in
 /// bytes. On a glommio executor for a [`DiskDir`]. `state` is a snapshot:
 /// the sequencer keeps writing its own copy meanwhile.
-pub async fn write<D: LogDir>(dir: &D, meta: &CheckpointMeta, state: &HotState) -> io::Result<u64> {
+pub async fn write<D: LogDir>(
+    dir: &D,
+    meta: &CheckpointMeta,
+    state: &HotState,
+    trie: &[u8],
+) -> io::Result<u64> {
     let name = file_name(meta.number);
     let tmp = format!("{name}.tmp");
     let mut chunks = Chunks {
@@ -339,8 +364,13 @@ pub async fn write<D: LogDir>(dir: &D, meta: &CheckpointMeta, state: &HotState) 
         chunks.drain(false).await?;
     }
     assert!(written == state.code_count());
+    Writer(&mut chunks.buf).u64(trie.len() as u64);
+    for chunk in trie.chunks(CHUNK_BYTES) {
+        chunks.buf.extend_from_slice(chunk);
+        chunks.drain(false).await?;
+    }
     let bytes = chunks.finish().await?;
-    assert!(bytes >= (HEADER_BYTES + 3 * 8 + CHECKSUM_BYTES) as u64);
+    assert!(bytes >= (HEADER_BYTES + 4 * 8 + CHECKSUM_BYTES) as u64);
     // Durable under its temporary name before it gets its real one: a crash
     // leaves a whole image under the real name, or none.
     dir.rename(&tmp, &name).await?;
@@ -399,10 +429,12 @@ pub fn verify<D: LogDir>(dir: &D, name: &str) -> Result<CheckpointMeta, Checkpoi
     checked_body(&map)
         .and_then(|body| {
             let mut r = Reader::new(body);
-            decode_header(&mut r).map_err(|source| ImageError::Body {
-                offset: r.position(),
-                source,
-            })
+            decode_header(&mut r)
+                .map(|(meta, _)| meta)
+                .map_err(|source| ImageError::Body {
+                    offset: r.position(),
+                    source,
+                })
         })
         .map_err(|source| CheckpointError::Corrupt {
             name: name.to_string(),
@@ -432,7 +464,7 @@ fn checked_body(bytes: &[u8]) -> Result<&[u8], ImageError> {
 }
 
 /// Reads and checks the checkpoint `name` of `dir` (through mmap on disk).
-pub fn read<D: LogDir>(dir: &D, name: &str) -> Result<(CheckpointMeta, HotState), CheckpointError> {
+pub fn read<D: LogDir>(dir: &D, name: &str) -> Result<Checkpoint, CheckpointError> {
     // On disk this is an mmap. Checkpoint files are never written in place:
     // a finished one is only read, renamed into place whole, or removed.
     let map = dir.map(name).map_err(|source| CheckpointError::Io {
@@ -446,23 +478,35 @@ pub fn read<D: LogDir>(dir: &D, name: &str) -> Result<(CheckpointMeta, HotState)
 }
 
 /// Decodes and checks a whole image.
-pub fn decode(bytes: &[u8]) -> Result<(CheckpointMeta, HotState), ImageError> {
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, ImageError> {
     let body = checked_body(bytes)?;
     let mut r = Reader::new(body);
-    let decoded = decode_header(&mut r).and_then(|meta| Ok((meta, decode_state(&mut r)?)));
+    let decoded = decode_header(&mut r).and_then(|(meta, version)| {
+        let state = decode_state(&mut r)?;
+        let trie = if version == VERSION_1 {
+            Vec::new()
+        } else {
+            let len = usize::try_from(r.u64()?).map_err(|_| PayloadError::Invalid("length"))?;
+            r.take(len)?.to_vec()
+        };
+        r.finish()?;
+        Ok(Checkpoint { meta, state, trie })
+    });
     decoded.map_err(|source| ImageError::Body {
         offset: r.position(),
         source,
     })
 }
 
-fn decode_header(r: &mut Reader<'_>) -> Result<CheckpointMeta, PayloadError> {
+/// The header and the format version.
+fn decode_header(r: &mut Reader<'_>) -> Result<(CheckpointMeta, u32), PayloadError> {
     if r.take(8)? != MAGIC {
         return Err(PayloadError::Invalid("magic"));
     }
-    let version = r.take(4)?;
-    if version != VERSION.to_le_bytes() {
-        return Err(PayloadError::Version(version[0]));
+    let raw = r.take(4)?;
+    let version = u32::from_le_bytes(raw.try_into().expect("4 bytes"));
+    if version != VERSION && version != VERSION_1 {
+        return Err(PayloadError::Version(raw[0]));
     }
     let meta = CheckpointMeta {
         number: r.u64()?,
@@ -470,7 +514,7 @@ fn decode_header(r: &mut Reader<'_>) -> Result<CheckpointMeta, PayloadError> {
         state_root: r.b256()?,
     };
     assert!(r.position() == HEADER_BYTES);
-    Ok(meta)
+    Ok((meta, version))
 }
 
 fn decode_state(r: &mut Reader<'_>) -> Result<HotState, PayloadError> {
@@ -510,8 +554,9 @@ fn decode_state(r: &mut Reader<'_>) -> Result<HotState, PayloadError> {
         }
         codes.push((hash, code));
     }
-    r.finish()?;
-    Ok(HotState::from_entries(accounts, slots, codes))
+    // Boot loads checkpoints before the node serves: every CPU may help.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    Ok(HotState::from_entries_on(accounts, slots, codes, threads))
 }
 
 #[cfg(test)]
@@ -566,12 +611,22 @@ mod tests {
         }
     }
 
+    /// A trie section's bytes (opaque here), longer than a write chunk.
+    fn trie_section() -> Vec<u8> {
+        (0..CHUNK_BYTES + 1000).map(|i| (i * 7) as u8).collect()
+    }
+
     #[test]
     fn an_image_round_trips_and_any_damage_is_caught() {
         let original = state(500);
-        let bytes = encode(&meta(), &original);
-        let (m, decoded) = decode(&bytes).unwrap();
+        let bytes = encode(&meta(), &original, &[1, 2, 3]);
+        let Checkpoint {
+            meta: m,
+            state: decoded,
+            trie,
+        } = decode(&bytes).unwrap();
         assert_eq!(m, meta());
+        assert_eq!(trie, [1, 2, 3]);
         same(&original, &decoded);
         // Every single-byte flip and every truncation is an error, never a panic.
         for at in (0..bytes.len()).step_by(97) {
@@ -580,6 +635,23 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip at {at}");
             assert!(decode(&bytes[..at]).is_err(), "cut at {at}");
         }
+    }
+
+    /// Version 1 had no trie section: its images still load, without one.
+    #[test]
+    fn a_version_1_image_reads_without_trie_hashes() {
+        let original = state(50);
+        let mut v1 = encode(&meta(), &original, &[]);
+        // Drop the checksum and the empty section's length; version 1.
+        v1.truncate(v1.len() - CHECKSUM_BYTES - 8);
+        v1[8..12].copy_from_slice(&VERSION_1.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let image = decode(&v1).unwrap();
+        assert!(image.trie.is_empty());
+        same(&original, &image.state);
+        v1[8] = 3;
+        assert!(decode(&v1).is_err());
     }
 
     #[test]
@@ -620,7 +692,7 @@ mod tests {
     #[test]
     fn junk_checkpoint_files_never_displace_valid_ones() {
         let disk = SimDisk::new(1, 1 << 24);
-        let image = |number| encode(&CheckpointMeta { number, ..meta() }, &state(50));
+        let image = |number| encode(&CheckpointMeta { number, ..meta() }, &state(50), &[]);
         for number in [10, 20, 30] {
             put(&disk, &file_name(number), &image(number));
         }
@@ -652,7 +724,7 @@ mod tests {
     /// Errors name what is wrong with the file, and where.
     #[test]
     fn damaged_images_are_named_by_what_is_wrong() {
-        let bytes = encode(&meta(), &state(3));
+        let bytes = encode(&meta(), &state(3), &[]);
         assert_eq!(decode(&[]).unwrap_err(), ImageError::Empty);
         assert_eq!(decode(&[1, 2]).unwrap_err(), ImageError::Short { len: 2 });
         assert!(matches!(
@@ -685,10 +757,10 @@ mod tests {
     /// What `write` produces is what `encode` produces; `read` gives the
     /// state back; `prune` keeps the newest and removes unfinished files.
     fn write_then_read<D: LogDir>(dir: &D, original: &HotState) {
-        let expected = encode(&meta(), original);
+        let expected = encode(&meta(), original, &trie_section());
         for number in [40, 41, 42] {
             let meta = CheckpointMeta { number, ..meta() };
-            let bytes = ready(write(dir, &meta, original)).unwrap();
+            let bytes = ready(write(dir, &meta, original, &trie_section())).unwrap();
             assert_eq!(bytes, expected.len() as u64);
         }
         assert_eq!(&*dir.map(&file_name(42)).unwrap(), &expected[..]);
@@ -700,9 +772,10 @@ mod tests {
         let left: Vec<u64> = list(dir).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(left, vec![42, 41]);
         assert!(!dir.list().unwrap().iter().any(|n| n.ends_with(".tmp")));
-        let (m, decoded) = read(dir, &file_name(42)).unwrap();
-        assert_eq!(m, meta());
-        same(original, &decoded);
+        let image = read(dir, &file_name(42)).unwrap();
+        assert_eq!(image.meta, meta());
+        assert_eq!(image.trie, trie_section());
+        same(original, &image.state);
     }
 
     #[test]
@@ -720,10 +793,12 @@ mod tests {
                 let path = path.clone();
                 move || async move {
                     let dir = DiskDir::buffered(&path);
-                    let expected = encode(&meta(), &original);
+                    let expected = encode(&meta(), &original, &trie_section());
                     for number in [40, 41, 42] {
                         let meta = CheckpointMeta { number, ..meta() };
-                        write(&dir, &meta, &original).await.unwrap();
+                        write(&dir, &meta, &original, &trie_section())
+                            .await
+                            .unwrap();
                     }
                     assert_eq!(std::fs::read(path.join(file_name(42))).unwrap(), expected);
                     std::fs::write(path.join("x.ckpt.tmp"), b"unfinished").unwrap();
@@ -732,9 +807,10 @@ mod tests {
                         .unwrap();
                     assert_eq!(kept, vec![42, 41]);
                     assert_eq!(dir.list().unwrap(), vec![file_name(41), file_name(42)]);
-                    let (m, decoded) = read(&dir, &file_name(42)).unwrap();
-                    assert_eq!(m, meta());
-                    same(&original, &decoded);
+                    let image = read(&dir, &file_name(42)).unwrap();
+                    assert_eq!(image.meta, meta());
+                    assert_eq!(image.trie, trie_section());
+                    same(&original, &image.state);
                 }
             })
             .unwrap()
@@ -758,7 +834,7 @@ mod tests {
         let run = |disk: &SimDisk| -> Vec<u64> {
             let mut done = Vec::new();
             for (i, state) in states.iter().enumerate() {
-                if now(write(disk, &image(i), state)).is_err() {
+                if now(write(disk, &image(i), state, &[9; 100])).is_err() {
                     return done;
                 }
                 done.push(image(i).number);
@@ -788,9 +864,10 @@ mod tests {
                 let what = format!("EIO from op {at_op}, then {mode:?}");
                 for (number, name) in list(&rebooted).unwrap() {
                     let i = (number / 10 - 1) as usize;
-                    if let Ok((m, decoded)) = read(&rebooted, &name) {
-                        assert_eq!(m, image(i), "{what}");
-                        same(&states[i], &decoded);
+                    if let Ok(read) = read(&rebooted, &name) {
+                        assert_eq!(read.meta, image(i), "{what}");
+                        assert_eq!(read.trie, [9; 100], "{what}");
+                        same(&states[i], &read.state);
                     }
                 }
                 let valid: Vec<u64> = list(&rebooted)

@@ -108,13 +108,24 @@ impl HotState {
     /// left out.
     pub fn from_entries(
         accounts: Vec<(Address, AccountState)>,
+        slots: Vec<((Address, U256), U256)>,
+        codes: Vec<(B256, Bytecode)>,
+    ) -> Self {
+        Self::from_entries_on(accounts, slots, codes, 1)
+    }
+
+    /// [`Self::from_entries`], each table built on `threads` threads
+    /// (checkpoint load at boot, before the node serves).
+    pub fn from_entries_on(
+        accounts: Vec<(Address, AccountState)>,
         mut slots: Vec<((Address, U256), U256)>,
         codes: Vec<(B256, Bytecode)>,
+        threads: usize,
     ) -> Self {
         slots.retain(|(_, value)| !value.is_zero());
         Self {
-            accounts: Table::from_entries(accounts, StateHasher::default()),
-            storage: Table::from_entries(slots, StateHasher::default()),
+            accounts: Table::from_entries_on(accounts, StateHasher::default(), threads),
+            storage: Table::from_entries_on(slots, StateHasher::default(), threads),
             codes: Table::from_entries(codes, StateHasher::default()),
         }
     }
@@ -155,6 +166,16 @@ impl HotState {
     /// Iterates every account (for genesis checks and full rebuilds).
     pub fn accounts(&self) -> impl Iterator<Item = (&Address, &AccountState)> {
         self.accounts.iter()
+    }
+
+    /// The accounts of share `share` of `shares`: threads that each take
+    /// one share visit every account once between them.
+    pub fn accounts_share(
+        &self,
+        share: usize,
+        shares: usize,
+    ) -> impl Iterator<Item = (&Address, &AccountState)> {
+        self.accounts.iter_share(share, shares)
     }
 
     /// Iterates every code blob by hash.

@@ -135,6 +135,44 @@ impl<K, V, S> PMap<K, V, S> {
             left: self.len,
         }
     }
+
+    /// The entries of share `share` of `shares` (under every `shares`-th
+    /// child of the root, and the root's own in share 0): threads that
+    /// each take one share visit every entry once between them.
+    pub fn iter_share(&self, share: usize, shares: usize) -> impl Iterator<Item = (&K, &V)> {
+        let own = if share == 0 {
+            self.root.data.iter()
+        } else {
+            [].iter()
+        };
+        let children = self
+            .root
+            .children
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| i % shares.max(1) == share)
+            .flat_map(|(_, child)| Iter {
+                stack: vec![(&**child, 0)],
+                data: [].iter(),
+                // Unknown: `Iter` only reports it.
+                left: 0,
+            });
+        own.map(|(k, v)| (k, v)).chain(Unsized(children))
+    }
+}
+
+/// A root slot and its entries' (level-ordered hash, index) pairs.
+type SlotRun<'a> = (usize, &'a mut [(u64, usize)]);
+
+/// An iterator whose length is not known ([`PMap::iter_share`]).
+struct Unsized<I>(I);
+
+impl<I: Iterator> Iterator for Unsized<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
 }
 
 impl<K, V, S> PMap<K, V, S>
@@ -210,6 +248,123 @@ where
                 1,
             ),
         };
+        Self {
+            root: Arc::new(root),
+            len,
+            hasher,
+        }
+    }
+
+    /// [`Self::from_entries`] on `threads` threads: the entries are dealt
+    /// by their slot in the root, and the root's children are sorted and
+    /// built on a share of the threads each (boot, before the node serves).
+    pub fn from_entries_on(entries: Vec<(K, V)>, hasher: S, threads: usize) -> Self
+    where
+        K: Send + Sync,
+        V: Send + Sync,
+        S: Sync,
+    {
+        if threads <= 1 || entries.len() < 4096 {
+            return Self::from_entries(entries, hasher);
+        }
+        let root_slot = |key: u64| (key >> (64 - BITS)) as usize;
+        // Hashed in shares; then dealt by root slot (a counting sort), so
+        // that each slot's run is sorted and built on its own.
+        let chunk = entries.len().div_ceil(threads);
+        let hashed: Vec<Vec<(u64, usize)>> = std::thread::scope(|scope| {
+            let hasher = &hasher;
+            let helpers: Vec<_> = entries
+                .chunks(chunk)
+                .enumerate()
+                .map(|(c, part)| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .enumerate()
+                            .map(|(i, (key, _))| (level_order(hasher.hash_one(key)), c * chunk + i))
+                            .collect()
+                    })
+                })
+                .collect();
+            helpers
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut starts = [0usize; 1 << BITS];
+        for part in &hashed {
+            for (key, _) in part {
+                starts[root_slot(*key)] += 1;
+            }
+        }
+        let mut next = 0;
+        for start in &mut starts {
+            let count = *start;
+            *start = next;
+            next += count;
+        }
+        let bounds: Vec<usize> = starts.iter().copied().chain([next]).collect();
+        let mut order = vec![(0u64, 0usize); next];
+        for part in hashed {
+            for item in part {
+                let slot = root_slot(item.0);
+                order[starts[slot]] = item;
+                starts[slot] += 1;
+            }
+        }
+        // The runs of the root's slots, dealt round-robin to the threads.
+        let mut runs: Vec<SlotRun<'_>> = Vec::new();
+        let mut rest = order.as_mut_slice();
+        for slot in 0..1 << BITS {
+            let (run, tail) = rest.split_at_mut(bounds[slot + 1] - bounds[slot]);
+            rest = tail;
+            if !run.is_empty() {
+                runs.push((slot, run));
+            }
+        }
+        let mut shares: Vec<Vec<SlotRun<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, run) in runs.into_iter().enumerate() {
+            shares[i % threads].push(run);
+        }
+        let entries = &entries;
+        let mut built: Vec<(usize, Built<K, V>)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        share
+                            .into_iter()
+                            .map(|(slot, run)| {
+                                run.sort_unstable();
+                                (slot, build(run, entries, BITS))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            helpers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        built.sort_unstable_by_key(|(slot, _)| *slot);
+        let (mut root, mut len) = (Node::empty(), 0);
+        for (slot, child) in built {
+            let bit = 1u32 << slot;
+            match child {
+                Built::Single(entry) => {
+                    root.datamap |= bit;
+                    root.data.push(entry);
+                    len += 1;
+                }
+                Built::Node(node, n) => {
+                    root.nodemap |= bit;
+                    root.children.push(Arc::new(node));
+                    len += n;
+                }
+            }
+        }
+        root.data.shrink_to_fit();
+        root.children.shrink_to_fit();
         Self {
             root: Arc::new(root),
             len,
@@ -466,7 +621,7 @@ impl<'a, K, V> Iterator for Iter<'a, K, V> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some((k, v)) = self.data.next() {
-                self.left -= 1;
+                self.left = self.left.saturating_sub(1);
                 return Some((k, v));
             }
             let (node, next) = self.stack.last_mut()?;
@@ -640,6 +795,49 @@ mod tests {
         for seed in 1..4 {
             against_std::<BuildHasherDefault<Narrow<12>>>(seed, 3_000, 20_000);
             against_std::<BuildHasherDefault<Narrow<3>>>(seed, 200, 5_000);
+        }
+    }
+
+    #[test]
+    fn a_parallel_bulk_build_is_the_same_map() {
+        fn shape<K, V>(node: &Node<K, V>) -> Vec<(u32, u32, usize)> {
+            let mut out = vec![(node.datamap, node.nodemap, node.data.len())];
+            for child in &node.children {
+                out.extend(shape(child));
+            }
+            out
+        }
+        type M = PMap<u64, u64, BuildHasherDefault<Narrow<12>>>;
+        for count in [4_095u64, 4_096, 20_000] {
+            // With duplicates: the later one wins.
+            let entries: Vec<(u64, u64)> = (0..count)
+                .map(|k| (k, k))
+                .chain((0..count).step_by(7).map(|k| (k, k + 1)))
+                .collect();
+            let one = M::from_entries(entries.clone(), Default::default());
+            for threads in [2, 3] {
+                let on = M::from_entries_on(entries.clone(), Default::default(), threads);
+                assert_eq!(on.len(), one.len());
+                assert_eq!(shape(&on.root), shape(&one.root));
+                for k in 0..count {
+                    assert_eq!(on.get(&k), one.get(&k));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shares_visit_every_entry_once() {
+        type M = PMap<u64, u64, BuildHasherDefault<Narrow<64>>>;
+        for count in [0u64, 1, 5, 40, 3_000] {
+            let map = M::from_entries((0..count).map(|k| (k, k * 2)).collect(), Default::default());
+            for shares in [1, 2, 3, 40] {
+                let mut seen: Vec<u64> = (0..shares)
+                    .flat_map(|share| map.iter_share(share, shares).map(|(k, _)| *k))
+                    .collect();
+                seen.sort_unstable();
+                assert_eq!(seen, (0..count).collect::<Vec<_>>(), "{count} in {shares}");
+            }
         }
     }
 

@@ -218,6 +218,7 @@ mod tests {
                 state_root: Default::default(),
             },
             state: Default::default(),
+            trie: Vec::new(),
         }
     }
 

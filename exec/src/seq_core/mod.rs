@@ -195,6 +195,37 @@ async fn seal_cooperatively(merkle: &mut Merkleizer, job: &SealJob) -> SealRoots
     }
 }
 
+/// Trie nodes exported between two yields.
+const EXPORT_STEP_NODES: usize = 4096;
+
+/// Puts the state trie's references into `slot` (a checkpoint block's), in
+/// bounded steps with yields between them, as a seal is done.
+async fn export_cooperatively(merkle: &Merkleizer, slot: &fulmen_chain::block::TrieExportSlot) {
+    let began = std::time::Instant::now();
+    let mut export = merkle.export_hashes();
+    loop {
+        match export.step(EXPORT_STEP_NODES) {
+            Ok(true) => break,
+            Ok(false) => glommio::yield_if_needed().await,
+            Err(e) => {
+                // The checkpoint is written without them; boot hashes.
+                tracing::warn!(number = merkle.number, error = %e, "cannot export the state trie's references");
+                return;
+            }
+        }
+    }
+    let bytes = export.into_bytes();
+    tracing::debug!(
+        number = merkle.number,
+        bytes = bytes.len(),
+        us = began.elapsed().as_micros() as u64,
+        "exported the state trie's references"
+    );
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some(bytes);
+    }
+}
+
 /// Runs the state-root role: seals blocks in order and serves proofs.
 pub async fn run_merkle(
     mut merkle: Merkleizer,
@@ -206,6 +237,9 @@ pub async fn run_merkle(
         match request {
             MerkleRequest::Seal(job) => {
                 let roots = seal_cooperatively(&mut merkle, &job).await;
+                if let Some(slot) = &job.trie_export {
+                    export_cooperatively(&merkle, slot).await;
+                }
                 if to_seq.send(roots).await.is_err() {
                     return;
                 }

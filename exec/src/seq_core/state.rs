@@ -101,6 +101,9 @@ pub(super) struct SeqState {
     /// their roots wait here for it when they come first.
     pub(super) replica: bool,
     roots_waiting: std::collections::VecDeque<fulmen_chain::block::SealRoots>,
+    /// The checkpoint block whose trie references the state-root worker
+    /// puts in the slot.
+    trie_export: Option<(u64, fulmen_chain::block::TrieExportSlot)>,
     /// A replica: mini-blocks not yet published and when their upstream
     /// closed them (µs), for the lag metric.
     lag_marks: std::collections::VecDeque<(u64, u64)>,
@@ -144,6 +147,7 @@ impl SeqState {
             verifier: false,
             replica: false,
             roots_waiting: Default::default(),
+            trie_export: None,
             lag_marks: Default::default(),
             stopping: None,
             mini_opened: None,
@@ -528,7 +532,8 @@ impl SeqState {
         }
         let mut replies = Vec::new();
         self.close_and_release(&mut replies);
-        let job = self.seq.close_block(now_ms);
+        let mut job = self.seq.close_block(now_ms);
+        self.ask_trie_export(&mut job);
         // Deferred transactions may have run in the new block.
         self.close_and_release(&mut replies);
         if !self.halted() {
@@ -591,6 +596,19 @@ impl SeqState {
         }
     }
 
+    /// For a block that gets a checkpoint: asks the state-root worker for
+    /// the trie's references after it, for the image.
+    fn ask_trie_export(&mut self, job: &mut SealJob) {
+        let Some(log) = &self.log else {
+            return;
+        };
+        if log.to_checkpoints.is_some() && log.book.checkpoint_due_at(job.ctx.number) {
+            let slot = fulmen_chain::block::TrieExportSlot::default();
+            job.trie_export = Some(slot.clone());
+            self.trie_export = Some((job.ctx.number, slot));
+        }
+    }
+
     /// After block `sealed` was logged: when a checkpoint is due, logs its
     /// marker (with the DA records so far) and schedules it, to start once
     /// the seal and the marker are durable.
@@ -633,6 +651,13 @@ impl SeqState {
         let Some(log) = &mut self.log else {
             return;
         };
+        // The worker filled the slot before it answered with the roots.
+        let trie = self
+            .trie_export
+            .take()
+            .filter(|(block, _)| *block == number)
+            .and_then(|(_, slot)| slot.lock().ok()?.take())
+            .unwrap_or_default();
         log.book.schedule_checkpoint(CheckpointJob {
             meta: CheckpointMeta {
                 number,
@@ -640,6 +665,7 @@ impl SeqState {
                 state_root: sealed.header.state_root,
             },
             state,
+            trie,
         });
     }
 
@@ -838,7 +864,8 @@ impl SeqState {
         &mut self,
         next: Option<fulmen_chain::block::BlockContext>,
     ) -> SealJob {
-        let job = self.seq.close_upstream_block(next);
+        let mut job = self.seq.close_upstream_block(next);
+        self.ask_trie_export(&mut job);
         if !self.halted() {
             self.release(&mut Vec::new());
         }

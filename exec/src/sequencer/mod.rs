@@ -636,6 +636,7 @@ impl Sequencer {
             diffs,
             gas_used,
             accessed: closed.accessed.map(Box::new),
+            trie_export: None,
         };
         self.refresh_open_view();
         self.run_deferred();

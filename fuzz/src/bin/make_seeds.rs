@@ -747,14 +747,14 @@ fn main() {
         hash: B256::repeat_byte(0x42),
         state_root: B256::repeat_byte(0x5a),
     };
-    let image = checkpoint::encode(&meta, &state);
+    let image = checkpoint::encode(&meta, &state, &[1, 2, 3]);
     let whole = [&[0u8][..], &image].concat();
     assert!(fulmen_fuzz::checkpoint_image(&whole), "checkpoint seed");
     seeds.put("checkpoint_image", "dev_state", &whole);
     let body = [&[1u8][..], &image[..image.len() - 4]].concat();
     assert!(fulmen_fuzz::checkpoint_image(&body), "checkpoint body seed");
     seeds.put("checkpoint_image", "dev_state_body", &body);
-    let empty = checkpoint::encode(&meta, &HotState::new());
+    let empty = checkpoint::encode(&meta, &HotState::new(), &[]);
     let body = [&[1u8][..], &empty[..empty.len() - 4]].concat();
     assert!(fulmen_fuzz::checkpoint_image(&body));
     seeds.put("checkpoint_image", "empty_state_body", &body);
