@@ -369,28 +369,23 @@ fn history_is_identical_after_a_clean_restart_and_one_from_a_checkpoint() {
     }
     assert!(node.terminate().success());
     let node = start_fulmen_in(&dir.0, &CHECKPOINT_EVERY_2);
+    let logged = |what: &[&str]| {
+        node.startup
+            .iter()
+            .any(|l| what.iter().all(|part| l.contains(part)))
+    };
+    let startup = node.startup.join("\n");
     assert!(
-        node.startup.iter().any(|l| l.contains("loaded checkpoint")),
-        "the restart did not start from a checkpoint:\n{}",
-        node.startup.join("\n")
+        logged(&["loaded checkpoint"]),
+        "the restart did not start from a checkpoint:\n{startup}"
     );
     // With the trie references the state-root worker exported for it:
     // boot did not hash the trie again, and they fit.
     assert!(
-        node.startup
-            .iter()
-            .any(|l| l.contains("built the state trie") && l.contains("stored_hashes=true")),
-        "the checkpoint had no trie references:\n{}",
-        node.startup.join("\n")
+        logged(&["built the state trie", "stored_hashes=true"]),
+        "the checkpoint had no trie references:\n{startup}"
     );
-    assert!(
-        !node
-            .startup
-            .iter()
-            .any(|l| l.contains("trie references do not fit")),
-        "{}",
-        node.startup.join("\n")
-    );
+    assert!(!logged(&["trie references do not fit"]), "{startup}");
     let after = history(node.addr, &hashes, last);
     assert_eq!(
         before, after,

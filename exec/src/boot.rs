@@ -653,6 +653,14 @@ mod tests {
         (log, full, expected, head)
     }
 
+    /// Writes the checkpoint of block `number` of `full` (with its trie
+    /// references) into `disk`; returns it.
+    fn write_image(disk: &SimDisk, full: &Booted, number: u64) -> (CheckpointMeta, HotState) {
+        let (meta, state) = image(full, number);
+        now(checkpoint::write(disk, &meta, &state, &hashes_of(&state))).unwrap();
+        (meta, state)
+    }
+
     /// The image of block `number` of the chain `full` rebuilt.
     fn image(full: &Booted, number: u64) -> (CheckpointMeta, HotState) {
         let view = full.replayed.parts.view();
@@ -696,14 +704,7 @@ mod tests {
         };
         let checkpoints = SimDisk::new(5, 1 << 26);
         let number = head * 2 / 3;
-        let (meta, state) = image(&full, number);
-        now(checkpoint::write(
-            &checkpoints,
-            &meta,
-            &state,
-            &hashes_of(&state),
-        ))
-        .unwrap();
+        let (meta, _) = write_image(&checkpoints, &full, number);
         let boot_now = |link: &mut HistoryLink| {
             let mode = BootMode::Start { now_ms: 0 };
             boot(&log, &checkpoints, (&spec, &genesis), mode, Some(link)).unwrap()
@@ -824,14 +825,7 @@ mod tests {
         assert_eq!(none.replayed.stats.from_checkpoint, None);
         assert_eq!(fingerprint(&mut none), expected);
         for number in [head / 3, head / 2] {
-            let (meta, state) = image(&full, number);
-            now(checkpoint::write(
-                &checkpoints,
-                &meta,
-                &state,
-                &hashes_of(&state),
-            ))
-            .unwrap();
+            write_image(&checkpoints, &full, number);
         }
         // Junk past the chain, and a whole image of another block under a
         // newer block's name: skipped.

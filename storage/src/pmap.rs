@@ -349,19 +349,7 @@ where
         built.sort_unstable_by_key(|(slot, _)| *slot);
         let (mut root, mut len) = (Node::empty(), 0);
         for (slot, child) in built {
-            let bit = 1u32 << slot;
-            match child {
-                Built::Single(entry) => {
-                    root.datamap |= bit;
-                    root.data.push(entry);
-                    len += 1;
-                }
-                Built::Node(node, n) => {
-                    root.nodemap |= bit;
-                    root.children.push(Arc::new(node));
-                    len += n;
-                }
-            }
+            len += child.place(&mut root, 1 << slot);
         }
         root.data.shrink_to_fit();
         root.children.shrink_to_fit();
@@ -417,6 +405,25 @@ enum Built<K, V> {
     Node(Node<K, V>, usize),
 }
 
+impl<K, V> Built<K, V> {
+    /// Puts this in `parent` at slot `bit` (after the slots before it);
+    /// returns the keys it holds.
+    fn place(self, parent: &mut Node<K, V>, bit: u32) -> usize {
+        match self {
+            Self::Single(entry) => {
+                parent.datamap |= bit;
+                parent.data.push(entry);
+                1
+            }
+            Self::Node(child, n) => {
+                parent.nodemap |= bit;
+                parent.children.push(Arc::new(child));
+                n
+            }
+        }
+    }
+}
+
 /// Builds the subtree at `shift` of `order` (level-ordered hashes with
 /// indexes into `entries`; equal keys are adjacent, in input order, and the
 /// last one wins).
@@ -456,18 +463,7 @@ fn build<K: Eq + Clone, V: Clone>(
             .iter()
             .position(|(key, _)| level_order_slot(*key, shift) != bit)
             .unwrap_or(rest.len());
-        match build(&rest[..run], entries, shift + BITS) {
-            Built::Single(entry) => {
-                node.datamap |= bit;
-                node.data.push(entry);
-                count += 1;
-            }
-            Built::Node(child, n) => {
-                node.nodemap |= bit;
-                node.children.push(Arc::new(child));
-                count += n;
-            }
-        }
+        count += build(&rest[..run], entries, shift + BITS).place(&mut node, bit);
         rest = &rest[run..];
     }
     node.data.shrink_to_fit();
