@@ -121,7 +121,7 @@ impl StateTrie {
     /// The export of this trie's references (hashed: [`Self::root`] since
     /// the last change), to be written in steps.
     pub fn export_hashes(&self) -> StateHashExport<'_> {
-        StateHashExport::new(self)
+        StateHashExport::new(&self.accounts, &self.storage)
     }
 
     fn build_on(

@@ -267,50 +267,7 @@ where
         if threads <= 1 || entries.len() < 4096 {
             return Self::from_entries(entries, hasher);
         }
-        let root_slot = |key: u64| (key >> (64 - BITS)) as usize;
-        // Hashed in shares; then dealt by root slot (a counting sort), so
-        // that each slot's run is sorted and built on its own.
-        let chunk = entries.len().div_ceil(threads);
-        let hashed: Vec<Vec<(u64, usize)>> = std::thread::scope(|scope| {
-            let hasher = &hasher;
-            let helpers: Vec<_> = entries
-                .chunks(chunk)
-                .enumerate()
-                .map(|(c, part)| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .enumerate()
-                            .map(|(i, (key, _))| (level_order(hasher.hash_one(key)), c * chunk + i))
-                            .collect()
-                    })
-                })
-                .collect();
-            helpers
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        let mut starts = [0usize; 1 << BITS];
-        for part in &hashed {
-            for (key, _) in part {
-                starts[root_slot(*key)] += 1;
-            }
-        }
-        let mut next = 0;
-        for start in &mut starts {
-            let count = *start;
-            *start = next;
-            next += count;
-        }
-        let bounds: Vec<usize> = starts.iter().copied().chain([next]).collect();
-        let mut order = vec![(0u64, 0usize); next];
-        for part in hashed {
-            for item in part {
-                let slot = root_slot(item.0);
-                order[starts[slot]] = item;
-                starts[slot] += 1;
-            }
-        }
+        let (mut order, bounds) = dealt_by_root_slot(&entries, &hasher, threads);
         // The runs of the root's slots, dealt round-robin to the threads.
         let mut runs: Vec<SlotRun<'_>> = Vec::new();
         let mut rest = order.as_mut_slice();
@@ -395,6 +352,60 @@ fn level_order_slot(key: u64, shift: u32) -> u32 {
         key & 0xf
     };
     1 << slot
+}
+
+/// The level-ordered hashes of `entries` with their indexes, hashed on
+/// `threads` threads and dealt by their slot in the root (a counting sort),
+/// with where each slot's run starts (and, last, where the last one ends).
+fn dealt_by_root_slot<K: Hash + Sync, V: Sync, S: BuildHasher + Sync>(
+    entries: &[(K, V)],
+    hasher: &S,
+    threads: usize,
+) -> (Vec<(u64, usize)>, Vec<usize>) {
+    let root_slot = |key: u64| (key >> (64 - BITS)) as usize;
+    // Hashed in shares; then dealt by root slot (a counting sort), so
+    // that each slot's run is sorted and built on its own.
+    let chunk = entries.len().div_ceil(threads);
+    let hashed: Vec<Vec<(u64, usize)>> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = entries
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, (key, _))| (level_order(hasher.hash_one(key)), c * chunk + i))
+                        .collect()
+                })
+            })
+            .collect();
+        helpers
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut starts = [0usize; 1 << BITS];
+    for part in &hashed {
+        for (key, _) in part {
+            starts[root_slot(*key)] += 1;
+        }
+    }
+    let mut next = 0;
+    for start in &mut starts {
+        let count = *start;
+        *start = next;
+        next += count;
+    }
+    let bounds: Vec<usize> = starts.iter().copied().chain([next]).collect();
+    let mut order = vec![(0u64, 0usize); next];
+    for part in hashed {
+        for item in part {
+            let slot = root_slot(item.0);
+            order[starts[slot]] = item;
+            starts[slot] += 1;
+        }
+    }
+    (order, bounds)
 }
 
 /// What [`build`] makes of a run of entries.

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 
 use alloy_primitives::Address;
 
-use super::StateTrie;
 use crate::trie::{HashExport, HashesError, Trie};
 
 const VERSION: u8 = 1;
@@ -115,9 +114,9 @@ pub struct StateHashExport<'a> {
 }
 
 impl<'a> StateHashExport<'a> {
-    pub(super) fn new(trie: &'a StateTrie) -> Self {
-        let mut storage: Vec<(&Address, &Trie)> = trie
-            .storage
+    /// The export of a state trie's account trie and storage tries.
+    pub(super) fn new(accounts: &'a Trie, storage: &'a HashMap<Address, Trie>) -> Self {
+        let mut storage: Vec<(&Address, &Trie)> = storage
             .iter()
             .filter(|(_, trie)| trie.has_inner_nodes())
             .collect();
@@ -125,7 +124,7 @@ impl<'a> StateHashExport<'a> {
         let mut out = vec![VERSION];
         out.extend_from_slice(&[0; 8]);
         Self {
-            current: Some((out.len(), HashExport::new(&trie.accounts))),
+            current: Some((out.len(), HashExport::new(accounts))),
             out,
             storage_count: Some(storage.len()),
             storage: storage.into_iter(),
@@ -175,6 +174,7 @@ mod tests {
     use fulmen_storage::{AccountState, HotState};
 
     use super::*;
+    use crate::merkle::StateTrie;
 
     /// A state of `accounts` accounts, every fifth a contract with a few
     /// slots (some of one slot: a storage trie without branches).
