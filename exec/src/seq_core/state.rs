@@ -614,6 +614,15 @@ impl SeqState {
     /// the seal and the marker are durable.
     fn schedule_checkpoint(&mut self, sealed: &SealedBlock) {
         let number = sealed.header.number;
+        // The worker filled the slot before it answered with the roots.
+        // Taken first (a later block's is left), so that no early return
+        // keeps the bytes.
+        let trie = self
+            .trie_export
+            .take_if(|(block, _)| *block <= number)
+            .filter(|(block, _)| *block == number)
+            .and_then(|(_, slot)| slot.lock().ok()?.take())
+            .unwrap_or_default();
         let Some(log) = &self.log else {
             return;
         };
@@ -651,13 +660,6 @@ impl SeqState {
         let Some(log) = &mut self.log else {
             return;
         };
-        // The worker filled the slot before it answered with the roots.
-        let trie = self
-            .trie_export
-            .take()
-            .filter(|(block, _)| *block == number)
-            .and_then(|(_, slot)| slot.lock().ok()?.take())
-            .unwrap_or_default();
         log.book.schedule_checkpoint(CheckpointJob {
             meta: CheckpointMeta {
                 number,
